@@ -1,0 +1,30 @@
+//! raftvip keeps a virtual IP on exactly one healthy HAProxy box.
+//!
+//! Every box runs HAProxy and raftvip; the raftvip instances form a Raft cluster. The Raft
+//! leader binds the VIPs — but only while its quorum acknowledged it recently (fencing by
+//! lease) and its HAProxy is healthy. A node whose HAProxy is unhealthy does not stand in
+//! elections, and an unhealthy leader releases the VIPs and hands leadership to a healthy peer.
+//!
+//! Layout:
+//! - [`config`]: the TOML file, strict parsing, validation that names key, problem and fix.
+//! - [`raft`]: openraft type declarations, the durable store (redb) and the HTTP network.
+//! - [`auth`]: HMAC signatures on peer requests (no forgery, no replay).
+//! - [`api`]: the axum server (peer RPC, status, metrics, admin) and the CLI's client.
+//! - [`health`]: HAProxy's runtime API: polling, instant death detection, verdicts.
+//! - [`vip`]: netlink address binding, gratuitous ARP / unsolicited NA, duplicate probes.
+//! - [`supervisor`]: the one place where Raft role, lease, health and maintenance meet; a pure
+//!   `decide` plus a thin driver that executes its actions.
+//! - [`daemon`]: wires everything together and owns the shutdown order.
+//! - [`metrics`]: Prometheus counters and gauges.
+//! - [`status`]: the JSON status document shared by the API and the CLI.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod daemon;
+pub mod health;
+pub mod metrics;
+pub mod raft;
+pub mod status;
+pub mod supervisor;
+pub mod vip;
