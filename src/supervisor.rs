@@ -1,1 +1,362 @@
-//! (being written)
+//! The one place where Raft role, quorum lease, HAProxy health and operator intent meet.
+//!
+//! [`decide`] is pure: from a snapshot of [`Inputs`] it says whether this node holds the VIPs,
+//! whether it may stand in elections, and whether it must hand leadership over. The
+//! [`Supervisor`] driver gathers inputs (Raft metrics, health, replicated maintenance flags,
+//! VIP events, the fence deadline), calls `decide` and executes the difference. Keeping the
+//! rule in one function is what makes "exactly one holder" reviewable:
+//!
+//! hold ⇔ leader ∧ quorum acknowledged within `fence_ms` ∧ healthy ∧ ¬maintenance ∧ ¬stopping.
+//!
+//! The fence is a deadline, not a poll: quorum-ack instant + fence. openraft measures the ack
+//! from the *send* time of the heartbeat a quorum answered, and no voter that answered it grants
+//! a vote until `election_timeout_max` after receiving it, so dropping the VIPs at
+//! `ack + fence_ms` (< `election_timeout_max` − slack, enforced by check-config) means the
+//! old holder is gone before a new leader can exist.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
+
+/// Everything the decision depends on, captured at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inputs {
+    pub witness: bool,
+    pub leader: bool,
+    /// Time since a quorum last acknowledged this leader (None: never, or not leader).
+    pub quorum_ack_age: Option<Duration>,
+    pub fence: Duration,
+    pub healthy: bool,
+    pub maintenance: bool,
+    pub stopping: bool,
+}
+
+/// What this node should be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub hold_vips: bool,
+    /// Stand in elections (a node always votes).
+    pub elect: bool,
+    /// Keep sending heartbeats as leader: off while handing over, so followers stop
+    /// refreshing a lease the leader no longer wants.
+    pub heartbeat: bool,
+    /// Leader that must not lead: ask a healthy peer to take over now.
+    pub hand_over: bool,
+    pub reason: Reason,
+}
+
+/// Why the decision is what it is; shown in status and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Witness,
+    Stopping,
+    Maintenance,
+    Unhealthy,
+    NotLeader,
+    QuorumLost,
+    LeaderWithQuorum,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Witness => "witness: votes, never leads",
+            Reason::Stopping => "stopping",
+            Reason::Maintenance => "in maintenance",
+            Reason::Unhealthy => "HAProxy unhealthy",
+            Reason::NotLeader => "not the Raft leader",
+            Reason::QuorumLost => "no quorum acknowledgement within the fence",
+            Reason::LeaderWithQuorum => "leader with quorum and healthy HAProxy",
+        })
+    }
+}
+
+/// The rule. Pure, total, and tested by the table below.
+pub fn decide(i: &Inputs) -> Decision {
+    let eligible_reason = if i.witness {
+        Some(Reason::Witness)
+    } else if i.stopping {
+        Some(Reason::Stopping)
+    } else if i.maintenance {
+        Some(Reason::Maintenance)
+    } else if !i.healthy {
+        Some(Reason::Unhealthy)
+    } else {
+        None
+    };
+    let eligible = eligible_reason.is_none();
+    let acked = i.quorum_ack_age.is_some_and(|age| age <= i.fence);
+    let reason = match (eligible_reason, i.leader, acked) {
+        (Some(r), _, _) => r,
+        (None, false, _) => Reason::NotLeader,
+        (None, true, false) => Reason::QuorumLost,
+        (None, true, true) => Reason::LeaderWithQuorum,
+    };
+    Decision {
+        hold_vips: reason == Reason::LeaderWithQuorum,
+        elect: eligible,
+        heartbeat: eligible || !i.leader,
+        hand_over: i.leader && !eligible,
+        reason,
+    }
+}
+
+/// What the supervisor needs from a health verdict.
+pub trait HealthVerdict: Send + Sync + 'static {
+    fn is_healthy(&self) -> bool;
+}
+
+/// What the supervisor needs from the VIP layer.
+pub trait VipHolder: Send + Sync + 'static {
+    /// Idempotent: bind + announce, or release, every VIP.
+    fn set_held(&self, hold: bool, reason: &str);
+    /// Re-check the kernel's addresses against the held state and repair.
+    fn reconcile(&self);
+}
+
+/// What the supervisor needs to ask peers: "start an election now if you are eligible".
+pub trait HandOver: Send + Sync + 'static {
+    /// Asks peers (not `me`) one by one; returns the id of the first that accepted.
+    fn hand_over(&self, me: NodeId) -> impl std::future::Future<Output = Option<NodeId>> + Send;
+}
+
+/// Live view of the supervisor, for status and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SupervisorState {
+    pub holds_vips: bool,
+    pub elect: bool,
+    pub reason: Reason,
+    pub handovers: u64,
+    pub fence_releases: u64,
+}
+
+/// Executes [`decide`] against the real world.
+pub struct Supervisor<V, H, Hl> {
+    pub node_id: NodeId,
+    pub witness: bool,
+    pub fence: Duration,
+    pub reconcile_every: Duration,
+    pub raft: Raft,
+    pub health: watch::Receiver<Hl>,
+    pub cluster: watch::Receiver<ClusterState>,
+    pub vip_events: tokio::sync::mpsc::Receiver<()>,
+    pub vips: Arc<V>,
+    pub peers: Arc<H>,
+    pub state: watch::Sender<SupervisorState>,
+}
+
+impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
+    /// Runs until `stop` is cancelled; then, if leader, hands over before returning. The VIPs
+    /// are released the moment the stop is seen, and again on return.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut metrics = self.raft.metrics();
+        let mut applied: Option<Decision> = None;
+        let mut ack_instant: Option<Instant> = None;
+        let mut reconcile = tokio::time::interval(self.reconcile_every);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One handover attempt per episode of "leader that must not lead".
+        let mut hand_over: Option<tokio::task::JoinHandle<Option<NodeId>>> = None;
+        let mut handed_over_to: Option<Option<NodeId>> = None;
+        let mut stopping = false;
+
+        loop {
+            let fence_deadline = ack_instant.map(|at| at + self.fence);
+            let holding = applied.is_some_and(|d| d.hold_vips);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled(), if !stopping => stopping = true,
+                result = async { hand_over.as_mut().expect("guarded").await }, if hand_over.is_some() => {
+                    hand_over = None;
+                    handed_over_to = Some(result.ok().flatten());
+                }
+                changed = metrics.changed() => if changed.is_err() { break },
+                // Wake exactly when the fence expires, so a cut-off leader lets go on time.
+                _ = sleep_until_opt(fence_deadline), if holding => {},
+                changed = self.health.changed() => if changed.is_err() { break },
+                changed = self.cluster.changed() => if changed.is_err() { break },
+                Some(()) = self.vip_events.recv() => self.vips.reconcile(),
+                _ = reconcile.tick() => self.vips.reconcile(),
+            }
+
+            let m = metrics.borrow_and_update().clone();
+            let now = Instant::now();
+            ack_instant = leader_ack_instant(&m, now);
+            let inputs = Inputs {
+                witness: self.witness,
+                leader: m.state == ServerState::Leader,
+                quorum_ack_age: ack_instant.map(|at| now.saturating_duration_since(at)),
+                fence: self.fence,
+                healthy: self.health.borrow().is_healthy(),
+                maintenance: self.cluster.borrow().in_maintenance(self.node_id),
+                stopping,
+            };
+            let decision = decide(&inputs);
+            self.apply(applied, decision, &inputs);
+            applied = Some(decision);
+
+            if !decision.hand_over {
+                hand_over = None;
+                handed_over_to = None;
+            } else if hand_over.is_none() && handed_over_to.is_none() {
+                let (peers, me) = (self.peers.clone(), self.node_id);
+                hand_over = Some(tokio::spawn(async move { peers.hand_over(me).await }));
+            }
+            // A stopping node is done once it no longer leads, or when nobody would take over.
+            if stopping && (!inputs.leader || handed_over_to == Some(None)) {
+                break;
+            }
+        }
+        self.vips.set_held(false, "stopping");
+    }
+
+    fn apply(&self, before: Option<Decision>, d: Decision, inputs: &Inputs) {
+        let raft_config = self.raft.runtime_config();
+        if before.map(|b| b.elect) != Some(d.elect) {
+            raft_config.elect(d.elect);
+            tracing::info!(
+                elect = d.elect,
+                reason = %d.reason,
+                "election candidacy {}",
+                if d.elect { "on" } else { "off" }
+            );
+        }
+        if before.map(|b| b.heartbeat) != Some(d.heartbeat) {
+            raft_config.heartbeat(d.heartbeat);
+        }
+        let was_holding = before.is_some_and(|b| b.hold_vips);
+        if before.map(|b| b.hold_vips) != Some(d.hold_vips) {
+            if was_holding || d.hold_vips {
+                tracing::info!(
+                    from = if was_holding { "holder" } else { "standby" },
+                    to = if d.hold_vips { "holder" } else { "standby" },
+                    reason = %d.reason,
+                    quorum_ack_ms = ?inputs.quorum_ack_age.map(|a| a.as_millis()),
+                    "VIP ownership changed"
+                );
+            }
+            if was_holding && d.reason == Reason::QuorumLost {
+                self.state.send_modify(|s| s.fence_releases += 1);
+            }
+        }
+        // Always re-assert: set_held is idempotent and cheap when nothing changes.
+        self.vips.set_held(d.hold_vips, &d.reason.to_string());
+        if d.hand_over && !before.is_some_and(|b| b.hand_over) {
+            tracing::info!(reason = %d.reason, "leader must not lead: handing over");
+            self.state.send_modify(|s| s.handovers += 1);
+        }
+        self.state.send_if_modified(|s| {
+            let changed = s.holds_vips != d.hold_vips || s.elect != d.elect || s.reason != d.reason;
+            s.holds_vips = d.hold_vips;
+            s.elect = d.elect;
+            s.reason = d.reason;
+            changed
+        });
+    }
+}
+
+/// The instant a quorum last acknowledged this leader, from a metrics snapshot read at `now`.
+pub fn leader_ack_instant(m: &RaftMetrics, now: Instant) -> Option<Instant> {
+    if m.state != ServerState::Leader {
+        return None;
+    }
+    m.millis_since_quorum_ack
+        .map(|ms| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now))
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FENCE: Duration = Duration::from_millis(60);
+
+    fn leader_healthy() -> Inputs {
+        Inputs {
+            witness: false,
+            leader: true,
+            quorum_ack_age: Some(Duration::from_millis(10)),
+            fence: FENCE,
+            healthy: true,
+            maintenance: false,
+            stopping: false,
+        }
+    }
+
+    #[test]
+    fn healthy_leader_with_fresh_quorum_holds() {
+        let d = decide(&leader_healthy());
+        assert_eq!(
+            d,
+            Decision {
+                hold_vips: true,
+                elect: true,
+                heartbeat: true,
+                hand_over: false,
+                reason: Reason::LeaderWithQuorum
+            }
+        );
+    }
+
+    #[test]
+    fn transitions_table() {
+        // (change to the healthy leader, hold, elect, heartbeat, hand_over, reason)
+        type Case = (&'static str, fn(&mut Inputs), bool, bool, bool, bool, Reason);
+        let cases: &[Case] = &[
+            ("follower", |i| { i.leader = false; i.quorum_ack_age = None }, false, true, true, false, Reason::NotLeader),
+            ("ack exactly at fence", |i| i.quorum_ack_age = Some(FENCE), true, true, true, false, Reason::LeaderWithQuorum),
+            ("ack past fence", |i| i.quorum_ack_age = Some(FENCE + Duration::from_millis(1)), false, true, true, false, Reason::QuorumLost),
+            ("new leader, no ack yet", |i| i.quorum_ack_age = None, false, true, true, false, Reason::QuorumLost),
+            ("unhealthy leader", |i| i.healthy = false, false, false, false, true, Reason::Unhealthy),
+            ("unhealthy follower still votes, does not stand", |i| { i.healthy = false; i.leader = false }, false, false, true, false, Reason::Unhealthy),
+            ("maintenance leader", |i| i.maintenance = true, false, false, false, true, Reason::Maintenance),
+            ("stopping leader", |i| i.stopping = true, false, false, false, true, Reason::Stopping),
+            ("stopping follower", |i| { i.stopping = true; i.leader = false }, false, false, true, false, Reason::Stopping),
+            ("witness never stands", |i| { i.witness = true; i.leader = false }, false, false, true, false, Reason::Witness),
+            ("witness that somehow leads hands over", |i| i.witness = true, false, false, false, true, Reason::Witness),
+        ];
+        for (name, change, hold, elect, heartbeat, hand_over, reason) in cases {
+            let mut inputs = leader_healthy();
+            change(&mut inputs);
+            let d = decide(&inputs);
+            assert_eq!(
+                (d.hold_vips, d.elect, d.heartbeat, d.hand_over, d.reason),
+                (*hold, *elect, *heartbeat, *hand_over, *reason),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn never_holds_without_every_condition() {
+        // Exhaustive over the boolean inputs: holding implies each condition.
+        for bits in 0u32..64 {
+            let b = |n: u32| bits & (1 << n) != 0;
+            let inputs = Inputs {
+                witness: b(0),
+                leader: b(1),
+                quorum_ack_age: b(2).then_some(Duration::from_millis(5)),
+                fence: FENCE,
+                healthy: b(3),
+                maintenance: b(4),
+                stopping: b(5),
+            };
+            let d = decide(&inputs);
+            let expected = !b(0) && b(1) && b(2) && b(3) && !b(4) && !b(5);
+            assert_eq!(d.hold_vips, expected, "{inputs:?}");
+            assert!(!(d.hold_vips && d.hand_over));
+        }
+    }
+}
