@@ -1,1 +1,215 @@
-//! (being written)
+//! Prometheus metrics, rendered from the [`Status`] document at scrape time.
+//!
+//! Every number already lives in the status (counters included), so the exporter keeps no
+//! state of its own: a scrape builds a fresh registry from one status snapshot. Scrapes are
+//! seconds apart; building a registry of a few dozen series costs microseconds.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::status::{Role, Status};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabel {
+    address: String,
+    interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+/// The Prometheus text exposition of one status snapshot.
+pub fn render(status: &Status) -> String {
+    let mut r = Registry::with_prefix("raftvip");
+
+    let roles = Family::<RoleLabel, Gauge>::default();
+    for role in Role::ALL {
+        roles
+            .get_or_create(&RoleLabel { role: role.name() })
+            .set(i64::from(role == status.role));
+    }
+    r.register("role", "Raft role of this node (1 for the current one)", roles);
+    gauge(&mut r, "term", "Current Raft term", status.term as i64);
+    gauge(
+        &mut r,
+        "leader_id",
+        "Id of the current leader (0: none known)",
+        status.leader_id.unwrap_or(0) as i64,
+    );
+    gauge(
+        &mut r,
+        "millis_since_quorum_ack",
+        "Leader only: ms since a quorum acknowledged it (-1 otherwise)",
+        status.millis_since_quorum_ack.map_or(-1, |v| v as i64),
+    );
+    gauge(
+        &mut r,
+        "holds_vips",
+        "1 if this node holds the VIPs",
+        i64::from(status.holds_vips),
+    );
+    gauge(
+        &mut r,
+        "candidate",
+        "1 if this node stands in elections",
+        i64::from(status.candidate_for_leader),
+    );
+    gauge(&mut r, "healthy", "1 if HAProxy is healthy", i64::from(status.healthy));
+    gauge(
+        &mut r,
+        "maintenance",
+        "1 if this node is in maintenance",
+        i64::from(status.maintenance),
+    );
+    if let Some(h) = &status.health {
+        counter(
+            &mut r,
+            "health_transitions",
+            "Health verdict changes",
+            h.transitions,
+        );
+        counter(&mut r, "health_checks", "HAProxy checks run", h.checks);
+        gauge(
+            &mut r,
+            "health_check_latency_microseconds",
+            "Duration of the last HAProxy check",
+            h.check_latency_us as i64,
+        );
+        gauge(
+            &mut r,
+            "health_last_check_age_milliseconds",
+            "Age of the last completed HAProxy check (-1: none yet)",
+            h.last_check_age_ms.map_or(-1, |v| v as i64),
+        );
+    }
+    counter(
+        &mut r,
+        "leader_changes",
+        "Leader changes seen by this node",
+        status.counters.leader_changes,
+    );
+    counter(
+        &mut r,
+        "rejected_requests",
+        "Peer requests rejected as unauthenticated",
+        status.counters.rejected_requests,
+    );
+    counter(
+        &mut r,
+        "handovers",
+        "Times this leader handed leadership over",
+        status.counters.handovers,
+    );
+    counter(
+        &mut r,
+        "fence_releases",
+        "Times the VIPs were released because the quorum lease ran out",
+        status.counters.fence_releases,
+    );
+
+    let held = Family::<VipLabel, Gauge>::default();
+    let announcements = Family::<VipLabel, Counter>::default();
+    let re_adds = Family::<VipLabel, Counter>::default();
+    let duplicates = Family::<VipLabel, Counter>::default();
+    let errors = Family::<VipLabel, Gauge>::default();
+    for vip in &status.vips {
+        let label = VipLabel {
+            address: vip.address.clone(),
+            interface: vip.interface.clone(),
+        };
+        held.get_or_create(&label).set(i64::from(vip.held));
+        announcements
+            .get_or_create(&label)
+            .inc_by(vip.announcements_sent);
+        re_adds.get_or_create(&label).inc_by(vip.re_adds);
+        duplicates.get_or_create(&label).inc_by(vip.duplicates);
+        errors
+            .get_or_create(&label)
+            .set(i64::from(vip.error.is_some()));
+    }
+    r.register("vip_held", "1 if the VIP is bound on this node", held);
+    r.register(
+        "vip_announcements",
+        "Gratuitous ARP / unsolicited NA frames sent",
+        announcements,
+    );
+    r.register(
+        "vip_re_adds",
+        "Times the VIP was found missing on the holder and re-added",
+        re_adds,
+    );
+    r.register(
+        "vip_duplicates",
+        "Times another MAC answered for the VIP",
+        duplicates,
+    );
+    r.register(
+        "vip_error",
+        "1 if binding or announcing the VIP is failing",
+        errors,
+    );
+
+    let contact = Family::<PeerLabel, Gauge>::default();
+    for peer in status.peers.iter().filter(|p| p.id != status.node_id) {
+        contact
+            .get_or_create(&PeerLabel {
+                peer: peer.id.to_string(),
+            })
+            .set(peer.last_contact_ms.map_or(-1, |v| v as i64));
+    }
+    r.register(
+        "peer_last_contact_milliseconds",
+        "Age of the last exchange with each peer (-1: never)",
+        contact,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &r).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_role_counters_and_vips() {
+        let text = render(&crate::status::tests::sample());
+        for line in [
+            "raftvip_role{role=\"leader\"} 1",
+            "raftvip_role{role=\"follower\"} 0",
+            "raftvip_term 7",
+            "raftvip_leader_changes_total 2",
+            "raftvip_rejected_requests_total 3",
+            "raftvip_vip_held{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
+            "raftvip_vip_re_adds_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
+            "raftvip_peer_last_contact_milliseconds{peer=\"2\"} 18",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,1 +1,266 @@
-//! (being written)
+//! The status document: what `GET /v1/status` serves, what `raftvip status` prints and what
+//! `/metrics` is rendered from. One struct, so the three can never disagree.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::NodeId;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub cluster: String,
+    pub node_id: NodeId,
+    pub version: String,
+    pub role: Role,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    /// Leader only: time since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// Whether this node holds (should hold) the VIPs, and the supervisor's reason.
+    pub holds_vips: bool,
+    pub decision: String,
+    /// Whether this node currently stands in elections.
+    pub candidate_for_leader: bool,
+    pub healthy: bool,
+    /// None on a witness (no HAProxy).
+    pub health: Option<HealthStatus>,
+    pub maintenance: bool,
+    pub vips: Vec<VipStatus>,
+    pub peers: Vec<PeerStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Witness,
+    Shutdown,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Leader,
+        Role::Follower,
+        Role::Candidate,
+        Role::Learner,
+        Role::Witness,
+        Role::Shutdown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Witness => "witness",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthStatus {
+    pub healthy: bool,
+    /// Why unhealthy (None when healthy).
+    pub reason: Option<String>,
+    /// Age of the last completed check.
+    pub last_check_age_ms: Option<u64>,
+    pub check_latency_us: u64,
+    pub transitions: u64,
+    pub checks: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VipStatus {
+    pub address: String,
+    pub interface: String,
+    pub held: bool,
+    /// Unix time in ms since when it is held.
+    pub held_since_unix_ms: Option<u64>,
+    pub announcements_sent: u64,
+    pub re_adds: u64,
+    pub duplicates: u64,
+    /// The last error binding/announcing it (interface missing, no permission, …).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub address: String,
+    /// Age of the last successful exchange with this peer (None: never, or this node).
+    pub last_contact_ms: Option<u64>,
+    pub maintenance: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub leader_changes: u64,
+    /// Rejected peer requests, by reason.
+    pub rejected_requests: u64,
+    pub handovers: u64,
+    pub fence_releases: u64,
+}
+
+impl Status {
+    /// A short human summary for `raftvip status`.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let leader = self
+            .leader_id
+            .map_or_else(|| "none".to_owned(), |id| id.to_string());
+        let _ = writeln!(
+            out,
+            "cluster {}  node {}  role {}  leader {}  term {}",
+            self.cluster,
+            self.node_id,
+            self.role.name(),
+            leader,
+            self.term
+        );
+        let health = match &self.health {
+            None => "n/a (witness)".to_owned(),
+            Some(h) if h.healthy => "healthy".to_owned(),
+            Some(h) => format!(
+                "UNHEALTHY: {}",
+                h.reason.as_deref().unwrap_or("no verdict yet")
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "health {health}{}",
+            if self.maintenance {
+                "  (MAINTENANCE)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "vips {}: {}",
+            if self.holds_vips { "held" } else { "not held" },
+            self.decision
+        );
+        if let Some(ms) = self.millis_since_quorum_ack {
+            let _ = writeln!(out, "quorum acknowledged {ms} ms ago");
+        }
+        for vip in &self.vips {
+            let _ = writeln!(
+                out,
+                "  {} on {}: {}{}  announcements {}  re-adds {}  duplicates {}",
+                vip.address,
+                vip.interface,
+                if vip.held { "HELD" } else { "released" },
+                vip.error
+                    .as_deref()
+                    .map(|e| format!(" (error: {e})"))
+                    .unwrap_or_default(),
+                vip.announcements_sent,
+                vip.re_adds,
+                vip.duplicates
+            );
+        }
+        let _ = writeln!(out, "peers:");
+        for peer in &self.peers {
+            let contact = match (peer.id == self.node_id, peer.last_contact_ms) {
+                (true, _) => "this node".to_owned(),
+                (false, Some(ms)) => format!("last contact {ms} ms ago"),
+                (false, None) => "no contact yet".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {}  {contact}{}",
+                peer.id,
+                peer.address,
+                if peer.maintenance {
+                    "  maintenance"
+                } else {
+                    ""
+                }
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Status {
+        Status {
+            cluster: "lb".into(),
+            node_id: 1,
+            version: "0.1.0".into(),
+            role: Role::Leader,
+            leader_id: Some(1),
+            term: 7,
+            millis_since_quorum_ack: Some(12),
+            holds_vips: true,
+            decision: "leader with quorum and healthy HAProxy".into(),
+            candidate_for_leader: true,
+            healthy: true,
+            health: Some(HealthStatus {
+                healthy: true,
+                reason: None,
+                last_check_age_ms: Some(40),
+                check_latency_us: 310,
+                transitions: 1,
+                checks: 99,
+            }),
+            maintenance: false,
+            vips: vec![VipStatus {
+                address: "192.0.2.100/32".into(),
+                interface: "eth0".into(),
+                held: true,
+                held_since_unix_ms: Some(1),
+                announcements_sent: 6,
+                re_adds: 1,
+                duplicates: 0,
+                error: None,
+            }],
+            peers: vec![
+                PeerStatus {
+                    id: 1,
+                    address: "192.0.2.11:7480".into(),
+                    last_contact_ms: None,
+                    maintenance: false,
+                },
+                PeerStatus {
+                    id: 2,
+                    address: "192.0.2.12:7480".into(),
+                    last_contact_ms: Some(18),
+                    maintenance: true,
+                },
+            ],
+            counters: Counters {
+                leader_changes: 2,
+                rejected_requests: 3,
+                handovers: 0,
+                fence_releases: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let status = sample();
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(json.contains("\"role\":\"leader\""));
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
+    }
+
+    #[test]
+    fn text_summary_names_what_matters() {
+        let text = sample().render_text();
+        assert!(text.contains("role leader  leader 1  term 7"), "{text}");
+        assert!(text.contains("192.0.2.100/32 on eth0: HELD"), "{text}");
+        assert!(text.contains("2 192.0.2.12:7480  last contact 18 ms ago  maintenance"), "{text}");
+    }
+}
