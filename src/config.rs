@@ -437,13 +437,6 @@ impl Config {
         }
 
         // VIPs.
-        if self.role == Role::Voter && self.vips.is_empty() {
-            problem(
-                "vip",
-                "no [[vip]] entries".into(),
-                "add [[vip]] address = \"192.0.2.100/32\", interface = \"eth0\"",
-            );
-        }
         let mut vip_ips = HashSet::new();
         for (i, vip) in self.vips.iter().enumerate() {
             match VipAddr::parse(&vip.address) {
@@ -493,13 +486,8 @@ impl Config {
         }
 
         // HAProxy.
-        match (&self.haproxy, self.role) {
-            (None, Role::Voter) => problem(
-                "haproxy",
-                "missing".into(),
-                "add [haproxy] stats_socket = \"/run/haproxy/admin.sock\"",
-            ),
-            (Some(h), _) => {
+        match &self.haproxy {
+            Some(h) => {
                 if h.poll_interval_ms == 0 || h.timeout_ms == 0 {
                     problem(
                         "haproxy.poll_interval_ms",
@@ -515,7 +503,7 @@ impl Config {
                     );
                 }
             }
-            (None, Role::Witness) => {}
+            None => {}
         }
 
         // Timing: Raft's rules and the fencing inequality (docs/timing.md).
@@ -613,6 +601,24 @@ impl Config {
         };
 
         (problems, secret)
+    }
+
+    /// Legal but noteworthy choices, printed by `check-config`.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.is_witness() {
+            if !self.vips.is_empty() || self.haproxy.is_some() {
+                notes.push("this node is a witness: its [[vip]] and [haproxy] entries are ignored".to_owned());
+            }
+        } else {
+            if self.haproxy.is_none() {
+                notes.push("no [haproxy] section: health gating is off, this node always counts as healthy".to_owned());
+            }
+            if self.vips.is_empty() {
+                notes.push("no [[vip]] entries: this node takes part in Raft but binds no address".to_owned());
+            }
+        }
+        notes
     }
 
     /// This node's own peer entry.
@@ -779,12 +785,15 @@ stats_socket = "/run/haproxy/admin.sock"
     }
 
     #[test]
-    fn witness_needs_no_haproxy_or_vip() {
+    fn haproxy_and_vips_are_optional_and_noted() {
         let dir = tempfile::tempdir().unwrap();
         let base = valid(dir.path());
         let (head, _) = base.split_once("[[vip]]").unwrap();
         let witness = head.replace("node_id = 1", "node_id = 1\nrole = \"witness\"");
         assert_eq!(keys(&witness), Vec::<String>::new());
-        assert_eq!(keys(head), vec!["vip", "haproxy"]);
+        assert!(Config::parse(&witness).unwrap().notes().is_empty());
+        let bare = Config::parse(head).unwrap();
+        assert_eq!(keys(head), Vec::<String>::new());
+        assert_eq!(bare.notes().len(), 2, "no health gate, no VIPs: both noted");
     }
 }

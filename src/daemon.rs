@@ -1,1 +1,341 @@
-//! (being written)
+//! `raftvip run`: wires config, store, Raft, health, VIPs, supervisor and API together, and
+//! owns the shutdown order.
+//!
+//! Start-up: bind the listener (a taken port fails before anything else happens), open the
+//! durable store, release any stale VIP, start Raft with elections off, initialise the static
+//! membership (every node does; "already initialised" is fine), then start health, VIP
+//! watchers, the supervisor and the API.
+//!
+//! Shutdown (SIGTERM/SIGINT): the supervisor releases the VIPs and, if leader, hands
+//! leadership to a healthy peer while the API still answers its votes; then Raft stops, then
+//! the API. Bounded so the whole stop takes under a second.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ServerState};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState, Contacts, ElectAnswer, NodeView, ELECT_PATH};
+use crate::auth::Authenticator;
+use crate::config::{Config, Secret};
+use crate::raft::network::{Network, PeerClient};
+use crate::raft::{store, ClusterState, NodeId, Raft};
+use crate::status::{self, Counters, PeerStatus, Role, Status};
+use crate::supervisor::{HandOver, HealthVerdict, Supervisor, SupervisorState, VipHolder};
+
+/// How long a planned stop may spend handing over before it gives up and just releases.
+const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
+/// How long Raft and the API get to stop.
+const STOP_DEADLINE: Duration = Duration::from_millis(250);
+/// Timeout of one "elect now" request during a handover: a LAN answers in about a millisecond.
+const ELECT_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunDaemonError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    OpenStore(#[from] store::OpenStoreError),
+    #[error("invalid Raft timing: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("cannot start Raft: {0}")]
+    StartRaft(#[from] openraft::error::Fatal<NodeId>),
+    #[error("cannot initialise the cluster membership: {0}")]
+    Initialize(String),
+    #[error("the API server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The health and VIP parts, built by the caller (real HAProxy / netlink in production).
+pub struct Parts<V, Hl> {
+    pub health: watch::Receiver<Hl>,
+    pub vips: Arc<V>,
+    pub vip_events: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// Runs the node until `shutdown` completes, then stops in order.
+pub async fn run<V: VipHolder, Hl: HealthVerdict>(
+    config: Config,
+    secret: Secret,
+    parts: Parts<V, Hl>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunDaemonError> {
+    let config = Arc::new(config);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunDaemonError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let (log_store, state_machine) =
+        store::open(&config.data_dir, &config.cluster, config.node_id)?;
+    let cluster = state_machine.subscribe();
+
+    // A node that is not (yet) the holder must not keep a VIP a previous run left behind.
+    parts.vips.set_held(false, "starting");
+
+    let auth = Arc::new(Authenticator::new(secret, &config.cluster));
+    let contacts = Arc::new(Contacts::default());
+    let peer_client = PeerClient::new(auth.clone());
+    let raft_config = openraft::Config {
+        cluster_name: config.cluster.clone(),
+        heartbeat_interval: config.timing.heartbeat_ms,
+        election_timeout_min: config.timing.election_timeout_ms[0],
+        election_timeout_max: config.timing.election_timeout_ms[1],
+        // Elections stay off until the supervisor has a healthy verdict.
+        enable_elect: false,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        Network::new(peer_client.clone(), contacts.clone()),
+        log_store,
+        state_machine,
+    )
+    .await?;
+    initialize_membership(&raft, &config).await?;
+
+    let (state_tx, state_rx) = watch::channel(SupervisorState::default());
+    let rejected = Arc::new(AtomicU64::new(0));
+    let view = Arc::new(LiveNode {
+        config: config.clone(),
+        raft: raft.clone(),
+        health: parts.health.clone(),
+        cluster: cluster.clone(),
+        vips: parts.vips.clone(),
+        supervisor: state_rx,
+        contacts: contacts.clone(),
+        rejected: rejected.clone(),
+    });
+
+    let supervisor_stop = CancellationToken::new();
+    let supervisor = Supervisor::new(
+        &config,
+        raft.clone(),
+        parts.health,
+        cluster,
+        parts.vip_events,
+        parts.vips.clone(),
+        Arc::new(PeerHandOver {
+            client: peer_client.clone(),
+            peers: config.peers.iter().map(|p| (p.id, p.address.to_string())).collect(),
+        }),
+        state_tx,
+    );
+    let supervisor_task = tokio::spawn(supervisor.run(supervisor_stop.clone()));
+
+    let api_stop = CancellationToken::new();
+    let api_state = Arc::new(ApiState::new(
+        raft.clone(),
+        auth,
+        peer_client,
+        view,
+        contacts,
+        rejected,
+    ));
+    let api_stopped = api_stop.clone();
+    let mut api_task = tokio::spawn(api::serve(listener, api_state, async move {
+        api_stopped.cancelled().await
+    }));
+
+    tracing::info!(
+        node_id = config.node_id,
+        cluster = %config.cluster,
+        listen = %config.listen,
+        role = ?config.role,
+        "raftvip running"
+    );
+    let api_failure = tokio::select! {
+        _ = shutdown => None,
+        result = &mut api_task => Some(result),
+    };
+
+    tracing::info!("stopping: releasing VIPs and handing over leadership if leader");
+    supervisor_stop.cancel();
+    let mut supervisor_task = supervisor_task;
+    if tokio::time::timeout(HANDOVER_DEADLINE, &mut supervisor_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("handover did not finish in time; releasing VIPs anyway");
+        supervisor_task.abort();
+    }
+    parts.vips.set_held(false, "stopped");
+    if tokio::time::timeout(STOP_DEADLINE, raft.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("raft did not stop in time");
+    }
+    api_stop.cancel();
+    let api_result = match api_failure {
+        Some(result) => result,
+        None => match tokio::time::timeout(STOP_DEADLINE, api_task).await {
+            Ok(result) => result,
+            Err(_) => Ok(Ok(())),
+        },
+    };
+    tracing::info!("stopped");
+    match api_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RunDaemonError::Serve(e)),
+        Err(join) => Err(RunDaemonError::Serve(std::io::Error::other(join))),
+    }
+}
+
+/// Every node initialises the same static membership; all but the first see "not allowed".
+async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDaemonError> {
+    let members: BTreeMap<NodeId, BasicNode> = config
+        .peers
+        .iter()
+        .map(|p| (p.id, BasicNode::new(p.address.to_string())))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
+        Err(e) => Err(RunDaemonError::Initialize(e.to_string())),
+    }
+}
+
+/// Asks peers, in id order starting after this node, to start an election now.
+struct PeerHandOver {
+    client: PeerClient,
+    peers: Vec<(NodeId, String)>,
+}
+
+impl HandOver for PeerHandOver {
+    async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
+        let (before, after): (Vec<_>, Vec<_>) =
+            self.peers.iter().filter(|(id, _)| *id != me).partition(|(id, _)| *id < me);
+        for (id, address) in after.into_iter().chain(before) {
+            let answer: Result<ElectAnswer, _> = self
+                .client
+                .call(address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
+                .await;
+            match answer {
+                Ok(ElectAnswer { accepted: true, .. }) => {
+                    tracing::info!(peer = id, "peer accepted to take over");
+                    return Some(*id);
+                }
+                Ok(ElectAnswer { reason, .. }) => {
+                    tracing::info!(peer = id, reason = reason.as_deref().unwrap_or("?"), "peer cannot take over");
+                }
+                Err(e) => tracing::info!(peer = id, error = %e, "peer unreachable for handover"),
+            }
+        }
+        tracing::warn!("no peer can take over: no node will hold the VIPs until one is healthy");
+        None
+    }
+}
+
+/// The running node as the API sees it.
+struct LiveNode<V, Hl> {
+    config: Arc<Config>,
+    raft: Raft,
+    health: watch::Receiver<Hl>,
+    cluster: watch::Receiver<ClusterState>,
+    vips: Arc<V>,
+    supervisor: watch::Receiver<SupervisorState>,
+    contacts: Arc<Contacts>,
+    rejected: Arc<AtomicU64>,
+}
+
+impl<V: VipHolder, Hl: HealthVerdict> NodeView for LiveNode<V, Hl> {
+    fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let sup = self.supervisor.borrow().clone();
+        let cluster = self.cluster.borrow().clone();
+        let health = self.health.borrow().status();
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+            ServerState::Follower if self.config.is_witness() => Role::Witness,
+            ServerState::Follower => Role::Follower,
+        };
+        Status {
+            cluster: self.config.cluster.clone(),
+            node_id: self.config.node_id,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            role,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            millis_since_quorum_ack: m.millis_since_quorum_ack.filter(|_| role == Role::Leader),
+            holds_vips: sup.holds_vips,
+            decision: sup.reason.to_string(),
+            candidate_for_leader: sup.elect,
+            healthy: self.health.borrow().is_healthy(),
+            health,
+            maintenance: cluster.in_maintenance(self.config.node_id),
+            vips: self.vips.status(),
+            peers: self
+                .config
+                .peers
+                .iter()
+                .map(|p| PeerStatus {
+                    id: p.id,
+                    address: p.address.to_string(),
+                    last_contact_ms: self.contacts.age(p.id).map(|a| a.as_millis() as u64),
+                    maintenance: cluster.in_maintenance(p.id),
+                })
+                .collect(),
+            counters: Counters {
+                leader_changes: sup.leader_changes,
+                rejected_requests: self.rejected.load(Ordering::Relaxed),
+                handovers: sup.handovers,
+                fence_releases: sup.fence_releases,
+            },
+        }
+    }
+
+    fn can_lead(&self) -> Result<(), String> {
+        let sup = self.supervisor.borrow();
+        if sup.elect {
+            Ok(())
+        } else {
+            Err(sup.reason.to_string())
+        }
+    }
+
+    fn peer_address(&self, id: NodeId) -> Option<String> {
+        self.config.peer(id).map(|p| p.address.to_string())
+    }
+}
+
+/// Health when no `[haproxy]` is configured: always healthy (no gate).
+#[derive(Debug, Clone, Copy)]
+pub struct NoHealthGate;
+
+impl HealthVerdict for NoHealthGate {
+    fn is_healthy(&self) -> bool {
+        true
+    }
+    fn status(&self) -> Option<status::HealthStatus> {
+        None
+    }
+}
+
+/// VIPs when none are configured (a witness, or a Raft-only test cluster).
+pub struct NoVips;
+
+impl VipHolder for NoVips {
+    fn set_held(&self, _hold: bool, _reason: &str) {}
+    fn reconcile(&self) {}
+    fn status(&self) -> Vec<status::VipStatus> {
+        Vec::new()
+    }
+}

@@ -125,7 +125,7 @@ impl Status {
             self.term
         );
         let health = match &self.health {
-            None => "n/a (witness)".to_owned(),
+            None => "not checked (witness, or no [haproxy] configured)".to_owned(),
             Some(h) if h.healthy => "healthy".to_owned(),
             Some(h) => format!(
                 "UNHEALTHY: {}",

@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
+use crate::status::{HealthStatus, VipStatus};
 
 /// Everything the decision depends on, captured at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +113,8 @@ pub fn decide(i: &Inputs) -> Decision {
 /// What the supervisor needs from a health verdict.
 pub trait HealthVerdict: Send + Sync + 'static {
     fn is_healthy(&self) -> bool;
+    /// The verdict as shown in status (None: no health gate configured).
+    fn status(&self) -> Option<HealthStatus>;
 }
 
 /// What the supervisor needs from the VIP layer.
@@ -119,6 +123,7 @@ pub trait VipHolder: Send + Sync + 'static {
     fn set_held(&self, hold: bool, reason: &str);
     /// Re-check the kernel's addresses against the held state and repair.
     fn reconcile(&self);
+    fn status(&self) -> Vec<VipStatus>;
 }
 
 /// What the supervisor needs to ask peers: "start an election now if you are eligible".
@@ -135,24 +140,67 @@ pub struct SupervisorState {
     pub reason: Reason,
     pub handovers: u64,
     pub fence_releases: u64,
+    pub leader_changes: u64,
+}
+
+impl Default for SupervisorState {
+    fn default() -> Self {
+        Self {
+            holds_vips: false,
+            elect: false,
+            reason: Reason::NotLeader,
+            handovers: 0,
+            fence_releases: 0,
+            leader_changes: 0,
+        }
+    }
 }
 
 /// Executes [`decide`] against the real world.
 pub struct Supervisor<V, H, Hl> {
-    pub node_id: NodeId,
-    pub witness: bool,
-    pub fence: Duration,
-    pub reconcile_every: Duration,
-    pub raft: Raft,
-    pub health: watch::Receiver<Hl>,
-    pub cluster: watch::Receiver<ClusterState>,
-    pub vip_events: tokio::sync::mpsc::Receiver<()>,
-    pub vips: Arc<V>,
-    pub peers: Arc<H>,
-    pub state: watch::Sender<SupervisorState>,
+    node_id: NodeId,
+    witness: bool,
+    fence: Duration,
+    reconcile_every: Duration,
+    raft: Raft,
+    health: watch::Receiver<Hl>,
+    cluster: watch::Receiver<ClusterState>,
+    vip_events: tokio::sync::mpsc::Receiver<()>,
+    vips: Arc<V>,
+    peers: Arc<H>,
+    state: watch::Sender<SupervisorState>,
+    /// Last (role, leader) seen, for transition logs.
+    last_seen: Option<(ServerState, Option<NodeId>)>,
 }
 
 impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &Config,
+        raft: Raft,
+        health: watch::Receiver<Hl>,
+        cluster: watch::Receiver<ClusterState>,
+        vip_events: tokio::sync::mpsc::Receiver<()>,
+        vips: Arc<V>,
+        peers: Arc<H>,
+        state: watch::Sender<SupervisorState>,
+    ) -> Self {
+        Self {
+            node_id: config.node_id,
+            witness: config.is_witness(),
+            fence: config.timing.fence(),
+            reconcile_every: config.timing.reconcile(),
+            raft,
+            health,
+            cluster,
+            vip_events,
+            vips,
+            peers,
+            state,
+            last_seen: None,
+        }
+    }
+
     /// Runs until `stop` is cancelled; then, if leader, hands over before returning. The VIPs
     /// are released the moment the stop is seen, and again on return.
     pub async fn run(mut self, stop: CancellationToken) {
@@ -165,6 +213,8 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         let mut hand_over: Option<tokio::task::JoinHandle<Option<NodeId>>> = None;
         let mut handed_over_to: Option<Option<NodeId>> = None;
         let mut stopping = false;
+        // A health source that stopped reporting is a bug; fail safe: count as unhealthy.
+        let mut health_lost = false;
 
         loop {
             let fence_deadline = ack_instant.map(|at| at + self.fence);
@@ -179,13 +229,17 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 changed = metrics.changed() => if changed.is_err() { break },
                 // Wake exactly when the fence expires, so a cut-off leader lets go on time.
                 _ = sleep_until_opt(fence_deadline), if holding => {},
-                changed = self.health.changed() => if changed.is_err() { break },
+                changed = self.health.changed(), if !health_lost => if changed.is_err() {
+                    tracing::error!("health monitor stopped reporting: treating this node as unhealthy");
+                    health_lost = true;
+                },
                 changed = self.cluster.changed() => if changed.is_err() { break },
                 Some(()) = self.vip_events.recv() => self.vips.reconcile(),
                 _ = reconcile.tick() => self.vips.reconcile(),
             }
 
             let m = metrics.borrow_and_update().clone();
+            self.observe_leadership(&m);
             let now = Instant::now();
             ack_instant = leader_ack_instant(&m, now);
             let inputs = Inputs {
@@ -193,7 +247,7 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 leader: m.state == ServerState::Leader,
                 quorum_ack_age: ack_instant.map(|at| now.saturating_duration_since(at)),
                 fence: self.fence,
-                healthy: self.health.borrow().is_healthy(),
+                healthy: !health_lost && self.health.borrow().is_healthy(),
                 maintenance: self.cluster.borrow().in_maintenance(self.node_id),
                 stopping,
             };
@@ -214,6 +268,24 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             }
         }
         self.vips.set_held(false, "stopping");
+    }
+
+    /// Logs role and leader transitions and counts leader changes.
+    fn observe_leadership(&mut self, m: &RaftMetrics) {
+        let seen = (m.state, m.current_leader);
+        if self.last_seen == Some(seen) {
+            return;
+        }
+        if let Some((state, leader)) = self.last_seen {
+            if state != m.state {
+                tracing::info!(from = ?state, to = ?m.state, term = m.current_term, "raft role changed");
+            }
+            if leader != m.current_leader && m.current_leader.is_some() {
+                self.state.send_modify(|s| s.leader_changes += 1);
+                tracing::info!(from = ?leader, to = ?m.current_leader, term = m.current_term, "leader changed");
+            }
+        }
+        self.last_seen = Some(seen);
     }
 
     fn apply(&self, before: Option<Decision>, d: Decision, inputs: &Inputs) {

@@ -17,6 +17,7 @@ use super::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     NodeId, TypeConfig, VoteRequest, VoteResponse,
 };
+use crate::api::Contacts;
 use crate::auth::Authenticator;
 
 pub const APPEND_PATH: &str = "/raft/append";
@@ -121,11 +122,12 @@ impl PeerClient {
 /// Creates one [`PeerConnection`] per target for openraft.
 pub struct Network {
     client: PeerClient,
+    contacts: Arc<Contacts>,
 }
 
 impl Network {
-    pub fn new(client: PeerClient) -> Self {
-        Self { client }
+    pub fn new(client: PeerClient, contacts: Arc<Contacts>) -> Self {
+        Self { client, contacts }
     }
 }
 
@@ -137,6 +139,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             address: node.addr.clone(),
             client: self.client.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -146,6 +149,7 @@ pub struct PeerConnection {
     target: NodeId,
     address: String,
     client: PeerClient,
+    contacts: Arc<Contacts>,
 }
 
 impl PeerConnection {
@@ -169,6 +173,7 @@ impl PeerConnection {
                 PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
+        self.contacts.touch(self.target);
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

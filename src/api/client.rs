@@ -1,0 +1,72 @@
+//! What the `raftvip` CLI uses to talk to the local daemon.
+//!
+//! Status is a plain GET. Changes (maintenance) are signed like peer requests: the CLI reads
+//! the same config and secret as the daemon, so being able to read the secret file is what
+//! authorises an operator — no second credential to manage.
+
+use std::time::Duration;
+
+use super::{MaintenanceRequest, MAINTENANCE_PATH, STATUS_PATH};
+use crate::raft::network::{PeerCallError, PeerClient};
+use crate::raft::NodeId;
+use crate::status::Status;
+
+/// Long enough for a busy box, short enough for an operator waiting at a prompt.
+const CLI_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchStatusError {
+    #[error("cannot reach raftvip at {url} (is it running?): {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("raftvip at {url} answered with something that is not a status document: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Fetches the status document of the daemon listening on `address`.
+pub async fn fetch_status(address: &str) -> Result<Status, FetchStatusError> {
+    let url = format!("http://{address}{STATUS_PATH}");
+    let client = reqwest::Client::new();
+    let response = client
+        .get(&url)
+        .timeout(CLI_TIMEOUT)
+        .send()
+        .await
+        .map_err(|source| FetchStatusError::Connect {
+            url: url.clone(),
+            source,
+        })?;
+    response
+        .error_for_status()
+        .map_err(|source| FetchStatusError::Decode {
+            url: url.clone(),
+            source,
+        })?
+        .json()
+        .await
+        .map_err(|source| FetchStatusError::Decode { url, source })
+}
+
+/// Asks the daemon on `address` to put `node_id` into (or out of) maintenance.
+pub async fn set_maintenance(
+    client: &PeerClient,
+    address: &str,
+    node_id: NodeId,
+    on: bool,
+) -> Result<(), PeerCallError> {
+    let request = MaintenanceRequest {
+        node_id,
+        on,
+        forwarded: false,
+    };
+    client
+        .call(address, MAINTENANCE_PATH, &request, CLI_TIMEOUT)
+        .await
+}

@@ -1,0 +1,166 @@
+//! Subcommands: run, status, check-config, maintenance.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+
+use raftvip::api::client;
+use raftvip::auth::Authenticator;
+use raftvip::config::Config;
+use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
+use raftvip::raft::network::PeerClient;
+
+const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
+
+#[derive(Parser)]
+#[command(version, about = "Keeps a virtual IP on exactly one healthy HAProxy box, decided by Raft")]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (logs to stderr).
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show this node's view of the cluster.
+    Status {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the JSON status document instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file; exits non-zero and names every problem.
+    CheckConfig {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Put a node into maintenance (it hands the VIPs over and never takes them) or back.
+    Maintenance {
+        state: OnOff,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The node to change (default: this node).
+        #[arg(long)]
+        node: Option<u64>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Run { config } => run(&config).await,
+        Command::Status { config, json } => status(&config, json).await,
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Maintenance {
+            state,
+            config,
+            node,
+        } => maintenance(&config, state, node).await,
+    }
+}
+
+async fn run(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    let (config, secret) = Config::load(path)?;
+    if config.haproxy.is_some() || !config.vips.is_empty() {
+        bail!("health monitoring and VIP binding are not wired in yet");
+    }
+    let (_health_tx, health) = watch::channel(NoHealthGate);
+    let (_vip_events_tx, vip_events) = tokio::sync::mpsc::channel(1);
+    let parts = Parts {
+        health,
+        vips: Arc::new(NoVips),
+        vip_events,
+    };
+    daemon::run(config, secret, parts, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+async fn status(path: &PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let config = parse_only(path)?;
+    let status = client::fetch_status(&config.listen.to_string()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok((config, _)) => {
+            println!(
+                "{}: ok (node {} of {}, {} peer(s), {} VIP(s))",
+                path.display(),
+                config.node_id,
+                config.cluster,
+                config.peers.len(),
+                config.vips.len()
+            );
+            for note in config.notes() {
+                println!("note: {note}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn maintenance(path: &PathBuf, state: OnOff, node: Option<u64>) -> anyhow::Result<ExitCode> {
+    let (config, secret) = Config::load(path)?;
+    let node_id = node.unwrap_or(config.node_id);
+    if config.peer(node_id).is_none() {
+        bail!("node {node_id} is not a [[peer]] in {}", path.display());
+    }
+    let peer_client = PeerClient::new(Arc::new(Authenticator::new(secret, &config.cluster)));
+    let on = matches!(state, OnOff::On);
+    client::set_maintenance(&peer_client, &config.listen.to_string(), node_id, on)
+        .await
+        .with_context(|| format!("setting maintenance {} on node {node_id}", if on { "on" } else { "off" }))?;
+    println!(
+        "node {node_id}: maintenance {}",
+        if on { "on (it hands the VIPs over and will not take them)" } else { "off" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses the config without needing the secret (status is read-only).
+fn parse_only(path: &PathBuf) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    Config::parse(&text).map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))
+}
