@@ -15,7 +15,8 @@
 //! - [`supervisor`]: the one place where Raft role, lease, health and maintenance meet; a pure
 //!   `decide` plus a thin driver that executes its actions.
 //! - [`daemon`]: wires everything together and owns the shutdown order.
-//! - [`metrics`]: Prometheus counters and gauges.
+//! - [`metrics`]: Prometheus text rendered from the status document.
+//! - [`notify`]: operator hook scripts on master / backup / fault transitions.
 //! - [`status`]: the JSON status document shared by the API and the CLI.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod raft;
 pub mod status;
 pub mod supervisor;

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::notify::{Event, Notifier};
 use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
 use crate::status::{HealthStatus, VipStatus};
 
@@ -171,6 +172,7 @@ pub struct Supervisor<V, H, Hl> {
     state: watch::Sender<SupervisorState>,
     /// Last (role, leader) seen, for transition logs.
     last_seen: Option<(ServerState, Option<NodeId>)>,
+    notifier: Notifier,
 }
 
 impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
@@ -198,6 +200,7 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             peers,
             state,
             last_seen: None,
+            notifier: Notifier::new(config.notify.script.clone(), &config.cluster),
         }
     }
 
@@ -313,12 +316,23 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                     "VIP ownership changed"
                 );
             }
+            if was_holding || d.hold_vips {
+                let event = if d.hold_vips { Event::Master } else { Event::Backup };
+                self.notifier.fire(event, &d.reason.to_string());
+            }
             if was_holding && d.reason == Reason::QuorumLost {
                 self.state.send_modify(|s| s.fence_releases += 1);
             }
         }
         // Always re-assert: set_held is idempotent and cheap when nothing changes.
         self.vips.set_held(d.hold_vips, &d.reason.to_string());
+        let became_unhealthy = !inputs.witness
+            && !inputs.healthy
+            && before.is_some_and(|b| b.reason != Reason::Unhealthy)
+            && d.reason == Reason::Unhealthy;
+        if became_unhealthy {
+            self.notifier.fire(Event::Fault, "HAProxy unhealthy");
+        }
         if d.hand_over && !before.is_some_and(|b| b.hand_over) {
             tracing::info!(reason = %d.reason, "leader must not lead: handing over");
             self.state.send_modify(|s| s.handovers += 1);
