@@ -698,6 +698,14 @@ stats_socket = "/run/haproxy/admin.sock"
     }
 
     #[test]
+    fn shipped_example_config_is_valid_apart_from_its_secret() {
+        let config = Config::parse(include_str!("../docs/raftvip.example.toml")).unwrap();
+        let (problems, _) = config.validate();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["secret_file"], "only the absent /etc/raftvip/secret");
+    }
+
+    #[test]
     fn unknown_key_is_a_parse_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let text = valid(dir.path()).replace("node_id = 1", "node_id = 1\nnode_idd = 2");
