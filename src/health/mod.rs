@@ -1,1 +1,495 @@
-//! (being written)
+//! Is this box fit to hold the VIP? The answer comes from HAProxy's runtime API.
+//!
+//! A node stands for election only while its HAProxy is healthy, so this module decides what
+//! "healthy" means and how fast the answer changes:
+//!
+//! - [`haproxy`] talks to the stats socket (native tokio, no `socat`), parses `show info` /
+//!   `show stat` with pure functions and judges one snapshot into a [`Verdict`] without I/O.
+//! - [`RiseFall`] (pure) turns the stream of verdicts into a debounced healthy/unhealthy state:
+//!   `rise` good checks in a row to become healthy, `fall` bad ones to become unhealthy, except
+//!   that a *hard* failure (the socket refuses or vanished, HAProxy is stopping), confirmed by a
+//!   second immediate check, counts at once: a dead HAProxy must not hold the VIP for `fall`
+//!   more polls.
+//! - [`monitor`] is the thin async driver: it polls, keeps an interactive `prompt` session open
+//!   so that HAProxy's death is seen within milliseconds (its socket closes), follows
+//!   master-worker reloads, and publishes [`Health`] on a `watch` channel — the only thing the
+//!   supervisor consumes. Tests of the supervisor build such a channel themselves, so no trait
+//!   sits in between.
+
+pub mod haproxy;
+pub mod monitor;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use haproxy::ParseError;
+pub use monitor::spawn_haproxy_monitor;
+
+/// What the supervisor sees: the debounced verdict plus numbers for status and metrics.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// True only after `rise` good checks in a row; false while unknown (start-up).
+    pub healthy: bool,
+    /// Why the node is not healthy (None while healthy).
+    pub reason: Option<String>,
+    /// Wall-clock time of the last finished check, ms since the Unix epoch (0 = none yet).
+    pub last_check_unix_ms: u64,
+    /// Wall time of the last check (connect, query, parse, judge), µs.
+    pub check_latency_us: u64,
+    /// How often `healthy` changed since start.
+    pub transitions: u64,
+    /// Checks run since start (polls, plus the immediate checks a closed session or a hard
+    /// failure triggers).
+    pub checks: u64,
+}
+
+impl Health {
+    /// The state before the first check: unhealthy, because an unchecked HAProxy must not win
+    /// an election.
+    pub fn initial() -> Self {
+        Self {
+            healthy: false,
+            reason: Some(RiseFall::NOT_CHECKED.to_owned()),
+            last_check_unix_ms: 0,
+            check_latency_us: 0,
+            transitions: 0,
+            checks: 0,
+        }
+    }
+}
+
+/// The supervisor reads [`Health`] straight from the monitor's `watch` channel.
+impl crate::supervisor::HealthVerdict for Health {
+    fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+
+    fn status(&self) -> Option<crate::status::HealthStatus> {
+        let age = (self.last_check_unix_ms > 0)
+            .then(|| monitor::unix_ms().saturating_sub(self.last_check_unix_ms));
+        Some(crate::status::HealthStatus {
+            healthy: self.healthy,
+            reason: self.reason.clone(),
+            last_check_age_ms: age,
+            check_latency_us: self.check_latency_us,
+            transitions: self.transitions,
+            checks: self.checks,
+        })
+    }
+}
+
+/// Why one check found HAProxy unfit. `Display` is the operator-facing reason.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("stats socket {} does not exist (HAProxy not running, or no `stats socket` line in haproxy.cfg)", path.display())]
+    SocketMissing { path: PathBuf },
+    #[error("connection refused on {}: HAProxy is down", path.display())]
+    Refused { path: PathBuf },
+    #[error("permission denied on {}: give raftvip's user access to the stats socket (e.g. `mode 660 group raftvip`)", path.display())]
+    PermissionDenied { path: PathBuf },
+    #[error("no answer on {} within {after_ms} ms ({stage}): HAProxy is wedged or overloaded", path.display())]
+    Timeout {
+        path: PathBuf,
+        stage: Stage,
+        after_ms: u64,
+    },
+    #[error("HAProxy closed {} without answering", path.display())]
+    Closed { path: PathBuf },
+    #[error("talking to {} failed ({stage}): {source}", path.display())]
+    Io {
+        path: PathBuf,
+        stage: Stage,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("HAProxy (pid {pid}) is stopping")]
+    Stopping { pid: u32 },
+    #[error("frontend {name} not OPEN ({status})")]
+    FrontendNotOpen { name: String, status: String },
+    #[error("frontend {name} not found")]
+    FrontendNotFound { name: String },
+    #[error("backend {name} DOWN (servers up {up} < {min})")]
+    BackendDown { name: String, up: u32, min: u32 },
+    #[error("backend {name} not UP ({status})")]
+    BackendNotUp { name: String, status: String },
+    #[error("backend {name} not found")]
+    BackendNotFound { name: String },
+    #[error("unparsable output from HAProxy: {0}")]
+    Unparsable(#[from] ParseError),
+}
+
+impl Unhealthy {
+    /// Hard failures mean "HAProxy is gone or going": they skip the `fall` debounce once a
+    /// second, immediate check confirms them. Everything else (a DOWN backend, a timeout, odd
+    /// output, a permission problem) is debounced by `fall`.
+    pub fn is_hard(&self) -> bool {
+        matches!(
+            self,
+            Self::SocketMissing { .. }
+                | Self::Refused { .. }
+                | Self::Closed { .. }
+                | Self::Io { .. }
+                | Self::Stopping { .. }
+        )
+    }
+}
+
+/// The step of a socket exchange that failed, for the reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Connect,
+    Write,
+    Read,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connecting",
+            Stage::Write => "sending the command",
+            Stage::Read => "reading the answer",
+        })
+    }
+}
+
+/// The judgement of one snapshot (or one failed attempt to get it).
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Good,
+    Bad(Unhealthy),
+    /// HAProxy answered but a required backend's servers have not been checked since the
+    /// worker started (just after start or a reload): their `UP` is HAProxy's optimistic
+    /// initial state, not a measurement. Neither good nor bad: the previous state is kept.
+    Unsettled(String),
+}
+
+/// Debounced health state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No verdict yet (start-up); treated as unhealthy.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Unknown => "unknown",
+            State::Healthy => "healthy",
+            State::Unhealthy => "unhealthy",
+        })
+    }
+}
+
+/// A change of [`State`], to be logged as `from -> to` with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+    /// The failure that caused it (None when becoming healthy).
+    pub reason: Option<String>,
+}
+
+/// What one observation did to the state, for logging without flooding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    None,
+    Transition(Transition),
+    /// Still unhealthy, but for a different reason than last time.
+    NewReason(String),
+}
+
+/// Rise/fall debounce over verdicts; pure, so its sequences are unit-tested.
+#[derive(Debug, Clone)]
+pub struct RiseFall {
+    rise: u32,
+    fall: u32,
+    state: State,
+    good_run: u32,
+    bad_run: u32,
+    last_failure: Option<String>,
+    /// Why the state is still unknown (HAProxy not settled yet), for the reason text.
+    waiting_for: Option<String>,
+    transitions: u64,
+}
+
+impl RiseFall {
+    const NOT_CHECKED: &'static str = "not checked yet";
+
+    /// `rise` and `fall` below 1 are treated as 1 (config validation rejects them anyway).
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            state: State::Unknown,
+            good_run: 0,
+            bad_run: 0,
+            last_failure: None,
+            waiting_for: None,
+            transitions: 0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.state == State::Healthy
+    }
+
+    /// How often `healthy()` changed.
+    pub fn transitions(&self) -> u64 {
+        self.transitions
+    }
+
+    /// Feeds one debounced observation. `confirmed_hard` says the failure is hard and was seen
+    /// twice in a row (the caller re-checks at once), so it bypasses `fall`.
+    pub fn observe(&mut self, verdict: &Verdict, confirmed_hard: bool) -> Change {
+        match verdict {
+            Verdict::Unsettled(why) => {
+                self.waiting_for = Some(why.clone());
+                Change::None
+            }
+            Verdict::Good => {
+                self.bad_run = 0;
+                self.good_run = self.good_run.saturating_add(1);
+                if self.state != State::Healthy && self.good_run >= self.rise {
+                    self.last_failure = None;
+                    self.set(State::Healthy, None)
+                } else {
+                    Change::None
+                }
+            }
+            Verdict::Bad(why) => {
+                let reason = why.to_string();
+                self.good_run = 0;
+                self.bad_run = self.bad_run.saturating_add(1);
+                let new_reason = self.last_failure.as_deref() != Some(reason.as_str());
+                self.last_failure = Some(reason.clone());
+                match self.state {
+                    State::Healthy if confirmed_hard || self.bad_run >= self.fall => {
+                        self.set(State::Unhealthy, Some(reason))
+                    }
+                    State::Healthy => Change::None,
+                    State::Unknown => self.set(State::Unhealthy, Some(reason)),
+                    State::Unhealthy if new_reason => Change::NewReason(reason),
+                    State::Unhealthy => Change::None,
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, to: State, reason: Option<String>) -> Change {
+        let from = self.state;
+        if (from == State::Healthy) != (to == State::Healthy) {
+            self.transitions += 1;
+        }
+        self.state = to;
+        Change::Transition(Transition { from, to, reason })
+    }
+
+    /// The reason shown while not healthy: the last failure, and the recovery progress.
+    pub fn reason(&self) -> Option<String> {
+        if self.healthy() {
+            return None;
+        }
+        let base = (self.last_failure.as_deref())
+            .or(self.waiting_for.as_deref())
+            .unwrap_or(Self::NOT_CHECKED);
+        Some(if self.good_run > 0 {
+            format!(
+                "{base} (recovering: {}/{} good checks)",
+                self.good_run, self.rise
+            )
+        } else {
+            base.to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad() -> Verdict {
+        Verdict::Bad(Unhealthy::BackendDown {
+            name: "be".into(),
+            up: 0,
+            min: 1,
+        })
+    }
+
+    fn hard() -> Verdict {
+        Verdict::Bad(Unhealthy::Refused { path: "/s".into() })
+    }
+
+    /// Runs a sequence ('g' good, 'b' bad, 'h' confirmed hard, 'u' unsettled) and returns the
+    /// state after each step as 'H', 'U' (unhealthy) or '?' (unknown).
+    fn run(rise: u32, fall: u32, seq: &str) -> String {
+        let mut rf = RiseFall::new(rise, fall);
+        seq.chars()
+            .map(|c| {
+                match c {
+                    'g' => rf.observe(&Verdict::Good, false),
+                    'b' => rf.observe(&bad(), false),
+                    'h' => rf.observe(&hard(), true),
+                    _ => rf.observe(&Verdict::Unsettled("young".into()), false),
+                };
+                match rf.state() {
+                    State::Unknown => '?',
+                    State::Healthy => 'H',
+                    State::Unhealthy => 'U',
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rise_counts_from_start() {
+        assert_eq!(run(2, 2, "gg"), "?H");
+        assert_eq!(run(3, 2, "ggg"), "??H");
+        assert_eq!(run(1, 1, "g"), "H");
+    }
+
+    #[test]
+    fn bad_at_start_is_unhealthy_at_once() {
+        assert_eq!(run(2, 2, "bgg"), "UUH");
+    }
+
+    #[test]
+    fn fall_needs_consecutive_bad() {
+        assert_eq!(run(2, 2, "ggbgbgbb"), "?HHHHHHU");
+        assert_eq!(run(2, 3, "ggbbb"), "?HHHU");
+    }
+
+    #[test]
+    fn rise_needs_consecutive_good() {
+        assert_eq!(run(2, 1, "ggbgbgg"), "?HUUUUH");
+    }
+
+    #[test]
+    fn confirmed_hard_failure_bypasses_fall() {
+        assert_eq!(run(2, 5, "ggh"), "?HU");
+        assert_eq!(run(2, 5, "gghgg"), "?HUUH");
+    }
+
+    #[test]
+    fn unsettled_keeps_the_previous_state_either_way() {
+        assert_eq!(run(2, 2, "gguuuu"), "?HHHHH");
+        assert_eq!(run(2, 2, "buuu"), "UUUU");
+        assert_eq!(run(2, 2, "uuu"), "???");
+        // Neither breaks a run nor extends it.
+        assert_eq!(run(2, 2, "gugbub"), "??HHHU");
+    }
+
+    #[test]
+    fn transitions_count_changes_of_healthy_only() {
+        let mut rf = RiseFall::new(1, 1);
+        rf.observe(&bad(), false); // unknown -> unhealthy: still not healthy
+        assert_eq!(rf.transitions(), 0);
+        rf.observe(&Verdict::Good, false);
+        rf.observe(&bad(), false);
+        assert_eq!(rf.transitions(), 2);
+    }
+
+    #[test]
+    fn identical_failures_are_reported_once() {
+        let mut rf = RiseFall::new(1, 1);
+        let first = rf.observe(&bad(), false);
+        assert!(matches!(
+            first,
+            Change::Transition(Transition {
+                from: State::Unknown,
+                to: State::Unhealthy,
+                ..
+            })
+        ));
+        assert_eq!(rf.observe(&bad(), false), Change::None);
+        assert_eq!(
+            rf.observe(&hard(), true),
+            Change::NewReason("connection refused on /s: HAProxy is down".into())
+        );
+        assert_eq!(rf.observe(&hard(), true), Change::None);
+    }
+
+    #[test]
+    fn reason_shows_recovery_progress() {
+        let mut rf = RiseFall::new(3, 1);
+        assert_eq!(rf.reason().as_deref(), Some("not checked yet"));
+        rf.observe(&bad(), false);
+        rf.observe(&Verdict::Good, false);
+        assert_eq!(
+            rf.reason().as_deref(),
+            Some("backend be DOWN (servers up 0 < 1) (recovering: 1/3 good checks)")
+        );
+        rf.observe(&Verdict::Good, false);
+        rf.observe(&Verdict::Good, false);
+        assert_eq!(rf.reason(), None);
+    }
+
+    #[test]
+    fn every_reason_reads_well() {
+        let p = || PathBuf::from("/run/haproxy/admin.sock");
+        let cases: Vec<(Unhealthy, &str)> = vec![
+            (
+                Unhealthy::SocketMissing { path: p() },
+                "stats socket /run/haproxy/admin.sock does not exist (HAProxy not running, or no `stats socket` line in haproxy.cfg)",
+            ),
+            (
+                Unhealthy::Refused { path: p() },
+                "connection refused on /run/haproxy/admin.sock: HAProxy is down",
+            ),
+            (
+                Unhealthy::PermissionDenied { path: p() },
+                "permission denied on /run/haproxy/admin.sock: give raftvip's user access to the stats socket (e.g. `mode 660 group raftvip`)",
+            ),
+            (
+                Unhealthy::Timeout { path: p(), stage: Stage::Read, after_ms: 250 },
+                "no answer on /run/haproxy/admin.sock within 250 ms (reading the answer): HAProxy is wedged or overloaded",
+            ),
+            (
+                Unhealthy::Closed { path: p() },
+                "HAProxy closed /run/haproxy/admin.sock without answering",
+            ),
+            (
+                Unhealthy::Io {
+                    path: p(),
+                    stage: Stage::Read,
+                    source: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+                },
+                "talking to /run/haproxy/admin.sock failed (reading the answer): connection reset",
+            ),
+            (Unhealthy::Stopping { pid: 42 }, "HAProxy (pid 42) is stopping"),
+            (
+                Unhealthy::FrontendNotOpen { name: "fe".into(), status: "PAUSED".into() },
+                "frontend fe not OPEN (PAUSED)",
+            ),
+            (
+                Unhealthy::FrontendNotFound { name: "fe".into() },
+                "frontend fe not found",
+            ),
+            (
+                Unhealthy::BackendDown { name: "be".into(), up: 1, min: 2 },
+                "backend be DOWN (servers up 1 < 2)",
+            ),
+            (
+                Unhealthy::BackendNotUp { name: "be".into(), status: "DOWN".into() },
+                "backend be not UP (DOWN)",
+            ),
+            (
+                Unhealthy::BackendNotFound { name: "be".into() },
+                "backend be not found",
+            ),
+            (
+                Unhealthy::Unparsable(ParseError::MissingInfoField("Pid")),
+                "unparsable output from HAProxy: show info has no `Pid` field",
+            ),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+}
