@@ -12,6 +12,9 @@ use raftvip::api::client;
 use raftvip::auth::Authenticator;
 use raftvip::config::Config;
 use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
+use raftvip::health;
+use raftvip::supervisor::VipHolder;
+use tokio_util::sync::CancellationToken;
 use raftvip::raft::network::PeerClient;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
@@ -75,17 +78,25 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn run(path: &PathBuf) -> anyhow::Result<ExitCode> {
     let (config, secret) = Config::load(path)?;
-    if config.haproxy.is_some() || !config.vips.is_empty() {
-        bail!("health monitoring and VIP binding are not wired in yet");
+    if !config.vips.is_empty() && !config.is_witness() {
+        bail!("VIP binding is not wired in yet");
     }
-    let (_health_tx, health) = watch::channel(NoHealthGate);
+    let vips: Arc<dyn VipHolder> = Arc::new(NoVips);
     let (_vip_events_tx, vip_events) = tokio::sync::mpsc::channel(1);
-    let parts = Parts {
-        health,
-        vips: Arc::new(NoVips),
-        vip_events,
-    };
-    daemon::run(config, secret, parts, shutdown_signal()).await?;
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    match config.haproxy.clone().filter(|_| !config.is_witness()) {
+        Some(haproxy) => {
+            let health = health::spawn_haproxy_monitor(haproxy, background.clone());
+            let parts = Parts { health, vips, vip_events };
+            daemon::run(config, secret, parts, shutdown_signal()).await?;
+        }
+        None => {
+            let (_health_tx, health) = watch::channel(NoHealthGate);
+            let parts = Parts { health, vips, vip_events };
+            daemon::run(config, secret, parts, shutdown_signal()).await?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -56,17 +56,17 @@ pub enum RunDaemonError {
 }
 
 /// The health and VIP parts, built by the caller (real HAProxy / netlink in production).
-pub struct Parts<V, Hl> {
+pub struct Parts<Hl> {
     pub health: watch::Receiver<Hl>,
-    pub vips: Arc<V>,
+    pub vips: Arc<dyn VipHolder>,
     pub vip_events: tokio::sync::mpsc::Receiver<()>,
 }
 
 /// Runs the node until `shutdown` completes, then stops in order.
-pub async fn run<V: VipHolder, Hl: HealthVerdict>(
+pub async fn run<Hl: HealthVerdict>(
     config: Config,
     secret: Secret,
-    parts: Parts<V, Hl>,
+    parts: Parts<Hl>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunDaemonError> {
     let config = Arc::new(config);
@@ -242,18 +242,18 @@ impl HandOver for PeerHandOver {
 }
 
 /// The running node as the API sees it.
-struct LiveNode<V, Hl> {
+struct LiveNode<Hl> {
     config: Arc<Config>,
     raft: Raft,
     health: watch::Receiver<Hl>,
     cluster: watch::Receiver<ClusterState>,
-    vips: Arc<V>,
+    vips: Arc<dyn VipHolder>,
     supervisor: watch::Receiver<SupervisorState>,
     contacts: Arc<Contacts>,
     rejected: Arc<AtomicU64>,
 }
 
-impl<V: VipHolder, Hl: HealthVerdict> NodeView for LiveNode<V, Hl> {
+impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
     fn status(&self) -> Status {
         let m = self.raft.metrics().borrow().clone();
         let sup = self.supervisor.borrow().clone();

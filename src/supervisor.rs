@@ -158,7 +158,7 @@ impl Default for SupervisorState {
 }
 
 /// Executes [`decide`] against the real world.
-pub struct Supervisor<V, H, Hl> {
+pub struct Supervisor<V: ?Sized, H, Hl> {
     node_id: NodeId,
     witness: bool,
     fence: Duration,
@@ -173,9 +173,10 @@ pub struct Supervisor<V, H, Hl> {
     /// Last (role, leader) seen, for transition logs.
     last_seen: Option<(ServerState, Option<NodeId>)>,
     notifier: Notifier,
+    raft_failed: bool,
 }
 
-impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
+impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
@@ -201,6 +202,7 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             state,
             last_seen: None,
             notifier: Notifier::new(config.notify.script.clone(), &config.cluster),
+            raft_failed: false,
         }
     }
 
@@ -275,6 +277,12 @@ impl<V: VipHolder, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
 
     /// Logs role and leader transitions and counts leader changes.
     fn observe_leadership(&mut self, m: &RaftMetrics) {
+        if let Err(fatal) = &m.running_state {
+            if !self.raft_failed {
+                tracing::error!(error = %fatal, "raft stopped with a fatal error: this node no longer takes part");
+                self.raft_failed = true;
+            }
+        }
         let seen = (m.state, m.current_leader);
         if self.last_seen == Some(seen) {
             return;
