@@ -315,6 +315,8 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
         }
         let was_holding = before.is_some_and(|b| b.hold_vips);
         if before.map(|b| b.hold_vips) != Some(d.hold_vips) {
+            // Drift after this (someone deleting the VIP) is repaired by reconcile().
+            self.vips.set_held(d.hold_vips, &d.reason.to_string());
             if was_holding || d.hold_vips {
                 tracing::info!(
                     from = if was_holding { "holder" } else { "standby" },
@@ -332,8 +334,6 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
                 self.state.send_modify(|s| s.fence_releases += 1);
             }
         }
-        // Always re-assert: set_held is idempotent and cheap when nothing changes.
-        self.vips.set_held(d.hold_vips, &d.reason.to_string());
         let became_unhealthy = !inputs.witness
             && !inputs.healthy
             && before.is_some_and(|b| b.reason != Reason::Unhealthy)
