@@ -1,0 +1,415 @@
+//! Shared helpers for the multi-process tests: real `raftvip` processes on loopback.
+//!
+//! Every cluster lives in its own temporary directory with ports picked free by the kernel,
+//! and every child is SIGKILLed and reaped when its [`Node`] (or the [`Cluster`]) is dropped,
+//! so a failing assertion never leaves a daemon behind. Tests poll status documents against a
+//! deadline instead of sleeping: the outcome is asserted, not the exact timing.
+
+#![allow(dead_code)] // Not every test binary uses every helper.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use raftvip::status::{Role, Status};
+
+/// Generous: an election takes ~0.2 s, but the test machine has two cores that parallel tests
+/// (and other builds) share.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+/// Between two polls of the status documents.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Timeout of one HTTP exchange with a node on loopback.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_raftvip");
+
+/// A running `raftvip run` child; killed and reaped on drop.
+pub struct Node {
+    pub id: u64,
+    child: Child,
+}
+
+impl Node {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    pub fn terminate(mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
+        let start = Instant::now();
+        signal(self.child.id(), libc::SIGTERM);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (Some(status), start.elapsed());
+            }
+            if start.elapsed() > limit {
+                return (None, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a pid we own (our child, not yet reaped) has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// One member's static description.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: u64,
+    pub address: SocketAddr,
+    pub witness: bool,
+}
+
+/// A cluster's files and processes. Nodes are addressed by id (1-based).
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub members: Vec<Member>,
+    pub nodes: Vec<Option<Node>>,
+    /// Extra TOML appended to every node's config (e.g. a `[timing]` section).
+    pub extra: String,
+}
+
+/// Ports the kernel reports free right now. Listeners are held until all are picked, so the
+/// ports are distinct; another process could still take one before the node binds it, which
+/// the node reports as a clear "cannot listen" error.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+impl Cluster {
+    /// `n` members; the ids in `witnesses` get `role = "witness"`. Nothing is started.
+    pub fn new(n: usize, witnesses: &[u64]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("raftvip-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::write(
+            dir.path().join("secret"),
+            "integration-test-secret-0123456789abcdef\n",
+        )
+        .expect("write secret");
+        let members = free_ports(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, port)| Member {
+                id: i as u64 + 1,
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
+                witness: witnesses.contains(&(i as u64 + 1)),
+            })
+            .collect();
+        let cluster = Self {
+            dir,
+            name: "it".to_owned(),
+            members,
+            nodes: (0..n).map(|_| None).collect(),
+            extra: String::new(),
+        };
+        for id in cluster.ids() {
+            cluster.write_config(id);
+        }
+        cluster
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    pub fn member(&self, id: u64) -> &Member {
+        &self.members[id as usize - 1]
+    }
+
+    pub fn secret_path(&self) -> PathBuf {
+        self.dir.path().join("secret")
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("data{id}"))
+    }
+
+    pub fn config_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}.toml"))
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}.log"))
+    }
+
+    /// The config text of node `id`, with `cluster` and `data_dir` as given.
+    pub fn config_text(&self, id: u64, cluster: &str, data_dir: &Path) -> String {
+        let me = self.member(id);
+        let mut text = format!(
+            "cluster = \"{cluster}\"\nnode_id = {id}\nlisten = \"{}\"\ndata_dir = \"{}\"\nsecret_file = \"{}\"\n",
+            me.address,
+            data_dir.display(),
+            self.secret_path().display()
+        );
+        if me.witness {
+            text.push_str("role = \"witness\"\n");
+        }
+        for m in &self.members {
+            text.push_str(&format!(
+                "[[peer]]\nid = {}\naddress = \"{}\"\n",
+                m.id, m.address
+            ));
+        }
+        text.push_str(&self.extra);
+        text
+    }
+
+    pub fn write_config(&self, id: u64) {
+        let text = self.config_text(id, &self.name, &self.data_dir(id));
+        std::fs::write(self.config_path(id), text).expect("write config");
+    }
+
+    /// Starts `raftvip run` for node `id` (its stderr appends to node{id}.log).
+    pub fn start(&mut self, id: u64) {
+        assert!(
+            self.nodes[id as usize - 1].is_none(),
+            "node {id} already runs"
+        );
+        let child = spawn_run(&self.config_path(id), &self.log_path(id));
+        self.nodes[id as usize - 1] = Some(Node { id, child });
+    }
+
+    pub fn start_all(&mut self) {
+        for id in self.ids() {
+            self.start(id);
+        }
+    }
+
+    /// Takes node `id` out of the cluster's care (to kill or terminate it).
+    pub fn take(&mut self, id: u64) -> Node {
+        self.nodes[id as usize - 1]
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        self.take(id).kill();
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.iter().flatten().map(|n| n.id).collect()
+    }
+
+    pub fn status(&self, id: u64) -> Option<Status> {
+        fetch_status(self.member(id).address)
+    }
+
+    /// Polls until `check` accepts the status documents of `ids` (all must answer), or panics
+    /// after `deadline` with the last documents and `what`.
+    pub fn wait_for<T>(
+        &self,
+        ids: &[u64],
+        deadline: Duration,
+        what: &str,
+        mut check: impl FnMut(&[Status]) -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        let mut last = Vec::new();
+        loop {
+            let statuses: Option<Vec<Status>> = ids.iter().map(|id| self.status(*id)).collect();
+            if let Some(statuses) = statuses {
+                if let Some(found) = check(&statuses) {
+                    return found;
+                }
+                last = statuses;
+            }
+            if start.elapsed() > deadline {
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}; last statuses:\n{}",
+                    summary(&last)
+                );
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// Waits until exactly one of `ids` is leader and all of `ids` agree on it and the term.
+    /// Returns (leader, term).
+    pub fn wait_for_leader(&self, ids: &[u64], deadline: Duration) -> (u64, u64) {
+        self.wait_for(ids, deadline, "one agreed leader", agreed_leader)
+    }
+
+    fn dump_logs(&self) {
+        for m in &self.members {
+            if let Ok(log) = std::fs::read_to_string(self.log_path(m.id)) {
+                eprintln!("----- node {} log -----\n{log}", m.id);
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Kill first, then show the logs of a failed test.
+        self.nodes.clear();
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+/// Exactly one leader, and every status names it and the same term.
+pub fn agreed_leader(statuses: &[Status]) -> Option<(u64, u64)> {
+    let leaders: Vec<&Status> = statuses.iter().filter(|s| s.role == Role::Leader).collect();
+    let [leader] = leaders.as_slice() else {
+        return None;
+    };
+    let agreed = statuses
+        .iter()
+        .all(|s| s.leader_id == Some(leader.node_id) && s.term == leader.term);
+    agreed.then_some((leader.node_id, leader.term))
+}
+
+pub fn summary(statuses: &[Status]) -> String {
+    statuses
+        .iter()
+        .map(|s| {
+            format!(
+                "  node {} role {} leader {:?} term {} rejected {} leader_changes {}\n",
+                s.node_id,
+                s.role.name(),
+                s.leader_id,
+                s.term,
+                s.counters.rejected_requests,
+                s.counters.leader_changes
+            )
+        })
+        .collect()
+}
+
+/// Spawns `raftvip run --config CONFIG`, stderr appended to `log`.
+pub fn spawn_run(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn raftvip")
+}
+
+/// Runs a `raftvip` subcommand to completion; returns (exit status, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftvip");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `GET /v1/status`; None when the node does not answer (yet).
+pub fn fetch_status(address: SocketAddr) -> Option<Status> {
+    let (code, body) = http(address, "GET", "/v1/status", &[], b"").ok()?;
+    if code != 200 {
+        return None;
+    }
+    serde_json::from_slice(&body).ok()
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`; returns (status code, body).
+pub fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&address, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    let mut body = response[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((code, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
+        data = &data[line_end + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}
