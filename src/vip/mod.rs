@@ -1,1 +1,821 @@
-//! (being written)
+//! The VIP layer: makes the kernel and the segment agree with the supervisor's decision.
+//!
+//! The supervisor decides *whether* this node holds the VIPs; [`Vips`] carries it out. Holding
+//! means: every VIP bound to its interface (netlink, [`netlink`]), the segment told at once
+//! (gratuitous ARP / unsolicited NA, [`announce`]) with a short burst against a lost first
+//! frame and a periodic refresh for switches with long ARP timeouts, and a probe for a
+//! second holder. Releasing means removing every VIP at once — it is on the fencing path, so
+//! it never waits behind a running burst (bursts sleep without holding any lock).
+//!
+//! The kernel side sits behind two small sync traits, [`AddressControl`] and [`Announcer`]
+//! (a netlink request or an AF_PACKET send takes ~0.1 ms, so nothing here needs async), with
+//! recording fakes in [`fake`] so the executor and the supervisor are tested without root.
+//! [`Vips::reconcile`] re-applies the desired state (re-adding a VIP someone deleted,
+//! removing one we must not hold); the supervisor calls it on a timer and whenever
+//! [`Vips::spawn_background`]'s watcher reports an address change.
+//!
+//! Everything runs in the network namespace of the thread that calls into it: interface
+//! lookups and sockets are per-namespace.
+
+pub mod announce;
+pub mod duplicate;
+pub mod fake;
+pub mod netlink;
+mod packet;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Announce, VipAddr, VipConfig};
+use crate::status::VipStatus;
+
+pub use fake::{FakeAddressControl, FakeAnnouncer};
+
+/// Events buffered for the supervisor. They are hints to reconcile (which re-reads the
+/// kernel anyway), so when the queue is full newer events are dropped without harm.
+const EVENT_QUEUE: usize = 64;
+
+/// Least time between two re-announcement bursts provoked by duplicate claims. The other
+/// holder may answer every frame we send; without a gap two boxes would trade bursts
+/// back-to-back. One second still corrects a client's cache long before it times out.
+const DUPLICATE_REBURST_GAP: Duration = Duration::from_secs(1);
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    pub const ZERO: Mac = Mac([0; 6]);
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One VIP: address, interface and optional IPv4 label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub addr: VipAddr,
+    pub interface: String,
+    /// IPv4 only (`ip addr` shows it); the kernel has no labels for IPv6 addresses.
+    pub label: Option<String>,
+}
+
+impl Vip {
+    pub fn from_config(config: &VipConfig) -> Result<Self, VipError> {
+        let addr = VipAddr::parse(&config.address).map_err(|reason| VipError::Config {
+            address: config.address.clone(),
+            reason,
+        })?;
+        let label = match (&config.label, addr.ip) {
+            (Some(label), IpAddr::V6(_)) => {
+                tracing::warn!(vip = %addr, label = %label, "labels exist for IPv4 only; ignored");
+                None
+            }
+            (label, _) => label.clone(),
+        };
+        Ok(Self {
+            addr,
+            interface: config.interface.clone(),
+            label,
+        })
+    }
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", self.addr, self.interface)
+    }
+}
+
+/// Why a VIP operation failed, in terms an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("interface {0} missing")]
+    InterfaceMissing(String),
+    #[error("interface {0} is down")]
+    LinkDown(String),
+    #[error("permission denied: raftvip needs {0}")]
+    PermissionDenied(&'static str),
+    #[error("interface {0} has no Ethernet MAC address")]
+    NoMac(String),
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error(transparent)]
+    Os(#[from] std::io::Error),
+}
+
+/// A failed VIP operation, named after the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    #[error("VIP '{address}' is invalid: {reason}")]
+    Config { address: String, reason: String },
+    #[error("cannot open the rtnetlink socket: {cause}")]
+    Open {
+        #[source]
+        cause: Cause,
+    },
+    #[error("cannot add {vip} to {interface}: {cause}")]
+    Add {
+        vip: VipAddr,
+        interface: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("cannot remove {vip} from {interface}: {cause}")]
+    Remove {
+        vip: VipAddr,
+        interface: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("cannot check whether {vip} is on {interface}: {cause}")]
+    Check {
+        vip: VipAddr,
+        interface: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("cannot announce {vip} on {interface}: {cause}")]
+    Announce {
+        vip: VipAddr,
+        interface: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("cannot probe for another holder of {vip} on {interface}: {cause}")]
+    Probe {
+        vip: VipAddr,
+        interface: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("cannot watch address changes: {cause}")]
+    Watch {
+        #[source]
+        cause: Cause,
+    },
+    #[error("cannot listen for duplicate VIP claims: {cause}")]
+    Listen {
+        #[source]
+        cause: Cause,
+    },
+}
+
+impl VipError {
+    /// The underlying cause, for callers that react to a kind of failure.
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            VipError::Config { .. } => None,
+            VipError::Open { cause }
+            | VipError::Add { cause, .. }
+            | VipError::Remove { cause, .. }
+            | VipError::Check { cause, .. }
+            | VipError::Announce { cause, .. }
+            | VipError::Probe { cause, .. }
+            | VipError::Watch { cause }
+            | VipError::Listen { cause } => Some(cause),
+        }
+    }
+}
+
+/// Binding VIPs in the kernel. Implementations are idempotent: adding a present VIP and
+/// removing an absent one succeed.
+pub trait AddressControl: Send + Sync + 'static {
+    fn add(&self, vip: &Vip) -> Result<(), VipError>;
+    fn remove(&self, vip: &Vip) -> Result<(), VipError>;
+    fn is_bound(&self, vip: &Vip) -> Result<bool, VipError>;
+}
+
+/// Telling the segment about VIPs.
+pub trait Announcer: Send + Sync + 'static {
+    /// One frame of each form (GARP request + reply, or unsolicited NA).
+    fn announce(&self, vip: &Vip) -> Result<(), VipError>;
+    /// Asks whether another box holds the VIP (ARP probe or DAD NS); answers arrive at the
+    /// duplicate listener.
+    fn probe(&self, vip: &Vip) -> Result<(), VipError>;
+}
+
+/// What the background tasks tell the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VipEvent {
+    /// One of our VIPs appeared on or vanished from an interface: reconcile.
+    AddressChanged {
+        address: IpAddr,
+        interface_index: u32,
+        present: bool,
+    },
+    /// The kernel dropped address events (socket overrun): reconcile.
+    WatchOverrun,
+    /// Another MAC claims a VIP this node holds (a fresh burst has been started).
+    Duplicate {
+        address: IpAddr,
+        interface: String,
+        mac: Mac,
+    },
+}
+
+/// Executes "hold" / "release" for every configured VIP. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Vips {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    control: Arc<dyn AddressControl>,
+    announcer: Arc<dyn Announcer>,
+    burst_count: u32,
+    burst_interval: Duration,
+    /// None: refresh turned off.
+    refresh: Option<Duration>,
+    /// Start the netlink watcher and the duplicate listener in `spawn_background` (off with
+    /// fakes: there is no kernel to watch).
+    kernel_watch: bool,
+    /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
+    state: Mutex<State>,
+    /// Wakes the announce loop when a schedule changed.
+    wake: Notify,
+}
+
+struct State {
+    held: bool,
+    slots: Vec<Slot>,
+}
+
+struct Slot {
+    vip: Vip,
+    /// Last known: the VIP is in the kernel because we put it there (or found it there).
+    bound: bool,
+    /// It vanished while held and has not been put back yet.
+    lost: bool,
+    held_since: Option<u64>,
+    /// Frames of the current burst still to send.
+    burst_left: u32,
+    next_announce: Option<Instant>,
+    last_reburst: Option<Instant>,
+    announcements_sent: u64,
+    re_adds: u64,
+    duplicates: u64,
+    address_error: ErrorLog,
+    announce_error: ErrorLog,
+}
+
+/// Remembers the failure currently repeating, so it is logged when it starts, changes and
+/// clears — not on every retry. Failures are compared by their cause ("interface eth9
+/// missing"), so the same problem seen by add and then by the presence check is one problem.
+#[derive(Default)]
+struct ErrorLog {
+    /// (cause, full message) of the current failure.
+    current: Option<(String, String)>,
+}
+
+impl ErrorLog {
+    fn message(&self) -> Option<String> {
+        self.current.as_ref().map(|(_, message)| message.clone())
+    }
+
+    fn set(&mut self, vip: &Vip, error: &VipError) {
+        let message = error.to_string();
+        let key = error
+            .cause()
+            .map_or_else(|| message.clone(), |c| c.to_string());
+        // The same cause seen by another operation keeps the first, most telling message
+        // ("cannot add", not the "cannot check" that follows it on every reconcile).
+        if self.current.as_ref().is_some_and(|(k, _)| *k == key) {
+            return;
+        }
+        let old = self.current.replace((key, message.clone()));
+        {
+            tracing::warn!(
+                vip = %vip.addr,
+                interface = %vip.interface,
+                from = old.as_ref().map_or("ok", |(_, m)| m.as_str()),
+                to = %message,
+                "VIP error"
+            );
+        }
+    }
+
+    fn clear(&mut self, vip: &Vip) {
+        if let Some((_, old)) = self.current.take() {
+            tracing::info!(
+                vip = %vip.addr,
+                interface = %vip.interface,
+                from = %old,
+                to = "ok",
+                "VIP error cleared"
+            );
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn transition(vip: &Vip, from: &str, to: &str, reason: &str) {
+    tracing::info!(
+        vip = %vip.addr,
+        interface = %vip.interface,
+        from,
+        to,
+        reason,
+        "VIP state changed"
+    );
+}
+
+impl Vips {
+    /// VIPs executed by `control` and `announcer` (fakes in tests). No kernel watchers are
+    /// started by [`Self::spawn_background`]; feed claims to [`Self::on_duplicate`].
+    pub fn new(
+        vips: &[VipConfig],
+        announce: &Announce,
+        control: Arc<dyn AddressControl>,
+        announcer: Arc<dyn Announcer>,
+    ) -> Result<Self, VipError> {
+        Self::build(vips, announce, control, announcer, false)
+    }
+
+    /// The real thing: rtnetlink + AF_PACKET in the calling thread's network namespace.
+    /// Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (frames).
+    pub fn linux(vips: &[VipConfig], announce: &Announce) -> Result<Self, VipError> {
+        let control = Arc::new(netlink::NetlinkControl::connect()?);
+        let announcer = Arc::new(announce::PacketAnnouncer::new());
+        Self::build(vips, announce, control, announcer, true)
+    }
+
+    fn build(
+        vips: &[VipConfig],
+        announce: &Announce,
+        control: Arc<dyn AddressControl>,
+        announcer: Arc<dyn Announcer>,
+        kernel_watch: bool,
+    ) -> Result<Self, VipError> {
+        let slots = vips
+            .iter()
+            .map(|config| {
+                Ok(Slot {
+                    vip: Vip::from_config(config)?,
+                    bound: false,
+                    lost: false,
+                    held_since: None,
+                    burst_left: 0,
+                    next_announce: None,
+                    last_reburst: None,
+                    announcements_sent: 0,
+                    re_adds: 0,
+                    duplicates: 0,
+                    address_error: ErrorLog::default(),
+                    announce_error: ErrorLog::default(),
+                })
+            })
+            .collect::<Result<Vec<_>, VipError>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                control,
+                announcer,
+                burst_count: announce.burst_count.max(1),
+                burst_interval: Duration::from_millis(announce.burst_interval_ms),
+                refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
+                kernel_watch,
+                state: Mutex::new(State { held: false, slots }),
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    /// Hold or release every VIP. Idempotent and cheap when nothing changes (the supervisor
+    /// re-asserts on every loop). Holding binds, announces once at once, probes for another
+    /// holder and leaves the rest of the burst to the announce loop; releasing removes every
+    /// VIP first and logs afterwards.
+    pub fn set_held(&self, hold: bool, reason: &str) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if state.held == hold {
+            return;
+        }
+        state.held = hold;
+        let now = Instant::now();
+        if hold {
+            for slot in &mut state.slots {
+                if inner.bind(slot) {
+                    inner.start_burst(slot, now, true);
+                    transition(&slot.vip, "released", "held", reason);
+                } else {
+                    transition(&slot.vip, "released", "held (not bound yet)", reason);
+                }
+            }
+        } else {
+            let mut released = Vec::with_capacity(state.slots.len());
+            for slot in &mut state.slots {
+                slot.burst_left = 0;
+                slot.next_announce = None;
+                released.push(inner.unbind(slot));
+            }
+            for (slot, ok) in state.slots.iter().zip(released) {
+                let to = if ok {
+                    "released"
+                } else {
+                    "released (removal failed)"
+                };
+                transition(&slot.vip, "held", to, reason);
+            }
+        }
+        drop(state);
+        inner.wake.notify_one();
+    }
+
+    /// Compares the kernel with the desired state and repairs it: a held VIP that vanished is
+    /// re-added (counted, logged at warn once per disappearance) and announced again; a VIP
+    /// present while not held is removed.
+    pub fn reconcile(&self) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let held = state.held;
+        let now = Instant::now();
+        for slot in &mut state.slots {
+            let present = match inner.control.is_bound(&slot.vip) {
+                Ok(present) => present,
+                Err(e) => {
+                    slot.address_error.set(&slot.vip, &e);
+                    continue;
+                }
+            };
+            match (held, present) {
+                (true, true) => {
+                    slot.address_error.clear(&slot.vip);
+                    if !slot.bound {
+                        // Someone (or a crashed predecessor) bound it: it is ours now.
+                        slot.bound = true;
+                        slot.held_since = Some(unix_ms());
+                        inner.start_burst(slot, now, true);
+                    }
+                }
+                (true, false) => {
+                    if slot.bound {
+                        slot.bound = false;
+                        slot.lost = true;
+                        slot.held_since = None;
+                        slot.burst_left = 0;
+                        slot.next_announce = None;
+                        tracing::warn!(
+                            vip = %slot.vip.addr,
+                            interface = %slot.vip.interface,
+                            "held VIP vanished from its interface; re-adding"
+                        );
+                    }
+                    if inner.bind(slot) {
+                        if slot.lost {
+                            slot.lost = false;
+                            slot.re_adds += 1;
+                            transition(&slot.vip, "vanished", "held", "re-added");
+                        } else {
+                            transition(&slot.vip, "held (not bound yet)", "held", "bound");
+                        }
+                        inner.start_burst(slot, now, true);
+                    }
+                }
+                (false, true) => {
+                    if inner.unbind(slot) {
+                        transition(&slot.vip, "present", "released", "not held by this node");
+                    }
+                }
+                (false, false) => {
+                    slot.bound = false;
+                    slot.address_error.clear(&slot.vip);
+                }
+            }
+        }
+        drop(state);
+        inner.wake.notify_one();
+    }
+
+    /// Handles "`mac` claims `ip`". While we hold `ip` this is a duplicate: counted, logged,
+    /// and answered with a fresh burst (at most one per [`DUPLICATE_REBURST_GAP`]) so clients
+    /// come back to us. Returns the event for the supervisor, or None when we do not hold it
+    /// (then the claimant is simply the rightful holder).
+    pub fn on_duplicate(&self, ip: IpAddr, mac: Mac) -> Option<VipEvent> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let held = state.held;
+        let slot = state.slots.iter_mut().find(|s| s.vip.addr.ip == ip)?;
+        if !(held && slot.bound) {
+            tracing::debug!(vip = %ip, %mac, "VIP claimed by its holder");
+            return None;
+        }
+        slot.duplicates += 1;
+        let now = Instant::now();
+        let reburst = slot
+            .last_reburst
+            .is_none_or(|at| now.duration_since(at) >= DUPLICATE_REBURST_GAP);
+        if reburst {
+            tracing::warn!(
+                vip = %slot.vip.addr,
+                interface = %slot.vip.interface,
+                other_mac = %mac,
+                duplicates = slot.duplicates,
+                "another MAC claims a VIP this node holds; re-announcing"
+            );
+            slot.last_reburst = Some(now);
+            // No probe: the other box would answer it and provoke the next claim.
+            inner.start_burst(slot, now, false);
+        } else {
+            tracing::debug!(vip = %ip, %mac, "duplicate claim again");
+        }
+        let event = VipEvent::Duplicate {
+            address: ip,
+            interface: slot.vip.interface.clone(),
+            mac,
+        };
+        drop(state);
+        inner.wake.notify_one();
+        Some(event)
+    }
+
+    pub fn status(&self) -> Vec<VipStatus> {
+        let state = self.inner.lock();
+        state
+            .slots
+            .iter()
+            .map(|slot| {
+                let held = state.held && slot.bound;
+                VipStatus {
+                    address: slot.vip.addr.to_string(),
+                    interface: slot.vip.interface.clone(),
+                    held,
+                    held_since_unix_ms: slot.held_since.filter(|_| held),
+                    announcements_sent: slot.announcements_sent,
+                    re_adds: slot.re_adds,
+                    duplicates: slot.duplicates,
+                    error: slot
+                        .address_error
+                        .message()
+                        .or_else(|| slot.announce_error.message()),
+                }
+            })
+            .collect()
+    }
+
+    /// Starts, until `cancel`: the announce loop (burst frames after the first, periodic
+    /// refresh), and for [`Self::linux`] the netlink address watcher and the duplicate
+    /// listener. Their sockets are opened here, in the caller's network namespace. Must be
+    /// called inside a tokio runtime; failures to start a watcher are logged and leave the
+    /// periodic reconcile as the safety net.
+    pub fn spawn_background(&self, cancel: CancellationToken) -> mpsc::Receiver<VipEvent> {
+        let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("VIP background tasks need a tokio runtime; none started");
+            return receiver;
+        };
+        let _entered = runtime.enter();
+        runtime.spawn(announce_loop(self.inner.clone(), cancel.clone()));
+        if !self.inner.kernel_watch {
+            return receiver;
+        }
+
+        let (ips, interfaces) = {
+            let state = self.inner.lock();
+            let ips: HashSet<IpAddr> = state.slots.iter().map(|s| s.vip.addr.ip).collect();
+            let interfaces: HashMap<IpAddr, String> = state
+                .slots
+                .iter()
+                .map(|s| (s.vip.addr.ip, s.vip.interface.clone()))
+                .collect();
+            (ips, interfaces)
+        };
+
+        match netlink::AddressWatcher::subscribe() {
+            Ok(watcher) => {
+                runtime.spawn(watch_loop(watcher, ips, events.clone(), cancel.clone()));
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "VIP changes by others are seen only by the periodic reconcile"
+            ),
+        }
+
+        match duplicate::Listener::open(interfaces) {
+            Ok(listener) => {
+                let vips = self.clone();
+                runtime.spawn(async move {
+                    let result = listener
+                        .run(cancel, |ip, claim| {
+                            if let Some(event) = vips.on_duplicate(ip, claim.mac) {
+                                // A full queue only delays the supervisor's reaction.
+                                let _ = events.try_send(event);
+                            }
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "duplicate VIP listener stopped");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "duplicate VIPs will not be detected"),
+        }
+        receiver
+    }
+}
+
+impl crate::supervisor::VipHolder for Vips {
+    fn set_held(&self, hold: bool, reason: &str) {
+        Vips::set_held(self, hold, reason)
+    }
+    fn reconcile(&self) {
+        Vips::reconcile(self)
+    }
+    fn status(&self) -> Vec<VipStatus> {
+        Vips::status(self)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not stop releasing the VIPs: the state stays usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds the VIP; true when it is bound now.
+    fn bind(&self, slot: &mut Slot) -> bool {
+        match self.control.add(&slot.vip) {
+            Ok(()) => {
+                slot.address_error.clear(&slot.vip);
+                if !slot.bound {
+                    slot.bound = true;
+                    slot.held_since = Some(unix_ms());
+                }
+                true
+            }
+            Err(e) => {
+                slot.address_error.set(&slot.vip, &e);
+                false
+            }
+        }
+    }
+
+    /// Removes the VIP; true when it is gone. On failure it counts as still bound, so the
+    /// next reconcile tries again.
+    fn unbind(&self, slot: &mut Slot) -> bool {
+        match self.control.remove(&slot.vip) {
+            Ok(()) => {
+                slot.bound = false;
+                slot.lost = false;
+                slot.held_since = None;
+                slot.address_error.clear(&slot.vip);
+                true
+            }
+            Err(e) => {
+                slot.address_error.set(&slot.vip, &e);
+                false
+            }
+        }
+    }
+
+    /// First frame now, the other `burst_count - 1` from the announce loop.
+    fn start_burst(&self, slot: &mut Slot, now: Instant, probe: bool) {
+        self.announce_now(slot);
+        slot.burst_left = self.burst_count.saturating_sub(1);
+        self.schedule(slot, now);
+        if probe {
+            match self.announcer.probe(&slot.vip) {
+                Ok(()) => slot.announce_error.clear(&slot.vip),
+                Err(e) => slot.announce_error.set(&slot.vip, &e),
+            }
+        }
+    }
+
+    fn announce_now(&self, slot: &mut Slot) {
+        match self.announcer.announce(&slot.vip) {
+            Ok(()) => {
+                slot.announcements_sent += 1;
+                slot.announce_error.clear(&slot.vip);
+            }
+            Err(e) => slot.announce_error.set(&slot.vip, &e),
+        }
+    }
+
+    fn schedule(&self, slot: &mut Slot, now: Instant) {
+        slot.next_announce = if slot.burst_left > 0 {
+            Some(now + self.burst_interval)
+        } else {
+            self.refresh.map(|refresh| now + refresh)
+        };
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.lock()
+            .slots
+            .iter()
+            .filter_map(|s| s.next_announce)
+            .min()
+    }
+
+    /// Sends the burst and refresh frames that are due.
+    fn announce_due(&self, now: Instant) {
+        let mut state = self.lock();
+        let held = state.held;
+        for slot in &mut state.slots {
+            let Some(due) = slot.next_announce else {
+                continue;
+            };
+            if due > now {
+                continue;
+            }
+            if !(held && slot.bound) {
+                slot.next_announce = None;
+                slot.burst_left = 0;
+                continue;
+            }
+            self.announce_now(slot);
+            slot.burst_left = slot.burst_left.saturating_sub(1);
+            self.schedule(slot, now);
+        }
+    }
+}
+
+/// Sleeps until the next due announcement, or until a schedule changes.
+async fn announce_loop(inner: Arc<Inner>, cancel: CancellationToken) {
+    loop {
+        let deadline = inner.next_deadline();
+        let due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = due => inner.announce_due(Instant::now()),
+        }
+    }
+}
+
+/// Forwards kernel address events that concern our VIPs.
+async fn watch_loop(
+    mut watcher: netlink::AddressWatcher,
+    ips: HashSet<IpAddr>,
+    events: mpsc::Sender<VipEvent>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            batch = watcher.next() => batch,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "address watcher stopped; relying on periodic reconcile");
+                return;
+            }
+        };
+        for event in batch {
+            let event = match event {
+                netlink::AddressEvent::Changed {
+                    ip,
+                    ifindex,
+                    present,
+                    ..
+                } if ips.contains(&ip) => VipEvent::AddressChanged {
+                    address: ip,
+                    interface_index: ifindex,
+                    present,
+                },
+                netlink::AddressEvent::Changed { .. } => continue,
+                netlink::AddressEvent::Overrun => VipEvent::WatchOverrun,
+            };
+            tracing::debug!(?event, "VIP address event");
+            // A full queue means the supervisor has reconciles pending already.
+            let _ = events.try_send(event);
+        }
+    }
+}

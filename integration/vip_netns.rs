@@ -1,0 +1,484 @@
+//! The VIP layer against a real kernel: two network namespaces joined by a veth pair.
+//!
+//! ```text
+//!   netns rvv<pid><t>a                      netns rvv<pid><t>b
+//!  +---------------------------+           +---------------------------+
+//!  | raftvip VIP code (thread  |           | the "client" / the rival  |
+//!  | in this netns via setns)  |           |                           |
+//!  | rvv0 02:00:00:00:0a:01    |---veth----| rvv0 02:00:00:00:0b:01    |
+//!  |   192.0.2.1/24            |           |   192.0.2.2/24            |
+//!  |   2001:db8::1/64          |           |   2001:db8::2/64          |
+//!  | VIPs 192.0.2.100/32,      |           | neighbour entries for the |
+//!  |      2001:db8::100/128    |           | VIPs, first at a bogus MAC|
+//!  +---------------------------+           +---------------------------+
+//! ```
+//!
+//! Needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN for setns) and iproute2. Without
+//! them the tests FAIL: a skipped privileged test proves nothing and hides a broken CI step.
+//! Each test creates its own namespaces named after the pid and a per-test tag, and a Drop
+//! guard deletes exactly those on every exit path. The root namespace is never touched.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use raftvip::config::{Announce, VipConfig};
+use raftvip::vip::announce::PacketAnnouncer;
+use raftvip::vip::netlink::NetlinkControl;
+use raftvip::vip::{AddressControl, Announcer, Cause, Vip, VipEvent, Vips};
+use tokio_util::sync::CancellationToken;
+
+const MAC_A: &str = "02:00:00:00:0a:01";
+const MAC_B: &str = "02:00:00:00:0b:01";
+/// Where B's neighbour entries point before the takeover: the "old holder".
+const BOGUS_MAC: &str = "02:00:00:00:0e:ee";
+const VIP4: &str = "192.0.2.100";
+const VIP6: &str = "2001:db8::100";
+/// Generous bound for anything the kernel does "at once" (typically < 10 ms).
+const PATIENCE: Duration = Duration::from_secs(3);
+
+/// Runs `ip ARGS`; panics with the command and its stderr if it fails.
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "`ip {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn require_root_and_iproute2() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "vip_netns must run as root (network namespaces, CAP_NET_ADMIN, CAP_NET_RAW); it does not skip"
+    );
+    let version = Command::new("ip").arg("-V").output();
+    assert!(
+        version.as_ref().is_ok_and(|o| o.status.success()),
+        "vip_netns needs iproute2's `ip` on PATH: {version:?}"
+    );
+}
+
+/// Two namespaces joined by veth `rvv0`; deleted (exactly these) on drop.
+struct Testbed {
+    a: String,
+    b: String,
+}
+
+impl Testbed {
+    fn create(tag: &str) -> Testbed {
+        require_root_and_iproute2();
+        let pid = std::process::id();
+        let bed = Testbed {
+            a: format!("rvv{pid}{tag}a"),
+            b: format!("rvv{pid}{tag}b"),
+        };
+        // Guard first, so a failure half-way still deletes what was created.
+        ip(&["netns", "add", &bed.a]);
+        ip(&["netns", "add", &bed.b]);
+        let (a, b) = (bed.a.as_str(), bed.b.as_str());
+        bed.veth("rvv0", MAC_A, MAC_B);
+        for (ns, v4, v6) in [
+            (a, "192.0.2.1/24", "2001:db8::1/64"),
+            (b, "192.0.2.2/24", "2001:db8::2/64"),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "addr", "add", v4, "dev", "rvv0"]);
+            ip(&["-n", ns, "addr", "add", v6, "dev", "rvv0", "nodad"]);
+        }
+        bed
+    }
+
+    /// A veth pair named `name` on both sides, created inside the namespaces, both up.
+    fn veth(&self, name: &str, mac_a: &str, mac_b: &str) {
+        let (a, b) = (self.a.as_str(), self.b.as_str());
+        ip(&[
+            "-n", a, "link", "add", name, "type", "veth", "peer", "name", name, "netns", b,
+        ]);
+        ip(&["-n", a, "link", "set", name, "address", mac_a, "up"]);
+        ip(&["-n", b, "link", "set", name, "address", mac_b, "up"]);
+    }
+
+    /// Runs `scenario` on a thread that has entered namespace A, with its own current-thread
+    /// runtime, so every socket and interface lookup of the code under test happens in A.
+    fn run_in_a<F, Fut>(&self, scenario: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let path = format!("/run/netns/{}", self.a);
+        let thread = std::thread::spawn(move || {
+            enter_netns(&path);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(scenario());
+        });
+        if let Err(panic) = thread.join() {
+            std::panic::resume_unwind(panic); // the Testbed still drops while unwinding
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let deleted = Command::new("ip").args(["netns", "del", ns]).status();
+            if !deleted.as_ref().is_ok_and(|s| s.success()) {
+                eprintln!("could not delete netns {ns}: {deleted:?}");
+            }
+        }
+    }
+}
+
+fn enter_netns(path: &str) {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns on a valid namespace fd; affects only this thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+fn vip_config(address: &str, interface: &str, label: Option<&str>) -> VipConfig {
+    VipConfig {
+        address: address.into(),
+        interface: interface.into(),
+        label: label.map(str::to_owned),
+    }
+}
+
+fn announce_config() -> Announce {
+    Announce {
+        burst_count: 3,
+        burst_interval_ms: 20,
+        refresh_s: 1,
+    }
+}
+
+/// Polls `check` every 2 ms (yielding to the background tasks) until it holds; returns how
+/// long that took, or panics with `what`.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < PATIENCE {
+        if check() {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("not within {PATIENCE:?}: {what}");
+}
+
+/// Waits for the first event matching `want`, skipping others.
+async fn next_event(
+    events: &mut tokio::sync::mpsc::Receiver<VipEvent>,
+    what: &str,
+    want: impl Fn(&VipEvent) -> bool,
+) -> VipEvent {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) if want(&event) => return event,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event channel closed while waiting for {what}"),
+            Err(_) => panic!("no {what} within {PATIENCE:?}"),
+        }
+    }
+}
+
+fn neigh_mac(ns: &str, address: &str) -> String {
+    ip(&["-n", ns, "neigh", "show", address, "dev", "rvv0"])
+}
+
+#[test]
+fn takeover_announce_watch_reconcile_release() {
+    let bed = Testbed::create("t");
+    let (a, b) = (bed.a.clone(), bed.b.clone());
+    // The clients' view before the takeover: both VIPs at the old holder's MAC.
+    for vip in [VIP4, VIP6] {
+        ip(&[
+            "-n", &b, "neigh", "replace", vip, "lladdr", BOGUS_MAC, "dev", "rvv0", "nud", "stale",
+        ]);
+        assert!(neigh_mac(&b, vip).contains(BOGUS_MAC));
+    }
+
+    bed.run_in_a(move || async move {
+        let vips = Vips::linux(
+            &[
+                vip_config("192.0.2.100/32", "rvv0", Some("rvv0:vip")),
+                vip_config("2001:db8::100/128", "rvv0", None),
+            ],
+            &announce_config(),
+        )
+        .expect("netlink socket in netns A");
+        let cancel = CancellationToken::new();
+        let mut events = vips.spawn_background(cancel.clone());
+
+        let started = Instant::now();
+        vips.set_held(true, "test takeover");
+        let takeover = started.elapsed();
+
+        let addrs = ip(&["-n", &a, "addr", "show", "dev", "rvv0"]);
+        assert!(addrs.contains("inet 192.0.2.100/32"), "{addrs}");
+        assert!(addrs.contains("rvv0:vip"), "label: {addrs}");
+        assert!(addrs.contains("inet6 2001:db8::100/128"), "{addrs}");
+        let vip6_line = addrs.lines().find(|l| l.contains("2001:db8::100/128"));
+        assert!(vip6_line.is_some_and(|l| !l.contains("tentative")), "NODAD: {addrs}");
+
+        let garp = eventually("B's ARP entry for the VIP points at A", || {
+            neigh_mac(&b, VIP4).contains(MAC_A)
+        })
+        .await;
+        let na = eventually("B's ND entry for the VIP points at A", || {
+            neigh_mac(&b, VIP6).contains(MAC_A)
+        })
+        .await;
+        println!(
+            "set_held(true) for 2 VIPs (add + announce + probe): {takeover:?}; \
+             B's neighbour entries updated within {garp:?} (ARP) / {na:?} (ND) of checking"
+        );
+
+        let status = vips.status();
+        assert!(status.iter().all(|s| s.held && s.error.is_none()), "{status:?}");
+
+        // Someone deletes the IPv4 VIP by hand: the watcher reports it, reconcile repairs.
+        while events.try_recv().is_ok() {}
+        ip(&["-n", &a, "addr", "del", "192.0.2.100/32", "dev", "rvv0"]);
+        let vip4: IpAddr = VIP4.parse().unwrap();
+        next_event(&mut events, "a deletion event for the IPv4 VIP", |e| {
+            matches!(e, VipEvent::AddressChanged { address, present: false, .. } if *address == vip4)
+        })
+        .await;
+        assert!(!ip(&["-n", &a, "addr", "show", "dev", "rvv0"]).contains("192.0.2.100/32"));
+        vips.reconcile();
+        let addrs = ip(&["-n", &a, "addr", "show", "dev", "rvv0"]);
+        assert!(addrs.contains("inet 192.0.2.100/32"), "re-added: {addrs}");
+        let status = vips.status();
+        assert_eq!(status[0].re_adds, 1, "{status:?}");
+        assert_eq!(status[1].re_adds, 0, "{status:?}");
+
+        // The burst (3 rounds) and at least one 1 s refresh go out while held.
+        eventually("burst plus one refresh", || vips.status()[1].announcements_sent >= 4).await;
+
+        let started = Instant::now();
+        vips.set_held(false, "test release");
+        let release = started.elapsed();
+        println!("set_held(false) for 2 VIPs: {release:?}");
+        let addrs = ip(&["-n", &a, "addr", "show", "dev", "rvv0"]);
+        assert!(!addrs.contains("192.0.2.100"), "{addrs}");
+        assert!(!addrs.contains("2001:db8::100"), "{addrs}");
+        assert!(vips.status().iter().all(|s| !s.held));
+
+        // Idempotent kernel operations: removing again and re-checking are fine.
+        vips.reconcile();
+        assert!(vips.status().iter().all(|s| s.error.is_none()));
+
+        // Warm numbers: a few more takeover/release cycles.
+        let mut takeovers = Vec::new();
+        let mut releases = Vec::new();
+        let mut reconciles = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            vips.set_held(true, "test cycle");
+            takeovers.push(t.elapsed());
+            let t = Instant::now();
+            vips.reconcile();
+            reconciles.push(t.elapsed());
+            let t = Instant::now();
+            vips.set_held(false, "test cycle");
+            releases.push(t.elapsed());
+        }
+        println!(
+            "2 VIPs, warm: set_held(true) {takeovers:?}; reconcile {reconciles:?}; set_held(false) {releases:?}"
+        );
+        cancel.cancel();
+    });
+}
+
+#[test]
+fn a_second_holder_answers_the_probe_and_is_reported() {
+    let bed = Testbed::create("d");
+    let b = bed.b.clone();
+    // B holds both VIPs already (a forgotten keepalived, say).
+    ip(&["-n", &b, "addr", "add", "192.0.2.100/32", "dev", "rvv0"]);
+    ip(&[
+        "-n",
+        &b,
+        "addr",
+        "add",
+        "2001:db8::100/128",
+        "dev",
+        "rvv0",
+        "nodad",
+    ]);
+
+    bed.run_in_a(move || async move {
+        let vips = Vips::linux(
+            &[
+                vip_config("192.0.2.100/32", "rvv0", None),
+                vip_config("2001:db8::100/128", "rvv0", None),
+            ],
+            &announce_config(),
+        )
+        .expect("netlink socket in netns A");
+        let cancel = CancellationToken::new();
+        let mut events = vips.spawn_background(cancel.clone());
+        vips.set_held(true, "test takeover");
+
+        // Both reports, in whatever order the ARP reply and the NA arrive.
+        let mut unseen: Vec<IpAddr> = vec![VIP4.parse().unwrap(), VIP6.parse().unwrap()];
+        while !unseen.is_empty() {
+            let event = next_event(
+                &mut events,
+                &format!("duplicate reports for {unseen:?}"),
+                |e| matches!(e, VipEvent::Duplicate { .. }),
+            )
+            .await;
+            let VipEvent::Duplicate {
+                address,
+                mac,
+                interface,
+            } = event
+            else {
+                unreachable!("matched above")
+            };
+            assert_eq!(mac.to_string(), MAC_B);
+            assert_eq!(interface, "rvv0");
+            unseen.retain(|ip| *ip != address);
+        }
+        let status = vips.status();
+        assert!(status.iter().all(|s| s.duplicates >= 1), "{status:?}");
+
+        vips.set_held(false, "test done");
+        cancel.cancel();
+    });
+}
+
+#[test]
+fn failures_name_the_problem() {
+    let bed = Testbed::create("e");
+    bed.veth("rvv1", "02:00:00:00:0a:02", "02:00:00:00:0b:02");
+    ip(&["-n", &bed.a, "link", "set", "rvv1", "down"]);
+
+    bed.run_in_a(|| async {
+        let control = NetlinkControl::connect().expect("netlink socket");
+        let announcer = PacketAnnouncer::new();
+        let vip = |address: &str, interface: &str| {
+            Vip::from_config(&vip_config(address, interface, None)).unwrap()
+        };
+
+        // Interface missing: add, remove, check and announce all say so.
+        let missing = vip("192.0.2.101/32", "rvvnope");
+        for err in [
+            control.add(&missing).unwrap_err(),
+            control.remove(&missing).unwrap_err(),
+            control.is_bound(&missing).unwrap_err(),
+            announcer.announce(&missing).unwrap_err(),
+        ] {
+            assert!(
+                matches!(err.cause(), Some(Cause::InterfaceMissing(name)) if name == "rvvnope"),
+                "{err}"
+            );
+            assert!(
+                err.to_string().ends_with("interface rvvnope missing"),
+                "{err}"
+            );
+        }
+
+        // Link down: the kernel accepts the address; the frames cannot go out.
+        let down = vip("192.0.2.102/32", "rvv1");
+        control
+            .add(&down)
+            .expect("an address on a down link is allowed");
+        control.add(&down).expect("adding twice is idempotent");
+        assert!(control.is_bound(&down).unwrap());
+        let err = announcer.announce(&down).unwrap_err();
+        assert!(matches!(err.cause(), Some(Cause::LinkDown(_))), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "cannot announce 192.0.2.102/32 on rvv1: interface rvv1 is down"
+        );
+        // Removing needs the exact prefix length; a wrong one is "absent" (success), the
+        // right one removes it; removing again is success too.
+        control.remove(&vip("192.0.2.102/24", "rvv1")).unwrap();
+        assert!(control.is_bound(&down).unwrap());
+        control.remove(&down).unwrap();
+        control.remove(&down).unwrap();
+        assert!(!control.is_bound(&down).unwrap());
+
+        // The executor shows the same errors in its status, once per cause.
+        let vips = Vips::linux(
+            &[vip_config("192.0.2.101/32", "rvvnope", None)],
+            &announce_config(),
+        )
+        .unwrap();
+        vips.set_held(true, "test");
+        vips.reconcile();
+        assert_eq!(
+            vips.status()[0].error.as_deref(),
+            Some("cannot add 192.0.2.101/32 to rvvnope: interface rvvnope missing")
+        );
+        vips.set_held(false, "test");
+    });
+
+    // Without CAP_NET_ADMIN / CAP_NET_RAW (dropped for one thread only).
+    bed.run_in_a(|| async {
+        drop_net_capabilities();
+        let vip = Vip::from_config(&vip_config("192.0.2.103/32", "rvv0", None)).unwrap();
+        let err = NetlinkControl::connect().unwrap().add(&vip).unwrap_err();
+        assert!(
+            matches!(err.cause(), Some(Cause::PermissionDenied("CAP_NET_ADMIN"))),
+            "{err}"
+        );
+        assert!(err.to_string().contains("needs CAP_NET_ADMIN"), "{err}");
+        let err = PacketAnnouncer::new().announce(&vip).unwrap_err();
+        assert!(
+            matches!(err.cause(), Some(Cause::PermissionDenied("CAP_NET_RAW"))),
+            "{err}"
+        );
+    });
+}
+
+/// Clears CAP_NET_ADMIN and CAP_NET_RAW from this thread's effective set (capabilities are
+/// per thread at the syscall level).
+fn drop_net_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_NET_RAW: u32 = 13;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header and two data structs, as capget(2) specifies.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !((1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW));
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}

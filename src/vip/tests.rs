@@ -1,0 +1,399 @@
+//! The executor's logic against the recording fakes: burst count, idempotence, fast release,
+//! re-adds, duplicates, and errors logged once.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::fake::{Call, FakeFailure};
+use super::*;
+
+const V4: &str = "192.0.2.100/32";
+const V6: &str = "2001:db8::100/128";
+
+fn ip(text: &str) -> IpAddr {
+    text.split('/').next().unwrap().parse().unwrap()
+}
+
+fn config(address: &str, interface: &str) -> VipConfig {
+    VipConfig {
+        address: address.into(),
+        interface: interface.into(),
+        label: None,
+    }
+}
+
+fn announce(burst_count: u32, burst_interval_ms: u64, refresh_s: u64) -> Announce {
+    Announce {
+        burst_count,
+        burst_interval_ms,
+        refresh_s,
+    }
+}
+
+struct Rig {
+    vips: Vips,
+    control: Arc<FakeAddressControl>,
+    announcer: Arc<FakeAnnouncer>,
+}
+
+fn rig(configs: &[VipConfig], announce: Announce) -> Rig {
+    let control = Arc::new(FakeAddressControl::new());
+    let announcer = Arc::new(FakeAnnouncer::new());
+    let vips = Vips::new(configs, &announce, control.clone(), announcer.clone()).unwrap();
+    Rig {
+        vips,
+        control,
+        announcer,
+    }
+}
+
+/// Polls `done` every ms until it holds or `limit` passes.
+async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    done()
+}
+
+#[test]
+fn hold_binds_announces_and_probes_at_once() {
+    let r = rig(
+        &[config(V4, "eth0"), config(V6, "eth0")],
+        announce(3, 20, 0),
+    );
+    r.vips.set_held(true, "leader");
+    for vip in [ip(V4), ip(V6)] {
+        assert!(r.control.is_present(vip));
+        assert_eq!(
+            r.announcer.count(&Call::Announce(vip)),
+            1,
+            "first frame is synchronous"
+        );
+        assert_eq!(r.announcer.count(&Call::Probe(vip)), 1);
+    }
+    let status = r.vips.status();
+    assert!(status
+        .iter()
+        .all(|s| s.held && s.held_since_unix_ms.is_some()));
+    assert_eq!(status[0].address, V4);
+    assert_eq!(status[0].announcements_sent, 1);
+}
+
+#[test]
+fn set_held_is_idempotent() {
+    let r = rig(&[config(V4, "eth0")], announce(3, 20, 0));
+    r.vips.set_held(true, "leader");
+    r.vips.set_held(true, "leader");
+    r.vips.set_held(true, "leader");
+    assert_eq!(r.control.count(&Call::Add(ip(V4))), 1);
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 1);
+    r.vips.set_held(false, "follower");
+    r.vips.set_held(false, "follower");
+    assert_eq!(r.control.count(&Call::Remove(ip(V4))), 1);
+    assert!(!r.control.is_present(ip(V4)));
+}
+
+#[tokio::test]
+async fn takeover_sends_exactly_burst_count_frames() {
+    let r = rig(&[config(V4, "eth0"), config(V6, "eth1")], announce(4, 5, 0));
+    let cancel = CancellationToken::new();
+    let _events = r.vips.spawn_background(cancel.clone());
+    r.vips.set_held(true, "leader");
+    let announcer = r.announcer.clone();
+    let all_sent = wait_for(Duration::from_secs(2), || {
+        announcer.count(&Call::Announce(ip(V4))) == 4
+            && announcer.count(&Call::Announce(ip(V6))) == 4
+    })
+    .await;
+    assert!(all_sent, "{:?}", r.announcer.calls());
+    // No refresh configured: nothing more.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 4);
+    assert_eq!(
+        r.announcer.count(&Call::Probe(ip(V4))),
+        1,
+        "one probe per takeover"
+    );
+    assert_eq!(r.vips.status()[1].announcements_sent, 4);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn release_does_not_wait_for_a_running_burst_and_stops_it() {
+    let r = rig(&[config(V4, "eth0")], announce(10, 200, 0));
+    let cancel = CancellationToken::new();
+    let _events = r.vips.spawn_background(cancel.clone());
+    r.vips.set_held(true, "leader");
+    tokio::time::sleep(Duration::from_millis(20)).await; // the burst is now sleeping
+    let started = Instant::now();
+    r.vips.set_held(false, "quorum lost");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(20), "release took {took:?}");
+    assert!(!r.control.is_present(ip(V4)));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(
+        r.announcer.count(&Call::Announce(ip(V4))),
+        1,
+        "no burst frame after release"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn refresh_runs_while_held_and_stops_on_release() {
+    let r = rig(&[config(V4, "eth0")], announce(1, 5, 1));
+    let cancel = CancellationToken::new();
+    let _events = r.vips.spawn_background(cancel.clone());
+    r.vips.set_held(true, "leader");
+    let announcer = r.announcer.clone();
+    let refreshed = wait_for(Duration::from_millis(1600), || {
+        announcer.count(&Call::Announce(ip(V4))) >= 2
+    })
+    .await;
+    assert!(refreshed, "a refresh within ~1 s");
+    r.vips.set_held(false, "follower");
+    let after_release = r.announcer.count(&Call::Announce(ip(V4)));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), after_release);
+    cancel.cancel();
+}
+
+#[test]
+fn reconcile_re_adds_a_vanished_vip_once_per_disappearance() {
+    let r = rig(&[config(V4, "eth0")], announce(3, 20, 0));
+    r.vips.set_held(true, "leader");
+    r.vips.reconcile();
+    assert_eq!(r.vips.status()[0].re_adds, 0, "nothing to repair");
+
+    r.control.vanish(ip(V4));
+    r.vips.reconcile();
+    assert!(r.control.is_present(ip(V4)));
+    assert_eq!(r.vips.status()[0].re_adds, 1);
+    assert_eq!(
+        r.announcer.count(&Call::Announce(ip(V4))),
+        2,
+        "announced again after the re-add"
+    );
+    r.vips.reconcile();
+    assert_eq!(
+        r.vips.status()[0].re_adds,
+        1,
+        "a present VIP is no new event"
+    );
+
+    r.control.vanish(ip(V4));
+    r.vips.reconcile();
+    assert_eq!(r.vips.status()[0].re_adds, 2);
+}
+
+#[test]
+fn reconcile_removes_a_vip_this_node_does_not_hold() {
+    let r = rig(&[config(V4, "eth0")], announce(3, 20, 0));
+    r.control.appear(ip(V4)); // left over by a crashed predecessor
+    r.vips.reconcile();
+    assert!(!r.control.is_present(ip(V4)));
+    assert_eq!(
+        r.announcer.calls(),
+        vec![],
+        "a non-holder announces nothing"
+    );
+}
+
+#[test]
+fn a_vip_that_could_not_be_bound_is_bound_and_announced_by_a_later_reconcile() {
+    let r = rig(&[config(V4, "eth9")], announce(3, 20, 0));
+    r.control.fail(ip(V4), FakeFailure::InterfaceMissing);
+    r.vips.set_held(true, "leader");
+    let status = &r.vips.status()[0];
+    assert!(!status.held);
+    assert_eq!(
+        status.error.as_deref(),
+        Some("cannot add 192.0.2.100/32 to eth9: interface eth9 missing")
+    );
+    assert_eq!(r.announcer.calls(), vec![]);
+
+    r.control.heal(ip(V4));
+    r.vips.reconcile();
+    let status = &r.vips.status()[0];
+    assert!(status.held);
+    assert_eq!(status.error, None);
+    assert_eq!(status.re_adds, 0, "a late bind is no re-add");
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 1);
+}
+
+#[test]
+fn a_duplicate_while_holding_is_counted_and_re_announced_at_most_once_a_second() {
+    let r = rig(&[config(V4, "eth0")], announce(3, 20, 0));
+    let theirs = Mac([2, 0, 0, 0, 0x0b, 1]);
+    assert_eq!(
+        r.vips.on_duplicate(ip(V4), theirs),
+        None,
+        "not held: rightful holder"
+    );
+    assert_eq!(r.vips.status()[0].duplicates, 0);
+
+    r.vips.set_held(true, "leader");
+    let event = r.vips.on_duplicate(ip(V4), theirs);
+    assert_eq!(
+        event,
+        Some(VipEvent::Duplicate {
+            address: ip(V4),
+            interface: "eth0".into(),
+            mac: theirs
+        })
+    );
+    assert_eq!(
+        r.announcer.count(&Call::Announce(ip(V4))),
+        2,
+        "a fresh burst began"
+    );
+    assert!(r.vips.on_duplicate(ip(V4), theirs).is_some());
+    assert_eq!(r.vips.status()[0].duplicates, 2);
+    assert_eq!(
+        r.announcer.count(&Call::Announce(ip(V4))),
+        2,
+        "no second burst within 1 s"
+    );
+    assert_eq!(
+        r.announcer.count(&Call::Probe(ip(V4))),
+        1,
+        "re-bursts do not probe"
+    );
+    assert_eq!(r.vips.on_duplicate(ip("192.0.2.7/32"), theirs), None);
+}
+
+#[test]
+fn announce_failures_show_in_status_without_unbinding() {
+    let r = rig(&[config(V4, "eth0")], announce(3, 20, 0));
+    r.announcer.fail(Some(FakeFailure::LinkDown));
+    r.vips.set_held(true, "leader");
+    let status = &r.vips.status()[0];
+    assert!(status.held);
+    assert_eq!(status.announcements_sent, 0);
+    assert_eq!(
+        status.error.as_deref(),
+        Some("cannot announce 192.0.2.100/32 on eth0: interface eth0 is down"),
+        "the first failing operation of the episode"
+    );
+}
+
+#[test]
+fn vip_config_errors_name_the_address() {
+    let control = Arc::new(FakeAddressControl::new());
+    let announcer = Arc::new(FakeAnnouncer::new());
+    let err = Vips::new(
+        &[config("192.0.2.300/32", "eth0")],
+        &announce(3, 20, 0),
+        control,
+        announcer,
+    )
+    .err()
+    .expect("invalid");
+    assert!(err.to_string().contains("192.0.2.300/32"), "{err}");
+}
+
+#[test]
+fn ipv6_labels_are_dropped() {
+    let mut c = config(V6, "eth0");
+    c.label = Some("eth0:vip".into());
+    assert_eq!(Vip::from_config(&c).unwrap().label, None);
+    let mut c = config(V4, "eth0");
+    c.label = Some("eth0:vip".into());
+    assert_eq!(
+        Vip::from_config(&c).unwrap().label.as_deref(),
+        Some("eth0:vip")
+    );
+}
+
+/// Collects formatted log lines for one test.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[test]
+fn a_repeating_error_is_logged_when_it_starts_and_when_it_clears() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // Tests on other threads may have cached "nobody listens" for these callsites before
+        // this subscriber existed; recompute with it.
+        tracing::callsite::rebuild_interest_cache();
+        let r = rig(&[config(V4, "eth9")], announce(3, 20, 0));
+        r.control.fail(ip(V4), FakeFailure::InterfaceMissing);
+        r.vips.set_held(true, "leader");
+        for _ in 0..20 {
+            r.vips.reconcile();
+        }
+        r.control.heal(ip(V4));
+        r.vips.reconcile();
+        r.vips.reconcile();
+    });
+    let lines = logs.lines();
+    let missing: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("interface eth9 missing"))
+        .collect();
+    assert_eq!(
+        missing.len(),
+        2,
+        "one start, one clear:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        missing[0].contains("WARN") && missing[0].contains("from=\"ok\" to=cannot add"),
+        "{}",
+        missing[0]
+    );
+    assert!(
+        missing[1].contains("INFO") && missing[1].contains("missing to=\"ok\""),
+        "{}",
+        missing[1]
+    );
+    // The transitions, each once, with the reason.
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("VIP state changed")
+                && l.contains("from=\"released\" to=\"held (not bound yet)\" reason=\"leader\""))
+            .count(),
+        1,
+        "{}",
+        lines.join("\n")
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("from=\"held (not bound yet)\" to=\"held\" reason=\"bound\""))
+            .count(),
+        1
+    );
+}
