@@ -14,6 +14,7 @@ use raftvip::config::Config;
 use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
 use raftvip::health;
 use raftvip::supervisor::VipHolder;
+use raftvip::vip::Vips;
 use tokio_util::sync::CancellationToken;
 use raftvip::raft::network::PeerClient;
 
@@ -78,13 +79,19 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn run(path: &PathBuf) -> anyhow::Result<ExitCode> {
     let (config, secret) = Config::load(path)?;
-    if !config.vips.is_empty() && !config.is_witness() {
-        bail!("VIP binding is not wired in yet");
-    }
-    let vips: Arc<dyn VipHolder> = Arc::new(NoVips);
-    let (_vip_events_tx, vip_events) = tokio::sync::mpsc::channel(1);
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
+    // Without VIPs the event channel stays open and silent.
+    let (_no_vip_events, no_vip_events) = tokio::sync::mpsc::channel(1);
+    let (vips, vip_events): (Arc<dyn VipHolder>, _) =
+        if config.vips.is_empty() || config.is_witness() {
+            (Arc::new(NoVips), no_vip_events)
+        } else {
+            let vips = Vips::linux(&config.vips, &config.announce)
+                .context("cannot set up VIP control (netlink and AF_PACKET sockets)")?;
+            let events = vips.spawn_background(background.clone());
+            (Arc::new(vips), events)
+        };
     match config.haproxy.clone().filter(|_| !config.is_witness()) {
         Some(haproxy) => {
             let health = health::spawn_haproxy_monitor(haproxy, background.clone());

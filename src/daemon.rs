@@ -59,7 +59,7 @@ pub enum RunDaemonError {
 pub struct Parts<Hl> {
     pub health: watch::Receiver<Hl>,
     pub vips: Arc<dyn VipHolder>,
-    pub vip_events: tokio::sync::mpsc::Receiver<()>,
+    pub vip_events: tokio::sync::mpsc::Receiver<crate::vip::VipEvent>,
 }
 
 /// Runs the node until `shutdown` completes, then stops in order.

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::notify::{Event, Notifier};
 use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
 use crate::status::{HealthStatus, VipStatus};
+use crate::vip::VipEvent;
 
 /// Everything the decision depends on, captured at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +167,7 @@ pub struct Supervisor<V: ?Sized, H, Hl> {
     raft: Raft,
     health: watch::Receiver<Hl>,
     cluster: watch::Receiver<ClusterState>,
-    vip_events: tokio::sync::mpsc::Receiver<()>,
+    vip_events: tokio::sync::mpsc::Receiver<VipEvent>,
     vips: Arc<V>,
     peers: Arc<H>,
     state: watch::Sender<SupervisorState>,
@@ -183,7 +184,7 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
         raft: Raft,
         health: watch::Receiver<Hl>,
         cluster: watch::Receiver<ClusterState>,
-        vip_events: tokio::sync::mpsc::Receiver<()>,
+        vip_events: tokio::sync::mpsc::Receiver<VipEvent>,
         vips: Arc<V>,
         peers: Arc<H>,
         state: watch::Sender<SupervisorState>,
@@ -239,7 +240,12 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
                     health_lost = true;
                 },
                 changed = self.cluster.changed() => if changed.is_err() { break },
-                Some(()) = self.vip_events.recv() => self.vips.reconcile(),
+                // An address appeared or vanished, or another MAC claimed a VIP (the VIP layer
+                // already re-announced): re-check the kernel against the decision.
+                Some(event) = self.vip_events.recv() => {
+                    tracing::debug!(?event, "VIP event");
+                    self.vips.reconcile();
+                }
                 _ = reconcile.tick() => self.vips.reconcile(),
             }
 
