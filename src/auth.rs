@@ -83,7 +83,14 @@ impl Authenticator {
         }
     }
 
-    fn mac(&self, method: &str, path: &str, timestamp_ms: u64, nonce: &str, body: &[u8]) -> HmacSha256 {
+    fn mac(
+        &self,
+        method: &str,
+        path: &str,
+        timestamp_ms: u64,
+        nonce: &str,
+        body: &[u8],
+    ) -> HmacSha256 {
         let mut mac =
             HmacSha256::new_from_slice(self.secret.as_bytes()).expect("HMAC takes any key length");
         // Length-free fields are separated by '\n', which none of them can contain.
@@ -185,7 +192,12 @@ mod tests {
         receiver.verify(
             "POST",
             path,
-            |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()),
+            |name| {
+                headers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
+            },
             body,
             now,
         )

@@ -1,6 +1,6 @@
 //! Subcommands: run, status, check-config, maintenance.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,15 +13,18 @@ use raftvip::auth::Authenticator;
 use raftvip::config::Config;
 use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
 use raftvip::health;
+use raftvip::raft::network::PeerClient;
 use raftvip::supervisor::VipHolder;
 use raftvip::vip::Vips;
 use tokio_util::sync::CancellationToken;
-use raftvip::raft::network::PeerClient;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
 
 #[derive(Parser)]
-#[command(version, about = "Keeps a virtual IP on exactly one healthy HAProxy box, decided by Raft")]
+#[command(
+    version,
+    about = "Keeps a virtual IP on exactly one healthy HAProxy box, decided by Raft"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
@@ -77,7 +80,7 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run(path: &PathBuf) -> anyhow::Result<ExitCode> {
+async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let (config, secret) = Config::load(path)?;
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
@@ -95,12 +98,20 @@ async fn run(path: &PathBuf) -> anyhow::Result<ExitCode> {
     match config.haproxy.clone().filter(|_| !config.is_witness()) {
         Some(haproxy) => {
             let health = health::spawn_haproxy_monitor(haproxy, background.clone());
-            let parts = Parts { health, vips, vip_events };
+            let parts = Parts {
+                health,
+                vips,
+                vip_events,
+            };
             daemon::run(config, secret, parts, shutdown_signal()).await?;
         }
         None => {
             let (_health_tx, health) = watch::channel(NoHealthGate);
-            let parts = Parts { health, vips, vip_events };
+            let parts = Parts {
+                health,
+                vips,
+                vip_events,
+            };
             daemon::run(config, secret, parts, shutdown_signal()).await?;
         }
     }
@@ -110,7 +121,10 @@ async fn run(path: &PathBuf) -> anyhow::Result<ExitCode> {
 /// Completes on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -124,7 +138,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn status(path: &PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = parse_only(path)?;
     let status = client::fetch_status(&config.listen.to_string()).await?;
     if json {
@@ -135,7 +149,7 @@ async fn status(path: &PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(path: &PathBuf) -> anyhow::Result<ExitCode> {
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok((config, _)) => {
             println!(
@@ -158,7 +172,7 @@ fn check_config(path: &PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn maintenance(path: &PathBuf, state: OnOff, node: Option<u64>) -> anyhow::Result<ExitCode> {
+async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Result<ExitCode> {
     let (config, secret) = Config::load(path)?;
     let node_id = node.unwrap_or(config.node_id);
     if config.peer(node_id).is_none() {
@@ -168,17 +182,27 @@ async fn maintenance(path: &PathBuf, state: OnOff, node: Option<u64>) -> anyhow:
     let on = matches!(state, OnOff::On);
     client::set_maintenance(&peer_client, &config.listen.to_string(), node_id, on)
         .await
-        .with_context(|| format!("setting maintenance {} on node {node_id}", if on { "on" } else { "off" }))?;
+        .with_context(|| {
+            format!(
+                "setting maintenance {} on node {node_id}",
+                if on { "on" } else { "off" }
+            )
+        })?;
     println!(
         "node {node_id}: maintenance {}",
-        if on { "on (it hands the VIPs over and will not take them)" } else { "off" }
+        if on {
+            "on (it hands the VIPs over and will not take them)"
+        } else {
+            "off"
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
 
 /// Parses the config without needing the secret (status is read-only).
-fn parse_only(path: &PathBuf) -> anyhow::Result<Config> {
+fn parse_only(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    Config::parse(&text).map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))
+    Config::parse(&text)
+        .map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))
 }

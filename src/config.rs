@@ -103,11 +103,10 @@ impl VipAddr {
             .parse()
             .map_err(|_| format!("'{ip}' is not an IPv4 or IPv6 address"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix_len: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("prefix length '{prefix}' is not a number from 0 to {max}"))?;
+        let prefix_len: u8 =
+            prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+                format!("prefix length '{prefix}' is not a number from 0 to {max}")
+            })?;
         if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
             return Err(format!(
                 "{ip} is an unspecified, loopback or multicast address"
@@ -486,24 +485,21 @@ impl Config {
         }
 
         // HAProxy.
-        match &self.haproxy {
-            Some(h) => {
-                if h.poll_interval_ms == 0 || h.timeout_ms == 0 {
-                    problem(
-                        "haproxy.poll_interval_ms",
-                        "poll_interval_ms and timeout_ms must be above 0".into(),
-                        "use e.g. poll_interval_ms = 100, timeout_ms = 250",
-                    );
-                }
-                if h.rise == 0 || h.fall == 0 {
-                    problem(
-                        "haproxy.rise",
-                        "rise and fall must be at least 1".into(),
-                        "use e.g. rise = 2, fall = 2",
-                    );
-                }
+        if let Some(h) = &self.haproxy {
+            if h.poll_interval_ms == 0 || h.timeout_ms == 0 {
+                problem(
+                    "haproxy.poll_interval_ms",
+                    "poll_interval_ms and timeout_ms must be above 0".into(),
+                    "use e.g. poll_interval_ms = 100, timeout_ms = 250",
+                );
             }
-            None => {}
+            if h.rise == 0 || h.fall == 0 {
+                problem(
+                    "haproxy.rise",
+                    "rise and fall must be at least 1".into(),
+                    "use e.g. rise = 2, fall = 2",
+                );
+            }
         }
 
         // Timing: Raft's rules and the fencing inequality (docs/timing.md).
@@ -608,14 +604,20 @@ impl Config {
         let mut notes = Vec::new();
         if self.is_witness() {
             if !self.vips.is_empty() || self.haproxy.is_some() {
-                notes.push("this node is a witness: its [[vip]] and [haproxy] entries are ignored".to_owned());
+                notes.push(
+                    "this node is a witness: its [[vip]] and [haproxy] entries are ignored"
+                        .to_owned(),
+                );
             }
         } else {
             if self.haproxy.is_none() {
                 notes.push("no [haproxy] section: health gating is off, this node always counts as healthy".to_owned());
             }
             if self.vips.is_empty() {
-                notes.push("no [[vip]] entries: this node takes part in Raft but binds no address".to_owned());
+                notes.push(
+                    "no [[vip]] entries: this node takes part in Raft but binds no address"
+                        .to_owned(),
+                );
             }
         }
         notes
@@ -692,7 +694,11 @@ stats_socket = "/run/haproxy/admin.sock"
         let config = Config::parse(&valid(dir.path())).unwrap();
         let (problems, secret) = config.validate();
         assert_eq!(problems, vec![]);
-        assert_eq!(secret.unwrap().as_bytes().len(), 40, "trailing newline trimmed");
+        assert_eq!(
+            secret.unwrap().as_bytes().len(),
+            40,
+            "trailing newline trimmed"
+        );
         assert_eq!(config.timing.fence_ms(), 60);
         assert_eq!(config.vips[0].addr().to_string(), "192.0.2.100/32");
     }
@@ -702,7 +708,11 @@ stats_socket = "/run/haproxy/admin.sock"
         let config = Config::parse(include_str!("../docs/raftvip.example.toml")).unwrap();
         let (problems, _) = config.validate();
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, vec!["secret_file"], "only the absent /etc/raftvip/secret");
+        assert_eq!(
+            keys,
+            vec!["secret_file"],
+            "only the absent /etc/raftvip/secret"
+        );
     }
 
     #[test]
@@ -756,7 +766,8 @@ stats_socket = "/run/haproxy/admin.sock"
     fn timing_that_breaks_raft_rules() {
         let dir = tempfile::tempdir().unwrap();
         let base = valid(dir.path());
-        let few_heartbeats = format!("{base}\n[timing]\nheartbeat_ms = 50\nelection_timeout_ms = [100, 200]\n");
+        let few_heartbeats =
+            format!("{base}\n[timing]\nheartbeat_ms = 50\nelection_timeout_ms = [100, 200]\n");
         assert_eq!(keys(&few_heartbeats), vec!["timing.election_timeout_ms"]);
         let inverted = format!("{base}\n[timing]\nelection_timeout_ms = [90, 60]\n");
         assert!(keys(&inverted).contains(&"timing.election_timeout_ms".to_owned()));
@@ -788,7 +799,10 @@ stats_socket = "/run/haproxy/admin.sock"
         }
         let v6 = base.replace("192.0.2.100/32", "2001:db8::100/128");
         assert_eq!(keys(&v6), Vec::<String>::new());
-        let label = base.replace("interface = \"eth0\"", "interface = \"eth0\"\nlabel = \"eth1:vip\"");
+        let label = base.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\nlabel = \"eth1:vip\"",
+        );
         assert_eq!(keys(&label), vec!["vip[0].label"]);
     }
 

@@ -129,7 +129,11 @@ pub async fn run<Hl: HealthVerdict>(
         parts.vips.clone(),
         Arc::new(PeerHandOver {
             client: peer_client.clone(),
-            peers: config.peers.iter().map(|p| (p.id, p.address.to_string())).collect(),
+            peers: config
+                .peers
+                .iter()
+                .map(|p| (p.id, p.address.to_string()))
+                .collect(),
         }),
         state_tx,
     );
@@ -218,8 +222,11 @@ struct PeerHandOver {
 
 impl HandOver for PeerHandOver {
     async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
-        let (before, after): (Vec<_>, Vec<_>) =
-            self.peers.iter().filter(|(id, _)| *id != me).partition(|(id, _)| *id < me);
+        let (before, after): (Vec<_>, Vec<_>) = self
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .partition(|(id, _)| *id < me);
         for (id, address) in after.into_iter().chain(before) {
             let answer: Result<ElectAnswer, _> = self
                 .client
@@ -231,7 +238,11 @@ impl HandOver for PeerHandOver {
                     return Some(*id);
                 }
                 Ok(ElectAnswer { reason, .. }) => {
-                    tracing::info!(peer = id, reason = reason.as_deref().unwrap_or("?"), "peer cannot take over");
+                    tracing::info!(
+                        peer = id,
+                        reason = reason.as_deref().unwrap_or("?"),
+                        "peer cannot take over"
+                    );
                 }
                 Err(e) => tracing::info!(peer = id, error = %e, "peer unreachable for handover"),
             }

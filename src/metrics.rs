@@ -51,7 +51,11 @@ pub fn render(status: &Status) -> String {
             .get_or_create(&RoleLabel { role: role.name() })
             .set(i64::from(role == status.role));
     }
-    r.register("role", "Raft role of this node (1 for the current one)", roles);
+    r.register(
+        "role",
+        "Raft role of this node (1 for the current one)",
+        roles,
+    );
     gauge(&mut r, "term", "Current Raft term", status.term as i64);
     gauge(
         &mut r,
@@ -77,7 +81,12 @@ pub fn render(status: &Status) -> String {
         "1 if this node stands in elections",
         i64::from(status.candidate_for_leader),
     );
-    gauge(&mut r, "healthy", "1 if HAProxy is healthy", i64::from(status.healthy));
+    gauge(
+        &mut r,
+        "healthy",
+        "1 if HAProxy is healthy",
+        i64::from(status.healthy),
+    );
     gauge(
         &mut r,
         "maintenance",

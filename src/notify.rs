@@ -63,8 +63,12 @@ impl Notifier {
                 },
             };
             match outcome {
-                Ok(()) => tracing::info!(script = %script.display(), event = event.name(), "notify hook ran"),
-                Err(why) => tracing::warn!(script = %script.display(), event = event.name(), %why, "notify hook failed"),
+                Ok(()) => {
+                    tracing::info!(script = %script.display(), event = event.name(), "notify hook ran")
+                }
+                Err(why) => {
+                    tracing::warn!(script = %script.display(), event = event.name(), %why, "notify hook failed")
+                }
             }
         });
     }

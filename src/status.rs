@@ -261,6 +261,9 @@ pub(crate) mod tests {
         let text = sample().render_text();
         assert!(text.contains("role leader  leader 1  term 7"), "{text}");
         assert!(text.contains("192.0.2.100/32 on eth0: HELD"), "{text}");
-        assert!(text.contains("2 192.0.2.12:7480  last contact 18 ms ago  maintenance"), "{text}");
+        assert!(
+            text.contains("2 192.0.2.12:7480  last contact 18 ms ago  maintenance"),
+            "{text}"
+        );
     }
 }

@@ -26,8 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Authenticator;
 use crate::raft::network::{PeerClient, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::{
-    AppendEntriesRequest, InstallSnapshotRequest, NodeId, Raft, Request as RaftRequest,
-    VoteRequest,
+    AppendEntriesRequest, InstallSnapshotRequest, NodeId, Raft, Request as RaftRequest, VoteRequest,
 };
 use crate::status::Status;
 
@@ -198,19 +197,23 @@ async fn authenticate<V: NodeView>(
         }
         return (StatusCode::UNAUTHORIZED, error.to_string()).into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+fn decode<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, (StatusCode, String)> {
     serde_json::from_slice(bytes).map_err(|e| {
-        (StatusCode::BAD_REQUEST, format!("malformed request body: {e}")).into_response()
+        (
+            StatusCode::BAD_REQUEST,
+            format!("malformed request body: {e}"),
+        )
     })
 }
 
 async fn append<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Response {
     let rpc: AppendEntriesRequest = match decode(&body) {
         Ok(rpc) => rpc,
-        Err(response) => return response,
+        Err(rejection) => return rejection.into_response(),
     };
     if let Some(leader) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(leader);
@@ -221,7 +224,7 @@ async fn append<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> 
 async fn vote<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Response {
     let rpc: VoteRequest = match decode(&body) {
         Ok(rpc) => rpc,
-        Err(response) => return response,
+        Err(rejection) => return rejection.into_response(),
     };
     if let Some(candidate) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(candidate);
@@ -232,7 +235,7 @@ async fn vote<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Re
 async fn snapshot<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Response {
     let rpc: InstallSnapshotRequest = match decode(&body) {
         Ok(rpc) => rpc,
-        Err(response) => return response,
+        Err(rejection) => return rejection.into_response(),
     };
     Json(s.raft.install_snapshot(rpc).await).into_response()
 }
