@@ -249,10 +249,18 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
                 _ = reconcile.tick() => self.vips.reconcile(),
             }
 
-            let m = metrics.borrow_and_update().clone();
+            let (m, fresh) = {
+                let current = metrics.borrow_and_update();
+                (current.clone(), current.has_changed())
+            };
             self.observe_leadership(&m);
             let now = Instant::now();
-            ack_instant = leader_ack_instant(&m, now);
+            // `millis_since_quorum_ack` is relative to when openraft reported it: only a
+            // fresh report may move the ack instant, or a wake-up for another reason would
+            // push the fence deadline later than the truth.
+            if fresh || applied.is_none() {
+                ack_instant = leader_ack_instant(&m, now);
+            }
             let inputs = Inputs {
                 witness: self.witness,
                 leader: m.state == ServerState::Leader,
