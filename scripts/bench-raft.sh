@@ -163,9 +163,9 @@ def agreed(ports, deadline_s):
         time.sleep(0.02)
     sys.exit("no agreed leader within %ss" % deadline_s)
 
-def failover(pid, old_leader, ports):
-    """SIGKILLs pid, then polls the survivors every ~2 ms until one reports itself leader.
-    Prints 'ELAPSED_MS PROBE_ROUND_US NEW_LEADER'."""
+def failover(pid, old_leader, old_term, ports):
+    """SIGKILLs pid, then polls the survivors every ~2 ms until one reports itself leader of a
+    later term. Prints 'ELAPSED_MS PROBE_ROUND_US NEW_LEADER'."""
     period = 0.002
     conns = {p: conn(p) for p in ports}
     rounds = []
@@ -182,7 +182,7 @@ def failover(pid, old_leader, ports):
             d = status(conns[p], p)
             if d is None:
                 conns[p] = conn(p)
-            elif d["role"] == "leader" and d["node_id"] != old_leader:
+            elif d["role"] == "leader" and d["node_id"] != old_leader and d["term"] > old_term:
                 elapsed = (time.perf_counter() - t0) * 1000
                 print("%.1f %.0f %d" % (elapsed, statistics.median(rounds) * 1e6, d["node_id"]))
                 return
@@ -209,7 +209,7 @@ if cmd == "free-ports":
 elif cmd == "agreed":
     agreed([int(a) for a in args[1:]], float(args[0]))
 elif cmd == "failover":
-    failover(int(args[0]), int(args[1]), [int(a) for a in args[2:]])
+    failover(int(args[0]), int(args[1]), int(args[2]), [int(a) for a in args[3:]])
 elif cmd == "counters":
     counters([int(a) for a in args])
 elif cmd == "summarize":
@@ -268,19 +268,28 @@ agreed_leader >/dev/null
 
 # ---------------------------------------------------------------- phase: failover
 phase_failover() {
-    local run leader term survivors i result elapsed overhead new
+    local run leader term survivors i result elapsed overhead new l2 t2 rejoin_term=0
     : >"$RUN_DIR/failover.ms"
     : >"$RUN_DIR/probe.us"
+    REJOIN_ELECTIONS=0
     for ((run = 1; run <= RUNS; run++)); do
+        # Steady state: the same agreed leader and term one second apart.
         read -r leader term <<<"$(agreed_leader)"
-        # Let the followers' random timeouts and the lease settle into the steady state.
-        sleep 0.3
+        while sleep 1 && read -r l2 t2 <<<"$(agreed_leader)" && [[ "$l2 $t2" != "$leader $term" ]]; do
+            leader=$l2 term=$t2
+        done
+        # Elections caused by the previous run's node rejoining (term after the failover vs now).
+        if [[ $rejoin_term -gt 0 && $term -gt $rejoin_term ]]; then
+            REJOIN_ELECTIONS=$((REJOIN_ELECTIONS + 1))
+            echo "  (the rejoining node moved the term $rejoin_term -> $term)"
+        fi
         survivors=()
         for i in 1 2 3; do
             [[ $i -ne $leader ]] && survivors+=("${PORTS[i - 1]}")
         done
-        result=$(probe failover "${NODE_PIDS[leader]}" "$leader" "${survivors[@]}")
+        result=$(probe failover "${NODE_PIDS[leader]}" "$leader" "$term" "${survivors[@]}")
         read -r elapsed overhead new <<<"$result"
+        read -r l2 rejoin_term <<<"$(probe agreed 10 "${survivors[@]}")"
         wait "${NODE_PIDS[leader]}" 2>/dev/null || true
         NODE_PIDS[leader]=0
         printf '  run %2d: leader %d (term %d) killed -> node %d leads after %6.1f ms (probe round %d us)\n' \
@@ -291,6 +300,7 @@ phase_failover() {
     done
     agreed_leader >/dev/null
     probe summarize "new leader after SIGKILL" <"$RUN_DIR/failover.ms"
+    echo "runs where the restarted node's rejoin started another election: $REJOIN_ELECTIONS of $((RUNS - 1))"
     echo "probe: one poll round over both survivors takes median $(sort -n "$RUN_DIR/probe.us" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') us (kept-alive HTTP + JSON parse) plus a 2 ms period: a reported time is late by at most ~2.5 ms"
 }
 
