@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Helpers for the netns test bed (lib.sh) that are awkward in bash.
+
+  probe    HOST PORT OUT   client loop: an HTTP GET to HOST:PORT every 10 ms, 50 ms timeout,
+                           one line per attempt: "epoch_ms ok BOX" or "epoch_ms fail REASON"
+  outage   FILE FAULT_MS   client-observed outage: from the fault to the first success after
+                           the last failure (0 if nothing failed); fails if never recovered
+  failures FILE FROM TO    number of failed probe attempts in [FROM, TO]
+  events   VIP BOX=LOG...  address add/delete events of VIP from `ip -ts monitor address`
+                           logs: "epoch_ms BOX +|-", in time order
+  holders  VIP T BOX=LOG.. which boxes held VIP at time T (ms), from the monitor logs
+  overlap  VIP FROM TO BOX=LOG...  "MAX_HOLDERS MS_WITH_2_OR_MORE" over [FROM, TO]
+  get      URL [FIELD]     GET a JSON document (raftvip status); print FIELD or all of it
+
+Times are Unix epoch milliseconds; every namespace shares the machine's clock, so the probe's
+times, the monitors' times and the fault times in bash ($EPOCHREALTIME) compare directly.
+"""
+
+import datetime
+import json
+import socket
+import sys
+import time
+import urllib.request
+
+# The probe's cadence and patience, from the test plan: an attempt every 10 ms, each given 50 ms.
+PROBE_INTERVAL_S = 0.010
+PROBE_TIMEOUT_S = 0.050
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def probe_once(host, port):
+    """One HTTP/1.0 GET; returns (ok, box-name-or-reason)."""
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+            data = b""
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False, "timeout"
+                s.settimeout(left)
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except socket.timeout:
+        return False, "timeout"
+    except OSError as e:
+        return False, (e.strerror or str(e)).replace(" ", "_")
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if status != [b"200"]:
+        return False, "http_" + (status[0].decode() if status else "garbage")
+    return True, body.decode(errors="replace").strip().split()[0] if body.strip() else "?"
+
+
+def cmd_probe(host, port, out):
+    port = int(port)
+    with open(out, "a", buffering=1) as f:
+        next_at = time.monotonic()
+        while True:
+            t = now_ms()
+            ok, what = probe_once(host, port)
+            f.write(f"{t} {'ok' if ok else 'fail'} {what}\n")
+            next_at += PROBE_INTERVAL_S
+            pause = next_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            else:
+                next_at = time.monotonic()
+
+
+def read_probe(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].isdigit():
+                rows.append((int(parts[0]), parts[1] == "ok", parts[2] if len(parts) > 2 else ""))
+    return rows
+
+
+def cmd_outage(path, fault_ms):
+    fault = int(fault_ms)
+    rows = [r for r in read_probe(path) if r[0] >= fault]
+    if not rows:
+        sys.exit(f"outage: no probe attempts after the fault in {path}")
+    fails = [r for r in rows if not r[1]]
+    if not fails:
+        print(0)
+        return
+    last_fail = fails[-1][0]
+    after = [r for r in rows if r[1] and r[0] > last_fail]
+    if not after:
+        sys.exit(f"outage: the client never recovered (last failure at +{last_fail - fault} ms)")
+    print(after[0][0] - fault)
+
+
+def cmd_failures(path, start, end):
+    print(sum(1 for t, ok, _ in read_probe(path) if int(start) <= t <= int(end) and not ok))
+
+
+def parse_monitor(path, vip):
+    """Yields (epoch_ms, added) for VIP from an `ip -ts monitor address` log."""
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("["):
+                continue
+            stamp, _, rest = line[1:].partition("] ")
+            fields = rest.split()
+            try:
+                i = fields.index("inet") if "inet" in fields else fields.index("inet6")
+            except ValueError:
+                continue
+            if fields[i + 1].split("/")[0] != vip:
+                continue
+            t = datetime.datetime.fromisoformat(stamp).timestamp()
+            yield int(t * 1000), fields[0] != "Deleted"
+
+
+def events(vip, specs):
+    evs = []
+    for spec in specs:
+        box, _, path = spec.partition("=")
+        evs.extend((t, box, added) for t, added in parse_monitor(path, vip))
+    evs.sort(key=lambda e: e[0])
+    return evs
+
+
+def cmd_events(vip, *specs):
+    for t, box, added in events(vip, specs):
+        print(t, box, "+" if added else "-")
+
+
+def cmd_holders(vip, at, *specs):
+    held = set()
+    for t, box, added in events(vip, specs):
+        if t > int(at):
+            break
+        (held.add if added else held.discard)(box)
+    print(" ".join(sorted(held)))
+
+
+def cmd_overlap(vip, start, end, *specs):
+    start, end = int(start), int(end)
+    held, evs = set(), events(vip, specs)
+    for t, box, added in evs:
+        if t <= start:
+            (held.add if added else held.discard)(box)
+    max_n, multi_ms, prev = len(held), 0, start
+    for t, box, added in evs:
+        if start < t <= end:
+            if len(held) >= 2:
+                multi_ms += t - prev
+            (held.add if added else held.discard)(box)
+            prev = t
+            max_n = max(max_n, len(held))
+    if len(held) >= 2:
+        multi_ms += end - prev
+    print(max_n, multi_ms)
+
+
+def cmd_get(url, field=None):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            doc = json.load(r)
+    except (OSError, ValueError) as e:
+        sys.exit(f"get {url}: {e}")
+    if field is None:
+        print(json.dumps(doc))
+        return
+    value = doc
+    for key in field.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    print("null" if value is None else json.dumps(value) if not isinstance(value, str) else value)
+
+
+COMMANDS = {
+    "probe": cmd_probe,
+    "outage": cmd_outage,
+    "failures": cmd_failures,
+    "events": cmd_events,
+    "holders": cmd_holders,
+    "overlap": cmd_overlap,
+    "get": cmd_get,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(__doc__)
+    try:
+        COMMANDS[sys.argv[1]](*sys.argv[2:])
+    except TypeError as e:
+        sys.exit(f"{sys.argv[1]}: {e}\n{__doc__}")
+    except KeyboardInterrupt:
+        pass

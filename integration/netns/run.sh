@@ -1,0 +1,559 @@
+#!/usr/bin/env bash
+# Runs raftvip's netns scenarios, each in a fresh bed (lib.sh), and reports one line each.
+set -euo pipefail
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
+
+# A scenario that runs longer than this is killed (its bed is still cleaned up).
+SCENARIO_TIMEOUT_S=${SCENARIO_TIMEOUT_S:-90}
+# Crash failover must complete (client served again) within this; typical is ~100-300 ms.
+MAX_FAILOVER_OUTAGE_MS=${MAX_FAILOVER_OUTAGE_MS:-2000}
+# A planned handover (maintenance, SIGTERM) must be quicker than a crash failover.
+MAX_HANDOVER_OUTAGE_MS=${MAX_HANDOVER_OUTAGE_MS:-1000}
+# The old holder must have dropped the VIP this long after being cut off (fence 60 ms + margin).
+FENCE_ASSERT_MS=500
+# A hand-deleted VIP must be back within this.
+READD_MS=100
+
+usage() {
+    cat <<EOF
+Usage: $0 [-l] [-k DIR] [SCENARIO...]
+
+Runs each scenario (all by default; a name or a shell pattern such as 'failover_*') in its
+own network-namespace bed and prints "ok NAME [numbers]" or "FAIL NAME: why", then
+"N passed, N failed". Exits 1 if any failed. Needs root, ip, haproxy, nft and python3 —
+without them it fails, it never skips.
+
+  -l        list the scenarios and exit
+  -k DIR    keep logs and bed files of failed scenarios in DIR (default: a temp dir,
+            printed when something failed)
+  -h        this help
+
+Environment: RAFTVIP (binary; default: newest of target/release, target/debug),
+SCENARIO_TIMEOUT_S (${SCENARIO_TIMEOUT_S}), BED_RUST_LOG (raftvip's RUST_LOG), BED_VERBOSE=1.
+EOF
+}
+
+# name|what it checks (the order is the run order)
+SCENARIOS=(
+    "bed_selftest|the bed: HAProxy answers the client on box addresses, nft cut, probe + outage maths"
+    "bed_raft_only|Raft-only raftvip clusters on the bed: one leader, re-election on kill and on cut"
+    "start_one_holder|after start exactly one box holds the VIP; the client's neighbour entry has its MAC"
+    "failover_link_down|holder's link goes down -> another box holds it, client served again"
+    "failover_crash|holder's raftvip SIGKILLed + VIP removed -> another box holds it"
+    "fence_cut|holder cut from peers (not client) -> drops the VIP within the fence; never two holders"
+    "readd_deleted_vip|VIP deleted by hand on the holder -> back within ${READD_MS} ms"
+    "ipv6_vip|IPv6 VIP: holder, client neighbour entry via unsolicited NA, failover"
+    "two_clusters|two clusters on one segment (same node ids) do not disturb each other"
+    "stale_vip_restart|raftvip restarted on a follower with a stale VIP removes it"
+    "witness_pair|two boxes + witness: losing either box leaves the VIP on the other"
+    "haproxy_kill|HAProxy SIGKILLed on the holder -> the VIP moves"
+    "backend_down|required backend DOWN on the holder -> the VIP moves"
+    "haproxy_reload|10 master-worker reloads on the holder -> VIP never moves, probe never fails"
+    "haproxy_restart_old_holder|HAProxy restarted on the old holder -> the VIP stays"
+    "unhealthy_follower|an unhealthy follower never leads, even as the only voter left"
+    "all_unhealthy|all boxes unhealthy -> no holder; one recovers -> it holds"
+    "maintenance_handoff|raftvip maintenance on (holder) -> handoff"
+    "sigterm_handoff|SIGTERM on the holder's raftvip -> handoff"
+)
+
+# ---- helpers for scenarios (run inside the scenario's own process) ----
+
+fail() { printf '%s\n' "$*" >"$RESULT_FILE"; exit 1; }
+note() { printf '%s ' "$*" >>"$NOTES_FILE"; }
+
+# setup N [EXTRA_TOML]: a bed of N boxes, HAProxy on every non-witness box, raftvip on all,
+# and one holder of cluster a's VIP; prints the holder.
+start_cluster_boxes() {
+    local cl=${1:-a} b extra=${2:-}
+    for b in $(bed_boxes "$cl"); do
+        [[ -n ${BED_WITNESS[$b]:-} ]] || bed_start_haproxy "$b"
+    done
+    for b in $(bed_boxes "$cl"); do bed_start_raftvip "$b" "$extra"; done
+}
+setup() {
+    bed_create "$1"
+    start_cluster_boxes a "${2:-}"
+}
+holder() { # holder [VIP] [NOT_BOX] [TIMEOUT_MS]: exactly one holder, or fail
+    local h
+    h=$(bed_wait_holder "${3:-5000}" "${1:-$(bed_vip4 a)}" "${2:-}") ||
+        fail "no single holder of ${1:-$(bed_vip4 a)} (holders now: '$(bed_holders "${1:-$(bed_vip4 a)}")')"
+    echo "$h"
+}
+# wait_new_holder OLD [VIP]: prints the new holder once exactly one box other than OLD holds it.
+wait_new_holder() {
+    local old=$1 vip=${2:-$(bed_vip4 a)} h
+    h=$(bed_wait_holder 5000 "$vip" "$old") ||
+        fail "the VIP did not move from box$old (holders: '$(bed_holders "$vip")')"
+    echo "$h"
+}
+# served_again PROBE FAULT_MS MAX_MS: the client is served again; notes and checks the outage.
+served_again() {
+    local probe=$1 fault=$2 max=$3 out
+    bed_probe_wait_ok "$probe" 5000 || fail "the client is not served after the fault"
+    sleep 0.2  # a few more attempts, so "the last failure" is really the last
+    out=$(probe_outage "$probe" "$fault") || fail "outage: $out"
+    note "outage=${out}ms"
+    ((out <= max)) || fail "client-observed outage ${out} ms > ${max} ms"
+}
+# stays_for MS VIP BOX: BOX keeps VIP (and nobody else gets it) for MS.
+stays_for() {
+    local ms=$1 vip=$2 box=$3 deadline
+    deadline=$(($(bed_now_ms) + ms))
+    while (($(bed_now_ms) < deadline)); do
+        [[ $(bed_holders "$vip") == "$box" ]] || fail "$vip left box$box (holders: '$(bed_holders "$vip")')"
+        sleep 0.05
+    done
+}
+neigh_is() { # neigh_is IP BOX: the client's neighbour entry for IP carries BOX's MAC
+    local mac want; want=$(bed_box_mac "$2")
+    bed_wait_eq 1000 "$want" bed_client_neigh "$1" && return 0
+    mac=$(bed_client_neigh "$1")
+    fail "client's neighbour entry for $1 is '${mac}' (box$(bed_box_of_mac "$mac")), not box$2's $want"
+}
+reach() { # reach NS_BOX IP PORT: a TCP connect from a box (or client) within 500 ms
+    bed_exec "$1" timeout 0.5 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null
+}
+http_get() { # http_get FROM URL_HOST: the body of GET / from inside FROM
+    bed_exec "$1" python3 -c "
+import sys, urllib.request
+print(urllib.request.urlopen('http://' + sys.argv[1] + '/', timeout=1).read().decode().strip())" "$2"
+}
+
+# ---- scenarios: infrastructure (run today) ----
+
+scn_bed_selftest() {
+    bed_create 3
+    local i got probe fault out
+    for i in 1 2 3; do bed_start_haproxy "$i"; done
+    for i in 1 2 3; do
+        got=$(http_get client "$(bed_addr4 "$i")") || fail "client cannot GET box$i over IPv4"
+        [[ $got == "box$i" ]] || fail "box$i answered '$got'"
+        got=$(http_get client "[$(bed_addr6 "$i")]") || fail "client cannot GET box$i over IPv6"
+        [[ $got == "box$i" ]] || fail "box$i answered '$got' over IPv6"
+    done
+    [[ -z $(bed_holders) ]] || fail "somebody holds the VIP before raftvip runs"
+    # The cut: box1 loses boxes 2 and 3 in both directions and both families, not the client.
+    bed_cut 1
+    ! reach 1 "$(bed_addr4 2)" 80 || fail "cut box1 still reaches box2"
+    ! reach 1 "$(bed_addr6 3)" 80 || fail "cut box1 still reaches box3 over IPv6"
+    ! reach 2 "$(bed_addr4 1)" 80 || fail "box2 still reaches cut box1"
+    reach client "$(bed_addr4 1)" 80 || fail "the client lost cut box1"
+    reach client "$(bed_addr6 1)" 80 || fail "the client lost cut box1 over IPv6"
+    reach 2 "$(bed_addr4 3)" 80 || fail "box2 lost box3"
+    bed_heal 1
+    reach 1 "$(bed_addr4 2)" 80 || fail "healed box1 does not reach box2"
+    # The probe and the outage maths: a hand-made move of the VIP from box1 to box2 where the
+    # client's neighbour entry is corrected 300 ms later (as a late GARP would).
+    bed_vip_add 1
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the probe never reached the VIP on box1"
+    [[ $(probe_last_box "$probe") == box1 ]] || fail "the probe saw '$(probe_last_box "$probe")', not box1"
+    neigh_is "$(bed_vip4)" 1
+    fault=$(bed_now_ms)
+    bed_vip_del 1
+    bed_vip_add 2
+    sleep 0.3
+    ip -n "$(bed_ns client)" neigh replace "$(bed_vip4)" lladdr "$(bed_box_mac 2)" dev eth0 nud reachable
+    bed_probe_wait_ok "$probe" 2000 || fail "the probe never reached the VIP on box2"
+    sleep 0.1
+    [[ $(probe_last_box "$probe") == box2 ]] || fail "the probe saw '$(probe_last_box "$probe")', not box2"
+    out=$(probe_outage "$probe" "$fault") || fail "outage: $out"
+    note "outage=${out}ms(gap=300)"
+    # A busy machine adds stray 50 ms timeouts after the gap, so only a lower bound here;
+    # the arithmetic itself is checked on a fixed log below.
+    ((out >= 300 && out <= 2000)) || fail "outage computed as $out ms for a 300 ms gap"
+    printf '%s\n' "1000 ok box1" "1010 fail timeout" "1020 fail timeout" "1030 ok box2" \
+        "1040 fail refused" "1050 ok box2" "1060 ok box2" >"$BED_DIR/fixed.log"
+    [[ $(probe_outage "$BED_DIR/fixed.log" 1005) == 45 ]] || fail "outage of the fixed log is not 45"
+    [[ $(probe_outage "$BED_DIR/fixed.log" 1055) == 0 ]] || fail "outage after recovery is not 0"
+    ! probe_outage <(echo "1000 fail timeout") 990 2>/dev/null || fail "a probe that never recovered has an outage"
+    # The address timeline saw exactly: box1 +, box1 -, box2 +.
+    got=$(bed_events | awk '{ printf "%s%s ", $2, $3 }')
+    [[ $got == "1+ 1- 2+ " ]] || fail "address timeline is '$got'"
+    out=$(bed_overlap "$(bed_vip4)" "$fault" "$(bed_now_ms)")
+    [[ $out == "1 0" ]] || fail "overlap is '$out', expected '1 0'"
+}
+
+scn_bed_raft_only() {
+    BED_RAFT_ONLY=1
+    bed_create 3
+    local b l l2 t1 t2 t0
+    for b in 1 2 3; do bed_start_raftvip "$b"; done
+    bed_wait 5000 bed_one_leader || fail "no single leader: '$(bed_leader)'"
+    l=$(bed_leader); t1=$(bed_status "$l" term)
+    note "leader=box$l"
+    t0=$(bed_now_ms)
+    bed_kill_raftvip "$l" KILL
+    bed_wait 5000 bed_one_leader || fail "no new leader after SIGKILL of box$l"
+    l2=$(bed_leader); t2=$(bed_status "$l2" term)
+    note "reelect_after_kill=$(($(bed_now_ms) - t0))ms"
+    [[ $l2 != "$l" && $t2 -gt $t1 ]] || fail "leader $l2 term $t2 after killing $l (term $t1)"
+    bed_start_raftvip "$l"
+    bed_wait_eq 5000 "$(bed_node_id "$l2")" bed_status "$l" leader_id ||
+        fail "restarted box$l does not follow box$l2"
+    # Cut the leader off: the other two elect one of themselves.
+    t0=$(bed_now_ms)
+    bed_cut "$l2"
+    bed_wait 5000 bed_other_leader "$l2" || fail "no new leader besides the cut box$l2"
+    note "reelect_after_cut=$(($(bed_now_ms) - t0))ms"
+    bed_heal "$l2"
+    bed_wait 5000 bed_one_leader || fail "no single leader after healing"
+}
+bed_other_leader() { bed_leader | grep -qvx "$1"; }
+
+# ---- scenarios: VIP and health (need the daemon's VIP/health wiring) ----
+
+scn_start_one_holder() {
+    setup 3
+    local h h6 probe
+    h=$(holder)
+    note "holder=box$h"
+    stays_for 1000 "$(bed_vip4)" "$h"
+    h6=$(holder "$(bed_vip6)")
+    [[ $h6 == "$h" ]] || fail "IPv4 VIP on box$h but IPv6 VIP on box$h6"
+    [[ $(bed_leader) == "$h" ]] || fail "box$h holds the VIP but the leader is '$(bed_leader)'"
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    [[ $(probe_last_box "$probe") == "box$h" ]] || fail "the client reached '$(probe_last_box "$probe")', not box$h"
+    neigh_is "$(bed_vip4)" "$h"
+}
+
+scn_failover_link_down() {
+    setup 3
+    local h n probe fault
+    h=$(holder)
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    fault=$(bed_now_ms)
+    bed_link_down "$h"
+    n=$(wait_new_holder "$h")
+    note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
+    served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+    [[ $(probe_last_box "$probe") == "box$n" ]] || fail "the client reached '$(probe_last_box "$probe")', not box$n"
+    neigh_is "$(bed_vip4)" "$n"
+    # The isolated old holder fences itself too.
+    bed_wait 2000 bed_not_held_by "$h" || fail "box$h (link down) still has the VIP"
+}
+bed_not_held_by() { [[ " $(bed_holders "${2:-$(bed_vip4 a)}") " != *" $1 "* ]]; }
+
+scn_failover_crash() {
+    setup 3
+    local h n probe fault
+    h=$(holder)
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    fault=$(bed_now_ms)
+    bed_kill_raftvip "$h" KILL
+    bed_vip_del "$h"
+    bed_vip_del "$h" "$(bed_vip6)"
+    n=$(wait_new_holder "$h")
+    note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
+    served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+    neigh_is "$(bed_vip4)" "$n"
+}
+
+scn_fence_cut() {
+    setup 3
+    local h n probe cut dropped max_multi early end
+    h=$(holder)
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    cut=$(bed_now_ms)
+    bed_cut "$h"
+    reach client "$(bed_addr4 "$h")" 80 || fail "the client lost the cut box$h"
+    # Sample the kernel state every ~5 ms for 2 s (the monitors give the exact times as well).
+    end=$((cut + 2000))
+    while (($(bed_now_ms) < end)); do
+        if (($(bed_now_ms) > cut + FENCE_ASSERT_MS)) && [[ $(bed_holders) == *" "* ]]; then
+            fail "two holders ($(bed_holders)) $(($(bed_now_ms) - cut)) ms after the cut"
+        fi
+        sleep 0.005
+    done
+    dropped=$(bed_events | awk -v b="$h" -v c="$cut" '$1 >= c && $2 == b && $3 == "-" { print $1; exit }')
+    [[ -n $dropped ]] || fail "cut box$h never dropped the VIP"
+    note "fence_drop=$((dropped - cut))ms"
+    ((dropped - cut <= FENCE_ASSERT_MS)) || fail "cut box$h dropped the VIP after $((dropped - cut)) ms (> $FENCE_ASSERT_MS)"
+    read -r max_multi early <<<"$(bed_overlap "$(bed_vip4)" "$cut" "$((cut + FENCE_ASSERT_MS))")"
+    note "overlap_before_bound=${early}ms"
+    read -r max_multi _ <<<"$(bed_overlap "$(bed_vip4)" "$((cut + FENCE_ASSERT_MS))" "$end")"
+    ((max_multi <= 1)) || fail "two boxes held the VIP after the bound (monitor timeline)"
+    n=$(holder "" "$h" 1000)
+    note "new=box$n"
+    bed_heal "$h"
+    stays_for 1000 "$(bed_vip4)" "$n"
+}
+
+scn_readd_deleted_vip() {
+    setup 3
+    local h t0 t1 gone back
+    h=$(holder)
+    stays_for 500 "$(bed_vip4)" "$h"
+    t0=$(bed_now_ms)
+    bed_vip_del "$h"
+    until [[ $(ip -n "$(bed_ns "$h")" -o addr show dev eth0) == *" $(bed_vip4)/"* ]]; do
+        (($(bed_now_ms) - t0 < 3000)) || fail "the deleted VIP did not come back on box$h within 3 s"
+    done
+    t1=$(bed_now_ms)
+    gone=$(bed_events | awk -v b="$h" -v c="$t0" '$1 >= c && $2 == b && $3 == "-" { print $1; exit }')
+    back=$(bed_events | awk -v b="$h" -v c="$t0" '$1 >= c && $2 == b && $3 == "+" { print $1; exit }')
+    note "back_polled=$((t1 - t0))ms back_monitor=$((back - gone))ms"
+    ((t1 - t0 <= READD_MS)) || fail "the VIP came back after $((t1 - t0)) ms (> $READD_MS)"
+    [[ $(bed_holders) == "$h" ]] || fail "holders after re-add: '$(bed_holders)'"
+}
+
+scn_ipv6_vip() {
+    setup 3
+    local h n probe fault vip6; vip6=$(bed_vip6)
+    h=$(holder "$vip6")
+    probe=$(bed_probe_start "$vip6" probe6)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach [$vip6]"
+    [[ $(probe_last_box "$probe") == "box$h" ]] || fail "the client reached '$(probe_last_box "$probe")', not box$h"
+    neigh_is "$vip6" "$h"
+    fault=$(bed_now_ms)
+    bed_link_down "$h"
+    n=$(wait_new_holder "$h" "$vip6")
+    note "box$h->box$n"
+    served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+    neigh_is "$vip6" "$n"
+}
+
+scn_two_clusters() {
+    bed_create 6
+    bed_cluster a 192.0.2.100 2001:db8::100 7480 1 2 3
+    bed_cluster b 192.0.2.200 2001:db8::200 7481 4 5 6
+    start_cluster_boxes a
+    start_cluster_boxes b
+    local ha hb ta tb t0 ev
+    ha=$(holder "$(bed_vip4 a)")
+    hb=$(holder "$(bed_vip4 b)")
+    ((ha <= 3 && hb >= 4)) || fail "cluster a's VIP on box$ha, b's on box$hb"
+    ta=$(bed_status "$ha" term); tb=$(bed_status "$hb" term)
+    note "a=box$ha b=box$hb"
+    t0=$(bed_now_ms)
+    stays_for 3000 "$(bed_vip4 a)" "$ha"
+    [[ $(bed_holders "$(bed_vip4 b)") == "$hb" ]] || fail "cluster b's VIP moved"
+    [[ $(bed_status "$ha" term) == "$ta" && $(bed_status "$hb" term) == "$tb" ]] ||
+        fail "terms moved: a $ta -> $(bed_status "$ha" term), b $tb -> $(bed_status "$hb" term)"
+    [[ $(bed_status "$ha" role) == leader && $(bed_status "$hb" role) == leader ]] || fail "a leader lost its role"
+    for ev in $(bed_vip4 a) $(bed_vip4 b); do
+        [[ -z $(bed_events "$ev" | awk -v c="$t0" '$1 >= c') ]] || fail "$ev changed hands while stable"
+    done
+}
+
+scn_stale_vip_restart() {
+    setup 3
+    local h f b
+    h=$(holder)
+    for b in 1 2 3; do [[ $b == "$h" ]] || { f=$b; break; }; done
+    bed_kill_raftvip "$f" TERM
+    bed_vip_add "$f"
+    bed_start_raftvip "$f"
+    bed_wait 3000 bed_not_held_by "$f" || fail "restarted box$f keeps the stale VIP"
+    [[ $(bed_holders) == "$h" ]] || fail "holders: '$(bed_holders)', expected box$h"
+    note "follower=box$f"
+}
+
+scn_witness_pair() {
+    bed_create 3
+    bed_witness 3
+    start_cluster_boxes a
+    local h o t0 n
+    h=$(holder)
+    [[ $h != 3 ]] || fail "the witness holds the VIP"
+    o=$((3 - h))
+    bed_link_down "$o"
+    stays_for 1500 "$(bed_vip4)" "$h"
+    bed_link_up "$o"
+    bed_wait_eq 5000 "$(bed_node_id "$h")" bed_status "$o" leader_id || fail "box$o did not rejoin"
+    t0=$(bed_now_ms)
+    bed_link_down "$h"
+    n=$(wait_new_holder "$h")
+    [[ $n == "$o" ]] || fail "box$n took the VIP, not box$o"
+    note "lose_follower=stays lose_holder=box$h->box$o in $(($(bed_now_ms) - t0))ms"
+    [[ -z $(bed_events | awk '$2 == 3') ]] || fail "the witness held the VIP at some point"
+}
+
+haproxy_move() { # haproxy_move ACTION: ACTION BOX breaks the holder's health; the VIP moves
+    setup 3
+    local h n probe fault
+    h=$(holder)
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    fault=$(bed_now_ms)
+    "$1" "$h"
+    n=$(wait_new_holder "$h")
+    note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
+    served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+}
+scn_haproxy_kill() { haproxy_move bed_kill_haproxy; }
+scn_backend_down() { haproxy_move bed_stop_backend; }
+
+scn_haproxy_reload() {
+    setup 3
+    local h probe t0 t1 i fails
+    h=$(holder)
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    t0=$(bed_now_ms)
+    for i in $(seq 1 10); do
+        bed_reload_haproxy "$h"
+        sleep 0.2
+    done
+    sleep 0.5
+    t1=$(bed_now_ms)
+    [[ -z $(bed_events | awk -v c="$t0" '$1 >= c') ]] || fail "the VIP changed during reloads: $(bed_events | awk -v c="$t0" '$1 >= c' | tr '\n' ' ')"
+    [[ $(bed_holders) == "$h" ]] || fail "holders after reloads: '$(bed_holders)'"
+    fails=$(probe_failures "$probe" "$t0" "$t1")
+    note "reloads=10 probe_failures=$fails"
+    ((fails == 0)) || fail "$fails probe failures during reloads"
+}
+
+scn_haproxy_restart_old_holder() {
+    setup 3
+    local h n t0
+    h=$(holder)
+    bed_kill_haproxy "$h"
+    n=$(wait_new_holder "$h")
+    bed_start_haproxy "$h"
+    t0=$(bed_now_ms)
+    stays_for 2000 "$(bed_vip4)" "$n"
+    [[ -z $(bed_events | awk -v c="$t0" '$1 >= c') ]] || fail "the VIP moved after HAProxy came back on box$h"
+    note "old=box$h holder=box$n"
+}
+
+scn_unhealthy_follower() {
+    bed_create 3
+    bed_witness 3
+    start_cluster_boxes a
+    local h o deadline
+    h=$(holder)
+    o=$((3 - h))
+    bed_stop_backend "$o"
+    bed_wait_eq 3000 false bed_status "$o" healthy || fail "box$o does not see its backend DOWN"
+    bed_kill_raftvip "$h" KILL
+    bed_vip_del "$h"
+    bed_vip_del "$h" "$(bed_vip6)"
+    deadline=$(($(bed_now_ms) + 2000))
+    while (($(bed_now_ms) < deadline)); do
+        [[ $(bed_status "$o" role) != leader ]] || fail "unhealthy box$o became leader"
+        [[ -z $(bed_holders) ]] || fail "box$(bed_holders) holds the VIP while unhealthy"
+        sleep 0.05
+    done
+    note "unhealthy=box$o never led"
+}
+
+scn_all_unhealthy() {
+    setup 3
+    local b
+    holder >/dev/null
+    for b in 1 2 3; do bed_stop_backend "$b"; done
+    bed_wait_no_holder 3000 || fail "box$(bed_holders) keeps the VIP with every backend DOWN"
+    stays_none 1000
+    bed_start_backend 2
+    bed_wait_eq 5000 2 bed_holders || fail "recovered box2 does not hold the VIP (holders: '$(bed_holders)')"
+}
+stays_none() {
+    local deadline=$(($(bed_now_ms) + $1))
+    while (($(bed_now_ms) < deadline)); do
+        [[ -z $(bed_holders) ]] || fail "box$(bed_holders) took the VIP while every box is unhealthy"
+        sleep 0.05
+    done
+}
+
+handoff() { # handoff ACTION: ACTION BOX is a planned stop of the holder
+    setup 3
+    local h n probe fault
+    h=$(holder)
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    fault=$(bed_now_ms)
+    "$1" "$h"
+    n=$(wait_new_holder "$h")
+    note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
+    served_again "$probe" "$fault" "$MAX_HANDOVER_OUTAGE_MS"
+}
+maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
+sigterm_raftvip() { bed_kill_raftvip "$1" TERM; }
+scn_maintenance_handoff() { handoff maintenance_on; }
+scn_sigterm_handoff() { handoff sigterm_raftvip; }
+
+# ---- the runner ----
+
+run_one() { # in its own process: one scenario, one bed
+    local name=$1
+    declare -F "scn_$name" >/dev/null || bed_die "no scenario '$name'"
+    "scn_$name"
+}
+
+main() {
+    local keep="" list=0 opt
+    while getopts "lk:h" opt; do
+        case $opt in
+            l) list=1 ;;
+            k) keep=$OPTARG ;;
+            h) usage; exit 0 ;;
+            *) usage >&2; exit 1 ;;
+        esac
+    done
+    shift $((OPTIND - 1))
+    local entry name selected=() pat
+    for entry in "${SCENARIOS[@]}"; do
+        name=${entry%%|*}
+        if (($# == 0)); then selected+=("$name"); continue; fi
+        for pat in "$@"; do
+            # shellcheck disable=SC2053 # a pattern on purpose
+            [[ $name == $pat ]] && { selected+=("$name"); break; }
+        done
+    done
+    if ((list)); then
+        for entry in "${SCENARIOS[@]}"; do printf '%-28s %s\n' "${entry%%|*}" "${entry#*|}"; done
+        exit 0
+    fi
+    ((${#selected[@]})) || { echo "run.sh: no scenario matches: $*" >&2; exit 1; }
+    bed_require
+    bed_raftvip_bin >/dev/null
+
+    local logs passed=0 failed=0 rc why notes
+    logs=${keep:-$(mktemp -d /tmp/raftvip-netns.XXXXXX)}
+    mkdir -p "$logs"
+    for name in "${selected[@]}"; do
+        : >"$logs/$name.result"; : >"$logs/$name.notes"
+        rc=0
+        RESULT_FILE="$logs/$name.result" NOTES_FILE="$logs/$name.notes" BED_KEEP="$logs/$name.files" \
+            timeout -k 10 "$SCENARIO_TIMEOUT_S" bash "$0" --one "$name" >"$logs/$name.log" 2>&1 || rc=$?
+        notes=$(cat "$logs/$name.notes")
+        if ((rc == 0)); then
+            passed=$((passed + 1))
+            printf 'ok   %-28s %s\n' "$name" "$notes"
+            rm -rf "$logs/$name".*
+        else
+            failed=$((failed + 1))
+            why=$(cat "$logs/$name.result")
+            if [[ -z $why ]]; then
+                why=$(grep -v '^  \[bed\]' "$logs/$name.log" | tail -n 1 || true)
+                ((rc == 124)) && why="timed out after ${SCENARIO_TIMEOUT_S}s; last: $why"
+                [[ -n $why ]] || why="exit status $rc"
+            fi
+            printf 'FAIL %s: %s %s\n' "$name" "$why" "${notes:+($notes)}"
+        fi
+    done
+    if ((failed)); then
+        echo "logs and bed files of failed scenarios: $logs"
+    elif [[ -z $keep ]]; then
+        rm -rf "$logs"
+    fi
+    echo "$passed passed, $failed failed"
+    ((failed == 0))
+}
+
+if [[ ${1:-} == --one ]]; then
+    bed_require
+    run_one "$2"
+else
+    main "$@"
+fi
