@@ -171,7 +171,7 @@ def cmd_get(url, field=None):
             doc = json.load(r)
     except (OSError, ValueError) as e:
         sys.exit(f"get {url}: {e}")
-    if field is None:
+    if not field:
         print(json.dumps(doc))
         return
     value = doc
