@@ -186,7 +186,7 @@ pub struct Timing {
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: [u64; 2],
     /// A leader whose quorum has not acknowledged it for this long drops the VIPs. Default:
-    /// the minimum election timeout.
+    /// [`DEFAULT_FENCE_MARGIN_MS`] under the maximum election timeout.
     pub fence_ms: Option<u64>,
     /// Period of the safety-net re-check of the VIPs (netlink events catch changes at once;
     /// the fence is a precise deadline, not polled).
@@ -220,6 +220,12 @@ impl Default for Timing {
 /// loaded box). Part of the fencing inequality in docs/timing.md.
 pub const FENCE_SLACK_MS: u64 = 5;
 
+/// The default fence sits this far under `election_timeout_max`: twice [`FENCE_SLACK_MS`].
+/// As late as is safe, because a healthy leader's ack age is up to one timer tick (1.5 ×
+/// heartbeat) plus a round trip, and heartbeats stall for tens of ms on a saturated box: a
+/// tight fence would drop the VIP of a leader nobody is replacing.
+pub const DEFAULT_FENCE_MARGIN_MS: u64 = 2 * FENCE_SLACK_MS;
+
 impl Timing {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
@@ -228,7 +234,11 @@ impl Timing {
         Duration::from_millis(self.fence_ms())
     }
     pub fn fence_ms(&self) -> u64 {
-        self.fence_ms.unwrap_or(self.election_timeout_ms[0])
+        self.fence_ms.unwrap_or_else(|| {
+            self.election_timeout_ms[1]
+                .saturating_sub(DEFAULT_FENCE_MARGIN_MS)
+                .max(1)
+        })
     }
     pub fn reconcile(&self) -> Duration {
         Duration::from_millis(self.reconcile_ms)
@@ -543,7 +553,7 @@ impl Config {
                 format!(
                     "{fence} ms is under two heartbeats: one late heartbeat would drop the VIP"
                 ),
-                "raise fence_ms (default: the minimum election timeout)",
+                "raise fence_ms (default: 10 ms under the maximum election timeout)",
             );
         }
         let worst_release = fence + FENCE_SLACK_MS;
@@ -699,7 +709,11 @@ stats_socket = "/run/haproxy/admin.sock"
             40,
             "trailing newline trimmed"
         );
-        assert_eq!(config.timing.fence_ms(), 60);
+        assert_eq!(
+            config.timing.fence_ms(),
+            80,
+            "10 ms under election_timeout_max"
+        );
         assert_eq!(config.vips[0].addr().to_string(), "192.0.2.100/32");
     }
 

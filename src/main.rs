@@ -26,9 +26,7 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        // Two workers: the daemon's work is tiny and bursty; more threads only cost memory.
-        .worker_threads(2)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -33,6 +33,8 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerCallError {
+    #[error("{url} is not a valid peer URL: {reason}")]
+    BadAddress { url: String, reason: String },
     #[error("cannot connect to {url}: {source}")]
     Connect {
         url: String,
@@ -66,12 +68,24 @@ impl PeerClient {
     pub fn new(auth: Arc<Authenticator>) -> Self {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            // Peers are on the LAN: an HTTP_PROXY in the environment must never carry votes
+            // (and looking proxies up costs CPU on every heartbeat).
+            .no_proxy()
             // Keep connections open between heartbeats: a new TCP handshake per heartbeat
             // would cost more CPU than the heartbeat itself.
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("a reqwest client without TLS always builds");
         Self { http, auth }
+    }
+
+    /// The URL of `path` on the peer at `address` (`IP:PORT`).
+    pub fn url(address: &str, path: &str) -> Result<reqwest::Url, PeerCallError> {
+        let text = format!("http://{address}{path}");
+        reqwest::Url::parse(&text).map_err(|e| PeerCallError::BadAddress {
+            url: text,
+            reason: e.to_string(),
+        })
     }
 
     /// POSTs `body` as JSON to `http://{address}{path}` and decodes the JSON answer.
@@ -82,42 +96,63 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
-        let url = format!("http://{address}{path}");
+        self.call_url(&Self::url(address, path)?, body, timeout)
+            .await
+    }
+
+    /// POSTs `body` as JSON to a prepared URL (parsing a URL per heartbeat costs more CPU
+    /// than signing it) and decodes the JSON answer.
+    pub async fn call_url<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        url: &reqwest::Url,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerCallError> {
         let body = serde_json::to_vec(body).expect("RPC types always serialize");
-        let signature = self.auth.sign("POST", path, &body, SystemTime::now());
+        let signature = self.auth.sign("POST", url.path(), &body, SystemTime::now());
         let mut request = self
             .http
-            .post(&url)
+            .post(url.clone())
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         for (name, value) in signature.headers() {
             request = request.header(name, value);
         }
+        let url = url.as_str();
         let response = request.body(body).send().await.map_err(|source| {
             if source.is_connect() {
                 PeerCallError::Connect {
-                    url: url.clone(),
+                    url: url.to_owned(),
                     source,
                 }
             } else {
                 PeerCallError::Request {
-                    url: url.clone(),
+                    url: url.to_owned(),
                     source,
                 }
             }
         })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(PeerCallError::Unauthorized { url });
+            return Err(PeerCallError::Unauthorized {
+                url: url.to_owned(),
+            });
         }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(PeerCallError::Status { url, status, body });
+            return Err(PeerCallError::Status {
+                url: url.to_owned(),
+                status,
+                body,
+            });
         }
         response
             .json()
             .await
-            .map_err(|source| PeerCallError::Request { url, source })
+            .map_err(|source| PeerCallError::Request {
+                url: url.to_owned(),
+                source,
+            })
     }
 }
 
@@ -137,19 +172,30 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
+        let url = |path| PeerClient::url(&node.addr, path);
         PeerConnection {
             target,
-            address: node.addr.clone(),
+            urls: url(APPEND_PATH)
+                .and_then(|append| Ok([append, url(VOTE_PATH)?, url(SNAPSHOT_PATH)?])),
             client: self.client.clone(),
             contacts: self.contacts.clone(),
         }
     }
 }
 
+/// The Raft RPCs, indexing [`PeerConnection::urls`].
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append = 0,
+    Vote = 1,
+    Snapshot = 2,
+}
+
 /// openraft's view of one peer.
 pub struct PeerConnection {
     target: NodeId,
-    address: String,
+    /// Append, vote and snapshot URLs, parsed once (or why the address is unusable).
+    urls: Result<[reqwest::Url; 3], PeerCallError>,
     client: PeerClient,
     contacts: Arc<Contacts>,
 }
@@ -158,7 +204,7 @@ impl PeerConnection {
     /// Sends one RPC; the server answers `Result<Resp, RaftError<E>>` so remote errors round-trip.
     async fn rpc<Req, Resp, E>(
         &self,
-        path: &str,
+        rpc: Rpc,
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
@@ -167,9 +213,13 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let url = match &self.urls {
+            Ok(urls) => &urls[rpc as usize],
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
         let answer: Result<Resp, RaftError<NodeId, E>> = self
             .client
-            .call(&self.address, path, request, option.hard_ttl())
+            .call_url(url, request, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
@@ -186,7 +236,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(APPEND_PATH, &rpc, &option).await
+        self.rpc(Rpc::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -197,7 +247,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc(SNAPSHOT_PATH, &rpc, &option).await
+        self.rpc(Rpc::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -205,7 +255,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(VOTE_PATH, &rpc, &option).await
+        self.rpc(Rpc::Vote, &rpc, &option).await
     }
 
     fn backoff(&self) -> Backoff {
