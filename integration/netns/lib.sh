@@ -399,7 +399,8 @@ bed_one_leader() { [[ $(bed_leader "${1:-a}" | wc -l) -eq 1 ]]; }
 bed_holders() {
     local vip=${1:-$(bed_vip4 a)} i out=()
     for i in $(seq 1 "$BED_N"); do
-        ip -n "$(bed_ns "$i")" -o addr show dev eth0 | grep -qF " $vip/" && out+=("$i")
+        # Not `ip | grep -q`: with pipefail, grep quitting early SIGPIPEs ip and the test fails.
+        [[ $(ip -n "$(bed_ns "$i")" -o addr show dev eth0) == *" $vip/"* ]] && out+=("$i")
     done
     echo "${out[*]}"
 }
