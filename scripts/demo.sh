@@ -14,7 +14,7 @@ Installs haproxy, iproute2, nftables and python3 if missing (apt-get), builds ra
 Everything it creates is removed at the end, also on Ctrl-C. Needs root.
 
   --no-install   do not apt-get anything (fail if a tool is missing)
-  --no-build     use the existing target/release/raftvip
+  --no-build     use the existing target/release/raftvip (or \$RAFTVIP)
 EOF
 }
 
@@ -46,14 +46,14 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-say "haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(ip -V | awk '{ print $3 }'), $(python3 --version)"
+say "haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(ip -V | awk '{ print $3 }' | tr -d ,), $(python3 --version)"
 
 step "2. Build raftvip"
 if ((build)); then
     command -v cargo >/dev/null || die "cargo is missing: install Rust from https://rustup.rs"
     cargo build --release --quiet
 fi
-export RAFTVIP=$PWD/target/release/raftvip
+export RAFTVIP=${RAFTVIP:-$PWD/target/release/raftvip}
 [[ -x $RAFTVIP ]] || die "no $RAFTVIP (run without --no-build)"
 say "$RAFTVIP ($("$RAFTVIP" --version))"
 
