@@ -219,6 +219,8 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
         let mut hand_over: Option<tokio::task::JoinHandle<Option<NodeId>>> = None;
         let mut handed_over_to: Option<Option<NodeId>> = None;
         let mut stopping = false;
+        // Set when this wake-up brought a new metrics report (changed() marks it seen).
+        let mut fresh_metrics = false;
         // A health source that stopped reporting is a bug; fail safe: count as unhealthy.
         let mut health_lost = false;
 
@@ -232,7 +234,10 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
                     hand_over = None;
                     handed_over_to = Some(result.ok().flatten());
                 }
-                changed = metrics.changed() => if changed.is_err() { break },
+                changed = metrics.changed() => {
+                    if changed.is_err() { break }
+                    fresh_metrics = true;
+                }
                 // Wake exactly when the fence expires, so a cut-off leader lets go on time.
                 _ = sleep_until_opt(fence_deadline), if holding => {},
                 changed = self.health.changed(), if !health_lost => if changed.is_err() {
@@ -249,10 +254,9 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
                 _ = reconcile.tick() => self.vips.reconcile(),
             }
 
-            let (m, fresh) = {
-                let current = metrics.borrow_and_update();
-                (current.clone(), current.has_changed())
-            };
+            let fresh = std::mem::take(&mut fresh_metrics)
+                || metrics.has_changed().unwrap_or(false);
+            let m = metrics.borrow_and_update().clone();
             self.observe_leadership(&m);
             let now = Instant::now();
             // `millis_since_quorum_ack` is relative to when openraft reported it: only a
