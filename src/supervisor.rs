@@ -254,8 +254,8 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
                 _ = reconcile.tick() => self.vips.reconcile(),
             }
 
-            let fresh = std::mem::take(&mut fresh_metrics)
-                || metrics.has_changed().unwrap_or(false);
+            let fresh =
+                std::mem::take(&mut fresh_metrics) || metrics.has_changed().unwrap_or(false);
             let m = metrics.borrow_and_update().clone();
             self.observe_leadership(&m);
             let now = Instant::now();
