@@ -1,0 +1,457 @@
+#!/usr/bin/env bash
+# Measures the client-observed outage of raftvip's failovers and handovers, and of keepalived's
+# (at its defaults and tuned) in the same run, on one netns test bed (integration/netns/lib.sh):
+#
+#                         namespace $BED_ID-br
+#              +---------------------------------------------+
+#              |                    br0                      |
+#              |   box1        box2        box3      client  |
+#              +----|-----------|-----------|----------|-----+
+#                 eth0        eth0        eth0       eth0
+#              192.0.2.11  192.0.2.12  192.0.2.13  192.0.2.50   VIP 192.0.2.100
+#              HAProxy :80 on every box (VIP and own address) -> python backend
+#              raftvip, then keepalived (VRRP multicast on eth0, stays on br0), one at a time
+#
+# The client probes http://VIP:80/ every 10 ms (50 ms timeout). For every run the outage is
+# the time from the fault to the first success after the last failure. The bed is created
+# once; each run faults the current holder, measures, restores (link up, heal, restart what
+# was stopped) and waits for a steady state (one holder that the system agrees on, no VIP
+# change and no failed probe for a second) before the next. The cases of a system take turns,
+# run by run, so a change in the machine's load touches them all alike.
+#
+# Everything it creates (namespaces, processes, files under /run/raftvip-bed/) belongs to the
+# bed and is removed by lib.sh's bed_cleanup trap on every exit path.
+set -euo pipefail
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+
+# Every case, in run order: NAME|what the fault is.
+CASES=(
+    "rv-box-loss|raftvip: the holder's link goes down"
+    "rv-partition|raftvip: the holder is cut from its peers (nft), the client still reaches it"
+    "rv-haproxy-kill|raftvip: HAProxy SIGKILLed on the holder"
+    "rv-sigterm|raftvip: SIGTERM to raftvip on the holder (planned handover)"
+    "rv-maintenance|raftvip: 'raftvip maintenance on' on the holder (planned handover)"
+    "ka-box-loss|keepalived defaults (VRRPv2, advert_int 1, check fall 2 rise 2): link down"
+    "ka-haproxy-kill|keepalived defaults: HAProxy SIGKILLed on the MASTER"
+    "ka-graceful|keepalived defaults: SIGTERM to keepalived on the MASTER"
+    "ka-partition|keepalived defaults: the MASTER cut from its peers (two MASTERs)"
+    "kt-box-loss|keepalived tuned (VRRPv3, advert_int 0.1, check fall 1 rise 1): link down"
+    "kt-haproxy-kill|keepalived tuned: HAProxy SIGKILLed on the MASTER"
+    "kt-graceful|keepalived tuned: SIGTERM to keepalived on the MASTER"
+    "kt-partition|keepalived tuned: the MASTER cut from its peers (two MASTERs)"
+)
+
+usage() {
+    cat <<EOF
+Usage: $0 [options] [CASE_PATTERN...]
+
+Measures client-observed outages on a 3-box netns bed (HAProxy on every box, a client
+probing the VIP every 10 ms) for raftvip and keepalived 2.2.7, and prints min / median / p90
+/ max per case. CASE_PATTERN: case names or shell patterns ('rv-*', '*-partition');
+default: every case. Needs root, ip, nft, haproxy, keepalived, python3.
+
+  -n RUNS        runs per case (default $RUNS)
+  -P MS          how long a partition lasts before it heals (default $PARTITION_MS)
+  -L LOAD        first wait (up to 10 min) for the 1-minute load average to drop below LOAD
+  -o DIR         write raw results (results.tsv) and the summary (summary.md) to DIR
+  -k DIR         keep the bed's files (logs, configs, probe log) in DIR after the run
+  -l             list the cases and exit
+  --no-build     do not run cargo build --release (uses \$RAFTVIP or target/release/raftvip)
+  -h, --help     this help
+
+Cases:
+$(for c in "${CASES[@]}"; do printf '  %-16s %s\n' "${c%%|*}" "${c#*|}"; done)
+
+Examples:
+  sudo $0                          # everything, 10 runs per case (~20 min)
+  sudo $0 -n 3 'rv-*'              # raftvip only, 3 runs per case
+  sudo $0 -n 10 -L 1.0 -o /tmp/fo  # the documented run (docs/failover.md)
+EOF
+}
+
+die() { printf 'bench-failover: %s\n' "$*" >&2; exit 1; }
+log() { printf '%s\n' "$*" >&2; }
+
+RUNS=10
+PARTITION_MS=5000
+LOAD_MAX=""
+OUT_DIR=""
+BUILD=1
+LIST=0
+PATTERNS=()
+while (($#)); do
+    case $1 in
+        -n) RUNS=${2:?}; shift 2 ;;
+        -P) PARTITION_MS=${2:?}; shift 2 ;;
+        -L) LOAD_MAX=${2:?}; shift 2 ;;
+        -o) OUT_DIR=${2:?}; shift 2 ;;
+        -k) export BED_KEEP=${2:?}; shift 2 ;;
+        -l) LIST=1; shift ;;
+        --no-build) BUILD=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        -*) usage >&2; exit 2 ;;
+        *) PATTERNS+=("$1"); shift ;;
+    esac
+done
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "-n wants a positive number, not '$RUNS'"
+[[ $PARTITION_MS =~ ^[1-9][0-9]*$ ]] || die "-P wants milliseconds, not '$PARTITION_MS'"
+if ((LIST)); then
+    for c in "${CASES[@]}"; do printf '%-16s %s\n' "${c%%|*}" "${c#*|}"; done
+    exit 0
+fi
+
+SELECTED=()
+for c in "${CASES[@]}"; do
+    name=${c%%|*}
+    if ((${#PATTERNS[@]} == 0)); then SELECTED+=("$name"); continue; fi
+    for pat in "${PATTERNS[@]}"; do
+        # shellcheck disable=SC2053 # a pattern on purpose
+        [[ $name == $pat ]] && { SELECTED+=("$name"); break; }
+    done
+done
+((${#SELECTED[@]})) || die "no case matches: ${PATTERNS[*]} (-l lists them)"
+
+# ---------------------------------------------------------------- timing constants
+# Before a fault: one holder, no VIP change and no failed probe for this long. A second covers
+# a rejoining raftvip node's possible extra election and keepalived's transitions.
+STEADY_QUIET_MS=1000
+# Restoring after a run may take this long (keepalived after a healed split may be slower).
+STEADY_TIMEOUT_MS=60000
+# After a fault: the client counts as recovered after this long without a failed probe.
+RECOVERED_QUIET_MS=500
+# A failover must put the VIP on another box within this (keepalived defaults: ~3.6 s worst).
+MOVE_TIMEOUT_MS=15000
+
+# ---------------------------------------------------------------- preconditions
+[[ $EUID -eq 0 ]] || die "must run as root (network namespaces, nftables, raw sockets)"
+command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
+if ((BUILD)); then
+    log "[#] cargo build --release"
+    (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+fi
+export RAFTVIP=${RAFTVIP:-$REPO/target/release/raftvip}
+[[ -x $RAFTVIP ]] || die "no raftvip binary at $RAFTVIP"
+if [[ -n $OUT_DIR ]]; then mkdir -p "$OUT_DIR"; fi
+
+# shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
+source "$REPO/integration/netns/lib.sh"
+KA_TEMPLATE=$REPO/integration/netns/keepalived.cfg.in
+[[ -f $KA_TEMPLATE ]] || die "missing $KA_TEMPLATE"
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+wait_load() {
+    local max=$1 deadline=$((SECONDS + 600)) l
+    while :; do
+        read -r l _ </proc/loadavg
+        awk -v l="$l" -v m="$max" 'BEGIN { exit !(l < m) }' && { log "load average $(loadavg): go"; return; }
+        ((SECONDS < deadline)) || { log "load average still $(loadavg) after 10 min: running anyway"; return; }
+        log "load average $(loadavg), waiting for < $max"
+        sleep 15
+    done
+}
+
+# ---------------------------------------------------------------- results
+RESULTS=""   # results.tsv: case metric run value
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
+
+# ---------------------------------------------------------------- probe helpers
+PROBE=""
+# window_outage FROM TO: the outage after FROM, counting only attempts up to TO.
+window_outage() {
+    awk -v e="$2" '$1 <= e' "$PROBE" >"$BED_DIR/window.log"
+    probe_outage "$BED_DIR/window.log" "$1"
+}
+# probe_quiet MS: no failed attempt in the last MS and a success in the last 100 ms.
+probe_quiet() {
+    local now; now=$(bed_now_ms)
+    tail -n 400 "$PROBE" | awk -v q=$((now - $1)) -v r=$((now - 100)) '
+        $2 == "fail" && $1 >= q { bad = 1 }  $2 == "ok" && $1 >= r { ok = 1 }
+        END { exit !(ok && !bad) }'
+}
+# vip_quiet MS: no VIP address change on any box in the last MS.
+vip_quiet() {
+    local last; last=$(bed_events "$(bed_vip4)" | tail -n 1 | cut -d' ' -f1)
+    [[ -z $last ]] || (($(bed_now_ms) - last >= $1))
+}
+# holder_other BOX: some box other than BOX holds the VIP (prints it).
+holder_other() {
+    local h
+    for h in $(bed_holders); do [[ $h != "$1" ]] && { echo "$h"; return 0; }; done
+    return 1
+}
+one_holder() { local h; h=$(bed_holders); [[ -n $h && $h != *" "* ]]; }
+
+# ---------------------------------------------------------------- raftvip
+rv_all_follow() { # every node names the same leader, and that is the holder
+    local b l first=""
+    for b in 1 2 3; do
+        l=$(bed_status "$b" leader_id) || return 1
+        [[ $l != null && ( -z $first || $l == "$first" ) ]] || return 1
+        first=$l
+    done
+    [[ $(bed_holders) == "$(bed_box_of_node a "$first")" ]]
+}
+rv_start() {
+    local b
+    for b in 1 2 3; do bed_start_raftvip "$b"; done
+}
+rv_stop() {
+    local b l
+    l=$(bed_holders)
+    # Followers first, the holder last: nothing hands over to a node about to stop.
+    for b in 1 2 3; do [[ $b == "$l" ]] || bed_kill_raftvip "$b" TERM; done
+    [[ -z $l ]] || bed_kill_raftvip "$l" TERM
+    drop_vips
+}
+rv_steady_now() { one_holder && rv_all_follow && vip_quiet "$STEADY_QUIET_MS" && probe_quiet "$STEADY_QUIET_MS"; }
+rv_maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
+rv_maintenance_off() { bed_raftvip_cli "$1" maintenance off >/dev/null; }
+# The planned stops only signal (the handover is measured, not the process's exit); the
+# restore waits for the exit before starting again.
+rv_sigterm() { kill -TERM "$(cat "$(bed_boxdir "$1")/raftvip.pid")"; }
+rv_restart() { bed_kill_raftvip "$1" TERM; bed_start_raftvip "$1"; }
+
+# ---------------------------------------------------------------- keepalived
+KA_MODE=""   # defaults | tuned
+ka_config() { # ka_config BOX MODE -> config path
+    local box=$1 mode=$2 dir ver adv fall rise peers="" b
+    dir=$(bed_boxdir "$box")
+    case $mode in
+        defaults) ver=2 adv=1 fall=2 rise=2 ;;
+        tuned) ver=3 adv=0.1 fall=1 rise=1 ;;
+        *) die "keepalived mode '$mode'" ;;
+    esac
+    for b in 1 2 3; do [[ $b == "$box" ]] || peers+="        $(bed_addr4 "$b")\n"; done
+    # The check: a TCP connect to this box's own HAProxy frontend (refused at once when dead).
+    printf '#!/bin/bash\nexec 3<>/dev/tcp/%s/%s\n' "$(bed_addr4 "$box")" "$BED_HTTP_PORT" >"$dir/ka-check.sh"
+    chmod 755 "$dir/ka-check.sh"
+    sed -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|$ver|" -e "s|@ADVERT_INT@|$adv|" \
+        -e "s|@PRIORITY@|$((101 - box))|" -e "s|@VIP@|$(bed_vip4)/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
+        -e "s|@SRC@|$(bed_addr4 "$box")|" -e "s|@PEERS@|${peers%\\n}|" -e "s|@FALL@|$fall|" -e "s|@RISE@|$rise|" "$KA_TEMPLATE" >"$dir/keepalived-$mode.conf"
+    echo "$dir/keepalived-$mode.conf"
+}
+ka_start_box() {
+    local box=$1 dir conf
+    dir=$(bed_boxdir "$box")
+    conf=$(ka_config "$box" "$KA_MODE")
+    echo "=== start $KA_MODE $(date +%T.%N)" >>"$dir/keepalived.log"
+    rm -f "$dir/keepalived.pidfile" "$dir/keepalived.vrrp.pid"
+    ip netns exec "$(bed_ns "$box")" keepalived -n -l -D -P -f "$conf" \
+        -p "$dir/keepalived.pidfile" -r "$dir/keepalived.vrrp.pid" >>"$dir/keepalived.log" 2>&1 &
+    echo $! >"$dir/keepalived.pid"
+    bed_wait 5000 ka_has_state "$box" || die "keepalived on box$box did not start: $(tail -n 5 "$dir/keepalived.log")"
+}
+ka_stop_box() { bed_kill_pidfile "$(bed_boxdir "$1")/keepalived.pid" TERM; }
+ka_start() {
+    local b
+    for b in 1 2 3; do ka_start_box "$b"; done
+}
+ka_stop() {
+    local b
+    for b in 1 2 3; do ka_stop_box "$b"; done
+    drop_vips
+}
+# ka_state BOX: the last "Entering X STATE" of the box's current keepalived (empty if none).
+ka_state() {
+    awk '/^=== start/ { s = "" } /Entering [A-Z]+ STATE/ { for (i = 1; i < NF; i++) if ($i == "Entering") s = $(i + 1) }
+         END { print s }' "$(bed_boxdir "$1")/keepalived.log"
+}
+ka_has_state() { [[ -n $(ka_state "$1") ]]; }
+# Exactly one MASTER, the others BACKUP, and the MASTER holds the VIP.
+ka_agree() {
+    local b s masters=0 m=""
+    for b in 1 2 3; do
+        s=$(ka_state "$b")
+        case $s in
+            MASTER) masters=$((masters + 1)); m=$b ;;
+            BACKUP) ;;
+            *) return 1 ;;
+        esac
+    done
+    ((masters == 1)) && [[ $(bed_holders) == "$m" ]]
+}
+ka_steady_now() { one_holder && ka_agree && vip_quiet "$STEADY_QUIET_MS" && probe_quiet "$STEADY_QUIET_MS"; }
+ka_graceful() { kill -TERM "$(cat "$(bed_boxdir "$1")/keepalived.pid")"; }
+ka_restart() { ka_stop_box "$1"; ka_start_box "$1"; }
+
+# haproxy_start BOX: in a subshell, so HAProxy is not a job of this shell (no "Killed" notice
+# when a case SIGKILLs it).
+haproxy_start() { (bed_start_haproxy "$1") || die "cannot start HAProxy on box$1"; }
+
+# Removes the VIPs wherever a stopped system left them (so the next one starts clean).
+drop_vips() {
+    local h
+    for h in $(bed_holders); do bed_vip_del "$h"; done
+    for h in $(bed_holders "$(bed_vip6)"); do bed_vip_del "$h" "$(bed_vip6)"; done
+}
+
+# ---------------------------------------------------------------- runs
+SYS=""   # rv | ka
+steady() {
+    bed_wait "$STEADY_TIMEOUT_MS" "${SYS}_steady_now" && return 0
+    log "  no steady state within $((STEADY_TIMEOUT_MS / 1000)) s: holders '$(bed_holders)'$(
+        [[ $SYS == ka ]] && for b in 1 2 3; do printf ' box%s=%s' "$b" "$(ka_state "$b")"; done)"
+    return 1
+}
+
+# move CASE RUN FAULT RESTORE: faults the holder, waits until another box holds the VIP and the
+# client has been served for a while, records the outage, restores.
+move() {
+    local case=$1 run=$2 fault_fn=$3 restore_fn=$4 h n fault moved end out
+    h=$(bed_holders)
+    fault=$(bed_now_ms)
+    "$fault_fn" "$h"
+    n=$(bed_wait_holder "$MOVE_TIMEOUT_MS" "" "$h") || n=""
+    moved=$(bed_now_ms)
+    if [[ -z $n ]]; then
+        log "  $case run $run: the VIP did not move from box$h (holders '$(bed_holders)')"
+        record "$case" failed "$run" 1
+    elif ! bed_wait 10000 probe_quiet "$RECOVERED_QUIET_MS"; then
+        log "  $case run $run: the client is not served again after box$h->box$n"
+        record "$case" failed "$run" 1
+    else
+        end=$(bed_now_ms)
+        out=$(window_outage "$fault" "$end") || out=""
+        if [[ -n $out ]]; then
+            record "$case" outage "$run" "$out"
+            log "  $case run $run: box$h->box$n outage ${out} ms (VIP on box$n at +$((moved - fault)) ms)"
+        else
+            record "$case" failed "$run" 1
+        fi
+    fi
+    "$restore_fn" "$h"
+}
+
+# partition CASE RUN: cuts the holder from its peers for PARTITION_MS, then heals.
+partition() {
+    local case=$1 run=$2 h n cut heal end out drop both max heal_out heal_fails
+    h=$(bed_holders)
+    cut=$(bed_now_ms)
+    bed_cut "$h" 2>/dev/null
+    n=$(bed_wait "$MOVE_TIMEOUT_MS" holder_other "$h" >/dev/null && holder_other "$h") || n=""
+    while (($(bed_now_ms) < cut + PARTITION_MS)); do sleep 0.05; done
+    heal=$(bed_now_ms)
+    bed_heal "$h"
+    if [[ -z $n ]]; then
+        log "  $case run $run: no other box took the VIP from cut box$h"
+        record "$case" failed "$run" 1
+        steady || die "cannot restore the bed after $case"
+        return
+    fi
+    out=$(window_outage "$cut" "$heal") || out=""
+    [[ -n $out ]] && record "$case" outage "$run" "$out"
+    drop=$(bed_events "$(bed_vip4)" | awk -v b="$h" -v c="$cut" '$1 >= c && $2 == b && $3 == "-" { print $1; exit }')
+    if [[ -n $drop && $drop -le $heal ]]; then
+        record "$case" old_holder_drop "$run" $((drop - cut)); drop="$((drop - cut)) ms"
+    else
+        drop="kept it until the heal"
+    fi
+    read -r max both <<<"$(bed_overlap "$(bed_vip4)" "$cut" "$heal")"
+    record "$case" two_holders "$run" "$both"
+    steady || die "no steady state after healing $case (run $run)"
+    end=$(bed_now_ms)
+    heal_out=$(window_outage "$heal" "$end") || heal_out=""
+    heal_fails=$(probe_failures "$PROBE" "$heal" "$end")
+    [[ -n $heal_out ]] && record "$case" after_heal "$run" "$heal_out"
+    log "  $case run $run: box$h cut, box$n took over; outage ${out:-?} ms; old holder: $drop;" \
+        "max holders $max, two holders for ${both} ms; after heal: outage ${heal_out:-?} ms ($heal_fails failed probes), holder box$(bed_holders)"
+}
+
+run_case() { # run_case CASE RUN
+    local case=$1 run=$2
+    steady || die "no steady state before $case run $run"
+    case $case in
+        rv-box-loss) move "$case" "$run" bed_link_down bed_link_up ;;
+        rv-partition | ka-partition | kt-partition) partition "$case" "$run" ;;
+        rv-haproxy-kill) move "$case" "$run" bed_kill_haproxy haproxy_start ;;
+        rv-sigterm) move "$case" "$run" rv_sigterm rv_restart ;;
+        rv-maintenance) move "$case" "$run" rv_maintenance_on rv_maintenance_off ;;
+        k?-box-loss) move "$case" "$run" bed_link_down bed_link_up ;;
+        k?-haproxy-kill) move "$case" "$run" bed_kill_haproxy haproxy_start ;;
+        k?-graceful) move "$case" "$run" ka_graceful ka_restart ;;
+        *) die "unknown case $case" ;;
+    esac
+}
+
+# run_system PREFIX: every selected case of one system, RUNS rounds.
+run_system() {
+    local prefix=$1 cases=() c run
+    for c in "${SELECTED[@]}"; do [[ $c == "$prefix"-* ]] && cases+=("$c"); done
+    ((${#cases[@]})) || return 0
+    case $prefix in
+        rv) SYS=rv; log "== raftvip ($RAFTVIP)"; rv_start ;;
+        ka) SYS=ka; KA_MODE=defaults; log "== keepalived, defaults"; ka_start ;;
+        kt) SYS=ka; KA_MODE=tuned; log "== keepalived, tuned"; ka_start ;;
+    esac
+    LOADS+=("$prefix start $(loadavg)")
+    for run in $(seq 1 "$RUNS"); do
+        for c in "${cases[@]}"; do run_case "$c" "$run"; done
+    done
+    LOADS+=("$prefix end $(loadavg)")
+    steady || log "  (not steady at the end of $prefix)"
+    case $prefix in
+        rv) rv_stop ;;
+        ka | kt) ka_stop ;;
+    esac
+}
+
+# ---------------------------------------------------------------- summary
+summary() {
+    local c
+    printf '| case | runs | outage min / median / p90 / max (ms) | other (min / median / p90 / max, ms) |\n'
+    printf '|---|---|---|---|\n'
+    for c in "${SELECTED[@]}"; do
+        awk -F'\t' -v c="$c" '
+            function stats(m,   n, i, j, t, a, med) {
+                n = cnt[m]; for (i = 1; i <= n; i++) a[i] = v[m, i]
+                for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+                med = (n % 2) ? a[(n + 1) / 2] : int((a[n / 2] + a[n / 2 + 1]) / 2 + 0.5)
+                return sprintf("%d / **%d** / %d / %d", a[1], med, a[int(0.9 * n + 0.9999)], a[n])
+            }
+            $1 == c { cnt[$2]++; v[$2, cnt[$2]] = $4 }
+            END {
+                other = ""
+                split("old_holder_drop two_holders after_heal", ms, " ")
+                for (k = 1; k <= 3; k++) if (cnt[ms[k]]) other = other (other ? "; " : "") ms[k] " " stats(ms[k])
+                if (cnt["failed"]) other = other (other ? "; " : "") "**" cnt["failed"] " failed runs**"
+                printf "| %s | %d | %s | %s |\n", c, cnt["outage"], cnt["outage"] ? stats("outage") : "-", other
+            }' "$RESULTS"
+    done
+}
+
+# ---------------------------------------------------------------- main
+main() {
+    [[ -z $LOAD_MAX ]] || wait_load "$LOAD_MAX"
+    LOADS=("before $(loadavg)")
+    local t0=$SECONDS
+    bed_create 3
+    RESULTS=$BED_DIR/results.tsv
+    : >"$RESULTS"
+    local b
+    for b in 1 2 3; do haproxy_start "$b"; done
+    PROBE=$(bed_probe_start "$(bed_vip4)")
+    local prefix
+    for prefix in rv ka kt; do run_system "$prefix"; done
+    LOADS+=("after $(loadavg)")
+
+    local out
+    out=$(
+        echo "raftvip $("$RAFTVIP" --version 2>/dev/null || echo '?'), $(keepalived --version 2>&1 | head -n 1), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
+        echo "$RUNS runs per case, partitions last $PARTITION_MS ms; $(date -u +%FT%TZ), $((SECONDS - t0)) s; $(nproc) CPUs"
+        local loads; loads=$(IFS=';'; echo "${LOADS[*]}")
+        echo "load average (1/5/15 min): ${loads//;/; }"
+        echo
+        summary
+    )
+    printf '\n%s\n' "$out"
+    if [[ -n $OUT_DIR ]]; then
+        cp "$RESULTS" "$OUT_DIR/results.tsv"
+        printf '%s\n' "$out" >"$OUT_DIR/summary.md"
+        log "raw results and summary in $OUT_DIR"
+    fi
+}
+
+main
