@@ -171,6 +171,13 @@ probe_quiet() {
         $2 == "fail" && $1 >= q { bad = 1 }  $2 == "ok" && $1 >= r { ok = 1 }
         END { exit !(ok && !bad) }'
 }
+# longest_gap FROM TO: the longest time the client went unserved in [FROM, TO]: from the first
+# failed attempt of a run of failures to the next success (0 if nothing failed).
+longest_gap() {
+    awk -v f="$1" -v t="$2" '$1 < f || $1 > t { next }
+        $2 == "fail" && !s { s = $1 }  $2 == "ok" && s { if ($1 - s > m) m = $1 - s; s = 0 }
+        END { if (s && t - s > m) m = t - s; print m + 0 }' "$PROBE"
+}
 # vip_quiet MS: no VIP address change on any box in the last MS.
 vip_quiet() {
     local last; last=$(bed_events "$(bed_vip4)" | tail -n 1 | cut -d' ' -f1)
@@ -228,7 +235,8 @@ ka_config() { # ka_config BOX MODE -> config path
     # The check: a TCP connect to this box's own HAProxy frontend (refused at once when dead).
     printf '#!/bin/bash\nexec 3<>/dev/tcp/%s/%s\n' "$(bed_addr4 "$box")" "$BED_HTTP_PORT" >"$dir/ka-check.sh"
     chmod 755 "$dir/ka-check.sh"
-    sed -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|$ver|" -e "s|@ADVERT_INT@|$adv|" \
+    # Comment lines are dropped first: they name the placeholders too.
+    sed -e '/^[[:space:]]*#/d' -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|$ver|" -e "s|@ADVERT_INT@|$adv|" \
         -e "s|@PRIORITY@|$((101 - box))|" -e "s|@VIP@|$(bed_vip4)/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
         -e "s|@SRC@|$(bed_addr4 "$box")|" -e "s|@PEERS@|${peers%\\n}|" -e "s|@FALL@|$fall|" -e "s|@RISE@|$rise|" "$KA_TEMPLATE" >"$dir/keepalived-$mode.conf"
     echo "$dir/keepalived-$mode.conf"
@@ -327,7 +335,7 @@ move() {
 
 # partition CASE RUN: cuts the holder from its peers for PARTITION_MS, then heals.
 partition() {
-    local case=$1 run=$2 h n cut heal end out drop both max heal_out heal_fails
+    local case=$1 run=$2 h n cut heal end out gap drop both max heal_out heal_fails
     h=$(bed_holders)
     cut=$(bed_now_ms)
     bed_cut "$h" 2>/dev/null
@@ -343,6 +351,8 @@ partition() {
     fi
     out=$(window_outage "$cut" "$heal") || out=""
     [[ -n $out ]] && record "$case" outage "$run" "$out"
+    gap=$(longest_gap "$cut" "$heal")
+    record "$case" longest_gap "$run" "$gap"
     drop=$(bed_events "$(bed_vip4)" | awk -v b="$h" -v c="$cut" '$1 >= c && $2 == b && $3 == "-" { print $1; exit }')
     if [[ -n $drop && $drop -le $heal ]]; then
         record "$case" old_holder_drop "$run" $((drop - cut)); drop="$((drop - cut)) ms"
@@ -356,7 +366,7 @@ partition() {
     heal_out=$(window_outage "$heal" "$end") || heal_out=""
     heal_fails=$(probe_failures "$PROBE" "$heal" "$end")
     [[ -n $heal_out ]] && record "$case" after_heal "$run" "$heal_out"
-    log "  $case run $run: box$h cut, box$n took over; outage ${out:-?} ms; old holder: $drop;" \
+    log "  $case run $run: box$h cut, box$n took over; outage ${out:-?} ms, longest gap ${gap} ms; old holder: $drop;" \
         "max holders $max, two holders for ${both} ms; after heal: outage ${heal_out:-?} ms ($heal_fails failed probes), holder box$(bed_holders)"
 }
 
@@ -414,8 +424,8 @@ summary() {
             $1 == c { cnt[$2]++; v[$2, cnt[$2]] = $4 }
             END {
                 other = ""
-                split("old_holder_drop two_holders after_heal", ms, " ")
-                for (k = 1; k <= 3; k++) if (cnt[ms[k]]) other = other (other ? "; " : "") ms[k] " " stats(ms[k])
+                split("longest_gap old_holder_drop two_holders after_heal", ms, " ")
+                for (k = 1; k <= 4; k++) if (cnt[ms[k]]) other = other (other ? "; " : "") ms[k] " " stats(ms[k])
                 if (cnt["failed"]) other = other (other ? "; " : "") "**" cnt["failed"] " failed runs**"
                 printf "| %s | %d | %s | %s |\n", c, cnt["outage"], cnt["outage"] ? stats("outage") : "-", other
             }' "$RESULTS"
