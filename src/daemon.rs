@@ -20,13 +20,13 @@ use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, Contacts, ElectAnswer, NodeView, ELECT_PATH};
+use crate::api::{self, ApiState, Contacts, NodeView, PeerAnswer, ELECT_PATH, PREVOTE_PATH};
 use crate::auth::Authenticator;
 use crate::config::{Config, Secret};
 use crate::raft::network::{Network, PeerClient};
 use crate::raft::{store, ClusterState, NodeId, Raft};
 use crate::status::{self, Counters, PeerStatus, Role, Status};
-use crate::supervisor::{HandOver, HealthVerdict, Supervisor, SupervisorState, VipHolder};
+use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
 
 /// How long a planned stop may spend handing over before it gives up and just releases.
 const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
@@ -34,6 +34,9 @@ const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
 /// Timeout of one "elect now" request during a handover: a LAN answers in about a millisecond.
 const ELECT_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+/// Timeout of a pre-vote round. Short: a peer that cannot answer this fast does not count,
+/// and the round is repeated after the next election timeout anyway.
+const PREVOTE_TIMEOUT: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDaemonError {
@@ -127,7 +130,7 @@ pub async fn run<Hl: HealthVerdict>(
         cluster,
         parts.vip_events,
         parts.vips.clone(),
-        Arc::new(PeerHandOver {
+        Arc::new(PeerRequests {
             client: peer_client.clone(),
             peers: config
                 .peers
@@ -135,6 +138,7 @@ pub async fn run<Hl: HealthVerdict>(
                 .map(|p| (p.id, p.address.to_string()))
                 .collect(),
         }),
+        contacts.clone(),
         state_tx,
     );
     let supervisor_task = tokio::spawn(supervisor.run(supervisor_stop.clone()));
@@ -214,13 +218,14 @@ async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDa
     }
 }
 
-/// Asks peers, in id order starting after this node, to start an election now.
-struct PeerHandOver {
+/// The supervisor's requests to peers: "take over now" and pre-votes.
+struct PeerRequests {
     client: PeerClient,
     peers: Vec<(NodeId, String)>,
 }
 
-impl HandOver for PeerHandOver {
+impl Peers for PeerRequests {
+    /// Asks peers, in id order starting after this node, to start an election now.
     async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
         let (before, after): (Vec<_>, Vec<_>) = self
             .peers
@@ -228,16 +233,16 @@ impl HandOver for PeerHandOver {
             .filter(|(id, _)| *id != me)
             .partition(|(id, _)| *id < me);
         for (id, address) in after.into_iter().chain(before) {
-            let answer: Result<ElectAnswer, _> = self
+            let answer: Result<PeerAnswer, _> = self
                 .client
                 .call(address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
                 .await;
             match answer {
-                Ok(ElectAnswer { accepted: true, .. }) => {
+                Ok(PeerAnswer { accepted: true, .. }) => {
                     tracing::info!(peer = id, "peer accepted to take over");
                     return Some(*id);
                 }
-                Ok(ElectAnswer { reason, .. }) => {
+                Ok(PeerAnswer { reason, .. }) => {
                     tracing::info!(
                         peer = id,
                         reason = reason.as_deref().unwrap_or("?"),
@@ -249,6 +254,40 @@ impl HandOver for PeerHandOver {
         }
         tracing::warn!("no peer can take over: no node will hold the VIPs until one is healthy");
         None
+    }
+
+    /// Asks every other peer at once; true if they and this node make a majority.
+    async fn pre_vote(&self, me: NodeId) -> bool {
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
+            let (client, address, id) = (self.client.clone(), address.clone(), *id);
+            asks.spawn(async move {
+                let answer: Result<PeerAnswer, _> = client
+                    .call(&address, PREVOTE_PATH, &(), PREVOTE_TIMEOUT)
+                    .await;
+                (id, answer)
+            });
+        }
+        let majority = self.peers.len() / 2 + 1;
+        let mut granted = 1;
+        while let Some(result) = asks.join_next().await {
+            match result {
+                Ok((_, Ok(PeerAnswer { accepted: true, .. }))) => granted += 1,
+                Ok((id, Ok(PeerAnswer { reason, .. }))) => {
+                    tracing::debug!(
+                        peer = id,
+                        reason = reason.as_deref().unwrap_or("?"),
+                        "pre-vote refused"
+                    )
+                }
+                Ok((id, Err(e))) => tracing::debug!(peer = id, error = %e, "pre-vote unanswered"),
+                Err(_) => {}
+            }
+            if granted >= majority {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -319,6 +358,25 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
             Ok(())
         } else {
             Err(sup.reason.to_string())
+        }
+    }
+
+    fn grant_prevote(&self) -> Result<(), String> {
+        let m = self.raft.metrics().borrow().clone();
+        let fence = self.config.timing.fence_ms();
+        if m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms <= fence)
+        {
+            return Err("this node leads with a quorum".to_owned());
+        }
+        let lease = Duration::from_millis(self.config.timing.election_timeout_ms[1]);
+        match self.contacts.last_leader_contact().map(|at| at.elapsed()) {
+            Some(age) if age < lease => Err(format!(
+                "heard from leader {} {} ms ago",
+                m.current_leader
+                    .map_or_else(|| "?".to_owned(), |id| id.to_string()),
+                age.as_millis()
+            )),
+            _ => Ok(()),
         }
     }
 

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::Contacts;
 use crate::config::Config;
 use crate::notify::{Event, Notifier};
 use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
@@ -128,10 +129,13 @@ pub trait VipHolder: Send + Sync + 'static {
     fn status(&self) -> Vec<VipStatus>;
 }
 
-/// What the supervisor needs to ask peers: "start an election now if you are eligible".
-pub trait HandOver: Send + Sync + 'static {
-    /// Asks peers (not `me`) one by one; returns the id of the first that accepted.
+/// What the supervisor asks its peers.
+pub trait Peers: Send + Sync + 'static {
+    /// "Start an election now if you may lead": asks peers (not `me`) one by one; returns the
+    /// id of the first that accepted.
     fn hand_over(&self, me: NodeId) -> impl std::future::Future<Output = Option<NodeId>> + Send;
+    /// "Have you lost the leader too?": true if a majority, `me` included, says yes.
+    fn pre_vote(&self, me: NodeId) -> impl std::future::Future<Output = bool> + Send;
 }
 
 /// Live view of the supervisor, for status and metrics.
@@ -170,14 +174,21 @@ pub struct Supervisor<V: ?Sized, H, Hl> {
     vip_events: tokio::sync::mpsc::Receiver<VipEvent>,
     vips: Arc<V>,
     peers: Arc<H>,
+    contacts: Arc<Contacts>,
     state: watch::Sender<SupervisorState>,
+    /// openraft's own election timer is used only by a single-voter cluster; otherwise the
+    /// supervisor runs elections itself, after a pre-vote.
+    single_voter: bool,
+    /// openraft refuses votes for this long after a heartbeat (its leader lease).
+    lease: Duration,
+    election_timeout: std::ops::Range<u64>,
     /// Last (role, leader) seen, for transition logs.
     last_seen: Option<(ServerState, Option<NodeId>)>,
     notifier: Notifier,
     raft_failed: bool,
 }
 
-impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl> {
+impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
@@ -187,8 +198,10 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
         vip_events: tokio::sync::mpsc::Receiver<VipEvent>,
         vips: Arc<V>,
         peers: Arc<H>,
+        contacts: Arc<Contacts>,
         state: watch::Sender<SupervisorState>,
     ) -> Self {
+        let [et_min, et_max] = config.timing.election_timeout_ms;
         Self {
             node_id: config.node_id,
             witness: config.is_witness(),
@@ -200,7 +213,11 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
             vip_events,
             vips,
             peers,
+            contacts,
             state,
+            single_voter: config.peers.len() == 1,
+            lease: Duration::from_millis(et_max),
+            election_timeout: et_min..et_max,
             last_seen: None,
             notifier: Notifier::new(config.notify.script.clone(), &config.cluster),
             raft_failed: false,
@@ -221,12 +238,21 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
         let mut stopping = false;
         // Set when this wake-up brought a new metrics report (changed() marks it seen).
         let mut fresh_metrics = false;
+        // Election timer (multi-voter clusters): an election is due `lease + timeout` after
+        // the later of the last accepted leader append and our last attempt.
+        let mut last_attempt = Instant::now();
+        let mut timeout = self.random_election_timeout();
+        let mut pre_vote: Option<tokio::task::JoinHandle<bool>> = None;
         // A health source that stopped reporting is a bug; fail safe: count as unhealthy.
         let mut health_lost = false;
 
         loop {
             let fence_deadline = ack_instant.map(|at| at + self.fence);
             let holding = applied.is_some_and(|d| d.hold_vips);
+            let standing = !self.single_voter
+                && applied.is_some_and(|d| d.elect)
+                && self.raft.metrics().borrow().state != ServerState::Leader;
+            let election_due = self.election_due(last_attempt, timeout);
             tokio::select! {
                 biased;
                 _ = stop.cancelled(), if !stopping => stopping = true,
@@ -247,6 +273,28 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
                 changed = self.cluster.changed() => if changed.is_err() { break },
                 // An address appeared or vanished, or another MAC claimed a VIP (the VIP layer
                 // already re-announced): re-check the kernel against the decision.
+                _ = tokio::time::sleep_until(election_due), if standing && pre_vote.is_none() => {
+                    // The deadline may be stale (a leader spoke since): only act if still due.
+                    if Instant::now() >= self.election_due(last_attempt, timeout) {
+                        last_attempt = Instant::now();
+                        timeout = self.random_election_timeout();
+                        let (peers, me) = (self.peers.clone(), self.node_id);
+                        pre_vote = Some(tokio::spawn(async move { peers.pre_vote(me).await }));
+                    }
+                }
+                won = async { pre_vote.as_mut().expect("guarded").await }, if pre_vote.is_some() => {
+                    pre_vote = None;
+                    let leader_spoke_since = self
+                        .contacts
+                        .last_leader_contact()
+                        .is_some_and(|at| Instant::from_std(at) > last_attempt);
+                    if won.unwrap_or(false) && applied.is_some_and(|d| d.elect) && !leader_spoke_since {
+                        tracing::info!("leader lost and a majority agrees: starting an election");
+                        if let Err(e) = self.raft.trigger().elect().await {
+                            tracing::warn!(error = %e, "cannot start an election");
+                        }
+                    }
+                }
                 Some(event) = self.vip_events.recv() => {
                     tracing::debug!(?event, "VIP event");
                     self.vips.reconcile();
@@ -293,6 +341,21 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
         self.vips.set_held(false, "stopping");
     }
 
+    /// When the next election is due: `lease + timeout` after the later of the last accepted
+    /// leader append and the last attempt (or start).
+    fn election_due(&self, last_attempt: Instant, timeout: Duration) -> Instant {
+        let heard = self
+            .contacts
+            .last_leader_contact()
+            .map(Instant::from_std)
+            .map_or(last_attempt, |at| at.max(last_attempt));
+        heard + self.lease + timeout
+    }
+
+    fn random_election_timeout(&self) -> Duration {
+        Duration::from_millis(rand::random_range(self.election_timeout.clone()))
+    }
+
     /// Logs role and leader transitions and counts leader changes.
     fn observe_leadership(&mut self, m: &RaftMetrics) {
         if let Err(fatal) = &m.running_state {
@@ -320,7 +383,7 @@ impl<V: VipHolder + ?Sized, H: HandOver, Hl: HealthVerdict> Supervisor<V, H, Hl>
     fn apply(&self, before: Option<Decision>, d: Decision, inputs: &Inputs) {
         let raft_config = self.raft.runtime_config();
         if before.map(|b| b.elect) != Some(d.elect) {
-            raft_config.elect(d.elect);
+            raft_config.elect(d.elect && self.single_voter);
             tracing::info!(
                 elect = d.elect,
                 reason = %d.reason,

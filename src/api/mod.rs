@@ -33,6 +33,7 @@ use crate::status::Status;
 pub const STATUS_PATH: &str = "/v1/status";
 pub const METRICS_PATH: &str = "/metrics";
 pub const ELECT_PATH: &str = "/v1/elect";
+pub const PREVOTE_PATH: &str = "/v1/prevote";
 pub const MAINTENANCE_PATH: &str = "/v1/maintenance";
 
 /// Largest accepted request body. Raft messages here are tiny (the log holds operator flags);
@@ -50,27 +51,41 @@ pub trait NodeView: Send + Sync + 'static {
     fn status(&self) -> Status;
     /// Ok if this node may lead now (healthy, not in maintenance, not a witness, not stopping).
     fn can_lead(&self) -> Result<(), String>;
+    /// Ok if this node would vote for a new leader: it has no live leader (see `prevote`).
+    fn grant_prevote(&self) -> Result<(), String>;
     /// The address of a peer, for forwarding writes to the leader.
     fn peer_address(&self, id: NodeId) -> Option<String>;
 }
 
-/// When this node last heard from each peer (a request from it, or an answer to us).
+/// When this node last heard from each peer (a request from it, or an answer to us), and
+/// when it last accepted an append from a leader (the pre-vote's "is a leader alive?").
 #[derive(Default)]
-pub struct Contacts(Mutex<HashMap<NodeId, Instant>>);
+pub struct Contacts {
+    peers: Mutex<HashMap<NodeId, Instant>>,
+    leader: Mutex<Option<Instant>>,
+}
 
 impl Contacts {
     pub fn touch(&self, id: NodeId) {
-        self.0
+        self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Instant::now());
     }
     pub fn age(&self, id: NodeId) -> Option<Duration> {
-        self.0
+        self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .map(Instant::elapsed)
+    }
+    /// A leader's append was accepted just now.
+    pub fn touch_leader(&self) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+    /// When an append from a leader was last accepted (None: never since start).
+    pub fn last_leader_contact(&self) -> Option<Instant> {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -106,9 +121,9 @@ impl<V> ApiState<V> {
     }
 }
 
-/// The answer to "start an election now".
+/// The answer to "start an election now" and to a pre-vote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ElectAnswer {
+pub struct PeerAnswer {
     pub accepted: bool,
     pub reason: Option<String>,
 }
@@ -129,6 +144,7 @@ pub fn router<V: NodeView>(state: Arc<ApiState<V>>) -> Router {
         .route(VOTE_PATH, post(vote::<V>))
         .route(SNAPSHOT_PATH, post(snapshot::<V>))
         .route(ELECT_PATH, post(elect::<V>))
+        .route(PREVOTE_PATH, post(prevote::<V>))
         .route(MAINTENANCE_PATH, post(maintenance::<V>))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -218,7 +234,13 @@ async fn append<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> 
     if let Some(leader) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(leader);
     }
-    Json(s.raft.append_entries(rpc).await).into_response()
+    let answer = s.raft.append_entries(rpc).await;
+    // A stale leader (lower term) is answered HigherVote: that is no sign of a live leader.
+    if matches!(&answer, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+    {
+        s.contacts.touch_leader();
+    }
+    Json(answer).into_response()
 }
 
 async fn vote<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Response {
@@ -241,9 +263,9 @@ async fn snapshot<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -
 }
 
 /// A leader handing over asks: "start an election now, if you may lead".
-async fn elect<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Json<ElectAnswer> {
+async fn elect<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Json<PeerAnswer> {
     if let Err(reason) = s.view.can_lead() {
-        return Json(ElectAnswer {
+        return Json(PeerAnswer {
             accepted: false,
             reason: Some(reason),
         });
@@ -251,16 +273,32 @@ async fn elect<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Json<ElectAnsw
     match s.raft.trigger().elect().await {
         Ok(()) => {
             tracing::info!("starting an election at the leader's request (handover)");
-            Json(ElectAnswer {
+            Json(PeerAnswer {
                 accepted: true,
                 reason: None,
             })
         }
-        Err(e) => Json(ElectAnswer {
+        Err(e) => Json(PeerAnswer {
             accepted: false,
             reason: Some(format!("raft is stopping: {e}")),
         }),
     }
+}
+
+/// Pre-vote (Raft thesis §9.6): "would you vote, i.e. have you lost your leader too?" A
+/// candidate asks before it starts a real election, so a box that was cut off and comes back
+/// cannot depose a healthy leader with the terms it burnt while alone.
+async fn prevote<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Json<PeerAnswer> {
+    Json(match s.view.grant_prevote() {
+        Ok(()) => PeerAnswer {
+            accepted: true,
+            reason: None,
+        },
+        Err(reason) => PeerAnswer {
+            accepted: false,
+            reason: Some(reason),
+        },
+    })
 }
 
 /// Sets a node's maintenance flag through the Raft log, forwarding to the leader if needed.
