@@ -501,118 +501,19 @@ mod tests {
             bool,
             Reason,
         );
+        #[rustfmt::skip]
         let cases: &[Case] = &[
-            (
-                "follower",
-                |i| {
-                    i.leader = false;
-                    i.quorum_ack_age = None
-                },
-                false,
-                true,
-                true,
-                false,
-                Reason::NotLeader,
-            ),
-            (
-                "ack exactly at fence",
-                |i| i.quorum_ack_age = Some(FENCE),
-                true,
-                true,
-                true,
-                false,
-                Reason::LeaderWithQuorum,
-            ),
-            (
-                "ack past fence",
-                |i| i.quorum_ack_age = Some(FENCE + Duration::from_millis(1)),
-                false,
-                true,
-                true,
-                false,
-                Reason::QuorumLost,
-            ),
-            (
-                "new leader, no ack yet",
-                |i| i.quorum_ack_age = None,
-                false,
-                true,
-                true,
-                false,
-                Reason::QuorumLost,
-            ),
-            (
-                "unhealthy leader",
-                |i| i.healthy = false,
-                false,
-                false,
-                false,
-                true,
-                Reason::Unhealthy,
-            ),
-            (
-                "unhealthy follower still votes, does not stand",
-                |i| {
-                    i.healthy = false;
-                    i.leader = false
-                },
-                false,
-                false,
-                true,
-                false,
-                Reason::Unhealthy,
-            ),
-            (
-                "maintenance leader",
-                |i| i.maintenance = true,
-                false,
-                false,
-                false,
-                true,
-                Reason::Maintenance,
-            ),
-            (
-                "stopping leader",
-                |i| i.stopping = true,
-                false,
-                false,
-                false,
-                true,
-                Reason::Stopping,
-            ),
-            (
-                "stopping follower",
-                |i| {
-                    i.stopping = true;
-                    i.leader = false
-                },
-                false,
-                false,
-                true,
-                false,
-                Reason::Stopping,
-            ),
-            (
-                "witness never stands",
-                |i| {
-                    i.witness = true;
-                    i.leader = false
-                },
-                false,
-                false,
-                true,
-                false,
-                Reason::Witness,
-            ),
-            (
-                "witness that somehow leads hands over",
-                |i| i.witness = true,
-                false,
-                false,
-                false,
-                true,
-                Reason::Witness,
-            ),
+            ("follower", |i| { i.leader = false; i.quorum_ack_age = None }, false, true, true, false, Reason::NotLeader),
+            ("ack exactly at fence", |i| i.quorum_ack_age = Some(FENCE), true, true, true, false, Reason::LeaderWithQuorum),
+            ("ack past fence", |i| i.quorum_ack_age = Some(FENCE + Duration::from_millis(1)), false, true, true, false, Reason::QuorumLost),
+            ("new leader, no ack yet", |i| i.quorum_ack_age = None, false, true, true, false, Reason::QuorumLost),
+            ("unhealthy leader", |i| i.healthy = false, false, false, false, true, Reason::Unhealthy),
+            ("unhealthy follower still votes, does not stand", |i| { i.healthy = false; i.leader = false }, false, false, true, false, Reason::Unhealthy),
+            ("maintenance leader", |i| i.maintenance = true, false, false, false, true, Reason::Maintenance),
+            ("stopping leader", |i| i.stopping = true, false, false, false, true, Reason::Stopping),
+            ("stopping follower", |i| { i.stopping = true; i.leader = false }, false, false, true, false, Reason::Stopping),
+            ("witness never stands", |i| { i.witness = true; i.leader = false }, false, false, true, false, Reason::Witness),
+            ("witness that somehow leads hands over", |i| i.witness = true, false, false, false, true, Reason::Witness),
         ];
         for (name, change, hold, elect, heartbeat, hand_over, reason) in cases {
             let mut inputs = leader_healthy();

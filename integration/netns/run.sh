@@ -419,7 +419,9 @@ scn_rejoin_no_preempt() {
     note "holder=box$h rejoined=box$f term=$term"
 }
 
-haproxy_move() { # haproxy_move ACTION: ACTION BOX breaks the holder's health; the VIP moves
+# vip_moves_after ACTION MAX_OUTAGE_MS: ACTION BOX, done to the holder, moves the VIP to
+# another box and the client is served again within MAX_OUTAGE_MS.
+vip_moves_after() {
     setup 3
     local h n probe fault
     h=$(holder)
@@ -429,8 +431,9 @@ haproxy_move() { # haproxy_move ACTION: ACTION BOX breaks the holder's health; t
     "$1" "$h"
     n=$(wait_new_holder "$h")
     note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
-    served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+    served_again "$probe" "$fault" "$2"
 }
+haproxy_move() { vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS"; } # ACTION breaks health
 scn_haproxy_kill() { haproxy_move bed_kill_haproxy; }
 scn_backend_down() { haproxy_move bed_stop_backend; }
 
@@ -506,18 +509,7 @@ stays_none() {
     done
 }
 
-handoff() { # handoff ACTION: ACTION BOX is a planned stop of the holder
-    setup 3
-    local h n probe fault
-    h=$(holder)
-    probe=$(bed_probe_start)
-    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
-    fault=$(bed_now_ms)
-    "$1" "$h"
-    n=$(wait_new_holder "$h")
-    note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
-    served_again "$probe" "$fault" "$MAX_HANDOVER_OUTAGE_MS"
-}
+handoff() { vip_moves_after "$1" "$MAX_HANDOVER_OUTAGE_MS"; } # ACTION is a planned stop
 maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
 sigterm_raftvip() { bed_kill_raftvip "$1" TERM; }
 scn_maintenance_handoff() { handoff maintenance_on; }
