@@ -29,7 +29,6 @@ environment:
   RAFTVIP_HEARTBEAT_MS=20 RAFTVIP_ELECTION_TIMEOUT_MS=60,90   [timing] of the run
   RAFTVIP_FENCE_MS                                            optional fence_ms
   RAFTVIP_BIN=PATH                                            binary to benchmark
-  RAFTVIP_WORKERS                                             optional RAFTVIP worker env
 EOF
 }
 
