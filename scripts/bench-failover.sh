@@ -164,11 +164,13 @@ window_outage() {
     awk -v e="$2" '$1 <= e' "$PROBE" >"$BED_DIR/window.log"
     probe_outage "$BED_DIR/window.log" "$1"
 }
-# probe_quiet MS: no failed attempt in the last MS and a success in the last 100 ms.
+# probe_quiet MS [SINCE_MS]: no failed attempt in the last MS and a success in the last 100 ms
+# (and at or after SINCE_MS). A line carries its attempt's start time but is written when the
+# attempt ends (up to 50 ms later), so a success after SINCE proves the lines before it are in.
 probe_quiet() {
     local now; now=$(bed_now_ms)
-    tail -n 400 "$PROBE" | awk -v q=$((now - $1)) -v r=$((now - 100)) '
-        $2 == "fail" && $1 >= q { bad = 1 }  $2 == "ok" && $1 >= r { ok = 1 }
+    tail -n 400 "$PROBE" | awk -v q=$((now - $1)) -v r=$((now - 100)) -v s="${2:-0}" '
+        $2 == "fail" && $1 >= q { bad = 1 }  $2 == "ok" && $1 >= r && $1 >= s { ok = 1 }
         END { exit !(ok && !bad) }'
 }
 # longest_gap FROM TO: the longest time the client went unserved in [FROM, TO]: from the first
@@ -317,11 +319,12 @@ move() {
     if [[ -z $n ]]; then
         log "  $case run $run: the VIP did not move from box$h (holders '$(bed_holders)')"
         record "$case" failed "$run" 1
-    elif ! bed_wait 10000 probe_quiet "$RECOVERED_QUIET_MS"; then
+    elif ! bed_wait 10000 probe_quiet "$RECOVERED_QUIET_MS" $((fault + RECOVERED_QUIET_MS)); then
         log "  $case run $run: the client is not served again after box$h->box$n"
         record "$case" failed "$run" 1
     else
-        end=$(bed_now_ms)
+        # Attempts that started up to 100 ms ago have all been written (50 ms timeout).
+        end=$(($(bed_now_ms) - 100))
         out=$(window_outage "$fault" "$end") || out=""
         if [[ -n $out ]]; then
             record "$case" outage "$run" "$out"
@@ -349,6 +352,7 @@ partition() {
         steady || die "cannot restore the bed after $case"
         return
     fi
+    sleep 0.1  # every attempt started before the heal is written by now
     out=$(window_outage "$cut" "$heal") || out=""
     [[ -n $out ]] && record "$case" outage "$run" "$out"
     gap=$(longest_gap "$cut" "$heal")
