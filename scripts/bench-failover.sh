@@ -66,7 +66,7 @@ Cases:
 $(for c in "${CASES[@]}"; do printf '  %-16s %s\n' "${c%%|*}" "${c#*|}"; done)
 
 Examples:
-  sudo $0                          # everything, 10 runs per case (~20 min)
+  sudo $0                          # everything, 10 runs per case (~9 min)
   sudo $0 -n 3 'rv-*'              # raftvip only, 3 runs per case
   sudo $0 -n 10 -L 1.0 -o /tmp/fo  # the documented run (docs/failover.md)
 EOF
