@@ -6,7 +6,10 @@
 //! VIP events, the fence deadline), calls `decide` and executes the difference. Keeping the
 //! rule in one function is what makes "exactly one holder" reviewable:
 //!
-//! hold ⇔ leader ∧ quorum acknowledged within `fence_ms` ∧ healthy ∧ ¬maintenance ∧ ¬stopping.
+//! hold ⇔ leader ∧ quorum acknowledged within `fence_ms` ∧ healthy ∧ ¬witness.
+//!
+//! Stopping or maintenance make a leader hand over: it keeps the VIPs (still healthy) until it
+//! votes for its successor and steps down, so a planned handover has no gap nobody serves.
 //!
 //! The fence is a deadline, not a poll: quorum-ack instant + fence. openraft measures the ack
 //! from the *send* time of the heartbeat a quorum answered, and no voter that answered it grants
@@ -67,6 +70,7 @@ pub enum Reason {
     NotLeader,
     QuorumLost,
     LeaderWithQuorum,
+    HandingOver,
 }
 
 impl std::fmt::Display for Reason {
@@ -79,6 +83,7 @@ impl std::fmt::Display for Reason {
             Reason::NotLeader => "not the Raft leader",
             Reason::QuorumLost => "no quorum acknowledgement within the fence",
             Reason::LeaderWithQuorum => "leader with quorum and healthy HAProxy",
+            Reason::HandingOver => "planned handover: holding until the successor is elected",
         })
     }
 }
@@ -98,14 +103,25 @@ pub fn decide(i: &Inputs) -> Decision {
     };
     let eligible = eligible_reason.is_none();
     let acked = i.quorum_ack_age.is_some_and(|age| age <= i.fence);
+    // A planned handover (stop, maintenance) with HAProxy still serving keeps the VIPs until
+    // this leader steps down, which it does when it votes for its successor — before the
+    // successor can bind them. The fence still bounds it: heartbeats are off meanwhile.
+    let planned_handover = i.leader
+        && acked
+        && i.healthy
+        && matches!(
+            eligible_reason,
+            Some(Reason::Stopping | Reason::Maintenance)
+        );
     let reason = match (eligible_reason, i.leader, acked) {
+        _ if planned_handover => Reason::HandingOver,
         (Some(r), _, _) => r,
         (None, false, _) => Reason::NotLeader,
         (None, true, false) => Reason::QuorumLost,
         (None, true, true) => Reason::LeaderWithQuorum,
     };
     Decision {
-        hold_vips: reason == Reason::LeaderWithQuorum,
+        hold_vips: matches!(reason, Reason::LeaderWithQuorum | Reason::HandingOver),
         elect: eligible,
         heartbeat: eligible || !i.leader,
         hand_over: i.leader && !eligible,
@@ -509,8 +525,11 @@ mod tests {
             ("new leader, no ack yet", |i| i.quorum_ack_age = None, false, true, true, false, Reason::QuorumLost),
             ("unhealthy leader", |i| i.healthy = false, false, false, false, true, Reason::Unhealthy),
             ("unhealthy follower still votes, does not stand", |i| { i.healthy = false; i.leader = false }, false, false, true, false, Reason::Unhealthy),
-            ("maintenance leader", |i| i.maintenance = true, false, false, false, true, Reason::Maintenance),
-            ("stopping leader", |i| i.stopping = true, false, false, false, true, Reason::Stopping),
+            ("maintenance leader holds while handing over", |i| i.maintenance = true, true, false, false, true, Reason::HandingOver),
+            ("stopping leader holds while handing over", |i| i.stopping = true, true, false, false, true, Reason::HandingOver),
+            ("stopping leader whose fence ran out", |i| { i.stopping = true; i.quorum_ack_age = Some(FENCE * 2) }, false, false, false, true, Reason::Stopping),
+            ("stopping unhealthy leader releases at once", |i| { i.stopping = true; i.healthy = false }, false, false, false, true, Reason::Stopping),
+            ("maintenance follower", |i| { i.maintenance = true; i.leader = false }, false, false, true, false, Reason::Maintenance),
             ("stopping follower", |i| { i.stopping = true; i.leader = false }, false, false, true, false, Reason::Stopping),
             ("witness never stands", |i| { i.witness = true; i.leader = false }, false, false, true, false, Reason::Witness),
             ("witness that somehow leads hands over", |i| i.witness = true, false, false, false, true, Reason::Witness),
@@ -528,8 +547,9 @@ mod tests {
     }
 
     #[test]
-    fn never_holds_without_every_condition() {
-        // Exhaustive over the boolean inputs: holding implies each condition.
+    fn never_holds_without_leadership_quorum_and_health() {
+        // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy
+        // and not a witness; maintenance and stopping only ever mean "hand over".
         for bits in 0u32..64 {
             let b = |n: u32| bits & (1 << n) != 0;
             let inputs = Inputs {
@@ -542,9 +562,14 @@ mod tests {
                 stopping: b(5),
             };
             let d = decide(&inputs);
-            let expected = !b(0) && b(1) && b(2) && b(3) && !b(4) && !b(5);
+            let expected = !b(0) && b(1) && b(2) && b(3);
             assert_eq!(d.hold_vips, expected, "{inputs:?}");
-            assert!(!(d.hold_vips && d.hand_over));
+            assert_eq!(
+                d.hand_over,
+                b(1) && (b(0) || !b(3) || b(4) || b(5)),
+                "{inputs:?}"
+            );
+            assert!(!(d.elect && (b(0) || !b(3) || b(4) || b(5))), "{inputs:?}");
         }
     }
 }
