@@ -189,12 +189,13 @@ def failover(pid, old_leader, old_term, ports):
     sys.exit("no new leader within 10 s")
 
 def counters(ports):
-    """Prints 'NODE TERM LEADER_CHANGES ROLE' per port."""
+    """Prints 'NODE TERM LEADER_CHANGES ROLE FENCE_RELEASES' per port."""
     for p in ports:
         c = http.client.HTTPConnection("127.0.0.1", p, timeout=2)
         c.request("GET", "/v1/status")
         d = json.loads(c.getresponse().read())
-        print(d["node_id"], d["term"], d["counters"]["leader_changes"], d["role"])
+        print(d["node_id"], d["term"], d["counters"]["leader_changes"], d["role"],
+              d["counters"]["fence_releases"])
 
 def summarize(label):
     xs = sorted(float(x) for x in sys.stdin.read().split())
@@ -317,9 +318,9 @@ phase_saturation() {
     BUSY_PIDS=()
     after=$(probe counters "${PORTS[@]}")
     paste <(echo "$before") <(echo "$after") | awk '
-        { dt = $6 - $2; dc = $7 - $3; if (dt > mt) mt = dt; if (dc > mc) mc = dc
-          printf "  node %d: term %d -> %d, leader_changes %d -> %d, role %s\n", $1, $2, $6, $3, $7, $8 }
-        END { printf "leader changes under saturation: %d (max term increase %d)\n", mc, mt }'
+        { dt = $7 - $2; dc = $8 - $3; df = $10 - $5; if (dt > mt) mt = dt; if (dc > mc) mc = dc; fr += df
+          printf "  node %d: term %d -> %d, leader_changes %d -> %d, role %s, fence releases %d\n", $1, $2, $7, $3, $8, $9, df }
+        END { printf "leader changes under saturation: %d (max term increase %d); quorum-lease (fence) releases: %d\n", mc, mt, fr }'
     grep -h "leader changed\|role changed" "$RUN_DIR"/node?.log | tail -n 3 | sed 's/^/  last transition: /' || true
 }
 
