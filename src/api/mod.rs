@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -217,20 +217,10 @@ async fn authenticate<V: NodeView>(
         .await
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, (StatusCode, String)> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("malformed request body: {e}"),
-        )
-    })
-}
-
-async fn append<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Response {
-    let rpc: AppendEntriesRequest = match decode(&body) {
-        Ok(rpc) => rpc,
-        Err(rejection) => return rejection.into_response(),
-    };
+async fn append<V: NodeView>(
+    State(s): State<Arc<ApiState<V>>>,
+    Json(rpc): Json<AppendEntriesRequest>,
+) -> Response {
     if let Some(leader) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(leader);
     }
@@ -243,22 +233,20 @@ async fn append<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> 
     Json(answer).into_response()
 }
 
-async fn vote<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Response {
-    let rpc: VoteRequest = match decode(&body) {
-        Ok(rpc) => rpc,
-        Err(rejection) => return rejection.into_response(),
-    };
+async fn vote<V: NodeView>(
+    State(s): State<Arc<ApiState<V>>>,
+    Json(rpc): Json<VoteRequest>,
+) -> Response {
     if let Some(candidate) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(candidate);
     }
     Json(s.raft.vote(rpc).await).into_response()
 }
 
-async fn snapshot<V: NodeView>(State(s): State<Arc<ApiState<V>>>, body: Bytes) -> Response {
-    let rpc: InstallSnapshotRequest = match decode(&body) {
-        Ok(rpc) => rpc,
-        Err(rejection) => return rejection.into_response(),
-    };
+async fn snapshot<V: NodeView>(
+    State(s): State<Arc<ApiState<V>>>,
+    Json(rpc): Json<InstallSnapshotRequest>,
+) -> Response {
     Json(s.raft.install_snapshot(rpc).await).into_response()
 }
 
@@ -304,10 +292,8 @@ async fn prevote<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Json<PeerAns
 /// Sets a node's maintenance flag through the Raft log, forwarding to the leader if needed.
 async fn maintenance<V: NodeView>(
     State(s): State<Arc<ApiState<V>>>,
-    body: Bytes,
+    Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
-    let request: MaintenanceRequest =
-        serde_json::from_slice(&body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     let write = RaftRequest::SetMaintenance {
         node_id: request.node_id,
         on: request.on,
