@@ -240,8 +240,8 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         }
     }
 
-    /// Runs until `stop` is cancelled; then, if leader, hands over before returning. The VIPs
-    /// are released the moment the stop is seen, and again on return.
+    /// Runs until `stop` is cancelled; then, if leader, hands over (keeping the VIPs until it
+    /// steps down, or its fence runs out) before returning. The VIPs are released on return.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut metrics = self.raft.metrics();
         let mut applied: Option<Decision> = None;
@@ -287,8 +287,8 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                     health_lost = true;
                 },
                 changed = self.cluster.changed() => if changed.is_err() { break },
-                // An address appeared or vanished, or another MAC claimed a VIP (the VIP layer
-                // already re-announced): re-check the kernel against the decision.
+                // Election timer: pre-vote first, so a node that is merely cut off never
+                // burns a term.
                 _ = tokio::time::sleep_until(election_due), if standing && pre_vote.is_none() => {
                     // The deadline may be stale (a leader spoke since): only act if still due.
                     if Instant::now() >= self.election_due(last_attempt, timeout) {
@@ -311,6 +311,8 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                         }
                     }
                 }
+                // An address appeared or vanished, or another MAC claimed a VIP (the VIP layer
+                // already re-announced): re-check the kernel against the decision.
                 Some(event) = self.vip_events.recv() => {
                     tracing::debug!(?event, "VIP event");
                     self.vips.reconcile();
