@@ -424,8 +424,6 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                     quorum_ack_ms = ?inputs.quorum_ack_age.map(|a| a.as_millis()),
                     "VIP ownership changed"
                 );
-            }
-            if was_holding || d.hold_vips {
                 let event = if d.hold_vips {
                     Event::Master
                 } else {
