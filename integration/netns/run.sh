@@ -496,7 +496,12 @@ scn_all_unhealthy() {
     local b
     holder >/dev/null
     for b in 1 2 3; do bed_stop_backend "$b"; done
-    bed_wait_no_holder 3000 || fail "box$(bed_holders) keeps the VIP with every backend DOWN"
+    # Boxes notice their backend DOWN one by one; a box still healthy may take the VIP
+    # meanwhile. Judge once every box reports unhealthy.
+    for b in 1 2 3; do
+        bed_wait_eq 3000 false bed_status "$b" healthy || fail "box$b never reported unhealthy"
+    done
+    bed_wait_no_holder 1000 || fail "box$(bed_holders) keeps the VIP with every box unhealthy"
     stays_none 1000
     bed_start_backend 2
     bed_wait_eq 5000 2 bed_holders || fail "recovered box2 does not hold the VIP (holders: '$(bed_holders)')"
