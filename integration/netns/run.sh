@@ -241,16 +241,8 @@ scn_start_one_holder() {
 }
 
 scn_failover_link_down() {
-    setup 3
     local h n probe fault
-    h=$(holder)
-    probe=$(bed_probe_start)
-    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
-    fault=$(bed_now_ms)
-    bed_link_down "$h"
-    n=$(wait_new_holder "$h")
-    note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
-    served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+    vip_moves_after bed_link_down "$MAX_FAILOVER_OUTAGE_MS"
     [[ $(probe_last_box "$probe") == "box$n" ]] || fail "the client reached '$(probe_last_box "$probe")', not box$n"
     neigh_is "$(bed_vip4)" "$n"
     # The isolated old holder fences itself too.
@@ -258,19 +250,14 @@ scn_failover_link_down() {
 }
 bed_not_held_by() { [[ " $(bed_holders "${2:-$(bed_vip4 a)}") " != *" $1 "* ]]; }
 
+crash_box() { # a crashed box: raftvip SIGKILLed, and its VIPs gone with it
+    bed_kill_raftvip "$1" KILL
+    bed_vip_del "$1"
+    bed_vip_del "$1" "$(bed_vip6)"
+}
 scn_failover_crash() {
-    setup 3
     local h n probe fault
-    h=$(holder)
-    probe=$(bed_probe_start)
-    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
-    fault=$(bed_now_ms)
-    bed_kill_raftvip "$h" KILL
-    bed_vip_del "$h"
-    bed_vip_del "$h" "$(bed_vip6)"
-    n=$(wait_new_holder "$h")
-    note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
-    served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+    vip_moves_after crash_box "$MAX_FAILOVER_OUTAGE_MS"
     neigh_is "$(bed_vip4)" "$n"
 }
 
@@ -420,10 +407,10 @@ scn_rejoin_no_preempt() {
 }
 
 # vip_moves_after ACTION MAX_OUTAGE_MS: ACTION BOX, done to the holder, moves the VIP to
-# another box and the client is served again within MAX_OUTAGE_MS.
+# another box and the client is served again within MAX_OUTAGE_MS. Sets h (old holder), n (new
+# holder), probe and fault for the caller's further checks (declare them local there).
 vip_moves_after() {
     setup 3
-    local h n probe fault
     h=$(holder)
     probe=$(bed_probe_start)
     bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
@@ -433,7 +420,10 @@ vip_moves_after() {
     note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
     served_again "$probe" "$fault" "$2"
 }
-haproxy_move() { vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS"; } # ACTION breaks health
+haproxy_move() { # ACTION breaks the holder's health
+    local h n probe fault
+    vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS"
+}
 scn_haproxy_kill() { haproxy_move bed_kill_haproxy; }
 scn_backend_down() { haproxy_move bed_stop_backend; }
 
@@ -514,7 +504,10 @@ stays_none() {
     done
 }
 
-handoff() { vip_moves_after "$1" "$MAX_HANDOVER_OUTAGE_MS"; } # ACTION is a planned stop
+handoff() { # ACTION is a planned stop of the holder
+    local h n probe fault
+    vip_moves_after "$1" "$MAX_HANDOVER_OUTAGE_MS"
+}
 maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
 sigterm_raftvip() { bed_kill_raftvip "$1" TERM; }
 scn_maintenance_handoff() { handoff maintenance_on; }
