@@ -139,7 +139,7 @@ async fn shutdown_signal() {
 }
 
 async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let config = parse_only(path)?;
+    let config = Config::read(path)?;
     let status = client::fetch_status(&config.listen.to_string()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -197,12 +197,4 @@ async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Re
         }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Parses the config without needing the secret (status is read-only).
-fn parse_only(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    Config::parse(&text)
-        .map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))
 }

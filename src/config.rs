@@ -351,14 +351,7 @@ fn render(problems: &[Problem]) -> String {
 impl Config {
     /// Reads, parses and validates `path`, and reads the secret it names.
     pub fn load(path: &Path) -> Result<(Config, Secret), LoadConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config = Self::parse(&text).map_err(|message| LoadConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })?;
+        let config = Self::read(path)?;
         let (problems, secret) = config.validate();
         match secret {
             Some(secret) if problems.is_empty() => Ok((config, secret)),
@@ -367,6 +360,19 @@ impl Config {
                 problems,
             }),
         }
+    }
+
+    /// Reads and parses `path` without validating it or reading the secret (enough for the
+    /// read-only `raftvip status`).
+    pub fn read(path: &Path) -> Result<Config, LoadConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| LoadConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
     }
 
     /// Parses TOML text; unknown keys and wrong types are errors with a line and column.
