@@ -184,7 +184,7 @@ async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Re
         .await
         .with_context(|| {
             format!(
-                "setting maintenance {} on node {node_id}",
+                "turning maintenance {} for node {node_id}",
                 if on { "on" } else { "off" }
             )
         })?;
