@@ -1,4 +1,4 @@
-//! Subcommands: run, status, check-config, maintenance.
+//! Subcommands: run, status, check-config, maintenance, release.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,10 +10,11 @@ use tokio::sync::watch;
 
 use raftvip::api::client;
 use raftvip::auth::Authenticator;
-use raftvip::config::Config;
+use raftvip::config::{Config, VipConfig};
 use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
 use raftvip::health;
 use raftvip::raft::network::PeerClient;
+use raftvip::release;
 use raftvip::supervisor::VipHolder;
 use raftvip::vip::Vips;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,12 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// Remove this box's configured VIPs (systemd's ExecStopPost=, or by hand after a crash).
+    /// Exits 0 when nothing is left bound, also when nothing was.
+    Release {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,10 +84,30 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             config,
             node,
         } => maintenance(&config, state, node).await,
+        Command::Release { config } => release(&config),
     }
 }
 
+/// Clean start, clean exit: a VIP a previous run left behind is removed before anything else
+/// (store, Raft, API) can fail, and whatever this run held is gone when it returns.
 async fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let vips = Config::read(path).map(|c| own_vips(&c)).unwrap_or_default();
+    release::release_and_log(&vips, "left by a previous run; this node holds nothing yet");
+    let result = run_daemon(path).await;
+    release::release_and_log(&vips, "still bound at exit");
+    result
+}
+
+/// The VIPs this box may hold (none on a witness).
+fn own_vips(config: &Config) -> Vec<VipConfig> {
+    if config.is_witness() {
+        Vec::new()
+    } else {
+        config.vips.clone()
+    }
+}
+
+async fn run_daemon(path: &Path) -> anyhow::Result<ExitCode> {
     let (config, secret) = Config::load(path)?;
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
@@ -136,6 +163,25 @@ async fn shutdown_signal() {
             std::future::pending::<()>().await
         }
     }
+}
+
+fn release(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::read(path)?;
+    let vips = own_vips(&config);
+    if vips.is_empty() {
+        println!("{}: no VIPs configured for this node", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = false;
+    for released in release::release(&vips) {
+        failed |= matches!(released.outcome, release::Outcome::Failed(_));
+        println!("{released}");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {

@@ -1,14 +1,22 @@
 //! `raftvip run`: wires config, store, Raft, health, VIPs, supervisor and API together, and
 //! owns the shutdown order.
 //!
-//! Start-up: bind the listener (a taken port fails before anything else happens), open the
-//! durable store, release any stale VIP, start Raft with elections off, initialise the static
+//! Start-up (`raftvip run` has already removed any VIP a previous run left behind, before
+//! this): bind the listener (a taken port fails before anything else happens), open the
+//! durable store, arm the panic hook, start Raft with elections off, initialise the static
 //! membership (every node does; "already initialised" is fine), then start health, VIP
-//! watchers, the supervisor and the API.
+//! watchers, the supervisor, the API and the systemd notifier.
 //!
 //! Shutdown (SIGTERM/SIGINT): the supervisor releases the VIPs and, if leader, hands
 //! leadership to a healthy peer while the API still answers its votes; then Raft stops, then
 //! the API. Bounded so the whole stop takes under a second.
+//!
+//! Fatal stop: a part that ends while the node runs — Raft with a fatal error (a store write
+//! failed: disk full, EIO), the supervisor or API task, the health monitor — leaves a process
+//! that holds nothing and serves nothing but would never exit, so systemd would never restart
+//! it. Instead the node releases the VIPs at once (no handover: it cannot be trusted to
+//! lead), logs why and returns an error, well within a second. A panic anywhere aborts the
+//! process after releasing the VIPs ([`crate::release::release_on_panic`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -34,6 +42,9 @@ const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
 /// Timeout of one "elect now" request during a handover: a LAN answers in about a millisecond.
 const ELECT_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+/// How often a running node checks that Raft has not stopped with a fatal error and that the
+/// health monitor still reports: a fatal stop is noticed within this.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// Timeout of a pre-vote round. Short: a peer that cannot answer this fast does not count,
 /// and the round is repeated after the next election timeout anyway.
 const PREVOTE_TIMEOUT: Duration = Duration::from_millis(50);
@@ -56,6 +67,8 @@ pub enum RunDaemonError {
     Initialize(String),
     #[error("the API server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("stopped because {0}; the VIPs were released")]
+    Fatal(String),
 }
 
 /// The health and VIP parts, built by the caller (real HAProxy / netlink in production).
@@ -82,9 +95,10 @@ pub async fn run<Hl: HealthVerdict>(
     let (log_store, state_machine) =
         store::open(&config.data_dir, &config.cluster, config.node_id)?;
     let cluster = state_machine.subscribe();
-
-    // A node that is not (yet) the holder must not keep a VIP a previous run left behind.
-    parts.vips.set_held(false, "starting");
+    // Armed only now: opening the store turns redb's panics on a damaged file into an error.
+    if !config.is_witness() {
+        crate::release::release_on_panic(config.vips.clone());
+    }
 
     let auth = Arc::new(Authenticator::new(secret, &config.cluster));
     let contacts = Arc::new(Contacts::default());
@@ -110,6 +124,7 @@ pub async fn run<Hl: HealthVerdict>(
     initialize_membership(&raft, &config).await?;
 
     let (state_tx, state_rx) = watch::channel(SupervisorState::default());
+    let (supervisor_state, health_watch) = (state_rx.clone(), parts.health.clone());
     let rejected = Arc::new(AtomicU64::new(0));
     let view = Arc::new(LiveNode {
         config: config.clone(),
@@ -141,7 +156,7 @@ pub async fn run<Hl: HealthVerdict>(
         contacts.clone(),
         state_tx,
     );
-    let supervisor_task = tokio::spawn(supervisor.run(supervisor_stop.clone()));
+    let mut supervisor_task = tokio::spawn(supervisor.run(supervisor_stop.clone()));
 
     let api_stop = CancellationToken::new();
     let api_state = Arc::new(ApiState::new(
@@ -164,14 +179,40 @@ pub async fn run<Hl: HealthVerdict>(
         role = ?config.role,
         "raftvip running"
     );
-    let api_failure = tokio::select! {
+    let notifier_stop = CancellationToken::new();
+    let notifier_task = tokio::spawn(crate::systemd::run(
+        raft.metrics(),
+        supervisor_state,
+        config.timing.reconcile(),
+        notifier_stop.clone(),
+    ));
+    let fatal = tokio::select! {
         _ = shutdown => None,
-        result = &mut api_task => Some(result),
+        result = &mut api_task => Some(format!("the API server {}", ended(result))),
+        result = &mut supervisor_task => Some(format!("the supervisor task {}", ended(result))),
+        why = first_fatal(&raft, health_watch) => Some(why),
     };
+    crate::systemd::stopping();
+    notifier_stop.cancel();
+    let _ = notifier_task.await;
+    if let Some(why) = fatal {
+        tracing::error!(why, "fatal: releasing the VIPs and exiting");
+        supervisor_stop.cancel();
+        supervisor_task.abort();
+        parts.vips.set_held(false, "fatal error");
+        if tokio::time::timeout(STOP_DEADLINE, raft.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("raft did not stop in time");
+        }
+        api_stop.cancel();
+        api_task.abort();
+        return Err(RunDaemonError::Fatal(why));
+    }
 
     tracing::info!("stopping: releasing VIPs and handing over leadership if leader");
     supervisor_stop.cancel();
-    let mut supervisor_task = supervisor_task;
     if tokio::time::timeout(HANDOVER_DEADLINE, &mut supervisor_task)
         .await
         .is_err()
@@ -187,12 +228,9 @@ pub async fn run<Hl: HealthVerdict>(
         tracing::warn!("raft did not stop in time");
     }
     api_stop.cancel();
-    let api_result = match api_failure {
-        Some(result) => result,
-        None => match tokio::time::timeout(STOP_DEADLINE, api_task).await {
-            Ok(result) => result,
-            Err(_) => Ok(Ok(())),
-        },
+    let api_result = match tokio::time::timeout(STOP_DEADLINE, api_task).await {
+        Ok(result) => result,
+        Err(_) => Ok(Ok(())),
     };
     tracing::info!("stopped");
     match api_result {
@@ -406,5 +444,30 @@ impl VipHolder for NoVips {
     fn reconcile(&self) {}
     fn status(&self) -> Vec<status::VipStatus> {
         Vec::new()
+    }
+}
+
+/// How a task that should have run until stopped ended, for the fatal-stop message.
+fn ended<T: std::fmt::Debug>(result: Result<T, tokio::task::JoinError>) -> String {
+    match result {
+        Ok(value) => format!("ended unexpectedly ({value:?})"),
+        Err(e) if e.is_panic() => "panicked".to_owned(),
+        Err(e) => format!("was cancelled ({e})"),
+    }
+}
+
+/// Completes with the reason when Raft has stopped with a fatal error (a store write failed)
+/// or the health monitor stopped reporting. Polled every [`LIVENESS_CHECK`] rather than on
+/// every metrics change: Raft's metrics change with every heartbeat.
+async fn first_fatal<Hl: HealthVerdict>(raft: &Raft, health: watch::Receiver<Hl>) -> String {
+    let mut tick = tokio::time::interval(LIVENESS_CHECK);
+    loop {
+        tick.tick().await;
+        if let Err(fatal) = &raft.metrics().borrow().running_state {
+            return format!("Raft stopped with a fatal error: {fatal}");
+        }
+        if health.has_changed().is_err() {
+            return "the health monitor stopped reporting".to_owned();
+        }
     }
 }

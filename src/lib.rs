@@ -18,6 +18,8 @@
 //! - [`metrics`]: Prometheus text rendered from the status document.
 //! - [`notify`]: operator hook scripts on master / backup / fault transitions.
 //! - [`status`]: the JSON status document shared by the API and the CLI.
+//! - [`release`]: removing this box's VIPs outside the supervisor (start, exit, crash, panic).
+//! - [`systemd`]: sd_notify readiness, status, stopping and watchdog pings.
 
 pub mod api;
 pub mod auth;
@@ -27,6 +29,8 @@ pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod raft;
+pub mod release;
 pub mod status;
 pub mod supervisor;
+pub mod systemd;
 pub mod vip;

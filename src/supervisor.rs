@@ -163,6 +163,10 @@ pub struct SupervisorState {
     pub handovers: u64,
     pub fence_releases: u64,
     pub leader_changes: u64,
+    /// Turns of the supervisor's loop, for the systemd watchdog (a count that stops means a
+    /// wedged supervisor). Bumped without waking watchers.
+    #[serde(skip)]
+    pub iterations: u64,
 }
 
 impl Default for SupervisorState {
@@ -174,6 +178,7 @@ impl Default for SupervisorState {
             handovers: 0,
             fence_releases: 0,
             leader_changes: 0,
+            iterations: 0,
         }
     }
 }
@@ -319,6 +324,10 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 }
                 _ = reconcile.tick() => self.vips.reconcile(),
             }
+            self.state.send_if_modified(|s| {
+                s.iterations = s.iterations.wrapping_add(1);
+                false
+            });
 
             let fresh =
                 std::mem::take(&mut fresh_metrics) || metrics.has_changed().unwrap_or(false);
