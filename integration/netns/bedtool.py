@@ -11,6 +11,10 @@
   holders  VIP T BOX=LOG.. which boxes held VIP at time T (ms), from the monitor logs
   overlap  VIP FROM TO BOX=LOG...  "MAX_HOLDERS MS_WITH_2_OR_MORE" over [FROM, TO]
   get      URL [FIELD]     GET a JSON document (raftvip status); print FIELD or all of it
+  chaos-report PROBE FAULTS VIP FROM TO [--LIMIT=VALUE...] BOX=LOG...
+                           scripts/chaos.sh's verdict: availability, outages, two-holder and
+                           zero-holder episodes (overall and per fault type) over [FROM, TO];
+                           FAULTS has "start_ms heal_ms type box" lines; exits 1 past a limit
 
 Times are Unix epoch milliseconds; every namespace shares the machine's clock, so the probe's
 times, the monitors' times and the fault times in bash ($EPOCHREALTIME) compare directly.
@@ -180,6 +184,131 @@ def cmd_get(url, field=None):
     print("null" if value is None else json.dumps(value) if not isinstance(value, str) else value)
 
 
+def episodes(evs, start, end, want):
+    """[(from, to)] within [start, end] while want(number of holders) holds."""
+    held, out, since = set(), [], None
+    for t, box, added in evs:
+        if t > start:
+            break
+        (held.add if added else held.discard)(box)
+    if want(len(held)):
+        since = start
+    for t, box, added in evs:
+        if not start < t <= end:
+            continue
+        (held.add if added else held.discard)(box)
+        if want(len(held)) and since is None:
+            since = t
+        elif not want(len(held)) and since is not None:
+            out.append((since, t))
+            since = None
+    if since is not None:
+        out.append((since, end))
+    return out
+
+
+def outages(rows):
+    """[(first failure, first success after it)] of a probe log (open-ended: last attempt)."""
+    out, since = [], None
+    for t, ok, _ in rows:
+        if not ok and since is None:
+            since = t
+        elif ok and since is not None:
+            out.append((since, t))
+            since = None
+    if since is not None:
+        out.append((since, rows[-1][0]))
+    return out
+
+
+def fault_at(faults, t):
+    """The type of the latest fault started at or before t ("none" before the first)."""
+    kind = "none"
+    for start, _, k, _ in faults:
+        if start <= t:
+            kind = k
+    return kind
+
+
+# Limits of chaos-report and what they bound; a negative value turns a limit off.
+CHAOS_LIMITS = {
+    "min-availability": "availability %, at least",
+    "max-outage-ms": "longest client outage",
+    "max-two-holder-ms": "longest two-holder episode (any fault)",
+    "max-two-holder-other": "two-holder episodes after faults other than kill/stop",
+    "max-panics": "panics in the raftvip logs",
+    "panics": "(input) panics counted by chaos.sh",
+    "errors": "(input) ERROR lines counted by chaos.sh",
+}
+
+
+def cmd_chaos_report(probe, faults_file, vip, start, end, *args):
+    start, end = int(start), int(end)
+    limits = {}
+    specs = []
+    for a in args:
+        if a.startswith("--"):
+            key, _, value = a[2:].partition("=")
+            if key not in CHAOS_LIMITS:
+                sys.exit(f"chaos-report: unknown limit --{key} (known: {', '.join(CHAOS_LIMITS)})")
+            limits[key] = float(value)
+        else:
+            specs.append(a)
+    faults = []
+    with open(faults_file) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4:
+                faults.append((int(parts[0]), int(parts[1]), parts[2], parts[3]))
+    rows = [r for r in read_probe(probe) if start <= r[0] <= end]
+    if not rows:
+        sys.exit(f"chaos-report: no probe attempts in {probe}")
+    evs = events(vip, specs)
+    two = episodes(evs, start, end, lambda n: n >= 2)
+    zero = episodes(evs, start, end, lambda n: n == 0)
+    outs = outages(rows)
+    ok = sum(1 for r in rows if r[1])
+    availability = 100.0 * ok / len(rows)
+
+    def longest(eps):
+        return max((b - a for a, b in eps), default=0)
+
+    kinds = sorted({k for _, _, k, _ in faults} | {fault_at(faults, a) for a, _ in two + zero + outs})
+    print(f"faults={len(faults)} duration_s={(end - start) / 1000:.0f} probe_attempts={len(rows)}")
+    print(f"availability={availability:.3f}% longest_outage_ms={longest(outs)} outages={len(outs)}")
+    print(f"two_holder_episodes={len(two)} longest_two_holder_ms={longest(two)}")
+    print(f"zero_holder_episodes={len(zero)} longest_zero_holder_ms={longest(zero)}")
+    print(f"panics={int(limits.get('panics', 0))} error_lines={int(limits.get('errors', 0))}")
+    print(f"{'fault':<12} {'count':>5} {'outages':>7} {'max_out_ms':>10} {'two_holder':>10} "
+          f"{'max_two_ms':>10} {'zero_holder':>11} {'max_zero_ms':>11}")
+    for kind in kinds:
+        def of(eps):
+            return [e for e in eps if fault_at(faults, e[0]) == kind]
+        o, t, z = of(outs), of(two), of(zero)
+        n = sum(1 for f in faults if f[2] == kind)
+        print(f"{kind:<12} {n:>5} {len(o):>7} {longest(o):>10} {len(t):>10} "
+              f"{longest(t):>10} {len(z):>11} {longest(z):>11}")
+    for a, b in two:
+        print(f"two-holder episode: {b - a} ms from {a} after fault '{fault_at(faults, a)}'")
+
+    broken = []
+
+    def check(key, value, ok_if):
+        limit = limits.get(key)
+        if limit is not None and limit >= 0 and not ok_if(value, limit):
+            broken.append(f"{CHAOS_LIMITS[key]}: {value} (limit {limit:g})")
+
+    check("min-availability", round(availability, 3), lambda v, l: v >= l)
+    check("max-outage-ms", longest(outs), lambda v, l: v <= l)
+    check("max-two-holder-ms", longest(two), lambda v, l: v <= l)
+    other = [e for e in two if fault_at(faults, e[0]) not in ("kill", "stop")]
+    check("max-two-holder-other", len(other), lambda v, l: v <= l)
+    check("max-panics", int(limits.get("panics", 0)), lambda v, l: v <= l)
+    for b in broken:
+        print(f"LIMIT EXCEEDED: {b}")
+    sys.exit(1 if broken else 0)
+
+
 COMMANDS = {
     "probe": cmd_probe,
     "outage": cmd_outage,
@@ -188,6 +317,7 @@ COMMANDS = {
     "holders": cmd_holders,
     "overlap": cmd_overlap,
     "get": cmd_get,
+    "chaos-report": cmd_chaos_report,
 }
 
 if __name__ == "__main__":
