@@ -577,6 +577,7 @@ bed_cleanup() {
         bed_wait 2000 bed_all_gone "${pids[@]}" || kill -KILL "${pids[@]}" 2>/dev/null || true
     fi
     wait 2>/dev/null || true
+    bed_unmount_all
     for ((i = ${#BED_NETNS[@]} - 1; i >= 0; i--)); do
         ip netns del "${BED_NETNS[$i]}" 2>/dev/null || bed_log "cannot delete namespace ${BED_NETNS[$i]}"
     done
@@ -587,4 +588,33 @@ bed_cleanup() {
     BED_ID=""
     BED_NETNS=()
     return "$rc"
+}
+
+# bed_mount_disk DIR SIZE: a fresh ext4 file system of SIZE (e.g. 16M) on a loop device at
+# DIR, unmounted (and the loop device freed) by bed_cleanup. bed_disk_fail breaks it.
+bed_mount_disk() {
+    local dir=$1 image
+    image="$BED_DIR/disk$(($(wc -l <"$BED_DIR/mounts" 2>/dev/null || echo 0) + 1)).img"
+    truncate -s "$2" "$image"
+    mkfs.ext4 -q -F "$image"
+    mkdir -p "$dir"
+    # errors=remount-ro: a file system error turns every later write into EROFS.
+    bed_cmd mount -o loop,errors=remount-ro "$image" "$dir"
+    echo "$dir" >>"$BED_DIR/mounts"
+}
+# bed_disk_fail DIR: an ext4 error on DIR's file system (as a failing disk would cause): it
+# goes read-only and every write fails from now on.
+bed_disk_fail() {
+    local dev; dev=$(findmnt -no SOURCE "$1")
+    [[ $dev == /dev/loop* ]] || bed_die "bed_disk_fail: $1 is not a bed disk ($dev)"
+    echo 1 >"/sys/fs/ext4/${dev#/dev/}/trigger_fs_error"
+}
+# Unmounts what bed_mount_disk mounted, newest first (before the files are removed).
+bed_unmount_all() {
+    local m
+    [[ -f $BED_DIR/mounts ]] || return 0
+    while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || bed_log "cannot unmount $m"
+    done < <(tac "$BED_DIR/mounts")
+    rm -f "$BED_DIR/mounts"
 }

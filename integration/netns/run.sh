@@ -59,6 +59,9 @@ SCENARIOS=(
     "all_unhealthy|all boxes unhealthy -> no holder; one recovers -> it holds"
     "maintenance_handoff|raftvip maintenance on (holder) -> handoff"
     "sigterm_handoff|SIGTERM on the holder's raftvip -> handoff"
+    "stale_vip_bad_store|a stale VIP is removed even when the store cannot be opened (run exits non-zero)"
+    "release_command|raftvip release removes a bound VIP and exits 0, again 0 when nothing is bound"
+    "store_error_fatal|the holder's store disk fails -> its raftvip releases the VIP and exits non-zero at once"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -512,6 +515,68 @@ maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
 sigterm_raftvip() { bed_kill_raftvip "$1" TERM; }
 scn_maintenance_handoff() { handoff maintenance_on; }
 scn_sigterm_handoff() { handoff sigterm_raftvip; }
+
+# ---- scenarios: fail-safe start and exit (issue 8) ----
+
+box_has_vip() { [[ $(ip -n "$(bed_ns "$1")" -o addr show dev eth0) == *" $2/"* ]]; }
+
+scn_stale_vip_bad_store() {
+    bed_create 1
+    local config dir rc=0
+    config=$(bed_write_config 1)
+    dir=$(bed_boxdir 1)
+    bed_vip_add 1
+    bed_vip_add 1 "$(bed_vip6)"
+    # A store raftvip cannot open: not a redb file at all.
+    head -c 65536 /dev/urandom >"$dir/data-a/raft.redb"
+    RUST_LOG=info bed_exec 1 timeout 10 "$(bed_raftvip_bin)" run --config "$config" >"$dir/run.log" 2>&1 || rc=$?
+    ((rc != 0 && rc != 124)) || fail "run on a broken store exited with $rc: $(tail -n 2 "$dir/run.log")"
+    ! box_has_vip 1 "$(bed_vip4)" || fail "the stale IPv4 VIP is still bound after the failed start"
+    ! box_has_vip 1 "$(bed_vip6)" || fail "the stale IPv6 VIP is still bound after the failed start"
+    grep -q "removed a VIP" "$dir/run.log" || fail "run did not log the removal: $(head -n 3 "$dir/run.log")"
+    note "exit=$rc error='$(tail -n 1 "$dir/run.log" | cut -c1-80)'"
+}
+
+scn_release_command() {
+    bed_create 1
+    local out rc=0
+    bed_write_config 1 >/dev/null
+    bed_vip_add 1
+    out=$(bed_raftvip_cli 1 release) || rc=$?
+    ((rc == 0)) || fail "release exited $rc: $out"
+    [[ $out == *"removed $(bed_vip4)/32 on eth0"* ]] || fail "release printed '$out'"
+    ! box_has_vip 1 "$(bed_vip4)" || fail "the VIP is still bound after release"
+    out=$(bed_raftvip_cli 1 release) || rc=$?
+    ((rc == 0)) || fail "a second release exited $rc: $out"
+    [[ $out == *"not bound"* && $out != *removed* ]] || fail "a second release printed '$out'"
+}
+
+# Every box's store on its own small disk; the holder's disk fails (ext4 error, read-only
+# from then on), then a replicated write (maintenance on a follower) makes its log append
+# fail: Raft stops with a fatal error, and the process must not linger.
+scn_store_error_fatal() {
+    bed_create 3
+    local b h f pid rc=0 t0 t1 dir
+    for b in 1 2 3; do bed_mount_disk "$(bed_boxdir "$b")/data-a" 16M; done
+    start_cluster_boxes a
+    h=$(holder)
+    f=$((h % 3 + 1))
+    dir=$(bed_boxdir "$h")
+    pid=$(cat "$dir/raftvip.pid")
+    bed_disk_fail "$dir/data-a"
+    t0=$(bed_now_ms)
+    bed_raftvip_cli "$h" maintenance on --node "$(bed_node_id "$f")" >/dev/null 2>&1 || true
+    bed_wait 3000 bed_pid_gone "$pid" || fail "box$h's raftvip still runs 3 s after its store failed"
+    t1=$(bed_now_ms)
+    wait "$pid" || rc=$?
+    ((rc != 0)) || fail "box$h's raftvip exited 0 on a fatal store error"
+    ! box_has_vip "$h" "$(bed_vip4)" || fail "box$h keeps the VIP after its raftvip died"
+    grep -q "fatal" "$dir/raftvip.log" || fail "no fatal error logged: $(tail -n 3 "$dir/raftvip.log")"
+    note "exit=$rc gone_after=$((t1 - t0))ms"
+    ((t1 - t0 <= 1500)) || fail "exited $((t1 - t0)) ms after the failing write"
+    rm -f "$dir/raftvip.pid"
+    wait_new_holder "$h" >/dev/null
+}
 
 # ---- the runner ----
 
