@@ -124,6 +124,12 @@ fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
         "a gap between pings reached the watchdog period: {gaps:?} ms"
     );
 
+    assert!(
+        !log_text().contains("withholding"),
+        "a turning supervisor was reported wedged:\n{}",
+        log_text()
+    );
+
     // SIGTERM: STOPPING=1, then a clean exit.
     signal(daemon.0.id(), libc::SIGTERM);
     let stop_at = Instant::now();

@@ -75,6 +75,21 @@ pub fn status_line(m: &RaftMetrics, s: &SupervisorState) -> String {
     )
 }
 
+/// Pings only for a supervisor loop that has turned since the previous ping.
+#[derive(Debug, Default)]
+struct Heartbeat {
+    last: Option<u64>,
+}
+
+impl Heartbeat {
+    /// Whether to ping, given the supervisor's loop count now.
+    fn alive(&mut self, iterations: u64) -> bool {
+        let turned = self.last != Some(iterations);
+        self.last = Some(iterations);
+        turned
+    }
+}
+
 /// Joined: Raft runs with a membership applied (see the module docs).
 fn joined(m: &RaftMetrics) -> bool {
     m.running_state.is_ok()
@@ -107,17 +122,16 @@ pub async fn run(
         }
     }
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::MAX / 4));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut ready = false;
     let mut last_status = String::new();
-    let mut last_iterations = None;
+    let mut heartbeat = Heartbeat::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ping.tick(), if watchdog.is_some() && ready => {
-                let iterations = supervisor.borrow().iterations;
-                if last_iterations != Some(iterations) {
-                    last_iterations = Some(iterations);
+                if heartbeat.alive(supervisor.borrow().iterations) {
                     send(&[NotifyState::Watchdog]);
                 } else {
                     tracing::error!("the supervisor loop has not run since the last watchdog ping: withholding it (systemd kills a wedged raftvip)");
@@ -133,7 +147,9 @@ pub async fn run(
         }
         if !ready && joined(&m) {
             ready = true;
-            last_iterations = Some(supervisor.borrow().iterations);
+            heartbeat.alive(supervisor.borrow().iterations);
+            // The next ping a full period after this one (READY carries a ping).
+            ping.reset();
             tracing::info!("joined the cluster: telling systemd the service is ready");
             send(&[
                 NotifyState::Ready,
@@ -144,5 +160,47 @@ pub async fn run(
             send(&[NotifyState::Status(&line)]);
         }
         last_status = line;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::Reason;
+
+    #[test]
+    fn status_line_names_role_term_leader_and_whether_this_node_holds() {
+        let mut m = RaftMetrics::new_initial(2);
+        m.state = ServerState::Leader;
+        m.current_term = 7;
+        m.current_leader = Some(2);
+        let mut s = SupervisorState {
+            holds_vips: true,
+            reason: Reason::LeaderWithQuorum,
+            ..Default::default()
+        };
+        assert_eq!(
+            status_line(&m, &s),
+            "leader, term 7, leader node 2; holds the VIPs (leader with quorum and healthy HAProxy)"
+        );
+        m.state = ServerState::Follower;
+        m.current_leader = None;
+        s.holds_vips = false;
+        s.reason = Reason::NotLeader;
+        assert_eq!(
+            status_line(&m, &s),
+            "follower, term 7, leader none; does not hold the VIPs (not the Raft leader)"
+        );
+    }
+
+    #[test]
+    fn a_supervisor_loop_that_stopped_turning_gets_no_ping() {
+        let mut heartbeat = Heartbeat::default();
+        assert!(heartbeat.alive(3), "first look");
+        assert!(heartbeat.alive(4));
+        assert!(heartbeat.alive(90));
+        assert!(!heartbeat.alive(90), "no turn since the last ping");
+        assert!(!heartbeat.alive(90));
+        assert!(heartbeat.alive(91), "turning again");
     }
 }
