@@ -195,37 +195,41 @@ pub async fn run<Hl: HealthVerdict>(
     crate::systemd::stopping();
     notifier_stop.cancel();
     let _ = notifier_task.await;
-    if let Some(why) = fatal {
-        tracing::error!(why, "fatal: releasing the VIPs and exiting");
-        supervisor_stop.cancel();
-        supervisor_task.abort();
-        parts.vips.set_held(false, "fatal error");
-        if tokio::time::timeout(STOP_DEADLINE, raft.shutdown())
+    match &fatal {
+        // Not to be trusted to lead: no handover, the VIPs go at once.
+        Some(why) => {
+            tracing::error!(why, "fatal: releasing the VIPs and exiting");
+            supervisor_task.abort();
+        }
+        None => tracing::info!("stopping: releasing VIPs and handing over leadership if leader"),
+    }
+    supervisor_stop.cancel();
+    if fatal.is_none()
+        && tokio::time::timeout(HANDOVER_DEADLINE, &mut supervisor_task)
             .await
             .is_err()
-        {
-            tracing::warn!("raft did not stop in time");
-        }
-        api_stop.cancel();
-        api_task.abort();
-        return Err(RunDaemonError::Fatal(why));
-    }
-
-    tracing::info!("stopping: releasing VIPs and handing over leadership if leader");
-    supervisor_stop.cancel();
-    if tokio::time::timeout(HANDOVER_DEADLINE, &mut supervisor_task)
-        .await
-        .is_err()
     {
         tracing::warn!("handover did not finish in time; releasing VIPs anyway");
         supervisor_task.abort();
     }
-    parts.vips.set_held(false, "stopped");
+    parts.vips.set_held(
+        false,
+        if fatal.is_some() {
+            "fatal error"
+        } else {
+            "stopped"
+        },
+    );
     if tokio::time::timeout(STOP_DEADLINE, raft.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("raft did not stop in time");
+    }
+    if let Some(why) = fatal {
+        api_stop.cancel();
+        api_task.abort();
+        return Err(RunDaemonError::Fatal(why));
     }
     api_stop.cancel();
     let api_result = match tokio::time::timeout(STOP_DEADLINE, api_task).await {
