@@ -36,6 +36,9 @@ fi
 
 cmd install -m 0755 "$binary" /usr/local/bin/raftvip
 cmd install -m 0644 "$here/scripts/raftvip.service" /etc/systemd/system/raftvip.service
+if command -v systemd-analyze >/dev/null; then
+    cmd systemd-analyze verify /etc/systemd/system/raftvip.service || die "systemd rejects the unit (see above)"
+fi
 cmd install -d -m 0644 /usr/local/share/doc/raftvip
 cmd install -m 0644 "$here/docs/design.md" /usr/local/share/doc/raftvip/design.md
 getent group haproxy >/dev/null || cmd groupadd --system haproxy

@@ -109,8 +109,9 @@ def cmd_failures(path, start, end):
     print(sum(1 for t, ok, _ in read_probe(path) if int(start) <= t <= int(end) and not ok))
 
 
-def parse_monitor(path, vip):
-    """Yields (epoch_ms, added) for VIP from an `ip -ts monitor address` log."""
+def parse_monitor(path, vip, precise=False):
+    """Yields (epoch_ms, added) for VIP from an `ip -ts monitor address` log; with precise,
+    epoch_ms is a float with the log's microseconds."""
     with open(path) as f:
         for line in f:
             if not line.startswith("["):
@@ -124,14 +125,14 @@ def parse_monitor(path, vip):
             if fields[i + 1].split("/")[0] != vip:
                 continue
             t = datetime.datetime.fromisoformat(stamp).timestamp()
-            yield int(t * 1000), fields[0] != "Deleted"
+            yield (t * 1000 if precise else int(t * 1000)), fields[0] != "Deleted"
 
 
-def events(vip, specs):
+def events(vip, specs, precise=False):
     evs = []
     for spec in specs:
         box, _, path = spec.partition("=")
-        evs.extend((t, box, added) for t, added in parse_monitor(path, vip))
+        evs.extend((t, box, added) for t, added in parse_monitor(path, vip, precise))
     evs.sort(key=lambda e: e[0])
     return evs
 
@@ -263,7 +264,8 @@ def cmd_chaos_report(probe, faults_file, vip, start, end, *args):
     rows = [r for r in read_probe(probe) if start <= r[0] <= end]
     if not rows:
         sys.exit(f"chaos-report: no probe attempts in {probe}")
-    evs = events(vip, specs)
+    # Microseconds: a handover within the same millisecond is not an overlap.
+    evs = events(vip, specs, precise=True)
     two = episodes(evs, start, end, lambda n: n >= 2)
     zero = episodes(evs, start, end, lambda n: n == 0)
     outs = outages(rows)
@@ -271,7 +273,7 @@ def cmd_chaos_report(probe, faults_file, vip, start, end, *args):
     availability = 100.0 * ok / len(rows)
 
     def longest(eps):
-        return max((b - a for a, b in eps), default=0)
+        return round(max((b - a for a, b in eps), default=0))
 
     kinds = sorted({k for _, _, k, _ in faults} | {fault_at(faults, a) for a, _ in two + zero + outs})
     print(f"faults={len(faults)} duration_s={(end - start) / 1000:.0f} probe_attempts={len(rows)}")
@@ -289,7 +291,7 @@ def cmd_chaos_report(probe, faults_file, vip, start, end, *args):
         print(f"{kind:<12} {n:>5} {len(o):>7} {longest(o):>10} {len(t):>10} "
               f"{longest(t):>10} {len(z):>11} {longest(z):>11}")
     for a, b in two:
-        print(f"two-holder episode: {b - a} ms from {a} after fault '{fault_at(faults, a)}'")
+        print(f"two-holder episode: {b - a:.1f} ms from {a:.0f} after fault '{fault_at(faults, a)}'")
 
     broken = []
 
