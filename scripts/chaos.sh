@@ -55,7 +55,7 @@ limits=(--min-availability=99.9 --max-outage-ms=300 --max-two-holder-ms=1500
 set_limit() { # set_limit NAME VALUE: replaces the default of --NAME
     local i
     for i in "${!limits[@]}"; do
-        [[ ${limits[$i]} == "--$1="* ]] && limits[i]="--$1=$2"
+        if [[ ${limits[$i]} == "--$1="* ]]; then limits[i]="--$1=$2"; fi
     done
 }
 while (($#)); do
@@ -109,7 +109,11 @@ apply() {
             local b pids=()
             for b in $(seq 1 "$BOXES"); do pids+=("$(cat "$(bed_boxdir "$b")/raftvip.pid")"); done
             kill -TERM "${pids[@]}" 2>/dev/null || true
-            bed_wait 3000 bed_all_gone "${pids[@]}" || die "a raftvip survived SIGTERM for 3 s"
+            if ! bed_wait 3000 bed_all_gone "${pids[@]}"; then
+                echo "warning: a raftvip did not stop within 3 s of SIGTERM: SIGKILL"
+                kill -KILL "${pids[@]}" 2>/dev/null || true
+                bed_wait 1000 bed_all_gone "${pids[@]}" || die "a raftvip survived SIGKILL"
+            fi
             for b in $(seq 1 "$BOXES"); do rm -f "$(bed_boxdir "$b")/raftvip.pid"; done
             start_raftvip_all ;;
     esac
