@@ -12,9 +12,9 @@
 //! the API. Bounded so the whole stop takes under a second.
 //!
 //! Fatal stop: a part that ends while the node runs — Raft with a fatal error (a store write
-//! failed: disk full, EIO), the supervisor or API task, the health monitor — leaves a process
-//! that holds nothing and serves nothing but would never exit, so systemd would never restart
-//! it. Instead the node releases the VIPs at once (no handover: it cannot be trusted to
+//! failed: EIO, a read-only file system), the supervisor or API task, the health monitor —
+//! leaves a process that holds nothing and serves nothing but would never exit, so systemd
+//! would never restart it. Instead the node releases the VIPs at once (no handover: it cannot be trusted to
 //! lead), logs why and returns an error, well within a second. A panic anywhere aborts the
 //! process after releasing the VIPs ([`crate::release::release_on_panic`]).
 

@@ -529,7 +529,7 @@ scn_stale_vip_bad_store() {
     bed_vip_add 1 "$(bed_vip6)"
     # A store raftvip cannot open: not a redb file at all.
     head -c 65536 /dev/urandom >"$dir/data-a/raft.redb"
-    RUST_LOG=info bed_exec 1 timeout 10 "$(bed_raftvip_bin)" run --config "$config" >"$dir/run.log" 2>&1 || rc=$?
+    bed_exec 1 timeout 10 "$(bed_raftvip_bin)" run --config "$config" >"$dir/run.log" 2>&1 || rc=$?
     ((rc != 0 && rc != 124)) || fail "run on a broken store exited with $rc: $(tail -n 2 "$dir/run.log")"
     ! box_has_vip 1 "$(bed_vip4)" || fail "the stale IPv4 VIP is still bound after the failed start"
     ! box_has_vip 1 "$(bed_vip6)" || fail "the stale IPv6 VIP is still bound after the failed start"
