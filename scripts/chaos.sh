@@ -38,6 +38,7 @@ Usage: $0 [options]
   --max-two-holder-other N  fail past N two-holder episodes after faults other than
                             kill and stop (default 0)
   --max-panics N            fail past N panics in the raftvip logs (default 0)
+                            (always: fail unless one box holds the VIP 5 s after the last heal)
   --keep DIR                copy the bed's files (logs, timelines, probe) to DIR
   -h, --help                this help
 
@@ -167,16 +168,20 @@ main() {
         ((t0 + gap > now)) && sleep "$(printf '%d.%03d' $(((t0 + gap - now) / 1000)) $(((t0 + gap - now) % 1000)))"
         (($(bed_now_ms) < end)) || break
     done
-    # Let the last heal settle before judging "one holder at the end".
-    bed_wait_holder 5000 >/dev/null || echo "warning: no single holder 5 s after the last heal: '$(bed_holders)'"
+    # Liveness: the cluster recovers. One holder within 5 s of the last heal.
+    local panics errors rc=0 recovered=1
+    bed_wait_holder 5000 >/dev/null || recovered=0
     end=$(bed_now_ms)
     bed_probe_stop probe
-    local panics errors rc=0
     panics=$(cat "$BED_DIR"/box*/raftvip.log | grep -c 'panicked' || true)
     errors=$(cat "$BED_DIR"/box*/raftvip.log | grep -c ' ERROR ' || true)
     # shellcheck disable=SC2046 # one monitor spec per word
     python3 "$BED_TOOL" chaos-report "$probe" "$faults_log" "$(bed_vip4)" "$start" "$end" \
         "${limits[@]}" --panics="$panics" --errors="$errors" $(bed_monitor_specs) || rc=$?
+    if ((!recovered)); then
+        echo "LIMIT EXCEEDED: no single holder 5 s after the last heal (holders: '$(bed_holders)')"
+        rc=1
+    fi
     if ((errors)); then
         echo "ERROR lines (first 10):"
         grep -h ' ERROR ' "$BED_DIR"/box*/raftvip.log | cut -c1-200 | head -n 10
