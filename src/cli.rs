@@ -1,4 +1,4 @@
-//! Subcommands: run, status, check-config, maintenance.
+//! Subcommands: run, status, check-config, maintenance, import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +59,12 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// Print a raftvip.toml converted from a keepalived.conf (its vrrp_instances); every
+    /// option that does not map is written as a comment saying why.
+    ImportKeepalived {
+        /// The keepalived.conf to convert (includes are followed).
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,6 +83,7 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             config,
             node,
         } => maintenance(&config, state, node).await,
+        Command::ImportKeepalived { file } => import_keepalived(&file),
     }
 }
 
@@ -196,5 +203,18 @@ async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Re
             "off"
         }
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import_keepalived(path: &Path) -> anyhow::Result<ExitCode> {
+    use raftvip::keepalived;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let nodes = keepalived::parse(path, &text, &keepalived::read_files)?;
+    let converted = keepalived::convert(&nodes, &path.display().to_string())?;
+    print!("{}", converted.toml);
+    for warning in &converted.warnings {
+        eprintln!("warning: {warning}");
+    }
     Ok(ExitCode::SUCCESS)
 }
