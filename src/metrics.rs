@@ -245,4 +245,35 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// The shipped dashboard and alert rules use only metrics that exist: a rename here
+    /// fails this test until docs/monitoring/ follows.
+    #[test]
+    fn dashboard_and_alerts_use_existing_metrics() {
+        let text = render(&crate::status::tests::sample());
+        for (file, doc) in [
+            ("alerts.yml", include_str!("../docs/monitoring/alerts.yml")),
+            (
+                "grafana-dashboard.json",
+                include_str!("../docs/monitoring/grafana-dashboard.json"),
+            ),
+        ] {
+            let mut rest = doc;
+            let mut seen = 0;
+            while let Some(at) = rest.find("raftvip_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                    "{file} uses {name}, which /metrics does not export"
+                );
+                seen += 1;
+                rest = &rest[at + name.len()..];
+            }
+            assert!(seen > 5, "{file}: only {seen} metric references");
+        }
+    }
 }
