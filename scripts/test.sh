@@ -17,3 +17,5 @@ cargo build --release --locked
 # and the machine has two cores.
 cargo test --release --locked -- --test-threads=2
 integration/netns/run.sh
+# The Debian package: build, dpkg -i, check, purge.
+scripts/test-package.sh --no-build

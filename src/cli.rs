@@ -65,6 +65,10 @@ enum Command {
         /// The keepalived.conf to convert (includes are followed).
         file: PathBuf,
     },
+    /// Write the man pages (DIR/man/*.1) and shell completions (DIR/completions/) generated
+    /// from this CLI; used by scripts/package.sh, so they can never disagree with the binary.
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +88,7 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             node,
         } => maintenance(&config, state, node).await,
         Command::ImportKeepalived { file } => import_keepalived(&file),
+        Command::GenerateDocs { dir } => generate_docs(&dir),
     }
 }
 
@@ -216,5 +221,27 @@ fn import_keepalived(path: &Path) -> anyhow::Result<ExitCode> {
     for warning in &converted.warnings {
         eprintln!("warning: {warning}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    for d in [&man, &completions] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    clap_mangen::generate_to(Args::command().name("raftvip"), &man)
+        .with_context(|| format!("cannot write man pages to {}", man.display()))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Args::command(), "raftvip", &completions)
+            .with_context(|| format!("cannot write {shell} completions"))?;
+    }
+    println!(
+        "man pages in {}, completions in {}",
+        man.display(),
+        completions.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
