@@ -52,6 +52,11 @@ done
 ok "files in place"
 grep -qx /etc/raftvip/raftvip.example.toml /var/lib/dpkg/info/raftvip.conffiles || die "the example config is not a conffile"
 ok "example config is a conffile"
+# An upgrade (here: reinstall) keeps the operator's edits of a conffile.
+echo "# local edit" >>/etc/raftvip/raftvip.example.toml
+dpkg -i "$deb" >/tmp/raftvip-dpkg.log 2>&1 || die "dpkg -i over the installed package: $(tail -n 5 /tmp/raftvip-dpkg.log)"
+grep -qx "# local edit" /etc/raftvip/raftvip.example.toml || die "reinstalling overwrote the edited example config"
+ok "reinstall keeps the edited conffile"
 grep -q '^ExecStart=/usr/bin/raftvip run' /lib/systemd/system/raftvip.service || die "the unit does not start /usr/bin/raftvip"
 for s in cluster-status drain failover-drill rolling-upgrade; do
     /usr/share/raftvip/scripts/$s.sh --help >/dev/null || die "$s.sh --help"
