@@ -76,9 +76,7 @@ main() {
     [[ -r $RAFTVIP_CONFIG ]] || die "cannot read $RAFTVIP_CONFIG (use --config FILE)"
     PROBE_URL=${PROBE_URL:-$(first_vip_url)}
 
-    local status_rc=0
-    "$(dirname "$(readlink -f "$0")")/cluster-status.sh" --config "$RAFTVIP_CONFIG" >/dev/null || status_rc=$?
-    ((status_rc == 0)) || DIE_CODE=2 die "the cluster is not healthy (cluster-status.sh exit $status_rc): fix that first"
+    require_healthy
     local old
     old=$(holders)
 
@@ -107,7 +105,7 @@ main() {
         $1 >= t0 { n++ }
         $1 >= t0 && $2 == "fail" { fails++; if (!first) first = $1; recovered = 0 }
         $1 >= t0 && $2 == "ok" && first && !recovered { recovered = $1 }
-        END { printf "%d %d %d %d\n", n, fails, first, recovered }' "$log")
+        END { printf "%d %d %.0f %.0f\n", n, fails, first, recovered }' "$log")
     local probes fails first recovered
     read -r probes fails first recovered <<<"$summary"
 

@@ -109,3 +109,12 @@ wait_until() {
 maintenance() {
     cmd "$RAFTVIP_BIN" maintenance "$1" --node "$2" --config "$RAFTVIP_CONFIG" >/dev/null
 }
+
+# require_healthy: dies (exit 2, nothing changed) unless cluster-status.sh says healthy; the
+# message carries its reasons.
+require_healthy() {
+    local out rc=0
+    out=$("$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/cluster-status.sh" --config "$RAFTVIP_CONFIG" --json) || rc=$?
+    ((rc == 0)) && return 0
+    DIE_CODE=2 die "the cluster is not healthy (cluster-status.sh exit $rc: $(jq -r '.reasons | join("; ")' <<<"$out" 2>/dev/null)): fix that first"
+}

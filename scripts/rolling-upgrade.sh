@@ -102,10 +102,9 @@ main() {
     fi
     [[ -n $version ]] || die "cannot tell the version of $file"
 
-    local here status_rc=0
+    local here
     here=$(dirname "$(readlink -f "$0")")
-    "$here/cluster-status.sh" --config "$RAFTVIP_CONFIG" >/dev/null || status_rc=$?
-    ((status_rc == 0)) || DIE_CODE=2 die "the cluster is not healthy (cluster-status.sh exit $status_rc): fix that first"
+    require_healthy
 
     # Followers first, the holder last: the VIPs move once, onto an upgraded box.
     local holder order=() id _addr
