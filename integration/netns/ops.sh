@@ -74,6 +74,12 @@ scn_ops_failover_drill() {
     local h n
     setup 3
     h=$(holder)
+    # Refused, nothing changed, while the cluster is degraded.
+    bed_raftvip_cli 1 maintenance on --node $((h % 3 + 1)) >/dev/null
+    ops_run 1 failover-drill.sh
+    ops_expect 2 "node $((h % 3 + 1)) in maintenance"
+    [[ $(bed_holders) == "$h" ]] || fail "a refused drill moved the VIP (holders: $(bed_holders))"
+    bed_raftvip_cli 1 maintenance off --node $((h % 3 + 1)) >/dev/null
     ops_run 1 failover-drill.sh --probe "http://$(bed_vip4 a)/" --probe-cmd "ip netns exec $(bed_ns client)"
     ops_expect 0 "old holder: node $h"
     n=$(holder "" "$h")
