@@ -43,10 +43,25 @@ scn_ops_cluster_status() {
     note "holder=box$h"
 }
 
+ops_sessions_on() { # BOX: its HAProxy frontend has a current session
+    bed_haproxy_cmd "$1" "show stat" | awk -F, '$2 == "FRONTEND" && $5 > 0 { n = 1 } END { exit !n }'
+}
+
 scn_ops_drain() {
     local h n f
     setup 3
     h=$(holder)
+    # Idle client sessions on the holder's own address, a new one every 0.2 s (HAProxy closes
+    # each after its 5 s client timeout): drain waits while they last.
+    local opener
+    # shellcheck disable=SC2016 # for the client's bash
+    ip netns exec "$(bed_ns client)" bash -c 'for _ in $(seq 150); do exec {fd}<>"/dev/tcp/$1/$2"; sleep 0.2; done' \
+        opener "$(bed_addr4 "$h")" "$BED_HTTP_PORT" &
+    opener=$!
+    bed_wait 2000 ops_sessions_on "$h" || fail "the client sessions did not reach box$h's HAProxy"
+    ops_run "$h" drain.sh on --drain-timeout 1
+    ops_expect 1 "after 1s (it stays in maintenance)"
+    kill "$opener"
     ops_run "$h" drain.sh on
     ops_expect 0 "node $h: drained"
     n=$(holder "" "$h")
