@@ -157,3 +157,40 @@ scn_ops_rolling_upgrade() {
     ops_expect 0
     note "holder box$h last"
 }
+
+# The migration path on the bed: each box's keepalived.conf (the template bench-failover.sh
+# runs keepalived with) -> raftvip import-keepalived -> placeholders filled -> check-config ->
+# three raftvip daemons -> one holder, and cluster-status.sh says healthy.
+scn_ops_import_keepalived() {
+    local b o dir peers conf template
+    bed_create 3
+    for b in $(bed_boxes a); do bed_start_haproxy "$b"; done
+    for b in $(bed_boxes a); do
+        dir=$(bed_boxdir "$b")
+        peers=""
+        for o in $(bed_boxes a); do [[ $o == "$b" ]] || peers+="        $(bed_addr4 "$o")"$'\n'; done
+        template=$(<"$BED_LIB_DIR/keepalived.cfg.in")
+        sed -e "s|@ROUTER_ID@|box$b|; s|@VRRP_VERSION@|2|; s|@ADVERT_INT@|1|; s|@PRIORITY@|$((101 - b))|" \
+            -e "s|@SRC@|$(bed_addr4 "$b")|; s|@VIP@|$(bed_vip4 a)/32|; s|@CHECK@|/bin/true|; s|@FALL@|2|; s|@RISE@|2|" \
+            <<<"${template//@PEERS@/${peers%$'\n'}}" >"$dir/keepalived.conf"
+        conf=$dir/raftvip-a.toml
+        "$(bed_raftvip_bin)" import-keepalived "$dir/keepalived.conf" >"$conf" 2>"$dir/import.err" ||
+            fail "import-keepalived on box$b: $(cat "$dir/import.err")"
+        grep -q "^node_id = $b " "$conf" || fail "box$b's conversion names another node_id: $(grep '^node_id' "$conf")"
+        grep -q "virtual_router_id 51 — no VRID" "$conf" || fail "the VRID is not explained in the output"
+        # What the operator fills in.
+        sed -i -e "s|^secret_file = .*|secret_file = \"$BED_DIR/secret-a\"|" -e "s|^data_dir = .*|data_dir = \"$dir/data-imported\"|" \
+            -e "s|^stats_socket = .*|stats_socket = \"$dir/haproxy.sock\"|" "$conf"
+        "$(bed_raftvip_bin)" check-config --config "$conf" >/dev/null 2>"$dir/check.err" ||
+            fail "check-config rejects box$b's converted config: $(cat "$dir/check.err")"
+    done
+    for b in $(bed_boxes a); do
+        dir=$(bed_boxdir "$b")
+        ip netns exec "$(bed_ns "$b")" "$(bed_raftvip_bin)" run --config "$dir/raftvip-a.toml" >>"$dir/raftvip.log" 2>&1 &
+        echo $! >"$dir/raftvip.pid"
+    done
+    b=$(holder "" "" 10000)
+    ops_run 1 cluster-status.sh
+    ops_expect 0 "(VIPs on node $b)"
+    note "holder=box$b"
+}

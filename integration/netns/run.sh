@@ -65,6 +65,7 @@ SCENARIOS=(
     "ops_drain|scripts/drain.sh on moves the VIP and waits for HAProxy; refuses to drain the last candidate; off"
     "ops_failover_drill|scripts/failover-drill.sh: handover measured by a client probe; names old and new holder"
     "ops_rolling_upgrade|scripts/rolling-upgrade.sh: stops at a failing restart; then upgrades all, holder last"
+    "ops_import_keepalived|keepalived.conf of each box -> import-keepalived -> check-config -> one holder, cluster healthy"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
