@@ -123,16 +123,17 @@ ops_write_restart() {
 }
 
 scn_ops_rolling_upgrade() {
-    local h pids_before b
+    local h pids_before b new
     bed_create 3
-    # The "installed" binary every box runs; the upgrade replaces it.
-    cp "$(bed_raftvip_bin)" "$BED_DIR/raftvip-installed"
+    # The "installed" binary every box runs; the upgrade replaces it with the one under test.
+    new=$(bed_raftvip_bin)
+    cp "$new" "$BED_DIR/raftvip-installed"
     export RAFTVIP=$BED_DIR/raftvip-installed
     start_cluster_boxes a
     h=$(holder)
     ops_write_restart
     pids_before=$(cat "$BED_DIR"/box*/raftvip.pid)
-    local args=(--binary "$BED_REPO/target/release/raftvip" --install-path "$RAFTVIP"
+    local args=(--binary "$new" --install-path "$RAFTVIP"
         --exec-cmd "ip netns exec $BED_ID-box{id}" --restart-cmd "bash $BED_DIR/restart-raftvip {id}")
     # A failing restart stops the roll at the first node and says where.
     ops_run 1 rolling-upgrade.sh "${args[@]:0:6}" --restart-cmd false
