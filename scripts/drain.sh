@@ -18,8 +18,9 @@ on   puts node ID (default: this box's node_id) into maintenance: it hands the V
      (when run on that box) until its HAProxy frontends have no current sessions left (scur
      from the stats socket of [haproxy] stats_socket; needs socat).
      Refuses, changing nothing, when no other healthy node could take the VIPs.
-off  ends maintenance and waits until the node stands in elections again. raftvip does not
-     preempt: the VIPs stay where they are (use failover-drill.sh to move them back).
+off  ends maintenance and waits until the node stands in elections again, and, if nobody
+     held the VIPs, until they are back. raftvip does not preempt: VIPs held elsewhere stay
+     there (use failover-drill.sh to move them back).
 
   --node ID          the node to drain (default: node_id of the config)
   --config FILE      raftvip config (default: $RAFTVIP_CONFIG)
@@ -47,6 +48,8 @@ released() {
     h=$(holders)
     [[ -n $h && $h != *" "* && $h != "$1" ]]
 }
+
+one_holder() { local h; h=$(holders); [[ -n $h && $h != *" "* ]]; }
 
 standing() {
     [[ $(node_field "$1" '(.maintenance | not) and .candidate_for_leader') == true ]]
@@ -90,6 +93,11 @@ drain_off() {
     maintenance off "$node"
     if ! wait_until "$TIMEOUT_S" standing "$node"; then
         say "node $node: maintenance is off but it does not stand in elections after ${TIMEOUT_S}s (unhealthy? see raftvip status)" >&2
+        exit 1
+    fi
+    # Nobody held the VIPs (every other box drained or unhealthy): they come back to this one.
+    if [[ -z $(holders) ]] && ! wait_until "$TIMEOUT_S" one_holder; then
+        say "node $node: back in service, but nobody holds the VIPs after ${TIMEOUT_S}s" >&2
         exit 1
     fi
     say "node $node: back in service; VIPs held by node $(holders) (no preemption)"

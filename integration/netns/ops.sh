@@ -48,7 +48,7 @@ ops_sessions_on() { # BOX: its HAProxy frontend has a current session
 }
 
 scn_ops_drain() {
-    local h n f
+    local h n f b
     setup 3
     h=$(holder)
     # Idle client sessions on the holder's own address, a new one every 0.2 s (HAProxy closes
@@ -82,6 +82,12 @@ scn_ops_drain() {
     ops_expect 0
     ops_run "$h" cluster-status.sh
     ops_expect 0 "(VIPs on node $n)"
+    # Every box in maintenance (the raw CLI, which does not refuse): nobody holds; drain.sh off
+    # on one box waits until the VIPs are back on it.
+    for b in 1 2 3; do bed_raftvip_cli "$b" maintenance on >/dev/null; done
+    bed_wait_no_holder 5000 || fail "the VIPs stayed on box$(bed_holders) with every box in maintenance"
+    ops_run "$h" drain.sh off
+    ops_expect 0 "node $h: back in service; VIPs held by node $h"
     note "box$h->box$n"
 }
 
