@@ -8,16 +8,20 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/raftvip-ops.sh"
 TIMEOUT_S=10
 SETTLE_S=2
 PROBE_INTERVAL_S=0.02
+# A probe that takes longer counts as failed. It bounds the resolution: one lost SYN costs a
+# whole timeout. 100 ms is ample for HAProxy on a LAN; raise it for slow backends.
+PROBE_TIMEOUT_S=0.1
 PROBE_URL=""
 PROBE_CMD=""
 
 usage() {
     cat <<EOF
-Usage: ${0##*/} [--config FILE] [--probe URL] [--probe-cmd PREFIX] [--timeout S] [--settle S]
+Usage: ${0##*/} [--config FILE] [--probe URL] [--probe-cmd PREFIX] [--probe-timeout S]
+       [--timeout S] [--settle S]
 
 Moves the VIPs off their holder on purpose and reports what a client saw:
   1. checks the cluster is healthy (cluster-status.sh would exit 0),
-  2. starts a probe: GET URL every ${PROBE_INTERVAL_S}s (curl, 0.5 s timeout each),
+  2. starts a probe: GET URL every ${PROBE_INTERVAL_S}s (curl, --probe-timeout each),
   3. puts the holder into maintenance (the controlled handover: it hands the VIPs to a
      healthy peer), waits for the new holder, lets the probe run --settle seconds more,
   4. takes the old holder out of maintenance again (also on failure or Ctrl-C),
@@ -28,11 +32,13 @@ raftvip has no 'transfer' command yet; when it lands, the drill will use it for 
   --probe URL         what the client fetches (default: http://FIRST-VIP/)
   --probe-cmd PREFIX  run the probe through PREFIX, e.g. 'ssh client.example' or
                       'ip netns exec client' (default: on this box; the probe needs bash+curl)
+  --probe-timeout S   a probe slower than this fails (default: $PROBE_TIMEOUT_S)
   --timeout S         wait this long for the new holder (default: $TIMEOUT_S)
   --settle S          keep probing this long after the move (default: $SETTLE_S)
 
-Outage = from the first failed probe to the first success after it (0 if none failed; the
-resolution is one probe interval plus curl's start-up, ~20-30 ms).
+Outage = from the start of the first failed probe to the start of the first success after
+the last failure (0 if none failed). Resolution: one probe interval plus curl's start-up
+(~20-30 ms); a single failed probe already counts a whole --probe-timeout.
 Exit codes: 0 the VIPs moved and the client was served again; 1 the drill failed (the VIPs did
 not move, or the client was not served again); 2 the cluster was not healthy, nothing
 changed; 3 usage or setup error.
@@ -40,10 +46,10 @@ EOF
 }
 
 # The probe loop, run by bash (locally or through --probe-cmd): "START_MS ok|fail" lines,
-# for at most $2 seconds.
+# for at most $2 seconds; $3 between probes, $4 timeout of each.
 # shellcheck disable=SC2016 # expanded by the probe's own bash
 PROBE_LOOP='end=$((SECONDS + $2)); while ((SECONDS < end)); do t=${EPOCHREALTIME/./}; t=${t:0:13}
-if curl -fsS -o /dev/null --max-time 0.5 "$1" 2>/dev/null; then echo "$t ok"; else echo "$t fail"; fi
+if curl -fsS -o /dev/null --max-time "$4" "$1" 2>/dev/null; then echo "$t ok"; else echo "$t fail"; fi
 sleep "$3"; done'
 
 first_vip_url() {
@@ -66,6 +72,7 @@ main() {
             --config) RAFTVIP_CONFIG=${2:?}; shift 2 ;;
             --probe) PROBE_URL=${2:?}; shift 2 ;;
             --probe-cmd) PROBE_CMD=${2:?}; shift 2 ;;
+            --probe-timeout) PROBE_TIMEOUT_S=${2:?}; shift 2 ;;
             --timeout) TIMEOUT_S=${2:?}; shift 2 ;;
             --settle) SETTLE_S=${2:?}; shift 2 ;;
             -h | --help) usage; exit 0 ;;
@@ -83,7 +90,7 @@ main() {
     local log probe_pid prefix=()
     log=$(mktemp /tmp/raftvip-drill.XXXXXX)
     read -r -a prefix <<<"$PROBE_CMD"
-    "${prefix[@]}" bash -c "$PROBE_LOOP" probe "$PROBE_URL" $((TIMEOUT_S + SETTLE_S + 10)) "$PROBE_INTERVAL_S" >"$log" &
+    "${prefix[@]}" bash -c "$PROBE_LOOP" probe "$PROBE_URL" $((TIMEOUT_S + SETTLE_S + 10)) "$PROBE_INTERVAL_S" "$PROBE_TIMEOUT_S" >"$log" &
     probe_pid=$!
     trap 'kill "$probe_pid" 2>/dev/null || true; rm -f "$log"' EXIT
     wait_until 5 grep -q ' ok$' "$log" || { say "the probe never reached $PROBE_URL before the drill" >&2; exit 1; }
