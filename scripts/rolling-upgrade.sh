@@ -116,6 +116,7 @@ main() {
 
     local remote witness
     for NODE in "${order[@]}"; do
+        STEP="ask its status"
         witness=$(node_field "$NODE" '.health == null')
         if [[ $witness != true ]]; then
             STEP=drain; "$here/drain.sh" on --node "$NODE" --config "$RAFTVIP_CONFIG" --timeout "$TIMEOUT_S"
