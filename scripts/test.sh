@@ -25,3 +25,7 @@ integration/netns/run.sh
 # its VIP until it is restarted or resumed. Then add kill,stop (--max-two-holder-ms 1500 applies).
 scripts/chaos.sh --seed 1 --duration 60 --faults term,haproxy,link,cut,restart_all \
     --min-availability -1 --max-outage-ms -1
+# The Debian package: build, dpkg -i, check, purge.
+scripts/test-package.sh --no-build
+# The alert rules and the dashboard (promtool, jq).
+scripts/test-monitoring.sh

@@ -20,12 +20,14 @@
 //! - [`status`]: the JSON status document shared by the API and the CLI.
 //! - [`release`]: removing this box's VIPs outside the supervisor (start, exit, crash, panic).
 //! - [`systemd`]: sd_notify readiness, status, stopping and watchdog pings.
+//! - [`keepalived`]: `import-keepalived`, keepalived.conf → raftvip.toml.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod keepalived;
 pub mod metrics;
 pub mod notify;
 pub mod raft;
