@@ -12,9 +12,9 @@
 //!   more polls. A check that fails for lack of a local resource (`EMFILE`, `ENFILE`, `ENOMEM`,
 //!   `ENOBUFS`) says nothing about HAProxy: a healthy verdict is kept for up to
 //!   [`LOCAL_ERROR_HOLD`], and the reason says so.
-//! - [`monitor`] is the thin async driver: it polls, keeps an interactive `prompt` session open
-//!   so that HAProxy's death is seen within milliseconds (its socket closes), follows
-//!   master-worker reloads, and publishes [`Health`] on a `watch` channel — the only thing the
+//! - [`monitor`] is the thin async driver: it polls over an interactive `prompt` session it
+//!   keeps open, so that a check needs no new descriptor and HAProxy's death is seen within
+//!   milliseconds (its socket closes), follows master-worker reloads, and publishes [`Health`] on a `watch` channel — the only thing the
 //!   supervisor consumes. Tests of the supervisor build such a channel themselves, so no trait
 //!   sits in between.
 
