@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use raftvip::config::HaproxyConfig;
-use raftvip::health::haproxy::{check, judge, parse_answer, query, CHECK_COMMAND};
+use raftvip::health::haproxy::{judge, parse_answer, Session};
 use raftvip::health::{spawn_haproxy_monitor, Health, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const TEMPLATE: &str = include_str!("../haproxy/testbed.cfg.in");
+const QUOTED_TEMPLATE: &str = include_str!("../haproxy/quoted-checks.cfg.in");
 
 /// Generous bound for "at once": the design target is < 50 ms (measured a few ms); a loaded CI
 /// box must not make the test flaky, while a poll-based detection (seconds here) still fails.
@@ -99,20 +100,54 @@ struct Bed {
     dir: tempfile::TempDir,
     socket: PathBuf,
     master: Child,
-    backend: Backend,
+    /// The in-process backend of `testbed.cfg.in`; None for other configs.
+    backend: Option<Backend>,
+    frontend: &'static str,
+    watched: &'static str,
 }
 
 impl Bed {
+    /// `haproxy/testbed.cfg.in` with a backend in this process.
     async fn start() -> Bed {
         let backend = Backend::start("127.0.0.1:0".parse().expect("addr")).await;
+        let server = backend.addr.to_string();
+        let mut bed = Bed::launch(TEMPLATE, &[("@SERVER@", server)], ("fe_test", "be_test"));
+        bed.backend = Some(backend);
+        bed.wait_answering().await;
+        bed
+    }
+
+    /// `haproxy/quoted-checks.cfg.in` with its backends in a process of their own.
+    async fn quoted(checks: &CheckBackends) -> Bed {
+        let at = |name| format!("127.0.0.1:{}", checks.port(name));
+        let values = [
+            ("@OK@", at("ok")),
+            ("@AGENT@", checks.port("agent").to_string()),
+            ("@BUSY@", at("busy")),
+            ("@QUOTED@", at("quoted")),
+        ];
+        let bed = Bed::launch(QUOTED_TEMPLATE, &values, ("fe_web", "be_web"));
+        bed.wait_answering().await;
+        bed
+    }
+
+    /// Starts HAProxy on `template` (its own placeholders plus `values`); `watched` is the
+    /// frontend and backend [`Bed::config`] watches.
+    fn launch(
+        template: &str,
+        values: &[(&str, String)],
+        (frontend, watched): (&'static str, &'static str),
+    ) -> Bed {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("admin.sock");
         let pidfile = dir.path().join("haproxy.pid");
-        let cfg = TEMPLATE
+        let mut cfg = template
             .replace("@STATS_SOCKET@", &socket.display().to_string())
             .replace("@PIDFILE@", &pidfile.display().to_string())
-            .replace("@BIND@", &format!("127.0.0.1:{}", free_port()))
-            .replace("@SERVER@", &backend.addr.to_string());
+            .replace("@BIND@", &format!("127.0.0.1:{}", free_port()));
+        for (placeholder, value) in values {
+            cfg = cfg.replace(placeholder, value);
+        }
         let cfg_path = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
         let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log file");
@@ -125,14 +160,20 @@ impl Bed {
             .stderr(log)
             .spawn()
             .expect("start haproxy");
-        let bed = Bed {
+        Bed {
             dir,
             socket,
             master,
-            backend,
-        };
-        bed.wait_answering().await;
-        bed
+            backend: None,
+            frontend,
+            watched,
+        }
+    }
+
+    fn backend(&self) -> &Backend {
+        self.backend
+            .as_ref()
+            .expect("a bed with an in-process backend")
     }
 
     fn master_pid(&self) -> Pid {
@@ -151,8 +192,8 @@ impl Bed {
     fn config(&self) -> HaproxyConfig {
         HaproxyConfig {
             stats_socket: self.socket.clone(),
-            frontends: vec!["fe_test".into()],
-            backends: vec!["be_test".into()],
+            frontends: vec![self.frontend.into()],
+            backends: vec![self.watched.into()],
             min_servers_up: 1,
             poll_interval_ms: 100,
             timeout_ms: 250,
@@ -163,7 +204,7 @@ impl Bed {
 
     /// The pid of the worker answering the socket now, if any.
     async fn answering_pid(&self) -> Option<u32> {
-        check(&self.config()).await.info.map(|i| i.pid)
+        Session::open(&self.config()).await.0.info.map(|i| i.pid)
     }
 
     async fn wait_answering(&self) {
@@ -211,7 +252,9 @@ fn children(pid: u32) -> Vec<Pid> {
 
 impl Drop for Bed {
     fn drop(&mut self) {
-        self.backend.stop();
+        if let Some(backend) = &self.backend {
+            backend.stop();
+        }
         for worker in self.workers() {
             let _ = kill(worker, Signal::SIGKILL);
         }
@@ -315,8 +358,8 @@ async fn dead_backend_server_is_backend_down_and_recovers() {
     let mut rx = spawn_haproxy_monitor(bed.config(), cancel.clone());
     wait_for(&mut rx, Duration::from_secs(5), "healthy", |h| h.healthy).await;
 
-    let addr = bed.backend.addr;
-    bed.backend.stop();
+    let addr = bed.backend().addr;
+    bed.backend().stop();
     let health = wait_for(&mut rx, Duration::from_secs(5), "unhealthy", |h| !h.healthy).await;
     assert_eq!(
         health.reason.as_deref(),
@@ -381,7 +424,7 @@ async fn ten_reloads_are_never_a_failure_and_the_session_follows() {
 #[tokio::test]
 async fn reload_with_a_dead_server_does_not_look_healthy() {
     let bed = Bed::start().await;
-    bed.backend.stop();
+    bed.backend().stop();
     let mut cfg = bed.config();
     // Eager settings: one good check would be enough to turn healthy, so HAProxy's optimistic
     // `UP 1/2` (never checked) after a reload must not count as good.
@@ -442,13 +485,13 @@ async fn named_frontend_or_backend_that_haproxy_lacks_is_not_found() {
     let mut cfg = bed.config();
     cfg.frontends = vec!["fe_nope".into()];
     assert_eq!(
-        reason(check(&cfg).await.verdict),
+        reason(Session::open(&cfg).await.0.verdict),
         "frontend fe_nope not found"
     );
     let mut cfg = bed.config();
     cfg.backends = vec!["be_nope".into()];
     assert_eq!(
-        reason(check(&cfg).await.verdict),
+        reason(Session::open(&cfg).await.0.verdict),
         "backend be_nope not found"
     );
 }
@@ -492,50 +535,351 @@ async fn a_check_costs_well_under_a_millisecond_of_cpu() {
     let bed = Bed::start().await;
     let cfg = bed.config();
     let rounds = 2_000;
-    let timeout = Duration::from_millis(250);
-    let path: &Path = &cfg.stats_socket;
+    let settled = |v: &Verdict| matches!(v, Verdict::Good | Verdict::Unsettled(_));
 
-    let (chained_cpu, chained_wall) = cost(rounds, || async {
-        assert!(matches!(
-            check(&cfg).await.verdict,
-            Verdict::Good | Verdict::Unsettled(_)
-        ));
+    let (_, session) = Session::open(&cfg).await;
+    let session = tokio::sync::Mutex::new(session.expect("a session"));
+    let (session_cpu, session_wall) = cost(rounds, || async {
+        let probe = session.lock().await.check(&cfg).await.expect("check");
+        assert!(settled(&probe.verdict));
     })
     .await;
-    let (query_cpu, query_wall) = cost(rounds, || async {
-        query(path, CHECK_COMMAND, timeout).await.expect("query");
+    let (open_cpu, open_wall) = cost(rounds, || async {
+        assert!(settled(&Session::open(&cfg).await.0.verdict));
     })
     .await;
-    let answer = query(path, CHECK_COMMAND, timeout).await.expect("query");
+    let answer = one_shot(&cfg.stats_socket, "show info;show stat");
     let (parse_cpu, _) = cost(rounds, || async {
         let snapshot = parse_answer(&answer).expect("parses");
         std::hint::black_box(judge(&snapshot, &cfg));
     })
     .await;
-    let (info_cpu, info_wall) = cost(rounds, || async {
-        query(path, "show info\n", timeout)
-            .await
-            .expect("show info");
-    })
-    .await;
-    let (two_cpu, two_wall) = cost(rounds, || async {
-        query(path, "show info\n", timeout)
-            .await
-            .expect("show info");
-        query(path, "show stat\n", timeout)
-            .await
-            .expect("show stat");
-    })
-    .await;
     eprintln!(
-        "per check, client side: chained `show info;show stat` + parse + judge: {chained_cpu:?} CPU, \
-         {chained_wall:?} wall (query only: {query_cpu:?} CPU, {query_wall:?} wall; parse + judge \
-         of {} bytes: {parse_cpu:?} CPU); `show info` alone: {info_cpu:?} CPU, {info_wall:?} wall; \
-         two connections (info, stat), no parsing: {two_cpu:?} CPU, {two_wall:?} wall",
+        "per check, client side: over the open session (`show info;show stat`, parse, judge): \
+         {session_cpu:?} CPU, {session_wall:?} wall; on a new session (connect, prompt, check): \
+         {open_cpu:?} CPU, {open_wall:?} wall; parse + judge alone of {} bytes: {parse_cpu:?} CPU",
         answer.len()
     );
     assert!(
-        chained_cpu < Duration::from_millis(1),
-        "a check costs {chained_cpu:?} CPU"
+        session_cpu < Duration::from_millis(1),
+        "a check costs {session_cpu:?} CPU"
+    );
+}
+
+/// One command on a connection of its own (HAProxy answers and closes), blocking.
+fn one_shot(path: &Path, command: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    answer
+}
+
+/// `integration/check_backend.py`: HTTP check answers and an agent with odd texts, in a
+/// process of its own (a test that starves this process of descriptors still has backends
+/// that answer). Killed on drop.
+struct CheckBackends {
+    child: Child,
+    ports: Vec<(String, u16)>,
+}
+
+/// The answers `haproxy/quoted-checks.cfg.in` expects (see there), as `check_backend.py`
+/// specs. The fixture `src/health/fixtures/quoted_checks.txt` was captured with these.
+const QUOTED_CHECKS: [&str; 4] = [
+    "http:ok:200:OK, all good",
+    "agent:agent:up #ready, \"warm\" and fine",
+    "http:busy:503:Service Unavailable, retry later",
+    "http:quoted:503:Down \"for maintenance\", sorry",
+];
+
+impl CheckBackends {
+    fn start(specs: &[&str]) -> CheckBackends {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/check_backend.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(specs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start integration/check_backend.py (needs python3)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let ports = std::io::BufReader::new(stdout)
+            .lines()
+            .take(specs.len())
+            .map(|line| {
+                let line = line.expect("read a port line");
+                let (name, port) = line.split_once(' ').expect("`NAME PORT`");
+                (name.to_owned(), port.parse().expect("a port"))
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(ports.len(), specs.len(), "check_backend.py did not start");
+        CheckBackends { child, ports }
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        let found = self.ports.iter().find(|(n, _)| n == name);
+        found
+            .map(|(_, port)| *port)
+            .expect("a listener of that name")
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) every listener: stopped, they accept connections
+    /// (the kernel does) but never answer, so HAProxy's checks time out.
+    fn pause(&self, paused: bool) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        let signal = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(pid, signal).expect("signal check_backend.py");
+    }
+}
+
+impl Drop for CheckBackends {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Until HAProxy has measured every server of `haproxy/quoted-checks.cfg.in` (s2 and o1
+/// DOWN, s1 UP with its agent's text).
+async fn wait_quoted_settled(bed: &Bed) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = one_shot(&bed.socket, "show stat");
+        let text = String::from_utf8_lossy(&text);
+        if text.contains("\"via agent : ")
+            && text.contains(",\"Service Unavailable, retry later")
+            && text.contains(",\"Down \"\"for maintenance\"\", sorry")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HAProxy did not settle within 10 s: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pauses the check backends of `haproxy/quoted-checks.cfg.in` until the watched be_web is
+/// DOWN — that, and nothing else, is the reason — then resumes them until healthy again.
+async fn watched_backend_goes_down_and_back(
+    checks: &CheckBackends,
+    rx: &mut watch::Receiver<Health>,
+) {
+    checks.pause(true);
+    let health = wait_for(rx, Duration::from_secs(10), "unhealthy", |h| !h.healthy).await;
+    assert_eq!(
+        health.reason.as_deref(),
+        Some("backend be_web DOWN (servers up 0 < 1)")
+    );
+    checks.pause(false);
+    wait_for(rx, Duration::from_secs(10), "healthy again", |h| h.healthy).await;
+}
+
+#[tokio::test]
+async fn commas_and_quotes_in_check_texts_never_decide_the_verdict() {
+    let checks = CheckBackends::start(&QUOTED_CHECKS);
+    let bed = Bed::quoted(&checks).await;
+    wait_quoted_settled(&bed).await;
+
+    // Live HAProxy still writes what the fixture holds: same rows, same states.
+    let fixture = include_bytes!("../src/health/fixtures/quoted_checks.txt");
+    let live = one_shot(&bed.socket, "show info;show stat");
+    let rows = |text: &[u8]| parse_answer(text).expect("parses").rows;
+    assert_eq!(rows(&live), rows(fixture));
+    assert!(parse_answer(&live).expect("parses").odd.is_empty());
+
+    // Watched: fe_web and be_web, which is UP (s1 UP, s2 DOWN): healthy, whatever the texts.
+    let mut cfg = bed.config();
+    let cancel = CancellationToken::new();
+    let mut rx = spawn_haproxy_monitor(cfg.clone(), cancel.clone());
+    wait_for(&mut rx, Duration::from_secs(5), "healthy", |h| h.healthy).await;
+    let timeline = record(rx.clone());
+
+    // be_other is DOWN: it fails the check only when watched, by name or by an empty list.
+    cfg.backends = vec!["be_other".into()];
+    let down = "backend be_other DOWN (servers up 0 < 1)";
+    assert_eq!(reason(Session::open(&cfg).await.0.verdict), down);
+    cfg.backends.clear();
+    assert_eq!(reason(Session::open(&cfg).await.0.verdict), down);
+
+    // The watched backend going DOWN is what makes the box unhealthy, and it recovers.
+    watched_backend_goes_down_and_back(&checks, &mut rx).await;
+    cancel.cancel();
+    let reasons: Vec<_> = (timeline.lock().expect("timeline").iter())
+        .filter_map(|(_, h)| h.reason.clone())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.starts_with("backend be_web DOWN (servers up 0 < 1)")),
+        "{reasons:?}"
+    );
+}
+
+/// Set in the child process of [`fd_starvation_never_counts_as_haproxy_death`].
+const FD_STARVED_CHILD: &str = "RAFTVIP_TEST_FD_STARVED_CHILD";
+
+/// Lowers this process's soft RLIMIT_NOFILE so far that no new descriptor can be opened,
+/// whatever is closed: a free slot below the limit cannot exist. Restores it on drop.
+struct Starved {
+    before: libc::rlimit,
+}
+
+impl Starved {
+    fn now() -> Starved {
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+        let mut before: libc::rlimit = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) },
+            0
+        );
+        // 0, 1 and 2 are open: the lowest descriptor any open() could return is 3.
+        let starved = libc::rlimit {
+            rlim_cur: 3,
+            rlim_max: before.rlim_max,
+        };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &starved) }, 0);
+        let err = std::fs::File::open("/dev/null").expect_err("no descriptor left");
+        assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
+        Starved { before }
+    }
+}
+
+impl Drop for Starved {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.before) };
+    }
+}
+
+#[test]
+fn fd_starvation_never_counts_as_haproxy_death() {
+    // In a child process: it lowers its own RLIMIT_NOFILE, which would break any test
+    // running beside it.
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "fd_starved_child", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(FD_STARVED_CHILD, "1")
+        .output()
+        .expect("run the child");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the child failed: {}\n{stdout}",
+        out.status
+    );
+}
+
+#[tokio::test]
+#[ignore = "run by fd_starvation_never_counts_as_haproxy_death, in a process of its own"]
+async fn fd_starved_child() {
+    if std::env::var_os(FD_STARVED_CHILD).is_none() {
+        eprintln!(
+            "fd_starved_child: nothing to do outside fd_starvation_never_counts_as_haproxy_death"
+        );
+        return;
+    }
+    let checks = CheckBackends::start(&QUOTED_CHECKS);
+    let bed = Bed::quoted(&checks).await;
+    wait_quoted_settled(&bed).await;
+    let cfg = bed.config();
+    let cancel = CancellationToken::new();
+    let mut rx = spawn_haproxy_monitor(cfg.clone(), cancel.clone());
+    wait_for(&mut rx, Duration::from_secs(5), "healthy", |h| h.healthy).await;
+    let first_worker = bed.answering_pid().await.expect("a worker");
+    let timeline = record(rx.clone());
+
+    let starved = Starved::now();
+    // Checks go on over the open session: real verdicts, no descriptor needed.
+    let checks_before = rx.borrow().checks;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let health = rx.borrow().clone();
+    assert!(health.healthy && health.reason.is_none(), "{health:?}");
+    assert!(
+        health.checks >= checks_before + 5,
+        "{} checks in 1 s while starved",
+        health.checks - checks_before
+    );
+    watched_backend_goes_down_and_back(&checks, &mut rx).await;
+    eprintln!(
+        "starved: {} checks, verdicts followed HAProxy",
+        rx.borrow().checks - checks_before
+    );
+
+    // A reload: the old worker reports Stopping, the session is dropped, and a new one cannot
+    // be opened. That is not HAProxy's death: the healthy verdict is kept, saying why.
+    let reloaded = Instant::now();
+    kill(bed.master_pid(), Signal::SIGUSR2).expect("reload");
+    let health = wait_for(&mut rx, Duration::from_secs(5), "held", |h| {
+        h.reason.as_deref().is_some_and(|r| r.contains("EMFILE"))
+    })
+    .await;
+    assert!(health.healthy, "{health:?}");
+    let reason = health.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!(
+            "cannot check HAProxy on {} (connecting): raftvip is out of file descriptors",
+            cfg.stats_socket.display()
+        )) && reason.ends_with("keeping the last verdict (healthy) for up to 10 s"),
+        "{reason}"
+    );
+    // Far longer than `fall` polls (200 ms): the first EMFILE, or many, flip nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(rx.borrow().healthy, "{:?}", rx.borrow());
+
+    // A monitor that starts starved has checked nothing: never healthy, and it says why.
+    let second = CancellationToken::new();
+    let mut fresh = spawn_haproxy_monitor(cfg.clone(), second.clone());
+    let health = wait_for(&mut fresh, Duration::from_secs(2), "checked", |h| {
+        h.checks > 0
+    })
+    .await;
+    assert!(!health.healthy);
+    assert!(
+        health
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("EMFILE")),
+        "{health:?}"
+    );
+    second.cancel();
+
+    // Descriptors again: the next poll opens a session on the new worker.
+    drop(starved);
+    let health = wait_for(&mut rx, Duration::from_secs(5), "checked again", |h| {
+        h.reason.is_none()
+    })
+    .await;
+    assert!(health.healthy);
+    eprintln!(
+        "reload while starved: held for {:?}, never unhealthy",
+        reloaded.elapsed()
+    );
+    let now_answering = bed.answering_pid().await.expect("a worker");
+    assert_ne!(now_answering, first_worker, "a new worker after the reload");
+    cancel.cancel();
+    let events = timeline.lock().expect("timeline").clone();
+    let unhealthy: Vec<_> = (events.iter())
+        .filter(|(_, h)| !h.healthy)
+        .map(|(_, h)| h.reason.clone())
+        .collect();
+    assert!(
+        (unhealthy.iter().flatten())
+            .all(|r| r.starts_with("backend be_web DOWN (servers up 0 < 1)")),
+        "unhealthy for another reason: {unhealthy:?}"
     );
 }

@@ -67,7 +67,7 @@ impl Role {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HealthStatus {
     pub healthy: bool,
-    /// Why unhealthy (None when healthy).
+    /// Why unhealthy; when healthy, None or why the verdict is kept without a check.
     pub reason: Option<String>,
     /// Age of the last completed check.
     pub last_check_age_ms: Option<u64>,
@@ -126,7 +126,11 @@ impl Status {
         );
         let health = match &self.health {
             None => "not checked (witness, or no [haproxy] configured)".to_owned(),
-            Some(h) if h.healthy => "healthy".to_owned(),
+            Some(h) if h.healthy => match &h.reason {
+                // A healthy verdict kept while checks cannot run (see health::LOCAL_ERROR_HOLD).
+                Some(held) => format!("healthy ({held})"),
+                None => "healthy".to_owned(),
+            },
             Some(h) => format!(
                 "UNHEALTHY: {}",
                 h.reason.as_deref().unwrap_or("no verdict yet")

@@ -3,19 +3,49 @@
 //!
 //! Why the stats socket: it is what HAProxy itself knows — whether it is up, whether it is
 //! stopping, which frontends listen and which servers its own health checks see — and it
-//! costs one local connection. One check is one connection carrying `show info;show stat`
-//! (HAProxy answers both and closes). Measured against HAProxy 2.6 with a small config (release
-//! build, `integration/haproxy_health.rs`): ~80 µs CPU and ~220 µs wall per check, of which
-//! ~17 µs parse and judge; two separate connections cost ~120 µs CPU and ~435 µs wall before
-//! any parsing. Chaining also means both answers describe the same process, so `Pid` and
-//! `Uptime_sec` always belong to the states they are judged with.
+//! costs one local connection. One check is one command, `show info;show stat`: both answers
+//! describe the same process, so `Pid` and `Uptime_sec` always belong to the states they are
+//! judged with.
 //!
-//! The [`Session`] is the other half: an interactive (`prompt`) connection that stays open and
-//! idle. HAProxy closes it the moment its worker dies, which the monitor turns into an
-//! immediate re-check — death is seen in milliseconds instead of `fall` polls.
+//! # One connection, kept open: the [`Session`]
 //!
-//! Parsing never panics: garbage, truncation or an unexpected answer becomes a [`ParseError`]
-//! saying what was wrong, with a short excerpt.
+//! Checks run over one interactive (`prompt`) connection that stays open between them, not
+//! over a new connection each. Two reasons:
+//!
+//! - **Death is seen at once.** HAProxy closes the session the moment its worker dies; the
+//!   monitor turns that into an immediate re-check, so death is seen in milliseconds instead
+//!   of `fall` polls.
+//! - **A check needs no free file descriptor.** Anyone who can reach the peer port can make
+//!   this process hold connections, and at the `RLIMIT_NOFILE` soft limit (1,024 under
+//!   systemd's default) every new socket fails with `EMFILE`. A check that opened a socket
+//!   each time would then fail although HAProxy is fine — and it used to count as HAProxy's
+//!   death, on every box at once. The open session already owns its descriptor. A new one is
+//!   needed only when the session ends: a reload (the old worker reports `Stopping`), HAProxy's
+//!   death, or an operator's `shutdown session`; the session's own descriptor is closed just
+//!   before, so its slot is free again. If opening still fails for lack of a descriptor,
+//!   buffer or memory, the reason says so ([`Unhealthy::LocalResource`]) and is never taken
+//!   for HAProxy's death: see [`super::RiseFall`] for what the verdict does then. The
+//!   alternative, a reserved descriptor closed just before each connect, would race with the
+//!   peer server's accept loop for the freed slot, and would still cost a connect per check.
+//!
+//! Framing: in prompt mode HAProxy ends the output of each command with `\n> ` instead of
+//! closing. A quoted `show stat` field could contain that text, so an answer is complete only
+//! at the second prompt *and* when its `show stat` part holds an even number of `"` (HAProxy
+//! doubles quotes inside quoted fields, so an odd count means a quoted field is still open).
+//!
+//! # Parsing
+//!
+//! `show stat` is real CSV: HAProxy quotes a field holding a comma, a quote, CR or LF and
+//! doubles inner quotes, and `last_chk` / `last_agt` carry whatever text a backend or an agent
+//! chose (`"Service Unavailable, retry later"`). It is read with the `csv` crate, from bytes:
+//! only the four fields the verdict needs must be UTF-8. A row that cannot be understood (too
+//! few or too many fields, an unknown type) fails the check only when it belongs to a proxy
+//! raftvip watches; any other is reported in [`Probe::ignored`] for the monitor to log, and
+//! skipped. Parsing never panics: garbage, truncation or an unexpected answer becomes a
+//! [`ParseError`] saying what was wrong, with a short excerpt.
+//!
+//! Cost, measured against HAProxy 2.6 with a small config: see `integration/haproxy_health.rs`
+//! (`a_check_costs_well_under_a_millisecond_of_cpu`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,18 +58,21 @@ use tokio::time::Instant;
 use super::{Stage, Unhealthy, Verdict};
 use crate::config::HaproxyConfig;
 
-/// The one command of a check: both answers from one connection, hence from one process.
+/// The one command of a check: both answers from one process.
 pub const CHECK_COMMAND: &str = "show info;show stat\n";
 
-/// Opens the watch session: interactive mode, an idle timeout longer than any quiet spell
-/// (HAProxy's `stats timeout` default of 10 s would otherwise close it every 10 s; the value
-/// is one day, in seconds), and `show info` to learn which worker answers.
-const SESSION_OPEN_COMMAND: &str = "prompt\nset timeout cli 86400\nshow info\n";
+/// Opens a session and runs its first check in one exchange: interactive mode, an idle
+/// timeout longer than any quiet spell (HAProxy's `stats timeout` default of 10 s would
+/// otherwise close it every 10 s; the value is one day, in seconds), then [`CHECK_COMMAND`].
+const SESSION_OPEN_COMMAND: &str = "prompt\nset timeout cli 86400\nshow info;show stat\n";
 
-/// Prompts expected before the session is open: one per command of [`SESSION_OPEN_COMMAND`].
-const SESSION_OPEN_PROMPTS: usize = 3;
+/// Prompts that precede the check's answer when a session opens: one after `prompt`, one
+/// after `set timeout cli`.
+const SESSION_OPEN_PROMPTS: usize = 2;
 
-/// The interactive prompt HAProxy prints after each answer in `prompt` mode.
+/// The interactive prompt HAProxy prints after the output of each command (of a `;` chain
+/// too) in `prompt` mode, where one-shot mode prints an empty line: `\n` ends the output's
+/// last line either way.
 const PROMPT: &[u8] = b"\n> ";
 
 /// Largest answer accepted. A `show stat` row is ~700 bytes, so 8 MiB is over ten thousand
@@ -65,8 +98,6 @@ const EXCERPT_CHARS: usize = 80;
 /// What went wrong understanding HAProxy's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("answer is not UTF-8 text")]
-    NotUtf8,
     #[error("answer is larger than {MAX_ANSWER_BYTES} bytes")]
     TooLarge,
     #[error("answer is truncated: it does not end with the empty line that ends every answer")]
@@ -84,13 +115,13 @@ pub enum ParseError {
     #[error("show stat header has no `{0}` column")]
     MissingColumn(&'static str),
     #[error("show stat line {line} has {got} fields, the header has {want}")]
-    FieldCount {
-        line: usize,
-        got: usize,
-        want: usize,
-    },
+    FieldCount { line: u64, got: usize, want: usize },
     #[error("show stat line {line} has an unknown type {value:?}")]
-    RowType { line: usize, value: String },
+    RowType { line: u64, value: String },
+    #[error("show stat line {line}: `{column}` is not UTF-8 text")]
+    NotUtf8 { line: u64, column: &'static str },
+    #[error("show stat is not readable as CSV: {0}")]
+    Csv(String),
 }
 
 /// The `show info` fields the verdict needs.
@@ -113,50 +144,79 @@ pub enum RowKind {
     Listener,
 }
 
-/// One `show stat` row, borrowing from the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatRow<'a> {
-    pub pxname: &'a str,
-    pub svname: &'a str,
+/// One `show stat` row: the fields the verdict needs, unquoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatRow {
+    pub pxname: String,
+    pub svname: String,
     pub kind: RowKind,
     /// `OPEN`, `UP`, `DOWN`, `UP 1/3`, `no check`, `MAINT`, ...
-    pub status: &'a str,
+    pub status: String,
     /// `L7OK`, `L4CON`, `INI` (not checked yet), with a `* ` prefix while a check runs; empty
     /// when the server has no check or the column is absent.
-    pub check_status: &'a str,
+    pub check_status: String,
+}
+
+/// A `show stat` row the parser could not understand, with what it could read of its owner
+/// (`pxname` and `svname` come first in every row, before any free text, so they survive a
+/// garbled row; non-UTF-8 bytes are replaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OddRow {
+    pub pxname: String,
+    pub svname: String,
+    pub problem: ParseError,
 }
 
 /// One check's answer, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot<'a> {
+pub struct Snapshot {
     pub info: Info,
-    pub rows: Vec<StatRow<'a>>,
+    pub rows: Vec<StatRow>,
+    /// Rows that could not be understood, in answer order.
+    pub odd: Vec<OddRow>,
 }
 
-fn excerpt(text: &str) -> String {
-    text.chars().take(EXCERPT_CHARS).collect()
+fn excerpt(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect()
 }
 
-/// Parses `show info` (`Name: value` lines, blank lines ignored).
-pub fn parse_info(text: &str) -> Result<Info, ParseError> {
-    let body = text.trim_start_matches('\n');
-    if !body.starts_with("Name:") {
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace());
+    match (start, end) {
+        (Some(s), Some(e)) => &bytes[s..=e],
+        _ => &[],
+    }
+}
+
+/// Parses `show info` (`Name: value` lines, blank lines ignored). Only `Pid`, `Uptime_sec`
+/// and `Stopping` are read; other values may hold any bytes.
+pub fn parse_info(text: &[u8]) -> Result<Info, ParseError> {
+    let start = text.iter().position(|b| *b != b'\n').unwrap_or(text.len());
+    let body = &text[start..];
+    if !body.starts_with(b"Name:") {
         return Err(ParseError::NotShowInfo(excerpt(body)));
     }
     let (mut pid, mut uptime, mut stopping) = (None, None, None);
-    for (index, line) in body.lines().enumerate() {
+    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
-        let (key, value) = line.split_once(':').ok_or_else(|| ParseError::InfoLine {
-            line: index + 1,
-            text: excerpt(line),
-        })?;
-        let value = value.trim();
-        match key {
-            "Pid" => pid = Some(number("Pid", value)?),
-            "Uptime_sec" => uptime = Some(number("Uptime_sec", value)?),
-            "Stopping" => stopping = Some(number::<u32>("Stopping", value)? != 0),
+        let colon = line
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or_else(|| ParseError::InfoLine {
+                line: index + 1,
+                text: excerpt(line),
+            })?;
+        let value = trim(&line[colon + 1..]);
+        match &line[..colon] {
+            b"Pid" => pid = Some(number("Pid", value)?),
+            b"Uptime_sec" => uptime = Some(number("Uptime_sec", value)?),
+            b"Stopping" => stopping = Some(number::<u32>("Stopping", value)? != 0),
             _ => {}
         }
     }
@@ -167,94 +227,175 @@ pub fn parse_info(text: &str) -> Result<Info, ParseError> {
     })
 }
 
-fn number<T: std::str::FromStr>(field: &'static str, value: &str) -> Result<T, ParseError> {
-    value.parse().map_err(|_| ParseError::InfoNumber {
-        field,
-        value: excerpt(value),
-    })
+fn number<T: std::str::FromStr>(field: &'static str, value: &[u8]) -> Result<T, ParseError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ParseError::InfoNumber {
+            field,
+            value: excerpt(value),
+        })
 }
 
-/// Parses `show stat` CSV. Columns are found by header name, so a HAProxy that adds or moves
-/// columns still parses; `type` and `check_status` are optional (the kind then comes from
-/// `svname`).
-pub fn parse_stat(text: &str) -> Result<Vec<StatRow<'_>>, ParseError> {
-    let mut lines = text.lines().enumerate();
-    let header = lines
-        .by_ref()
-        .find(|(_, line)| !line.is_empty())
-        .and_then(|(_, line)| line.strip_prefix("# "))
-        .ok_or_else(|| ParseError::NoStatHeader(excerpt(text)))?;
-    let columns: Vec<&str> = header.split(',').collect();
-    let column = |name| columns.iter().position(|c| *c == name);
-    let required = |name| column(name).ok_or(ParseError::MissingColumn(name));
-    let (pxname, svname, status) = (
-        required("pxname")?,
-        required("svname")?,
-        required("status")?,
-    );
-    let (kind_col, check_col) = (column("type"), column("check_status"));
+/// Column positions of the fields the verdict needs.
+struct Columns {
+    count: usize,
+    pxname: usize,
+    svname: usize,
+    status: usize,
+    kind: Option<usize>,
+    check_status: Option<usize>,
+}
 
-    let mut rows = Vec::new();
-    let mut fields: Vec<&str> = Vec::with_capacity(columns.len());
-    for (index, line) in lines {
-        if line.is_empty() {
-            continue;
+impl Columns {
+    fn of(header: &csv::ByteRecord) -> Result<Self, ParseError> {
+        let column = |name: &str| header.iter().position(|c| c == name.as_bytes());
+        let required = |name| column(name).ok_or(ParseError::MissingColumn(name));
+        Ok(Self {
+            count: header.len(),
+            pxname: required("pxname")?,
+            svname: required("svname")?,
+            status: required("status")?,
+            kind: column("type"),
+            check_status: column("check_status"),
+        })
+    }
+
+    /// Reads one data row; `Err` is an [`OddRow`].
+    fn row(&self, record: &csv::ByteRecord, line: u64) -> Result<StatRow, OddRow> {
+        let lossy = |at: usize| String::from_utf8_lossy(record.get(at).unwrap_or_default());
+        let odd = |problem| OddRow {
+            pxname: lossy(self.pxname).into_owned(),
+            svname: lossy(self.svname).into_owned(),
+            problem,
+        };
+        if record.len() != self.count {
+            return Err(odd(ParseError::FieldCount {
+                line,
+                got: record.len(),
+                want: self.count,
+            }));
         }
-        fields.clear();
-        fields.extend(line.split(','));
-        if fields.len() != columns.len() {
-            return Err(ParseError::FieldCount {
-                line: index + 1,
-                got: fields.len(),
-                want: columns.len(),
-            });
-        }
-        let kind = match kind_col.map(|c| fields[c]) {
-            Some("0") => RowKind::Frontend,
-            Some("1") => RowKind::Backend,
-            Some("2") => RowKind::Server,
-            Some("3") => RowKind::Listener,
+        let text = |at: usize, column: &'static str| {
+            std::str::from_utf8(record.get(at).unwrap_or_default())
+                .map(str::to_owned)
+                .map_err(|_| odd(ParseError::NotUtf8 { line, column }))
+        };
+        let svname = text(self.svname, "svname")?;
+        let kind = match self.kind.map(|c| record.get(c).unwrap_or_default()) {
+            Some(b"0") => RowKind::Frontend,
+            Some(b"1") => RowKind::Backend,
+            Some(b"2") => RowKind::Server,
+            Some(b"3") => RowKind::Listener,
             Some(other) => {
-                return Err(ParseError::RowType {
-                    line: index + 1,
+                return Err(odd(ParseError::RowType {
+                    line,
                     value: excerpt(other),
-                })
+                }))
             }
-            None => match fields[svname] {
+            None => match svname.as_str() {
                 "FRONTEND" => RowKind::Frontend,
                 "BACKEND" => RowKind::Backend,
                 _ => RowKind::Server,
             },
         };
-        rows.push(StatRow {
-            pxname: fields[pxname],
-            svname: fields[svname],
+        Ok(StatRow {
+            pxname: text(self.pxname, "pxname")?,
+            svname,
             kind,
-            status: fields[status],
-            check_status: check_col.map_or("", |c| fields[c]),
-        });
+            status: text(self.status, "status")?,
+            check_status: match self.check_status {
+                Some(c) => text(c, "check_status")?,
+                None => String::new(),
+            },
+        })
     }
-    Ok(rows)
 }
 
-/// Parses the answer to [`CHECK_COMMAND`]: `show info`, an empty line, `show stat`, an empty
-/// line. A missing final empty line means the answer was cut short.
-pub fn parse_answer(text: &str) -> Result<Snapshot<'_>, ParseError> {
-    if !text.ends_with("\n\n") {
+/// Parses `show stat` CSV into the rows it understood and those it did not. Columns are found
+/// by header name, so a HAProxy that adds or moves columns still parses; `type` and
+/// `check_status` are optional (the kind then comes from `svname`). Line numbers count from
+/// the header (line 1); a quoted field may span lines, so they are where a row starts.
+pub fn parse_stat(text: &[u8]) -> Result<(Vec<StatRow>, Vec<OddRow>), ParseError> {
+    let start = text.iter().position(|b| *b != b'\n').unwrap_or(text.len());
+    let body = text[start..]
+        .strip_prefix(b"# ")
+        .ok_or_else(|| ParseError::NoStatHeader(excerpt(&text[start..])))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body);
+    let mut record = csv::ByteRecord::new();
+    let csv_error = |e: csv::Error| ParseError::Csv(e.to_string());
+    if !reader.read_byte_record(&mut record).map_err(csv_error)? {
+        return Err(ParseError::NoStatHeader(excerpt(&text[start..])));
+    }
+    let columns = Columns::of(&record)?;
+    let (mut rows, mut odd) = (Vec::new(), Vec::new());
+    while reader.read_byte_record(&mut record).map_err(csv_error)? {
+        let line = record.position().map_or(0, csv::Position::line);
+        match columns.row(&record, line) {
+            Ok(row) => rows.push(row),
+            Err(row) => odd.push(row),
+        }
+    }
+    Ok((rows, odd))
+}
+
+/// Parses the answer to [`CHECK_COMMAND`] in its one-shot form: `show info`, an empty line,
+/// `show stat`, an empty line. A missing final empty line means the answer was cut short.
+pub fn parse_answer(text: &[u8]) -> Result<Snapshot, ParseError> {
+    if !text.ends_with(b"\n\n") {
         return Err(ParseError::Truncated);
     }
-    let split = if text.starts_with("# ") {
-        0
-    } else {
-        text.find("\n# ")
-            .map(|at| at + 1)
-            .ok_or_else(|| ParseError::NoStatHeader(excerpt(text)))?
-    };
+    let split = stat_start(text).ok_or_else(|| ParseError::NoStatHeader(excerpt(text)))?;
     let (info, stat) = text.split_at(split);
-    Ok(Snapshot {
-        info: parse_info(info)?,
-        rows: parse_stat(stat)?,
-    })
+    let info = parse_info(info)?;
+    let (rows, odd) = parse_stat(stat)?;
+    Ok(Snapshot { info, rows, odd })
+}
+
+/// Where the `show stat` header starts: at the start, or after the first `\n# `. `show info`
+/// lines are `Name: value` and never start with `# `.
+fn stat_start(text: &[u8]) -> Option<usize> {
+    if text.starts_with(b"# ") {
+        return Some(0);
+    }
+    text.windows(3).position(|w| w == b"\n# ").map(|at| at + 1)
+}
+
+/// Where a complete prompt-mode answer to [`CHECK_COMMAND`] lies in `buf`, after `skip`
+/// leading prompts: `(start, info_end)`, the start of the `show info` output and the end of
+/// the prompt that follows it. In prompt mode HAProxy ends each command's output with
+/// [`PROMPT`], an error included, so the answer is complete at the second prompt after `skip`
+/// — unless that "prompt" is text inside a quoted `show stat` field, i.e. the `show stat`
+/// part so far holds an odd number of quotes. Outside quotes, `\n> ` cannot be text: `show
+/// info` values are single lines, and every `show stat` row starts with a proxy name, made of
+/// letters, digits and `-_.:` only.
+fn framed(buf: &[u8], skip: usize) -> Option<(usize, usize)> {
+    if !buf.ends_with(PROMPT) {
+        return None;
+    }
+    let mut prompt_ends = (buf.windows(PROMPT.len()).enumerate())
+        .filter(|(_, w)| *w == PROMPT)
+        .map(|(at, _)| at + PROMPT.len());
+    let start = match skip {
+        0 => 0,
+        _ => prompt_ends.nth(skip - 1)?,
+    };
+    let info_end = prompt_ends.next()?;
+    let last = buf.len() - PROMPT.len();
+    let quotes = buf.get(info_end..last)?.iter().filter(|b| **b == b'"');
+    (quotes.count() % 2 == 0).then_some((start, info_end))
+}
+
+/// The answer framed by [`framed`] in one-shot form: each command's output followed by an
+/// empty line instead of the prompt.
+fn one_shot(buf: &[u8], (start, info_end): (usize, usize)) -> Vec<u8> {
+    let prompt_tail = PROMPT.len() - 1;
+    let mut answer = buf[start..info_end - prompt_tail].to_vec();
+    answer.extend_from_slice(&buf[info_end..buf.len() - prompt_tail]);
+    answer
 }
 
 /// A server that takes traffic: `UP` including transitional `UP 1/3`, and `no check` (always
@@ -266,6 +407,19 @@ fn server_up(status: &str) -> bool {
 /// A server whose state is still HAProxy's initial guess: never checked since start.
 fn never_checked(check_status: &str) -> bool {
     check_status.trim_start_matches("* ") == "INI"
+}
+
+/// Whether the row of proxy `pxname` named `svname` is one raftvip watches: a frontend row
+/// (`FRONTEND`) of a listed frontend, any other row of a listed backend; an empty list
+/// watches all. Decided from the two fields every row starts with, so it also places a row
+/// that could not be read otherwise.
+pub fn watches(config: &HaproxyConfig, pxname: &str, svname: &str) -> bool {
+    let list = if svname == "FRONTEND" {
+        &config.frontends
+    } else {
+        &config.backends
+    };
+    list.is_empty() || list.iter().any(|name| name == pxname)
 }
 
 /// Server counts of one backend.
@@ -280,8 +434,8 @@ struct Tally<'a> {
     unsettled: u32,
 }
 
-fn tally<'a>(rows: &[StatRow<'a>], young: bool) -> Vec<Tally<'a>> {
-    let mut tallies: Vec<Tally<'a>> = Vec::new();
+fn tally(rows: &[StatRow], young: bool) -> Vec<Tally<'_>> {
+    let mut tallies: Vec<Tally<'_>> = Vec::new();
     for row in rows {
         if !matches!(row.kind, RowKind::Backend | RowKind::Server) {
             continue;
@@ -292,7 +446,7 @@ fn tally<'a>(rows: &[StatRow<'a>], young: bool) -> Vec<Tally<'a>> {
             Some(at) => at,
             None => {
                 tallies.push(Tally {
-                    name: row.pxname,
+                    name: &row.pxname,
                     status: None,
                     servers: 0,
                     up: 0,
@@ -303,12 +457,12 @@ fn tally<'a>(rows: &[StatRow<'a>], young: bool) -> Vec<Tally<'a>> {
         };
         let t = &mut tallies[at];
         if row.kind == RowKind::Backend {
-            t.status = Some(row.status);
+            t.status = Some(&row.status);
         } else {
             t.servers += 1;
-            if young && never_checked(row.check_status) {
+            if young && never_checked(&row.check_status) {
                 t.unsettled += 1;
-            } else if server_up(row.status) {
+            } else if server_up(&row.status) {
                 t.up += 1;
             }
         }
@@ -345,10 +499,13 @@ fn judge_backend(t: &Tally<'_>, status: &str, min: u32) -> BackendVerdict {
 
 /// Judges one snapshot against the config (no I/O).
 ///
-/// Order: `Stopping`, then frontends, then backends; the first failure is the reason.
-/// Frontends must be `OPEN`. Backends must be `UP` with at least `min_servers_up` servers up.
-/// With an empty `backends` list every backend that has servers is judged (a serverless one —
-/// a stats page, a redirect — cannot have servers up); a listed one is judged regardless.
+/// Order: `Stopping`, then rows that could not be read, then frontends, then backends; the
+/// first failure is the reason. A row that could not be read fails the check only if it is
+/// watched (see [`watches`]): a garbled row of a proxy raftvip ignores never takes the box
+/// out. Frontends must be `OPEN`. Backends must be `UP` with at least `min_servers_up` servers
+/// up. With an empty `backends` list every backend that has servers is judged (a serverless
+/// one — a stats page, a redirect — cannot have servers up); a listed one is judged
+/// regardless.
 ///
 /// After a (re)start, servers HAProxy has not checked yet show its optimistic initial state
 /// (`UP 1/3`, check `INI`). While `Uptime_sec` < [`SETTLE_SECS`], such servers count neither
@@ -357,10 +514,16 @@ fn judge_backend(t: &Tally<'_>, status: &str, min: u32) -> BackendVerdict {
 /// [`Verdict::Unsettled`] and the rise/fall state keeps its previous value. A new `Pid` or a
 /// small uptime therefore never flips the verdict by itself, while `Stopping`, a closed
 /// frontend and a dead socket still count at once.
-pub fn judge<'a>(snapshot: &Snapshot<'a>, config: &HaproxyConfig) -> Verdict {
+pub fn judge<'a>(snapshot: &'a Snapshot, config: &HaproxyConfig) -> Verdict {
     let info = snapshot.info;
     if info.stopping {
         return Verdict::Bad(Unhealthy::Stopping { pid: info.pid });
+    }
+    if let Some(odd) = (snapshot.odd.iter()).find(|r| watches(config, &r.pxname, &r.svname)) {
+        return Verdict::Bad(Unhealthy::UnreadableRow {
+            proxy: odd.pxname.clone(),
+            problem: odd.problem.clone(),
+        });
     }
     let rows = &snapshot.rows;
 
@@ -368,18 +531,18 @@ pub fn judge<'a>(snapshot: &Snapshot<'a>, config: &HaproxyConfig) -> Verdict {
     if config.frontends.is_empty() {
         if let Some(r) = frontends.clone().find(|r| r.status != "OPEN") {
             return Verdict::Bad(Unhealthy::FrontendNotOpen {
-                name: r.pxname.to_owned(),
-                status: r.status.to_owned(),
+                name: r.pxname.clone(),
+                status: r.status.clone(),
             });
         }
     } else {
         for name in &config.frontends {
-            match frontends.clone().find(|r| r.pxname == name) {
+            match frontends.clone().find(|r| &r.pxname == name) {
                 None => return Verdict::Bad(Unhealthy::FrontendNotFound { name: name.clone() }),
                 Some(r) if r.status != "OPEN" => {
                     return Verdict::Bad(Unhealthy::FrontendNotOpen {
                         name: name.clone(),
-                        status: r.status.to_owned(),
+                        status: r.status.clone(),
                     })
                 }
                 Some(_) => {}
@@ -432,18 +595,29 @@ pub fn judge<'a>(snapshot: &Snapshot<'a>, config: &HaproxyConfig) -> Verdict {
     }
 }
 
+/// What a local resource error is short of, for the reason text: these errors say that this
+/// process (or this host) is out of something, not that HAProxy is gone.
+fn local_shortage(error: &std::io::Error) -> Option<&'static str> {
+    match error.raw_os_error()? {
+        libc::EMFILE => Some("file descriptors (EMFILE: its RLIMIT_NOFILE is reached)"),
+        libc::ENFILE => Some("file descriptors (ENFILE: the system-wide limit is reached)"),
+        libc::ENOMEM => Some("memory (ENOMEM)"),
+        libc::ENOBUFS => Some("socket buffers (ENOBUFS)"),
+        _ => None,
+    }
+}
+
 /// Maps a connect error to its reason: each common cause has its own.
 pub fn connect_error(path: &Path, error: std::io::Error) -> Unhealthy {
+    if local_shortage(&error).is_some() {
+        return io_error(path, Stage::Connect, error);
+    }
     let path = path.to_path_buf();
     match error.kind() {
         std::io::ErrorKind::NotFound => Unhealthy::SocketMissing { path },
         std::io::ErrorKind::ConnectionRefused => Unhealthy::Refused { path },
         std::io::ErrorKind::PermissionDenied => Unhealthy::PermissionDenied { path },
-        _ => Unhealthy::Io {
-            path,
-            stage: Stage::Connect,
-            source: Arc::new(error),
-        },
+        _ => io_error(&path, Stage::Connect, error),
     }
 }
 
@@ -455,72 +629,58 @@ fn timed_out(path: &Path, stage: Stage, timeout: Duration) -> Unhealthy {
     }
 }
 
+/// An I/O error of one stage: a local shortage has its own reason, anything else is an I/O
+/// failure talking to HAProxy.
 fn io_error(path: &Path, stage: Stage, error: std::io::Error) -> Unhealthy {
-    Unhealthy::Io {
-        path: path.to_path_buf(),
-        stage,
-        source: Arc::new(error),
+    let path = path.to_path_buf();
+    match local_shortage(&error) {
+        Some(short_of) => Unhealthy::LocalResource {
+            path,
+            stage,
+            short_of,
+            source: Arc::new(error),
+        },
+        None => Unhealthy::Io {
+            path,
+            stage,
+            source: Arc::new(error),
+        },
     }
 }
 
-/// Connects and sends `command`, all before `deadline`.
-async fn connect_and_send(
-    path: &Path,
+/// Sends `command` on `stream`, then reads until the answer is [`framed`] (after `skip`
+/// prompts), all before `deadline`; returns the answer in one-shot form.
+async fn exchange(
+    stream: &mut UnixStream,
     command: &str,
+    skip: usize,
+    path: &Path,
     deadline: Instant,
     timeout: Duration,
-) -> Result<UnixStream, Unhealthy> {
-    let mut stream = tokio::time::timeout_at(deadline, UnixStream::connect(path))
-        .await
-        .map_err(|_| timed_out(path, Stage::Connect, timeout))?
-        .map_err(|e| connect_error(path, e))?;
+) -> Result<Vec<u8>, Unhealthy> {
     tokio::time::timeout_at(deadline, stream.write_all(command.as_bytes()))
         .await
         .map_err(|_| timed_out(path, Stage::Write, timeout))?
         .map_err(|e| io_error(path, Stage::Write, e))?;
-    Ok(stream)
-}
-
-/// Reads into `buf` until `done(buf)`, EOF (returns true) or the deadline.
-async fn read_until(
-    stream: &mut UnixStream,
-    buf: &mut Vec<u8>,
-    path: &Path,
-    deadline: Instant,
-    timeout: Duration,
-    done: impl Fn(&[u8]) -> bool,
-) -> Result<bool, Unhealthy> {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
     loop {
         if buf.len() > MAX_ANSWER_BYTES {
             return Err(ParseError::TooLarge.into());
         }
         buf.reserve(READ_CHUNK);
-        let n = tokio::time::timeout_at(deadline, stream.read_buf(buf))
+        let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf))
             .await
             .map_err(|_| timed_out(path, Stage::Read, timeout))?
             .map_err(|e| io_error(path, Stage::Read, e))?;
         if n == 0 {
-            return Ok(true);
+            return Err(Unhealthy::Closed {
+                path: path.to_path_buf(),
+            });
         }
-        if done(buf) {
-            return Ok(false);
+        if let Some(frame) = framed(&buf, skip) {
+            return Ok(one_shot(&buf, frame));
         }
     }
-}
-
-/// Sends one command on a fresh connection and reads the answer until HAProxy closes it.
-/// Connect, send and read together must finish within `timeout`.
-pub async fn query(path: &Path, command: &str, timeout: Duration) -> Result<String, Unhealthy> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = connect_and_send(path, command, deadline, timeout).await?;
-    let mut buf = Vec::with_capacity(READ_CHUNK);
-    read_until(&mut stream, &mut buf, path, deadline, timeout, |_| false).await?;
-    if buf.is_empty() {
-        return Err(Unhealthy::Closed {
-            path: path.to_path_buf(),
-        });
-    }
-    String::from_utf8(buf).map_err(|_| ParseError::NotUtf8.into())
 }
 
 /// The outcome of one check.
@@ -529,31 +689,45 @@ pub struct Probe {
     pub verdict: Verdict,
     /// The answering process's `show info`, when the answer parsed.
     pub info: Option<Info>,
-    /// Wall time of connect, query, parse and judge.
+    /// Wall time of the exchange, parse and judge.
     pub latency: Duration,
+    /// Rows that could not be read and belong to proxies raftvip does not watch: skipped, to
+    /// be logged (rate-limited) by the caller.
+    pub ignored: Vec<OddRow>,
 }
 
-/// One complete check: query [`CHECK_COMMAND`] on a fresh connection, parse, judge.
-pub async fn check(config: &HaproxyConfig) -> Probe {
-    let start = Instant::now();
-    let timeout = Duration::from_millis(config.timeout_ms);
-    let (verdict, info) = match query(&config.stats_socket, CHECK_COMMAND, timeout).await {
-        Err(why) => (Verdict::Bad(why), None),
-        Ok(text) => match parse_answer(&text) {
-            Err(e) => (Verdict::Bad(e.into()), None),
-            Ok(snapshot) => (judge(&snapshot, config), Some(snapshot.info)),
-        },
-    };
-    Probe {
-        verdict,
-        info,
-        latency: start.elapsed(),
+impl Probe {
+    fn failed(why: Unhealthy, start: Instant) -> Self {
+        Self {
+            verdict: Verdict::Bad(why),
+            info: None,
+            latency: start.elapsed(),
+            ignored: Vec::new(),
+        }
+    }
+
+    fn of_answer(answer: &[u8], config: &HaproxyConfig, start: Instant) -> Self {
+        match parse_answer(answer) {
+            Err(e) => Self::failed(e.into(), start),
+            Ok(snapshot) => {
+                let verdict = judge(&snapshot, config);
+                let ignored = (snapshot.odd.into_iter())
+                    .filter(|r| !watches(config, &r.pxname, &r.svname))
+                    .collect();
+                Self {
+                    verdict,
+                    info: Some(snapshot.info),
+                    latency: start.elapsed(),
+                    ignored,
+                }
+            }
+        }
     }
 }
 
-/// An idle interactive connection to one HAProxy worker; it closes when that worker dies or
-/// exits. Holding it open keeps a soft-stopping old worker alive, so the owner must drop it as
-/// soon as another `Pid` answers the socket (after a reload).
+/// An interactive connection to one HAProxy worker that carries the checks and closes when
+/// that worker dies or exits. Holding it open keeps a soft-stopping old worker alive, so the
+/// owner drops it as soon as its worker reports `Stopping` (after a reload).
 #[derive(Debug)]
 pub struct Session {
     stream: UnixStream,
@@ -561,30 +735,57 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, enters `prompt` mode, lifts the idle timeout and learns the worker's pid.
-    pub async fn open(path: &Path, timeout: Duration) -> Result<Self, Unhealthy> {
-        let deadline = Instant::now() + timeout;
-        let mut stream = connect_and_send(path, SESSION_OPEN_COMMAND, deadline, timeout).await?;
-        let mut buf = Vec::with_capacity(READ_CHUNK);
-        let complete = |b: &[u8]| {
-            b.ends_with(PROMPT)
-                && b.windows(PROMPT.len()).filter(|w| *w == PROMPT).count() >= SESSION_OPEN_PROMPTS
+    /// Connects, enters `prompt` mode, lifts the idle timeout and runs the first check, all
+    /// within the config's `timeout_ms`. The session is returned only when the answer names
+    /// a worker that is not stopping: one that is must not be held.
+    pub async fn open(config: &HaproxyConfig) -> (Probe, Option<Session>) {
+        let start = Instant::now();
+        let path = &config.stats_socket;
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let deadline = start + timeout;
+        let connected = tokio::time::timeout_at(deadline, UnixStream::connect(path))
+            .await
+            .map_err(|_| timed_out(path, Stage::Connect, timeout))
+            .and_then(|r| r.map_err(|e| connect_error(path, e)));
+        let mut stream = match connected {
+            Ok(stream) => stream,
+            Err(why) => return (Probe::failed(why, start), None),
         };
-        let eof = read_until(&mut stream, &mut buf, path, deadline, timeout, complete).await?;
-        if eof {
-            return Err(Unhealthy::Closed {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::str::from_utf8(&buf).map_err(|_| ParseError::NotUtf8)?;
-        let start = text
-            .find("Name:")
-            .ok_or_else(|| ParseError::NotShowInfo(excerpt(text)))?;
-        let info = parse_info(text[start..].trim_end_matches("> "))?;
-        Ok(Self {
-            stream,
-            pid: info.pid,
-        })
+        let exchanged = exchange(
+            &mut stream,
+            SESSION_OPEN_COMMAND,
+            SESSION_OPEN_PROMPTS,
+            path,
+            deadline,
+            timeout,
+        );
+        let probe = match exchanged.await {
+            Ok(answer) => Probe::of_answer(&answer, config, start),
+            Err(why) => return (Probe::failed(why, start), None),
+        };
+        let session = (probe.info)
+            .filter(|i| !i.stopping)
+            .map(|i| Session { stream, pid: i.pid });
+        (probe, session)
+    }
+
+    /// Runs one check on the open session, within the config's `timeout_ms`. `Err` means the
+    /// session is unusable (closed, silent, or out of step) and must be dropped; the verdict
+    /// then belongs to a check on a new session.
+    pub async fn check(&mut self, config: &HaproxyConfig) -> Result<Probe, Unhealthy> {
+        let start = Instant::now();
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let path = &config.stats_socket;
+        let exchanged = exchange(
+            &mut self.stream,
+            CHECK_COMMAND,
+            0,
+            path,
+            start + timeout,
+            timeout,
+        );
+        let answer = exchanged.await?;
+        Ok(Probe::of_answer(&answer, config, start))
     }
 
     /// The worker this session talks to.
@@ -593,7 +794,7 @@ impl Session {
     }
 
     /// Resolves when HAProxy closes the session (EOF or error). Cancel-safe: it only reads
-    /// and discards.
+    /// and discards, and HAProxy sends nothing between answers.
     pub async fn closed(&mut self) {
         let mut sink = [0u8; 512];
         loop {
@@ -607,3 +808,6 @@ impl Session {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -9,10 +9,12 @@
 //!   `rise` good checks in a row to become healthy, `fall` bad ones to become unhealthy, except
 //!   that a *hard* failure (the socket refuses or vanished, HAProxy is stopping), confirmed by a
 //!   second immediate check, counts at once: a dead HAProxy must not hold the VIP for `fall`
-//!   more polls.
-//! - [`monitor`] is the thin async driver: it polls, keeps an interactive `prompt` session open
-//!   so that HAProxy's death is seen within milliseconds (its socket closes), follows
-//!   master-worker reloads, and publishes [`Health`] on a `watch` channel — the only thing the
+//!   more polls. A check that fails for lack of a local resource (`EMFILE`, `ENFILE`, `ENOMEM`,
+//!   `ENOBUFS`) says nothing about HAProxy: a healthy verdict is kept for up to
+//!   [`LOCAL_ERROR_HOLD`], and the reason says so.
+//! - [`monitor`] is the thin async driver: it polls over an interactive `prompt` session it
+//!   keeps open, so that a check needs no new descriptor and HAProxy's death is seen within
+//!   milliseconds (its socket closes), follows master-worker reloads, and publishes [`Health`] on a `watch` channel — the only thing the
 //!   supervisor consumes. Tests of the supervisor build such a channel themselves, so no trait
 //!   sits in between.
 
@@ -22,6 +24,7 @@ pub mod monitor;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use haproxy::ParseError;
 pub use monitor::spawn_haproxy_monitor;
@@ -31,7 +34,8 @@ pub use monitor::spawn_haproxy_monitor;
 pub struct Health {
     /// True only after `rise` good checks in a row; false while unknown (start-up).
     pub healthy: bool,
-    /// Why the node is not healthy (None while healthy).
+    /// Why the node is not healthy; while healthy, None — or why the healthy verdict is being
+    /// kept without a successful check (see [`LOCAL_ERROR_HOLD`]).
     pub reason: Option<String>,
     /// Wall-clock time of the last finished check, ms since the Unix epoch (0 = none yet).
     pub last_check_unix_ms: u64,
@@ -103,6 +107,14 @@ pub enum Unhealthy {
         #[source]
         source: Arc<std::io::Error>,
     },
+    #[error("cannot check HAProxy on {} ({stage}): raftvip is out of {short_of}; HAProxy's state is unknown", path.display())]
+    LocalResource {
+        path: PathBuf,
+        stage: Stage,
+        short_of: &'static str,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("HAProxy (pid {pid}) is stopping")]
     Stopping { pid: u32 },
     #[error("frontend {name} not OPEN ({status})")]
@@ -117,12 +129,15 @@ pub enum Unhealthy {
     BackendNotFound { name: String },
     #[error("unparsable output from HAProxy: {0}")]
     Unparsable(#[from] ParseError),
+    #[error("cannot read HAProxy's show stat row of watched proxy {proxy}: {problem}")]
+    UnreadableRow { proxy: String, problem: ParseError },
 }
 
 impl Unhealthy {
     /// Hard failures mean "HAProxy is gone or going": they skip the `fall` debounce once a
     /// second, immediate check confirms them. Everything else (a DOWN backend, a timeout, odd
-    /// output, a permission problem) is debounced by `fall`.
+    /// output, a permission problem) is debounced by `fall`; a local resource error is not
+    /// about HAProxy at all (see [`Unhealthy::is_local`]).
     pub fn is_hard(&self) -> bool {
         matches!(
             self,
@@ -133,7 +148,26 @@ impl Unhealthy {
                 | Self::Stopping { .. }
         )
     }
+
+    /// This process could not check (out of descriptors, memory or buffers): HAProxy's state
+    /// is unknown, not bad.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::LocalResource { .. })
+    }
 }
+
+/// How long a healthy verdict is kept while every check fails for lack of a local resource.
+///
+/// Such a shortage is usually someone else's doing — a flood of connections to the peer port
+/// eats descriptors until the peer server's limits and accept back-off shed it — and taking
+/// the VIP away for it would hand the attacker an outage: every box sees the same flood.
+/// Routine checks do not need a new descriptor (they run over the open session), so a
+/// shortage only bites when a session must be reopened, and HAProxy's death is usually still
+/// seen (the session's close frees a descriptor for the confirming check). Ten seconds rides
+/// out several rounds of a 1 s accept back-off; after that an HAProxy nobody could look at
+/// for so long no longer counts as healthy, and the local error counts as an ordinary
+/// failure (`fall` of them make the node unhealthy).
+pub const LOCAL_ERROR_HOLD: Duration = Duration::from_secs(10);
 
 /// The step of a socket exchange that failed, for the reason text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +233,9 @@ pub enum Change {
     Transition(Transition),
     /// Still unhealthy, but for a different reason than last time.
     NewReason(String),
+    /// Healthy, but the check could not run for a local reason (a new one): the verdict is
+    /// kept for now (see [`LOCAL_ERROR_HOLD`]).
+    Held(String),
 }
 
 /// Rise/fall debounce over verdicts; pure, so its sequences are unit-tested.
@@ -212,6 +249,8 @@ pub struct RiseFall {
     last_failure: Option<String>,
     /// Why the state is still unknown (HAProxy not settled yet), for the reason text.
     waiting_for: Option<String>,
+    /// Since when checks fail for a local reason while healthy, and the last such reason.
+    held: Option<(Instant, String)>,
     transitions: u64,
 }
 
@@ -228,6 +267,7 @@ impl RiseFall {
             bad_run: 0,
             last_failure: None,
             waiting_for: None,
+            held: None,
             transitions: 0,
         }
     }
@@ -245,9 +285,32 @@ impl RiseFall {
         self.transitions
     }
 
-    /// Feeds one debounced observation. `confirmed_hard` says the failure is hard and was seen
-    /// twice in a row (the caller re-checks at once), so it bypasses `fall`.
-    pub fn observe(&mut self, verdict: &Verdict, confirmed_hard: bool) -> Change {
+    /// Feeds one debounced observation made at `now`. `confirmed_hard` says the failure is
+    /// hard and was seen twice in a row (the caller re-checks at once), so it bypasses `fall`.
+    ///
+    /// A local resource error while healthy keeps the state for [`LOCAL_ERROR_HOLD`] after the
+    /// first of an unbroken series (neither run counter moves); past that it counts as a
+    /// failure like any other. While not healthy it is an ordinary failure: an unchecked
+    /// HAProxy must not become healthy.
+    pub fn observe(&mut self, verdict: &Verdict, confirmed_hard: bool, now: Instant) -> Change {
+        match verdict {
+            Verdict::Bad(why) if why.is_local() => {
+                let reason = why.to_string();
+                let since = self.held.as_ref().map_or(now, |(since, _)| *since);
+                let new_reason = self.held.as_ref().map(|(_, r)| r) != Some(&reason);
+                self.held = Some((since, reason.clone()));
+                if self.state == State::Healthy
+                    && now.saturating_duration_since(since) < LOCAL_ERROR_HOLD
+                {
+                    return if new_reason {
+                        Change::Held(reason)
+                    } else {
+                        Change::None
+                    };
+                }
+            }
+            _ => self.held = None,
+        }
         match verdict {
             Verdict::Unsettled(why) => {
                 self.waiting_for = Some(why.clone());
@@ -291,10 +354,16 @@ impl RiseFall {
         Change::Transition(Transition { from, to, reason })
     }
 
-    /// The reason shown while not healthy: the last failure, and the recovery progress.
+    /// The reason shown while not healthy: the last failure, and the recovery progress. While
+    /// healthy, only while a local error holds the verdict.
     pub fn reason(&self) -> Option<String> {
         if self.healthy() {
-            return None;
+            return (self.held.as_ref()).map(|(_, why)| {
+                format!(
+                    "{why}; keeping the last verdict (healthy) for up to {} s",
+                    LOCAL_ERROR_HOLD.as_secs()
+                )
+            });
         }
         let base = (self.last_failure.as_deref())
             .or(self.waiting_for.as_deref())
@@ -326,17 +395,34 @@ mod tests {
         Verdict::Bad(Unhealthy::Refused { path: "/s".into() })
     }
 
-    /// Runs a sequence ('g' good, 'b' bad, 'h' confirmed hard, 'u' unsettled) and returns the
-    /// state after each step as 'H', 'U' (unhealthy) or '?' (unknown).
+    fn local() -> Verdict {
+        Verdict::Bad(Unhealthy::LocalResource {
+            path: "/s".into(),
+            stage: Stage::Connect,
+            short_of: "file descriptors (EMFILE: its RLIMIT_NOFILE is reached)",
+            source: Arc::new(std::io::Error::from_raw_os_error(libc::EMFILE)),
+        })
+    }
+
+    /// Time between two steps of [`run`].
+    const STEP: Duration = Duration::from_secs(1);
+
+    /// Runs a sequence ('g' good, 'b' bad, 'h' confirmed hard, 'u' unsettled, 'l' local
+    /// resource error), one step per [`STEP`], and returns the state after each step as 'H',
+    /// 'U' (unhealthy) or '?' (unknown).
     fn run(rise: u32, fall: u32, seq: &str) -> String {
         let mut rf = RiseFall::new(rise, fall);
+        let start = Instant::now();
         seq.chars()
-            .map(|c| {
+            .zip(0u32..)
+            .map(|(c, step)| {
+                let now = start + STEP * step;
                 match c {
-                    'g' => rf.observe(&Verdict::Good, false),
-                    'b' => rf.observe(&bad(), false),
-                    'h' => rf.observe(&hard(), true),
-                    _ => rf.observe(&Verdict::Unsettled("young".into()), false),
+                    'g' => rf.observe(&Verdict::Good, false, now),
+                    'b' => rf.observe(&bad(), false, now),
+                    'h' => rf.observe(&hard(), true, now),
+                    'l' => rf.observe(&local(), false, now),
+                    _ => rf.observe(&Verdict::Unsettled("young".into()), false, now),
                 };
                 match rf.state() {
                     State::Unknown => '?',
@@ -386,19 +472,69 @@ mod tests {
     }
 
     #[test]
+    fn local_errors_keep_a_healthy_verdict_for_a_bounded_time() {
+        // Held for LOCAL_ERROR_HOLD (10 steps) from the first local error, then ordinary
+        // failures: `fall` (2) of them make the node unhealthy.
+        assert_eq!(LOCAL_ERROR_HOLD, STEP * 10);
+        assert_eq!(
+            run(2, 2, &format!("gg{}", "l".repeat(12))),
+            format!("?H{}U", "H".repeat(11))
+        );
+        // A good check ends the series: the next one is held afresh.
+        let nine = "l".repeat(9);
+        assert_eq!(
+            run(2, 2, &format!("gg{nine}g{nine}")),
+            format!("?H{}", "H".repeat(19))
+        );
+        // A real failure during the hold still counts.
+        assert_eq!(run(2, 2, "ggllblb"), "?HHHHHU");
+        // Never healthy without a check: at start-up or while unhealthy it is a failure.
+        assert_eq!(run(2, 2, "lll"), "UUU");
+        assert_eq!(run(2, 2, "ggbblgg"), "?HHUUUH");
+        assert_eq!(run(2, 2, "ggbbglgg"), "?HHUUUUH");
+    }
+
+    #[test]
+    fn a_held_verdict_says_why() {
+        let mut rf = RiseFall::new(1, 1);
+        let t = Instant::now();
+        rf.observe(&Verdict::Good, false, t);
+        let held = "cannot check HAProxy on /s (connecting): raftvip is out of file descriptors \
+                    (EMFILE: its RLIMIT_NOFILE is reached); HAProxy's state is unknown";
+        assert_eq!(rf.observe(&local(), false, t), Change::Held(held.into()));
+        assert_eq!(rf.observe(&local(), false, t + STEP), Change::None);
+        assert!(rf.healthy());
+        assert_eq!(
+            rf.reason().as_deref(),
+            Some(format!("{held}; keeping the last verdict (healthy) for up to 10 s").as_str())
+        );
+        let expired = rf.observe(&local(), false, t + LOCAL_ERROR_HOLD);
+        assert_eq!(
+            expired,
+            Change::Transition(Transition {
+                from: State::Healthy,
+                to: State::Unhealthy,
+                reason: Some(held.into())
+            })
+        );
+        rf.observe(&Verdict::Good, false, t + LOCAL_ERROR_HOLD);
+        assert_eq!(rf.reason(), None);
+    }
+
+    #[test]
     fn transitions_count_changes_of_healthy_only() {
         let mut rf = RiseFall::new(1, 1);
-        rf.observe(&bad(), false); // unknown -> unhealthy: still not healthy
+        rf.observe(&bad(), false, Instant::now()); // unknown -> unhealthy: still not healthy
         assert_eq!(rf.transitions(), 0);
-        rf.observe(&Verdict::Good, false);
-        rf.observe(&bad(), false);
+        rf.observe(&Verdict::Good, false, Instant::now());
+        rf.observe(&bad(), false, Instant::now());
         assert_eq!(rf.transitions(), 2);
     }
 
     #[test]
     fn identical_failures_are_reported_once() {
         let mut rf = RiseFall::new(1, 1);
-        let first = rf.observe(&bad(), false);
+        let first = rf.observe(&bad(), false, Instant::now());
         assert!(matches!(
             first,
             Change::Transition(Transition {
@@ -407,26 +543,26 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(rf.observe(&bad(), false), Change::None);
+        assert_eq!(rf.observe(&bad(), false, Instant::now()), Change::None);
         assert_eq!(
-            rf.observe(&hard(), true),
+            rf.observe(&hard(), true, Instant::now()),
             Change::NewReason("connection refused on /s: HAProxy is down".into())
         );
-        assert_eq!(rf.observe(&hard(), true), Change::None);
+        assert_eq!(rf.observe(&hard(), true, Instant::now()), Change::None);
     }
 
     #[test]
     fn reason_shows_recovery_progress() {
         let mut rf = RiseFall::new(3, 1);
         assert_eq!(rf.reason().as_deref(), Some("not checked yet"));
-        rf.observe(&bad(), false);
-        rf.observe(&Verdict::Good, false);
+        rf.observe(&bad(), false, Instant::now());
+        rf.observe(&Verdict::Good, false, Instant::now());
         assert_eq!(
             rf.reason().as_deref(),
             Some("backend be DOWN (servers up 0 < 1) (recovering: 1/3 good checks)")
         );
-        rf.observe(&Verdict::Good, false);
-        rf.observe(&Verdict::Good, false);
+        rf.observe(&Verdict::Good, false, Instant::now());
+        rf.observe(&Verdict::Good, false, Instant::now());
         assert_eq!(rf.reason(), None);
     }
 
@@ -462,6 +598,15 @@ mod tests {
                 },
                 "talking to /run/haproxy/admin.sock failed (reading the answer): connection reset",
             ),
+            (
+                Unhealthy::LocalResource {
+                    path: p(),
+                    stage: Stage::Connect,
+                    short_of: "memory (ENOMEM)",
+                    source: Arc::new(std::io::Error::from_raw_os_error(libc::ENOMEM)),
+                },
+                "cannot check HAProxy on /run/haproxy/admin.sock (connecting): raftvip is out of memory (ENOMEM); HAProxy's state is unknown",
+            ),
             (Unhealthy::Stopping { pid: 42 }, "HAProxy (pid 42) is stopping"),
             (
                 Unhealthy::FrontendNotOpen { name: "fe".into(), status: "PAUSED".into() },
@@ -486,6 +631,13 @@ mod tests {
             (
                 Unhealthy::Unparsable(ParseError::MissingInfoField("Pid")),
                 "unparsable output from HAProxy: show info has no `Pid` field",
+            ),
+            (
+                Unhealthy::UnreadableRow {
+                    proxy: "be".into(),
+                    problem: ParseError::FieldCount { line: 3, got: 130, want: 129 },
+                },
+                "cannot read HAProxy's show stat row of watched proxy be: show stat line 3 has 130 fields, the header has 129",
             ),
         ];
         for (reason, text) in cases {

@@ -1,15 +1,17 @@
-//! The async driver: polls HAProxy, watches the open session, debounces, publishes.
+//! The async driver: checks HAProxy, watches the open session, debounces, publishes.
 //!
-//! Two triggers run a check: the poll interval, and the watch [`Session`] closing. HAProxy
-//! closes that session the moment its worker dies, so a dead HAProxy is caught within a few
-//! milliseconds, not at the next poll. A closed session is not by itself a failure: it also
-//! closes when an old worker exits after a master-worker reload, or when an operator's
-//! `stats timeout` ends it. The fresh check decides — a refusing or vanished socket is hard
-//! and counts at once; an answering HAProxy means "reopen the session and carry on".
+//! Checks run over the open [`Session`] (no new descriptor per check, see [`super::haproxy`]).
+//! Two triggers run one: the poll interval, and the session closing. HAProxy closes the
+//! session the moment its worker dies, so a dead HAProxy is caught within a few milliseconds,
+//! not at the next poll. A closed session is not by itself a failure: it also closes when an
+//! operator's `stats timeout` or `shutdown session` ends it. The check on a new session
+//! decides — a refusing or vanished socket is hard and counts at once; an answering HAProxy
+//! means "carry on with the new session".
 //!
-//! Reloads: every check learns the answering worker's `Pid`. When it differs from the
-//! session's, the session is dropped and reopened on the new worker at once — keeping it would
-//! keep the old worker alive (HAProxy waits for its CLI sessions) and watch the wrong process.
+//! Reloads: the session talks to one worker. When that worker reports `Stopping` (the master
+//! told it to leave after a reload), the session is dropped at once — keeping it would keep
+//! the old worker alive (HAProxy waits for its CLI sessions) and watch the wrong process — and
+//! the check is repeated on a new session, which the new worker answers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,9 +19,9 @@ use tokio::time::Instant;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::haproxy::{check, Probe, Session};
+use super::haproxy::{OddRow, Probe, Session};
 use super::{Change, Health, RiseFall, Verdict};
 use crate::config::HaproxyConfig;
 
@@ -36,12 +38,12 @@ pub fn spawn_haproxy_monitor(
 ) -> watch::Receiver<Health> {
     let (tx, rx) = watch::channel(Health::initial());
     let monitor = Monitor {
-        timeout: Duration::from_millis(config.timeout_ms),
         rise_fall: RiseFall::new(config.rise, config.fall),
         config,
         session: None,
         session_opened: Instant::now(),
-        short_lived: false,
+        worker: None,
+        ignored_log: LogLimit::new(IGNORED_ROWS_LOG_EVERY),
         tx,
         checks: 0,
     };
@@ -49,12 +51,18 @@ pub fn spawn_haproxy_monitor(
     rx
 }
 
-/// A watch session HAProxy closes sooner than this after it opened (say, an operator's tiny
-/// `stats timeout` where `set timeout cli` is refused) is reopened at the next poll rather than
-/// at once, so a session that never stays open cannot spin the monitor in a loop of checks.
-/// One second is far above a healthy session's life of minutes to days, and far below any
-/// `stats timeout` anyone sets on purpose.
+/// A session HAProxy closes sooner than this after it opened (say, an operator's tiny
+/// `stats timeout` where `set timeout cli` is refused) is still followed by an immediate
+/// check, but the session that check opens is not kept: the next poll opens the next one, so
+/// a session that never stays open cannot spin the monitor in a loop of checks. One second is
+/// far above a healthy session's life of minutes to days, and far below any `stats timeout`
+/// anyone sets on purpose.
 const MIN_SESSION_LIFE: Duration = Duration::from_secs(1);
+
+/// At most one log line this often about `show stat` rows that could not be read and are
+/// ignored (they belong to proxies raftvip does not watch): such a row comes back on every
+/// poll, ten times a second by default, and one line a minute says all there is to say.
+const IGNORED_ROWS_LOG_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
@@ -64,14 +72,14 @@ enum Cause {
 
 struct Monitor {
     config: HaproxyConfig,
-    timeout: Duration,
     rise_fall: RiseFall,
-    /// The open watch session, if HAProxy answered; None while it is down.
+    /// The open session, if HAProxy answered; None while it is down.
     session: Option<Session>,
     /// When the current (or last) session opened.
     session_opened: Instant,
-    /// The last session closed before [`MIN_SESSION_LIFE`]: reopen only on a poll.
-    short_lived: bool,
+    /// The last worker a session talked to, to log reloads.
+    worker: Option<u32>,
+    ignored_log: LogLimit,
     tx: watch::Sender<Health>,
     checks: u64,
 }
@@ -98,30 +106,69 @@ impl Monitor {
                 () = session_closed(&mut self.session) => Cause::SessionClosed,
                 _ = tick.tick() => Cause::Poll,
             };
-            if cause == Cause::SessionClosed {
-                debug!(
-                    pid = self.session.as_ref().map(Session::pid),
-                    "HAProxy closed the watch session; checking at once"
-                );
-                self.session = None;
-                self.short_lived = self.session_opened.elapsed() < MIN_SESSION_LIFE;
-            }
+            let keep = match cause {
+                Cause::Poll => true,
+                Cause::SessionClosed => {
+                    self.session = None;
+                    let keep = self.session_opened.elapsed() >= MIN_SESSION_LIFE;
+                    debug!(
+                        pid = self.worker,
+                        reopen = keep,
+                        "HAProxy closed the session; checking at once"
+                    );
+                    keep
+                }
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                () = self.check_and_publish(cause) => {}
+                () = self.check_and_publish(keep) => {}
             }
         }
         debug!("HAProxy health monitor stopped");
     }
 
-    async fn probe(&mut self) -> Probe {
+    /// One check: on the open session if there is one and its worker is not stopping, else
+    /// on a new session, kept if `keep` and its worker is not stopping.
+    async fn probe(&mut self, keep: bool) -> Probe {
         self.checks += 1;
-        check(&self.config).await
+        if let Some(session) = self.session.as_mut() {
+            match session.check(&self.config).await {
+                Ok(probe) if probe.info.is_some_and(|i| !i.stopping) => return probe,
+                Ok(probe) => debug!(
+                    pid = session.pid(),
+                    verdict = ?probe.verdict,
+                    "the session's worker is stopping or unreadable; checking on a new session"
+                ),
+                Err(why) => debug!(
+                    pid = session.pid(),
+                    reason = %why,
+                    "the session failed; checking on a new session"
+                ),
+            }
+            // Dropped before the new one opens: this frees its descriptor for the new one and
+            // lets an old worker exit.
+            self.session = None;
+        }
+        let (probe, session) = Session::open(&self.config).await;
+        if let Some(session) = session.filter(|_| keep) {
+            if let Some(old) = self.worker.filter(|old| *old != session.pid()) {
+                info!(
+                    old_pid = old,
+                    new_pid = session.pid(),
+                    "HAProxy reloaded; watching the new worker"
+                );
+            }
+            debug!(pid = session.pid(), "session open");
+            self.worker = Some(session.pid());
+            self.session = Some(session);
+            self.session_opened = Instant::now();
+        }
+        probe
     }
 
-    async fn check_and_publish(&mut self, cause: Cause) {
-        let mut probe = self.probe().await;
+    async fn check_and_publish(&mut self, keep: bool) {
+        let mut probe = self.probe(keep).await;
         let mut confirmed_hard = false;
         if let Verdict::Bad(first) = &probe.verdict {
             if first.is_hard() {
@@ -129,12 +176,13 @@ impl Monitor {
                 // with a reload; seen twice in a row it is real. The re-check replaces the
                 // first result either way.
                 debug!(reason = %first, "hard failure; confirming with an immediate re-check");
-                probe = self.probe().await;
+                probe = self.probe(keep).await;
                 confirmed_hard = matches!(&probe.verdict, Verdict::Bad(w) if w.is_hard());
             }
         }
 
-        match self.rise_fall.observe(&probe.verdict, confirmed_hard) {
+        let now = std::time::Instant::now();
+        match self.rise_fall.observe(&probe.verdict, confirmed_hard, now) {
             Change::None => {}
             Change::Transition(t) => info!(
                 from = %t.from,
@@ -147,50 +195,21 @@ impl Monitor {
             Change::NewReason(reason) => {
                 info!(%reason, "HAProxy still unhealthy, for a new reason")
             }
+            Change::Held(reason) => warn!(
+                %reason,
+                hold_s = super::LOCAL_ERROR_HOLD.as_secs(),
+                "cannot check HAProxy for a local reason; keeping the healthy verdict for now"
+            ),
         }
         if let Verdict::Unsettled(why) = &probe.verdict {
             debug!(%why, "HAProxy not settled yet; keeping the previous verdict");
         }
-
-        // Publish first: opening a session may take up to the timeout.
+        if let Some(first) = probe.ignored.first() {
+            if let Some(suppressed) = self.ignored_log.allow(now) {
+                log_ignored(first, probe.ignored.len(), suppressed);
+            }
+        }
         self.publish(&probe);
-        if cause == Cause::Poll || !self.short_lived {
-            self.follow_worker(&probe).await;
-        }
-    }
-
-    /// Keeps the watch session on the worker that answers the socket now.
-    async fn follow_worker(&mut self, probe: &Probe) {
-        let Some(info) = probe.info.filter(|i| !i.stopping) else {
-            if matches!(&probe.verdict, Verdict::Bad(w) if w.is_hard()) {
-                self.session = None;
-            }
-            return;
-        };
-        let old = self.session.as_ref().map(Session::pid);
-        if old == Some(info.pid) {
-            return;
-        }
-        if let Some(old) = old {
-            info!(
-                old_pid = old,
-                new_pid = info.pid,
-                "HAProxy reloaded; watching the new worker"
-            );
-        }
-        // Drop first: the old session holds the old worker alive.
-        self.session = None;
-        match Session::open(&self.config.stats_socket, self.timeout).await {
-            Ok(session) => {
-                debug!(pid = session.pid(), "watch session open");
-                self.session = Some(session);
-                self.session_opened = Instant::now();
-                self.short_lived = false;
-            }
-            Err(why) => {
-                debug!(reason = %why, "could not open the watch session; retrying at the next poll")
-            }
-        }
     }
 
     fn publish(&self, probe: &Probe) {
@@ -210,9 +229,72 @@ impl Monitor {
     }
 }
 
+fn log_ignored(first: &OddRow, rows: usize, suppressed: u64) {
+    warn!(
+        proxy = %first.pxname,
+        svname = %first.svname,
+        problem = %first.problem,
+        rows,
+        checks_not_logged = suppressed,
+        "ignoring show stat rows raftvip cannot read: they belong to proxies it does not watch \
+         (logged at most once a minute)"
+    );
+}
+
+/// Lets one event through per period and counts the ones it holds back. Pure: the caller
+/// passes the time.
+#[derive(Debug)]
+struct LogLimit {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(events held back since the last one let through)` if this one may be logged.
+    fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// Wall-clock now in ms since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_lets_one_through_per_period_and_counts_the_rest() {
+        let mut limit = LogLimit::new(Duration::from_secs(60));
+        let t = std::time::Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(limit.allow(t), Some(0));
+        assert_eq!(limit.allow(t + s(1)), None);
+        assert_eq!(limit.allow(t + s(59)), None);
+        assert_eq!(limit.allow(t + s(60)), Some(2));
+        assert_eq!(limit.allow(t + s(61)), None);
+        assert_eq!(limit.allow(t + s(200)), Some(1));
+    }
 }

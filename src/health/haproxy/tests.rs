@@ -1,13 +1,17 @@
 //! Parser and judgement tests against real HAProxy 2.6 answers (captured from the Debian
 //! package with `show info;show stat`, see `fixtures/`), and client tests against a fake
 //! stats socket that misbehaves on purpose.
+//!
+//! `quoted_checks.txt` was captured from `haproxy/quoted-checks.cfg.in` with the backends of
+//! `integration/check_backend.py` (the specs are in `integration/haproxy_health.rs`), ~6 s
+//! after start; that integration test checks that live HAProxy still answers the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
@@ -20,8 +24,18 @@ const SETTLED: &str = include_str!("../fixtures/settled.txt");
 const RELOAD: &str = include_str!("../fixtures/reload_unsettled.txt");
 /// After `disable frontend fe_web` and stopping s1's server: fe_web PAUSED, s1 and s2 DOWN.
 const DOWN: &str = include_str!("../fixtures/frontend_stopped_backend_down.txt");
+/// Check texts with commas and quotes: fe_web OPEN; be_web UP with s1 UP (agent text
+/// `via agent : up (ready, "warm" and fine)`) and s2 DOWN (`Service Unavailable, retry later
+/// comment: expects 200, "OK"`); be_other DOWN, its o1 DOWN (`Down "for maintenance", sorry
+/// ...`).
+const QUOTED: &str = include_str!("../fixtures/quoted_checks.txt");
 
-fn config(path: &Path, frontends: &[&str], backends: &[&str], min: u32) -> HaproxyConfig {
+pub(super) fn config(
+    path: &Path,
+    frontends: &[&str],
+    backends: &[&str],
+    min: u32,
+) -> HaproxyConfig {
     HaproxyConfig {
         stats_socket: path.to_path_buf(),
         frontends: frontends.iter().map(|s| s.to_string()).collect(),
@@ -35,7 +49,7 @@ fn config(path: &Path, frontends: &[&str], backends: &[&str], min: u32) -> Hapro
 }
 
 fn verdict(text: &str, frontends: &[&str], backends: &[&str], min: u32) -> Verdict {
-    let snapshot = parse_answer(text).expect("fixture parses");
+    let snapshot = parse_answer(text.as_bytes()).expect("fixture parses");
     judge(
         &snapshot,
         &config(Path::new("/x"), frontends, backends, min),
@@ -49,9 +63,18 @@ fn reason(v: Verdict) -> String {
     }
 }
 
+fn summary(rows: &[StatRow]) -> Vec<(&str, &str, RowKind, &str, &str)> {
+    rows.iter()
+        .map(|r| {
+            let (px, sv) = (r.pxname.as_str(), r.svname.as_str());
+            (px, sv, r.kind, r.status.as_str(), r.check_status.as_str())
+        })
+        .collect()
+}
+
 #[test]
 fn parses_a_real_answer() {
-    let s = parse_answer(SETTLED).unwrap();
+    let s = parse_answer(SETTLED.as_bytes()).unwrap();
     assert_eq!(
         s.info,
         Info {
@@ -60,13 +83,9 @@ fn parses_a_real_answer() {
             stopping: false
         }
     );
-    let rows: Vec<_> = s
-        .rows
-        .iter()
-        .map(|r| (r.pxname, r.svname, r.kind, r.status, r.check_status))
-        .collect();
+    assert!(s.odd.is_empty());
     assert_eq!(
-        rows,
+        summary(&s.rows),
         vec![
             ("fe_web", "FRONTEND", RowKind::Frontend, "OPEN", ""),
             ("be_web", "s1", RowKind::Server, "UP", "L7OK"),
@@ -75,6 +94,54 @@ fn parses_a_real_answer() {
             ("be_web", "BACKEND", RowKind::Backend, "UP", ""),
             ("be_empty", "BACKEND", RowKind::Backend, "UP", ""),
         ]
+    );
+}
+
+#[test]
+fn quoted_check_texts_parse_as_haproxy_wrote_them() {
+    let s = parse_answer(QUOTED.as_bytes()).unwrap();
+    assert!(s.odd.is_empty(), "{:?}", s.odd);
+    assert_eq!(
+        summary(&s.rows),
+        vec![
+            ("fe_web", "FRONTEND", RowKind::Frontend, "OPEN", ""),
+            ("be_web", "s1", RowKind::Server, "UP", "L7OK"),
+            ("be_web", "s2", RowKind::Server, "DOWN", "L7STS"),
+            ("be_web", "BACKEND", RowKind::Backend, "UP", ""),
+            ("be_other", "o1", RowKind::Server, "DOWN", "L7STS"),
+            ("be_other", "BACKEND", RowKind::Backend, "DOWN", ""),
+        ]
+    );
+    // The texts really are there, quoted the way HAProxy quotes: the fixture tests something.
+    for quoted in [
+        r#""via agent : up (ready, ""warm"" and fine)""#,
+        r#""Service Unavailable, retry later comment: expects 200, ""OK""""#,
+        r#""Down ""for maintenance"", sorry comment: expects 200, ""OK""""#,
+    ] {
+        assert!(QUOTED.contains(quoted), "{quoted} not in the fixture");
+    }
+}
+
+#[test]
+fn quoted_check_texts_never_decide_the_verdict() {
+    // The watched frontend and backend are fine: commas and quotes in any server's texts,
+    // UP or DOWN, and a DOWN backend nobody watches change nothing.
+    assert!(matches!(
+        verdict(QUOTED, &["fe_web"], &["be_web"], 1),
+        Verdict::Good
+    ));
+    assert_eq!(
+        reason(verdict(QUOTED, &["fe_web"], &["be_web"], 2)),
+        "backend be_web DOWN (servers up 1 < 2)"
+    );
+    // Unhealthy only because of a watched backend that is DOWN.
+    assert_eq!(
+        reason(verdict(QUOTED, &[], &["be_other"], 1)),
+        "backend be_other DOWN (servers up 0 < 1)"
+    );
+    assert_eq!(
+        reason(verdict(QUOTED, &[], &[], 1)),
+        "backend be_other DOWN (servers up 0 < 1)"
     );
 }
 
@@ -174,96 +241,278 @@ fn unchecked_servers_after_a_reload_decide_nothing() {
     ));
 }
 
+/// Replaces line `line` (1-based, of the whole answer) of `text`.
+fn with_line(text: &str, line: usize, f: impl FnOnce(&str) -> String) -> String {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    lines[line - 1] = f(&lines[line - 1]);
+    lines.join("\n")
+}
+
+/// Line (1-based, of the whole answer) that starts with `prefix`.
+fn line_of(text: &str, prefix: &str) -> usize {
+    1 + text
+        .split('\n')
+        .position(|l| l.starts_with(prefix))
+        .expect("line in the fixture")
+}
+
+/// The `show stat` line number (header = 1) of a line of the whole answer.
+fn stat_line(text: &str, answer_line: usize) -> u64 {
+    u64::try_from(answer_line + 1 - line_of(text, "# pxname,")).unwrap()
+}
+
 #[test]
 fn garbage_is_a_clear_error() {
-    let cases: Vec<(String, ParseError)> = vec![
-        (String::new(), ParseError::Truncated),
+    let cases: Vec<(Vec<u8>, ParseError)> = vec![
+        (Vec::new(), ParseError::Truncated),
         (
-            SETTLED[..SETTLED.len() / 2].to_owned(),
+            SETTLED.as_bytes()[..SETTLED.len() / 2].to_vec(),
             ParseError::Truncated,
         ),
         (
-            "Unknown command. Please enter one of the following commands only:\n\n".into(),
+            b"Unknown command. Please enter one of the following commands only:\n\n".to_vec(),
             ParseError::NoStatHeader(
                 "Unknown command. Please enter one of the following commands only:\n\n".into(),
             ),
         ),
         (
-            "Permission denied\n\n# pxname,svname,status\n\n".into(),
+            b"Permission denied\n\n# pxname,svname,status\n\n".to_vec(),
             ParseError::NotShowInfo("Permission denied\n\n".into()),
         ),
         (
-            "Name: HAProxy\nPid 7\n\n# pxname,svname,status\n\n".into(),
+            b"Name: HAProxy\nPid 7\n\n# pxname,svname,status\n\n".to_vec(),
             ParseError::InfoLine {
                 line: 2,
                 text: "Pid 7".into(),
             },
         ),
         (
-            "Name: HAProxy\nUptime_sec: 1\nStopping: 0\n\n# pxname,svname,status\n\n".into(),
+            b"Name: HAProxy\nUptime_sec: 1\nStopping: 0\n\n# pxname,svname,status\n\n".to_vec(),
             ParseError::MissingInfoField("Pid"),
         ),
         (
-            "Name: HAProxy\nPid: x\n\n# pxname,svname,status\n\n".into(),
+            b"Name: HAProxy\nPid: x\n\n# pxname,svname,status\n\n".to_vec(),
             ParseError::InfoNumber {
                 field: "Pid",
                 value: "x".into(),
             },
         ),
         (
-            SETTLED.replace(",status,", ",statut,"),
+            b"Name: HAProxy\nPid: \xff\n\n# pxname,svname,status\n\n".to_vec(),
+            ParseError::InfoNumber {
+                field: "Pid",
+                value: "\u{fffd}".into(),
+            },
+        ),
+        (
+            SETTLED.replace(",status,", ",statut,").into_bytes(),
             ParseError::MissingColumn("status"),
         ),
         (
-            SETTLED.replace("be_empty,BACKEND,0,", "be_empty,BACKEND,"),
-            ParseError::FieldCount {
-                line: 7,
-                got: 128,
-                want: 129,
-            },
+            vec![0xff, 0xfe, b'\n', b'\n'],
+            ParseError::NoStatHeader("\u{fffd}\u{fffd}\n\n".into()),
         ),
     ];
     for (text, want) in cases {
         assert_eq!(parse_answer(&text).unwrap_err(), want);
     }
-    let bad_type = "Name: HAProxy\nPid: 1\nUptime_sec: 1\nStopping: 0\n\n# pxname,svname,status,type,\nfe,FRONTEND,OPEN,9,\n\n";
+}
+
+#[test]
+fn an_odd_row_fails_the_check_only_when_it_is_watched() {
+    // be_other's server row loses a field: reported with its proxy, and skipped.
+    let o1 = line_of(QUOTED, "be_other,o1,");
+    let text = with_line(QUOTED, o1, |l| l.replacen(",,", ",", 1));
+    let s = parse_answer(text.as_bytes()).unwrap();
+    let field_count = ParseError::FieldCount {
+        line: stat_line(QUOTED, o1),
+        got: 128,
+        want: 129,
+    };
     assert_eq!(
-        parse_answer(bad_type).unwrap_err(),
-        ParseError::RowType {
-            line: 2,
+        s.odd,
+        vec![OddRow {
+            pxname: "be_other".into(),
+            svname: "o1".into(),
+            problem: field_count.clone(),
+        }]
+    );
+    assert_eq!(s.rows.len(), 5);
+    // Not watched: the verdict is what the readable rows say.
+    assert!(matches!(
+        verdict(&text, &["fe_web"], &["be_web"], 1),
+        Verdict::Good
+    ));
+    // Watched, by name or because an empty list watches all: the check fails, saying why.
+    let why =
+        format!("cannot read HAProxy's show stat row of watched proxy be_other: {field_count}");
+    assert_eq!(reason(verdict(&text, &[], &["be_other"], 1)), why);
+    assert_eq!(reason(verdict(&text, &["fe_web"], &[], 1)), why);
+
+    // A FRONTEND row belongs to the frontend list, any other row to the backend list.
+    let fe = line_of(QUOTED, "fe_web,FRONTEND,");
+    let text = with_line(QUOTED, fe, |l| format!("{l}extra,"));
+    assert!(matches!(
+        verdict(&text, &["fe_web"], &["be_web"], 1),
+        Verdict::Bad(Unhealthy::UnreadableRow { .. })
+    ));
+    assert!(matches!(
+        verdict(&text, &["fe_other"], &["be_web"], 1),
+        Verdict::Bad(Unhealthy::FrontendNotFound { .. })
+    ));
+    let renamed = text.replace("\nfe_web,FRONTEND,", "\nfe_x,FRONTEND,");
+    assert!(matches!(
+        verdict(&renamed, &["fe_web"], &["be_web"], 1),
+        Verdict::Bad(Unhealthy::FrontendNotFound { .. })
+    ));
+
+    // An unknown type: odd as well, placed by its svname.
+    let s2 = line_of(QUOTED, "be_web,s2,");
+    let text = with_line(QUOTED, s2, |l| {
+        let mut fields: Vec<&str> = l.split(',').collect();
+        assert_eq!(fields[32], "2", "type column of a server");
+        fields[32] = "9";
+        fields.join(",")
+    });
+    let s = parse_answer(text.as_bytes()).unwrap();
+    assert_eq!(
+        s.odd.iter().map(|r| &r.problem).collect::<Vec<_>>(),
+        vec![&ParseError::RowType {
+            line: stat_line(QUOTED, s2),
             value: "9".into()
+        }]
+    );
+    assert!(matches!(
+        verdict(&text, &["fe_web"], &["be_other"], 1),
+        Verdict::Bad(Unhealthy::BackendDown { .. })
+    ));
+    assert!(matches!(
+        verdict(&text, &["fe_web"], &["be_web"], 1),
+        Verdict::Bad(Unhealthy::UnreadableRow { .. })
+    ));
+}
+
+/// `text` with the first `from` (a UTF-8 character) replaced by the raw byte `to`.
+fn with_byte(text: &str, from: char, to: u8) -> Vec<u8> {
+    let at = text.find(from).expect("character in the text");
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.splice(at..at + from.len_utf8(), [to]);
+    bytes
+}
+
+#[test]
+fn bytes_that_are_not_utf8_matter_only_where_they_are_read() {
+    // An agent that answers in Latin-1: its text is in last_agt, which nothing reads.
+    let bytes = with_byte(&QUOTED.replace("warm", "w\u{e4}rm"), '\u{e4}', 0xe4);
+    assert!(std::str::from_utf8(&bytes).is_err());
+    let s = parse_answer(&bytes).unwrap();
+    assert!(s.odd.is_empty());
+    assert_eq!(s.rows.len(), 6);
+
+    // In a field the verdict reads, the row is odd (and named as well as it can be).
+    let bytes = with_byte(
+        &QUOTED.replacen("be_other,o1,", "be_other,o\u{e4},", 1),
+        '\u{e4}',
+        0xe4,
+    );
+    let s = parse_answer(&bytes).unwrap();
+    assert_eq!(s.odd.len(), 1);
+    assert_eq!(s.odd[0].pxname, "be_other");
+    assert_eq!(s.odd[0].svname, "o\u{fffd}");
+    assert!(matches!(
+        s.odd[0].problem,
+        ParseError::NotUtf8 {
+            column: "svname",
+            ..
         }
+    ));
+}
+
+#[test]
+fn a_quoted_field_may_span_lines() {
+    let text = "Name: HAProxy\nPid: 1\nUptime_sec: 9\nStopping: 0\n\n\
+                # pxname,svname,status,type,last_chk,\n\
+                be,a,UP,2,\"first line,\nsecond \"\"line\"\"\n\n> third\",\n\
+                be,BACKEND,UP,1,,\n\n";
+    let s = parse_answer(text.as_bytes()).unwrap();
+    assert!(s.odd.is_empty(), "{:?}", s.odd);
+    assert_eq!(
+        summary(&s.rows),
+        vec![
+            ("be", "a", RowKind::Server, "UP", ""),
+            ("be", "BACKEND", RowKind::Backend, "UP", "")
+        ]
     );
 }
 
 #[test]
 fn a_row_cut_short_is_an_error_at_any_byte() {
-    // Every truncation point of a real answer either parses to the same snapshot (only when
-    // nothing but trailing newlines is missing) or fails cleanly: no panic, no half snapshot.
-    let full = parse_answer(SETTLED).unwrap();
-    for cut in 0..SETTLED.len() {
-        let Some(prefix) = SETTLED.get(..cut) else {
-            continue;
-        };
-        assert!(parse_answer(prefix).is_err(), "cut at {cut} parsed");
-        // Cut, then closed with the terminating empty line: still never a panic, and a cut
-        // inside a row is caught by the field count.
-        let closed = format!("{prefix}\n\n");
-        if let Ok(s) = parse_answer(&closed) {
-            assert!(s.rows.len() <= full.rows.len());
-            assert!(s.rows.iter().all(|r| full.rows.contains(r)), "cut at {cut}");
+    // Every truncation point of a real answer fails cleanly: no panic, no half snapshot.
+    for answer in [SETTLED, QUOTED] {
+        let full = parse_answer(answer.as_bytes()).unwrap();
+        for cut in 0..answer.len() {
+            let prefix = &answer.as_bytes()[..cut];
+            assert!(parse_answer(prefix).is_err(), "cut at {cut} parsed");
+            // Cut, then closed with the terminating empty line: a cut inside a row makes
+            // that row odd (field count, or an open quote that swallows the rest); whatever
+            // is read is a row of the full answer.
+            let closed = [prefix, b"\n\n"].concat();
+            if let Ok(s) = parse_answer(&closed) {
+                assert!(s.rows.iter().all(|r| full.rows.contains(r)), "cut at {cut}");
+            }
         }
     }
 }
 
 #[test]
 fn without_type_column_the_kind_comes_from_svname() {
-    let text = "Name: HAProxy\nPid: 1\nUptime_sec: 9\nStopping: 0\n\n# pxname,svname,status\nfe,FRONTEND,OPEN\nbe,a,UP\nbe,BACKEND,UP\n\n";
+    let text = b"Name: HAProxy\nPid: 1\nUptime_sec: 9\nStopping: 0\n\n# pxname,svname,status\nfe,FRONTEND,OPEN\nbe,a,UP\nbe,BACKEND,UP\n\n";
     let s = parse_answer(text).unwrap();
     let kinds: Vec<_> = s.rows.iter().map(|r| r.kind).collect();
     assert_eq!(
         kinds,
         vec![RowKind::Frontend, RowKind::Server, RowKind::Backend]
+    );
+}
+
+/// A one-shot answer to [`CHECK_COMMAND`] as HAProxy writes it in prompt mode: the output
+/// of each of its two commands ends with the prompt instead of an empty line.
+pub(super) fn prompt_form(answer: &[u8]) -> Vec<u8> {
+    let split = stat_start(answer).unwrap_or(answer.len());
+    let mut out = Vec::new();
+    for part in [&answer[..split], &answer[split..]] {
+        out.extend_from_slice(part.strip_suffix(b"\n").unwrap_or(part));
+        out.extend_from_slice(PROMPT);
+    }
+    out
+}
+
+#[test]
+fn prompt_mode_framing_waits_for_the_real_prompt() {
+    // Two prompts (`prompt`, `set timeout cli`), then the two outputs, each with its prompt.
+    let answer = QUOTED.as_bytes();
+    let mut session = b"\n> \n> ".to_vec();
+    session.extend_from_slice(&prompt_form(answer));
+    let frame = framed(&session, SESSION_OPEN_PROMPTS).expect("complete");
+    assert_eq!(one_shot(&session, frame), answer);
+    for cut in 0..session.len() {
+        assert!(
+            framed(&session[..cut], SESSION_OPEN_PROMPTS).is_none(),
+            "cut at {cut}"
+        );
+    }
+    // A prompt inside a quoted field is text, not the end.
+    let open_quote = b"Name: HAProxy\nPid: 1\n\n> # pxname,svname,status,last_chk\nbe,a,UP,\"x\n> ";
+    assert_eq!(framed(open_quote, 0), None);
+    // Errors end at their prompts like answers.
+    assert_eq!(framed(b"Unknown command.\n> ", 0), None);
+    assert!(framed(b"Unknown command.\n> \n> ", 0).is_some());
+    assert_eq!(framed(b"\n> \n> ", SESSION_OPEN_PROMPTS), None);
+    let denied = b"\n> \n> Permission denied.\n\n> Permission denied.\n\n> ";
+    let frame = framed(denied, SESSION_OPEN_PROMPTS).expect("complete");
+    assert_eq!(
+        one_shot(denied, frame),
+        b"Permission denied.\n\nPermission denied.\n\n"
     );
 }
 
@@ -290,21 +539,35 @@ fn connect_errors_map_to_their_reasons() {
             ..
         }
     ));
+    // Running out of something locally is its own reason: not hard, not HAProxy's doing.
+    for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS] {
+        let why = connect_error(p, std::io::Error::from_raw_os_error(errno));
+        assert!(why.is_local() && !why.is_hard(), "{errno}: {why}");
+    }
 }
 
-/// How the fake stats socket treats one connection.
+/// How the fake stats socket answers one command.
 #[derive(Clone)]
 enum Reply {
-    /// Write these bytes and close.
-    Bytes(Vec<u8>),
+    /// This one-shot answer (ending with an empty line), sent as HAProxy sends it in the
+    /// current mode (see [`prompt_form`]).
+    Answer(Vec<u8>),
+    /// Write these bytes as they are and close.
+    Raw(Vec<u8>),
     /// Close without a word.
     Close,
-    /// Read the command, then say nothing and keep the connection open.
+    /// Say nothing and keep the connection open.
     Hang,
 }
 
-/// A fake stats socket in a tempdir. `kill` closes every connection and the listener (the
-/// file stays, as when HAProxy dies), so the next connect is refused.
+fn answer(text: &str) -> Reply {
+    Reply::Answer(text.as_bytes().to_vec())
+}
+
+/// A fake stats socket in a tempdir that reads commands line by line like HAProxy's CLI:
+/// `prompt` switches to prompt mode, `set timeout cli` is accepted, anything else is answered
+/// by the test's function. `kill` closes every connection and the listener (the file stays,
+/// as when HAProxy dies), so the next connect is refused.
 struct Fake {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -313,14 +576,14 @@ struct Fake {
     connections: Arc<AtomicUsize>,
 }
 
+type Answerer = dyn Fn(&str) -> Reply + Send + Sync;
+
 impl Fake {
-    /// `answer` decides per request; requests starting with `prompt` get the session
-    /// treatment (`prompt` mode answers, then the connection stays open).
     async fn start(answer: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Fake {
         Self::start_with(answer, true).await
     }
 
-    /// `hold_sessions: false` closes each watch session right after its opening answer.
+    /// `hold_sessions: false` closes each prompt-mode connection after its first answer.
     async fn start_with(
         answer: impl Fn(&str) -> Reply + Send + Sync + 'static,
         hold_sessions: bool,
@@ -329,13 +592,13 @@ impl Fake {
         let path = dir.path().join("admin.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let stop = CancellationToken::new();
-        let answer = Arc::new(answer);
+        let answer: Arc<Answerer> = Arc::new(answer);
         let token = stop.clone();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
         tokio::spawn(async move {
             loop {
-                let (mut conn, _) = tokio::select! {
+                let (conn, _) = tokio::select! {
                     () = token.cancelled() => return,
                     accepted = listener.accept() => match accepted {
                         Ok(c) => c,
@@ -343,34 +606,12 @@ impl Fake {
                     },
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                let answer = answer.clone();
-                let token = token.clone();
+                let (answer, token) = (answer.clone(), token.clone());
                 tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.ends_with(b"\n") {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = serve(conn, &*answer, hold_sessions) => {}
                     }
-                    let request = String::from_utf8_lossy(&request).into_owned();
-                    let reply = if request.starts_with("prompt") {
-                        Reply::Bytes(session_answer(SETTLED))
-                    } else {
-                        answer(&request)
-                    };
-                    match reply {
-                        Reply::Close => return,
-                        Reply::Bytes(b) => {
-                            let _ = conn.write_all(&b).await;
-                            if !request.starts_with("prompt") || !hold_sessions {
-                                return;
-                            }
-                        }
-                        Reply::Hang => {}
-                    }
-                    token.cancelled().await;
                 });
             }
         });
@@ -387,15 +628,49 @@ impl Fake {
     }
 }
 
-/// What HAProxy sends for the session's opening commands: two prompts, then `show info`.
-fn session_answer(answer: &str) -> Vec<u8> {
-    let info = answer.split("\n# ").next().unwrap_or_default();
-    format!("\n> \n> {info}\n> ").into_bytes()
+/// One CLI connection of the fake; returns when the connection is to be closed.
+async fn serve(conn: tokio::net::UnixStream, answer: &Answerer, hold: bool) {
+    let (read, mut write) = conn.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut prompt = false;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let opening = line == "prompt" || line.starts_with("set timeout cli");
+        prompt |= line == "prompt";
+        let reply = if opening {
+            Reply::Answer(Vec::new())
+        } else {
+            answer(&line)
+        };
+        match reply {
+            Reply::Answer(bytes) => {
+                let bytes = match (prompt, opening) {
+                    (false, _) => bytes,
+                    (true, true) => PROMPT.to_vec(),
+                    (true, false) => prompt_form(&bytes),
+                };
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Raw(bytes) => {
+                let _ = write.write_all(&bytes).await;
+                return;
+            }
+            Reply::Close => return,
+            Reply::Hang => std::future::pending().await,
+        }
+        if !prompt || (!hold && !opening) {
+            return;
+        }
+    }
 }
 
 async fn check_against(reply: Reply) -> Verdict {
     let fake = Fake::start(move |_| reply.clone()).await;
-    check(&config(&fake.path, &[], &[], 1)).await.verdict
+    Session::open(&config(&fake.path, &[], &[], 1))
+        .await
+        .0
+        .verdict
 }
 
 fn bad(v: Verdict) -> Unhealthy {
@@ -408,23 +683,24 @@ fn bad(v: Verdict) -> Unhealthy {
 #[tokio::test]
 async fn fake_socket_answers_are_judged() {
     assert!(matches!(
-        check_against(Reply::Bytes(SETTLED.into())).await,
+        check_against(answer(SETTLED)).await,
         Verdict::Good
     ));
-    let garbage = bad(check_against(Reply::Bytes(b"\x07\x00hello\n\n".to_vec())).await);
+    assert!(matches!(
+        check_against(answer(QUOTED)).await,
+        Verdict::Bad(Unhealthy::BackendDown { .. })
+    ));
+    let garbage = bad(check_against(Reply::Answer(b"\x07\x00hello\n\n".to_vec())).await);
     assert_eq!(
         garbage.to_string(),
-        "unparsable output from HAProxy: no `show stat` header (`# pxname,...`) in the answer, which starts with \"\\u{7}\\0hello\\n\\n\""
+        "unparsable output from HAProxy: no `show stat` header (`# pxname,...`) in the answer, which starts with \"\\u{7}\\0hello\\n\\n\\n\""
     );
-    let half = SETTLED.as_bytes()[..1000].to_vec();
     assert!(matches!(
-        bad(check_against(Reply::Bytes(half)).await),
+        bad(check_against(answer(&SETTLED[..SETTLED.len() - 100])).await),
         Unhealthy::Unparsable(ParseError::Truncated)
     ));
-    assert!(matches!(
-        bad(check_against(Reply::Bytes(vec![0xff, 0xfe, b'\n', b'\n'])).await),
-        Unhealthy::Unparsable(ParseError::NotUtf8)
-    ));
+    let half = bad(check_against(Reply::Raw(SETTLED.as_bytes()[..1000].to_vec())).await);
+    assert!(matches!(half, Unhealthy::Closed { .. }) && half.is_hard());
     let closed = bad(check_against(Reply::Close).await);
     assert!(matches!(closed, Unhealthy::Closed { .. }) && closed.is_hard());
 }
@@ -433,7 +709,7 @@ async fn fake_socket_answers_are_judged() {
 async fn an_endless_answer_is_cut_off() {
     let huge = vec![b'x'; MAX_ANSWER_BYTES + READ_CHUNK * 2];
     assert!(matches!(
-        bad(check_against(Reply::Bytes(huge)).await),
+        bad(check_against(Reply::Raw(huge)).await),
         Unhealthy::Unparsable(ParseError::TooLarge)
     ));
 }
@@ -442,7 +718,8 @@ async fn an_endless_answer_is_cut_off() {
 async fn a_silent_haproxy_times_out() {
     let fake = Fake::start(|_| Reply::Hang).await;
     let started = std::time::Instant::now();
-    let why = bad(check(&config(&fake.path, &[], &[], 1)).await.verdict);
+    let (probe, _) = Session::open(&config(&fake.path, &[], &[], 1)).await;
+    let why = bad(probe.verdict);
     assert!(matches!(
         why,
         Unhealthy::Timeout {
@@ -459,32 +736,59 @@ async fn a_silent_haproxy_times_out() {
 async fn missing_and_refusing_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.sock");
-    let why = bad(check(&config(&missing, &[], &[], 1)).await.verdict);
+    let why = bad(Session::open(&config(&missing, &[], &[], 1))
+        .await
+        .0
+        .verdict);
     assert!(matches!(why, Unhealthy::SocketMissing { .. }) && why.is_hard());
 
     // A socket file nobody listens on: what a dead HAProxy leaves behind.
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let why = bad(check(&config(&stale, &[], &[], 1)).await.verdict);
+    let why = bad(Session::open(&config(&stale, &[], &[], 1)).await.0.verdict);
     assert!(matches!(why, Unhealthy::Refused { .. }) && why.is_hard());
 }
 
 #[tokio::test]
-async fn session_learns_the_pid_and_sees_the_close() {
-    let fake = Fake::start(|_| Reply::Hang).await;
-    let mut session = Session::open(&fake.path, Duration::from_millis(500))
-        .await
-        .unwrap();
+async fn checks_run_over_one_session_that_sees_the_close() {
+    let fake = Fake::start(|_| answer(SETTLED)).await;
+    let cfg = config(&fake.path, &[], &[], 1);
+    let (probe, session) = Session::open(&cfg).await;
+    assert!(matches!(probe.verdict, Verdict::Good));
+    let mut session = session.expect("a session on a worker that is not stopping");
     assert_eq!(session.pid(), 11113);
+    for _ in 0..5 {
+        let probe = session.check(&cfg).await.expect("the session answers");
+        assert!(matches!(probe.verdict, Verdict::Good));
+        assert_eq!(probe.info.map(|i| i.pid), Some(11113));
+    }
+    assert_eq!(
+        fake.connections.load(Ordering::Relaxed),
+        1,
+        "one connection for six checks"
+    );
     fake.kill();
     tokio::time::timeout(Duration::from_secs(2), session.closed())
         .await
         .expect("session sees the close");
+    assert!(session.check(&cfg).await.is_err());
+}
+
+#[tokio::test]
+async fn a_stopping_worker_is_not_held() {
+    let stopping = SETTLED.replace("Stopping: 0", "Stopping: 1");
+    let fake = Fake::start(move |_| answer(&stopping)).await;
+    let (probe, session) = Session::open(&config(&fake.path, &[], &[], 1)).await;
+    assert!(matches!(
+        probe.verdict,
+        Verdict::Bad(Unhealthy::Stopping { pid: 11113 })
+    ));
+    assert!(session.is_none());
 }
 
 #[tokio::test]
 async fn monitor_rises_then_falls_at_once_when_the_socket_dies() {
-    let fake = Fake::start(|_| Reply::Bytes(SETTLED.into())).await;
+    let fake = Fake::start(|_| answer(SETTLED)).await;
     let mut cfg = config(&fake.path, &[], &[], 1);
     // A poll far slower than the test: only the session can make it fast.
     cfg.poll_interval_ms = 10_000;
@@ -496,8 +800,6 @@ async fn monitor_rises_then_falls_at_once_when_the_socket_dies() {
         .await
         .expect("healthy in time")
         .unwrap();
-    // Let the monitor open its watch session before the kill.
-    tokio::time::sleep(Duration::from_millis(50)).await;
 
     let killed = std::time::Instant::now();
     fake.kill();
@@ -522,16 +824,35 @@ async fn monitor_rises_then_falls_at_once_when_the_socket_dies() {
 }
 
 #[tokio::test]
+async fn the_monitor_checks_over_one_connection() {
+    let fake = Fake::start(|_| answer(SETTLED)).await;
+    let mut cfg = config(&fake.path, &[], &[], 1);
+    cfg.poll_interval_ms = 10;
+    let cancel = CancellationToken::new();
+    let rx = spawn_haproxy_monitor(cfg, cancel.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.cancel();
+    let checks = rx.borrow().checks;
+    assert!(checks >= 10, "{checks} checks");
+    assert_eq!(
+        fake.connections.load(Ordering::Relaxed),
+        1,
+        "{checks} checks"
+    );
+    assert!(rx.borrow().healthy);
+}
+
+#[tokio::test]
 async fn a_session_that_never_stays_open_does_not_spin_the_monitor() {
-    let fake = Fake::start_with(|_| Reply::Bytes(SETTLED.into()), false).await;
+    let fake = Fake::start_with(|_| answer(SETTLED), false).await;
     let mut cfg = config(&fake.path, &[], &[], 1);
     cfg.poll_interval_ms = 100;
     let cancel = CancellationToken::new();
     let rx = spawn_haproxy_monitor(cfg, cancel.clone());
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     cancel.cancel();
-    // Per poll: one check, one session; a closed session adds one immediate check. About 30
-    // in a second; a spinning monitor would make thousands.
+    // Per poll: one session, closed by the fake, then one immediate check on a session that
+    // is not kept. About 20 in a second; a spinning monitor would make thousands.
     let connections = fake.connections.load(Ordering::Relaxed);
     assert!(connections <= 40, "{connections} connections in 1 s");
     assert!(rx.borrow().healthy, "closed sessions are no failure");
