@@ -201,7 +201,7 @@ bed_cluster() {
     BED_CL_BOXES[$name]="$*"
     for box in "$@"; do BED_BOX_CLUSTER[$box]=$name; done
     [[ -f $BED_DIR/secret-$name ]] ||
-        head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$BED_DIR/secret-$name"
+        (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$BED_DIR/secret-$name")
 }
 
 # Marks a box as a witness (votes, never leads, no HAProxy).
@@ -338,6 +338,7 @@ bed_write_config() {
         [[ -n ${BED_WITNESS[$box]:-} ]] && echo 'role = "witness"'
         for b in $(bed_boxes "$cl"); do
             printf '[[peer]]\nid = %s\naddress = "%s:%s"\n' "$(bed_node_id "$b")" "$(bed_addr4 "$b")" "$port"
+            [[ -z ${BED_WITNESS[$b]:-} ]] || echo 'role = "witness"'
         done
         if [[ $BED_RAFT_ONLY != 1 && -z ${BED_WITNESS[$box]:-} ]]; then
             printf '[[vip]]\naddress = "%s/32"\ninterface = "eth0"\n' "$(bed_vip4 "$cl")"
