@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
@@ -24,6 +24,7 @@ use crate::api::{self, ApiState, Contacts, NodeView, PeerAnswer, ELECT_PATH, PRE
 use crate::auth::Authenticator;
 use crate::config::{Config, Secret};
 use crate::raft::network::{Network, PeerClient};
+use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId, Raft};
 use crate::status::{self, Counters, PeerStatus, Role, Status};
 use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
@@ -82,6 +83,11 @@ pub async fn run<Hl: HealthVerdict>(
     let (log_store, state_machine) =
         store::open(&config.data_dir, &config.cluster, config.node_id)?;
     let cluster = state_machine.subscribe();
+    let vote_gate = VoteGate::new(
+        state_machine.created_at_open(),
+        Instant::now(),
+        Duration::from_millis(config.timing.election_timeout_ms[1]),
+    );
 
     // A node that is not (yet) the holder must not keep a VIP a previous run left behind.
     parts.vips.set_held(false, "starting");
@@ -120,6 +126,7 @@ pub async fn run<Hl: HealthVerdict>(
         supervisor: state_rx,
         contacts: contacts.clone(),
         rejected: rejected.clone(),
+        vote_gate,
     });
 
     let supervisor_stop = CancellationToken::new();
@@ -301,6 +308,7 @@ struct LiveNode<Hl> {
     supervisor: watch::Receiver<SupervisorState>,
     contacts: Arc<Contacts>,
     rejected: Arc<AtomicU64>,
+    vote_gate: VoteGate,
 }
 
 impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
@@ -382,6 +390,16 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
 
     fn peer_address(&self, id: NodeId) -> Option<String> {
         self.config.peer(id).map(|p| p.address.to_string())
+    }
+
+    fn grant_vote(&self) -> Result<(), String> {
+        let verdict = self
+            .vote_gate
+            .check(Instant::now(), self.contacts.last_leader_contact());
+        if let Err(reason) = &verdict {
+            tracing::info!(%reason, "vote request refused");
+        }
+        verdict
     }
 }
 

@@ -247,7 +247,12 @@ pub fn open(
     let (tx, _) = watch::channel(applied.state.clone());
     Ok((
         LogStore { db: db.clone() },
-        StateMachine { db, applied, tx },
+        StateMachine {
+            db,
+            applied,
+            tx,
+            created_at_open: !exists,
+        },
     ))
 }
 
@@ -596,6 +601,9 @@ pub struct StateMachine {
     applied: Applied,
     /// Publishes [`ClusterState`] to the rest of the daemon.
     tx: watch::Sender<ClusterState>,
+    /// The database file did not exist before this open: any vote this node cast before (a
+    /// wiped data_dir) is forgotten, see [`StateMachine::created_at_open`].
+    created_at_open: bool,
 }
 
 impl Debug for StateMachine {
@@ -612,6 +620,13 @@ impl StateMachine {
     /// it. Take it before the state machine is handed to openraft.
     pub fn subscribe(&self) -> watch::Receiver<ClusterState> {
         self.tx.subscribe()
+    }
+
+    /// True when this open created the database (a new node, or a wiped data_dir): the node
+    /// cannot know whom it voted for in the current term, so the daemon withholds its vote for
+    /// a while (docs/design.md, "Votes after a wiped data_dir").
+    pub fn created_at_open(&self) -> bool {
+        self.created_at_open
     }
 
     /// Persists `next` (and a snapshot with it, if given), then makes it current.
@@ -1069,6 +1084,16 @@ mod tests {
             err.to_string().contains("another raftvip is running"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn knows_whether_it_created_the_database_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, created) = open(dir.path(), "a", 1).unwrap();
+        assert!(created.created_at_open());
+        drop((_log, created));
+        let (_log, reopened) = open(dir.path(), "a", 1).unwrap();
+        assert!(!reopened.created_at_open());
     }
 
     #[test]
