@@ -498,8 +498,9 @@ fn a_node_with_a_new_store_withholds_its_vote_for_one_election_cycle() {
 
     let started = Instant::now();
     c.start(1);
-    c.wait_for(&[1], DEADLINE, "node 1 answers", |_| Some(()));
+    let status = c.wait_for(&[1], DEADLINE, "node 1 answers", |s| Some(s[0].clone()));
     let (code, answer) = ask(&c);
+    assert_eq!(status.voters_may_fail, 1, "three members survive one loss");
     assert!(
         started.elapsed() < Duration::from_millis(2500),
         "too slow to test the window"

@@ -357,6 +357,7 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
                 handovers: sup.handovers,
                 fence_releases: sup.fence_releases,
             },
+            voters_may_fail: self.config.tolerance().may_fail as u64,
         }
     }
 

@@ -195,6 +195,13 @@ pub fn render(status: &Status) -> String {
         contact,
     );
 
+    gauge(
+        &mut r,
+        "voters_may_fail",
+        "Members the configured cluster may lose and still elect a VIP holder (0: no failover)",
+        status.voters_may_fail as i64,
+    );
+
     let mut out = String::new();
     encode(&mut out, &r).expect("writing to a String cannot fail");
     out
@@ -216,6 +223,7 @@ mod tests {
             "raftvip_vip_held{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_vip_re_adds_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_peer_last_contact_milliseconds{peer=\"2\"} 18",
+            "raftvip_voters_may_fail 1",
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
