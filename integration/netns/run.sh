@@ -59,6 +59,7 @@ SCENARIOS=(
     "all_unhealthy|all boxes unhealthy -> no holder; one recovers -> it holds"
     "maintenance_handoff|raftvip maintenance on (holder) -> handoff"
     "sigterm_handoff|SIGTERM on the holder's raftvip -> handoff"
+    "witness_routed|two boxes + a witness on another subnet behind a router: failover both ways, no two holders when cut"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -580,6 +581,49 @@ main() {
     fi
     echo "$passed passed, $failed failed"
     ((failed == 0))
+}
+
+# Two boxes on the segment, the witness (box3) on 198.51.100.0/24 behind a router: it reaches
+# the boxes' listen addresses only through routed IP. Footprint of the witness, failover both
+# ways through its vote, and no two holders when the holder is cut from its peers.
+scn_witness_routed() {
+    bed_create 3
+    bed_witness 3
+    bed_route_box 3
+    start_cluster_boxes a
+    local h o n probe fault out rss cpu cut max_multi multi_ms
+    [[ $(bed_exec 3 ip -4 route get "$(bed_addr4 1)") == *" via $BED_ROUTED_NET4.1 "* ]] ||
+        fail "the witness does not reach box1 through the router"
+    [[ $(bed_status 1 voters_may_fail) == 1 && $(bed_status 3 voters_may_fail) == 1 ]] ||
+        fail "voters_may_fail is not 1 with a witness"
+    [[ $(bed_status 3 role) == witness ]] || fail "box3 is not a witness: $(bed_status 3 role)"
+    read -r rss cpu <<<"$(bed_proc_footprint "$(cat "$(bed_boxdir 3)/raftvip.pid")" 5)"
+    note "witness_rss=${rss}kB witness_cpu=${cpu}%"
+    h=$(holder)
+    [[ $h != 3 ]] || fail "the witness holds the VIP"
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    for out in there back; do
+        o=$((3 - h))
+        fault=$(bed_now_ms)
+        bed_link_down "$h"
+        n=$(wait_new_holder "$h")
+        [[ $n == "$o" ]] || fail "box$n took the VIP, not box$o"
+        note "$out=box$h->box$o"
+        served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+        bed_link_up "$h"
+        bed_wait 5000 all_follow a || fail "box$h did not rejoin"
+        h=$(holder)
+    done
+    cut=$(bed_now_ms)
+    bed_cut "$h"
+    n=$(holder "" "$h" 3000)
+    sleep 1
+    read -r max_multi multi_ms <<<"$(bed_overlap "$(bed_vip4)" "$cut" "$(bed_now_ms)")"
+    note "cut=box$h->box$n two_holders=${multi_ms}ms"
+    ((max_multi <= 1)) || fail "two boxes held the VIP for ${multi_ms} ms after the cut"
+    bed_heal "$h"
+    [[ -z $(bed_events | awk '$2 == 3') ]] || fail "the witness held the VIP at some point"
 }
 
 if [[ ${1:-} == --one ]]; then
