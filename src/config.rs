@@ -1355,4 +1355,101 @@ stats_socket = "/run/haproxy/admin.sock"
             assert!(problems[0].fix.starts_with("chown root"), "{}", problems[0]);
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A TOML value of any type, so keys meet strings, huge and negative numbers, arrays
+        /// and tables where they expect something else.
+        fn any_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                (0u64..200_000).prop_map(|n| n.to_string()),
+                Just("0".to_owned()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "[ -~]{0,24}".prop_map(|s| format!("{s:?}")),
+                Just("\"192.0.2.100/32\"".to_owned()),
+                Just("\"192.0.2.14:7480\"".to_owned()),
+                Just("\"witness\"".to_owned()),
+                (any::<u64>(), any::<u64>()).prop_map(|(a, b)| format!("[{a}, {b}]")),
+            ]
+        }
+
+        /// Where a value may land: every key the loader knows, in its table.
+        const KEYS: &[(&str, &str)] = &[
+            ("", "node_id"),
+            ("", "role"),
+            ("", "accept_no_failover"),
+            ("", "listen"),
+            ("", "cluster"),
+            ("[[peer]]", "id"),
+            ("[[peer]]", "address"),
+            ("[[peer]]", "role"),
+            ("[[vip]]", "address"),
+            ("[[vip]]", "interface"),
+            ("[[vip]]", "label"),
+            ("[haproxy]", "stats_socket"),
+            ("[haproxy]", "min_servers_up"),
+            ("[haproxy]", "poll_interval_ms"),
+            ("[haproxy]", "timeout_ms"),
+            ("[haproxy]", "rise"),
+            ("[haproxy]", "fall"),
+            ("[timing]", "heartbeat_ms"),
+            ("[timing]", "election_timeout_ms"),
+            ("[timing]", "fence_ms"),
+            ("[timing]", "reconcile_ms"),
+            ("[announce]", "burst_count"),
+            ("[announce]", "burst_interval_ms"),
+            ("[announce]", "refresh_s"),
+        ];
+
+        /// Loads, validates and, if valid, uses the config the way `run` does.
+        fn exercise(text: &str) {
+            let Ok(config) = Config::parse(text) else {
+                return;
+            };
+            let (problems, secret) = config.validate();
+            let _ = (config.notes(), config.warnings(), config.tolerance());
+            if problems.is_empty() && secret.is_some() {
+                let now = std::time::Instant::now();
+                let t = &config.timing;
+                let _ = now + t.fence() + t.heartbeat() + t.reconcile();
+                let _ = now + Duration::from_millis(t.election_timeout_ms[1]);
+                let _ = now + Duration::from_secs(config.announce.refresh_s);
+                let _ = config.me();
+                for vip in &config.vips {
+                    let _ = vip.addr();
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                exercise(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn arbitrary_values_in_a_valid_config_never_panic(
+                edits in proptest::collection::vec((0..KEYS.len(), any_value()), 1..4)
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut text = valid(dir.path());
+                for (key, value) in edits {
+                    let (table, name) = KEYS[key];
+                    // Top-level keys go first; table keys into a (possibly new) table at the end.
+                    text = if table.is_empty() {
+                        format!("{name} = {value}\n{text}")
+                    } else {
+                        format!("{text}\n{table}\n{name} = {value}\n")
+                    };
+                }
+                exercise(&text);
+            }
+        }
+    }
 }

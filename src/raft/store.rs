@@ -1104,4 +1104,63 @@ mod tests {
         assert!(nested.join(DB_FILE).exists());
         assert!(!nested.join(NEW_DB_FILE).exists());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// The bytes of a freshly created database, made once.
+        fn valid_file() -> &'static [u8] {
+            static VALID: OnceLock<Vec<u8>> = OnceLock::new();
+            VALID.get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::read(create(&dir)).unwrap()
+            })
+        }
+
+        /// Opens `bytes` as raft.redb: a named error or a store, never a panic; a refused file
+        /// is left as it was.
+        fn open_bytes(bytes: &[u8]) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(DB_FILE);
+            std::fs::write(&path, bytes).unwrap();
+            if let Err(e) = open(dir.path(), "a", 1) {
+                assert!(!e.to_string().is_empty());
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    bytes,
+                    "{e}: file was modified"
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn arbitrary_bytes_as_the_database_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..8192)
+            ) {
+                open_bytes(&bytes);
+            }
+
+            #[test]
+            fn a_damaged_database_never_panics(
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
+                cut in any::<prop::sample::Index>(),
+                truncate in any::<bool>(),
+            ) {
+                let mut bytes = valid_file().to_vec();
+                for (at, value) in flips {
+                    let at = at.index(bytes.len());
+                    bytes[at] = value;
+                }
+                if truncate {
+                    bytes.truncate(cut.index(bytes.len()));
+                }
+                open_bytes(&bytes);
+            }
+        }
+    }
 }
