@@ -591,7 +591,7 @@ scn_witness_routed() {
     bed_witness 3
     bed_route_box 3
     start_cluster_boxes a
-    local h o n probe fault out rss cpu cut max_multi multi_ms
+    local h o n probe fault out rss cpu cut max_multi multi_ms back
     [[ $(bed_exec 3 ip -4 route get "$(bed_addr4 1)") == *" via $BED_ROUTED_NET4.1 "* ]] ||
         fail "the witness does not reach box1 through the router"
     [[ $(bed_status 1 voters_may_fail) == 1 && $(bed_status 3 voters_may_fail) == 1 ]] ||
@@ -611,8 +611,13 @@ scn_witness_routed() {
         [[ $n == "$o" ]] || fail "box$n took the VIP, not box$o"
         note "$out=box$h->box$o"
         served_again "$probe" "$fault" "$MAX_FAILOVER_OUTAGE_MS"
+        back=$(bed_now_ms)
         bed_link_up "$h"
         bed_wait 5000 all_follow a || fail "box$h did not rejoin"
+        sleep 0.5
+        # The old holder rejoins as a follower: it does not take the VIP back.
+        [[ -z $(bed_events | awk -v c="$back" -v b="$h" '$1 >= c && $2 == b && $3 == "+"') ]] ||
+            fail "box$h took the VIP back when it rejoined"
         h=$(holder)
     done
     cut=$(bed_now_ms)
