@@ -434,6 +434,11 @@ fn check_config_refuses_a_pair_without_witness_and_warns_about_even_counts() {
     );
     assert!(stderr.contains("no box holds the VIP"), "{stderr}");
     assert!(stderr.contains("witness on a third machine"), "{stderr}");
+    // `run` loads the config the same way: the pair does not start either.
+    let path = pair.dir.path().join("pair.toml");
+    let (status, _, stderr) = run_cli(&["run", "--config", path.to_str().unwrap()]);
+    assert!(!status.success(), "run started a pair without witness");
+    assert!(stderr.contains("no box holds the VIP"), "{stderr}");
 
     let (status, stdout, stderr) = check(&acknowledged, "acknowledged.toml");
     assert!(status.success(), "{stdout}{stderr}");
