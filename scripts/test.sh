@@ -17,3 +17,7 @@ cargo build --release --locked
 # and the machine has two cores.
 cargo test --release --locked -- --test-threads=2
 integration/netns/run.sh
+# The Debian package: build, dpkg -i, check, purge.
+scripts/test-package.sh --no-build
+# The alert rules and the dashboard (promtool, jq).
+scripts/test-monitoring.sh

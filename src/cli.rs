@@ -1,4 +1,4 @@
-//! Subcommands: run, status, check-config, maintenance.
+//! Subcommands: run, status, check-config, maintenance, import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// Print a raftvip.toml converted from a keepalived.conf (its vrrp_instances); every
+    /// option that does not map is written as a comment saying why.
+    ImportKeepalived {
+        /// The keepalived.conf to convert (includes are followed).
+        file: PathBuf,
+    },
+    /// Write the man pages (DIR/man/*.1) and shell completions (DIR/completions/) generated
+    /// from this CLI; used by scripts/package.sh, so they can never disagree with the binary.
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,6 +87,8 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             config,
             node,
         } => maintenance(&config, state, node).await,
+        Command::ImportKeepalived { file } => import_keepalived(&file),
+        Command::GenerateDocs { dir } => generate_docs(&dir),
     }
 }
 
@@ -198,6 +210,41 @@ async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Re
         } else {
             "off"
         }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import_keepalived(path: &Path) -> anyhow::Result<ExitCode> {
+    use raftvip::keepalived;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let nodes = keepalived::parse(path, &text, &keepalived::read_files)?;
+    let converted = keepalived::convert(&nodes, &path.display().to_string())?;
+    print!("{}", converted.toml);
+    for warning in &converted.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    for d in [&man, &completions] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    clap_mangen::generate_to(Args::command().name("raftvip"), &man)
+        .with_context(|| format!("cannot write man pages to {}", man.display()))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Args::command(), "raftvip", &completions)
+            .with_context(|| format!("cannot write {shell} completions"))?;
+    }
+    println!(
+        "man pages in {}, completions in {}",
+        man.display(),
+        completions.display()
     );
     Ok(ExitCode::SUCCESS)
 }

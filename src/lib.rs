@@ -18,12 +18,14 @@
 //! - [`metrics`]: Prometheus text rendered from the status document.
 //! - [`notify`]: operator hook scripts on master / backup / fault transitions.
 //! - [`status`]: the JSON status document shared by the API and the CLI.
+//! - [`keepalived`]: `import-keepalived`, keepalived.conf → raftvip.toml.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod keepalived;
 pub mod metrics;
 pub mod notify;
 pub mod raft;

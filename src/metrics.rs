@@ -3,13 +3,19 @@
 //! Every number already lives in the status (counters included), so the exporter keeps no
 //! state of its own: a scrape builds a fresh registry from one status snapshot. Scrapes are
 //! seconds apart; building a registry of a few dozen series costs microseconds.
+//!
+//! Names follow the Prometheus conventions: the `raftvip_` prefix, base units (durations in
+//! `_seconds`, fractional), `_total` on counters (added by the encoder), `_info` for build
+//! metadata. An age that does not exist (no check yet, not leader) is -1.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::status::{Role, Status};
 
@@ -32,6 +38,13 @@ struct PeerLabel {
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
+    registry.register(name, help, g);
+}
+
+/// A duration gauge in seconds from a millisecond value; -1 when there is none.
+fn seconds(registry: &mut Registry, name: &str, help: &str, millis: Option<u64>) {
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(millis.map_or(-1.0, |ms| ms as f64 / 1000.0));
     registry.register(name, help, g);
 }
 
@@ -63,11 +76,11 @@ pub fn render(status: &Status) -> String {
         "Id of the current leader (0: none known)",
         status.leader_id.unwrap_or(0) as i64,
     );
-    gauge(
+    seconds(
         &mut r,
-        "millis_since_quorum_ack",
-        "Leader only: ms since a quorum acknowledged it (-1 otherwise)",
-        status.millis_since_quorum_ack.map_or(-1, |v| v as i64),
+        "quorum_ack_age_seconds",
+        "Leader only: time since a quorum acknowledged it (-1 otherwise)",
+        status.millis_since_quorum_ack,
     );
     gauge(
         &mut r,
@@ -101,17 +114,18 @@ pub fn render(status: &Status) -> String {
             h.transitions,
         );
         counter(&mut r, "health_checks", "HAProxy checks run", h.checks);
-        gauge(
-            &mut r,
-            "health_check_latency_microseconds",
+        let latency = Gauge::<f64, AtomicU64>::default();
+        latency.set(h.check_latency_us as f64 / 1e6);
+        r.register(
+            "health_check_duration_seconds",
             "Duration of the last HAProxy check",
-            h.check_latency_us as i64,
+            latency,
         );
-        gauge(
+        seconds(
             &mut r,
-            "health_last_check_age_milliseconds",
+            "health_last_check_age_seconds",
             "Age of the last completed HAProxy check (-1: none yet)",
-            h.last_check_age_ms.map_or(-1, |v| v as i64),
+            h.last_check_age_ms,
         );
     }
     counter(
@@ -181,20 +195,25 @@ pub fn render(status: &Status) -> String {
         errors,
     );
 
-    let contact = Family::<PeerLabel, Gauge>::default();
+    let contact = Family::<PeerLabel, Gauge<f64, AtomicU64>>::default();
     for peer in status.peers.iter().filter(|p| p.id != status.node_id) {
         contact
             .get_or_create(&PeerLabel {
                 peer: peer.id.to_string(),
             })
-            .set(peer.last_contact_ms.map_or(-1, |v| v as i64));
+            .set(peer.last_contact_ms.map_or(-1.0, |ms| ms as f64 / 1000.0));
     }
     r.register(
-        "peer_last_contact_milliseconds",
+        "peer_last_contact_age_seconds",
         "Age of the last exchange with each peer (-1: never)",
         contact,
     );
 
+    r.register(
+        "build",
+        "raftvip build; the version is a label",
+        Info::new(vec![("version".to_owned(), status.version.clone())]),
+    );
     gauge(
         &mut r,
         "voters_may_fail",
@@ -222,11 +241,46 @@ mod tests {
             "raftvip_rejected_requests_total 3",
             "raftvip_vip_held{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_vip_re_adds_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
-            "raftvip_peer_last_contact_milliseconds{peer=\"2\"} 18",
+            "raftvip_peer_last_contact_age_seconds{peer=\"2\"} 0.018",
+            "raftvip_quorum_ack_age_seconds 0.012",
+            "raftvip_health_check_duration_seconds 0.00031",
+            "raftvip_health_last_check_age_seconds 0.04",
+            "raftvip_build_info{version=\"0.1.0\"} 1",
             "raftvip_voters_may_fail 1",
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The shipped dashboard and alert rules use only metrics that exist: a rename here
+    /// fails this test until docs/monitoring/ follows.
+    #[test]
+    fn dashboard_and_alerts_use_existing_metrics() {
+        let text = render(&crate::status::tests::sample());
+        for (file, doc) in [
+            ("alerts.yml", include_str!("../docs/monitoring/alerts.yml")),
+            (
+                "grafana-dashboard.json",
+                include_str!("../docs/monitoring/grafana-dashboard.json"),
+            ),
+        ] {
+            let mut rest = doc;
+            let mut seen = 0;
+            while let Some(at) = rest.find("raftvip_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                    "{file} uses {name}, which /metrics does not export"
+                );
+                seen += 1;
+                rest = &rest[at + name.len()..];
+            }
+            assert!(seen > 5, "{file}: only {seen} metric references");
+        }
     }
 }

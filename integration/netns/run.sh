@@ -6,6 +6,8 @@ export LC_ALL=C
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HERE/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=ops.sh
+source "$HERE/ops.sh"
 
 # A scenario that runs longer than this is killed (its bed is still cleaned up).
 SCENARIO_TIMEOUT_S=${SCENARIO_TIMEOUT_S:-90}
@@ -59,6 +61,11 @@ SCENARIOS=(
     "all_unhealthy|all boxes unhealthy -> no holder; one recovers -> it holds"
     "maintenance_handoff|raftvip maintenance on (holder) -> handoff"
     "sigterm_handoff|SIGTERM on the holder's raftvip -> handoff"
+    "ops_cluster_status|scripts/cluster-status.sh: table names the holder; exit 0 healthy, 1 a node down, 2 no holder"
+    "ops_drain|scripts/drain.sh on moves the VIP and waits for HAProxy; refuses to drain the last candidate; off"
+    "ops_failover_drill|scripts/failover-drill.sh: handover measured by a client probe; names old and new holder"
+    "ops_rolling_upgrade|scripts/rolling-upgrade.sh: stops at a failing restart; then upgrades all, holder last"
+    "ops_import_keepalived|keepalived.conf of each box -> import-keepalived -> check-config -> one holder, cluster healthy"
     "witness_routed|two boxes + a witness on another subnet behind a router: failover both ways, no two holders when cut"
 )
 
