@@ -416,3 +416,115 @@ fn check_config_names_the_broken_key_and_accepts_a_good_file() {
         assert!(stderr.contains(key), "{key} not named: {stderr}");
     }
 }
+
+#[test]
+fn check_config_refuses_a_pair_without_witness_and_warns_about_even_counts() {
+    let pair = Cluster::new(2, &[]);
+    let acknowledged = pair.config_text(1, &pair.name, &pair.data_dir(1));
+    let refused = acknowledged.replace("accept_no_failover = true\n", "");
+    let check = |text: &str, name: &str| {
+        let path = pair.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        run_cli(&["check-config", "--config", path.to_str().unwrap()])
+    };
+    let (status, stdout, stderr) = check(&refused, "pair.toml");
+    assert!(
+        !status.success(),
+        "a pair without witness was accepted: {stdout}"
+    );
+    assert!(stderr.contains("no box holds the VIP"), "{stderr}");
+    assert!(stderr.contains("witness on a third machine"), "{stderr}");
+    // `run` loads the config the same way: the pair does not start either.
+    let path = pair.dir.path().join("pair.toml");
+    let (status, _, stderr) = run_cli(&["run", "--config", path.to_str().unwrap()]);
+    assert!(!status.success(), "run started a pair without witness");
+    assert!(stderr.contains("no box holds the VIP"), "{stderr}");
+
+    let (status, stdout, stderr) = check(&acknowledged, "acknowledged.toml");
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("warning: accept_no_failover = true"),
+        "{stdout}"
+    );
+
+    let four = Cluster::new(4, &[4]);
+    let (status, stdout, stderr) = run_cli(&[
+        "check-config",
+        "--config",
+        four.config_path(1).to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("warning: 4 voting members"), "{stdout}");
+
+    // Numbers that overflowed before are named; a readable secret is refused with the fix.
+    let base = four.config_text(1, &four.name, &four.data_dir(1));
+    let huge = format!("{base}[timing]\nfence_ms = 18446744073709551615\n");
+    let (status, _, stderr) = check(&huge, "huge.toml");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("timing.fence_ms: 18446744073709551615 is outside"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(
+        four.secret_path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    let (status, _, stderr) = check(&base, "readable.toml");
+    assert!(!status.success());
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
+
+#[test]
+fn a_node_with_a_new_store_withholds_its_vote_for_one_election_cycle() {
+    // A long election cycle (3 s) so the window is easy to tell apart; node 1 runs alone, so
+    // no leader can end the window early.
+    let mut c = Cluster::new(3, &[]);
+    c.extra = "[timing]\nheartbeat_ms = 200\nelection_timeout_ms = [2000, 3000]\n".into();
+    c.write_config(1);
+    let auth = authenticator(&c, &cluster_secret(&c));
+    let ask = |c: &Cluster| {
+        let body = serde_json::to_vec(&VoteRequest {
+            vote: Vote::new(0, 2),
+            last_log_id: None,
+        })
+        .unwrap();
+        let signature = auth.sign("POST", "/raft/vote", &body, SystemTime::now());
+        let (code, answer) = http(
+            c.member(1).address,
+            "POST",
+            "/raft/vote",
+            &signature.headers(),
+            &body,
+        )
+        .expect("node 1 answers");
+        (code, String::from_utf8_lossy(&answer).into_owned())
+    };
+
+    let started = Instant::now();
+    c.start(1);
+    let status = c.wait_for(&[1], DEADLINE, "node 1 answers", |s| Some(s[0].clone()));
+    let (code, answer) = ask(&c);
+    assert_eq!(status.voters_may_fail, 1, "three members survive one loss");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "too slow to test the window"
+    );
+    assert_eq!(code, 503, "a new store voted at once: {answer}");
+    assert!(answer.contains("may already have voted"), "{answer}");
+
+    // The window opened before this first refusal, so it is over 3 s after it.
+    std::thread::sleep(Duration::from_millis(3100));
+    let (code, answer) = ask(&c);
+    assert_eq!(
+        code, 200,
+        "still refused after one election cycle: {answer}"
+    );
+
+    // The store now exists: after a restart the node votes at once.
+    c.kill(1);
+    c.start(1);
+    c.wait_for(&[1], DEADLINE, "node 1 answers again", |_| Some(()));
+    let (code, answer) = ask(&c);
+    assert_eq!(code, 200, "a kept store withheld its vote: {answer}");
+}

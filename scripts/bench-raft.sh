@@ -219,7 +219,7 @@ probe() { python3 "$RUN_DIR/probe.py" "$@"; }
 
 # ---------------------------------------------------------------- the raftvip cluster
 read -r -a PORTS <<<"$(probe free-ports 3)"
-head -c 48 /dev/urandom | base64 >"$RUN_DIR/secret"
+(umask 077 && head -c 48 /dev/urandom | base64 >"$RUN_DIR/secret")
 for i in 1 2 3; do
     {
         echo "cluster = \"bench\""

@@ -46,8 +46,9 @@ id raftvip >/dev/null 2>&1 || cmd useradd --system --no-create-home --shell /usr
 cmd install -d -m 0750 -g raftvip /etc/raftvip
 if [[ ! -e /etc/raftvip/secret ]]; then
     echo "+ generating /etc/raftvip/secret"
-    (umask 027 && head -c 48 /dev/urandom | base64 > /etc/raftvip/secret)
-    chgrp raftvip /etc/raftvip/secret
+    # Only the service user may read it: raftvip refuses a secret group or others can read.
+    (umask 077 && head -c 48 /dev/urandom | base64 > /etc/raftvip/secret)
+    chown raftvip:raftvip /etc/raftvip/secret
 fi
 if [[ ! -e /etc/raftvip/raftvip.toml ]]; then
     cmd install -m 0640 -g raftvip "$here/docs/raftvip.example.toml" /etc/raftvip/raftvip.toml
@@ -55,4 +56,4 @@ if [[ ! -e /etc/raftvip/raftvip.toml ]]; then
 else
     echo "Kept the existing /etc/raftvip/raftvip.toml. Then:"
 fi
-echo "  raftvip check-config --config /etc/raftvip/raftvip.toml && systemctl daemon-reload && systemctl enable --now raftvip"
+echo "  sudo -u raftvip raftvip check-config --config /etc/raftvip/raftvip.toml && systemctl daemon-reload && systemctl enable --now raftvip"

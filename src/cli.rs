@@ -221,6 +221,9 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             for note in config.notes() {
                 println!("note: {note}");
             }
+            for warning in config.warnings() {
+                println!("warning: {warning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

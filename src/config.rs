@@ -27,6 +27,24 @@ const MAX_LABEL_LEN: usize = 15;
 /// heartbeat on a busy box starts a needless election.
 pub const MIN_HEARTBEATS_PER_ELECTION_TIMEOUT: u64 = 3;
 
+/// Largest node id: ids are exported as signed 64-bit gauges in `/metrics` (where 0 means "no
+/// leader"), and no site numbers its boxes into the billions.
+pub const MAX_NODE_ID: NodeId = u32::MAX as NodeId;
+
+/// Upper bound of every millisecond timing key: ten minutes. A failover daemon that waits
+/// longer is not failing over, and the bound keeps every derived deadline (`Instant +
+/// Duration`, `fence_ms + FENCE_SLACK_MS`, `3 × heartbeat_ms`) far from overflow.
+pub const MAX_TIMING_MS: u64 = 600_000;
+
+/// Upper bound of `rise`, `fall` and `min_servers_up`: larger values only mean "never".
+const MAX_COUNT: u64 = 10_000;
+
+/// Most announcement frames per takeover: beyond a few dozen, a burst is a flood.
+const MAX_BURST_COUNT: u64 = 100;
+
+/// Longest re-announce period: a day (switch ARP tables age out in minutes to hours).
+const MAX_REFRESH_S: u64 = 86_400;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -51,6 +69,10 @@ pub struct Config {
     pub announce: Announce,
     #[serde(default)]
     pub notify: Notify,
+    /// Runs a cluster that survives no member loss (a pair without a witness) knowingly:
+    /// without it check-config refuses such a cluster, see docs/two-box-sites.md.
+    #[serde(default)]
+    pub accept_no_failover: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -68,6 +90,9 @@ pub enum Role {
 pub struct Peer {
     pub id: NodeId,
     pub address: SocketAddr,
+    /// `"witness"` marks a member that votes but never leads, so every node can tell how many
+    /// failures the cluster survives. Optional; must agree with that node's own `role`.
+    pub role: Option<Role>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -500,34 +525,9 @@ impl Config {
             }
         }
 
-        // HAProxy.
-        if let Some(h) = &self.haproxy {
-            if h.poll_interval_ms == 0 || h.timeout_ms == 0 {
-                problem(
-                    "haproxy.poll_interval_ms",
-                    "poll_interval_ms and timeout_ms must be above 0".into(),
-                    "use e.g. poll_interval_ms = 100, timeout_ms = 250",
-                );
-            }
-            if h.rise == 0 || h.fall == 0 {
-                problem(
-                    "haproxy.rise",
-                    "rise and fall must be at least 1".into(),
-                    "use e.g. rise = 2, fall = 2",
-                );
-            }
-        }
-
         // Timing: Raft's rules and the fencing inequality (docs/timing.md).
         let t = &self.timing;
         let [et_min, et_max] = t.election_timeout_ms;
-        if t.heartbeat_ms == 0 {
-            problem(
-                "timing.heartbeat_ms",
-                "is 0".into(),
-                "use a heartbeat of 10 ms or more",
-            );
-        }
         if et_min >= et_max {
             problem(
                 "timing.election_timeout_ms",
@@ -535,7 +535,7 @@ impl Config {
                 "use e.g. [60, 90]",
             );
         }
-        if et_min < MIN_HEARTBEATS_PER_ELECTION_TIMEOUT * t.heartbeat_ms {
+        if et_min < MIN_HEARTBEATS_PER_ELECTION_TIMEOUT.saturating_mul(t.heartbeat_ms) {
             problem(
                 "timing.election_timeout_ms",
                 format!(
@@ -545,15 +545,8 @@ impl Config {
                 "raise election_timeout_ms or lower heartbeat_ms",
             );
         }
-        if t.reconcile_ms == 0 {
-            problem(
-                "timing.reconcile_ms",
-                "is 0".into(),
-                "use e.g. reconcile_ms = 1000",
-            );
-        }
         let fence = t.fence_ms();
-        if fence < 2 * t.heartbeat_ms {
+        if fence < t.heartbeat_ms.saturating_mul(2) {
             problem(
                 "timing.fence_ms",
                 format!(
@@ -562,7 +555,7 @@ impl Config {
                 "raise fence_ms (default: 10 ms under the maximum election timeout)",
             );
         }
-        let worst_release = fence + FENCE_SLACK_MS;
+        let worst_release = fence.saturating_add(FENCE_SLACK_MS);
         if worst_release >= et_max {
             problem(
                 "timing.fence_ms",
@@ -574,13 +567,44 @@ impl Config {
             );
         }
 
-        // Announcements.
-        if self.announce.burst_count == 0 {
+        // Numbers: every key has bounds, so no arithmetic on them can overflow.
+        for k in self.numeric_keys() {
+            if k.value < k.min || k.value > k.max {
+                problem(
+                    &k.name,
+                    format!(
+                        "{} is outside the accepted range {} to {}",
+                        k.value, k.min, k.max
+                    ),
+                    &format!("use a value in that range, e.g. {}", k.example),
+                );
+            }
+        }
+
+        // Roles and fault tolerance (docs/two-box-sites.md).
+        let me = self.peers.iter().find(|p| p.id == self.node_id);
+        if let Some(Peer {
+            role: Some(Role::Voter),
+            ..
+        }) = me
+        {
+            if self.role == Role::Witness {
+                problem(
+                    "role",
+                    "is \"witness\" but this node's [[peer]] entry says role = \"voter\"".into(),
+                    "make role and this node's [[peer]] role agree",
+                );
+            }
+        }
+        let tolerance = self.tolerance();
+        if !self.peers.is_empty() && tolerance.may_lead == 0 {
             problem(
-                "announce.burst_count",
-                "is 0: clients would keep sending to the old holder".into(),
-                "use e.g. burst_count = 3",
+                "peer",
+                "every member is a witness: no node may lead, so no box ever holds the VIP".into(),
+                "make the HAProxy boxes voters (drop role = \"witness\" from their [[peer]] entries)",
             );
+        } else if !self.peers.is_empty() && tolerance.may_fail == 0 && !self.accept_no_failover {
+            problem("peer", tolerance.no_failover_consequence(), NO_FAILOVER_FIX);
         }
 
         // Secret.
@@ -607,12 +631,185 @@ impl Config {
                     );
                     None
                 } else {
-                    Some(Secret::new(trimmed))
+                    match secret_file_exposure(&self.secret_file) {
+                        Ok(()) => Some(Secret::new(trimmed)),
+                        Err((what, fix)) => {
+                            problem("secret_file", what, &fix);
+                            None
+                        }
+                    }
                 }
             }
         };
 
         (problems, secret)
+    }
+
+    /// Every numeric key, named as in the file, with its accepted range and an example.
+    fn numeric_keys(&self) -> Vec<NumericKey> {
+        let key =
+            |name: String, value: u64, min: u64, max: u64, example: &'static str| NumericKey {
+                name,
+                value,
+                min,
+                max,
+                example,
+            };
+        let mut keys = vec![key(
+            "node_id".into(),
+            self.node_id,
+            1,
+            MAX_NODE_ID,
+            "node_id = 1",
+        )];
+        for (i, p) in self.peers.iter().enumerate() {
+            keys.push(key(format!("peer[{i}].id"), p.id, 1, MAX_NODE_ID, "id = 1"));
+        }
+        if let Some(h) = &self.haproxy {
+            keys.extend([
+                key(
+                    "haproxy.min_servers_up".into(),
+                    h.min_servers_up.into(),
+                    0,
+                    MAX_COUNT,
+                    "min_servers_up = 1",
+                ),
+                key(
+                    "haproxy.poll_interval_ms".into(),
+                    h.poll_interval_ms,
+                    1,
+                    MAX_TIMING_MS,
+                    "poll_interval_ms = 100",
+                ),
+                key(
+                    "haproxy.timeout_ms".into(),
+                    h.timeout_ms,
+                    1,
+                    MAX_TIMING_MS,
+                    "timeout_ms = 250",
+                ),
+                key(
+                    "haproxy.rise".into(),
+                    h.rise.into(),
+                    1,
+                    MAX_COUNT,
+                    "rise = 2",
+                ),
+                key(
+                    "haproxy.fall".into(),
+                    h.fall.into(),
+                    1,
+                    MAX_COUNT,
+                    "fall = 2",
+                ),
+            ]);
+        }
+        let t = &self.timing;
+        keys.extend([
+            key(
+                "timing.heartbeat_ms".into(),
+                t.heartbeat_ms,
+                1,
+                MAX_TIMING_MS,
+                "heartbeat_ms = 20",
+            ),
+            key(
+                "timing.election_timeout_ms".into(),
+                t.election_timeout_ms[0],
+                1,
+                MAX_TIMING_MS,
+                "election_timeout_ms = [60, 90]",
+            ),
+            key(
+                "timing.election_timeout_ms".into(),
+                t.election_timeout_ms[1],
+                1,
+                MAX_TIMING_MS,
+                "election_timeout_ms = [60, 90]",
+            ),
+            key(
+                "timing.reconcile_ms".into(),
+                t.reconcile_ms,
+                1,
+                MAX_TIMING_MS,
+                "reconcile_ms = 1000",
+            ),
+            key(
+                "announce.burst_count".into(),
+                self.announce.burst_count.into(),
+                1,
+                MAX_BURST_COUNT,
+                "burst_count = 3",
+            ),
+            key(
+                "announce.burst_interval_ms".into(),
+                self.announce.burst_interval_ms,
+                0,
+                MAX_TIMING_MS,
+                "burst_interval_ms = 20",
+            ),
+            key(
+                "announce.refresh_s".into(),
+                self.announce.refresh_s,
+                0,
+                MAX_REFRESH_S,
+                "refresh_s = 10 (0 turns it off)",
+            ),
+        ]);
+        if let Some(fence) = t.fence_ms {
+            keys.push(key(
+                "timing.fence_ms".into(),
+                fence,
+                1,
+                MAX_TIMING_MS,
+                "leave fence_ms out (default: 10 ms under the maximum election timeout)",
+            ));
+        }
+        keys
+    }
+
+    /// How many members this cluster may lose and still elect a node that holds the VIP.
+    pub fn tolerance(&self) -> Tolerance {
+        let may_lead = self
+            .peers
+            .iter()
+            .filter(|p| !self.peer_is_witness(p))
+            .count();
+        Tolerance::of(self.peers.len(), may_lead)
+    }
+
+    fn peer_is_witness(&self, peer: &Peer) -> bool {
+        peer.role == Some(Role::Witness) || (peer.id == self.node_id && self.role == Role::Witness)
+    }
+
+    /// Legal choices that weaken the cluster, printed by `check-config` as warnings (it still
+    /// exits 0).
+    pub fn warnings(&self) -> Vec<String> {
+        let t = self.tolerance();
+        let mut warnings = Vec::new();
+        if t.members > 2 && t.members.is_multiple_of(2) {
+            warnings.push(format!(
+                "{} voting members (witnesses vote too) tolerate {} failure(s), no more than {} would: \
+                 the extra member only makes every majority larger; add or remove a witness to make the count odd",
+                t.members,
+                t.may_fail,
+                t.members - 1
+            ));
+        }
+        if self.accept_no_failover {
+            if t.may_fail == 0 {
+                warnings.push(format!(
+                    "accept_no_failover = true: {}",
+                    t.no_failover_consequence()
+                ));
+            } else {
+                warnings.push(format!(
+                    "accept_no_failover = true has no effect: this cluster survives {} failure(s); remove the key",
+                    t.may_fail
+                ));
+            }
+        }
+        warnings
     }
 
     /// Legal but noteworthy choices, printed by `check-config`.
@@ -651,9 +848,108 @@ impl Config {
         self.peers.iter().find(|p| p.id == id)
     }
 
+    /// A witness by its own `role` or by its [[peer]] entry (so one file can serve every node).
     pub fn is_witness(&self) -> bool {
-        self.role == Role::Witness
+        self.peer(self.node_id)
+            .is_some_and(|me| self.peer_is_witness(me))
+            || self.role == Role::Witness
     }
+}
+
+/// One numeric key and its accepted range.
+struct NumericKey {
+    name: String,
+    value: u64,
+    min: u64,
+    max: u64,
+    example: &'static str,
+}
+
+/// The fix named when a cluster survives no member loss.
+const NO_FAILOVER_FIX: &str = "add a witness on a third machine: any small host that reaches the peers' listen addresses \
+     (a VM, a backend or monitoring host, a container), listed as [[peer]] with role = \"witness\" and running \
+     raftvip with role = \"witness\" (see docs/two-box-sites.md); or set accept_no_failover = true to run without failover knowingly";
+
+/// How many members a cluster may lose and still elect a node that holds the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerance {
+    /// Every [[peer]]: witnesses vote too.
+    pub members: usize,
+    /// Members that may lead (not witnesses, as far as the config tells).
+    pub may_lead: usize,
+    /// Failures survived in the worst case: a majority of `members` must remain, and among
+    /// them a member that may lead (the lost ones may be exactly the ones that could lead).
+    pub may_fail: usize,
+}
+
+impl Tolerance {
+    pub fn of(members: usize, may_lead: usize) -> Self {
+        let by_majority = members.saturating_sub(1) / 2;
+        Self {
+            members,
+            may_lead,
+            may_fail: by_majority.min(may_lead.saturating_sub(1)),
+        }
+    }
+
+    /// What an operator of a cluster that survives no failure must know.
+    fn no_failover_consequence(&self) -> String {
+        match self.members {
+            1 => "a single member: when this box fails, nothing takes over (no failover)".to_owned(),
+            2 => "2 voting members: a majority of 2 is 2, so when either box is lost the other cannot be \
+                  elected and no box holds the VIP until it returns (no failover)"
+                .to_owned(),
+            n => format!(
+                "{n} members but only {} may lead (the others are witnesses): when it is lost no box holds the VIP \
+                 (no failover)",
+                self.may_lead
+            ),
+        }
+    }
+}
+
+/// Refuses a secret that others could read or replace: its mode grants nothing to group and
+/// others, and its owner is root or the user running raftvip. Err: (what, fix).
+fn secret_file_exposure(path: &Path) -> Result<(), (String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        (
+            format!("cannot read the owner and mode of {shown}: {e}"),
+            "make the file readable by the user running raftvip".to_owned(),
+        )
+    })?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err((
+            format!(
+                "{shown} has mode {mode:04o}: group or others can read or change the shared secret"
+            ),
+            format!("chmod 600 {shown}"),
+        ));
+    }
+    let owner = meta.uid();
+    let me = nix::unistd::geteuid();
+    if owner != 0 && owner != me.as_raw() {
+        let name = |uid: u32| {
+            nix::unistd::User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {uid}"), |u| u.name)
+        };
+        return Err((
+            format!(
+                "{shown} is owned by {}, neither root nor the user running raftvip ({}): its owner can change the secret",
+                name(owner),
+                name(me.as_raw())
+            ),
+            format!(
+                "chown {} {shown} (or root), and run check-config as the service user, e.g. `sudo -u raftvip raftvip check-config`",
+                name(me.as_raw())
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -666,6 +962,7 @@ mod tests {
         let secret = dir.join("secret");
         let mut f = std::fs::File::create(&secret).unwrap();
         writeln!(f, "{}", "s".repeat(40)).unwrap();
+        set_mode(&secret, 0o600);
         format!(
             r#"
 cluster = "lb-test"
@@ -694,6 +991,11 @@ stats_socket = "/run/haproxy/admin.sock"
             dir = dir.display(),
             secret = secret.display()
         )
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
     fn problems_of(text: &str) -> Vec<Problem> {
@@ -837,5 +1139,317 @@ stats_socket = "/run/haproxy/admin.sock"
         let bare = Config::parse(head).unwrap();
         assert_eq!(keys(head), Vec::<String>::new());
         assert_eq!(bare.notes().len(), 2, "no health gate, no VIPs: both noted");
+    }
+
+    /// The valid config cut down to the members given as (id, role) pairs.
+    fn with_members(dir: &Path, members: &[(u64, &str)]) -> String {
+        let base = valid(dir);
+        let (head, rest) = base.split_once("[[peer]]").unwrap();
+        let (_, tail) = rest.split_once("[[vip]]").unwrap();
+        let mut text = head.to_owned();
+        for (id, role) in members {
+            text.push_str(&format!(
+                "[[peer]]\nid = {id}\naddress = \"192.0.2.1{id}:7480\"\nrole = \"{role}\"\n"
+            ));
+        }
+        text + "[[vip]]" + tail
+    }
+
+    #[test]
+    fn a_pair_without_witness_is_refused_naming_the_consequence_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = with_members(dir.path(), &[(1, "voter"), (2, "voter")]);
+        let problems = problems_of(&pair);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "peer");
+        assert!(
+            problems[0].what.contains("no box holds the VIP"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[0].fix.contains("witness on a third machine"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[0].fix.contains("accept_no_failover"),
+            "{}",
+            problems[0]
+        );
+        // The same without explicit roles: two members are two voters.
+        let unmarked = pair.replace("role = \"voter\"\n", "");
+        assert_eq!(keys(&unmarked), vec!["peer"]);
+        let config = Config::parse(&pair).unwrap();
+        assert_eq!(config.tolerance().may_fail, 0);
+        assert!(config.warnings().is_empty());
+    }
+
+    #[test]
+    fn one_voter_with_only_witnesses_is_refused_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = with_members(dir.path(), &[(1, "voter"), (2, "witness"), (3, "witness")]);
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].what.contains("only 1 may lead"),
+            "{}",
+            problems[0]
+        );
+        let all = with_members(
+            dir.path(),
+            &[(1, "witness"), (2, "witness"), (3, "witness")],
+        );
+        let problems = problems_of(&all);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].what.contains("every member is a witness"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn accepting_no_failover_passes_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = with_members(dir.path(), &[(1, "voter"), (2, "voter")])
+            .replace("node_id = 1", "node_id = 1\naccept_no_failover = true");
+        assert_eq!(keys(&pair), Vec::<String>::new());
+        let warnings = Config::parse(&pair).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("no failover"), "{}", warnings[0]);
+        let single = with_members(dir.path(), &[(1, "voter")]);
+        assert_eq!(keys(&single), vec!["peer"]);
+    }
+
+    #[test]
+    fn a_pair_with_a_witness_survives_one_failure_and_even_counts_are_warned() {
+        let dir = tempfile::tempdir().unwrap();
+        let trio = with_members(dir.path(), &[(1, "voter"), (2, "voter"), (3, "witness")]);
+        assert_eq!(keys(&trio), Vec::<String>::new());
+        let config = Config::parse(&trio).unwrap();
+        assert_eq!(
+            config.tolerance(),
+            Tolerance {
+                members: 3,
+                may_lead: 2,
+                may_fail: 1
+            }
+        );
+        assert!(config.warnings().is_empty());
+        let four = with_members(
+            dir.path(),
+            &[(1, "voter"), (2, "voter"), (3, "voter"), (4, "witness")],
+        );
+        assert_eq!(keys(&four), Vec::<String>::new());
+        let warnings = Config::parse(&four).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("4 voting members"),
+            "{}",
+            warnings[0]
+        );
+        let five = with_members(
+            dir.path(),
+            &[
+                (1, "voter"),
+                (2, "voter"),
+                (3, "voter"),
+                (4, "voter"),
+                (5, "witness"),
+            ],
+        );
+        assert_eq!(Config::parse(&five).unwrap().tolerance().may_fail, 2);
+    }
+
+    #[test]
+    fn a_witness_is_known_by_its_peer_entry_and_a_contradiction_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let trio = with_members(dir.path(), &[(1, "witness"), (2, "voter"), (3, "voter")]);
+        assert!(Config::parse(&trio).unwrap().is_witness());
+        let contradiction = with_members(dir.path(), &[(1, "voter"), (2, "voter"), (3, "voter")])
+            .replace("node_id = 1", "node_id = 1\nrole = \"witness\"");
+        assert_eq!(keys(&contradiction), vec!["role"]);
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_named_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = valid(dir.path());
+        let max = u64::MAX;
+        for (table, line, key) in [
+            ("timing", format!("fence_ms = {max}"), "timing.fence_ms"),
+            (
+                "timing",
+                format!("heartbeat_ms = {max}"),
+                "timing.heartbeat_ms",
+            ),
+            (
+                "timing",
+                format!("election_timeout_ms = [{max}, {max}]"),
+                "timing.election_timeout_ms",
+            ),
+            (
+                "timing",
+                "reconcile_ms = 0".to_owned(),
+                "timing.reconcile_ms",
+            ),
+            (
+                "announce",
+                format!("refresh_s = {max}"),
+                "announce.refresh_s",
+            ),
+            (
+                "announce",
+                format!("burst_interval_ms = {max}"),
+                "announce.burst_interval_ms",
+            ),
+            (
+                "announce",
+                format!("burst_count = {}", u32::MAX),
+                "announce.burst_count",
+            ),
+            (
+                "haproxy",
+                format!("poll_interval_ms = {max}"),
+                "haproxy.poll_interval_ms",
+            ),
+            ("haproxy", format!("rise = {}", u32::MAX), "haproxy.rise"),
+            ("haproxy", "fall = 0".to_owned(), "haproxy.fall"),
+        ] {
+            let text = if table == "haproxy" {
+                format!("{base}{line}\n")
+            } else {
+                format!("{base}\n[{table}]\n{line}\n")
+            };
+            let problems = problems_of(&text);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.what.contains("outside the accepted range")),
+                "{line}: {problems:?}"
+            );
+        }
+        let huge_id = base.replace("node_id = 1", &format!("node_id = {max}"));
+        assert!(keys(&huge_id).contains(&"node_id".to_owned()));
+    }
+
+    #[test]
+    fn a_secret_others_can_read_or_own_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = valid(dir.path());
+        let secret = dir.path().join("secret");
+        set_mode(&secret, 0o640);
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].what.contains("mode 0640"), "{}", problems[0]);
+        assert_eq!(problems[0].fix, format!("chmod 600 {}", secret.display()));
+        set_mode(&secret, 0o400);
+        assert_eq!(keys(&text), Vec::<String>::new());
+        // Another owner: only testable where we may chown (root, as in CI).
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&secret, Some(54_321), None).unwrap();
+            let problems = problems_of(&text);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].what.contains("uid 54321"), "{}", problems[0]);
+            assert!(problems[0].fix.starts_with("chown root"), "{}", problems[0]);
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A TOML value of any type, so keys meet strings, huge and negative numbers, arrays
+        /// and tables where they expect something else.
+        fn any_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                (0u64..200_000).prop_map(|n| n.to_string()),
+                Just("0".to_owned()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "[ -~]{0,24}".prop_map(|s| format!("{s:?}")),
+                Just("\"192.0.2.100/32\"".to_owned()),
+                Just("\"192.0.2.14:7480\"".to_owned()),
+                Just("\"witness\"".to_owned()),
+                (any::<u64>(), any::<u64>()).prop_map(|(a, b)| format!("[{a}, {b}]")),
+            ]
+        }
+
+        /// Where a value may land: every key the loader knows, in its table.
+        const KEYS: &[(&str, &str)] = &[
+            ("", "node_id"),
+            ("", "role"),
+            ("", "accept_no_failover"),
+            ("", "listen"),
+            ("", "cluster"),
+            ("[[peer]]", "id"),
+            ("[[peer]]", "address"),
+            ("[[peer]]", "role"),
+            ("[[vip]]", "address"),
+            ("[[vip]]", "interface"),
+            ("[[vip]]", "label"),
+            ("[haproxy]", "stats_socket"),
+            ("[haproxy]", "min_servers_up"),
+            ("[haproxy]", "poll_interval_ms"),
+            ("[haproxy]", "timeout_ms"),
+            ("[haproxy]", "rise"),
+            ("[haproxy]", "fall"),
+            ("[timing]", "heartbeat_ms"),
+            ("[timing]", "election_timeout_ms"),
+            ("[timing]", "fence_ms"),
+            ("[timing]", "reconcile_ms"),
+            ("[announce]", "burst_count"),
+            ("[announce]", "burst_interval_ms"),
+            ("[announce]", "refresh_s"),
+        ];
+
+        /// Loads, validates and, if valid, uses the config the way `run` does.
+        fn exercise(text: &str) {
+            let Ok(config) = Config::parse(text) else {
+                return;
+            };
+            let (problems, secret) = config.validate();
+            let _ = (config.notes(), config.warnings(), config.tolerance());
+            if problems.is_empty() && secret.is_some() {
+                let now = std::time::Instant::now();
+                let t = &config.timing;
+                let _ = now + t.fence() + t.heartbeat() + t.reconcile();
+                let _ = now + Duration::from_millis(t.election_timeout_ms[1]);
+                let _ = now + Duration::from_secs(config.announce.refresh_s);
+                let _ = config.me();
+                for vip in &config.vips {
+                    let _ = vip.addr();
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                exercise(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn arbitrary_values_in_a_valid_config_never_panic(
+                edits in proptest::collection::vec((0..KEYS.len(), any_value()), 1..4)
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut text = valid(dir.path());
+                for (key, value) in edits {
+                    let (table, name) = KEYS[key];
+                    // Top-level keys go first; table keys into a (possibly new) table at the end.
+                    text = if table.is_empty() {
+                        format!("{name} = {value}\n{text}")
+                    } else {
+                        format!("{text}\n{table}\n{name} = {value}\n")
+                    };
+                }
+                exercise(&text);
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
@@ -32,6 +32,7 @@ use crate::api::{self, ApiState, Contacts, NodeView, PeerAnswer, ELECT_PATH, PRE
 use crate::auth::Authenticator;
 use crate::config::{Config, Secret};
 use crate::raft::network::{Network, PeerClient};
+use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId, Raft};
 use crate::status::{self, Counters, PeerStatus, Role, Status};
 use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
@@ -99,6 +100,11 @@ pub async fn run<Hl: HealthVerdict>(
     if !config.is_witness() {
         crate::release::release_on_panic(config.vips.clone());
     }
+    let vote_gate = VoteGate::new(
+        state_machine.created_at_open(),
+        Instant::now(),
+        Duration::from_millis(config.timing.election_timeout_ms[1]),
+    );
 
     let auth = Arc::new(Authenticator::new(secret, &config.cluster));
     let contacts = Arc::new(Contacts::default());
@@ -135,6 +141,7 @@ pub async fn run<Hl: HealthVerdict>(
         supervisor: state_rx,
         contacts: contacts.clone(),
         rejected: rejected.clone(),
+        vote_gate,
     });
 
     let supervisor_stop = CancellationToken::new();
@@ -343,6 +350,7 @@ struct LiveNode<Hl> {
     supervisor: watch::Receiver<SupervisorState>,
     contacts: Arc<Contacts>,
     rejected: Arc<AtomicU64>,
+    vote_gate: VoteGate,
 }
 
 impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
@@ -391,6 +399,7 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
                 handovers: sup.handovers,
                 fence_releases: sup.fence_releases,
             },
+            voters_may_fail: self.config.tolerance().may_fail as u64,
         }
     }
 
@@ -424,6 +433,16 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
 
     fn peer_address(&self, id: NodeId) -> Option<String> {
         self.config.peer(id).map(|p| p.address.to_string())
+    }
+
+    fn grant_vote(&self) -> Result<(), String> {
+        let verdict = self
+            .vote_gate
+            .check(Instant::now(), self.contacts.last_leader_contact());
+        if let Err(reason) = &verdict {
+            tracing::info!(%reason, "vote request refused");
+        }
+        verdict
     }
 }
 

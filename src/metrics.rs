@@ -214,6 +214,12 @@ pub fn render(status: &Status) -> String {
         "raftvip build; the version is a label",
         Info::new(vec![("version".to_owned(), status.version.clone())]),
     );
+    gauge(
+        &mut r,
+        "voters_may_fail",
+        "Members the configured cluster may lose and still elect a VIP holder (0: no failover)",
+        status.voters_may_fail as i64,
+    );
 
     let mut out = String::new();
     encode(&mut out, &r).expect("writing to a String cannot fail");
@@ -240,6 +246,7 @@ mod tests {
             "raftvip_health_check_duration_seconds 0.00031",
             "raftvip_health_last_check_age_seconds 0.04",
             "raftvip_build_info{version=\"0.1.0\"} 1",
+            "raftvip_voters_may_fail 1",
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }

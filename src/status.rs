@@ -29,6 +29,10 @@ pub struct Status {
     pub vips: Vec<VipStatus>,
     pub peers: Vec<PeerStatus>,
     pub counters: Counters,
+    /// How many members the configured cluster may lose and still elect a node that holds
+    /// the VIPs (0: no failover, e.g. a pair without a witness; docs/two-box-sites.md).
+    #[serde(default)]
+    pub voters_may_fail: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -154,6 +158,16 @@ impl Status {
         if let Some(ms) = self.millis_since_quorum_ack {
             let _ = writeln!(out, "quorum acknowledged {ms} ms ago");
         }
+        let _ = writeln!(
+            out,
+            "voters that may fail: {}{}",
+            self.voters_may_fail,
+            if self.voters_may_fail == 0 {
+                " (NO FAILOVER: losing a member leaves no holder; see docs/two-box-sites.md)"
+            } else {
+                ""
+            }
+        );
         for vip in &self.vips {
             let _ = writeln!(
                 out,
@@ -249,6 +263,7 @@ pub(crate) mod tests {
                 handovers: 0,
                 fence_releases: 0,
             },
+            voters_may_fail: 1,
         }
     }
 
@@ -267,6 +282,16 @@ pub(crate) mod tests {
         assert!(text.contains("192.0.2.100/32 on eth0: HELD"), "{text}");
         assert!(
             text.contains("2 192.0.2.12:7480  last contact 18 ms ago  maintenance"),
+            "{text}"
+        );
+        assert!(text.contains("voters that may fail: 1\n"), "{text}");
+        let pair = Status {
+            voters_may_fail: 0,
+            ..sample()
+        };
+        assert!(
+            pair.render_text()
+                .contains("voters that may fail: 0 (NO FAILOVER"),
             "{text}"
         );
     }

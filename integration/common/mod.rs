@@ -120,6 +120,12 @@ impl Cluster {
             "integration-test-secret-0123456789abcdef\n",
         )
         .expect("write secret");
+        // raftvip refuses a secret that group or others can read.
+        std::fs::set_permissions(
+            dir.path().join("secret"),
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .expect("chmod secret");
         let members = free_ports(n)
             .into_iter()
             .enumerate()
@@ -178,11 +184,18 @@ impl Cluster {
         if me.witness {
             text.push_str("role = \"witness\"\n");
         }
+        if self.members.len() < 3 {
+            // Small clusters here test Raft, not failover: acknowledge that they have none.
+            text.push_str("accept_no_failover = true\n");
+        }
         for m in &self.members {
             text.push_str(&format!(
                 "[[peer]]\nid = {}\naddress = \"{}\"\n",
                 m.id, m.address
             ));
+            if m.witness {
+                text.push_str("role = \"witness\"\n");
+            }
         }
         text.push_str(&self.extra);
         text

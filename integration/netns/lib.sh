@@ -57,6 +57,8 @@ BED_N=0
 declare -a BED_NETNS=()
 # Cluster definitions: name -> "vip4 vip6 port" and name -> "box box ..."; box -> cluster.
 declare -A BED_CL_VIPS=() BED_CL_BOXES=() BED_BOX_CLUSTER=() BED_WITNESS=()
+# Boxes moved behind the router (bed_route_box): box -> its address on the other subnet.
+declare -A BED_ROUTED4=()
 
 bed_log() { printf '  [bed] %s\n' "$*" >&2; }
 bed_die() { printf 'bed: %s\n' "$*" >&2; exit 1; }
@@ -74,7 +76,7 @@ bed_ns() { # bed_ns BOX|client|br -> namespace name
         *) echo "$BED_ID-box$1" ;;
     esac
 }
-bed_addr4() { echo "$BED_NET4.$((10 + $1))"; }
+bed_addr4() { echo "${BED_ROUTED4[$1]:-$BED_NET4.$((10 + $1))}"; }
 bed_addr6() { echo "$BED_NET6:1$1"; }
 bed_boxdir() { echo "$BED_DIR/box$1"; }
 bed_boxname() { echo "box$1"; }
@@ -201,7 +203,7 @@ bed_cluster() {
     BED_CL_BOXES[$name]="$*"
     for box in "$@"; do BED_BOX_CLUSTER[$box]=$name; done
     [[ -f $BED_DIR/secret-$name ]] ||
-        head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$BED_DIR/secret-$name"
+        (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$BED_DIR/secret-$name")
 }
 
 # Marks a box as a witness (votes, never leads, no HAProxy).
@@ -338,6 +340,7 @@ bed_write_config() {
         [[ -n ${BED_WITNESS[$box]:-} ]] && echo 'role = "witness"'
         for b in $(bed_boxes "$cl"); do
             printf '[[peer]]\nid = %s\naddress = "%s:%s"\n' "$(bed_node_id "$b")" "$(bed_addr4 "$b")" "$port"
+            [[ -z ${BED_WITNESS[$b]:-} ]] || echo 'role = "witness"'
         done
         if [[ $BED_RAFT_ONLY != 1 && -z ${BED_WITNESS[$box]:-} ]]; then
             printf '[[vip]]\naddress = "%s/32"\ninterface = "eth0"\n' "$(bed_vip4 "$cl")"
@@ -617,4 +620,46 @@ bed_unmount_all() {
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || bed_log "cannot unmount $m"
     done < <(tac "$BED_DIR/mounts")
     rm -f "$BED_DIR/mounts"
+}
+
+# ---- a box on another subnet, behind a router (two-box sites with a remote witness) ----
+#
+#   segment 192.0.2.0/24 (br0) --- eth0 192.0.2.1 [ $BED_ID-rt ] 198.51.100.1 net0 --- eth0 BOX
+#                                                                                 198.51.100.1N
+# The other boxes reach 198.51.100.0/24 via 192.0.2.1; BOX's default route is 198.51.100.1.
+# No L2 path exists between BOX and the segment: only routed IP (what VRRP cannot cross).
+BED_ROUTED_NET4=198.51.100
+bed_router_ns() { echo "$BED_ID-rt"; }
+
+# bed_route_box BOX: moves BOX (one box per bed) off the segment, behind the router.
+bed_route_box() {
+    local box=$1 rt ns b; rt=$(bed_router_ns); ns=$(bed_ns "$box")
+    [[ ! -e /run/netns/$rt ]] || bed_die "bed_route_box: one routed box per bed"
+    bed_add_port "$rt" router "$BED_NET4.1" "${BED_NET6}:1"
+    ip netns exec "$rt" sysctl -qw net.ipv4.ip_forward=1
+    # Off the bridge: deleting the box's eth0 deletes its bridge port with it.
+    bed_cmd ip -n "$ns" link del eth0
+    bed_cmd ip -n "$rt" link add net0 type veth peer name eth0 netns "$ns"
+    ip -n "$rt" addr add "$BED_ROUTED_NET4.1/24" dev net0
+    ip -n "$rt" link set net0 up
+    ip -n "$ns" link set eth0 up
+    BED_ROUTED4[$box]=$BED_ROUTED_NET4.$((10 + box))
+    ip -n "$ns" addr add "${BED_ROUTED4[$box]}/24" dev eth0
+    bed_cmd ip -n "$ns" route add default via "$BED_ROUTED_NET4.1"
+    for b in $(seq 1 "$BED_N"); do
+        [[ $b == "$box" ]] || bed_cmd ip -n "$(bed_ns "$b")" route add "$BED_ROUTED_NET4.0/24" via "$BED_NET4.1"
+    done
+    bed_log "box$box is now ${BED_ROUTED4[$box]}, routed via $rt"
+}
+
+# bed_proc_footprint PID SECONDS -> "RSS_KB CPU_PERCENT": resident memory now and CPU used over
+# SECONDS (utime + stime from /proc, clock ticks).
+bed_proc_footprint() {
+    local pid=$1 s=$2 t0 t1 hz rss
+    hz=$(getconf CLK_TCK)
+    t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    sleep "$s"
+    t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    echo "$rss $(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$s" 'BEGIN { printf "%.2f", 100 * d / hz / s }')"
 }

@@ -55,6 +55,10 @@ pub trait NodeView: Send + Sync + 'static {
     fn grant_prevote(&self) -> Result<(), String>;
     /// The address of a peer, for forwarding writes to the leader.
     fn peer_address(&self, id: NodeId) -> Option<String>;
+    /// Ok if this node may grant a Raft vote now (see `raft::vote_gate`).
+    fn grant_vote(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// When this node last heard from each peer (a request from it, or an answer to us), and
@@ -239,6 +243,9 @@ async fn vote<V: NodeView>(
 ) -> Response {
     if let Some(candidate) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(candidate);
+    }
+    if let Err(reason) = s.view.grant_vote() {
+        return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
     }
     Json(s.raft.vote(rpc).await).into_response()
 }

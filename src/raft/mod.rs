@@ -7,6 +7,7 @@
 
 pub mod network;
 pub mod store;
+pub mod vote_gate;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;

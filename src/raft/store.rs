@@ -247,7 +247,12 @@ pub fn open(
     let (tx, _) = watch::channel(applied.state.clone());
     Ok((
         LogStore { db: db.clone() },
-        StateMachine { db, applied, tx },
+        StateMachine {
+            db,
+            applied,
+            tx,
+            created_at_open: !exists,
+        },
     ))
 }
 
@@ -596,6 +601,9 @@ pub struct StateMachine {
     applied: Applied,
     /// Publishes [`ClusterState`] to the rest of the daemon.
     tx: watch::Sender<ClusterState>,
+    /// The database file did not exist before this open: any vote this node cast before (a
+    /// wiped data_dir) is forgotten, see [`StateMachine::created_at_open`].
+    created_at_open: bool,
 }
 
 impl Debug for StateMachine {
@@ -612,6 +620,13 @@ impl StateMachine {
     /// it. Take it before the state machine is handed to openraft.
     pub fn subscribe(&self) -> watch::Receiver<ClusterState> {
         self.tx.subscribe()
+    }
+
+    /// True when this open created the database (a new node, or a wiped data_dir): the node
+    /// cannot know whom it voted for in the current term, so the daemon withholds its vote for
+    /// a while (docs/design.md, "Votes after a wiped data_dir").
+    pub fn created_at_open(&self) -> bool {
+        self.created_at_open
     }
 
     /// Persists `next` (and a snapshot with it, if given), then makes it current.
@@ -1072,11 +1087,80 @@ mod tests {
     }
 
     #[test]
+    fn knows_whether_it_created_the_database_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, created) = open(dir.path(), "a", 1).unwrap();
+        assert!(created.created_at_open());
+        drop((_log, created));
+        let (_log, reopened) = open(dir.path(), "a", 1).unwrap();
+        assert!(!reopened.created_at_open());
+    }
+
+    #[test]
     fn creates_missing_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let nested = dir.path().join("x").join("y");
         open(&nested, "a", 1).unwrap();
         assert!(nested.join(DB_FILE).exists());
         assert!(!nested.join(NEW_DB_FILE).exists());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// The bytes of a freshly created database, made once.
+        fn valid_file() -> &'static [u8] {
+            static VALID: OnceLock<Vec<u8>> = OnceLock::new();
+            VALID.get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::read(create(&dir)).unwrap()
+            })
+        }
+
+        /// Opens `bytes` as raft.redb: a named error or a store, never a panic; a refused file
+        /// is left as it was.
+        fn open_bytes(bytes: &[u8]) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(DB_FILE);
+            std::fs::write(&path, bytes).unwrap();
+            if let Err(e) = open(dir.path(), "a", 1) {
+                assert!(!e.to_string().is_empty());
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    bytes,
+                    "{e}: file was modified"
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn arbitrary_bytes_as_the_database_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..8192)
+            ) {
+                open_bytes(&bytes);
+            }
+
+            #[test]
+            fn a_damaged_database_never_panics(
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
+                cut in any::<prop::sample::Index>(),
+                truncate in any::<bool>(),
+            ) {
+                let mut bytes = valid_file().to_vec();
+                for (at, value) in flips {
+                    let at = at.index(bytes.len());
+                    bytes[at] = value;
+                }
+                if truncate {
+                    bytes.truncate(cut.index(bytes.len()));
+                }
+                open_bytes(&bytes);
+            }
+        }
     }
 }
