@@ -15,7 +15,7 @@ use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
 use raftvip::health;
 use raftvip::raft::network::PeerClient;
 use raftvip::supervisor::VipHolder;
-use raftvip::vip::Vips;
+use raftvip::vip::{VipWorker, Vips};
 use tokio_util::sync::CancellationToken;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
@@ -92,8 +92,10 @@ async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         } else {
             let vips = Vips::linux(&config.vips, &config.announce)
                 .context("cannot set up VIP control (netlink and AF_PACKET sockets)")?;
-            let events = vips.spawn_background(background.clone());
-            (Arc::new(vips), events)
+            // VIP work runs on its own thread so it never delays heartbeats (issue 13).
+            let (worker, events) = VipWorker::spawn(vips, background.clone())
+                .context("cannot start the VIP thread")?;
+            (Arc::new(worker), events)
         };
     match config.haproxy.clone().filter(|_| !config.is_witness()) {
         Some(haproxy) => {

@@ -30,6 +30,8 @@ use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHo
 
 /// How long a planned stop may spend handing over before it gives up and just releases.
 const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
+/// How long the exit waits for the VIP thread to remove the VIPs (a batch takes a few ms).
+const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
 /// Timeout of one "elect now" request during a handover: a LAN answers in about a millisecond.
@@ -180,6 +182,9 @@ pub async fn run<Hl: HealthVerdict>(
         supervisor_task.abort();
     }
     parts.vips.set_held(false, "stopped");
+    if !parts.vips.wait_applied(VIP_RELEASE_DEADLINE) {
+        tracing::warn!("the VIP thread did not confirm the release in time");
+    }
     if tokio::time::timeout(STOP_DEADLINE, raft.shutdown())
         .await
         .is_err()

@@ -143,6 +143,12 @@ pub trait VipHolder: Send + Sync + 'static {
     /// Re-check the kernel's addresses against the held state and repair.
     fn reconcile(&self);
     fn status(&self) -> Vec<VipStatus>;
+    /// Waits (at most `limit`) until the last `set_held` has been carried out; false on
+    /// timeout. Implementations that execute on another thread make `set_held` return at
+    /// once (it is on the Raft thread); the exit path waits here so no VIP outlives it.
+    fn wait_applied(&self, _limit: Duration) -> bool {
+        true
+    }
 }
 
 /// What the supervisor asks its peers.

@@ -11,6 +11,7 @@
 //! by someone else (networkd, NetworkManager, an operator) is noticed at once rather than at
 //! the next periodic check.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,7 +21,7 @@ use neli::consts::rtnl::{Ifa, IfaF, RtAddrFamily, RtScope, Rtm};
 use neli::consts::socket::NlFamily;
 use neli::err::{RouterError, SocketError};
 use neli::nl::{NlPayload, Nlmsghdr};
-use neli::router::synchronous::NlRouter;
+use neli::router::synchronous::{NlRouter, NlRouterReceiverHandle};
 use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, RtattrBuilder};
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
@@ -46,6 +47,9 @@ impl std::fmt::Debug for NetlinkControl {
             .finish()
     }
 }
+
+/// A request sent, its answer not read yet (or why it could not be sent).
+type Pending = Result<NlRouterReceiverHandle<Rtm, Ifaddrmsg>, String>;
 
 /// What the kernel answered to one request, before it is tied to an operation.
 enum Answer {
@@ -82,15 +86,20 @@ impl NetlinkControl {
             .ifa_index(ifindex)
     }
 
-    /// Sends one request with ACK and reads the answer.
-    fn request(&self, kind: Rtm, flags: NlmF, msg: Ifaddrmsg) -> Answer {
-        let answers = match self.router.send::<_, _, Rtm, Ifaddrmsg>(
-            kind,
-            flags | NlmF::ACK,
-            NlPayload::Payload(msg),
-        ) {
+    /// Sends one request with ACK without waiting for the answer: neli's router matches the
+    /// kernel's answers to requests by sequence number, so many requests can be in flight and
+    /// a batch costs one round trip instead of one per VIP.
+    fn submit(&self, kind: Rtm, flags: NlmF, msg: Ifaddrmsg) -> Pending {
+        self.router
+            .send::<_, _, Rtm, Ifaddrmsg>(kind, flags | NlmF::ACK, NlPayload::Payload(msg))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits for the answer to a submitted request.
+    fn answer(pending: Pending) -> Answer {
+        let answers = match pending {
             Ok(answers) => answers,
-            Err(e) => return Answer::Other(e.to_string()),
+            Err(e) => return Answer::Other(e),
         };
         for answer in answers {
             match answer {
@@ -168,74 +177,151 @@ impl NetlinkControl {
     }
 }
 
-impl AddressControl for NetlinkControl {
-    fn add(&self, vip: &Vip) -> Result<(), VipError> {
-        let fail = |cause| VipError::Add {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
-        };
-        let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
+impl NetlinkControl {
+    /// RTM_NEWADDR for `vip` on `ifindex`.
+    fn add_message(vip: &Vip, ifindex: u32) -> Result<Ifaddrmsg, Cause> {
         // NODAD: otherwise an IPv6 VIP stays "tentative" for ~2 s and HAProxy cannot use it;
         // duplicates are looked for by our own probe instead.
         let flags = match vip.addr.ip {
             IpAddr::V4(_) => IfaF::empty(),
             IpAddr::V6(_) => IfaF::NODAD,
         };
-        let msg = Self::header(vip, ifindex, flags)
-            .rtattrs(Self::attrs(vip, true).map_err(fail)?)
+        Self::header(vip, ifindex, flags)
+            .rtattrs(Self::attrs(vip, true)?)
             .build()
-            .map_err(|e| fail(Cause::Netlink(e.to_string())))?;
-        // EXCL + "EEXIST is success" rather than REPLACE: an existing VIP is left untouched.
-        match self.request(Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, msg) {
-            Answer::Done => Ok(()),
-            Answer::Errno(libc::EEXIST, _) => Ok(()),
-            Answer::Errno(errno, detail) => Err(fail(errno_cause(
-                errno,
-                detail,
-                &vip.interface,
-                "CAP_NET_ADMIN",
-            ))),
-            Answer::Other(e) => Err(fail(Cause::Netlink(e))),
-        }
+            .map_err(|e| Cause::Netlink(e.to_string()))
+    }
+
+    /// RTM_DELADDR for `vip` on `ifindex`.
+    fn remove_message(vip: &Vip, ifindex: u32) -> Result<Ifaddrmsg, Cause> {
+        Self::header(vip, ifindex, IfaF::empty())
+            .rtattrs(Self::attrs(vip, false)?)
+            .build()
+            .map_err(|e| Cause::Netlink(e.to_string()))
+    }
+
+    /// Sends one request per VIP, all before reading any answer, and maps each answer:
+    /// `benign` is the errno that means "already so" (EEXIST for add, EADDRNOTAVAIL for
+    /// remove). Interfaces are looked up once per batch.
+    fn batch(
+        &self,
+        vips: &[&Vip],
+        kind: Rtm,
+        flags: NlmF,
+        message: fn(&Vip, u32) -> Result<Ifaddrmsg, Cause>,
+        benign: i32,
+    ) -> Vec<Result<(), Cause>> {
+        let mut ifindexes: HashMap<&str, u32> = HashMap::new();
+        let pending: Vec<Result<Pending, Cause>> = vips
+            .iter()
+            .map(|vip| {
+                let ifindex = match ifindexes.get(vip.interface.as_str()) {
+                    Some(&index) => index,
+                    None => {
+                        let index = packet::ifindex(&vip.interface)?;
+                        ifindexes.insert(&vip.interface, index);
+                        index
+                    }
+                };
+                Ok(self.submit(kind, flags, message(vip, ifindex)?))
+            })
+            .collect();
+        pending
+            .into_iter()
+            .zip(vips)
+            .map(|(pending, vip)| match Self::answer(pending?) {
+                Answer::Done => Ok(()),
+                Answer::Errno(errno, _) if errno == benign => Ok(()),
+                Answer::Errno(errno, detail) => {
+                    Err(errno_cause(errno, detail, &vip.interface, "CAP_NET_ADMIN"))
+                }
+                Answer::Other(e) => Err(Cause::Netlink(e)),
+            })
+            .collect()
+    }
+}
+
+impl AddressControl for NetlinkControl {
+    fn add(&self, vip: &Vip) -> Result<(), VipError> {
+        self.add_all(&[vip]).pop().unwrap_or(Ok(()))
     }
 
     fn remove(&self, vip: &Vip) -> Result<(), VipError> {
-        let fail = |cause| VipError::Remove {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
-        };
-        let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
-        let msg = Self::header(vip, ifindex, IfaF::empty())
-            .rtattrs(Self::attrs(vip, false).map_err(fail)?)
-            .build()
-            .map_err(|e| fail(Cause::Netlink(e.to_string())))?;
-        match self.request(Rtm::Deladdr, NlmF::empty(), msg) {
-            Answer::Done => Ok(()),
-            // Absent (with this prefix length): already released.
-            Answer::Errno(libc::EADDRNOTAVAIL, _) => Ok(()),
-            Answer::Errno(errno, detail) => Err(fail(errno_cause(
-                errno,
-                detail,
-                &vip.interface,
-                "CAP_NET_ADMIN",
-            ))),
-            Answer::Other(e) => Err(fail(Cause::Netlink(e))),
-        }
+        self.remove_all(&[vip]).pop().unwrap_or(Ok(()))
     }
 
     fn is_bound(&self, vip: &Vip) -> Result<bool, VipError> {
-        let fail = |cause| VipError::Check {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
-        };
-        let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
-        let found = self.dump(vip, ifindex).map_err(fail)?;
-        Ok(found
-            .iter()
-            .any(|&(ip, prefix)| ip == vip.addr.ip && prefix == vip.addr.prefix_len))
+        self.bound_all(&[vip]).pop().unwrap_or(Ok(false))
+    }
+
+    /// EXCL + "EEXIST is success" rather than REPLACE: an existing VIP is left untouched.
+    fn add_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        self.batch(
+            vips,
+            Rtm::Newaddr,
+            NlmF::CREATE | NlmF::EXCL,
+            Self::add_message,
+            libc::EEXIST,
+        )
+        .into_iter()
+        .zip(vips)
+        .map(|(result, vip)| {
+            result.map_err(|cause| VipError::Add {
+                vip: vip.addr,
+                interface: vip.interface.clone(),
+                cause,
+            })
+        })
+        .collect()
+    }
+
+    /// Absent (with this prefix length) counts as already released.
+    fn remove_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        self.batch(
+            vips,
+            Rtm::Deladdr,
+            NlmF::empty(),
+            Self::remove_message,
+            libc::EADDRNOTAVAIL,
+        )
+        .into_iter()
+        .zip(vips)
+        .map(|(result, vip)| {
+            result.map_err(|cause| VipError::Remove {
+                vip: vip.addr,
+                interface: vip.interface.clone(),
+                cause,
+            })
+        })
+        .collect()
+    }
+
+    /// One address dump per interface and family, however many VIPs share them.
+    fn bound_all(&self, vips: &[&Vip]) -> Vec<Result<bool, VipError>> {
+        // Cause is not Clone: a failed dump is shared as text by the VIPs it concerns.
+        type Found = Result<HashSet<(IpAddr, u8)>, String>;
+        let mut dumps: HashMap<(u32, bool), Found> = HashMap::new();
+        vips.iter()
+            .map(|vip| {
+                let fail = |cause| VipError::Check {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                };
+                let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
+                let found = dumps
+                    .entry((ifindex, vip.addr.ip.is_ipv4()))
+                    .or_insert_with(|| {
+                        self.dump(vip, ifindex)
+                            .map(|found| found.into_iter().collect())
+                            .map_err(|cause| cause.to_string())
+                    });
+                match found {
+                    Ok(found) => Ok(found.contains(&(vip.addr.ip, vip.addr.prefix_len))),
+                    Err(cause) => Err(fail(Cause::Netlink(cause.clone()))),
+                }
+            })
+            .collect()
     }
 }
 
