@@ -44,6 +44,9 @@ enum Command {
         /// Print the JSON status document instead of a summary.
         #[arg(long)]
         json: bool,
+        /// List every VIP (by default a summary, and each VIP only when there are few).
+        #[arg(long)]
+        vips: bool,
     },
     /// Validate a config file; exits non-zero and names every problem.
     CheckConfig {
@@ -70,7 +73,7 @@ enum OnOff {
 pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Run { config } => run(&config).await,
-        Command::Status { config, json } => status(&config, json).await,
+        Command::Status { config, json, vips } => status(&config, json, vips).await,
         Command::CheckConfig { config } => check_config(&config),
         Command::Maintenance {
             state,
@@ -140,13 +143,13 @@ async fn shutdown_signal() {
     }
 }
 
-async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+async fn status(path: &Path, json: bool, all_vips: bool) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
     let status = client::fetch_status(&config.listen.to_string()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print!("{}", status.render_text());
+        print!("{}", status.render_text_with(all_vips));
     }
     Ok(ExitCode::SUCCESS)
 }

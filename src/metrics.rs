@@ -180,6 +180,25 @@ pub fn render(status: &Status) -> String {
         "1 if binding or announcing the VIP is failing",
         errors,
     );
+    // Totals, so a dashboard of a box with hundreds of VIPs needs no per-VIP series.
+    let summary = status.vip_summary();
+    for (name, help, value) in [
+        (
+            "vips_configured",
+            "VIPs configured on this node",
+            summary.configured,
+        ),
+        ("vips_held", "VIPs bound on this node", summary.held),
+        (
+            "vips_failing",
+            "VIPs whose binding or announcing is failing",
+            summary.failing,
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value as i64);
+        r.register(name, help, gauge);
+    }
 
     let contact = Family::<PeerLabel, Gauge>::default();
     for peer in status.peers.iter().filter(|p| p.id != status.node_id) {
@@ -215,6 +234,9 @@ mod tests {
             "raftvip_rejected_requests_total 3",
             "raftvip_vip_held{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_vip_re_adds_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
+            "raftvip_vips_configured 1",
+            "raftvip_vips_held 1",
+            "raftvip_vips_failing 0",
             "raftvip_peer_last_contact_milliseconds{peer=\"2\"} 18",
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");

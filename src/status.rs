@@ -111,6 +111,20 @@ pub struct Counters {
 impl Status {
     /// A short human summary for `raftvip status`.
     pub fn render_text(&self) -> String {
+        self.render_text_with(false)
+    }
+
+    /// Counts over the VIPs, for the summary line and the metrics.
+    pub fn vip_summary(&self) -> VipSummary {
+        VipSummary {
+            configured: self.vips.len(),
+            held: self.vips.iter().filter(|v| v.held).count(),
+            failing: self.vips.iter().filter(|v| v.error.is_some()).count(),
+        }
+    }
+
+    /// [`Self::render_text`], with a line for every VIP when `all_vips` (`status --vips`).
+    pub fn render_text_with(&self, all_vips: bool) -> String {
         let mut out = String::new();
         let leader = self
             .leader_id
@@ -150,7 +164,22 @@ impl Status {
         if let Some(ms) = self.millis_since_quorum_ack {
             let _ = writeln!(out, "quorum acknowledged {ms} ms ago");
         }
-        for vip in &self.vips {
+        let summary = self.vip_summary();
+        let _ = writeln!(
+            out,
+            "vips {} configured, {} held, {} failing",
+            summary.configured, summary.held, summary.failing
+        );
+        // Few VIPs: all of them; many: only the failing ones (all with `status --vips`).
+        let shown: Vec<&VipStatus> = if all_vips || self.vips.len() <= VIP_LINES {
+            self.vips.iter().collect()
+        } else {
+            self.vips.iter().filter(|v| v.error.is_some()).collect()
+        };
+        for vip in shown
+            .iter()
+            .take(if all_vips { usize::MAX } else { VIP_LINES })
+        {
             let _ = writeln!(
                 out,
                 "  {} on {}: {}{}  announcements {}  re-adds {}  duplicates {}",
@@ -165,6 +194,9 @@ impl Status {
                 vip.re_adds,
                 vip.duplicates
             );
+        }
+        if !all_vips && self.vips.len() > VIP_LINES {
+            let _ = writeln!(out, "  (each VIP: raftvip status --vips)");
         }
         let _ = writeln!(out, "peers:");
         for peer in &self.peers {
@@ -187,6 +219,17 @@ impl Status {
         }
         out
     }
+}
+
+/// Up to this many VIPs, `raftvip status` lists each; beyond, only the failing ones.
+const VIP_LINES: usize = 8;
+
+/// VIP counts for a box with many VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipSummary {
+    pub configured: usize,
+    pub held: usize,
+    pub failing: usize,
 }
 
 #[cfg(test)]
@@ -264,6 +307,36 @@ pub(crate) mod tests {
         assert!(
             text.contains("2 192.0.2.12:7480  last contact 18 ms ago  maintenance"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn many_vips_read_as_a_summary_with_the_failing_ones() {
+        let mut status = sample();
+        let template = status.vips[0].clone();
+        status.vips = (0..200)
+            .map(|i| VipStatus {
+                address: format!("198.51.100.{}/32", i + 1),
+                error: (i == 7).then(|| "interface eth9 missing".to_owned()),
+                held: i != 7,
+                ..template.clone()
+            })
+            .collect();
+        let text = status.render_text();
+        assert!(
+            text.contains("vips 200 configured, 199 held, 1 failing"),
+            "{text}"
+        );
+        assert!(
+            text.contains("198.51.100.8/32 on eth0: released (error: interface eth9 missing)"),
+            "{text}"
+        );
+        assert!(!text.contains("198.51.100.1/32"), "{text}");
+        assert!(text.lines().count() < 20, "{text}");
+        let all = status.render_text_with(true);
+        assert_eq!(
+            all.lines().filter(|l| l.contains(" on eth0: ")).count(),
+            200
         );
     }
 }
