@@ -15,6 +15,8 @@ MAX_FAILOVER_OUTAGE_MS=${MAX_FAILOVER_OUTAGE_MS:-2000}
 MAX_HANDOVER_OUTAGE_MS=${MAX_HANDOVER_OUTAGE_MS:-1000}
 # The old holder must have dropped the VIP this long after being cut off (fence 80 ms + margin).
 FENCE_ASSERT_MS=500
+# many_vips: how long the settled cluster must keep its leader (issue 13 asks 30 s).
+MANY_VIPS_STABLE_S=${MANY_VIPS_STABLE_S:-30}
 # A hand-deleted VIP must be back within this.
 READD_MS=100
 
@@ -59,6 +61,7 @@ SCENARIOS=(
     "all_unhealthy|all boxes unhealthy -> no holder; one recovers -> it holds"
     "maintenance_handoff|raftvip maintenance on (holder) -> handoff"
     "sigterm_handoff|SIGTERM on the holder's raftvip -> handoff"
+    "many_vips|200 more VIPs: one box holds all, no leader change for ${MANY_VIPS_STABLE_S} s, box loss moves all"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -512,6 +515,52 @@ maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
 sigterm_raftvip() { bed_kill_raftvip "$1" TERM; }
 scn_maintenance_handoff() { handoff maintenance_on; }
 scn_sigterm_handoff() { handoff sigterm_raftvip; }
+
+# ---- scenarios: many VIPs (issue 13) ----
+
+# all_extra_on BOX: BOX holds every extra VIP and no other box holds any.
+all_extra_on() {
+    local b
+    for b in $(bed_boxes); do
+        if [[ $b == "$1" ]]; then
+            (($(bed_extra_held "$b") == BED_EXTRA_VIPS)) || return 1
+        else
+            (($(bed_extra_held "$b") == 0)) || return 1
+        fi
+    done
+}
+extra_count_is() { (($(bed_extra_held "$1") == $2)); }
+extra_spread() { # "box:count ..." for a failure message
+    local b out=()
+    for b in $(bed_boxes); do out+=("box$b:$(bed_extra_held "$b")"); done
+    echo "${out[*]}"
+}
+scn_many_vips() {
+    BED_EXTRA_VIPS=200
+    setup 3
+    local h n term end fault moved
+    h=$(holder "" "" 10000)
+    bed_wait 5000 all_extra_on "$h" || fail "not all 200 extra VIPs on box$h alone: $(extra_spread)"
+    term=$(bed_status "$h" term)
+    end=$(($(bed_now_ms) + MANY_VIPS_STABLE_S * 1000))
+    while (($(bed_now_ms) < end)); do
+        all_extra_on "$h" || fail "the 200 VIPs left box$h alone: $(extra_spread)"
+        [[ $(bed_status "$h" term) == "$term" ]] || fail "term moved from $term to $(bed_status "$h" term) while settled"
+        sleep 1
+    done
+    note "holder=box$h term=$term stable=${MANY_VIPS_STABLE_S}s"
+    # Box loss: the holder drops off the segment; another box takes all of them.
+    fault=$(bed_now_ms)
+    bed_link_down "$h"
+    n=$(wait_new_holder "$h")
+    bed_wait 5000 extra_count_is "$n" "$BED_EXTRA_VIPS" ||
+        fail "box$n holds $(bed_extra_held "$n") of 200 extra VIPs after box$h was lost"
+    moved=$(($(bed_now_ms) - fault))
+    # The lost box fenced itself: its raftvip released every VIP.
+    bed_wait 2000 extra_count_is "$h" 0 ||
+        fail "lost box$h still has $(bed_extra_held "$h") extra VIPs"
+    note "box$h->box$n all_200_moved=${moved}ms"
+}
 
 # ---- the runner ----
 
