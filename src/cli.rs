@@ -93,7 +93,7 @@ async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         if config.vips.is_empty() || config.is_witness() {
             (Arc::new(NoVips), no_vip_events)
         } else {
-            let vips = Vips::linux(&config.vips, &config.announce)
+            let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
                 .context("cannot set up VIP control (netlink and AF_PACKET sockets)")?;
             // VIP work runs on its own thread so it never delays heartbeats (issue 13).
             let (worker, events) = VipWorker::spawn(vips, background.clone())

@@ -51,6 +51,8 @@ pub struct Config {
     pub announce: Announce,
     #[serde(default)]
     pub notify: Notify,
+    #[serde(default)]
+    pub vip_lease: VipLease,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -278,6 +280,43 @@ impl Default for Announce {
             burst_interval_ms: default_burst_interval_ms(),
             refresh_s: default_refresh_s(),
         }
+    }
+}
+
+/// The kernel-enforced lease on every bound VIP: the holder binds each VIP with this valid
+/// and preferred lifetime and renews it several times per lifetime, so if raftvip dies or
+/// freezes the kernel itself removes the address once the lifetime runs out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipLease {
+    /// Seconds (the kernel's unit); 0 binds VIPs without a lifetime (the kernel keeps them
+    /// until removed).
+    #[serde(default = "default_lifetime_s")]
+    pub lifetime_s: u32,
+}
+
+/// One second: a dead or frozen holder's addresses are gone ~1 s after its last renewal.
+fn default_lifetime_s() -> u32 {
+    1
+}
+
+impl Default for VipLease {
+    fn default() -> Self {
+        Self {
+            lifetime_s: default_lifetime_s(),
+        }
+    }
+}
+
+impl VipLease {
+    /// The lifetime, None when off.
+    pub fn lifetime(&self) -> Option<Duration> {
+        (self.lifetime_s > 0).then(|| Duration::from_secs(u64::from(self.lifetime_s)))
+    }
+    /// Renewals come four times per lifetime: three may be late or lost before the kernel
+    /// drops a VIP we still hold.
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.lifetime().map(|lifetime| lifetime / 4)
     }
 }
 

@@ -88,6 +88,14 @@ pub struct VipStatus {
     pub duplicates: u64,
     /// The last error binding/announcing it (interface missing, no permission, …).
     pub error: Option<String>,
+    /// Time left before the kernel drops it unless renewed ([vip_lease]; None: not held, or
+    /// bound without a lifetime).
+    #[serde(default)]
+    pub lease_remaining_ms: Option<u64>,
+    /// Times its lease ran out while this node held it (the VIP thread was stalled); each
+    /// was re-added.
+    #[serde(default)]
+    pub lease_expiries: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -182,10 +190,13 @@ impl Status {
         {
             let _ = writeln!(
                 out,
-                "  {} on {}: {}{}  announcements {}  re-adds {}  duplicates {}",
+                "  {} on {}: {}{}{}  announcements {}  re-adds {}  duplicates {}",
                 vip.address,
                 vip.interface,
                 if vip.held { "HELD" } else { "released" },
+                vip.lease_remaining_ms
+                    .map(|ms| format!(" (lease {ms} ms left, {} expired)", vip.lease_expiries))
+                    .unwrap_or_default(),
                 vip.error
                     .as_deref()
                     .map(|e| format!(" (error: {e})"))
@@ -267,6 +278,8 @@ pub(crate) mod tests {
                 re_adds: 1,
                 duplicates: 0,
                 error: None,
+                lease_remaining_ms: Some(700),
+                lease_expiries: 0,
             }],
             peers: vec![
                 PeerStatus {
@@ -303,7 +316,10 @@ pub(crate) mod tests {
     fn text_summary_names_what_matters() {
         let text = sample().render_text();
         assert!(text.contains("role leader  leader 1  term 7"), "{text}");
-        assert!(text.contains("192.0.2.100/32 on eth0: HELD"), "{text}");
+        assert!(
+            text.contains("192.0.2.100/32 on eth0: HELD (lease 700 ms left, 0 expired)"),
+            "{text}"
+        );
         assert!(
             text.contains("2 192.0.2.12:7480  last contact 18 ms ago  maintenance"),
             "{text}"
@@ -319,6 +335,7 @@ pub(crate) mod tests {
                 address: format!("198.51.100.{}/32", i + 1),
                 error: (i == 7).then(|| "interface eth9 missing".to_owned()),
                 held: i != 7,
+                lease_remaining_ms: None,
                 ..template.clone()
             })
             .collect();

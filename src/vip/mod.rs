@@ -44,7 +44,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Announce, VipAddr, VipConfig};
+use crate::config::{Announce, VipAddr, VipConfig, VipLease};
 use crate::status::VipStatus;
 
 pub use fake::{FakeAddressControl, FakeAnnouncer};
@@ -288,6 +288,8 @@ struct Inner {
     /// Start the netlink watcher and the duplicate listener in `spawn_background` (off with
     /// fakes: there is no kernel to watch).
     kernel_watch: bool,
+    /// Kernel-enforced lifetime of bound VIPs and how often it is renewed (None: permanent).
+    lease: Option<(Duration, Duration)>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,
     /// Wakes the announce loop when a schedule changed.
@@ -313,6 +315,9 @@ struct Slot {
     announcements_sent: u64,
     re_adds: u64,
     duplicates: u64,
+    /// When the kernel drops it unless renewed (bound with a lifetime).
+    lease_until: Option<Instant>,
+    lease_expiries: u64,
     address_error: ErrorLog,
     announce_error: ErrorLog,
 }
@@ -393,23 +398,52 @@ impl Vips {
         control: Arc<dyn AddressControl>,
         announcer: Arc<dyn Announcer>,
     ) -> Result<Self, VipError> {
-        Self::build(vips, announce, control, announcer, false)
+        Self::build(vips, announce, control, announcer, false, None)
     }
 
-    /// The real thing: rtnetlink + AF_PACKET in the calling thread's network namespace.
-    /// Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (frames).
+    /// [`Self::new`] with a lease: VIPs bound by `control` expire after `lifetime` unless
+    /// renewed, and the VIP thread renews them every `renew_every` while held.
+    pub fn leased(
+        vips: &[VipConfig],
+        announce: &Announce,
+        control: Arc<dyn AddressControl>,
+        announcer: Arc<dyn Announcer>,
+        lifetime: Duration,
+        renew_every: Duration,
+    ) -> Result<Self, VipError> {
+        let lease = Some((lifetime, renew_every));
+        Self::build(vips, announce, control, announcer, false, lease)
+    }
+
+    /// The real thing: rtnetlink + AF_PACKET in the calling thread's network namespace,
+    /// VIPs bound without a lifetime. Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (frames).
     pub fn linux(vips: &[VipConfig], announce: &Announce) -> Result<Self, VipError> {
-        let control = Arc::new(netlink::NetlinkControl::connect()?);
-        let announcer = Arc::new(announce::PacketAnnouncer::new());
-        Self::build(vips, announce, control, announcer, true)
+        Self::linux_leased(vips, announce, &VipLease { lifetime_s: 0 })
     }
 
+    /// [`Self::linux`] with the kernel-enforced lease of `lease`: every VIP is bound with that
+    /// lifetime and renewed while held, so the kernel drops the VIPs of a dead or frozen
+    /// raftvip by itself.
+    pub fn linux_leased(
+        vips: &[VipConfig],
+        announce: &Announce,
+        lease: &VipLease,
+    ) -> Result<Self, VipError> {
+        let control = netlink::NetlinkControl::connect()?.with_lifetime(lease.lifetime_s);
+        let announcer = Arc::new(announce::PacketAnnouncer::new());
+        let lease = lease.lifetime().zip(lease.renew_every());
+        Self::build(vips, announce, Arc::new(control), announcer, true, lease)
+    }
+
+    /// `kernel_watch`: start the watchers (the kernel, not fakes). `lease`: (lifetime,
+    /// renewal period).
     fn build(
         vips: &[VipConfig],
         announce: &Announce,
         control: Arc<dyn AddressControl>,
         announcer: Arc<dyn Announcer>,
         kernel_watch: bool,
+        lease: Option<(Duration, Duration)>,
     ) -> Result<Self, VipError> {
         let slots = vips
             .iter()
@@ -425,6 +459,8 @@ impl Vips {
                     announcements_sent: 0,
                     re_adds: 0,
                     duplicates: 0,
+                    lease_until: None,
+                    lease_expiries: 0,
                     address_error: ErrorLog::default(),
                     announce_error: ErrorLog::default(),
                 })
@@ -438,6 +474,7 @@ impl Vips {
                 burst_interval: Duration::from_millis(announce.burst_interval_ms),
                 refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
                 kernel_watch,
+                lease,
                 state: Mutex::new(State { held: false, slots }),
                 wake: Notify::new(),
             }),
@@ -508,6 +545,7 @@ impl Vips {
         let mut to_add = Vec::new();
         let mut to_remove = Vec::new();
         let mut vanished = Vec::new();
+        let mut expired = 0;
         for (i, (slot, present)) in state.slots.iter_mut().zip(present).enumerate() {
             let present = match present {
                 Ok(present) => present,
@@ -527,6 +565,12 @@ impl Vips {
                 }
                 (true, false) => {
                     if slot.bound {
+                        if slot.lease_until.is_some_and(|until| until <= now) {
+                            // Not renewed in time while held: this thread was stalled.
+                            slot.lease_expiries += 1;
+                            expired += 1;
+                        }
+                        slot.lease_until = None;
                         slot.bound = false;
                         slot.lost = true;
                         slot.held_since = None;
@@ -546,6 +590,7 @@ impl Vips {
         if !vanished.is_empty() {
             tracing::warn!(
                 count = vanished.len(),
+                lease_expired = expired,
                 vips = %abbreviate(&vanished),
                 "held VIPs vanished from their interface; re-adding"
             );
@@ -634,6 +679,7 @@ impl Vips {
 
     pub fn status(&self) -> Vec<VipStatus> {
         let state = self.inner.lock();
+        let now = Instant::now();
         state
             .slots
             .iter()
@@ -651,6 +697,11 @@ impl Vips {
                         .address_error
                         .message()
                         .or_else(|| slot.announce_error.message()),
+                    lease_remaining_ms: slot.lease_until.filter(|_| held).map(|until| {
+                        let left = until.saturating_duration_since(now);
+                        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+                    }),
+                    lease_expiries: slot.lease_expiries,
                 }
             })
             .collect()
@@ -669,6 +720,9 @@ impl Vips {
         };
         let _entered = runtime.enter();
         runtime.spawn(announce_loop(self.inner.clone(), cancel.clone()));
+        if let Some((_, every)) = self.inner.lease {
+            runtime.spawn(renew_loop(self.inner.clone(), every, cancel.clone()));
+        }
         if !self.inner.kernel_watch {
             return receiver;
         }
@@ -686,7 +740,13 @@ impl Vips {
 
         match netlink::AddressWatcher::subscribe() {
             Ok(watcher) => {
-                runtime.spawn(watch_loop(watcher, ips, events.clone(), cancel.clone()));
+                runtime.spawn(watch_loop(
+                    watcher,
+                    ips,
+                    self.inner.clone(),
+                    events.clone(),
+                    cancel.clone(),
+                ));
             }
             Err(e) => tracing::error!(
                 error = %e,
@@ -740,6 +800,9 @@ impl Inner {
         if which.is_empty() {
             return Vec::new();
         }
+        // The kernel counts the lifetime from its handling of the request: from before the
+        // send is the safe side.
+        let sent = Instant::now();
         let results = {
             let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
             self.control.add_all(&vips)
@@ -754,6 +817,7 @@ impl Inner {
                         slot.bound = true;
                         slot.held_since = Some(unix_ms());
                     }
+                    slot.lease_until = self.lease.map(|(lifetime, _)| sent + lifetime);
                     bound.push(i);
                 }
                 Err(e) => slot.address_error.set(&slot.vip, &e),
@@ -780,6 +844,7 @@ impl Inner {
                     slot.bound = false;
                     slot.lost = false;
                     slot.held_since = None;
+                    slot.lease_until = None;
                     slot.address_error.clear(&slot.vip);
                     removed.push(i);
                 }
@@ -851,6 +916,24 @@ impl Inner {
             .iter()
             .filter_map(|s| s.next_announce)
             .min()
+    }
+
+    /// True while `ip` is held and bound by us.
+    fn holds_bound(&self, ip: IpAddr) -> bool {
+        let state = self.lock();
+        state.held && state.slots.iter().any(|s| s.vip.addr.ip == ip && s.bound)
+    }
+
+    /// Renews the lifetime of every bound VIP while held (one batch of replacing adds).
+    fn renew_leases(&self) {
+        let mut state = self.lock();
+        if !state.held {
+            return;
+        }
+        let bound: Vec<usize> = (0..state.slots.len())
+            .filter(|&i| state.slots[i].bound)
+            .collect();
+        self.bind(&mut state.slots, &bound);
     }
 
     /// Sends the burst and refresh frames that are due (one batch).
@@ -946,10 +1029,26 @@ async fn announce_loop(inner: Arc<Inner>, cancel: CancellationToken) {
     }
 }
 
-/// Forwards kernel address events that concern our VIPs.
+/// Renews the lease of every held VIP every `every`, until cancelled.
+async fn renew_loop(inner: Arc<Inner>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => inner.renew_leases(),
+        }
+    }
+}
+
+/// Forwards kernel address events that concern our VIPs, except a VIP appearing that we
+/// hold and have bound: that is our own bind or lease renewal (several a second), no news.
+/// (The kernel stamps IPv4 events with the requester's port but IPv6 ones with 0, so the
+/// sender cannot tell ours from others'.)
 async fn watch_loop(
     mut watcher: netlink::AddressWatcher,
     ips: HashSet<IpAddr>,
+    inner: Arc<Inner>,
     events: mpsc::Sender<VipEvent>,
     cancel: CancellationToken,
 ) {
@@ -967,6 +1066,9 @@ async fn watch_loop(
         };
         for event in batch {
             let event = match event {
+                netlink::AddressEvent::Changed {
+                    ip, present: true, ..
+                } if inner.holds_bound(ip) => continue,
                 netlink::AddressEvent::Changed {
                     ip,
                     ifindex,

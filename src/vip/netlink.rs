@@ -38,6 +38,8 @@ const MAX_LABEL_LEN: usize = 15;
 /// reader thread for it). Needs CAP_NET_ADMIN for add and remove.
 pub struct NetlinkControl {
     router: NlRouter,
+    /// Valid and preferred lifetime (seconds) given to every add; None: permanent.
+    lifetime_s: Option<u32>,
 }
 
 impl std::fmt::Debug for NetlinkControl {
@@ -74,7 +76,18 @@ impl NetlinkControl {
         router
             .enable_strict_checking(true)
             .map_err(|e| open(e.to_string()))?;
-        Ok(Self { router })
+        Ok(Self {
+            router,
+            lifetime_s: None,
+        })
+    }
+
+    /// Every add binds with this valid and preferred lifetime (0: permanent) and replaces an
+    /// existing address, so adding again renews the lease: the kernel drops a VIP nobody
+    /// renews (issue 8: a dead or frozen holder must not keep it).
+    pub fn with_lifetime(mut self, lifetime_s: u32) -> Self {
+        self.lifetime_s = (lifetime_s > 0).then_some(lifetime_s);
+        self
     }
 
     fn header(vip: &Vip, ifindex: u32, flags: IfaF) -> IfaddrmsgBuilder {
@@ -178,16 +191,31 @@ impl NetlinkControl {
 }
 
 impl NetlinkControl {
-    /// RTM_NEWADDR for `vip` on `ifindex`.
-    fn add_message(vip: &Vip, ifindex: u32) -> Result<Ifaddrmsg, Cause> {
+    /// RTM_NEWADDR for `vip` on `ifindex`, with IFA_CACHEINFO when a lifetime is set.
+    fn add_message(&self, vip: &Vip, ifindex: u32) -> Result<Ifaddrmsg, Cause> {
         // NODAD: otherwise an IPv6 VIP stays "tentative" for ~2 s and HAProxy cannot use it;
         // duplicates are looked for by our own probe instead.
         let flags = match vip.addr.ip {
             IpAddr::V4(_) => IfaF::empty(),
             IpAddr::V6(_) => IfaF::NODAD,
         };
+        let mut attrs = Self::attrs(vip, true)?;
+        if let Some(lifetime) = self.lifetime_s {
+            // struct ifa_cacheinfo: preferred, valid (seconds), cstamp, tstamp (set by the
+            // kernel), native endian.
+            let mut info = [0u8; 16];
+            info[0..4].copy_from_slice(&lifetime.to_ne_bytes());
+            info[4..8].copy_from_slice(&lifetime.to_ne_bytes());
+            attrs.push(
+                RtattrBuilder::default()
+                    .rta_type(Ifa::Cacheinfo)
+                    .rta_payload(&info[..])
+                    .build()
+                    .map_err(|e| Cause::Netlink(e.to_string()))?,
+            );
+        }
         Self::header(vip, ifindex, flags)
-            .rtattrs(Self::attrs(vip, true)?)
+            .rtattrs(attrs)
             .build()
             .map_err(|e| Cause::Netlink(e.to_string()))
     }
@@ -208,7 +236,7 @@ impl NetlinkControl {
         vips: &[&Vip],
         kind: Rtm,
         flags: NlmF,
-        message: fn(&Vip, u32) -> Result<Ifaddrmsg, Cause>,
+        message: impl Fn(&Vip, u32) -> Result<Ifaddrmsg, Cause>,
         benign: i32,
     ) -> Vec<Result<(), Cause>> {
         let mut ifindexes: HashMap<&str, u32> = HashMap::new();
@@ -254,13 +282,18 @@ impl AddressControl for NetlinkControl {
         self.bound_all(&[vip]).pop().unwrap_or(Ok(false))
     }
 
-    /// EXCL + "EEXIST is success" rather than REPLACE: an existing VIP is left untouched.
+    /// Without a lifetime: EXCL + "EEXIST is success", an existing VIP is left untouched.
+    /// With one: REPLACE, so the add renews the lifetime of a present VIP.
     fn add_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        let flags = match self.lifetime_s {
+            None => NlmF::CREATE | NlmF::EXCL,
+            Some(_) => NlmF::CREATE | NlmF::REPLACE,
+        };
         self.batch(
             vips,
             Rtm::Newaddr,
-            NlmF::CREATE | NlmF::EXCL,
-            Self::add_message,
+            flags,
+            |vip, ifindex| self.add_message(vip, ifindex),
             libc::EEXIST,
         )
         .into_iter()

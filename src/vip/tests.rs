@@ -462,3 +462,78 @@ fn refreshes_of_vips_taken_over_together_are_spread_across_the_period() {
     assert_eq!(phase(refresh, 0, 1), Duration::ZERO);
     assert_eq!(phase(None, 5, 200), Duration::ZERO);
 }
+
+fn leased_rig(configs: &[VipConfig], lifetime: Duration, renew: Duration) -> Rig {
+    let control = Arc::new(FakeAddressControl::new());
+    let announcer = Arc::new(FakeAnnouncer::new());
+    let vips = Vips::leased(
+        configs,
+        &announce(1, 20, 0),
+        control.clone(),
+        announcer.clone(),
+        lifetime,
+        renew,
+    )
+    .unwrap();
+    Rig {
+        vips,
+        control,
+        announcer,
+    }
+}
+
+#[tokio::test]
+async fn held_vips_renew_their_lease_and_status_shows_what_is_left() {
+    let r = leased_rig(
+        &[config(V4, "eth0")],
+        Duration::from_millis(400),
+        Duration::from_millis(50),
+    );
+    let cancel = CancellationToken::new();
+    let _events = r.vips.spawn_background(cancel.clone());
+    r.vips.set_held(true, "leader");
+    let add = Call::Add(ip(V4));
+    assert!(wait_for(Duration::from_secs(2), || r.control.count(&add) >= 4).await);
+    let left = r.vips.status()[0].lease_remaining_ms.expect("a lease");
+    assert!((250..=400).contains(&left), "{left} ms left");
+
+    r.vips.set_held(false, "follower");
+    let after_release = r.control.count(&add);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        r.control.count(&add),
+        after_release,
+        "renewed after release"
+    );
+    assert_eq!(r.vips.status()[0].lease_remaining_ms, None);
+    cancel.cancel();
+}
+
+#[test]
+fn a_lease_that_ran_out_while_held_is_re_added_and_counted() {
+    // No renewal in time (a stalled VIP thread): the kernel drops the VIP at the lifetime.
+    let r = leased_rig(
+        &[config(V4, "eth0")],
+        Duration::from_millis(10),
+        Duration::from_secs(3600),
+    );
+    r.vips.set_held(true, "leader");
+    std::thread::sleep(Duration::from_millis(20));
+    r.control.vanish(ip(V4));
+    r.vips.reconcile();
+    let status = &r.vips.status()[0];
+    assert!(r.control.is_present(ip(V4)));
+    assert_eq!((status.lease_expiries, status.re_adds), (1, 1));
+
+    // Deleted by someone else before the lease ran out: a re-add, not an expiry.
+    let r = leased_rig(
+        &[config(V4, "eth0")],
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    r.vips.set_held(true, "leader");
+    r.control.vanish(ip(V4));
+    r.vips.reconcile();
+    let status = &r.vips.status()[0];
+    assert_eq!((status.lease_expiries, status.re_adds), (0, 1));
+}
