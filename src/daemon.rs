@@ -373,7 +373,11 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
         {
             return Err("this node leads with a quorum".to_owned());
         }
-        let lease = Duration::from_millis(self.config.timing.election_timeout_ms[1]);
+        // The lease plus election_timeout_min (issue 8.6): a new leader cannot exist before
+        // a voter of the old leader's last quorum agrees, so the old holder's fence
+        // (< election_timeout_max) has at least election_timeout_min of margin.
+        let [et_min, et_max] = self.config.timing.election_timeout_ms;
+        let lease = Duration::from_millis(et_max + et_min);
         match self.contacts.last_leader_contact().map(|at| at.elapsed()) {
             Some(age) if age < lease => Err(format!(
                 "heard from leader {} {} ms ago",

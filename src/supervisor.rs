@@ -149,6 +149,10 @@ pub trait VipHolder: Send + Sync + 'static {
     fn wait_applied(&self, _limit: Duration) -> bool {
         true
     }
+    /// The fence deadline of the current hold (None when not holding). An implementation on
+    /// its own thread releases at it by itself, however busy the Raft thread is, and never
+    /// renews or announces past it.
+    fn hold_until(&self, _deadline: Option<std::time::Instant>) {}
 }
 
 /// What the supervisor asks its peers.
@@ -347,6 +351,12 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 stopping,
             };
             let decision = decide(&inputs);
+            // The deadline before the decision: the VIP thread must never hold past it.
+            self.vips.hold_until(
+                ack_instant
+                    .filter(|_| decision.hold_vips)
+                    .map(|at| (at + self.fence).into_std()),
+            );
             self.apply(applied, decision, &inputs);
             applied = Some(decision);
 

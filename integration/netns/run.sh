@@ -61,6 +61,8 @@ SCENARIOS=(
     "all_unhealthy|all boxes unhealthy -> no holder; one recovers -> it holds"
     "maintenance_handoff|raftvip maintenance on (holder) -> handoff"
     "sigterm_handoff|SIGTERM on the holder's raftvip -> handoff"
+    "holder_killed_lease|holder's raftvip SIGKILLed, VIP left in place -> the kernel drops it; no second holder 1.5 s after"
+    "holder_frozen_lease|holder's raftvip SIGSTOPped -> the kernel drops the VIP; no second holder 1.5 s after, none on resume"
     "many_vips|200 more VIPs: one box holds all, no leader change for ${MANY_VIPS_STABLE_S} s, box loss moves all"
 )
 
@@ -560,6 +562,52 @@ scn_many_vips() {
     bed_wait 2000 extra_count_is "$h" 0 ||
         fail "lost box$h still has $(bed_extra_held "$h") extra VIPs"
     note "box$h->box$n all_200_moved=${moved}ms"
+}
+
+# ---- scenarios: the kernel-enforced lease (issue 8.1) ----
+
+# lease_outlives FAULT_MS OLD: the old holder's VIP (v4 and v6) disappears by itself, a new box
+# holds it, and from FAULT_MS + 1500 on there is never a second holder (monitor timeline).
+# Sets n (new holder).
+lease_outlives() {
+    local fault=$1 old=$2 vip gone max_multi
+    n=$(wait_new_holder "$old")
+    for vip in "$(bed_vip4)" "$(bed_vip6)"; do
+        bed_wait 3000 bed_not_held_by "$old" "$vip" || fail "box$old still holds $vip 3 s after the fault"
+    done
+    while (($(bed_now_ms) < fault + 2500)); do sleep 0.05; done
+    for vip in "$(bed_vip4)" "$(bed_vip6)"; do
+        read -r max_multi _ <<<"$(bed_overlap "$vip" "$((fault + 1500))" "$(bed_now_ms)")"
+        ((max_multi <= 1)) || fail "two holders of $vip later than 1.5 s after the fault"
+    done
+    gone=$(bed_events | awk -v b="$old" -v f="$fault" '$1 >= f && $2 == b && $3 == "-" { print $1; exit }')
+    [[ -n $gone ]] || fail "no removal of the VIP on box$old in the timeline"
+    note "box$old->box$n old_vip_gone=$((gone - fault))ms"
+}
+scn_holder_killed_lease() {
+    setup 3
+    local h n fault
+    h=$(holder)
+    fault=$(bed_now_ms)
+    bed_kill_raftvip "$h" KILL
+    lease_outlives "$fault" "$h"
+    [[ $(bed_holders) == "$n" ]] || fail "holders at the end: '$(bed_holders)'"
+}
+scn_holder_frozen_lease() {
+    setup 3
+    local h n fault pid resumed max_multi
+    h=$(holder)
+    pid=$(cat "$(bed_boxdir "$h")/raftvip.pid")
+    fault=$(bed_now_ms)
+    kill -STOP "$pid"
+    lease_outlives "$fault" "$h"
+    # Resumed: its timers must not renew or announce the VIP its fence gave up.
+    resumed=$(bed_now_ms)
+    kill -CONT "$pid"
+    sleep 1
+    read -r max_multi _ <<<"$(bed_overlap "$(bed_vip4)" "$resumed" "$(bed_now_ms)")"
+    ((max_multi <= 1)) || fail "two holders after box$h resumed"
+    [[ $(bed_holders) == "$n" ]] || fail "holders 1 s after the resume: '$(bed_holders)'"
 }
 
 # ---- the runner ----

@@ -298,7 +298,17 @@ struct Inner {
 
 struct State {
     held: bool,
+    /// The fence as this thread knows it: past it nothing is bound, renewed or announced,
+    /// whatever `held` says (None: no deadline given).
+    hold_until: Option<Instant>,
     slots: Vec<Slot>,
+}
+
+impl State {
+    /// Held and not past the fence.
+    fn holding(&self, now: Instant) -> bool {
+        self.held && self.hold_until.is_none_or(|until| now < until)
+    }
 }
 
 struct Slot {
@@ -475,7 +485,11 @@ impl Vips {
                 refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
                 kernel_watch,
                 lease,
-                state: Mutex::new(State { held: false, slots }),
+                state: Mutex::new(State {
+                    held: false,
+                    hold_until: None,
+                    slots,
+                }),
                 wake: Notify::new(),
             }),
         })
@@ -527,6 +541,13 @@ impl Vips {
         inner.wake.notify_one();
     }
 
+    /// The fence deadline of the current hold (None: none known). Past it, renewals,
+    /// announcements and re-adds stop at once, even before the release itself: a box that
+    /// resumes from a freeze must not renew or announce a VIP its fence has already given up.
+    pub fn set_hold_until(&self, deadline: Option<Instant>) {
+        self.inner.lock().hold_until = deadline;
+    }
+
     /// Compares the kernel with the desired state and repairs it: a held VIP that vanished is
     /// re-added (counted, logged at warn once per disappearance) and announced again; a VIP
     /// present while not held is removed. One address dump per interface, one batch per
@@ -534,8 +555,8 @@ impl Vips {
     pub fn reconcile(&self) {
         let inner = &self.inner;
         let mut state = inner.lock();
-        let held = state.held;
         let now = Instant::now();
+        let held = state.holding(now);
         let present = {
             let vips: Vec<&Vip> = state.slots.iter().map(|s| &s.vip).collect();
             inner.control.bound_all(&vips)
@@ -927,7 +948,7 @@ impl Inner {
     /// Renews the lifetime of every bound VIP while held (one batch of replacing adds).
     fn renew_leases(&self) {
         let mut state = self.lock();
-        if !state.held {
+        if !state.holding(Instant::now()) {
             return;
         }
         let bound: Vec<usize> = (0..state.slots.len())
@@ -939,7 +960,7 @@ impl Inner {
     /// Sends the burst and refresh frames that are due (one batch).
     fn announce_due(&self, now: Instant) {
         let mut state = self.lock();
-        let held = state.held;
+        let held = state.holding(now);
         let mut due = Vec::new();
         for (i, slot) in state.slots.iter_mut().enumerate() {
             if slot.next_announce.is_none_or(|at| at > now) {

@@ -537,3 +537,55 @@ fn a_lease_that_ran_out_while_held_is_re_added_and_counted() {
     let status = &r.vips.status()[0];
     assert_eq!((status.lease_expiries, status.re_adds), (0, 1));
 }
+
+#[test]
+fn the_vip_thread_releases_at_the_fence_deadline_by_itself() {
+    use crate::supervisor::VipHolder;
+    let r = rig(&many(3), announce(3, 20, 0));
+    let cancel = CancellationToken::new();
+    let (worker, _events) = VipWorker::spawn(r.vips.clone(), cancel.clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(100);
+    worker.hold_until(Some(deadline));
+    worker.set_held(true, "leader");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    assert_eq!(r.control.bound().len(), 3);
+    // Nobody extends the deadline (a stalled Raft thread): released at it, to the ms.
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let start = Instant::now();
+    while !r.control.bound().is_empty() && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(20),
+        "released {:?} after the deadline",
+        start.elapsed()
+    );
+    let announced = r.announcer.count(&Call::Announce(ip("198.51.100.1/32")));
+    // A fresh deadline (a quorum acknowledged again): held again.
+    worker.hold_until(Some(Instant::now() + Duration::from_secs(10)));
+    let start = Instant::now();
+    while r.control.bound().len() < 3 && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(r.control.bound().len(), 3);
+    assert!(r.announcer.count(&Call::Announce(ip("198.51.100.1/32"))) > announced);
+    cancel.cancel();
+}
+
+#[test]
+fn nothing_is_renewed_announced_or_re_added_past_the_fence() {
+    let r = leased_rig(&many(2), Duration::from_secs(1), Duration::from_secs(3600));
+    r.vips.set_held(true, "leader");
+    r.vips.set_hold_until(Some(Instant::now()));
+    let adds = r.control.count(&Call::Add(ip("198.51.100.1/32")));
+    r.vips.inner.renew_leases();
+    r.vips.inner.announce_due(Instant::now() + Duration::from_secs(3600));
+    assert_eq!(r.control.count(&Call::Add(ip("198.51.100.1/32"))), adds);
+    // A frozen box resumes: its VIP expired meanwhile; reconcile must not put it back.
+    r.control.vanish(ip("198.51.100.1/32"));
+    r.vips.reconcile();
+    assert!(!r.control.is_present(ip("198.51.100.1/32")));
+    assert!(!r.control.is_present(ip("198.51.100.2/32")), "removed past the fence");
+}

@@ -11,7 +11,7 @@
 //! queued behind announcements: the thread checks for it between batches.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -19,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 use super::{VipEvent, Vips};
 use crate::status::VipStatus;
 
-/// What the supervisor last asked for; `generation` counts the requests.
+/// What the supervisor last asked for; `generation` counts the hold/release requests.
 #[derive(Debug, Clone, Default)]
 struct Desired {
     hold: bool,
     reason: String,
     generation: u64,
+    /// The fence deadline of the hold: this thread releases at it by itself.
+    until: Option<Instant>,
 }
 
 /// The supervisor's handle on the VIP thread.
@@ -109,6 +111,13 @@ impl crate::supervisor::VipHolder for VipWorker {
             d.generation += 1;
         });
     }
+    fn hold_until(&self, deadline: Option<Instant>) {
+        self.desired.send_if_modified(|d| {
+            let changed = d.until != deadline;
+            d.until = deadline;
+            changed
+        });
+    }
     fn reconcile(&self) {
         self.reconcile.notify_one();
     }
@@ -130,7 +139,20 @@ struct Thread {
 
 impl Thread {
     async fn serve(mut self, cancel: CancellationToken) {
+        // The fence runs here too, on this thread's own clock: a busy Raft thread cannot
+        // delay the release past the deadline the supervisor last gave.
+        let mut fenced_at: Option<Instant> = None;
         loop {
+            let (hold, until) = {
+                let d = self.desired.borrow();
+                (d.hold, d.until)
+            };
+            let fence = async {
+                match until.filter(|_| hold && fenced_at != until) {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 // A change of hold first: a release must not wait behind a reconcile.
                 biased;
@@ -139,10 +161,22 @@ impl Thread {
                         return;
                     }
                     let desired = self.desired.borrow_and_update().clone();
-                    self.vips.set_held(desired.hold, &desired.reason);
+                    self.vips.set_hold_until(desired.until);
+                    let past = desired.until.is_some_and(|at| Instant::now() >= at);
+                    let reason = if desired.hold && past {
+                        "fence deadline passed"
+                    } else {
+                        desired.reason.as_str()
+                    };
+                    self.vips.set_held(desired.hold && !past, reason);
+                    fenced_at = None;
                     let (lock, changed) = &*self.applied;
                     *lock.lock().unwrap_or_else(|p| p.into_inner()) = desired.generation;
                     changed.notify_all();
+                }
+                _ = fence => {
+                    fenced_at = until;
+                    self.vips.set_held(false, "fence deadline passed (VIP thread)");
                 }
                 _ = self.reconcile.notified() => self.vips.reconcile(),
                 _ = cancel.cancelled() => return,
