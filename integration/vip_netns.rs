@@ -405,13 +405,17 @@ fn failures_name_the_problem() {
             err.to_string(),
             "cannot announce 192.0.2.102/32 on rvv1: interface rvv1 is down"
         );
-        // Removing needs the exact prefix length; a wrong one is "absent" (success), the
-        // right one removes it; removing again is success too.
-        control.remove(&vip("192.0.2.102/24", "rvv1")).unwrap();
-        assert!(control.is_bound(&down).unwrap());
-        control.remove(&down).unwrap();
+        // Removal finds the address whatever its prefix length (one left behind as /24 by
+        // an older config is removed by a /32 VIP); removing again is success too.
         control.remove(&down).unwrap();
         assert!(!control.is_bound(&down).unwrap());
+        ip(&["addr", "add", "192.0.2.102/24", "dev", "rvv1"]);
+        control.remove(&down).unwrap();
+        assert!(
+            !ip(&["-o", "addr", "show", "dev", "rvv1"]).contains("192.0.2.102"),
+            "the /24 leftover survived"
+        );
+        control.remove(&down).unwrap();
 
         // The executor shows the same errors in its status, once per cause.
         let vips = Vips::linux(

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
 
 use neli::consts::nl::{NlmF, NlmsgerrAttr};
 use neli::consts::rtnl::{Ifa, IfaF, RtAddrFamily, RtScope, Rtm};
@@ -40,6 +41,9 @@ pub struct NetlinkControl {
     router: NlRouter,
     /// Valid and preferred lifetime (seconds) given to every add; None: permanent.
     lifetime_s: Option<u32>,
+    /// The interface index each VIP was bound on: removal goes there even if the interface
+    /// was renamed since (a std Mutex: held for a map update only).
+    bound_on: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl std::fmt::Debug for NetlinkControl {
@@ -79,6 +83,7 @@ impl NetlinkControl {
         Ok(Self {
             router,
             lifetime_s: None,
+            bound_on: Mutex::new(HashMap::new()),
         })
     }
 
@@ -228,44 +233,52 @@ impl NetlinkControl {
             .map_err(|e| Cause::Netlink(e.to_string()))
     }
 
-    /// Sends one request per VIP, all before reading any answer, and maps each answer:
-    /// `benign` is the errno that means "already so" (EEXIST for add, EADDRNOTAVAIL for
-    /// remove). Interfaces are looked up once per batch.
+    /// Sends the requests `messages` makes for each VIP (none: nothing to do), all before
+    /// reading any answer, and maps the answers, one result per VIP: `benign` is the errno
+    /// that means "already so" (EEXIST for add, EADDRNOTAVAIL for remove).
     fn batch(
         &self,
         vips: &[&Vip],
         kind: Rtm,
         flags: NlmF,
-        message: impl Fn(&Vip, u32) -> Result<Ifaddrmsg, Cause>,
+        mut messages: impl FnMut(&Vip) -> Result<Vec<Ifaddrmsg>, Cause>,
         benign: i32,
     ) -> Vec<Result<(), Cause>> {
-        let mut ifindexes: HashMap<&str, u32> = HashMap::new();
-        let pending: Vec<Result<Pending, Cause>> = vips
+        let pending: Vec<Result<Vec<Pending>, Cause>> = vips
             .iter()
             .map(|vip| {
-                let ifindex = match ifindexes.get(vip.interface.as_str()) {
-                    Some(&index) => index,
-                    None => {
-                        let index = packet::ifindex(&vip.interface)?;
-                        ifindexes.insert(&vip.interface, index);
-                        index
-                    }
-                };
-                Ok(self.submit(kind, flags, message(vip, ifindex)?))
+                Ok(messages(vip)?
+                    .into_iter()
+                    .map(|msg| self.submit(kind, flags, msg))
+                    .collect())
             })
             .collect();
         pending
             .into_iter()
             .zip(vips)
-            .map(|(pending, vip)| match Self::answer(pending?) {
-                Answer::Done => Ok(()),
-                Answer::Errno(errno, _) if errno == benign => Ok(()),
-                Answer::Errno(errno, detail) => {
-                    Err(errno_cause(errno, detail, &vip.interface, "CAP_NET_ADMIN"))
+            .map(|(pending, vip)| {
+                for pending in pending? {
+                    match Self::answer(pending) {
+                        Answer::Done => {}
+                        Answer::Errno(errno, _) if errno == benign => {}
+                        Answer::Errno(errno, detail) => {
+                            return Err(errno_cause(errno, detail, &vip.interface, "CAP_NET_ADMIN"))
+                        }
+                        Answer::Other(e) => return Err(Cause::Netlink(e)),
+                    }
                 }
-                Answer::Other(e) => Err(Cause::Netlink(e)),
+                Ok(())
             })
             .collect()
+    }
+
+    /// The interface index `vip` was bound on by this control, else its interface's now.
+    fn bound_index(&self, vip: &Vip) -> Result<u32, Cause> {
+        let bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        match bound_on.get(&vip.addr.ip) {
+            Some(&index) => Ok(index),
+            None => packet::ifindex(&vip.interface),
+        }
     }
 }
 
@@ -289,44 +302,85 @@ impl AddressControl for NetlinkControl {
             None => NlmF::CREATE | NlmF::EXCL,
             Some(_) => NlmF::CREATE | NlmF::REPLACE,
         };
-        self.batch(
+        let mut ifindexes: HashMap<String, u32> = HashMap::new();
+        let mut used: Vec<Option<u32>> = Vec::with_capacity(vips.len());
+        let results = self.batch(
             vips,
             Rtm::Newaddr,
             flags,
-            |vip, ifindex| self.add_message(vip, ifindex),
+            |vip| {
+                let ifindex = match ifindexes.get(&vip.interface) {
+                    Some(&index) => index,
+                    None => {
+                        let index = packet::ifindex(&vip.interface);
+                        let index = index.inspect_err(|_| used.push(None))?;
+                        ifindexes.insert(vip.interface.clone(), index);
+                        index
+                    }
+                };
+                used.push(Some(ifindex));
+                Ok(vec![self.add_message(vip, ifindex)?])
+            },
             libc::EEXIST,
-        )
-        .into_iter()
-        .zip(vips)
-        .map(|(result, vip)| {
-            result.map_err(|cause| VipError::Add {
-                vip: vip.addr,
-                interface: vip.interface.clone(),
-                cause,
+        );
+        let mut bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        vips.iter()
+            .zip(results)
+            .zip(used)
+            .map(|((vip, result), ifindex)| {
+                if let (Ok(()), Some(ifindex)) = (&result, ifindex) {
+                    bound_on.insert(vip.addr.ip, ifindex);
+                }
+                result.map_err(|cause| VipError::Add {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
-    /// Absent (with this prefix length) counts as already released.
+    /// Removes the address whatever its prefix length (a VIP left with another one, e.g. by
+    /// an operator or an older config, is found too), on the interface index it was bound on.
+    /// Absent counts as already released. One dump per interface and family.
     fn remove_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
-        self.batch(
+        let mut dumps: HashMap<(u32, bool), Vec<(IpAddr, u8)>> = HashMap::new();
+        let results = self.batch(
             vips,
             Rtm::Deladdr,
             NlmF::empty(),
-            Self::remove_message,
+            |vip| {
+                let ifindex = self.bound_index(vip)?;
+                let key = (ifindex, vip.addr.ip.is_ipv4());
+                if !dumps.contains_key(&key) {
+                    dumps.insert(key, self.dump(vip, ifindex)?);
+                }
+                dumps[&key]
+                    .iter()
+                    .filter(|(ip, _)| *ip == vip.addr.ip)
+                    .map(|&(_, prefix_len)| {
+                        let mut exact = vip.clone();
+                        exact.addr.prefix_len = prefix_len;
+                        Self::remove_message(&exact, ifindex)
+                    })
+                    .collect()
+            },
             libc::EADDRNOTAVAIL,
-        )
-        .into_iter()
-        .zip(vips)
-        .map(|(result, vip)| {
-            result.map_err(|cause| VipError::Remove {
-                vip: vip.addr,
-                interface: vip.interface.clone(),
-                cause,
+        );
+        let mut bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        vips.iter()
+            .zip(results)
+            .map(|(vip, result)| {
+                if result.is_ok() {
+                    bound_on.remove(&vip.addr.ip);
+                }
+                result.map_err(|cause| VipError::Remove {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     /// One address dump per interface and family, however many VIPs share them.

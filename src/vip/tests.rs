@@ -581,11 +581,16 @@ fn nothing_is_renewed_announced_or_re_added_past_the_fence() {
     r.vips.set_hold_until(Some(Instant::now()));
     let adds = r.control.count(&Call::Add(ip("198.51.100.1/32")));
     r.vips.inner.renew_leases();
-    r.vips.inner.announce_due(Instant::now() + Duration::from_secs(3600));
+    r.vips
+        .inner
+        .announce_due(Instant::now() + Duration::from_secs(3600));
     assert_eq!(r.control.count(&Call::Add(ip("198.51.100.1/32"))), adds);
     // A frozen box resumes: its VIP expired meanwhile; reconcile must not put it back.
     r.control.vanish(ip("198.51.100.1/32"));
     r.vips.reconcile();
     assert!(!r.control.is_present(ip("198.51.100.1/32")));
-    assert!(!r.control.is_present(ip("198.51.100.2/32")), "removed past the fence");
+    assert!(
+        !r.control.is_present(ip("198.51.100.2/32")),
+        "removed past the fence"
+    );
 }
