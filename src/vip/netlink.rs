@@ -352,10 +352,13 @@ impl AddressControl for NetlinkControl {
             |vip| {
                 let ifindex = self.bound_index(vip)?;
                 let key = (ifindex, vip.addr.ip.is_ipv4());
-                if !dumps.contains_key(&key) {
-                    dumps.insert(key, self.dump(vip, ifindex)?);
-                }
-                dumps[&key]
+                let found = match dumps.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(self.dump(vip, ifindex)?)
+                    }
+                };
+                found
                     .iter()
                     .filter(|(ip, _)| *ip == vip.addr.ip)
                     .map(|&(_, prefix_len)| {
