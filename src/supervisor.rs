@@ -351,13 +351,18 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 stopping,
             };
             let decision = decide(&inputs);
-            // The deadline before the decision: the VIP thread must never hold past it.
-            self.vips.hold_until(
-                ack_instant
-                    .filter(|_| decision.hold_vips)
-                    .map(|at| (at + self.fence).into_std()),
-            );
+            // The VIP thread never holds past the fence. Order matters, as it may act on any
+            // intermediate state: a deadline before a hold, a release before clearing it.
+            let deadline = ack_instant
+                .filter(|_| decision.hold_vips)
+                .map(|at| (at + self.fence).into_std());
+            if deadline.is_some() {
+                self.vips.hold_until(deadline);
+            }
             self.apply(applied, decision, &inputs);
+            if deadline.is_none() {
+                self.vips.hold_until(None);
+            }
             applied = Some(decision);
 
             if !decision.hand_over {
