@@ -21,6 +21,11 @@
 //! VIPs taken over together are spread across the refresh period. In the daemon all of it
 //! runs on its own thread ([`worker`]), never on the thread that carries Raft.
 //!
+//! Lease (issue 8): with [`Vips::linux_leased`] every VIP is bound with a kernel lifetime and
+//! renewed while held and within the fence deadline ([`Vips::set_hold_until`]), so the kernel
+//! removes the VIPs of a raftvip that died or froze; one that expires while we hold it is
+//! re-added and counted.
+//!
 //! Everything runs in the network namespace of the thread that calls into it: interface
 //! lookups and sockets are per-namespace.
 
