@@ -88,7 +88,7 @@ pub struct VipStatus {
     pub duplicates: u64,
     /// The last error binding/announcing it (interface missing, no permission, …).
     pub error: Option<String>,
-    /// Time left before the kernel drops it unless renewed ([vip_lease]; None: not held, or
+    /// Time left before the kernel drops it unless renewed (`[vip_lease]`; None: not held, or
     /// bound without a lifetime).
     #[serde(default)]
     pub lease_remaining_ms: Option<u64>,

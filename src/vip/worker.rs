@@ -4,7 +4,7 @@
 //! The daemon runs on a single-threaded runtime (cheapest at idle). Binding, announcing and
 //! probing hundreds of VIPs there took long enough that the leader missed its own heartbeat
 //! acknowledgements and fenced itself (issue 13: with 40+ VIPs a cluster never settled). So
-//! the supervisor only *states* what it wants — [`VipWorker::set_held`] records the desired
+//! the supervisor only *states* what it wants — `set_held` records the desired
 //! state and returns at once — and this thread carries it out, together with the announce
 //! loop, the address watcher and the duplicate listener. A newer wish replaces an older one
 //! not yet started (hold → release → hold collapses to the last), and a release is never
@@ -90,7 +90,7 @@ impl VipWorker {
     }
 
     /// Waits (at most `limit`) until the VIP thread has carried out the last
-    /// [`Self::set_held`]; false on timeout. For the exit path, which must not return
+    /// `set_held`; false on timeout. For the exit path, which must not return
     /// before the VIPs are gone.
     pub fn wait_applied(&self, limit: Duration) -> bool {
         let wanted = self.desired.borrow().generation;
