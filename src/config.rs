@@ -877,4 +877,25 @@ stats_socket = "/run/haproxy/admin.sock"
         assert_eq!(keys(head), Vec::<String>::new());
         assert_eq!(bare.notes().len(), 2, "no health gate, no VIPs: both noted");
     }
+
+    #[test]
+    fn hundreds_of_vips_and_a_vip_lease_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = valid(dir.path()) + "[vip_lease]\nlifetime_s = 2\n";
+        for i in 0..300 {
+            text.push_str(&format!(
+                "[[vip]]\naddress = \"198.51.{}.{}/32\"\ninterface = \"eth0\"\n",
+                100 + i / 250,
+                1 + i % 250
+            ));
+        }
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.validate().0, vec![]);
+        assert_eq!(config.vips.len(), 301);
+        assert_eq!(config.vip_lease.lifetime(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            config.vip_lease.renew_every(),
+            Some(Duration::from_millis(500))
+        );
+    }
 }
