@@ -17,6 +17,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("timing.", "[timing]\n"),
     ("announce.", "[announce]\n"),
     ("notify.", "[notify]\n"),
+    ("vip_lease.", "[vip_lease]\n"),
 ];
 
 /// The keys the parser accepts in a section, from its unknown-field error.

@@ -405,13 +405,17 @@ fn failures_name_the_problem() {
             err.to_string(),
             "cannot announce 192.0.2.102/32 on rvv1: interface rvv1 is down"
         );
-        // Removing needs the exact prefix length; a wrong one is "absent" (success), the
-        // right one removes it; removing again is success too.
-        control.remove(&vip("192.0.2.102/24", "rvv1")).unwrap();
-        assert!(control.is_bound(&down).unwrap());
-        control.remove(&down).unwrap();
+        // Removal finds the address whatever its prefix length (one left behind as /24 by
+        // an older config is removed by a /32 VIP); removing again is success too.
         control.remove(&down).unwrap();
         assert!(!control.is_bound(&down).unwrap());
+        ip(&["addr", "add", "192.0.2.102/24", "dev", "rvv1"]);
+        control.remove(&down).unwrap();
+        assert!(
+            !ip(&["-o", "addr", "show", "dev", "rvv1"]).contains("192.0.2.102"),
+            "the /24 leftover survived"
+        );
+        control.remove(&down).unwrap();
 
         // The executor shows the same errors in its status, once per cause.
         let vips = Vips::linux(
@@ -481,4 +485,88 @@ fn drop_net_capabilities() {
             0
         );
     }
+}
+
+#[test]
+fn a_leased_vip_is_removed_by_the_kernel_once_nobody_renews_it() {
+    let bed = Testbed::create("l");
+    bed.run_in_a(|| async {
+        let control = NetlinkControl::connect()
+            .expect("netlink socket")
+            .with_lifetime(1);
+        let vips: Vec<Vip> = ["192.0.2.110/32", "2001:db8::110/128"]
+            .iter()
+            .map(|a| Vip::from_config(&vip_config(a, "rvv0", None)).unwrap())
+            .collect();
+        let refs: Vec<&Vip> = vips.iter().collect();
+        // Bound, then renewed (a replacing add) for 1.5 s: longer than the lifetime.
+        let start = Instant::now();
+        let mut last_renewal = start;
+        while start.elapsed() < Duration::from_millis(1500) {
+            for result in control.add_all(&refs) {
+                result.expect("bind with a lifetime");
+            }
+            last_renewal = Instant::now();
+            for result in control.bound_all(&refs) {
+                assert!(result.unwrap(), "a renewed VIP vanished");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // No more renewals: the kernel removes both, about a lifetime after the last one.
+        eventually("the kernel removes the unrenewed VIPs", || {
+            control
+                .bound_all(&refs)
+                .into_iter()
+                .all(|r| r.is_ok_and(|bound| !bound))
+        })
+        .await;
+        let after_renewal = last_renewal.elapsed();
+        println!("IPv4 + IPv6 VIPs gone {after_renewal:?} after the last renewal");
+        assert!(
+            after_renewal >= Duration::from_millis(900)
+                && after_renewal <= Duration::from_millis(2100),
+            "{after_renewal:?}"
+        );
+    });
+}
+
+#[test]
+fn lease_renewals_of_held_vips_are_not_reported_as_changes() {
+    let bed = Testbed::create("r");
+    bed.run_in_a(|| async {
+        let lease = raftvip::config::VipLease { lifetime_s: 1 };
+        let vips = Vips::linux_leased(
+            &[
+                vip_config("192.0.2.111/32", "rvv0", None),
+                vip_config("2001:db8::111/128", "rvv0", None),
+            ],
+            &announce_config(),
+            &lease,
+        )
+        .expect("VIP control");
+        let cancel = CancellationToken::new();
+        let mut events = vips.spawn_background(cancel.clone());
+        vips.set_held(true, "test");
+        // 2 s held: ~8 renewals of each VIP, none reported, and both still bound.
+        let quiet = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+        assert!(quiet.is_err(), "renewals reported as a change: {quiet:?}");
+        for status in vips.status() {
+            assert!(status.held, "{status:?}");
+            let left = status.lease_remaining_ms.expect("a lease");
+            assert!(left <= 1000, "{status:?}");
+            assert_eq!(status.lease_expiries, 0, "{status:?}");
+        }
+        // Someone else deleting one is still reported (and repaired).
+        ip(&["addr", "del", "192.0.2.111/32", "dev", "rvv0"]);
+        let event = tokio::time::timeout(PATIENCE, events.recv()).await;
+        assert!(
+            matches!(
+                event,
+                Ok(Some(VipEvent::AddressChanged { present: false, .. }))
+            ),
+            "{event:?}"
+        );
+        vips.set_held(false, "test done");
+        cancel.cancel();
+    });
 }

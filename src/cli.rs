@@ -16,7 +16,7 @@ use raftvip::health;
 use raftvip::raft::network::PeerClient;
 use raftvip::release;
 use raftvip::supervisor::VipHolder;
-use raftvip::vip::Vips;
+use raftvip::vip::{VipWorker, Vips};
 use tokio_util::sync::CancellationToken;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
@@ -45,6 +45,9 @@ enum Command {
         /// Print the JSON status document instead of a summary.
         #[arg(long)]
         json: bool,
+        /// List every VIP (by default a summary, and each VIP only when there are few).
+        #[arg(long)]
+        vips: bool,
     },
     /// Validate a config file; exits non-zero and names every problem.
     CheckConfig {
@@ -87,7 +90,7 @@ enum OnOff {
 pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Run { config } => run(&config).await,
-        Command::Status { config, json } => status(&config, json).await,
+        Command::Status { config, json, vips } => status(&config, json, vips).await,
         Command::CheckConfig { config } => check_config(&config),
         Command::Maintenance {
             state,
@@ -129,10 +132,12 @@ async fn run_daemon(path: &Path) -> anyhow::Result<ExitCode> {
         if config.vips.is_empty() || config.is_witness() {
             (Arc::new(NoVips), no_vip_events)
         } else {
-            let vips = Vips::linux(&config.vips, &config.announce)
+            let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
                 .context("cannot set up VIP control (netlink and AF_PACKET sockets)")?;
-            let events = vips.spawn_background(background.clone());
-            (Arc::new(vips), events)
+            // VIP work runs on its own thread so it never delays heartbeats (issue 13).
+            let (worker, events) = VipWorker::spawn(vips, background.clone())
+                .context("cannot start the VIP thread")?;
+            (Arc::new(worker), events)
         };
     match config.haproxy.clone().filter(|_| !config.is_witness()) {
         Some(haproxy) => {
@@ -196,13 +201,13 @@ fn release(path: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+async fn status(path: &Path, json: bool, all_vips: bool) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
     let status = client::fetch_status(&config.listen.to_string()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print!("{}", status.render_text());
+        print!("{}", status.render_text_with(all_vips));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -44,6 +44,8 @@ const MAX_BURST_COUNT: u64 = 100;
 
 /// Longest re-announce period: a day (switch ARP tables age out in minutes to hours).
 const MAX_REFRESH_S: u64 = 86_400;
+/// An hour: a longer VIP lifetime no longer bounds how long a dead holder's address lingers.
+const MAX_LEASE_S: u64 = 3_600;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +75,8 @@ pub struct Config {
     /// without it check-config refuses such a cluster, see docs/two-box-sites.md.
     #[serde(default)]
     pub accept_no_failover: bool,
+    #[serde(default)]
+    pub vip_lease: VipLease,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -303,6 +307,43 @@ impl Default for Announce {
             burst_interval_ms: default_burst_interval_ms(),
             refresh_s: default_refresh_s(),
         }
+    }
+}
+
+/// The kernel-enforced lease on every bound VIP: the holder binds each VIP with this valid
+/// and preferred lifetime and renews it several times per lifetime, so if raftvip dies or
+/// freezes the kernel itself removes the address once the lifetime runs out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipLease {
+    /// Seconds (the kernel's unit); 0 binds VIPs without a lifetime (the kernel keeps them
+    /// until removed).
+    #[serde(default = "default_lifetime_s")]
+    pub lifetime_s: u32,
+}
+
+/// One second: a dead or frozen holder's addresses are gone ~1 s after its last renewal.
+fn default_lifetime_s() -> u32 {
+    1
+}
+
+impl Default for VipLease {
+    fn default() -> Self {
+        Self {
+            lifetime_s: default_lifetime_s(),
+        }
+    }
+}
+
+impl VipLease {
+    /// The lifetime, None when off.
+    pub fn lifetime(&self) -> Option<Duration> {
+        (self.lifetime_s > 0).then(|| Duration::from_secs(u64::from(self.lifetime_s)))
+    }
+    /// Renewals come four times per lifetime: three may be late or lost before the kernel
+    /// drops a VIP we still hold.
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.lifetime().map(|lifetime| lifetime / 4)
     }
 }
 
@@ -754,6 +795,13 @@ impl Config {
                 0,
                 MAX_REFRESH_S,
                 "refresh_s = 10 (0 turns it off)",
+            ),
+            key(
+                "vip_lease.lifetime_s".into(),
+                self.vip_lease.lifetime_s.into(),
+                0,
+                MAX_LEASE_S,
+                "lifetime_s = 1 (0 binds VIPs without a lifetime)",
             ),
         ]);
         if let Some(fence) = t.fence_ms {
@@ -1451,5 +1499,26 @@ stats_socket = "/run/haproxy/admin.sock"
                 exercise(&text);
             }
         }
+    }
+
+    #[test]
+    fn hundreds_of_vips_and_a_vip_lease_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = valid(dir.path()) + "[vip_lease]\nlifetime_s = 2\n";
+        for i in 0..300 {
+            text.push_str(&format!(
+                "[[vip]]\naddress = \"198.51.{}.{}/32\"\ninterface = \"eth0\"\n",
+                100 + i / 250,
+                1 + i % 250
+            ));
+        }
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.validate().0, vec![]);
+        assert_eq!(config.vips.len(), 301);
+        assert_eq!(config.vip_lease.lifetime(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            config.vip_lease.renew_every(),
+            Some(Duration::from_millis(500))
+        );
     }
 }

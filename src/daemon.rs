@@ -39,6 +39,8 @@ use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHo
 
 /// How long a planned stop may spend handing over before it gives up and just releases.
 const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
+/// How long the exit waits for the VIP thread to remove the VIPs (a batch takes a few ms).
+const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
 /// Timeout of one "elect now" request during a handover: a LAN answers in about a millisecond.
@@ -227,6 +229,9 @@ pub async fn run<Hl: HealthVerdict>(
             "stopped"
         },
     );
+    if !parts.vips.wait_applied(VIP_RELEASE_DEADLINE) {
+        tracing::warn!("the VIP thread did not confirm the release in time");
+    }
     if tokio::time::timeout(STOP_DEADLINE, raft.shutdown())
         .await
         .is_err()
@@ -419,7 +424,11 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
         {
             return Err("this node leads with a quorum".to_owned());
         }
-        let lease = Duration::from_millis(self.config.timing.election_timeout_ms[1]);
+        // The lease plus election_timeout_min (issue 8.6): a new leader cannot exist before
+        // a voter of the old leader's last quorum agrees, so the old holder's fence
+        // (< election_timeout_max) has at least election_timeout_min of margin.
+        let [et_min, et_max] = self.config.timing.election_timeout_ms;
+        let lease = Duration::from_millis(et_max + et_min);
         match self.contacts.last_leader_contact().map(|at| at.elapsed()) {
             Some(age) if age < lease => Err(format!(
                 "heard from leader {} {} ms ago",

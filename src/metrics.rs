@@ -194,6 +194,25 @@ pub fn render(status: &Status) -> String {
         "1 if binding or announcing the VIP is failing",
         errors,
     );
+    // Totals, so a dashboard of a box with hundreds of VIPs needs no per-VIP series.
+    let summary = status.vip_summary();
+    for (name, help, value) in [
+        (
+            "vips_configured",
+            "VIPs configured on this node",
+            summary.configured,
+        ),
+        ("vips_held", "VIPs bound on this node", summary.held),
+        (
+            "vips_failing",
+            "VIPs whose binding or announcing is failing",
+            summary.failing,
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value as i64);
+        r.register(name, help, gauge);
+    }
 
     let contact = Family::<PeerLabel, Gauge<f64, AtomicU64>>::default();
     for peer in status.peers.iter().filter(|p| p.id != status.node_id) {
@@ -247,6 +266,9 @@ mod tests {
             "raftvip_health_last_check_age_seconds 0.04",
             "raftvip_build_info{version=\"0.1.0\"} 1",
             "raftvip_voters_may_fail 1",
+            "raftvip_vips_configured 1",
+            "raftvip_vips_held 1",
+            "raftvip_vips_failing 0",
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }

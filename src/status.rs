@@ -92,6 +92,14 @@ pub struct VipStatus {
     pub duplicates: u64,
     /// The last error binding/announcing it (interface missing, no permission, …).
     pub error: Option<String>,
+    /// Time left before the kernel drops it unless renewed (`[vip_lease]`; None: not held, or
+    /// bound without a lifetime).
+    #[serde(default)]
+    pub lease_remaining_ms: Option<u64>,
+    /// Times its lease ran out while this node held it (the VIP thread was stalled); each
+    /// was re-added.
+    #[serde(default)]
+    pub lease_expiries: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,6 +123,20 @@ pub struct Counters {
 impl Status {
     /// A short human summary for `raftvip status`.
     pub fn render_text(&self) -> String {
+        self.render_text_with(false)
+    }
+
+    /// Counts over the VIPs, for the summary line and the metrics.
+    pub fn vip_summary(&self) -> VipSummary {
+        VipSummary {
+            configured: self.vips.len(),
+            held: self.vips.iter().filter(|v| v.held).count(),
+            failing: self.vips.iter().filter(|v| v.error.is_some()).count(),
+        }
+    }
+
+    /// [`Self::render_text`], with a line for every VIP when `all_vips` (`status --vips`).
+    pub fn render_text_with(&self, all_vips: bool) -> String {
         let mut out = String::new();
         let leader = self
             .leader_id
@@ -168,13 +190,31 @@ impl Status {
                 ""
             }
         );
-        for vip in &self.vips {
+        let summary = self.vip_summary();
+        let _ = writeln!(
+            out,
+            "vips {} configured, {} held, {} failing",
+            summary.configured, summary.held, summary.failing
+        );
+        // Few VIPs: all of them; many: only the failing ones (all with `status --vips`).
+        let shown: Vec<&VipStatus> = if all_vips || self.vips.len() <= VIP_LINES {
+            self.vips.iter().collect()
+        } else {
+            self.vips.iter().filter(|v| v.error.is_some()).collect()
+        };
+        for vip in shown
+            .iter()
+            .take(if all_vips { usize::MAX } else { VIP_LINES })
+        {
             let _ = writeln!(
                 out,
-                "  {} on {}: {}{}  announcements {}  re-adds {}  duplicates {}",
+                "  {} on {}: {}{}{}  announcements {}  re-adds {}  duplicates {}",
                 vip.address,
                 vip.interface,
                 if vip.held { "HELD" } else { "released" },
+                vip.lease_remaining_ms
+                    .map(|ms| format!(" (lease {ms} ms left, {} expired)", vip.lease_expiries))
+                    .unwrap_or_default(),
                 vip.error
                     .as_deref()
                     .map(|e| format!(" (error: {e})"))
@@ -183,6 +223,9 @@ impl Status {
                 vip.re_adds,
                 vip.duplicates
             );
+        }
+        if !all_vips && self.vips.len() > VIP_LINES {
+            let _ = writeln!(out, "  (each VIP: raftvip status --vips)");
         }
         let _ = writeln!(out, "peers:");
         for peer in &self.peers {
@@ -205,6 +248,17 @@ impl Status {
         }
         out
     }
+}
+
+/// Up to this many VIPs, `raftvip status` lists each; beyond, only the failing ones.
+const VIP_LINES: usize = 8;
+
+/// VIP counts for a box with many VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipSummary {
+    pub configured: usize,
+    pub held: usize,
+    pub failing: usize,
 }
 
 #[cfg(test)]
@@ -242,6 +296,8 @@ pub(crate) mod tests {
                 re_adds: 1,
                 duplicates: 0,
                 error: None,
+                lease_remaining_ms: Some(700),
+                lease_expiries: 0,
             }],
             peers: vec![
                 PeerStatus {
@@ -279,7 +335,10 @@ pub(crate) mod tests {
     fn text_summary_names_what_matters() {
         let text = sample().render_text();
         assert!(text.contains("role leader  leader 1  term 7"), "{text}");
-        assert!(text.contains("192.0.2.100/32 on eth0: HELD"), "{text}");
+        assert!(
+            text.contains("192.0.2.100/32 on eth0: HELD (lease 700 ms left, 0 expired)"),
+            "{text}"
+        );
         assert!(
             text.contains("2 192.0.2.12:7480  last contact 18 ms ago  maintenance"),
             "{text}"
@@ -293,6 +352,37 @@ pub(crate) mod tests {
             pair.render_text()
                 .contains("voters that may fail: 0 (NO FAILOVER"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn many_vips_read_as_a_summary_with_the_failing_ones() {
+        let mut status = sample();
+        let template = status.vips[0].clone();
+        status.vips = (0..200)
+            .map(|i| VipStatus {
+                address: format!("198.51.100.{}/32", i + 1),
+                error: (i == 7).then(|| "interface eth9 missing".to_owned()),
+                held: i != 7,
+                lease_remaining_ms: None,
+                ..template.clone()
+            })
+            .collect();
+        let text = status.render_text();
+        assert!(
+            text.contains("vips 200 configured, 199 held, 1 failing"),
+            "{text}"
+        );
+        assert!(
+            text.contains("198.51.100.8/32 on eth0: released (error: interface eth9 missing)"),
+            "{text}"
+        );
+        assert!(!text.contains("198.51.100.1/32"), "{text}");
+        assert!(text.lines().count() < 20, "{text}");
+        let all = status.render_text_with(true);
+        assert_eq!(
+            all.lines().filter(|l| l.contains(" on eth0: ")).count(),
+            200
         );
     }
 }

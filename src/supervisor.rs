@@ -143,6 +143,16 @@ pub trait VipHolder: Send + Sync + 'static {
     /// Re-check the kernel's addresses against the held state and repair.
     fn reconcile(&self);
     fn status(&self) -> Vec<VipStatus>;
+    /// Waits (at most `limit`) until the last `set_held` has been carried out; false on
+    /// timeout. Implementations that execute on another thread make `set_held` return at
+    /// once (it is on the Raft thread); the exit path waits here so no VIP outlives it.
+    fn wait_applied(&self, _limit: Duration) -> bool {
+        true
+    }
+    /// The fence deadline of the current hold (None when not holding). An implementation on
+    /// its own thread releases at it by itself, however busy the Raft thread is, and never
+    /// renews or announces past it.
+    fn hold_until(&self, _deadline: Option<std::time::Instant>) {}
 }
 
 /// What the supervisor asks its peers.
@@ -350,7 +360,18 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 stopping,
             };
             let decision = decide(&inputs);
+            // The VIP thread never holds past the fence. Order matters, as it may act on any
+            // intermediate state: a deadline before a hold, a release before clearing it.
+            let deadline = ack_instant
+                .filter(|_| decision.hold_vips)
+                .map(|at| (at + self.fence).into_std());
+            if deadline.is_some() {
+                self.vips.hold_until(deadline);
+            }
             self.apply(applied, decision, &inputs);
+            if deadline.is_none() {
+                self.vips.hold_until(None);
+            }
             applied = Some(decision);
 
             if !decision.hand_over {

@@ -50,6 +50,10 @@ BED_HTTP_PORT=80
 BED_RAFT_ONLY=${BED_RAFT_ONLY:-0}
 # Log filter for raftvip.
 BED_RUST_LOG=${BED_RUST_LOG:-info}
+# Many-VIP beds: this many more IPv4 VIPs per box of cluster a, 198.51.100.1 upward (on-link
+# on the segment; the client routes the /24 onto eth0). 0..254.
+BED_EXTRA_VIPS=${BED_EXTRA_VIPS:-0}
+BED_EXTRA_NET4=198.51.100
 
 BED_ID=""
 BED_DIR=""
@@ -160,6 +164,8 @@ bed_create() {
         bed_start_monitor "$i"
     done
     bed_add_port "$(bed_ns client)" client "$BED_CLIENT4" "$BED_CLIENT6"
+    ((BED_EXTRA_VIPS >= 0 && BED_EXTRA_VIPS <= 254)) || bed_die "BED_EXTRA_VIPS: 0..254, not $BED_EXTRA_VIPS"
+    ((BED_EXTRA_VIPS == 0)) || ip -n "$(bed_ns client)" route add "$BED_EXTRA_NET4.0/24" dev eth0
     bed_cluster a 192.0.2.100 2001:db8::100 7480 $(seq 1 "$n")
     bed_wait_monitors
     bed_log "bed $BED_ID: $n boxes + client on $(bed_ns br)/br0, files in $BED_DIR"
@@ -345,6 +351,11 @@ bed_write_config() {
         if [[ $BED_RAFT_ONLY != 1 && -z ${BED_WITNESS[$box]:-} ]]; then
             printf '[[vip]]\naddress = "%s/32"\ninterface = "eth0"\n' "$(bed_vip4 "$cl")"
             printf '[[vip]]\naddress = "%s/128"\ninterface = "eth0"\n' "$(bed_vip6 "$cl")"
+            if [[ $cl == a ]]; then
+                for ((b = 1; b <= BED_EXTRA_VIPS; b++)); do
+                    printf '[[vip]]\naddress = "%s/32"\ninterface = "eth0"\n' "$(bed_extra_vip "$b")"
+                done
+            fi
             printf '[haproxy]\nstats_socket = "%s"\nbackends = ["%s"]\n' "$dir/haproxy.sock" "$(bed_haproxy_backend)"
         fi
         [[ -z $extra ]] || printf '%s\n' "$extra"
@@ -662,4 +673,10 @@ bed_proc_footprint() {
     t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
     echo "$rss $(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$s" 'BEGIN { printf "%.2f", 100 * d / hz / s }')"
+}
+
+# Many-VIP beds (BED_EXTRA_VIPS): the I-th extra VIP, and how many of them BOX has bound.
+bed_extra_vip() { echo "$BED_EXTRA_NET4.$1"; }
+bed_extra_held() {
+    ip -n "$(bed_ns "$1")" -o -4 addr show dev eth0 | grep -c " $BED_EXTRA_NET4\." || true
 }

@@ -17,6 +17,8 @@ MAX_FAILOVER_OUTAGE_MS=${MAX_FAILOVER_OUTAGE_MS:-2000}
 MAX_HANDOVER_OUTAGE_MS=${MAX_HANDOVER_OUTAGE_MS:-1000}
 # The old holder must have dropped the VIP this long after being cut off (fence 80 ms + margin).
 FENCE_ASSERT_MS=500
+# many_vips: how long the settled cluster must keep its leader (issue 13 asks 30 s).
+MANY_VIPS_STABLE_S=${MANY_VIPS_STABLE_S:-30}
 # A hand-deleted VIP must be back within this.
 READD_MS=100
 
@@ -70,6 +72,9 @@ SCENARIOS=(
     "ops_rolling_upgrade|scripts/rolling-upgrade.sh: stops at a failing restart; then upgrades all, holder last"
     "ops_import_keepalived|keepalived.conf of each box -> import-keepalived -> check-config -> one holder, cluster healthy"
     "witness_routed|two boxes + a witness on another subnet behind a router: failover both ways, no two holders when cut"
+    "holder_killed_lease|holder's raftvip SIGKILLed, VIP left in place -> the kernel drops it; no second holder 1.5 s after"
+    "holder_frozen_lease|holder's raftvip SIGSTOPped -> the kernel drops the VIP; no second holder 1.5 s after, none on resume"
+    "many_vips|200 more VIPs: one box holds all, no leader change for ${MANY_VIPS_STABLE_S} s, box loss moves all"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -592,6 +597,98 @@ scn_store_error_fatal() {
     ((t1 - t0 <= 1500)) || fail "exited $((t1 - t0)) ms after the failing write"
     rm -f "$dir/raftvip.pid"
     wait_new_holder "$h" >/dev/null
+}
+
+# ---- scenarios: many VIPs (issue 13) ----
+
+# all_extra_on BOX: BOX holds every extra VIP and no other box holds any.
+all_extra_on() {
+    local b
+    for b in $(bed_boxes); do
+        if [[ $b == "$1" ]]; then
+            (($(bed_extra_held "$b") == BED_EXTRA_VIPS)) || return 1
+        else
+            (($(bed_extra_held "$b") == 0)) || return 1
+        fi
+    done
+}
+extra_count_is() { (($(bed_extra_held "$1") == $2)); }
+extra_spread() { # "box:count ..." for a failure message
+    local b out=()
+    for b in $(bed_boxes); do out+=("box$b:$(bed_extra_held "$b")"); done
+    echo "${out[*]}"
+}
+scn_many_vips() {
+    BED_EXTRA_VIPS=200
+    setup 3
+    local h n term end fault moved
+    h=$(holder "" "" 10000)
+    bed_wait 5000 all_extra_on "$h" || fail "not all 200 extra VIPs on box$h alone: $(extra_spread)"
+    term=$(bed_status "$h" term)
+    end=$(($(bed_now_ms) + MANY_VIPS_STABLE_S * 1000))
+    while (($(bed_now_ms) < end)); do
+        all_extra_on "$h" || fail "the 200 VIPs left box$h alone: $(extra_spread)"
+        [[ $(bed_status "$h" term) == "$term" ]] || fail "term moved from $term to $(bed_status "$h" term) while settled"
+        sleep 1
+    done
+    note "holder=box$h term=$term stable=${MANY_VIPS_STABLE_S}s"
+    # Box loss: the holder drops off the segment; another box takes all of them.
+    fault=$(bed_now_ms)
+    bed_link_down "$h"
+    n=$(wait_new_holder "$h")
+    bed_wait 5000 extra_count_is "$n" "$BED_EXTRA_VIPS" ||
+        fail "box$n holds $(bed_extra_held "$n") of 200 extra VIPs after box$h was lost"
+    moved=$(($(bed_now_ms) - fault))
+    # The lost box fenced itself: its raftvip released every VIP.
+    bed_wait 2000 extra_count_is "$h" 0 ||
+        fail "lost box$h still has $(bed_extra_held "$h") extra VIPs"
+    note "box$h->box$n all_200_moved=${moved}ms"
+}
+
+# ---- scenarios: the kernel-enforced lease (issue 8.1) ----
+
+# lease_outlives FAULT_MS OLD: the old holder's VIP (v4 and v6) disappears by itself, a new box
+# holds it, and from FAULT_MS + 1500 on there is never a second holder (monitor timeline).
+# Sets n (new holder).
+lease_outlives() {
+    local fault=$1 old=$2 vip gone max_multi
+    n=$(wait_new_holder "$old")
+    for vip in "$(bed_vip4)" "$(bed_vip6)"; do
+        bed_wait 3000 bed_not_held_by "$old" "$vip" || fail "box$old still holds $vip 3 s after the fault"
+    done
+    while (($(bed_now_ms) < fault + 2500)); do sleep 0.05; done
+    for vip in "$(bed_vip4)" "$(bed_vip6)"; do
+        read -r max_multi _ <<<"$(bed_overlap "$vip" "$((fault + 1500))" "$(bed_now_ms)")"
+        ((max_multi <= 1)) || fail "two holders of $vip later than 1.5 s after the fault"
+    done
+    gone=$(bed_events | awk -v b="$old" -v f="$fault" '$1 >= f && $2 == b && $3 == "-" { print $1; exit }')
+    [[ -n $gone ]] || fail "no removal of the VIP on box$old in the timeline"
+    note "box$old->box$n old_vip_gone=$((gone - fault))ms"
+}
+scn_holder_killed_lease() {
+    setup 3
+    local h n fault
+    h=$(holder)
+    fault=$(bed_now_ms)
+    bed_kill_raftvip "$h" KILL
+    lease_outlives "$fault" "$h"
+    [[ $(bed_holders) == "$n" ]] || fail "holders at the end: '$(bed_holders)'"
+}
+scn_holder_frozen_lease() {
+    setup 3
+    local h n fault pid resumed max_multi
+    h=$(holder)
+    pid=$(cat "$(bed_boxdir "$h")/raftvip.pid")
+    fault=$(bed_now_ms)
+    kill -STOP "$pid"
+    lease_outlives "$fault" "$h"
+    # Resumed: its timers must not renew or announce the VIP its fence gave up.
+    resumed=$(bed_now_ms)
+    kill -CONT "$pid"
+    sleep 1
+    read -r max_multi _ <<<"$(bed_overlap "$(bed_vip4)" "$resumed" "$(bed_now_ms)")"
+    ((max_multi <= 1)) || fail "two holders after box$h resumed"
+    [[ $(bed_holders) == "$n" ]] || fail "holders 1 s after the resume: '$(bed_holders)'"
 }
 
 # ---- the runner ----

@@ -23,7 +23,8 @@
 //!   (RFC 4861 §7.2.4), which we see; with source = VIP the holder would address its answer
 //!   to the VIP — that is, to itself.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use pnet_packet::arp::{ArpHardwareTypes, ArpOperation, ArpOperations, MutableArpPacket};
@@ -244,45 +245,92 @@ impl PacketAnnouncer {
         Self::default()
     }
 
-    fn send(&self, vip: &Vip, frames: &[&[u8]]) -> Result<(), Cause> {
-        let ifindex = packet::ifindex(&vip.interface)?;
+    /// Sends `frames_of(mac, vip)` for every VIP; each interface's index and MAC are looked
+    /// up once per call (a `getifaddrs` per VIP would dominate a batch of hundreds).
+    fn send_all(
+        &self,
+        vips: &[&Vip],
+        frames_of: fn(Mac, IpAddr) -> Vec<Vec<u8>>,
+    ) -> Vec<Result<(), Cause>> {
+        let mut links: HashMap<&str, (u32, Mac)> = HashMap::new();
         let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        let socket = match &mut *socket {
-            Some(socket) => socket,
-            empty => empty.insert(PacketSocket::sender()?),
-        };
-        for frame in frames {
-            socket.send_to(frame, ifindex, ethertype_of(frame), &vip.interface)?;
-        }
-        Ok(())
+        vips.iter()
+            .map(|vip| {
+                let (ifindex, mac) = match links.get(vip.interface.as_str()) {
+                    Some(&link) => link,
+                    None => {
+                        let link = (
+                            packet::ifindex(&vip.interface)?,
+                            packet::mac_of(&vip.interface)?,
+                        );
+                        links.insert(&vip.interface, link);
+                        link
+                    }
+                };
+                let socket = match &mut *socket {
+                    Some(socket) => socket,
+                    empty => empty.insert(PacketSocket::sender()?),
+                };
+                for frame in frames_of(mac, vip.addr.ip) {
+                    socket.send_to(&frame, ifindex, ethertype_of(&frame), &vip.interface)?;
+                }
+                Ok(())
+            })
+            .collect()
+    }
+}
+
+/// The takeover announcement of each form (see the module docs).
+fn announcement(mac: Mac, ip: IpAddr) -> Vec<Vec<u8>> {
+    match ip {
+        IpAddr::V4(ip) => vec![garp_request(mac, ip).to_vec(), garp_reply(mac, ip).to_vec()],
+        IpAddr::V6(ip) => vec![unsolicited_na(mac, ip).to_vec()],
+    }
+}
+
+/// The duplicate probe (see the module docs).
+fn probe(mac: Mac, ip: IpAddr) -> Vec<Vec<u8>> {
+    match ip {
+        IpAddr::V4(ip) => vec![arp_probe(mac, ip).to_vec()],
+        IpAddr::V6(ip) => vec![dad_ns(mac, ip).to_vec()],
     }
 }
 
 impl Announcer for PacketAnnouncer {
     fn announce(&self, vip: &Vip) -> Result<(), VipError> {
-        let result = packet::mac_of(&vip.interface).and_then(|mac| match vip.addr.ip {
-            std::net::IpAddr::V4(ip) => {
-                self.send(vip, &[&garp_request(mac, ip), &garp_reply(mac, ip)])
-            }
-            std::net::IpAddr::V6(ip) => self.send(vip, &[&unsolicited_na(mac, ip)]),
-        });
-        result.map_err(|cause| VipError::Announce {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
-        })
+        self.announce_all(&[vip]).pop().unwrap_or(Ok(()))
     }
 
     fn probe(&self, vip: &Vip) -> Result<(), VipError> {
-        let result = packet::mac_of(&vip.interface).and_then(|mac| match vip.addr.ip {
-            std::net::IpAddr::V4(ip) => self.send(vip, &[&arp_probe(mac, ip)]),
-            std::net::IpAddr::V6(ip) => self.send(vip, &[&dad_ns(mac, ip)]),
-        });
-        result.map_err(|cause| VipError::Probe {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
-        })
+        self.probe_all(&[vip]).pop().unwrap_or(Ok(()))
+    }
+
+    fn announce_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        self.send_all(vips, announcement)
+            .into_iter()
+            .zip(vips)
+            .map(|(result, vip)| {
+                result.map_err(|cause| VipError::Announce {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                })
+            })
+            .collect()
+    }
+
+    fn probe_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        self.send_all(vips, probe)
+            .into_iter()
+            .zip(vips)
+            .map(|(result, vip)| {
+                result.map_err(|cause| VipError::Probe {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                })
+            })
+            .collect()
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{AddressControl, Announcer, Cause, Vip, VipError};
 
@@ -48,6 +49,8 @@ pub struct FakeAddressControl {
     bound: Mutex<HashSet<IpAddr>>,
     calls: Mutex<Vec<Call>>,
     failures: Mutex<HashMap<IpAddr, FakeFailure>>,
+    /// Time each add or remove takes, to play a slow kernel.
+    delay: Mutex<Duration>,
 }
 
 impl FakeAddressControl {
@@ -76,6 +79,10 @@ impl FakeAddressControl {
     pub fn heal(&self, ip: IpAddr) {
         lock(&self.failures).remove(&ip);
     }
+    /// Every later add and remove takes `delay`.
+    pub fn slow(&self, delay: Duration) {
+        *lock(&self.delay) = delay;
+    }
     pub fn calls(&self) -> Vec<Call> {
         lock(&self.calls).clone()
     }
@@ -94,6 +101,7 @@ impl FakeAddressControl {
 
 impl AddressControl for FakeAddressControl {
     fn add(&self, vip: &Vip) -> Result<(), VipError> {
+        std::thread::sleep(*lock(&self.delay));
         self.record(Call::Add(vip.addr.ip), vip)
             .map_err(|cause| VipError::Add {
                 vip: vip.addr,
@@ -104,6 +112,7 @@ impl AddressControl for FakeAddressControl {
         Ok(())
     }
     fn remove(&self, vip: &Vip) -> Result<(), VipError> {
+        std::thread::sleep(*lock(&self.delay));
         self.record(Call::Remove(vip.addr.ip), vip)
             .map_err(|cause| VipError::Remove {
                 vip: vip.addr,

@@ -14,6 +14,18 @@
 //! removing one we must not hold); the supervisor calls it on a timer and whenever
 //! [`Vips::spawn_background`]'s watcher reports an address change.
 //!
+//! Scale (issue 13): every operation works on all VIPs at once — one netlink batch for the
+//! adds or removes (all requests sent before any answer is read), one address dump per
+//! interface for a reconcile, one frame batch per announcement round with interfaces resolved
+//! once — and logs one summary line per transition (per-VIP detail at debug). Refreshes of
+//! VIPs taken over together are spread across the refresh period. In the daemon all of it
+//! runs on its own thread ([`worker`]), never on the thread that carries Raft.
+//!
+//! Lease (issue 8): with [`Vips::linux_leased`] every VIP is bound with a kernel lifetime and
+//! renewed while held and within the fence deadline ([`Vips::set_hold_until`]), so the kernel
+//! removes the VIPs of a raftvip that died or froze; one that expires while we hold it is
+//! re-added and counted.
+//!
 //! Everything runs in the network namespace of the thread that calls into it: interface
 //! lookups and sockets are per-namespace.
 
@@ -22,6 +34,7 @@ pub mod duplicate;
 pub mod fake;
 pub mod netlink;
 mod packet;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;
@@ -36,10 +49,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Announce, VipAddr, VipConfig};
+use crate::config::{Announce, VipAddr, VipConfig, VipLease};
 use crate::status::VipStatus;
 
 pub use fake::{FakeAddressControl, FakeAnnouncer};
+pub use worker::VipWorker;
 
 /// Events buffered for the supervisor. They are hints to reconcile (which re-reads the
 /// kernel anyway), so when the queue is full newer events are dropped without harm.
@@ -210,6 +224,20 @@ pub trait AddressControl: Send + Sync + 'static {
     fn add(&self, vip: &Vip) -> Result<(), VipError>;
     fn remove(&self, vip: &Vip) -> Result<(), VipError>;
     fn is_bound(&self, vip: &Vip) -> Result<bool, VipError>;
+    /// [`Self::add`] for many VIPs, one result per VIP in order. Implementations batch the
+    /// requests (netlink: all sent before any answer is read), so holding hundreds of VIPs
+    /// costs about one round trip, not one per VIP.
+    fn add_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        vips.iter().map(|vip| self.add(vip)).collect()
+    }
+    /// [`Self::remove`] for many VIPs, batched like [`Self::add_all`].
+    fn remove_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        vips.iter().map(|vip| self.remove(vip)).collect()
+    }
+    /// [`Self::is_bound`] for many VIPs (netlink: one dump per interface and family).
+    fn bound_all(&self, vips: &[&Vip]) -> Vec<Result<bool, VipError>> {
+        vips.iter().map(|vip| self.is_bound(vip)).collect()
+    }
 }
 
 /// Telling the segment about VIPs.
@@ -219,6 +247,15 @@ pub trait Announcer: Send + Sync + 'static {
     /// Asks whether another box holds the VIP (ARP probe or DAD NS); answers arrive at the
     /// duplicate listener.
     fn probe(&self, vip: &Vip) -> Result<(), VipError>;
+    /// [`Self::announce`] for many VIPs, one result per VIP in order (interfaces resolved
+    /// once per call).
+    fn announce_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        vips.iter().map(|vip| self.announce(vip)).collect()
+    }
+    /// [`Self::probe`] for many VIPs, like [`Self::announce_all`].
+    fn probe_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        vips.iter().map(|vip| self.probe(vip)).collect()
+    }
 }
 
 /// What the background tasks tell the supervisor.
@@ -256,6 +293,8 @@ struct Inner {
     /// Start the netlink watcher and the duplicate listener in `spawn_background` (off with
     /// fakes: there is no kernel to watch).
     kernel_watch: bool,
+    /// Kernel-enforced lifetime of bound VIPs and how often it is renewed (None: permanent).
+    lease: Option<(Duration, Duration)>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,
     /// Wakes the announce loop when a schedule changed.
@@ -264,7 +303,17 @@ struct Inner {
 
 struct State {
     held: bool,
+    /// The fence as this thread knows it: past it nothing is bound, renewed or announced,
+    /// whatever `held` says (None: no deadline given).
+    hold_until: Option<Instant>,
     slots: Vec<Slot>,
+}
+
+impl State {
+    /// Held and not past the fence.
+    fn holding(&self, now: Instant) -> bool {
+        self.held && self.hold_until.is_none_or(|until| now < until)
+    }
 }
 
 struct Slot {
@@ -281,6 +330,9 @@ struct Slot {
     announcements_sent: u64,
     re_adds: u64,
     duplicates: u64,
+    /// When the kernel drops it unless renewed (bound with a lifetime).
+    lease_until: Option<Instant>,
+    lease_expiries: u64,
     address_error: ErrorLog,
     announce_error: ErrorLog,
 }
@@ -342,7 +394,7 @@ fn unix_ms() -> u64 {
 }
 
 fn transition(vip: &Vip, from: &str, to: &str, reason: &str) {
-    tracing::info!(
+    tracing::debug!(
         vip = %vip.addr,
         interface = %vip.interface,
         from,
@@ -361,23 +413,52 @@ impl Vips {
         control: Arc<dyn AddressControl>,
         announcer: Arc<dyn Announcer>,
     ) -> Result<Self, VipError> {
-        Self::build(vips, announce, control, announcer, false)
+        Self::build(vips, announce, control, announcer, false, None)
     }
 
-    /// The real thing: rtnetlink + AF_PACKET in the calling thread's network namespace.
-    /// Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (frames).
+    /// [`Self::new`] with a lease: VIPs bound by `control` expire after `lifetime` unless
+    /// renewed, and the VIP thread renews them every `renew_every` while held.
+    pub fn leased(
+        vips: &[VipConfig],
+        announce: &Announce,
+        control: Arc<dyn AddressControl>,
+        announcer: Arc<dyn Announcer>,
+        lifetime: Duration,
+        renew_every: Duration,
+    ) -> Result<Self, VipError> {
+        let lease = Some((lifetime, renew_every));
+        Self::build(vips, announce, control, announcer, false, lease)
+    }
+
+    /// The real thing: rtnetlink + AF_PACKET in the calling thread's network namespace,
+    /// VIPs bound without a lifetime. Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (frames).
     pub fn linux(vips: &[VipConfig], announce: &Announce) -> Result<Self, VipError> {
-        let control = Arc::new(netlink::NetlinkControl::connect()?);
-        let announcer = Arc::new(announce::PacketAnnouncer::new());
-        Self::build(vips, announce, control, announcer, true)
+        Self::linux_leased(vips, announce, &VipLease { lifetime_s: 0 })
     }
 
+    /// [`Self::linux`] with the kernel-enforced lease of `lease`: every VIP is bound with that
+    /// lifetime and renewed while held, so the kernel drops the VIPs of a dead or frozen
+    /// raftvip by itself.
+    pub fn linux_leased(
+        vips: &[VipConfig],
+        announce: &Announce,
+        lease: &VipLease,
+    ) -> Result<Self, VipError> {
+        let control = netlink::NetlinkControl::connect()?.with_lifetime(lease.lifetime_s);
+        let announcer = Arc::new(announce::PacketAnnouncer::new());
+        let lease = lease.lifetime().zip(lease.renew_every());
+        Self::build(vips, announce, Arc::new(control), announcer, true, lease)
+    }
+
+    /// `kernel_watch`: start the watchers (the kernel, not fakes). `lease`: (lifetime,
+    /// renewal period).
     fn build(
         vips: &[VipConfig],
         announce: &Announce,
         control: Arc<dyn AddressControl>,
         announcer: Arc<dyn Announcer>,
         kernel_watch: bool,
+        lease: Option<(Duration, Duration)>,
     ) -> Result<Self, VipError> {
         let slots = vips
             .iter()
@@ -393,6 +474,8 @@ impl Vips {
                     announcements_sent: 0,
                     re_adds: 0,
                     duplicates: 0,
+                    lease_until: None,
+                    lease_expiries: 0,
                     address_error: ErrorLog::default(),
                     announce_error: ErrorLog::default(),
                 })
@@ -406,16 +489,22 @@ impl Vips {
                 burst_interval: Duration::from_millis(announce.burst_interval_ms),
                 refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
                 kernel_watch,
-                state: Mutex::new(State { held: false, slots }),
+                lease,
+                state: Mutex::new(State {
+                    held: false,
+                    hold_until: None,
+                    slots,
+                }),
                 wake: Notify::new(),
             }),
         })
     }
 
     /// Hold or release every VIP. Idempotent and cheap when nothing changes (the supervisor
-    /// re-asserts on every loop). Holding binds, announces once at once, probes for another
-    /// holder and leaves the rest of the burst to the announce loop; releasing removes every
-    /// VIP first and logs afterwards.
+    /// re-asserts on every loop). Holding binds every VIP in one netlink batch, announces each
+    /// once at once, probes for another holder and leaves the rest of the burst to the
+    /// announce loop; releasing removes every VIP (one batch) before it logs anything. One
+    /// summary line per transition; the per-VIP detail is at debug.
     pub fn set_held(&self, hold: bool, reason: &str) {
         let inner = &self.inner;
         let mut state = inner.lock();
@@ -424,45 +513,67 @@ impl Vips {
         }
         state.held = hold;
         let now = Instant::now();
+        let all: Vec<usize> = (0..state.slots.len()).collect();
         if hold {
-            for slot in &mut state.slots {
-                if inner.bind(slot) {
-                    inner.start_burst(slot, now, true);
-                    transition(&slot.vip, "released", "held", reason);
+            let bound = inner.bind(&mut state.slots, &all);
+            inner.start_bursts(&mut state.slots, &bound, now, true);
+            for (i, slot) in state.slots.iter().enumerate() {
+                let to = if bound.contains(&i) {
+                    "held"
                 } else {
-                    transition(&slot.vip, "released", "held (not bound yet)", reason);
-                }
+                    "held (not bound yet)"
+                };
+                transition(&slot.vip, "released", to, reason);
             }
+            summary("held", state.slots.len(), bound.len(), reason);
         } else {
-            let mut released = Vec::with_capacity(state.slots.len());
             for slot in &mut state.slots {
                 slot.burst_left = 0;
                 slot.next_announce = None;
-                released.push(inner.unbind(slot));
             }
-            for (slot, ok) in state.slots.iter().zip(released) {
-                let to = if ok {
+            let removed = inner.unbind(&mut state.slots, &all);
+            for (i, slot) in state.slots.iter().enumerate() {
+                let to = if removed.contains(&i) {
                     "released"
                 } else {
                     "released (removal failed)"
                 };
                 transition(&slot.vip, "held", to, reason);
             }
+            summary("released", state.slots.len(), removed.len(), reason);
         }
         drop(state);
         inner.wake.notify_one();
     }
 
+    /// The fence deadline of the current hold (None: none known). Past it, renewals,
+    /// announcements and re-adds stop at once, even before the release itself: a box that
+    /// resumes from a freeze must not renew or announce a VIP its fence has already given up.
+    pub fn set_hold_until(&self, deadline: Option<Instant>) {
+        self.inner.lock().hold_until = deadline;
+    }
+
     /// Compares the kernel with the desired state and repairs it: a held VIP that vanished is
     /// re-added (counted, logged at warn once per disappearance) and announced again; a VIP
-    /// present while not held is removed.
+    /// present while not held is removed. One address dump per interface, one batch per
+    /// repair.
     pub fn reconcile(&self) {
         let inner = &self.inner;
         let mut state = inner.lock();
-        let held = state.held;
         let now = Instant::now();
-        for slot in &mut state.slots {
-            let present = match inner.control.is_bound(&slot.vip) {
+        let held = state.holding(now);
+        let present = {
+            let vips: Vec<&Vip> = state.slots.iter().map(|s| &s.vip).collect();
+            inner.control.bound_all(&vips)
+        };
+        // Found bound by someone else (or a crashed predecessor) while held: ours now.
+        let mut found = Vec::new();
+        let mut to_add = Vec::new();
+        let mut to_remove = Vec::new();
+        let mut vanished = Vec::new();
+        let mut expired = 0;
+        for (i, (slot, present)) in state.slots.iter_mut().zip(present).enumerate() {
+            let present = match present {
                 Ok(present) => present,
                 Err(e) => {
                     slot.address_error.set(&slot.vip, &e);
@@ -473,46 +584,75 @@ impl Vips {
                 (true, true) => {
                     slot.address_error.clear(&slot.vip);
                     if !slot.bound {
-                        // Someone (or a crashed predecessor) bound it: it is ours now.
                         slot.bound = true;
                         slot.held_since = Some(unix_ms());
-                        inner.start_burst(slot, now, true);
+                        found.push(i);
                     }
                 }
                 (true, false) => {
                     if slot.bound {
+                        if slot.lease_until.is_some_and(|until| until <= now) {
+                            // Not renewed in time while held: this thread was stalled.
+                            slot.lease_expiries += 1;
+                            expired += 1;
+                        }
+                        slot.lease_until = None;
                         slot.bound = false;
                         slot.lost = true;
                         slot.held_since = None;
                         slot.burst_left = 0;
                         slot.next_announce = None;
-                        tracing::warn!(
-                            vip = %slot.vip.addr,
-                            interface = %slot.vip.interface,
-                            "held VIP vanished from its interface; re-adding"
-                        );
+                        vanished.push(slot.vip.addr.to_string());
                     }
-                    if inner.bind(slot) {
-                        if slot.lost {
-                            slot.lost = false;
-                            slot.re_adds += 1;
-                            transition(&slot.vip, "vanished", "held", "re-added");
-                        } else {
-                            transition(&slot.vip, "held (not bound yet)", "held", "bound");
-                        }
-                        inner.start_burst(slot, now, true);
-                    }
+                    to_add.push(i);
                 }
-                (false, true) => {
-                    if inner.unbind(slot) {
-                        transition(&slot.vip, "present", "released", "not held by this node");
-                    }
-                }
+                (false, true) => to_remove.push(i),
                 (false, false) => {
                     slot.bound = false;
                     slot.address_error.clear(&slot.vip);
                 }
             }
+        }
+        if !vanished.is_empty() {
+            tracing::warn!(
+                count = vanished.len(),
+                lease_expired = expired,
+                vips = %abbreviate(&vanished),
+                "held VIPs vanished from their interface; re-adding"
+            );
+        }
+        let added = inner.bind(&mut state.slots, &to_add);
+        let mut re_added = 0;
+        for &i in &added {
+            let slot = &mut state.slots[i];
+            if slot.lost {
+                slot.lost = false;
+                slot.re_adds += 1;
+                re_added += 1;
+                transition(&slot.vip, "vanished", "held", "re-added");
+            } else {
+                transition(&slot.vip, "held (not bound yet)", "held", "bound");
+            }
+        }
+        let mut announce = found;
+        announce.extend_from_slice(&added);
+        inner.start_bursts(&mut state.slots, &announce, now, true);
+        let removed = inner.unbind(&mut state.slots, &to_remove);
+        for &i in &removed {
+            transition(
+                &state.slots[i].vip,
+                "present",
+                "released",
+                "not held by this node",
+            );
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::info!(
+                re_added,
+                bound = added.len() - re_added,
+                removed = removed.len(),
+                "VIPs repaired"
+            );
         }
         drop(state);
         inner.wake.notify_one();
@@ -526,7 +666,8 @@ impl Vips {
         let inner = &self.inner;
         let mut state = inner.lock();
         let held = state.held;
-        let slot = state.slots.iter_mut().find(|s| s.vip.addr.ip == ip)?;
+        let index = state.slots.iter().position(|s| s.vip.addr.ip == ip)?;
+        let slot = &mut state.slots[index];
         if !(held && slot.bound) {
             tracing::debug!(vip = %ip, %mac, "VIP claimed by its holder");
             return None;
@@ -545,8 +686,6 @@ impl Vips {
                 "another MAC claims a VIP this node holds; re-announcing"
             );
             slot.last_reburst = Some(now);
-            // No probe: the other box would answer it and provoke the next claim.
-            inner.start_burst(slot, now, false);
         } else {
             tracing::debug!(vip = %ip, %mac, "duplicate claim again");
         }
@@ -555,6 +694,10 @@ impl Vips {
             interface: slot.vip.interface.clone(),
             mac,
         };
+        if reburst {
+            // No probe: the other box would answer it and provoke the next claim.
+            inner.start_bursts(&mut state.slots, &[index], now, false);
+        }
         drop(state);
         inner.wake.notify_one();
         Some(event)
@@ -562,6 +705,7 @@ impl Vips {
 
     pub fn status(&self) -> Vec<VipStatus> {
         let state = self.inner.lock();
+        let now = Instant::now();
         state
             .slots
             .iter()
@@ -579,6 +723,11 @@ impl Vips {
                         .address_error
                         .message()
                         .or_else(|| slot.announce_error.message()),
+                    lease_remaining_ms: slot.lease_until.filter(|_| held).map(|until| {
+                        let left = until.saturating_duration_since(now);
+                        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+                    }),
+                    lease_expiries: slot.lease_expiries,
                 }
             })
             .collect()
@@ -597,6 +746,9 @@ impl Vips {
         };
         let _entered = runtime.enter();
         runtime.spawn(announce_loop(self.inner.clone(), cancel.clone()));
+        if let Some((_, every)) = self.inner.lease {
+            runtime.spawn(renew_loop(self.inner.clone(), every, cancel.clone()));
+        }
         if !self.inner.kernel_watch {
             return receiver;
         }
@@ -614,7 +766,13 @@ impl Vips {
 
         match netlink::AddressWatcher::subscribe() {
             Ok(watcher) => {
-                runtime.spawn(watch_loop(watcher, ips, events.clone(), cancel.clone()));
+                runtime.spawn(watch_loop(
+                    watcher,
+                    ips,
+                    self.inner.clone(),
+                    events.clone(),
+                    cancel.clone(),
+                ));
             }
             Err(e) => tracing::error!(
                 error = %e,
@@ -663,70 +821,118 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds the VIP; true when it is bound now.
-    fn bind(&self, slot: &mut Slot) -> bool {
-        match self.control.add(&slot.vip) {
-            Ok(()) => {
-                slot.address_error.clear(&slot.vip);
-                if !slot.bound {
-                    slot.bound = true;
-                    slot.held_since = Some(unix_ms());
+    /// Adds the VIPs `which` (one batch); returns those bound now.
+    fn bind(&self, slots: &mut [Slot], which: &[usize]) -> Vec<usize> {
+        if which.is_empty() {
+            return Vec::new();
+        }
+        // The kernel counts the lifetime from its handling of the request: from before the
+        // send is the safe side.
+        let sent = Instant::now();
+        let results = {
+            let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
+            self.control.add_all(&vips)
+        };
+        let mut bound = Vec::with_capacity(which.len());
+        for (&i, result) in which.iter().zip(results) {
+            let slot = &mut slots[i];
+            match result {
+                Ok(()) => {
+                    slot.address_error.clear(&slot.vip);
+                    if !slot.bound {
+                        slot.bound = true;
+                        slot.held_since = Some(unix_ms());
+                    }
+                    slot.lease_until = self.lease.map(|(lifetime, _)| sent + lifetime);
+                    bound.push(i);
                 }
-                true
-            }
-            Err(e) => {
-                slot.address_error.set(&slot.vip, &e);
-                false
+                Err(e) => slot.address_error.set(&slot.vip, &e),
             }
         }
+        bound
     }
 
-    /// Removes the VIP; true when it is gone. On failure it counts as still bound, so the
-    /// next reconcile tries again.
-    fn unbind(&self, slot: &mut Slot) -> bool {
-        match self.control.remove(&slot.vip) {
-            Ok(()) => {
-                slot.bound = false;
-                slot.lost = false;
-                slot.held_since = None;
-                slot.address_error.clear(&slot.vip);
-                true
-            }
-            Err(e) => {
-                slot.address_error.set(&slot.vip, &e);
-                false
+    /// Removes the VIPs `which` (one batch); returns those gone. A failed one counts as still
+    /// bound, so the next reconcile tries again.
+    fn unbind(&self, slots: &mut [Slot], which: &[usize]) -> Vec<usize> {
+        if which.is_empty() {
+            return Vec::new();
+        }
+        let results = {
+            let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
+            self.control.remove_all(&vips)
+        };
+        let mut removed = Vec::with_capacity(which.len());
+        for (&i, result) in which.iter().zip(results) {
+            let slot = &mut slots[i];
+            match result {
+                Ok(()) => {
+                    slot.bound = false;
+                    slot.lost = false;
+                    slot.held_since = None;
+                    slot.lease_until = None;
+                    slot.address_error.clear(&slot.vip);
+                    removed.push(i);
+                }
+                Err(e) => slot.address_error.set(&slot.vip, &e),
             }
         }
+        removed
     }
 
-    /// First frame now, the other `burst_count - 1` from the announce loop.
-    fn start_burst(&self, slot: &mut Slot, now: Instant, probe: bool) {
-        self.announce_now(slot);
-        slot.burst_left = self.burst_count.saturating_sub(1);
-        self.schedule(slot, now);
+    /// First frame now for every VIP in `which` (one batch: the segment learns of all of them
+    /// within a millisecond or two), the other `burst_count - 1` from the announce loop.
+    fn start_bursts(&self, slots: &mut [Slot], which: &[usize], now: Instant, probe: bool) {
+        if which.is_empty() {
+            return;
+        }
+        self.announce_now(slots, which);
+        let count = slots.len();
+        for &i in which {
+            let slot = &mut slots[i];
+            slot.burst_left = self.burst_count.saturating_sub(1);
+            self.schedule(slot, now, phase(self.refresh, i, count));
+        }
         if probe {
-            match self.announcer.probe(&slot.vip) {
-                Ok(()) => slot.announce_error.clear(&slot.vip),
+            let results = {
+                let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
+                self.announcer.probe_all(&vips)
+            };
+            for (&i, result) in which.iter().zip(results) {
+                let slot = &mut slots[i];
+                match result {
+                    Ok(()) => slot.announce_error.clear(&slot.vip),
+                    Err(e) => slot.announce_error.set(&slot.vip, &e),
+                }
+            }
+        }
+    }
+
+    fn announce_now(&self, slots: &mut [Slot], which: &[usize]) {
+        let results = {
+            let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
+            self.announcer.announce_all(&vips)
+        };
+        for (&i, result) in which.iter().zip(results) {
+            let slot = &mut slots[i];
+            match result {
+                Ok(()) => {
+                    slot.announcements_sent += 1;
+                    slot.announce_error.clear(&slot.vip);
+                }
                 Err(e) => slot.announce_error.set(&slot.vip, &e),
             }
         }
     }
 
-    fn announce_now(&self, slot: &mut Slot) {
-        match self.announcer.announce(&slot.vip) {
-            Ok(()) => {
-                slot.announcements_sent += 1;
-                slot.announce_error.clear(&slot.vip);
-            }
-            Err(e) => slot.announce_error.set(&slot.vip, &e),
-        }
-    }
-
-    fn schedule(&self, slot: &mut Slot, now: Instant) {
+    /// The next frame: the burst's next, else the refresh. `phase` delays the first refresh
+    /// after a burst, so VIPs taken over together refresh spread across the period instead
+    /// of all at once.
+    fn schedule(&self, slot: &mut Slot, now: Instant, phase: Duration) {
         slot.next_announce = if slot.burst_left > 0 {
             Some(now + self.burst_interval)
         } else {
-            self.refresh.map(|refresh| now + refresh)
+            self.refresh.map(|refresh| now + refresh + phase)
         };
     }
 
@@ -738,26 +944,96 @@ impl Inner {
             .min()
     }
 
-    /// Sends the burst and refresh frames that are due.
+    /// True while `ip` is held and bound by us.
+    fn holds_bound(&self, ip: IpAddr) -> bool {
+        let state = self.lock();
+        state.held && state.slots.iter().any(|s| s.vip.addr.ip == ip && s.bound)
+    }
+
+    /// Renews the lifetime of every bound VIP while held (one batch of replacing adds).
+    fn renew_leases(&self) {
+        let mut state = self.lock();
+        if !state.holding(Instant::now()) {
+            return;
+        }
+        let bound: Vec<usize> = (0..state.slots.len())
+            .filter(|&i| state.slots[i].bound)
+            .collect();
+        self.bind(&mut state.slots, &bound);
+    }
+
+    /// Sends the burst and refresh frames that are due (one batch).
     fn announce_due(&self, now: Instant) {
         let mut state = self.lock();
-        let held = state.held;
-        for slot in &mut state.slots {
-            let Some(due) = slot.next_announce else {
-                continue;
-            };
-            if due > now {
+        let held = state.holding(now);
+        let mut due = Vec::new();
+        for (i, slot) in state.slots.iter_mut().enumerate() {
+            if slot.next_announce.is_none_or(|at| at > now) {
                 continue;
             }
-            if !(held && slot.bound) {
+            if held && slot.bound {
+                due.push(i);
+            } else {
                 slot.next_announce = None;
                 slot.burst_left = 0;
-                continue;
             }
-            self.announce_now(slot);
-            slot.burst_left = slot.burst_left.saturating_sub(1);
-            self.schedule(slot, now);
         }
+        if due.is_empty() {
+            return;
+        }
+        self.announce_now(&mut state.slots, &due);
+        let count = state.slots.len();
+        for &i in &due {
+            let slot = &mut state.slots[i];
+            // The last burst frame hands over to the refresh at this VIP's phase; later
+            // refreshes keep it.
+            let phase = if slot.burst_left > 0 {
+                phase(self.refresh, i, count)
+            } else {
+                Duration::ZERO
+            };
+            slot.burst_left = slot.burst_left.saturating_sub(1);
+            self.schedule(slot, now, phase);
+        }
+        tracing::debug!(vips = due.len(), "announced");
+    }
+}
+
+/// VIP `index` of `count` refreshes `index / count` of the way into the refresh period.
+fn phase(refresh: Option<Duration>, index: usize, count: usize) -> Duration {
+    match refresh {
+        Some(refresh) if count > 1 => refresh.mul_f64(index as f64 / count as f64),
+        _ => Duration::ZERO,
+    }
+}
+
+/// The first few items and how many more, for one log line about many VIPs.
+fn abbreviate(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
+}
+
+/// The one line a hold or release writes, however many VIPs there are.
+fn summary(to: &str, total: usize, done: usize, reason: &str) {
+    if done == total {
+        tracing::info!(vips = total, reason, "VIPs {to}");
+    } else {
+        tracing::warn!(
+            vips = total,
+            ok = done,
+            failed = total - done,
+            reason,
+            "VIPs {to}, some failed (see the VIP errors)"
+        );
     }
 }
 
@@ -779,10 +1055,26 @@ async fn announce_loop(inner: Arc<Inner>, cancel: CancellationToken) {
     }
 }
 
-/// Forwards kernel address events that concern our VIPs.
+/// Renews the lease of every held VIP every `every`, until cancelled.
+async fn renew_loop(inner: Arc<Inner>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => inner.renew_leases(),
+        }
+    }
+}
+
+/// Forwards kernel address events that concern our VIPs, except a VIP appearing that we
+/// hold and have bound: that is our own bind or lease renewal (several a second), no news.
+/// (The kernel stamps IPv4 events with the requester's port but IPv6 ones with 0, so the
+/// sender cannot tell ours from others'.)
 async fn watch_loop(
     mut watcher: netlink::AddressWatcher,
     ips: HashSet<IpAddr>,
+    inner: Arc<Inner>,
     events: mpsc::Sender<VipEvent>,
     cancel: CancellationToken,
 ) {
@@ -800,6 +1092,9 @@ async fn watch_loop(
         };
         for event in batch {
             let event = match event {
+                netlink::AddressEvent::Changed {
+                    ip, present: true, ..
+                } if inner.holds_bound(ip) => continue,
                 netlink::AddressEvent::Changed {
                     ip,
                     ifindex,

@@ -11,16 +11,18 @@
 //! by someone else (networkd, NetworkManager, an operator) is noticed at once rather than at
 //! the next periodic check.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
 
 use neli::consts::nl::{NlmF, NlmsgerrAttr};
 use neli::consts::rtnl::{Ifa, IfaF, RtAddrFamily, RtScope, Rtm};
 use neli::consts::socket::NlFamily;
 use neli::err::{RouterError, SocketError};
 use neli::nl::{NlPayload, Nlmsghdr};
-use neli::router::synchronous::NlRouter;
+use neli::router::synchronous::{NlRouter, NlRouterReceiverHandle};
 use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, RtattrBuilder};
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
@@ -37,6 +39,11 @@ const MAX_LABEL_LEN: usize = 15;
 /// reader thread for it). Needs CAP_NET_ADMIN for add and remove.
 pub struct NetlinkControl {
     router: NlRouter,
+    /// Valid and preferred lifetime (seconds) given to every add; None: permanent.
+    lifetime_s: Option<u32>,
+    /// The interface index each VIP was bound on: removal goes there even if the interface
+    /// was renamed since (a std Mutex: held for a map update only).
+    bound_on: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl std::fmt::Debug for NetlinkControl {
@@ -46,6 +53,9 @@ impl std::fmt::Debug for NetlinkControl {
             .finish()
     }
 }
+
+/// A request sent, its answer not read yet (or why it could not be sent).
+type Pending = Result<NlRouterReceiverHandle<Rtm, Ifaddrmsg>, String>;
 
 /// What the kernel answered to one request, before it is tied to an operation.
 enum Answer {
@@ -70,7 +80,19 @@ impl NetlinkControl {
         router
             .enable_strict_checking(true)
             .map_err(|e| open(e.to_string()))?;
-        Ok(Self { router })
+        Ok(Self {
+            router,
+            lifetime_s: None,
+            bound_on: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Every add binds with this valid and preferred lifetime (0: permanent) and replaces an
+    /// existing address, so adding again renews the lease: the kernel drops a VIP nobody
+    /// renews (issue 8: a dead or frozen holder must not keep it).
+    pub fn with_lifetime(mut self, lifetime_s: u32) -> Self {
+        self.lifetime_s = (lifetime_s > 0).then_some(lifetime_s);
+        self
     }
 
     fn header(vip: &Vip, ifindex: u32, flags: IfaF) -> IfaddrmsgBuilder {
@@ -82,15 +104,20 @@ impl NetlinkControl {
             .ifa_index(ifindex)
     }
 
-    /// Sends one request with ACK and reads the answer.
-    fn request(&self, kind: Rtm, flags: NlmF, msg: Ifaddrmsg) -> Answer {
-        let answers = match self.router.send::<_, _, Rtm, Ifaddrmsg>(
-            kind,
-            flags | NlmF::ACK,
-            NlPayload::Payload(msg),
-        ) {
+    /// Sends one request with ACK without waiting for the answer: neli's router matches the
+    /// kernel's answers to requests by sequence number, so many requests can be in flight and
+    /// a batch costs one round trip instead of one per VIP.
+    fn submit(&self, kind: Rtm, flags: NlmF, msg: Ifaddrmsg) -> Pending {
+        self.router
+            .send::<_, _, Rtm, Ifaddrmsg>(kind, flags | NlmF::ACK, NlPayload::Payload(msg))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits for the answer to a submitted request.
+    fn answer(pending: Pending) -> Answer {
+        let answers = match pending {
             Ok(answers) => answers,
-            Err(e) => return Answer::Other(e.to_string()),
+            Err(e) => return Answer::Other(e),
         };
         for answer in answers {
             match answer {
@@ -168,74 +195,224 @@ impl NetlinkControl {
     }
 }
 
-impl AddressControl for NetlinkControl {
-    fn add(&self, vip: &Vip) -> Result<(), VipError> {
-        let fail = |cause| VipError::Add {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
-        };
-        let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
+impl NetlinkControl {
+    /// RTM_NEWADDR for `vip` on `ifindex`, with IFA_CACHEINFO when a lifetime is set.
+    fn add_message(&self, vip: &Vip, ifindex: u32) -> Result<Ifaddrmsg, Cause> {
         // NODAD: otherwise an IPv6 VIP stays "tentative" for ~2 s and HAProxy cannot use it;
         // duplicates are looked for by our own probe instead.
         let flags = match vip.addr.ip {
             IpAddr::V4(_) => IfaF::empty(),
             IpAddr::V6(_) => IfaF::NODAD,
         };
-        let msg = Self::header(vip, ifindex, flags)
-            .rtattrs(Self::attrs(vip, true).map_err(fail)?)
-            .build()
-            .map_err(|e| fail(Cause::Netlink(e.to_string())))?;
-        // EXCL + "EEXIST is success" rather than REPLACE: an existing VIP is left untouched.
-        match self.request(Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, msg) {
-            Answer::Done => Ok(()),
-            Answer::Errno(libc::EEXIST, _) => Ok(()),
-            Answer::Errno(errno, detail) => Err(fail(errno_cause(
-                errno,
-                detail,
-                &vip.interface,
-                "CAP_NET_ADMIN",
-            ))),
-            Answer::Other(e) => Err(fail(Cause::Netlink(e))),
+        let mut attrs = Self::attrs(vip, true)?;
+        if let Some(lifetime) = self.lifetime_s {
+            // struct ifa_cacheinfo: preferred, valid (seconds), cstamp, tstamp (set by the
+            // kernel), native endian.
+            let mut info = [0u8; 16];
+            info[0..4].copy_from_slice(&lifetime.to_ne_bytes());
+            info[4..8].copy_from_slice(&lifetime.to_ne_bytes());
+            attrs.push(
+                RtattrBuilder::default()
+                    .rta_type(Ifa::Cacheinfo)
+                    .rta_payload(&info[..])
+                    .build()
+                    .map_err(|e| Cause::Netlink(e.to_string()))?,
+            );
         }
+        Self::header(vip, ifindex, flags)
+            .rtattrs(attrs)
+            .build()
+            .map_err(|e| Cause::Netlink(e.to_string()))
+    }
+
+    /// RTM_DELADDR for `vip` on `ifindex`.
+    fn remove_message(vip: &Vip, ifindex: u32) -> Result<Ifaddrmsg, Cause> {
+        Self::header(vip, ifindex, IfaF::empty())
+            .rtattrs(Self::attrs(vip, false)?)
+            .build()
+            .map_err(|e| Cause::Netlink(e.to_string()))
+    }
+
+    /// Sends the requests `messages` makes for each VIP (none: nothing to do), all before
+    /// reading any answer, and maps the answers, one result per VIP: `benign` is the errno
+    /// that means "already so" (EEXIST for add, EADDRNOTAVAIL for remove).
+    fn batch(
+        &self,
+        vips: &[&Vip],
+        kind: Rtm,
+        flags: NlmF,
+        mut messages: impl FnMut(&Vip) -> Result<Vec<Ifaddrmsg>, Cause>,
+        benign: i32,
+    ) -> Vec<Result<(), Cause>> {
+        let pending: Vec<Result<Vec<Pending>, Cause>> = vips
+            .iter()
+            .map(|vip| {
+                Ok(messages(vip)?
+                    .into_iter()
+                    .map(|msg| self.submit(kind, flags, msg))
+                    .collect())
+            })
+            .collect();
+        pending
+            .into_iter()
+            .zip(vips)
+            .map(|(pending, vip)| {
+                for pending in pending? {
+                    match Self::answer(pending) {
+                        Answer::Done => {}
+                        Answer::Errno(errno, _) if errno == benign => {}
+                        Answer::Errno(errno, detail) => {
+                            return Err(errno_cause(errno, detail, &vip.interface, "CAP_NET_ADMIN"))
+                        }
+                        Answer::Other(e) => return Err(Cause::Netlink(e)),
+                    }
+                }
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// The interface index `vip` was bound on by this control, else its interface's now.
+    fn bound_index(&self, vip: &Vip) -> Result<u32, Cause> {
+        let bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        match bound_on.get(&vip.addr.ip) {
+            Some(&index) => Ok(index),
+            None => packet::ifindex(&vip.interface),
+        }
+    }
+}
+
+impl AddressControl for NetlinkControl {
+    fn add(&self, vip: &Vip) -> Result<(), VipError> {
+        self.add_all(&[vip]).pop().unwrap_or(Ok(()))
     }
 
     fn remove(&self, vip: &Vip) -> Result<(), VipError> {
-        let fail = |cause| VipError::Remove {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
-        };
-        let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
-        let msg = Self::header(vip, ifindex, IfaF::empty())
-            .rtattrs(Self::attrs(vip, false).map_err(fail)?)
-            .build()
-            .map_err(|e| fail(Cause::Netlink(e.to_string())))?;
-        match self.request(Rtm::Deladdr, NlmF::empty(), msg) {
-            Answer::Done => Ok(()),
-            // Absent (with this prefix length): already released.
-            Answer::Errno(libc::EADDRNOTAVAIL, _) => Ok(()),
-            Answer::Errno(errno, detail) => Err(fail(errno_cause(
-                errno,
-                detail,
-                &vip.interface,
-                "CAP_NET_ADMIN",
-            ))),
-            Answer::Other(e) => Err(fail(Cause::Netlink(e))),
-        }
+        self.remove_all(&[vip]).pop().unwrap_or(Ok(()))
     }
 
     fn is_bound(&self, vip: &Vip) -> Result<bool, VipError> {
-        let fail = |cause| VipError::Check {
-            vip: vip.addr,
-            interface: vip.interface.clone(),
-            cause,
+        self.bound_all(&[vip]).pop().unwrap_or(Ok(false))
+    }
+
+    /// Without a lifetime: EXCL + "EEXIST is success", an existing VIP is left untouched.
+    /// With one: REPLACE, so the add renews the lifetime of a present VIP.
+    fn add_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        let flags = match self.lifetime_s {
+            None => NlmF::CREATE | NlmF::EXCL,
+            Some(_) => NlmF::CREATE | NlmF::REPLACE,
         };
-        let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
-        let found = self.dump(vip, ifindex).map_err(fail)?;
-        Ok(found
-            .iter()
-            .any(|&(ip, prefix)| ip == vip.addr.ip && prefix == vip.addr.prefix_len))
+        let mut ifindexes: HashMap<String, u32> = HashMap::new();
+        let mut used: Vec<Option<u32>> = Vec::with_capacity(vips.len());
+        let results = self.batch(
+            vips,
+            Rtm::Newaddr,
+            flags,
+            |vip| {
+                let ifindex = match ifindexes.get(&vip.interface) {
+                    Some(&index) => index,
+                    None => {
+                        let index = packet::ifindex(&vip.interface);
+                        let index = index.inspect_err(|_| used.push(None))?;
+                        ifindexes.insert(vip.interface.clone(), index);
+                        index
+                    }
+                };
+                used.push(Some(ifindex));
+                Ok(vec![self.add_message(vip, ifindex)?])
+            },
+            libc::EEXIST,
+        );
+        let mut bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        vips.iter()
+            .zip(results)
+            .zip(used)
+            .map(|((vip, result), ifindex)| {
+                if let (Ok(()), Some(ifindex)) = (&result, ifindex) {
+                    bound_on.insert(vip.addr.ip, ifindex);
+                }
+                result.map_err(|cause| VipError::Add {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes the address whatever its prefix length (a VIP left with another one, e.g. by
+    /// an operator or an older config, is found too), on the interface index it was bound on.
+    /// Absent counts as already released. One dump per interface and family.
+    fn remove_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        let mut dumps: HashMap<(u32, bool), Vec<(IpAddr, u8)>> = HashMap::new();
+        let results = self.batch(
+            vips,
+            Rtm::Deladdr,
+            NlmF::empty(),
+            |vip| {
+                let ifindex = self.bound_index(vip)?;
+                let key = (ifindex, vip.addr.ip.is_ipv4());
+                let found = match dumps.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(self.dump(vip, ifindex)?)
+                    }
+                };
+                found
+                    .iter()
+                    .filter(|(ip, _)| *ip == vip.addr.ip)
+                    .map(|&(_, prefix_len)| {
+                        let mut exact = vip.clone();
+                        exact.addr.prefix_len = prefix_len;
+                        Self::remove_message(&exact, ifindex)
+                    })
+                    .collect()
+            },
+            libc::EADDRNOTAVAIL,
+        );
+        let mut bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        vips.iter()
+            .zip(results)
+            .map(|(vip, result)| {
+                if result.is_ok() {
+                    bound_on.remove(&vip.addr.ip);
+                }
+                result.map_err(|cause| VipError::Remove {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                })
+            })
+            .collect()
+    }
+
+    /// One address dump per interface and family, however many VIPs share them.
+    fn bound_all(&self, vips: &[&Vip]) -> Vec<Result<bool, VipError>> {
+        // Cause is not Clone: a failed dump is shared as text by the VIPs it concerns.
+        // Addresses only, whatever their prefix length: a VIP left as /24 is still this VIP.
+        type Found = Result<HashSet<IpAddr>, String>;
+        let mut dumps: HashMap<(u32, bool), Found> = HashMap::new();
+        vips.iter()
+            .map(|vip| {
+                let fail = |cause| VipError::Check {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                };
+                let ifindex = packet::ifindex(&vip.interface).map_err(fail)?;
+                let found = dumps
+                    .entry((ifindex, vip.addr.ip.is_ipv4()))
+                    .or_insert_with(|| {
+                        self.dump(vip, ifindex)
+                            .map(|found| found.into_iter().map(|(ip, _)| ip).collect())
+                            .map_err(|cause| cause.to_string())
+                    });
+                match found {
+                    Ok(found) => Ok(found.contains(&vip.addr.ip)),
+                    Err(cause) => Err(fail(Cause::Netlink(cause.clone()))),
+                }
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Many VIPs (issue 13): does a cluster with hundreds of VIPs settle and stay settled, how fast
+# does box loss move all of them, and what do they cost the holder at idle? On the netns bed
+# (integration/netns/lib.sh) with real HAProxy and default timing:
+#
+#                         namespace $BED_ID-br
+#              +---------------------------------------------------+
+#              |                       br0                         |
+#              |   box1      box2    ...   boxN           client   |
+#              +----|---------|-------------|---------------|------+
+#                 eth0      eth0          eth0            eth0
+#              192.0.2.11   .12           .1N          192.0.2.50 (+ route 198.51.100.0/24)
+#              VIPs: 192.0.2.100, 2001:db8::100 and BED_EXTRA_VIPS more, 198.51.100.1 upward
+#
+# For each box count and VIP count (the issue's table method): start every box, read `term`
+# from box1's status at 3, 6, 10, 15 and 20 s, then count leader changes (term moves) for the
+# stable period. With -s both cores are kept busy by two bounded busy loops meanwhile. For
+# the largest VIP count it then takes the holder off the segment (link down) and reports when
+# the client first reaches the first and the last VIP again (a TCP connect to port 81: a RST
+# from the new holder means "reachable"), and it reports the holder's idle CPU (utime + stime
+# over 10 s from /proc) for every VIP count.
+#
+# Everything it creates belongs to the bed and is removed by lib.sh's cleanup trap.
+set -euo pipefail
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+
+BOXES="3 5"
+# Total VIPs per box; the bed always has 2 (192.0.2.100 and 2001:db8::100), so 1 means "the
+# bed's two" and N > 2 adds N - 2 IPv4 VIPs.
+VIP_COUNTS="1 10 50 200"
+STABLE_S=120
+SATURATE=0
+IDLE_S=10
+OUT=""
+
+usage() {
+    cat <<EOF
+Usage: $0 [options]
+
+  -b "3 5"            box counts (default "$BOXES")
+  -v "1 10 50 200"    VIP counts (default "$VIP_COUNTS")
+  -t SECONDS          stable period after settling, leader changes counted (default $STABLE_S)
+  -s                  saturate both cores with two busy loops while measuring (bounded)
+  -o FILE             also append the result lines to FILE
+Needs root, ip, nft, haproxy, python3 and target/release/raftvip (or RAFTVIP=...).
+EOF
+}
+
+while getopts "b:v:t:so:h" opt; do
+    case $opt in
+        b) BOXES=$OPTARG ;;
+        v) VIP_COUNTS=$OPTARG ;;
+        t) STABLE_S=$OPTARG ;;
+        s) SATURATE=1 ;;
+        o) OUT=$OPTARG ;;
+        h) usage; exit 0 ;;
+        *) usage >&2; exit 1 ;;
+    esac
+done
+
+say() {
+    printf '%s\n' "$*"
+    [[ -z $OUT ]] || printf '%s\n' "$*" >>"$OUT"
+}
+
+# Busy loops for -s, each bounded by the whole measurement's length.
+BUSY_PIDS=()
+saturate_start() {
+    local seconds=$1
+    for _ in 1 2; do
+        timeout "$seconds" bash -c 'while :; do :; done' &
+        BUSY_PIDS+=($!)
+    done
+}
+saturate_stop() {
+    local pid
+    for pid in "${BUSY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    BUSY_PIDS=()
+}
+
+# cpu_ticks PID: utime + stime in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# First time (epoch ms) after FROM_MS at which the client reaches each target; one line each.
+reach_times() {
+    local from=$1; shift
+    bed_exec client python3 - "$from" "$@" <<'PY'
+import errno, select, socket, sys, time
+start = int(sys.argv[1]); targets = sys.argv[2:]
+first = {}
+deadline = time.time() + 5
+while len(first) < len(targets) and time.time() < deadline:
+    socks = {}
+    for t in targets:
+        if t in first:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((t, 81))
+        socks[s] = t
+    end = time.time() + 0.003
+    while socks and time.time() < end:
+        _, w, _ = select.select([], list(socks), [], max(0, end - time.time()))
+        for s in w:
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err in (0, errno.ECONNREFUSED):
+                first.setdefault(socks[s], int(time.time() * 1000))
+            s.close(); del socks[s]
+    for s in socks:
+        s.close()
+for t in targets:
+    print(t, first.get(t, -1) - start if t in first else -1)
+PY
+}
+
+one_config() {
+    local nboxes=$1 vips=$2 extra b t0 terms=() at term0 term1 leader h n pid c0 c1 cpu fault
+    extra=$((vips > 2 ? vips - 2 : 0))
+    (
+        export BED_EXTRA_VIPS=$extra
+        # shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
+        source "$REPO/integration/netns/lib.sh"
+        bed_create "$nboxes" 2>/dev/null
+        ((SATURATE)) && saturate_start $((STABLE_S + 60))
+        for b in $(seq 1 "$nboxes"); do bed_start_haproxy "$b"; done
+        for b in $(seq 1 "$nboxes"); do bed_start_raftvip "$b"; done
+        t0=$(bed_now_ms)
+        for at in 3 6 10 15 20; do
+            while (($(bed_now_ms) < t0 + at * 1000)); do sleep 0.05; done
+            terms+=("$(bed_status 1 term 2>/dev/null || echo '?')")
+        done
+        term0=$(bed_status 1 term)
+        leader=$(bed_status 1 leader_id)
+        sleep "$STABLE_S"
+        term1=$(bed_status 1 term)
+        ((SATURATE)) && saturate_stop
+        h=$(bed_leader)
+        pid=$(cat "$(bed_boxdir "$h")/raftvip.pid")
+        c0=$(cpu_ticks "$pid"); sleep "$IDLE_S"; c1=$(cpu_ticks "$pid")
+        cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$IDLE_S" 'BEGIN { printf "%.2f", 100 * d / hz / s }')
+        say "boxes=$nboxes vips=$vips saturated=$SATURATE term@3,6,10,15,20s=${terms[*]} leader=$leader" \
+            "term_changes_in_${STABLE_S}s=$((term1 - term0)) holder=box$h held_extra=$(bed_extra_held "$h")" \
+            "holder_idle_cpu=${cpu}% load=$(cut -d' ' -f1-3 /proc/loadavg)"
+        if ((extra >= 2)); then
+            # Neighbour entries for the first and last VIP on the client, then lose the holder.
+            reach_times "$(bed_now_ms)" "$(bed_extra_vip 1)" "$(bed_extra_vip "$extra")" >/dev/null
+            fault=$(bed_now_ms)
+            bed_link_down "$h"
+            mapfile -t lines < <(reach_times "$fault" "$(bed_extra_vip 1)" "$(bed_extra_vip "$extra")")
+            n=$(bed_leader | grep -vx "$h" || echo '?')
+            say "boxes=$nboxes vips=$vips saturated=$SATURATE box_loss box$h->box$n" \
+                "first_vip_reachable_ms=${lines[0]#* } last_vip_reachable_ms=${lines[1]#* }"
+        fi
+    )
+}
+
+[[ $EUID -eq 0 ]] || { echo "$0: must run as root" >&2; exit 1; }
+say "# bench-many-vips $(date -u +%FT%TZ) raftvip=$(git -C "$REPO" rev-parse --short HEAD) stable=${STABLE_S}s saturate=$SATURATE"
+for boxes in $BOXES; do
+    for vips in $VIP_COUNTS; do
+        # A bed that fails to start (a slow backend on a loaded box) costs one line, not the run.
+        one_config "$boxes" "$vips" || say "boxes=$boxes vips=$vips: the bed failed (exit $?)"
+    done
+done

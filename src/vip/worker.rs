@@ -1,0 +1,186 @@
+//! The VIP thread: all VIP work runs on its own OS thread and runtime, never on the one that
+//! carries Raft.
+//!
+//! The daemon runs on a single-threaded runtime (cheapest at idle). Binding, announcing and
+//! probing hundreds of VIPs there took long enough that the leader missed its own heartbeat
+//! acknowledgements and fenced itself (issue 13: with 40+ VIPs a cluster never settled). So
+//! the supervisor only *states* what it wants — `set_held` records the desired
+//! state and returns at once — and this thread carries it out, together with the announce
+//! loop, the address watcher and the duplicate listener. A newer wish replaces an older one
+//! not yet started (hold → release → hold collapses to the last), and a release is never
+//! queued behind announcements: the thread checks for it between batches.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{VipEvent, Vips};
+use crate::status::VipStatus;
+
+/// What the supervisor last asked for; `generation` counts the hold/release requests.
+#[derive(Debug, Clone, Default)]
+struct Desired {
+    hold: bool,
+    reason: String,
+    generation: u64,
+    /// The fence deadline of the hold: this thread releases at it by itself.
+    until: Option<Instant>,
+}
+
+/// The supervisor's handle on the VIP thread.
+pub struct VipWorker {
+    vips: Vips,
+    desired: watch::Sender<Desired>,
+    reconcile: Arc<Notify>,
+    /// The last generation carried out, for [`VipWorker::wait_applied`].
+    applied: Arc<(Mutex<u64>, Condvar)>,
+}
+
+impl VipWorker {
+    /// Starts the thread `raftvip-vips` (in the caller's network namespace: a new thread
+    /// inherits it) with the background tasks of `vips`, until `cancel`. Returns the handle
+    /// and the VIP events for the supervisor.
+    pub fn spawn(
+        vips: Vips,
+        cancel: CancellationToken,
+    ) -> std::io::Result<(Self, mpsc::Receiver<VipEvent>)> {
+        let (desired, desired_rx) = watch::channel(Desired::default());
+        let reconcile = Arc::new(Notify::new());
+        let applied = Arc::new((Mutex::new(0), Condvar::new()));
+        let (started, start) = std::sync::mpsc::sync_channel(1);
+        let thread = Thread {
+            vips: vips.clone(),
+            desired: desired_rx,
+            reconcile: reconcile.clone(),
+            applied: applied.clone(),
+        };
+        std::thread::Builder::new()
+            .name("raftvip-vips".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let events = thread.vips.spawn_background(cancel.clone());
+                    let _ = started.send(Ok(events));
+                    thread.serve(cancel).await;
+                });
+            })?;
+        let events = start
+            .recv()
+            .map_err(|_| std::io::Error::other("the VIP thread stopped while starting"))??;
+        Ok((
+            Self {
+                vips,
+                desired,
+                reconcile,
+                applied,
+            },
+            events,
+        ))
+    }
+
+    /// Waits (at most `limit`) until the VIP thread has carried out the last
+    /// `set_held`; false on timeout. For the exit path, which must not return
+    /// before the VIPs are gone.
+    pub fn wait_applied(&self, limit: Duration) -> bool {
+        let wanted = self.desired.borrow().generation;
+        let (lock, changed) = &*self.applied;
+        let done = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, _) = changed
+            .wait_timeout_while(done, limit, |done| *done < wanted)
+            .unwrap_or_else(|p| p.into_inner());
+        *done >= wanted
+    }
+}
+
+impl crate::supervisor::VipHolder for VipWorker {
+    fn set_held(&self, hold: bool, reason: &str) {
+        self.desired.send_modify(|d| {
+            d.hold = hold;
+            d.reason = reason.to_owned();
+            d.generation += 1;
+        });
+    }
+    fn hold_until(&self, deadline: Option<Instant>) {
+        self.desired.send_if_modified(|d| {
+            let changed = d.until != deadline;
+            d.until = deadline;
+            changed
+        });
+    }
+    fn reconcile(&self) {
+        self.reconcile.notify_one();
+    }
+    fn status(&self) -> Vec<VipStatus> {
+        self.vips.status()
+    }
+    fn wait_applied(&self, limit: Duration) -> bool {
+        VipWorker::wait_applied(self, limit)
+    }
+}
+
+/// The thread's side.
+struct Thread {
+    vips: Vips,
+    desired: watch::Receiver<Desired>,
+    reconcile: Arc<Notify>,
+    applied: Arc<(Mutex<u64>, Condvar)>,
+}
+
+impl Thread {
+    async fn serve(mut self, cancel: CancellationToken) {
+        // The fence runs here too, on this thread's own clock: a busy Raft thread cannot
+        // delay the release past the deadline the supervisor last gave.
+        let mut fenced_at: Option<Instant> = None;
+        loop {
+            let (hold, until) = {
+                let d = self.desired.borrow();
+                (d.hold, d.until)
+            };
+            let fence = async {
+                match until.filter(|_| hold && fenced_at != until) {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                // A change of hold first: a release must not wait behind a reconcile.
+                biased;
+                changed = self.desired.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let desired = self.desired.borrow_and_update().clone();
+                    self.vips.set_hold_until(desired.until);
+                    let past = desired.until.is_some_and(|at| Instant::now() >= at);
+                    let reason = if desired.hold && past {
+                        "fence deadline passed"
+                    } else {
+                        desired.reason.as_str()
+                    };
+                    self.vips.set_held(desired.hold && !past, reason);
+                    fenced_at = None;
+                    let (lock, changed) = &*self.applied;
+                    *lock.lock().unwrap_or_else(|p| p.into_inner()) = desired.generation;
+                    changed.notify_all();
+                }
+                _ = fence => {
+                    fenced_at = until;
+                    self.vips.set_held(false, "fence deadline passed (VIP thread)");
+                }
+                _ = self.reconcile.notified() => self.vips.reconcile(),
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+}
