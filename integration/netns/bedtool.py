@@ -129,10 +129,16 @@ def parse_monitor(path, vip, precise=False):
 
 
 def events(vip, specs, precise=False):
+    """Changes of who holds VIP, in time order. A lease renewal (the kernel reports a
+    replaced address as added again) is not a change, nor is a delete of an absent one."""
     evs = []
     for spec in specs:
         box, _, path = spec.partition("=")
-        evs.extend((t, box, added) for t, added in parse_monitor(path, vip, precise))
+        held = False
+        for t, added in parse_monitor(path, vip, precise):
+            if added != held:
+                evs.append((t, box, added))
+                held = added
     evs.sort(key=lambda e: e[0])
     return evs
 

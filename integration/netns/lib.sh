@@ -344,6 +344,8 @@ bed_write_config() {
         echo "data_dir = \"$dir/data-$cl\""
         echo "secret_file = \"$BED_DIR/secret-$cl\""
         [[ -n ${BED_WITNESS[$box]:-} ]] && echo 'role = "witness"'
+        # A one- or two-box bed survives no member loss: say so, or check-config refuses it.
+        (($(wc -w <<<"$(bed_boxes "$cl")") >= 3)) || echo 'accept_no_failover = true'
         for b in $(bed_boxes "$cl"); do
             printf '[[peer]]\nid = %s\naddress = "%s:%s"\n' "$(bed_node_id "$b")" "$(bed_addr4 "$b")" "$port"
             [[ -z ${BED_WITNESS[$b]:-} ]] || echo 'role = "witness"'

@@ -555,6 +555,7 @@ scn_stale_vip_bad_store() {
     ! box_has_vip 1 "$(bed_vip4)" || fail "the stale IPv4 VIP is still bound after the failed start"
     ! box_has_vip 1 "$(bed_vip6)" || fail "the stale IPv6 VIP is still bound after the failed start"
     grep -q "removed a VIP" "$dir/run.log" || fail "run did not log the removal: $(head -n 3 "$dir/run.log")"
+    grep -q "raft.redb" "$dir/run.log" || fail "run failed, but not on the store: $(tail -n 2 "$dir/run.log")"
     note "exit=$rc error='$(tail -n 1 "$dir/run.log" | cut -c1-80)'"
 }
 
