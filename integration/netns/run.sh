@@ -75,7 +75,7 @@ SCENARIOS=(
     "holder_killed_lease|holder's raftvip SIGKILLed, VIP left in place -> the kernel drops it; no second holder 1.5 s after"
     "holder_frozen_lease|holder's raftvip SIGSTOPped -> the kernel drops the VIP; no second holder 1.5 s after, none on resume"
     "many_vips|200 more VIPs: one box holds all, no leader change for ${MANY_VIPS_STABLE_S} s, box loss moves all"
-    "vip_interface_down|VIP interface (dummy vip0) down on the holder -> it hands over, stands again when up; a box without vip0 never leads"
+    "vip_interface_down|VIP interface (a second one, vip0) down on the holder -> it hands over, stands again when up; a box without vip0 never leads"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -694,9 +694,10 @@ scn_holder_frozen_lease() {
 
 # ---- scenarios: only a box that can serve may lead (issue 8.5) ----
 
-# The VIPs live on a dummy interface vip0 in every box, so it can go down while eth0 keeps
-# carrying Raft: the box stays reachable but could not serve. (The client cannot reach a VIP
-# on vip0; the assertions are about who holds it.)
+# The VIPs live on a second interface vip0 in every box (one end of a veth pair whose other
+# end stays in the box: this kernel may lack the dummy driver), so it can go down while eth0
+# keeps carrying Raft: the box stays reachable but could not serve. (The client cannot reach
+# a VIP on vip0; the assertions are about who holds it.)
 vip_if() { ip -n "$(bed_ns "$1")" link "${@:2}"; }
 not_candidate() { # not_candidate BOX: votes but does not stand, and says why
     [[ $(bed_status "$1" candidate_for_leader) == false && $(bed_status "$1" decision) == *"cannot be bound"* ]]
@@ -706,7 +707,8 @@ scn_vip_interface_down() {
     BED_VIP_IF=vip0
     local b h n t fault moved deadline
     for b in 1 2 3; do
-        bed_cmd vip_if "$b" add vip0 type dummy
+        bed_cmd vip_if "$b" add vip0 type veth peer name vip0p
+        bed_cmd vip_if "$b" set vip0p up
         bed_cmd vip_if "$b" set vip0 up
     done
     start_cluster_boxes a
