@@ -6,7 +6,7 @@
 //! VIP events, the fence deadline), calls `decide` and executes the difference. Keeping the
 //! rule in one function is what makes "exactly one holder" reviewable:
 //!
-//! hold ⇔ leader ∧ quorum acknowledged within `fence_ms` ∧ healthy ∧ ¬witness.
+//! hold ⇔ leader ∧ quorum acknowledged within `fence_ms` ∧ healthy ∧ VIPs bindable ∧ ¬witness.
 //!
 //! Stopping or maintenance make a leader hand over: it keeps the VIPs (still healthy) until it
 //! votes for its successor and steps down, so a planned handover has no gap nobody serves.
@@ -43,6 +43,9 @@ pub struct Inputs {
     pub healthy: bool,
     pub maintenance: bool,
     pub stopping: bool,
+    /// Every VIP's interface could take it (present, up) and no add was refused (EPERM):
+    /// only a box that can serve may lead.
+    pub vips_bindable: bool,
 }
 
 /// What this node should be doing.
@@ -67,6 +70,7 @@ pub enum Reason {
     Stopping,
     Maintenance,
     Unhealthy,
+    VipUnbindable,
     NotLeader,
     QuorumLost,
     LeaderWithQuorum,
@@ -80,6 +84,7 @@ impl std::fmt::Display for Reason {
             Reason::Stopping => "stopping",
             Reason::Maintenance => "in maintenance",
             Reason::Unhealthy => "HAProxy unhealthy",
+            Reason::VipUnbindable => "a VIP cannot be bound here (see the VIP errors)",
             Reason::NotLeader => "not the Raft leader",
             Reason::QuorumLost => "no quorum acknowledgement within the fence",
             Reason::LeaderWithQuorum => "leader with quorum and healthy HAProxy",
@@ -98,6 +103,8 @@ pub fn decide(i: &Inputs) -> Decision {
         Some(Reason::Maintenance)
     } else if !i.healthy {
         Some(Reason::Unhealthy)
+    } else if !i.vips_bindable {
+        Some(Reason::VipUnbindable)
     } else {
         None
     };
@@ -109,6 +116,7 @@ pub fn decide(i: &Inputs) -> Decision {
     let planned_handover = i.leader
         && acked
         && i.healthy
+        && i.vips_bindable
         && matches!(
             eligible_reason,
             Some(Reason::Stopping | Reason::Maintenance)
@@ -153,6 +161,11 @@ pub trait VipHolder: Send + Sync + 'static {
     /// its own thread releases at it by itself, however busy the Raft thread is, and never
     /// renews or announces past it.
     fn hold_until(&self, _deadline: Option<std::time::Instant>) {}
+    /// Why this box could not bind its VIPs now (interface missing or down, no privilege),
+    /// None when it could. The default never changes: always bindable.
+    fn unbindable(&self) -> watch::Receiver<Option<String>> {
+        watch::channel(None).1
+    }
 }
 
 /// What the supervisor asks its peers.
@@ -276,6 +289,9 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         let mut pre_vote: Option<tokio::task::JoinHandle<bool>> = None;
         // A health source that stopped reporting is a bug; fail safe: count as unhealthy.
         let mut health_lost = false;
+        // Whether the VIPs could be bound; a closed source keeps its last word.
+        let mut unbindable = self.vips.unbindable();
+        let mut unbindable_open = true;
 
         loop {
             let fence_deadline = ack_instant.map(|at| at + self.fence);
@@ -302,6 +318,13 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                     health_lost = true;
                 },
                 changed = self.cluster.changed() => if changed.is_err() { break },
+                changed = unbindable.changed(), if unbindable_open => match changed {
+                    Err(_) => unbindable_open = false,
+                    Ok(()) => match unbindable.borrow().as_deref() {
+                        Some(why) => tracing::warn!(%why, "this box cannot serve its VIPs: not eligible to lead"),
+                        None => tracing::info!("every VIP can be bound again: eligible to lead"),
+                    },
+                },
                 // Election timer: pre-vote first, so a node that is merely cut off never
                 // burns a term.
                 _ = tokio::time::sleep_until(election_due), if standing && pre_vote.is_none() => {
@@ -358,6 +381,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 healthy: !health_lost && self.health.borrow().is_healthy(),
                 maintenance: self.cluster.borrow().in_maintenance(self.node_id),
                 stopping,
+                vips_bindable: unbindable.borrow_and_update().is_none(),
             };
             let decision = decide(&inputs);
             // The VIP thread never holds past the fence. Order matters, as it may act on any
@@ -517,6 +541,7 @@ mod tests {
             healthy: true,
             maintenance: false,
             stopping: false,
+            vips_bindable: true,
         }
     }
 
@@ -563,6 +588,11 @@ mod tests {
             ("stopping follower", |i| { i.stopping = true; i.leader = false }, false, false, true, false, Reason::Stopping),
             ("witness never stands", |i| { i.witness = true; i.leader = false }, false, false, true, false, Reason::Witness),
             ("witness that somehow leads hands over", |i| i.witness = true, false, false, false, true, Reason::Witness),
+            ("leader whose VIP cannot be bound releases and hands over", |i| i.vips_bindable = false, false, false, false, true, Reason::VipUnbindable),
+            ("follower whose VIP cannot be bound votes, does not stand", |i| { i.vips_bindable = false; i.leader = false; i.quorum_ack_age = None }, false, false, true, false, Reason::VipUnbindable),
+            ("unhealthy and unbindable: health named first", |i| { i.vips_bindable = false; i.healthy = false }, false, false, false, true, Reason::Unhealthy),
+            ("stopping leader that cannot bind releases at once", |i| { i.stopping = true; i.vips_bindable = false }, false, false, false, true, Reason::Stopping),
+            ("maintenance follower that cannot bind", |i| { i.maintenance = true; i.vips_bindable = false; i.leader = false }, false, false, true, false, Reason::Maintenance),
         ];
         for (name, change, hold, elect, heartbeat, hand_over, reason) in cases {
             let mut inputs = leader_healthy();
@@ -578,9 +608,9 @@ mod tests {
 
     #[test]
     fn never_holds_without_leadership_quorum_and_health() {
-        // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy
-        // and not a witness; maintenance and stopping only ever mean "hand over".
-        for bits in 0u32..64 {
+        // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy,
+        // bindable VIPs and not a witness; maintenance and stopping only ever mean "hand over".
+        for bits in 0u32..128 {
             let b = |n: u32| bits & (1 << n) != 0;
             let inputs = Inputs {
                 witness: b(0),
@@ -590,16 +620,14 @@ mod tests {
                 healthy: b(3),
                 maintenance: b(4),
                 stopping: b(5),
+                vips_bindable: b(6),
             };
             let d = decide(&inputs);
-            let expected = !b(0) && b(1) && b(2) && b(3);
+            let expected = !b(0) && b(1) && b(2) && b(3) && b(6);
             assert_eq!(d.hold_vips, expected, "{inputs:?}");
-            assert_eq!(
-                d.hand_over,
-                b(1) && (b(0) || !b(3) || b(4) || b(5)),
-                "{inputs:?}"
-            );
-            assert!(!(d.elect && (b(0) || !b(3) || b(4) || b(5))), "{inputs:?}");
+            let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6);
+            assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
+            assert!(!(d.elect && ineligible), "{inputs:?}");
         }
     }
 }

@@ -54,6 +54,9 @@ BED_RUST_LOG=${BED_RUST_LOG:-info}
 # on the segment; the client routes the /24 onto eth0). 0..254.
 BED_EXTRA_VIPS=${BED_EXTRA_VIPS:-0}
 BED_EXTRA_NET4=198.51.100
+# The interface the VIPs of clusters a and b are configured on (and bed_holders looks at):
+# a scenario may use a second interface, e.g. a dummy it creates in each box.
+BED_VIP_IF=${BED_VIP_IF:-eth0}
 
 BED_ID=""
 BED_DIR=""
@@ -351,8 +354,8 @@ bed_write_config() {
             [[ -z ${BED_WITNESS[$b]:-} ]] || echo 'role = "witness"'
         done
         if [[ $BED_RAFT_ONLY != 1 && -z ${BED_WITNESS[$box]:-} ]]; then
-            printf '[[vip]]\naddress = "%s/32"\ninterface = "eth0"\n' "$(bed_vip4 "$cl")"
-            printf '[[vip]]\naddress = "%s/128"\ninterface = "eth0"\n' "$(bed_vip6 "$cl")"
+            printf '[[vip]]\naddress = "%s/32"\ninterface = "%s"\n' "$(bed_vip4 "$cl")" "$BED_VIP_IF"
+            printf '[[vip]]\naddress = "%s/128"\ninterface = "%s"\n' "$(bed_vip6 "$cl")" "$BED_VIP_IF"
             if [[ $cl == a ]]; then
                 for ((b = 1; b <= BED_EXTRA_VIPS; b++)); do
                     printf '[[vip]]\naddress = "%s/32"\ninterface = "eth0"\n' "$(bed_extra_vip "$b")"
@@ -416,7 +419,7 @@ bed_holders() {
     local vip=${1:-$(bed_vip4 a)} i out=()
     for i in $(seq 1 "$BED_N"); do
         # Not `ip | grep -q`: with pipefail, grep quitting early SIGPIPEs ip and the test fails.
-        [[ $(ip -n "$(bed_ns "$i")" -o addr show dev eth0) == *" $vip/"* ]] && out+=("$i")
+        [[ $(ip -n "$(bed_ns "$i")" -o addr show dev "$BED_VIP_IF" 2>/dev/null) == *" $vip/"* ]] && out+=("$i")
     done
     echo "${out[*]}"
 }

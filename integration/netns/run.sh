@@ -75,6 +75,7 @@ SCENARIOS=(
     "holder_killed_lease|holder's raftvip SIGKILLed, VIP left in place -> the kernel drops it; no second holder 1.5 s after"
     "holder_frozen_lease|holder's raftvip SIGSTOPped -> the kernel drops the VIP; no second holder 1.5 s after, none on resume"
     "many_vips|200 more VIPs: one box holds all, no leader change for ${MANY_VIPS_STABLE_S} s, box loss moves all"
+    "vip_interface_down|VIP interface (a second one, vip0) down on the holder -> it hands over, stands again when up; a box without vip0 never leads"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -690,6 +691,58 @@ scn_holder_frozen_lease() {
     read -r max_multi _ <<<"$(bed_overlap "$(bed_vip4)" "$resumed" "$(bed_now_ms)")"
     ((max_multi <= 1)) || fail "two holders after box$h resumed"
     [[ $(bed_holders) == "$n" ]] || fail "holders 1 s after the resume: '$(bed_holders)'"
+}
+
+# ---- scenarios: only a box that can serve may lead (issue 8.5) ----
+
+# The VIPs live on a second interface vip0 in every box (one end of a veth pair whose other
+# end stays in the box: this kernel may lack the dummy driver), so it can go down while eth0
+# keeps carrying Raft: the box stays reachable but could not serve. (The client cannot reach
+# a VIP on vip0; the assertions are about who holds it.)
+vip_if() { ip -n "$(bed_ns "$1")" link "${@:2}"; }
+not_candidate() { # not_candidate BOX: votes but does not stand, and says why
+    [[ $(bed_status "$1" candidate_for_leader) == false && $(bed_status "$1" decision) == *"cannot be bound"* ]]
+}
+scn_vip_interface_down() {
+    bed_create 3
+    BED_VIP_IF=vip0
+    local b h n t fault moved deadline
+    for b in 1 2 3; do
+        bed_cmd vip_if "$b" add vip0 type veth peer name vip0p
+        bed_cmd vip_if "$b" set vip0p up
+        bed_cmd vip_if "$b" set vip0 up
+    done
+    start_cluster_boxes a
+    h=$(holder)
+    fault=$(bed_now_ms)
+    bed_cmd vip_if "$h" set vip0 down
+    n=$(bed_wait_holder 3000 "$(bed_vip4)" "$h") ||
+        fail "the VIP did not leave box$h whose vip0 is down (holders: '$(bed_holders)')"
+    moved=$(($(bed_now_ms) - fault))
+    bed_wait 2000 bed_not_held_by "$h" "$(bed_vip6)" || fail "box$h still holds the IPv6 VIP"
+    bed_wait 1000 not_candidate "$h" ||
+        fail "box$h with vip0 down still stands: $(bed_status "$h" decision)"
+    note "vip0_down=box$h->box$n ${moved}ms"
+    ((moved <= 1500)) || fail "the VIP took ${moved} ms to move (goal ~1 s)"
+    bed_cmd vip_if "$h" set vip0 up
+    bed_wait_eq 2000 true bed_status "$h" candidate_for_leader ||
+        fail "box$h does not stand again with vip0 up: $(bed_status "$h" decision)"
+    [[ $(bed_holders) == "$n" ]] || fail "the VIP moved when box$h came back: '$(bed_holders)'"
+    # A box whose VIP interface is gone never leads, even when the leader is lost.
+    bed_cmd vip_if "$h" del vip0
+    bed_wait 1000 not_candidate "$h" || fail "box$h without vip0 still stands"
+    t=$((6 - h - n))
+    bed_kill_raftvip "$n" KILL
+    deadline=$(($(bed_now_ms) + 5000))
+    while (($(bed_now_ms) < deadline)); do
+        [[ $(bed_status "$h" role) != leader ]] || fail "box$h without vip0 became leader"
+        [[ $(bed_holders) != "$t" ]] || break
+        sleep 0.05
+    done
+    [[ $(bed_holders) == "$t" ]] || fail "box$t did not take over from killed box$n (holders: '$(bed_holders)')"
+    sleep 1
+    [[ $(bed_status "$h" role) != leader ]] || fail "box$h without vip0 became leader"
+    note "no_vip0=box$h never led; box$n killed->box$t"
 }
 
 # ---- the runner ----

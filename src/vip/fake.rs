@@ -131,6 +131,22 @@ impl AddressControl for FakeAddressControl {
             })?;
         Ok(self.is_present(vip.addr.ip))
     }
+    /// A VIP told to fail with a missing or down interface is unusable too.
+    fn usable_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        let failures = lock(&self.failures);
+        vips.iter()
+            .map(|vip| match failures.get(&vip.addr.ip) {
+                Some(f @ (FakeFailure::InterfaceMissing | FakeFailure::LinkDown)) => {
+                    Err(VipError::Unusable {
+                        vip: vip.addr,
+                        interface: vip.interface.clone(),
+                        cause: f.cause(vip),
+                    })
+                }
+                _ => Ok(()),
+            })
+            .collect()
+    }
 }
 
 /// Records announcements and probes; can be told to fail like a downed link.

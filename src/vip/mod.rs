@@ -199,6 +199,13 @@ pub enum VipError {
         #[source]
         cause: Cause,
     },
+    #[error("{vip} could not be bound on {interface}: {cause}")]
+    Unusable {
+        vip: VipAddr,
+        interface: String,
+        #[source]
+        cause: Cause,
+    },
 }
 
 impl VipError {
@@ -213,7 +220,8 @@ impl VipError {
             | VipError::Announce { cause, .. }
             | VipError::Probe { cause, .. }
             | VipError::Watch { cause }
-            | VipError::Listen { cause } => Some(cause),
+            | VipError::Listen { cause }
+            | VipError::Unusable { cause, .. } => Some(cause),
         }
     }
 }
@@ -237,6 +245,11 @@ pub trait AddressControl: Send + Sync + 'static {
     /// [`Self::is_bound`] for many VIPs (netlink: one dump per interface and family).
     fn bound_all(&self, vips: &[&Vip]) -> Vec<Result<bool, VipError>> {
         vips.iter().map(|vip| self.is_bound(vip)).collect()
+    }
+    /// Whether each VIP's interface could take it now (present, up, carrier), asked of
+    /// holder and standby alike: a box that could not bind a VIP must not lead (issue 8).
+    fn usable_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        vips.iter().map(|_| Ok(())).collect()
     }
 }
 
@@ -335,6 +348,11 @@ struct Slot {
     lease_expiries: u64,
     address_error: ErrorLog,
     announce_error: ErrorLog,
+    /// Why the interface could not take this VIP at the last check (see [`Vips::unbindable`]).
+    link_error: ErrorLog,
+    /// The last add was refused for lack of privilege: kept until an add succeeds, since
+    /// nothing but a restart with the capability brings it back.
+    denied: Option<String>,
 }
 
 /// Remembers the failure currently repeating, so it is logged when it starts, changes and
@@ -478,6 +496,8 @@ impl Vips {
                     lease_expiries: 0,
                     address_error: ErrorLog::default(),
                     announce_error: ErrorLog::default(),
+                    link_error: ErrorLog::default(),
+                    denied: None,
                 })
             })
             .collect::<Result<Vec<_>, VipError>>()?;
@@ -722,6 +742,7 @@ impl Vips {
                     error: slot
                         .address_error
                         .message()
+                        .or_else(|| slot.link_error.message())
                         .or_else(|| slot.announce_error.message()),
                     lease_remaining_ms: slot.lease_until.filter(|_| held).map(|until| {
                         let left = until.saturating_duration_since(now);
@@ -731,6 +752,32 @@ impl Vips {
                 }
             })
             .collect()
+    }
+
+    /// Why this box could not serve every VIP now (None: it could): an interface missing,
+    /// down or without carrier, or an add refused for lack of privilege. Asked of holder and
+    /// standby alike, on the VIP thread; the supervisor makes such a box ineligible to lead.
+    pub fn unbindable(&self) -> Option<String> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let usable = {
+            let vips: Vec<&Vip> = state.slots.iter().map(|s| &s.vip).collect();
+            inner.control.usable_all(&vips)
+        };
+        let mut why = None;
+        for (slot, usable) in state.slots.iter_mut().zip(usable) {
+            match usable {
+                Ok(()) => slot.link_error.clear(&slot.vip),
+                Err(e) => {
+                    slot.link_error.set(&slot.vip, &e);
+                    why.get_or_insert_with(|| e.to_string());
+                }
+            }
+            if let Some(denied) = &slot.denied {
+                why.get_or_insert_with(|| denied.clone());
+            }
+        }
+        why
     }
 
     /// Starts, until `cancel`: the announce loop (burst frames after the first, periodic
@@ -839,6 +886,7 @@ impl Inner {
             match result {
                 Ok(()) => {
                     slot.address_error.clear(&slot.vip);
+                    slot.denied = None;
                     if !slot.bound {
                         slot.bound = true;
                         slot.held_since = Some(unix_ms());
@@ -846,7 +894,12 @@ impl Inner {
                     slot.lease_until = self.lease.map(|(lifetime, _)| sent + lifetime);
                     bound.push(i);
                 }
-                Err(e) => slot.address_error.set(&slot.vip, &e),
+                Err(e) => {
+                    if matches!(e.cause(), Some(Cause::PermissionDenied(_))) {
+                        slot.denied = Some(e.to_string());
+                    }
+                    slot.address_error.set(&slot.vip, &e);
+                }
             }
         }
         bound

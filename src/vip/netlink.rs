@@ -414,6 +414,27 @@ impl AddressControl for NetlinkControl {
             })
             .collect()
     }
+
+    /// One link dump for all VIPs. (Adding to a down interface succeeds, so the add's errno
+    /// cannot tell; the link flags can.)
+    fn usable_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        let links = packet::link_flags().map_err(|cause| cause.to_string());
+        vips.iter()
+            .map(|vip| {
+                let cause = match &links {
+                    Ok(links) => packet::link_usable(links, &vip.interface).err(),
+                    Err(e) => Some(Cause::Netlink(e.clone())),
+                };
+                cause.map_or(Ok(()), |cause| {
+                    Err(VipError::Unusable {
+                        vip: vip.addr,
+                        interface: vip.interface.clone(),
+                        cause,
+                    })
+                })
+            })
+            .collect()
+    }
 }
 
 fn family(ip: IpAddr) -> RtAddrFamily {

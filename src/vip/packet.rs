@@ -7,13 +7,14 @@
 //! re-addressed (new MAC) while the daemon runs, and a cached value would announce the wrong
 //! MAC.
 
+use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::ifaddrs::getifaddrs;
-use nix::net::if_::if_nametoindex;
+use nix::net::if_::{if_nametoindex, InterfaceFlags};
 
 use super::{Cause, Mac};
 
@@ -46,6 +47,26 @@ pub fn mac_of(interface: &str) -> Result<Mac, Cause> {
         Err(Cause::NoMac(interface.to_owned()))
     } else {
         Err(Cause::InterfaceMissing(interface.to_owned()))
+    }
+}
+
+/// The flags of every interface, from one `getifaddrs` (one netlink dump) however many
+/// interfaces are asked about.
+pub fn link_flags() -> Result<HashMap<String, InterfaceFlags>, Cause> {
+    let addrs = getifaddrs().map_err(|errno| Cause::Os(io::Error::from(errno)))?;
+    Ok(addrs.map(|a| (a.interface_name, a.flags)).collect())
+}
+
+/// Whether `interface` could carry a VIP now, from [`link_flags`]: present, up
+/// (`ip link set … up`) and with carrier (IFF_RUNNING: the kernel's operational state).
+pub fn link_usable(links: &HashMap<String, InterfaceFlags>, interface: &str) -> Result<(), Cause> {
+    let flags = links
+        .get(interface)
+        .ok_or_else(|| Cause::InterfaceMissing(interface.to_owned()))?;
+    if flags.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING) {
+        Ok(())
+    } else {
+        Err(Cause::LinkDown(interface.to_owned()))
     }
 }
 

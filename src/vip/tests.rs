@@ -594,3 +594,39 @@ fn nothing_is_renewed_announced_or_re_added_past_the_fence() {
         "removed past the fence"
     );
 }
+
+#[test]
+fn a_missing_or_down_interface_makes_the_box_unbindable_until_it_is_back() {
+    let r = rig(
+        &[config(V4, "eth0"), config(V6, "vip0")],
+        announce(3, 20, 0),
+    );
+    assert_eq!(r.vips.unbindable(), None);
+    r.control.fail(ip(V6), FakeFailure::LinkDown);
+    assert_eq!(
+        r.vips.unbindable().as_deref(),
+        Some("2001:db8::100/128 could not be bound on vip0: interface vip0 is down")
+    );
+    assert_eq!(
+        r.vips.status()[1].error.as_deref(),
+        Some("2001:db8::100/128 could not be bound on vip0: interface vip0 is down"),
+        "a standby shows why it may not lead"
+    );
+    r.control.heal(ip(V6));
+    assert_eq!(r.vips.unbindable(), None);
+    assert_eq!(r.vips.status()[1].error, None);
+}
+
+#[test]
+fn a_refused_add_keeps_the_box_unbindable_until_an_add_succeeds() {
+    let r = rig(&[config(V4, "eth0")], announce(1, 20, 0));
+    r.control.fail(ip(V4), FakeFailure::PermissionDenied);
+    r.vips.set_held(true, "leader");
+    r.vips.set_held(false, "handing over");
+    let why = r.vips.unbindable().expect("EPERM on add");
+    assert!(why.contains("CAP_NET_ADMIN"), "{why}");
+    r.control.heal(ip(V4));
+    assert!(r.vips.unbindable().is_some(), "no add since: still refused");
+    r.vips.set_held(true, "leader");
+    assert_eq!(r.vips.unbindable(), None);
+}

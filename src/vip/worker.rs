@@ -9,6 +9,11 @@
 //! loop, the address watcher and the duplicate listener. A newer wish replaces an older one
 //! not yet started (hold → release → hold collapses to the last), and a release is never
 //! queued behind announcements: the thread checks for it between batches.
+//!
+//! It also tells the supervisor whether this box could bind its VIPs at all
+//! ([`Vips::unbindable`], checked every [`LINK_CHECK`]): polled rather than driven by link
+//! events because one `getifaddrs` costs well under a millisecond and a poll cannot miss a
+//! change, while the handover it triggers takes longer than the poll period anyway.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{VipEvent, Vips};
 use crate::status::VipStatus;
+
+/// How often the VIP thread checks that every VIP's interface could take it.
+const LINK_CHECK: Duration = Duration::from_millis(200);
 
 /// What the supervisor last asked for; `generation` counts the hold/release requests.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +44,8 @@ pub struct VipWorker {
     reconcile: Arc<Notify>,
     /// The last generation carried out, for [`VipWorker::wait_applied`].
     applied: Arc<(Mutex<u64>, Condvar)>,
+    /// Why this box could not bind its VIPs (None: it could).
+    unbindable: watch::Receiver<Option<String>>,
 }
 
 impl VipWorker {
@@ -49,12 +59,14 @@ impl VipWorker {
         let (desired, desired_rx) = watch::channel(Desired::default());
         let reconcile = Arc::new(Notify::new());
         let applied = Arc::new((Mutex::new(0), Condvar::new()));
+        let (unbindable_tx, unbindable) = watch::channel(vips.unbindable());
         let (started, start) = std::sync::mpsc::sync_channel(1);
         let thread = Thread {
             vips: vips.clone(),
             desired: desired_rx,
             reconcile: reconcile.clone(),
             applied: applied.clone(),
+            unbindable: unbindable_tx,
         };
         std::thread::Builder::new()
             .name("raftvip-vips".to_owned())
@@ -84,6 +96,7 @@ impl VipWorker {
                 desired,
                 reconcile,
                 applied,
+                unbindable,
             },
             events,
         ))
@@ -127,6 +140,9 @@ impl crate::supervisor::VipHolder for VipWorker {
     fn wait_applied(&self, limit: Duration) -> bool {
         VipWorker::wait_applied(self, limit)
     }
+    fn unbindable(&self) -> watch::Receiver<Option<String>> {
+        self.unbindable.clone()
+    }
 }
 
 /// The thread's side.
@@ -135,6 +151,7 @@ struct Thread {
     desired: watch::Receiver<Desired>,
     reconcile: Arc<Notify>,
     applied: Arc<(Mutex<u64>, Condvar)>,
+    unbindable: watch::Sender<Option<String>>,
 }
 
 impl Thread {
@@ -142,6 +159,8 @@ impl Thread {
         // The fence runs here too, on this thread's own clock: a busy Raft thread cannot
         // delay the release past the deadline the supervisor last gave.
         let mut fenced_at: Option<Instant> = None;
+        let mut link_check = tokio::time::interval(LINK_CHECK);
+        link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (hold, until) = {
                 let d = self.desired.borrow();
@@ -179,6 +198,14 @@ impl Thread {
                     self.vips.set_held(false, "fence deadline passed (VIP thread)");
                 }
                 _ = self.reconcile.notified() => self.vips.reconcile(),
+                _ = link_check.tick() => {
+                    let why = self.vips.unbindable();
+                    self.unbindable.send_if_modified(|old| {
+                        let changed = *old != why;
+                        *old = why;
+                        changed
+                    });
+                }
                 _ = cancel.cancelled() => return,
             }
         }
