@@ -227,10 +227,13 @@ pub fn open(
         tracing::info!(path = %path.display(), cluster, node_id, "created a new Raft database");
     }
 
+    // redb starts repairing a damaged file before it gives up on it. A refused file is the
+    // operator's evidence: it is put back as it was (the store is small; the copy is cheap).
+    let before = std::fs::read(&path).ok();
     // redb asserts instead of returning an error on some damaged files (a truncated one, for
     // instance): a panic while opening or reading is reported as corruption too.
-    let (db, applied) = std::panic::catch_unwind(|| open_existing(&path, &expected))
-        .unwrap_or_else(|panic| {
+    let opened =
+        std::panic::catch_unwind(|| open_existing(&path, &expected)).unwrap_or_else(|panic| {
             let message = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
@@ -242,7 +245,23 @@ pub fn open(
                     "redb panicked while opening: {message}"
                 ))),
             })
-        })?;
+        });
+    if let (Err(refused), Some(before)) = (&opened, &before) {
+        // Locked: another raftvip owns the file; never write to it.
+        if !matches!(refused, OpenStoreError::Locked { .. })
+            && std::fs::read(&path).ok().as_ref() != Some(before)
+        {
+            match std::fs::write(&path, before) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "put the refused database back as it was")
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot put the refused database back as it was")
+                }
+            }
+        }
+    }
+    let (db, applied) = opened?;
     let db = Arc::new(db);
     let (tx, _) = watch::channel(applied.state.clone());
     Ok((
