@@ -79,6 +79,14 @@ pub async fn run<Hl: HealthVerdict>(
             address: config.listen,
             source,
         })?;
+    let status_listener = match config.status_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| RunDaemonError::Listen { address, source })?,
+        ),
+        None => None,
+    };
     let (log_store, state_machine) =
         store::open(&config.data_dir, &config.cluster, config.node_id)?;
     let cluster = state_machine.subscribe();
@@ -86,7 +94,7 @@ pub async fn run<Hl: HealthVerdict>(
     // A node that is not (yet) the holder must not keep a VIP a previous run left behind.
     parts.vips.set_held(false, "starting");
 
-    let auth = Arc::new(Authenticator::new(secret, &config.cluster));
+    let auth = Arc::new(Authenticator::new(secret, &config.cluster, config.node_id));
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft_config = openraft::Config {
@@ -151,11 +159,14 @@ pub async fn run<Hl: HealthVerdict>(
         view,
         contacts,
         rejected,
+        config.limits.max_connections,
     ));
-    let api_stopped = api_stop.clone();
-    let mut api_task = tokio::spawn(api::serve(listener, api_state, async move {
-        api_stopped.cancelled().await
-    }));
+    let mut api_task = tokio::spawn(api::serve(
+        listener,
+        status_listener,
+        api_state,
+        api_stop.clone(),
+    ));
 
     tracing::info!(
         node_id = config.node_id,
@@ -235,7 +246,7 @@ impl Peers for PeerRequests {
         for (id, address) in after.into_iter().chain(before) {
             let answer: Result<PeerAnswer, _> = self
                 .client
-                .call(address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
+                .call(*id, address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
                 .await;
             match answer {
                 Ok(PeerAnswer { accepted: true, .. }) => {
@@ -263,7 +274,7 @@ impl Peers for PeerRequests {
             let (client, address, id) = (self.client.clone(), address.clone(), *id);
             asks.spawn(async move {
                 let answer: Result<PeerAnswer, _> = client
-                    .call(&address, PREVOTE_PATH, &(), PREVOTE_TIMEOUT)
+                    .call(id, &address, PREVOTE_PATH, &(), PREVOTE_TIMEOUT)
                     .await;
                 (id, answer)
             });

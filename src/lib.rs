@@ -18,6 +18,7 @@
 //! - [`metrics`]: Prometheus text rendered from the status document.
 //! - [`notify`]: operator hook scripts on master / backup / fault transitions.
 //! - [`status`]: the JSON status document shared by the API and the CLI.
+//! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
 
 pub mod api;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod health;
 pub mod metrics;
 pub mod notify;
+pub mod process_metrics;
 pub mod raft;
 pub mod status;
 pub mod supervisor;

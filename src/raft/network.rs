@@ -1,4 +1,6 @@
-//! Raft RPCs over HTTP: one shared reqwest client, JSON bodies, every request signed.
+//! Raft RPCs over HTTP: one shared reqwest client, JSON bodies, every request signed for the
+//! node it is sent to, and every answer checked to be signed by that node over the request's
+//! nonce (an unsigned or mismatched answer is an error, never a vote or an ack).
 //!
 //! The server side lives in `api::peer`; both sides agree on the paths below. A peer that
 //! cannot be connected to is reported to openraft as `Unreachable`, so openraft backs off
@@ -20,7 +22,7 @@ use super::{
     NodeId, TypeConfig, VoteRequest, VoteResponse,
 };
 use crate::api::Contacts;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, SIGNATURE_HEADER};
 
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
@@ -47,8 +49,17 @@ pub enum PeerCallError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{url} answered something that is not the expected JSON: {reason}")]
+    Decode { url: String, reason: String },
     #[error("{url} rejected the request as unauthenticated (is secret_file and cluster the same on both nodes, and are clocks in sync?)")]
     Unauthorized { url: String },
+    #[error("{url} answered HTTP {status} that is not signed by node {node}: {reason} (a forged answer, or the node runs an older raftvip)")]
+    UntrustedAnswer {
+        url: String,
+        node: NodeId,
+        status: reqwest::StatusCode,
+        reason: crate::auth::VerifyResponseError,
+    },
     #[error("{url} answered HTTP {status}: {body}")]
     Status {
         url: String,
@@ -88,15 +99,16 @@ impl PeerClient {
         })
     }
 
-    /// POSTs `body` as JSON to `http://{address}{path}` and decodes the JSON answer.
+    /// POSTs `body` as JSON to node `to` at `http://{address}{path}` and decodes its answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        to: NodeId,
         address: &str,
         path: &str,
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
-        self.call_url(&Self::url(address, path)?, body, timeout)
+        self.call_url(to, &Self::url(address, path)?, body, timeout)
             .await
     }
 
@@ -104,12 +116,15 @@ impl PeerClient {
     /// than signing it) and decodes the JSON answer.
     pub async fn call_url<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        to: NodeId,
         url: &reqwest::Url,
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
         let body = serde_json::to_vec(body).expect("RPC types always serialize");
-        let signature = self.auth.sign("POST", url.path(), &body, SystemTime::now());
+        let signature = self
+            .auth
+            .sign(to, "POST", url.path(), &body, SystemTime::now());
         let mut request = self
             .http
             .post(url.clone())
@@ -138,21 +153,43 @@ impl PeerClient {
                 url: url.to_owned(),
             });
         }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(PeerCallError::Status {
-                url: url.to_owned(),
-                status,
-                body,
-            });
-        }
-        response
-            .json()
+        let answer_signature = response
+            .headers()
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer = response
+            .bytes()
             .await
             .map_err(|source| PeerCallError::Request {
                 url: url.to_owned(),
                 source,
-            })
+            })?;
+        self.auth
+            .verify_response(
+                to,
+                &signature.nonce,
+                status.as_u16(),
+                answer_signature.as_deref(),
+                &answer,
+            )
+            .map_err(|reason| PeerCallError::UntrustedAnswer {
+                url: url.to_owned(),
+                node: to,
+                status,
+                reason,
+            })?;
+        if !status.is_success() {
+            return Err(PeerCallError::Status {
+                url: url.to_owned(),
+                status,
+                body: String::from_utf8_lossy(&answer).into_owned(),
+            });
+        }
+        serde_json::from_slice(&answer).map_err(|e| PeerCallError::Decode {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -219,7 +256,7 @@ impl PeerConnection {
         };
         let answer: Result<Resp, RaftError<NodeId, E>> = self
             .client
-            .call_url(url, request, option.hard_ttl())
+            .call_url(self.target, url, request, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
