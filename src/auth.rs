@@ -614,10 +614,6 @@ mod tests {
         );
     }
 
-    fn ms(at: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(at)
-    }
-
     /// Issue 14: under a simulated clock, the cache holds at most rate × window entries and
     /// gives memory back when the rate drops, however long it runs.
     #[test]

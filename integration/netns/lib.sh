@@ -50,6 +50,11 @@ BED_HTTP_PORT=80
 BED_RAFT_ONLY=${BED_RAFT_ONLY:-0}
 # Log filter for raftvip.
 BED_RUST_LOG=${BED_RUST_LOG:-info}
+# Soft limit of open files for raftvip (e.g. 1024, systemd's default); empty: inherited.
+BED_NOFILE=${BED_NOFILE:-}
+# Port of a separate status listener on each box's loopback (status_listen); empty: none,
+# status is read from the peer port.
+BED_STATUS_PORT=${BED_STATUS_PORT:-}
 
 BED_ID=""
 BED_DIR=""
@@ -344,6 +349,7 @@ bed_write_config() {
             printf '[[vip]]\naddress = "%s/128"\ninterface = "eth0"\n' "$(bed_vip6 "$cl")"
             printf '[haproxy]\nstats_socket = "%s"\nbackends = ["%s"]\n' "$dir/haproxy.sock" "$(bed_haproxy_backend)"
         fi
+        [[ -z $BED_STATUS_PORT ]] || echo "status_listen = \"127.0.0.1:$BED_STATUS_PORT\""
         [[ -z $extra ]] || printf '%s\n' "$extra"
     } >"$dir/raftvip-$cl.toml"
     echo "$dir/raftvip-$cl.toml"
@@ -357,7 +363,9 @@ bed_start_raftvip() {
     "$(bed_raftvip_bin)" check-config --config "$config" >/dev/null ||
         bed_die "raftvip rejects $config: $("$(bed_raftvip_bin)" check-config --config "$config" 2>&1)"
     echo "=== start $(date +%T.%N)" >>"$dir/raftvip.log"
-    RUST_LOG=$BED_RUST_LOG ip netns exec "$(bed_ns "$box")" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
+    local limit=()
+    [[ -z $BED_NOFILE ]] || limit=(prlimit "--nofile=$BED_NOFILE:$(ulimit -Hn)")
+    RUST_LOG=$BED_RUST_LOG ip netns exec "$(bed_ns "$box")" "${limit[@]}" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
     echo $! >"$dir/raftvip.pid"
     if ! bed_wait 5000 bed_status "$box" node_id >/dev/null; then
         bed_pid_alive "$(cat "$dir/raftvip.pid")" ||
@@ -380,8 +388,16 @@ bed_raftvip_cli() {
 # bed_status BOX [FIELD]: the box's status document (or one field, e.g. role, term).
 bed_status() {
     local box=$1
-    bed_exec "$box" python3 "$BED_TOOL" get \
-        "http://$(bed_addr4 "$box"):$(bed_port "${BED_BOX_CLUSTER[$box]}")/v1/status" "${2:-}"
+    bed_exec "$box" python3 "$BED_TOOL" get "$(bed_status_url "$box")/v1/status" "${2:-}"
+}
+
+# bed_status_url BOX: where the box serves /v1/status and /metrics (seen from inside the box).
+bed_status_url() {
+    if [[ -n $BED_STATUS_PORT ]]; then
+        echo "http://127.0.0.1:$BED_STATUS_PORT"
+    else
+        echo "http://$(bed_addr4 "$1"):$(bed_port "${BED_BOX_CLUSTER[$1]}")"
+    fi
 }
 
 # bed_leader [CLUSTER]: the box whose raftvip says it is leader (one line per such box).

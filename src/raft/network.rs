@@ -299,3 +299,102 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{FROM_HEADER, NONCE_HEADER};
+    use crate::config::Secret;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn node(id: NodeId) -> Arc<Authenticator> {
+        Arc::new(Authenticator::new(Secret::new(SECRET.to_vec()), "lb", id))
+    }
+
+    /// A one-shot HTTP server that answers `body` signed by `signer` (None: unsigned), over
+    /// the nonce of the request it received.
+    async fn answer_once(signer: Option<Arc<Authenticator>>, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let header = |name: &'static str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .map(|v| v.trim().to_owned())
+            };
+            let mut extra = String::new();
+            if let Some(signer) = signer {
+                // Verify as the signer would, to get the request's nonce and sender.
+                let signed = signer
+                    .check_headers(header, SystemTime::now())
+                    .unwrap_or_else(|e| panic!("{e}: {head}"));
+                assert!(header(NONCE_HEADER).is_some() && header(FROM_HEADER).is_some());
+                let signature = signer.sign_response(&signed, 200, body.as_bytes());
+                extra = format!("{SIGNATURE_HEADER}: {signature}\r\n");
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        address
+    }
+
+    async fn ask(address: &str) -> Result<serde_json::Value, PeerCallError> {
+        PeerClient::new(node(1))
+            .call(2, address, VOTE_PATH, &(), Duration::from_secs(2))
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_answer_signed_by_the_node_asked_is_accepted() {
+        let address = answer_once(Some(node(2)), r#"{"Ok":true}"#).await;
+        assert_eq!(
+            ask(&address).await.unwrap(),
+            serde_json::json!({"Ok": true})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_answer_is_refused() {
+        let address = answer_once(None, r#"{"Ok":true}"#).await;
+        let error = ask(&address).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PeerCallError::UntrustedAnswer {
+                    reason: crate::auth::VerifyResponseError::Unsigned,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_signed_by_another_node_is_refused() {
+        let address = answer_once(Some(node(3)), r#"{"Ok":true}"#).await;
+        let error = ask(&address).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PeerCallError::UntrustedAnswer {
+                    reason: crate::auth::VerifyResponseError::BadSignature,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+}
