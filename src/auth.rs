@@ -193,13 +193,22 @@ impl Authenticator {
         }
     }
 
+    /// Accept requests signed from `started` on: the daemon passes the moment before it bound
+    /// its listener, since peers' requests may wait in the listen backlog while it starts.
+    pub fn accepting_since(mut self, started: SystemTime) -> Self {
+        self.started_ms = unix_ms(started);
+        self
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }
 
-    /// Remembered nonces right now (for the metrics).
-    pub fn remembered_nonces(&self) -> usize {
-        self.lock_nonces().len()
+    /// Nonces remembered at `now` (expired ones are pruned first), for the metrics.
+    pub fn remembered_nonces(&self, now: SystemTime) -> usize {
+        let mut nonces = self.lock_nonces();
+        nonces.prune(unix_ms(now));
+        nonces.len()
     }
 
     fn lock_nonces(&self) -> std::sync::MutexGuard<'_, NonceCache> {
@@ -680,13 +689,13 @@ mod tests {
                 Ok(())
             );
         }
-        assert_eq!(b.remembered_nonces(), 100);
+        assert_eq!(b.remembered_nonces(start), 100);
         let later = start + 2 * MAX_CLOCK_SKEW + Duration::from_secs(1);
         assert_eq!(
             check(&b, &a.sign(2, "POST", "/p", b"", later), "/p", b"", later),
             Ok(())
         );
-        assert_eq!(b.remembered_nonces(), 1, "expired nonces pruned");
+        assert_eq!(b.remembered_nonces(later), 1, "expired nonces pruned");
     }
 
     const HEADER_NAMES: [&str; 4] = [

@@ -73,6 +73,9 @@ pub async fn run<Hl: HealthVerdict>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunDaemonError> {
     let config = Arc::new(config);
+    // Requests signed before this are refused (see auth): peers' requests queued in the listen
+    // backlog while the node starts up were signed after it.
+    let started = std::time::SystemTime::now();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunDaemonError::Listen {
@@ -94,7 +97,9 @@ pub async fn run<Hl: HealthVerdict>(
     // A node that is not (yet) the holder must not keep a VIP a previous run left behind.
     parts.vips.set_held(false, "starting");
 
-    let auth = Arc::new(Authenticator::new(secret, &config.cluster, config.node_id));
+    let auth = Arc::new(
+        Authenticator::new(secret, &config.cluster, config.node_id).accepting_since(started),
+    );
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft_config = openraft::Config {

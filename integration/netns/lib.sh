@@ -340,6 +340,7 @@ bed_write_config() {
         echo "listen = \"$(bed_addr4 "$box"):$port\""
         echo "data_dir = \"$dir/data-$cl\""
         echo "secret_file = \"$BED_DIR/secret-$cl\""
+        [[ -z $BED_STATUS_PORT ]] || echo "status_listen = \"127.0.0.1:$BED_STATUS_PORT\""
         [[ -n ${BED_WITNESS[$box]:-} ]] && echo 'role = "witness"'
         for b in $(bed_boxes "$cl"); do
             printf '[[peer]]\nid = %s\naddress = "%s:%s"\n' "$(bed_node_id "$b")" "$(bed_addr4 "$b")" "$port"
@@ -349,7 +350,6 @@ bed_write_config() {
             printf '[[vip]]\naddress = "%s/128"\ninterface = "eth0"\n' "$(bed_vip6 "$cl")"
             printf '[haproxy]\nstats_socket = "%s"\nbackends = ["%s"]\n' "$dir/haproxy.sock" "$(bed_haproxy_backend)"
         fi
-        [[ -z $BED_STATUS_PORT ]] || echo "status_listen = \"127.0.0.1:$BED_STATUS_PORT\""
         [[ -z $extra ]] || printf '%s\n' "$extra"
     } >"$dir/raftvip-$cl.toml"
     echo "$dir/raftvip-$cl.toml"

@@ -161,13 +161,13 @@ impl<V> ApiState<V> {
     /// Entries in each table of per-request state, for the metrics.
     pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![
-            ("nonces", self.auth.remembered_nonces()),
+            ("nonces", self.auth.remembered_nonces(SystemTime::now())),
             (
                 "reject_log",
                 self.reject_log
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .len(),
+                    .len_at(Instant::now()),
             ),
             ("contacts", self.contacts.len()),
             ("connections", self.connections.len()),
@@ -461,6 +461,13 @@ async fn maintenance<V: NodeView>(
     State(s): State<Arc<ApiState<V>>>,
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
+    // The flag map is keyed by node id: only members get one, so it cannot grow unbounded.
+    if s.view.peer_address(request.node_id).is_none() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("node {} is not a member of this cluster", request.node_id),
+        ));
+    }
     let write = RaftRequest::SetMaintenance {
         node_id: request.node_id,
         on: request.on,

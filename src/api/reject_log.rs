@@ -44,12 +44,10 @@ impl RejectLog {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Sources remembered at `now` (expired ones are pruned first).
+    pub fn len_at(&mut self, now: Instant) -> usize {
+        self.prune(now);
         self.last.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
     }
 
     /// Records a rejection from `source` at `now` and says whether to log it.
@@ -126,9 +124,9 @@ mod tests {
             if log.note(ip(n), t0 + Duration::from_micros(u64::from(n))) == LogVerdict::Summarise {
                 summaries += 1;
             }
-            assert!(log.len() <= MAX_SOURCES);
+            assert!(log.last.len() <= MAX_SOURCES);
         }
-        assert_eq!(log.len(), MAX_SOURCES);
+        assert_eq!(log.last.len(), MAX_SOURCES);
         assert_eq!(summaries, 1, "one summary line per period");
     }
 
@@ -143,11 +141,20 @@ mod tests {
         for n in 0..(2 * 86_400) {
             let now = t0 + Duration::from_millis(500 * u64::from(n));
             log.note(ip(n), now);
-            assert!(log.len() <= 20, "{} entries after {n} sources", log.len());
+            assert!(
+                log.last.len() <= 20,
+                "{} entries after {n} sources",
+                log.last.len()
+            );
         }
         let later = t0 + Duration::from_secs(86_400 + 60);
+        assert_eq!(
+            log.len_at(later),
+            0,
+            "a quiet log empties without new rejections"
+        );
         log.note(ip(u32::MAX), later);
-        assert_eq!(log.len(), 1);
+        assert_eq!(log.len_at(later), 1);
         assert!(log.last.capacity() <= 64);
     }
 }
