@@ -194,3 +194,23 @@ fn status_can_move_to_its_own_listener() {
     assert!(exit.success(), "raftvip status: {stderr}");
     assert!(stdout.contains("leader"), "{stdout}");
 }
+
+#[test]
+fn a_silent_connection_is_closed_after_two_seconds() {
+    let mut c = Cluster::new(1, &[]);
+    c.start_all();
+    c.wait_for_leader(&[1], DEADLINE);
+    let mut stream = TcpStream::connect(c.member(1).address).unwrap();
+    // Half a request head, then silence (slowloris).
+    stream
+        .write_all(b"POST /raft/vote HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    let closed =
+        matches!(stream.read(&mut buf), Ok(0) | Err(_)) && start.elapsed() < Duration::from_secs(4);
+    assert!(closed, "still open after {:?}", start.elapsed());
+}

@@ -520,3 +520,20 @@ async fn metrics<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7: contacts are keyed by node ids from signed requests; 100,000 distinct ids
+    /// leave at most MAX_CONTACTS entries, the most recent ones.
+    #[test]
+    fn contacts_stay_bounded() {
+        let contacts = Contacts::default();
+        for id in 0..100_000 {
+            contacts.touch(id);
+        }
+        assert_eq!(contacts.len(), MAX_CONTACTS);
+        assert!(contacts.age(99_999).is_some());
+    }
+}
