@@ -2,7 +2,7 @@
 //! node it is sent to, and every answer checked to be signed by that node over the request's
 //! nonce (an unsigned or mismatched answer is an error, never a vote or an ack).
 //!
-//! The server side lives in `api::peer`; both sides agree on the paths below. A peer that
+//! The server side lives in [`crate::api`]; both sides agree on the paths below. A peer that
 //! cannot be connected to is reported to openraft as `Unreachable`, so openraft backs off
 //! instead of hammering a dead box; any other failure is a `NetworkError` (retry at once).
 
