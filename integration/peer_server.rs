@@ -214,3 +214,27 @@ fn a_silent_connection_is_closed_after_two_seconds() {
         matches!(stream.read(&mut buf), Ok(0) | Err(_)) && start.elapsed() < Duration::from_secs(4);
     assert!(closed, "still open after {:?}", start.elapsed());
 }
+
+#[test]
+fn check_config_names_bad_listener_limits() {
+    let c = Cluster::new(1, &[]);
+    let text = c.config_text(1, &c.name, &c.data_dir(1));
+    let path = c.config_path(1);
+    let listen = c.member(1).address;
+    std::fs::write(
+        &path,
+        format!("status_listen = \"{listen}\"\n{text}[limits]\nmax_connections = 0\n"),
+    )
+    .unwrap();
+    let (exit, stdout, stderr) = run_cli(&["check-config", "--config", path.to_str().unwrap()]);
+    let out = format!("{stdout}{stderr}");
+    assert!(!exit.success(), "{out}");
+    assert!(
+        out.contains("status_listen") && out.contains("is the peer port"),
+        "{out}"
+    );
+    assert!(
+        out.contains("limits.max_connections") && out.contains("outside 8..=16384"),
+        "{out}"
+    );
+}
