@@ -72,7 +72,7 @@ rss_kb() {
 tables() {
     local out
     out=$(bed_exec "$1" python3 "$BED_TOOL" metrics "$(bed_status_url "$1")/metrics" raftvip_table_entries 2>/dev/null |
-        sed -E 's/^raftvip_table_entries\{table="([a-z_]+)"\} /\1=/' | tr '\n' ' ') || true
+        sed -E 's/^raftvip_table_entries\{table="([a-z_]+)"\} /\1=/' | sort | tr '\n' ' ') || true
     echo "${out:--}"
 }
 
