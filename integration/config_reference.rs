@@ -18,6 +18,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("announce.", "[announce]\n"),
     ("notify.", "[notify]\n"),
     ("vip_lease.", "[vip_lease]\n"),
+    ("limits.", "[limits]\n"),
 ];
 
 /// The keys the parser accepts in a section, from its unknown-field error.

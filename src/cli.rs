@@ -203,7 +203,8 @@ fn release(path: &Path) -> anyhow::Result<ExitCode> {
 
 async fn status(path: &Path, json: bool, all_vips: bool) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
-    let status = client::fetch_status(&config.listen.to_string()).await?;
+    let address = config.status_listen.unwrap_or(config.listen);
+    let status = client::fetch_status(&address.to_string()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -244,16 +245,26 @@ async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Re
     if config.peer(node_id).is_none() {
         bail!("node {node_id} is not a [[peer]] in {}", path.display());
     }
-    let peer_client = PeerClient::new(Arc::new(Authenticator::new(secret, &config.cluster)));
+    let peer_client = PeerClient::new(Arc::new(Authenticator::new(
+        secret,
+        &config.cluster,
+        config.node_id,
+    )));
     let on = matches!(state, OnOff::On);
-    client::set_maintenance(&peer_client, &config.listen.to_string(), node_id, on)
-        .await
-        .with_context(|| {
-            format!(
-                "turning maintenance {} for node {node_id}",
-                if on { "on" } else { "off" }
-            )
-        })?;
+    client::set_maintenance(
+        &peer_client,
+        config.node_id,
+        &config.listen.to_string(),
+        node_id,
+        on,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "turning maintenance {} for node {node_id}",
+            if on { "on" } else { "off" }
+        )
+    })?;
     println!(
         "node {node_id}: maintenance {}",
         if on {

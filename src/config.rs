@@ -77,7 +77,38 @@ pub struct Config {
     pub accept_no_failover: bool,
     #[serde(default)]
     pub vip_lease: VipLease,
+    /// Optional separate address for /v1/status and /metrics (loopback or a management
+    /// network); when set, the peer port (`listen`) serves peers only.
+    #[serde(default)]
+    pub status_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub limits: Limits,
 }
+
+/// Resource limits of the HTTP listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Open connections per listener; beyond it a new one evicts the oldest unauthenticated.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    crate::api::server::DEFAULT_MAX_CONNECTIONS
+}
+
+/// Bounds of `[limits] max_connections`: a cluster needs a handful of connections, and each
+/// costs a descriptor, so beyond this the cap no longer protects the descriptor table.
+pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 8..=16_384;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -683,6 +714,7 @@ impl Config {
             }
         };
 
+        problems.extend(self.listener_problems());
         (problems, secret)
     }
 
@@ -998,6 +1030,48 @@ fn secret_file_exposure(path: &Path) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+impl Config {
+    /// Problems with `status_listen` and `[limits]`.
+    fn listener_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Some(status) = self.status_listen {
+            if status == self.listen
+                || (status.port() == self.listen.port()
+                    && (status.ip().is_unspecified() || self.listen.ip().is_unspecified()))
+            {
+                problems.push(Problem {
+                    key: "status_listen".into(),
+                    what: format!("{status} is the peer port ({})", self.listen),
+                    fix: "use another port, e.g. status_listen = \"127.0.0.1:7481\", or remove the key to serve status on the peer port".into(),
+                });
+            }
+            if status.port() == 0 {
+                problems.push(Problem {
+                    key: "status_listen".into(),
+                    what: "port 0 is not an address the CLI can find".into(),
+                    fix: "use a fixed port, e.g. status_listen = \"127.0.0.1:7481\"".into(),
+                });
+            }
+        }
+        if !MAX_CONNECTIONS_RANGE.contains(&self.limits.max_connections) {
+            problems.push(Problem {
+                key: "limits.max_connections".into(),
+                what: format!(
+                    "{} is outside {}..={}",
+                    self.limits.max_connections,
+                    MAX_CONNECTIONS_RANGE.start(),
+                    MAX_CONNECTIONS_RANGE.end()
+                ),
+                fix: format!(
+                    "use a value in range, or remove the key for the default of {}",
+                    default_max_connections()
+                ),
+            });
+        }
+        problems
+    }
 }
 
 #[cfg(test)]

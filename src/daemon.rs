@@ -89,12 +89,23 @@ pub async fn run<Hl: HealthVerdict>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunDaemonError> {
     let config = Arc::new(config);
+    // Requests signed before this are refused (see auth): peers' requests queued in the listen
+    // backlog while the node starts up were signed after it.
+    let started = std::time::SystemTime::now();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunDaemonError::Listen {
             address: config.listen,
             source,
         })?;
+    let status_listener = match config.status_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| RunDaemonError::Listen { address, source })?,
+        ),
+        None => None,
+    };
     let (log_store, state_machine) =
         store::open(&config.data_dir, &config.cluster, config.node_id)?;
     let cluster = state_machine.subscribe();
@@ -108,7 +119,9 @@ pub async fn run<Hl: HealthVerdict>(
         Duration::from_millis(config.timing.election_timeout_ms[1]),
     );
 
-    let auth = Arc::new(Authenticator::new(secret, &config.cluster));
+    let auth = Arc::new(
+        Authenticator::new(secret, &config.cluster, config.node_id).accepting_since(started),
+    );
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft_config = openraft::Config {
@@ -175,11 +188,14 @@ pub async fn run<Hl: HealthVerdict>(
         view,
         contacts,
         rejected,
+        config.limits.max_connections,
     ));
-    let api_stopped = api_stop.clone();
-    let mut api_task = tokio::spawn(api::serve(listener, api_state, async move {
-        api_stopped.cancelled().await
-    }));
+    let mut api_task = tokio::spawn(api::serve(
+        listener,
+        status_listener,
+        api_state,
+        api_stop.clone(),
+    ));
 
     tracing::info!(
         node_id = config.node_id,
@@ -289,7 +305,7 @@ impl Peers for PeerRequests {
         for (id, address) in after.into_iter().chain(before) {
             let answer: Result<PeerAnswer, _> = self
                 .client
-                .call(address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
+                .call(*id, address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
                 .await;
             match answer {
                 Ok(PeerAnswer { accepted: true, .. }) => {
@@ -317,7 +333,7 @@ impl Peers for PeerRequests {
             let (client, address, id) = (self.client.clone(), address.clone(), *id);
             asks.spawn(async move {
                 let answer: Result<PeerAnswer, _> = client
-                    .call(&address, PREVOTE_PATH, &(), PREVOTE_TIMEOUT)
+                    .call(id, &address, PREVOTE_PATH, &(), PREVOTE_TIMEOUT)
                     .await;
                 (id, answer)
             });

@@ -21,6 +21,7 @@
 //! - [`release`]: removing this box's VIPs outside the supervisor (start, exit, crash, panic).
 //! - [`systemd`]: sd_notify readiness, status, stopping and watchdog pings.
 //! - [`keepalived`]: `import-keepalived`, keepalived.conf → raftvip.toml.
+//! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
 
 pub mod api;
 pub mod auth;
@@ -30,6 +31,7 @@ pub mod health;
 pub mod keepalived;
 pub mod metrics;
 pub mod notify;
+pub mod process_metrics;
 pub mod raft;
 pub mod release;
 pub mod status;

@@ -2,7 +2,9 @@
 //!
 //! Every number already lives in the status (counters included), so the exporter keeps no
 //! state of its own: a scrape builds a fresh registry from one status snapshot. Scrapes are
-//! seconds apart; building a registry of a few dozen series costs microseconds.
+//! seconds apart; building a registry of a few dozen series costs microseconds. A node's
+//! /metrics adds the standard process metrics ([`crate::process_metrics`]) and the size of
+//! each table of per-request state, so growth shows long before it matters.
 //!
 //! Names follow the Prometheus conventions: the `raftvip_` prefix, base units (durations in
 //! `_seconds`, fractional), `_total` on counters (added by the encoder), `_info` for build
@@ -54,10 +56,76 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, c);
 }
 
-/// The Prometheus text exposition of one status snapshot.
-pub fn render(status: &Status) -> String {
-    let mut r = Registry::with_prefix("raftvip");
+/// What a node's /metrics serves: the status, the standard process metrics and the size of
+/// each table of per-request state (`raftvip_table_entries{table=...}`).
+pub fn render_node(status: &Status, tables: &[(&'static str, usize)]) -> String {
+    let mut root = Registry::default();
+    let r = root.sub_registry_with_prefix("raftvip");
+    register_status(r, status);
+    let entries = Family::<TableLabel, Gauge>::default();
+    for (table, size) in tables {
+        entries
+            .get_or_create(&TableLabel { table })
+            .set(i64::try_from(*size).unwrap_or(i64::MAX));
+    }
+    r.register(
+        "table_entries",
+        "Entries in each table of per-request state (should stay flat over time)",
+        entries,
+    );
+    register_process(&mut root, &crate::process_metrics::sample());
+    encode_registry(&root)
+}
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+fn register_process(r: &mut Registry, sample: &crate::process_metrics::ProcessSample) {
+    if let Some(v) = sample.resident_memory_bytes {
+        gauge(
+            r,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            v as i64,
+        );
+    }
+    if let Some(v) = sample.cpu_seconds {
+        let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        c.inc_by(v);
+        r.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            c,
+        );
+    }
+    if let Some(v) = sample.open_fds {
+        gauge(
+            r,
+            "process_open_fds",
+            "Number of open file descriptors",
+            v as i64,
+        );
+    }
+    if let Some(v) = sample.start_time_seconds {
+        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        g.set(v);
+        r.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            g,
+        );
+    }
+}
+
+fn encode_registry(r: &Registry) -> String {
+    let mut out = String::new();
+    encode(&mut out, r).expect("writing to a String cannot fail");
+    out
+}
+
+fn register_status(r: &mut Registry, status: &Status) {
     let roles = Family::<RoleLabel, Gauge>::default();
     for role in Role::ALL {
         roles
@@ -69,51 +137,51 @@ pub fn render(status: &Status) -> String {
         "Raft role of this node (1 for the current one)",
         roles,
     );
-    gauge(&mut r, "term", "Current Raft term", status.term as i64);
+    gauge(r, "term", "Current Raft term", status.term as i64);
     gauge(
-        &mut r,
+        r,
         "leader_id",
         "Id of the current leader (0: none known)",
         status.leader_id.unwrap_or(0) as i64,
     );
     seconds(
-        &mut r,
+        r,
         "quorum_ack_age_seconds",
         "Leader only: time since a quorum acknowledged it (-1 otherwise)",
         status.millis_since_quorum_ack,
     );
     gauge(
-        &mut r,
+        r,
         "holds_vips",
         "1 if this node holds the VIPs",
         i64::from(status.holds_vips),
     );
     gauge(
-        &mut r,
+        r,
         "candidate",
         "1 if this node stands in elections",
         i64::from(status.candidate_for_leader),
     );
     gauge(
-        &mut r,
+        r,
         "healthy",
         "1 if HAProxy is healthy",
         i64::from(status.healthy),
     );
     gauge(
-        &mut r,
+        r,
         "maintenance",
         "1 if this node is in maintenance",
         i64::from(status.maintenance),
     );
     if let Some(h) = &status.health {
         counter(
-            &mut r,
+            r,
             "health_transitions",
             "Health verdict changes",
             h.transitions,
         );
-        counter(&mut r, "health_checks", "HAProxy checks run", h.checks);
+        counter(r, "health_checks", "HAProxy checks run", h.checks);
         let latency = Gauge::<f64, AtomicU64>::default();
         latency.set(h.check_latency_us as f64 / 1e6);
         r.register(
@@ -122,32 +190,32 @@ pub fn render(status: &Status) -> String {
             latency,
         );
         seconds(
-            &mut r,
+            r,
             "health_last_check_age_seconds",
             "Age of the last completed HAProxy check (-1: none yet)",
             h.last_check_age_ms,
         );
     }
     counter(
-        &mut r,
+        r,
         "leader_changes",
         "Leader changes seen by this node",
         status.counters.leader_changes,
     );
     counter(
-        &mut r,
+        r,
         "rejected_requests",
         "Peer requests rejected as unauthenticated",
         status.counters.rejected_requests,
     );
     counter(
-        &mut r,
+        r,
         "handovers",
         "Times this leader handed leadership over",
         status.counters.handovers,
     );
     counter(
-        &mut r,
+        r,
         "fence_releases",
         "Times the VIPs were released because the quorum lease ran out",
         status.counters.fence_releases,
@@ -234,15 +302,11 @@ pub fn render(status: &Status) -> String {
         Info::new(vec![("version".to_owned(), status.version.clone())]),
     );
     gauge(
-        &mut r,
+        r,
         "voters_may_fail",
         "Members the configured cluster may lose and still elect a VIP holder (0: no failover)",
         status.voters_may_fail as i64,
     );
-
-    let mut out = String::new();
-    encode(&mut out, &r).expect("writing to a String cannot fail");
-    out
 }
 
 #[cfg(test)]
@@ -251,7 +315,7 @@ mod tests {
 
     #[test]
     fn renders_role_counters_and_vips() {
-        let text = render(&crate::status::tests::sample());
+        let text = render_node(&crate::status::tests::sample(), &[]);
         for line in [
             "raftvip_role{role=\"leader\"} 1",
             "raftvip_role{role=\"follower\"} 0",
@@ -279,7 +343,7 @@ mod tests {
     /// fails this test until docs/monitoring/ follows.
     #[test]
     fn dashboard_and_alerts_use_existing_metrics() {
-        let text = render(&crate::status::tests::sample());
+        let text = render_node(&crate::status::tests::sample(), &[]);
         for (file, doc) in [
             ("alerts.yml", include_str!("../docs/monitoring/alerts.yml")),
             (
@@ -304,5 +368,25 @@ mod tests {
             }
             assert!(seen > 5, "{file}: only {seen} metric references");
         }
+    }
+
+    #[test]
+    fn node_metrics_add_process_metrics_and_table_sizes() {
+        let text = render_node(
+            &crate::status::tests::sample(),
+            &[("nonces", 12), ("reject_log", 0)],
+        );
+        for line in [
+            "raftvip_term 7",
+            "raftvip_table_entries{table=\"nonces\"} 12",
+            "raftvip_table_entries{table=\"reject_log\"} 0",
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -15,13 +15,24 @@
                            scripts/chaos.sh's verdict: availability, outages, two-holder and
                            zero-holder episodes (overall and per fault type) over [FROM, TO];
                            FAULTS has "start_ms heal_ms type box" lines; exits 1 past a limit
+  flood    SECONDS CONNS BODY_MIB HOST:PORT...
+                           abuse of raftvip's peer port, bounded in time: per target, hold
+                           CONNS idle connections (reopening any the server closes) and post
+                           unsigned BODY_MIB junk bodies back to back on 4 connections; prints a
+                           JSON summary per target
+  metrics  URL PREFIX...   GET Prometheus text; print the samples whose name starts with a
+                           PREFIX, one "name{labels} value" per line
 
 Times are Unix epoch milliseconds; every namespace shares the machine's clock, so the probe's
 times, the monitors' times and the fault times in bash ($EPOCHREALTIME) compare directly.
 """
 
+import asyncio
 import datetime
+import errno
 import json
+import os
+import resource
 import socket
 import sys
 import time
@@ -317,6 +328,112 @@ def cmd_chaos_report(probe, faults_file, vip, start, end, *args):
     sys.exit(1 if broken else 0)
 
 
+# The flood's posters per target, and the pause before an idle connection the server closed is
+# reopened (so the flood is a steady 5,000 held connections, not a connect storm of its own).
+FLOOD_POSTERS = 4
+FLOOD_REOPEN_S = 0.5
+# Patient connects: a SYN the full listen queue dropped is retried by the kernel after 1 s, 3 s.
+FLOOD_CONNECT_S = 10
+
+
+def flood_error(stats, e):
+    key = type(e).__name__ if not getattr(e, "errno", None) else errno.errorcode.get(e.errno, str(e.errno))
+    stats["errors"][key] = stats["errors"].get(key, 0) + 1
+
+
+async def flood_idle(host, port, stop, stats):
+    while time.monotonic() < stop:
+        try:
+            stats["connects"] += 1
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), FLOOD_CONNECT_S)
+        except (OSError, asyncio.TimeoutError) as e:
+            flood_error(stats, e)
+            await asyncio.sleep(FLOOD_REOPEN_S)
+            continue
+        stats["open"] += 1
+        stats["max_open"] = max(stats["max_open"], stats["open"])
+        try:
+            await asyncio.wait_for(reader.read(1), max(0.0, stop - time.monotonic()))
+            stats["closed_by_server"] += 1
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            stats["open"] -= 1
+            writer.close()
+        await asyncio.sleep(FLOOD_REOPEN_S)
+
+
+async def flood_post(host, port, stop, body_bytes, stats):
+    chunk = os.urandom(64 << 10)
+    while time.monotonic() < stop:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        except (OSError, asyncio.TimeoutError) as e:
+            flood_error(stats, e)
+            await asyncio.sleep(0.1)
+            continue
+        try:
+            writer.write(f"POST /raft/snapshot HTTP/1.1\r\nHost: {host}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {body_bytes}\r\n\r\n".encode())
+            sent = 0
+            while sent < body_bytes and time.monotonic() < stop:
+                n = min(len(chunk), body_bytes - sent)
+                writer.write(chunk[:n])
+                await asyncio.wait_for(writer.drain(), 5)
+                sent += n
+                stats["posted_bytes"] += n
+        except (OSError, asyncio.TimeoutError) as e:
+            # The server answers and closes without reading a refused body: expected.
+            flood_error(stats, e)
+        try:
+            head = await asyncio.wait_for(reader.read(64), 2)
+            status = head.split(b" ", 2)[1].decode() if head.count(b" ") >= 2 else "none"
+            stats["answers"][status] = stats["answers"].get(status, 0) + 1
+        except (OSError, asyncio.TimeoutError) as e:
+            flood_error(stats, e)
+        finally:
+            writer.close()
+        stats["posts"] += 1
+
+
+async def flood(seconds, conns, body_bytes, targets):
+    stop = time.monotonic() + seconds
+    stats = {}
+    tasks = []
+    for host, port in targets:
+        st = stats[f"{host}:{port}"] = {
+            "connects": 0, "connect_errors": 0, "open": 0, "max_open": 0,
+            "closed_by_server": 0, "posts": 0, "posted_bytes": 0, "answers": {}, "errors": {},
+        }
+        tasks.append([flood_idle(host, port, stop, st) for _ in range(conns)]
+                     + [flood_post(host, port, stop, body_bytes, st) for _ in range(FLOOD_POSTERS)])
+    # Interleave the targets, so every box is flooded from the first second.
+    await asyncio.gather(*(t for group in zip(*tasks) for t in group))
+    return stats
+
+
+def cmd_flood(seconds, conns, body_mib, *targets):
+    # Up to the hard limit: the flooder itself needs a descriptor per held connection.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    parsed = [(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in targets]
+    stats = asyncio.run(flood(float(seconds), int(conns), int(float(body_mib) * (1 << 20)), parsed))
+    for target, st in stats.items():
+        del st["open"]
+        print(target, json.dumps(st, sort_keys=True))
+
+
+def cmd_metrics(url, *prefixes):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            text = r.read().decode()
+    except (OSError, ValueError) as e:
+        sys.exit(f"metrics {url}: {e}")
+    for line in text.splitlines():
+        if not line.startswith("#") and line.startswith(prefixes):
+            print(line)
+
+
 COMMANDS = {
     "probe": cmd_probe,
     "outage": cmd_outage,
@@ -326,6 +443,8 @@ COMMANDS = {
     "overlap": cmd_overlap,
     "get": cmd_get,
     "chaos-report": cmd_chaos_report,
+    "metrics": cmd_metrics,
+    "flood": cmd_flood,
 }
 
 if __name__ == "__main__":

@@ -57,6 +57,11 @@ BED_EXTRA_NET4=198.51.100
 # The interface the VIPs of clusters a and b are configured on (and bed_holders looks at):
 # a scenario may use a second interface, e.g. a dummy it creates in each box.
 BED_VIP_IF=${BED_VIP_IF:-eth0}
+# Soft limit of open files for raftvip (e.g. 1024, systemd's default); empty: inherited.
+BED_NOFILE=${BED_NOFILE:-}
+# Port of a separate status listener on each box's loopback (status_listen); empty: none,
+# status is read from the peer port.
+BED_STATUS_PORT=${BED_STATUS_PORT:-}
 
 BED_ID=""
 BED_DIR=""
@@ -346,6 +351,7 @@ bed_write_config() {
         echo "listen = \"$(bed_addr4 "$box"):$port\""
         echo "data_dir = \"$dir/data-$cl\""
         echo "secret_file = \"$BED_DIR/secret-$cl\""
+        [[ -z $BED_STATUS_PORT ]] || echo "status_listen = \"127.0.0.1:$BED_STATUS_PORT\""
         [[ -n ${BED_WITNESS[$box]:-} ]] && echo 'role = "witness"'
         # A one- or two-box bed survives no member loss: say so, or check-config refuses it.
         (($(wc -w <<<"$(bed_boxes "$cl")") >= 3)) || echo 'accept_no_failover = true'
@@ -376,7 +382,9 @@ bed_start_raftvip() {
     "$(bed_raftvip_bin)" check-config --config "$config" >/dev/null ||
         bed_die "raftvip rejects $config: $("$(bed_raftvip_bin)" check-config --config "$config" 2>&1)"
     echo "=== start $(date +%T.%N)" >>"$dir/raftvip.log"
-    RUST_LOG=$BED_RUST_LOG ip netns exec "$(bed_ns "$box")" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
+    local limit=()
+    [[ -z $BED_NOFILE ]] || limit=(prlimit "--nofile=$BED_NOFILE:$(ulimit -Hn)")
+    RUST_LOG=$BED_RUST_LOG ip netns exec "$(bed_ns "$box")" "${limit[@]}" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
     echo $! >"$dir/raftvip.pid"
     if ! bed_wait 5000 bed_status "$box" node_id >/dev/null; then
         bed_pid_alive "$(cat "$dir/raftvip.pid")" ||
@@ -399,8 +407,16 @@ bed_raftvip_cli() {
 # bed_status BOX [FIELD]: the box's status document (or one field, e.g. role, term).
 bed_status() {
     local box=$1
-    bed_exec "$box" python3 "$BED_TOOL" get \
-        "http://$(bed_addr4 "$box"):$(bed_port "${BED_BOX_CLUSTER[$box]}")/v1/status" "${2:-}"
+    bed_exec "$box" python3 "$BED_TOOL" get "$(bed_status_url "$box")/v1/status" "${2:-}"
+}
+
+# bed_status_url BOX: where the box serves /v1/status and /metrics (seen from inside the box).
+bed_status_url() {
+    if [[ -n $BED_STATUS_PORT ]]; then
+        echo "http://127.0.0.1:$BED_STATUS_PORT"
+    else
+        echo "http://$(bed_addr4 "$1"):$(bed_port "${BED_BOX_CLUSTER[$1]}")"
+    fi
 }
 
 # bed_leader [CLUSTER]: the box whose raftvip says it is leader (one line per such box).

@@ -54,9 +54,10 @@ pub async fn fetch_status(address: &str) -> Result<Status, FetchStatusError> {
         .map_err(|source| FetchStatusError::Decode { url, source })
 }
 
-/// Asks the daemon on `address` to put `node_id` into (or out of) maintenance.
+/// Asks the daemon `daemon` on `address` to put `node_id` into (or out of) maintenance.
 pub async fn set_maintenance(
     client: &PeerClient,
+    daemon: NodeId,
     address: &str,
     node_id: NodeId,
     on: bool,
@@ -67,6 +68,6 @@ pub async fn set_maintenance(
         forwarded: false,
     };
     client
-        .call(address, MAINTENANCE_PATH, &request, CLI_TIMEOUT)
+        .call(daemon, address, MAINTENANCE_PATH, &request, CLI_TIMEOUT)
         .await
 }

@@ -1,21 +1,29 @@
 //! The HTTP server every node runs on `listen`: peer RPC, admin calls, status and metrics.
 //!
 //! Routes that change anything (Raft RPCs, "elect now", maintenance) sit behind
-//! [`authenticate`]: a request without a valid signature answers 401, is counted and logged
-//! with its source address (at most once per source per [`REJECT_LOG_EVERY`], so a flood
-//! cannot flood the journal). Status and metrics are read-only and unauthenticated, like
-//! HAProxy's own stats page.
+//! [`authenticate`], which refuses cheaply what it can before reading a body: a missing or
+//! too large Content-Length, malformed signature headers, a stale timestamp or a known nonce
+//! all answer the same 401 without a byte of the body read or hashed. Only then is the body
+//! read (bounded by the route's own limit, see [`body_limit`]) and its signature checked.
+//! Rejections are counted and logged with their source address (at most once per source per
+//! [`REJECT_LOG_EVERY`], see [`reject_log`]). Accepted requests get signed answers.
+//!
+//! Status and metrics are read-only and unauthenticated, like HAProxy's own stats page. With
+//! `status_listen` set they move to that address and the peer port serves peers only.
+//! Connection limits and timeouts live in [`server`].
 
 pub mod client;
+pub mod reject_log;
+pub mod server;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,12 +31,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, SignedHeaders, VerifyRequestError, SIGNATURE_HEADER};
 use crate::raft::network::{PeerClient, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::{
     AppendEntriesRequest, InstallSnapshotRequest, NodeId, Raft, Request as RaftRequest, VoteRequest,
 };
 use crate::status::Status;
+use reject_log::{LogVerdict, RejectLog};
+use server::{Connection, Connections, REQUEST_TIMEOUT};
+use tokio_util::sync::CancellationToken;
 
 pub const STATUS_PATH: &str = "/v1/status";
 pub const METRICS_PATH: &str = "/metrics";
@@ -36,9 +47,20 @@ pub const ELECT_PATH: &str = "/v1/elect";
 pub const PREVOTE_PATH: &str = "/v1/prevote";
 pub const MAINTENANCE_PATH: &str = "/v1/maintenance";
 
-/// Largest accepted request body. Raft messages here are tiny (the log holds operator flags);
-/// 4 MiB leaves room for a snapshot chunk and bounds memory per request.
-const MAX_BODY: usize = 4 << 20;
+/// Largest snapshot request: the state machine holds operator flags and the membership, a
+/// few KB; 4 MiB leaves room and bounds memory per request.
+const MAX_SNAPSHOT_BODY: usize = 4 << 20;
+/// Largest append: openraft sends at most 300 entries of a few hundred bytes each.
+const MAX_APPEND_BODY: usize = 512 << 10;
+/// Largest vote, pre-vote, elect or maintenance request (they are a few dozen bytes).
+const MAX_SMALL_BODY: usize = 16 << 10;
+/// Largest answer this node signs (its own answers are small; a bound keeps one bug from
+/// buffering without limit).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Contacts remembered at most: node ids come from signed requests, so only peers choose
+/// them, but a misconfigured peer must not grow the table either.
+const MAX_CONTACTS: usize = 64;
 
 /// A rejected source is logged at most this often; the counter still counts every request.
 pub const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -71,10 +93,20 @@ pub struct Contacts {
 
 impl Contacts {
     pub fn touch(&self, id: NodeId) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Instant::now());
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() >= MAX_CONTACTS && !peers.contains_key(&id) {
+            if let Some(oldest) = peers.iter().min_by_key(|(_, at)| **at).map(|(id, _)| *id) {
+                peers.remove(&oldest);
+            }
+        }
+        peers.insert(id, Instant::now());
+    }
+    /// Peers remembered (for the metrics).
+    pub fn len(&self) -> usize {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
     pub fn age(&self, id: NodeId) -> Option<Duration> {
         self.peers
@@ -101,7 +133,10 @@ pub struct ApiState<V> {
     pub contacts: Arc<Contacts>,
     /// Rejected requests, shared with the status document.
     pub rejected: Arc<AtomicU64>,
-    reject_log: Mutex<HashMap<IpAddr, Instant>>,
+    reject_log: Mutex<RejectLog>,
+    /// Open connections of the peer listener and of the status listener (if separate).
+    pub connections: Arc<Connections>,
+    pub status_connections: Arc<Connections>,
 }
 
 impl<V> ApiState<V> {
@@ -112,6 +147,7 @@ impl<V> ApiState<V> {
         view: Arc<V>,
         contacts: Arc<Contacts>,
         rejected: Arc<AtomicU64>,
+        max_connections: usize,
     ) -> Self {
         Self {
             raft,
@@ -120,8 +156,27 @@ impl<V> ApiState<V> {
             view,
             contacts,
             rejected,
-            reject_log: Mutex::new(HashMap::new()),
+            reject_log: Mutex::new(RejectLog::new(REJECT_LOG_EVERY)),
+            connections: Arc::new(Connections::new(max_connections)),
+            status_connections: Arc::new(Connections::new(max_connections)),
         }
+    }
+
+    /// Entries in each table of per-request state, for the metrics.
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("nonces", self.auth.remembered_nonces(SystemTime::now())),
+            (
+                "reject_log",
+                self.reject_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .len_at(Instant::now()),
+            ),
+            ("contacts", self.contacts.len()),
+            ("connections", self.connections.len()),
+            ("status_connections", self.status_connections.len()),
+        ]
     }
 }
 
@@ -142,83 +197,195 @@ pub struct MaintenanceRequest {
     pub forwarded: bool,
 }
 
-pub fn router<V: NodeView>(state: Arc<ApiState<V>>) -> Router {
-    let signed = Router::new()
+/// The signed routes: peer RPC and admin calls.
+fn peer_router<V: NodeView>(state: Arc<ApiState<V>>) -> Router<Arc<ApiState<V>>> {
+    Router::new()
         .route(APPEND_PATH, post(append::<V>))
         .route(VOTE_PATH, post(vote::<V>))
         .route(SNAPSHOT_PATH, post(snapshot::<V>))
         .route(ELECT_PATH, post(elect::<V>))
         .route(PREVOTE_PATH, post(prevote::<V>))
         .route(MAINTENANCE_PATH, post(maintenance::<V>))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            authenticate::<V>,
-        ));
+        .route_layer(middleware::from_fn_with_state(state, authenticate::<V>))
+}
+
+/// The read-only routes: status and metrics.
+fn status_router<V: NodeView>() -> Router<Arc<ApiState<V>>> {
     Router::new()
         .route(STATUS_PATH, get(status::<V>))
         .route(METRICS_PATH, get(metrics::<V>))
-        .merge(signed)
+}
+
+/// Everything on one port (no `status_listen`).
+pub fn router<V: NodeView>(state: Arc<ApiState<V>>) -> Router {
+    status_router::<V>()
+        .merge(peer_router(state.clone()))
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes.
+/// Serves until `stop` is cancelled: everything on `listener`, or, with a separate
+/// `status_listener`, peer routes on `listener` and status and metrics on the other.
 pub async fn serve<V: NodeView>(
     listener: tokio::net::TcpListener,
+    status_listener: Option<tokio::net::TcpListener>,
     state: Arc<ApiState<V>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let Some(status_listener) = status_listener else {
+        let connections = state.connections.clone();
+        return server::serve(listener, router(state), connections, stop).await;
+    };
+    let peer = server::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        peer_router(state.clone()).with_state(state.clone()),
+        state.connections.clone(),
+        stop.clone(),
+    );
+    let status = server::serve(
+        status_listener,
+        status_router::<V>().with_state(state.clone()),
+        state.status_connections.clone(),
+        stop,
+    );
+    let (peer, status) = tokio::join!(peer, status);
+    peer.and(status)
+}
+
+/// Largest body accepted on `path`, checked against Content-Length before reading.
+fn body_limit(path: &str) -> usize {
+    match path {
+        SNAPSHOT_PATH => MAX_SNAPSHOT_BODY,
+        APPEND_PATH => MAX_APPEND_BODY,
+        _ => MAX_SMALL_BODY,
+    }
+}
+
+/// Why a signed route refused a request; all answer the same 401.
+#[derive(Debug, thiserror::Error)]
+enum RefuseError {
+    #[error("no valid Content-Length header")]
+    NoLength,
+    #[error("Content-Length {length} exceeds this route's limit of {limit} bytes")]
+    TooLarge { length: usize, limit: usize },
+    #[error("the body did not arrive in time or was cut short")]
+    BodyRead,
+    #[error(transparent)]
+    Auth(#[from] VerifyRequestError),
 }
 
 async fn authenticate<V: NodeView>(
     State(state): State<Arc<ApiState<V>>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
+    connection: Option<Extension<Arc<Connection>>>,
     request: Request,
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => bytes,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
-    };
-    let verdict = state.auth.verify(
-        parts.method.as_str(),
-        parts.uri.path(),
-        |name| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        },
-        &bytes,
-        SystemTime::now(),
-    );
-    if let Err(error) = verdict {
-        state.rejected.fetch_add(1, Ordering::Relaxed);
-        let mut log = state.reject_log.lock().unwrap_or_else(|e| e.into_inner());
-        let due = log
-            .get(&source.ip())
-            .is_none_or(|at| at.elapsed() >= REJECT_LOG_EVERY);
-        if due {
-            log.insert(source.ip(), Instant::now());
-            tracing::warn!(
-                %source,
-                path = parts.uri.path(),
-                %error,
-                rejected_total = state.rejected.load(Ordering::Relaxed),
-                "rejected unauthenticated peer request"
-            );
+    let path = parts.uri.path().to_owned();
+    let checked = async {
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or(RefuseError::NoLength)?;
+        let limit = body_limit(&path);
+        if length > limit {
+            return Err(RefuseError::TooLarge { length, limit });
         }
-        return (StatusCode::UNAUTHORIZED, error.to_string()).into_response();
+        let signed = state.auth.check_headers(
+            |name| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            },
+            SystemTime::now(),
+        )?;
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, axum::body::to_bytes(body, length))
+            .await
+            .map_err(|_| RefuseError::BodyRead)?
+            .map_err(|_| RefuseError::BodyRead)?;
+        state.auth.check_body(
+            &signed,
+            parts.method.as_str(),
+            &path,
+            &bytes,
+            SystemTime::now(),
+        )?;
+        Ok((signed, bytes))
+    };
+    let (signed, bytes) = match checked.await {
+        Ok(accepted) => accepted,
+        Err(error) => return refuse(&state, source, &path, &error),
+    };
+    if let Some(Extension(connection)) = connection {
+        connection.mark_authenticated();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let answer = next.run(Request::from_parts(parts, Body::from(bytes)));
+    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+        Ok(answer) => sign_answer(&state.auth, &signed, answer).await,
+        Err(_) => {
+            tracing::warn!(%source, path, "peer request took longer than {REQUEST_TIMEOUT:?}; dropped");
+            sign_answer(
+                &state.auth,
+                &signed,
+                (StatusCode::SERVICE_UNAVAILABLE, "timed out").into_response(),
+            )
+            .await
+        }
+    }
+}
+
+/// Counts and (rate-limited) logs a refused request and answers the uniform 401; the
+/// connection is closed after it, freeing its slot.
+fn refuse<V>(state: &ApiState<V>, source: SocketAddr, path: &str, error: &RefuseError) -> Response {
+    let rejected_total = state.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+    let verdict = state
+        .reject_log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .note(source.ip(), Instant::now());
+    match verdict {
+        LogVerdict::Log => tracing::warn!(
+            %source,
+            path,
+            %error,
+            rejected_total,
+            "rejected unauthenticated peer request"
+        ),
+        LogVerdict::Summarise => tracing::warn!(
+            rejected_total,
+            sources = reject_log::MAX_SOURCES,
+            "rejecting unauthenticated requests from more sources than are logged one by one"
+        ),
+        LogVerdict::Quiet => {}
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONNECTION, "close")],
+        "unauthenticated\n",
+    )
+        .into_response()
+}
+
+/// Signs this node's answer over the request's nonce, so the caller can trust it.
+async fn sign_answer(auth: &Authenticator, request: &SignedHeaders, answer: Response) -> Response {
+    let (mut parts, body) = answer.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_ANSWER).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot buffer this node's own answer to sign it");
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            axum::body::Bytes::new()
+        }
+    };
+    let signature = auth.sign_response(request, parts.status.as_u16(), &bytes);
+    if let Ok(value) = header::HeaderValue::from_str(&signature) {
+        parts.headers.insert(SIGNATURE_HEADER, value);
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 async fn append<V: NodeView>(
@@ -301,6 +468,13 @@ async fn maintenance<V: NodeView>(
     State(s): State<Arc<ApiState<V>>>,
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
+    // The flag map is keyed by node id: only members get one, so it cannot grow unbounded.
+    if s.view.peer_address(request.node_id).is_none() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("node {} is not a member of this cluster", request.node_id),
+        ));
+    }
     let write = RaftRequest::SetMaintenance {
         node_id: request.node_id,
         on: request.on,
@@ -311,15 +485,21 @@ async fn maintenance<V: NodeView>(
             let leader = e
                 .forward_to_leader::<openraft::BasicNode>()
                 .and_then(|f| f.leader_id);
-            let address = leader.and_then(|id| s.view.peer_address(id));
-            match address {
-                Some(address) if !request.forwarded => {
+            let leader = leader.and_then(|id| Some((id, s.view.peer_address(id)?)));
+            match leader {
+                Some((leader, address)) if !request.forwarded => {
                     let forwarded = MaintenanceRequest {
                         forwarded: true,
                         ..request
                     };
                     s.peers
-                        .call::<_, ()>(&address, MAINTENANCE_PATH, &forwarded, FORWARD_TIMEOUT)
+                        .call::<_, ()>(
+                            leader,
+                            &address,
+                            MAINTENANCE_PATH,
+                            &forwarded,
+                            FORWARD_TIMEOUT,
+                        )
                         .await
                         .map(Json)
                         .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
@@ -343,7 +523,24 @@ async fn metrics<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(&s.view.status()),
+        crate::metrics::render_node(&s.view.status(), &s.table_sizes()),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7: contacts are keyed by node ids from signed requests; 100,000 distinct ids
+    /// leave at most MAX_CONTACTS entries, the most recent ones.
+    #[test]
+    fn contacts_stay_bounded() {
+        let contacts = Contacts::default();
+        for id in 0..100_000 {
+            contacts.touch(id);
+        }
+        assert_eq!(contacts.len(), MAX_CONTACTS);
+        assert!(contacts.age(99_999).is_some());
+    }
 }

@@ -1,6 +1,8 @@
-//! Raft RPCs over HTTP: one shared reqwest client, JSON bodies, every request signed.
+//! Raft RPCs over HTTP: one shared reqwest client, JSON bodies, every request signed for the
+//! node it is sent to, and every answer checked to be signed by that node over the request's
+//! nonce (an unsigned or mismatched answer is an error, never a vote or an ack).
 //!
-//! The server side lives in `api::peer`; both sides agree on the paths below. A peer that
+//! The server side lives in [`crate::api`]; both sides agree on the paths below. A peer that
 //! cannot be connected to is reported to openraft as `Unreachable`, so openraft backs off
 //! instead of hammering a dead box; any other failure is a `NetworkError` (retry at once).
 
@@ -20,7 +22,7 @@ use super::{
     NodeId, TypeConfig, VoteRequest, VoteResponse,
 };
 use crate::api::Contacts;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, SIGNATURE_HEADER};
 
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
@@ -47,8 +49,17 @@ pub enum PeerCallError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{url} answered something that is not the expected JSON: {reason}")]
+    Decode { url: String, reason: String },
     #[error("{url} rejected the request as unauthenticated (is secret_file and cluster the same on both nodes, and are clocks in sync?)")]
     Unauthorized { url: String },
+    #[error("{url} answered HTTP {status} that is not signed by node {node}: {reason} (a forged answer, or the node runs an older raftvip)")]
+    UntrustedAnswer {
+        url: String,
+        node: NodeId,
+        status: reqwest::StatusCode,
+        reason: crate::auth::VerifyResponseError,
+    },
     #[error("{url} answered HTTP {status}: {body}")]
     Status {
         url: String,
@@ -88,15 +99,16 @@ impl PeerClient {
         })
     }
 
-    /// POSTs `body` as JSON to `http://{address}{path}` and decodes the JSON answer.
+    /// POSTs `body` as JSON to node `to` at `http://{address}{path}` and decodes its answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        to: NodeId,
         address: &str,
         path: &str,
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
-        self.call_url(&Self::url(address, path)?, body, timeout)
+        self.call_url(to, &Self::url(address, path)?, body, timeout)
             .await
     }
 
@@ -104,12 +116,15 @@ impl PeerClient {
     /// than signing it) and decodes the JSON answer.
     pub async fn call_url<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        to: NodeId,
         url: &reqwest::Url,
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
         let body = serde_json::to_vec(body).expect("RPC types always serialize");
-        let signature = self.auth.sign("POST", url.path(), &body, SystemTime::now());
+        let signature = self
+            .auth
+            .sign(to, "POST", url.path(), &body, SystemTime::now());
         let mut request = self
             .http
             .post(url.clone())
@@ -138,21 +153,43 @@ impl PeerClient {
                 url: url.to_owned(),
             });
         }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(PeerCallError::Status {
-                url: url.to_owned(),
-                status,
-                body,
-            });
-        }
-        response
-            .json()
+        let answer_signature = response
+            .headers()
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer = response
+            .bytes()
             .await
             .map_err(|source| PeerCallError::Request {
                 url: url.to_owned(),
                 source,
-            })
+            })?;
+        self.auth
+            .verify_response(
+                to,
+                &signature.nonce,
+                status.as_u16(),
+                answer_signature.as_deref(),
+                &answer,
+            )
+            .map_err(|reason| PeerCallError::UntrustedAnswer {
+                url: url.to_owned(),
+                node: to,
+                status,
+                reason,
+            })?;
+        if !status.is_success() {
+            return Err(PeerCallError::Status {
+                url: url.to_owned(),
+                status,
+                body: String::from_utf8_lossy(&answer).into_owned(),
+            });
+        }
+        serde_json::from_slice(&answer).map_err(|e| PeerCallError::Decode {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -219,7 +256,7 @@ impl PeerConnection {
         };
         let answer: Result<Resp, RaftError<NodeId, E>> = self
             .client
-            .call_url(url, request, option.hard_ttl())
+            .call_url(self.target, url, request, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
@@ -260,5 +297,104 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{FROM_HEADER, NONCE_HEADER};
+    use crate::config::Secret;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn node(id: NodeId) -> Arc<Authenticator> {
+        Arc::new(Authenticator::new(Secret::new(SECRET.to_vec()), "lb", id))
+    }
+
+    /// A one-shot HTTP server that answers `body` signed by `signer` (None: unsigned), over
+    /// the nonce of the request it received.
+    async fn answer_once(signer: Option<Arc<Authenticator>>, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let header = |name: &'static str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .map(|v| v.trim().to_owned())
+            };
+            let mut extra = String::new();
+            if let Some(signer) = signer {
+                // Verify as the signer would, to get the request's nonce and sender.
+                let signed = signer
+                    .check_headers(header, SystemTime::now())
+                    .unwrap_or_else(|e| panic!("{e}: {head}"));
+                assert!(header(NONCE_HEADER).is_some() && header(FROM_HEADER).is_some());
+                let signature = signer.sign_response(&signed, 200, body.as_bytes());
+                extra = format!("{SIGNATURE_HEADER}: {signature}\r\n");
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        address
+    }
+
+    async fn ask(address: &str) -> Result<serde_json::Value, PeerCallError> {
+        PeerClient::new(node(1))
+            .call(2, address, VOTE_PATH, &(), Duration::from_secs(2))
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_answer_signed_by_the_node_asked_is_accepted() {
+        let address = answer_once(Some(node(2)), r#"{"Ok":true}"#).await;
+        assert_eq!(
+            ask(&address).await.unwrap(),
+            serde_json::json!({"Ok": true})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_answer_is_refused() {
+        let address = answer_once(None, r#"{"Ok":true}"#).await;
+        let error = ask(&address).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PeerCallError::UntrustedAnswer {
+                    reason: crate::auth::VerifyResponseError::Unsigned,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_signed_by_another_node_is_refused() {
+        let address = answer_once(Some(node(3)), r#"{"Ok":true}"#).await;
+        let error = ask(&address).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PeerCallError::UntrustedAnswer {
+                    reason: crate::auth::VerifyResponseError::BadSignature,
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 }
