@@ -421,6 +421,7 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
                 fence_releases: sup.fence_releases,
             },
             voters_may_fail: self.config.tolerance().may_fail as u64,
+            failover_duration: sup.failover_duration.clone(),
         }
     }
 

@@ -12,6 +12,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,7 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::status::{Role, Status};
+use crate::status::{FailoverHistogram, Role, Status, FAILOVER_BUCKETS};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabel {
@@ -307,6 +308,29 @@ fn register_status(r: &mut Registry, status: &Status) {
         "Members the configured cluster may lose and still elect a VIP holder (0: no failover)",
         status.voters_may_fail as i64,
     );
+    r.register(
+        "failover_duration_seconds",
+        "Takeovers of the VIPs by this node: time since its last contact with the previous leader",
+        StoredHistogram(status.failover_duration.clone()),
+    );
+}
+
+/// A histogram whose counts live in the status document. prometheus-client's `Histogram`
+/// only counts its own observations; this encodes stored ones the same way.
+#[derive(Debug)]
+struct StoredHistogram(FailoverHistogram);
+
+impl EncodeMetric for StoredHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder takes per-bucket counts and writes them cumulatively; f64::MAX is +Inf.
+        let bounds = FAILOVER_BUCKETS.iter().copied().chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.0.buckets.iter().copied()).collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 #[cfg(test)]
@@ -388,5 +412,28 @@ mod tests {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn failover_durations_render_as_a_cumulative_histogram() {
+        let mut status = crate::status::tests::sample();
+        for ms in [80, 120, 120, 7000] {
+            status
+                .failover_duration
+                .observe(std::time::Duration::from_millis(ms));
+        }
+        let text = render_node(&status, &[]);
+        for line in [
+            "# TYPE raftvip_failover_duration_seconds histogram",
+            "raftvip_failover_duration_seconds_bucket{le=\"0.05\"} 0",
+            "raftvip_failover_duration_seconds_bucket{le=\"0.1\"} 1",
+            "raftvip_failover_duration_seconds_bucket{le=\"0.15\"} 3",
+            "raftvip_failover_duration_seconds_bucket{le=\"5.0\"} 3",
+            "raftvip_failover_duration_seconds_bucket{le=\"+Inf\"} 4",
+            "raftvip_failover_duration_seconds_sum 7.32",
+            "raftvip_failover_duration_seconds_count 4",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
     }
 }

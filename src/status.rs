@@ -33,6 +33,8 @@ pub struct Status {
     /// the VIPs (0: no failover, e.g. a pair without a witness; docs/two-box-sites.md).
     #[serde(default)]
     pub voters_may_fail: u64,
+    #[serde(default)]
+    pub failover_duration: FailoverHistogram,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,6 +120,46 @@ pub struct Counters {
     pub rejected_requests: u64,
     pub handovers: u64,
     pub fence_releases: u64,
+}
+
+/// Upper bounds (seconds) of the failover-duration buckets; a last bucket takes the rest.
+/// They span a tuned LAN failover (~0.1 s) to a slow one (seconds).
+pub const FAILOVER_BUCKETS: [f64; 9] = [0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0];
+
+/// Failovers as seen by this node when it took the VIPs over: the time from the last append
+/// it accepted from the previous leader to holding the VIPs. Kept as counts, not samples, so
+/// the document stays small; `/metrics` renders it as `raftvip_failover_duration_seconds`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FailoverHistogram {
+    /// Observations per bucket (not cumulative): one per [`FAILOVER_BUCKETS`] bound, then +Inf.
+    pub buckets: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl Default for FailoverHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; FAILOVER_BUCKETS.len() + 1],
+            sum_seconds: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl FailoverHistogram {
+    pub fn observe(&mut self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let i = FAILOVER_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(FAILOVER_BUCKETS.len());
+        self.buckets.resize(FAILOVER_BUCKETS.len() + 1, 0);
+        self.buckets[i] += 1;
+        self.sum_seconds += secs;
+        self.count += 1;
+    }
 }
 
 impl Status {
@@ -320,6 +362,7 @@ pub(crate) mod tests {
                 fence_releases: 0,
             },
             voters_may_fail: 1,
+            failover_duration: FailoverHistogram::default(),
         }
     }
 

@@ -29,7 +29,7 @@ use crate::api::Contacts;
 use crate::config::Config;
 use crate::notify::{Event, Notifier};
 use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
-use crate::status::{HealthStatus, VipStatus};
+use crate::status::{FailoverHistogram, HealthStatus, VipStatus};
 use crate::vip::VipEvent;
 
 /// Everything the decision depends on, captured at one instant.
@@ -190,6 +190,8 @@ pub struct SupervisorState {
     /// wedged supervisor). Bumped without waking watchers.
     #[serde(skip)]
     pub iterations: u64,
+    /// Takeovers of the VIPs from another leader, timed by [`failover_duration`].
+    pub failover_duration: FailoverHistogram,
 }
 
 impl Default for SupervisorState {
@@ -202,6 +204,7 @@ impl Default for SupervisorState {
             fence_releases: 0,
             leader_changes: 0,
             iterations: 0,
+            failover_duration: FailoverHistogram::default(),
         }
     }
 }
@@ -230,6 +233,9 @@ pub struct Supervisor<V: ?Sized, H, Hl> {
     last_seen: Option<(ServerState, Option<NodeId>)>,
     notifier: Notifier,
     raft_failed: bool,
+    /// When this node last stopped holding the VIPs, so that regaining them without another
+    /// leader in between is not timed as a failover.
+    released_at: Option<std::time::Instant>,
 }
 
 impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
@@ -265,6 +271,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             last_seen: None,
             notifier: Notifier::new(config.notify.script.clone(), &config.cluster),
             raft_failed: false,
+            released_at: None,
         }
     }
 
@@ -452,7 +459,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         self.last_seen = Some(seen);
     }
 
-    fn apply(&self, before: Option<Decision>, d: Decision, inputs: &Inputs) {
+    fn apply(&mut self, before: Option<Decision>, d: Decision, inputs: &Inputs) {
         let raft_config = self.raft.runtime_config();
         if before.map(|b| b.elect) != Some(d.elect) {
             raft_config.elect(d.elect && self.single_voter);
@@ -485,6 +492,20 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                 };
                 self.notifier.fire(event, &d.reason.to_string());
             }
+            let now = std::time::Instant::now();
+            if was_holding {
+                self.released_at = Some(now);
+            } else if let Some(took) =
+                failover_duration(self.contacts.last_leader_contact(), self.released_at, now)
+                    .filter(|_| d.hold_vips)
+            {
+                tracing::info!(
+                    seconds = took.as_secs_f64(),
+                    "took the VIPs over from the previous leader"
+                );
+                self.state
+                    .send_modify(|s| s.failover_duration.observe(took));
+            }
             if was_holding && d.reason == Reason::QuorumLost {
                 self.state.send_modify(|s| s.fence_releases += 1);
             }
@@ -508,6 +529,19 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             changed
         });
     }
+}
+
+/// How long the VIPs went unserved as this node sees it when it takes them over at `now`: since
+/// the last append it accepted from the previous leader. None when there was no other leader
+/// since it last held them (first election of a fresh cluster, or regaining its own lead).
+/// A planned handover is timed the same way; it is short, and the old holder served meanwhile.
+pub fn failover_duration(
+    last_leader_contact: Option<std::time::Instant>,
+    released_at: Option<std::time::Instant>,
+    now: std::time::Instant,
+) -> Option<Duration> {
+    let contact = last_leader_contact.filter(|at| released_at.is_none_or(|r| *at > r))?;
+    Some(now.saturating_duration_since(contact))
 }
 
 /// The instant a quorum last acknowledged this leader, from a metrics snapshot read at `now`.
@@ -629,5 +663,28 @@ mod tests {
             assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
             assert!(!(d.elect && ineligible), "{inputs:?}");
         }
+    }
+
+    #[test]
+    fn failover_is_timed_from_the_last_contact_with_another_leader() {
+        let t0 = std::time::Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // Followed a leader, then took over 1.2 s after its last append.
+        assert_eq!(
+            failover_duration(Some(at(1000)), None, at(2200)),
+            Some(Duration::from_millis(1200))
+        );
+        // Had held, another leader followed, then took over again.
+        assert_eq!(
+            failover_duration(Some(at(1000)), Some(at(500)), at(1300)),
+            Some(Duration::from_millis(300))
+        );
+        // First leader of a fresh cluster: nobody to fail over from.
+        assert_eq!(failover_duration(None, None, at(100)), None);
+        // Regained its own lead (fence release, no other leader since): not a failover.
+        assert_eq!(
+            failover_duration(Some(at(1000)), Some(at(5000)), at(5400)),
+            None
+        );
     }
 }
