@@ -367,6 +367,14 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_document_from_an_older_peer_parses_with_no_failovers() {
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json.as_object_mut().unwrap().remove("failover_duration");
+        let status: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(status.failover_duration, FailoverHistogram::default());
+    }
+
+    #[test]
     fn json_round_trips() {
         let status = sample();
         let json = serde_json::to_string(&status).unwrap();
