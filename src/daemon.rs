@@ -28,12 +28,14 @@ use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, Contacts, NodeView, PeerAnswer, ELECT_PATH, PREVOTE_PATH};
+use crate::api::{
+    self, ApiState, Contacts, NodeView, PeerAnswer, PrevoteRequest, ELECT_PATH, PREVOTE_PATH,
+};
 use crate::auth::Authenticator;
 use crate::config::{Config, Secret};
 use crate::raft::network::{Network, PeerClient};
 use crate::raft::vote_gate::VoteGate;
-use crate::raft::{store, ClusterState, NodeId, Raft};
+use crate::raft::{store, ClusterState, LogId, NodeId, Raft};
 use crate::status::{self, Counters, PeerStatus, Role, Status};
 use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
 
@@ -134,6 +136,8 @@ pub async fn run<Hl: HealthVerdict>(
         ..Default::default()
     }
     .validate()?;
+    // Pre-votes read the end of the log; the clone shares the database with Raft's.
+    let log = log_store.clone();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
@@ -148,6 +152,7 @@ pub async fn run<Hl: HealthVerdict>(
     let (supervisor_state, health_watch) = (state_rx.clone(), parts.health.clone());
     let rejected = Arc::new(AtomicU64::new(0));
     let view = Arc::new(LiveNode {
+        log: log.clone(),
         config: config.clone(),
         raft: raft.clone(),
         health: parts.health.clone(),
@@ -168,6 +173,7 @@ pub async fn run<Hl: HealthVerdict>(
         parts.vip_events,
         parts.vips.clone(),
         Arc::new(PeerRequests {
+            log,
             client: peer_client.clone(),
             peers: config
                 .peers
@@ -292,6 +298,8 @@ async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDa
 struct PeerRequests {
     client: PeerClient,
     peers: Vec<(NodeId, String)>,
+    /// This node's log, whose end each pre-vote names.
+    log: store::LogStore,
 }
 
 impl Peers for PeerRequests {
@@ -328,12 +336,20 @@ impl Peers for PeerRequests {
 
     /// Asks every other peer at once; true if they and this node make a majority.
     async fn pre_vote(&self, me: NodeId) -> bool {
+        let request = match self.log.last_log_id() {
+            Ok(last_log_id) => PrevoteRequest { last_log_id },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the end of the log for a pre-vote");
+                return false;
+            }
+        };
         let mut asks = tokio::task::JoinSet::new();
         for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
             let (client, address, id) = (self.client.clone(), address.clone(), *id);
+            let request = request.clone();
             asks.spawn(async move {
                 let answer: Result<PeerAnswer, _> = client
-                    .call(id, &address, PREVOTE_PATH, &(), PREVOTE_TIMEOUT)
+                    .call(id, &address, PREVOTE_PATH, &request, PREVOTE_TIMEOUT)
                     .await;
                 (id, answer)
             });
@@ -372,6 +388,8 @@ struct LiveNode<Hl> {
     contacts: Arc<Contacts>,
     rejected: Arc<AtomicU64>,
     vote_gate: VoteGate,
+    /// This node's log, which a pre-vote's candidate must not be behind.
+    log: store::LogStore,
 }
 
 impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
@@ -434,7 +452,18 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
         }
     }
 
-    fn grant_prevote(&self) -> Result<(), String> {
+    fn grant_prevote(&self, candidate_last_log: Option<LogId>) -> Result<(), String> {
+        let mine = self
+            .log
+            .last_log_id()
+            .map_err(|e| format!("cannot read this node's log: {e}"))?;
+        if candidate_last_log < mine {
+            return Err(format!(
+                "your log ends at {} and mine at {}: you cannot win an election",
+                display_log_id(candidate_last_log),
+                display_log_id(mine)
+            ));
+        }
         let m = self.raft.metrics().borrow().clone();
         let fence = self.config.timing.fence_ms();
         if m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms <= fence)
@@ -519,4 +548,9 @@ async fn first_fatal<Hl: HealthVerdict>(raft: &Raft, health: watch::Receiver<Hl>
             return "the health monitor stopped reporting".to_owned();
         }
     }
+}
+
+/// "T3-N1-7" for a log id, "empty" for none.
+fn display_log_id(id: Option<LogId>) -> String {
+    id.map_or_else(|| "empty".to_owned(), |id| id.to_string())
 }

@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Authenticator, SignedHeaders, VerifyRequestError, SIGNATURE_HEADER};
 use crate::raft::network::{PeerClient, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::{
-    AppendEntriesRequest, InstallSnapshotRequest, NodeId, Raft, Request as RaftRequest, VoteRequest,
+    AppendEntriesRequest, InstallSnapshotRequest, LogId, NodeId, Raft, Request as RaftRequest,
+    VoteRequest,
 };
 use crate::status::Status;
 use reject_log::{LogVerdict, RejectLog};
@@ -73,8 +74,9 @@ pub trait NodeView: Send + Sync + 'static {
     fn status(&self) -> Status;
     /// Ok if this node may lead now (healthy, not in maintenance, not a witness, not stopping).
     fn can_lead(&self) -> Result<(), String>;
-    /// Ok if this node would vote for a new leader: it has no live leader (see `prevote`).
-    fn grant_prevote(&self) -> Result<(), String>;
+    /// Ok if this node would vote for a new leader whose log ends at `candidate_last_log`: it
+    /// has no live leader and its own log is not ahead (see `prevote`).
+    fn grant_prevote(&self, candidate_last_log: Option<LogId>) -> Result<(), String>;
     /// The address of a peer, for forwarding writes to the leader.
     fn peer_address(&self, id: NodeId) -> Option<String>;
     /// Ok if this node may grant a Raft vote now (see `raft::vote_gate`).
@@ -185,6 +187,13 @@ impl<V> ApiState<V> {
 pub struct PeerAnswer {
     pub accepted: bool,
     pub reason: Option<String>,
+}
+
+/// A pre-vote: the end of the asking node's log, so a node whose log is behind is refused
+/// here, before it starts an election it cannot win.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrevoteRequest {
+    pub last_log_id: Option<LogId>,
 }
 
 /// A maintenance change, as sent by `raftvip maintenance` or forwarded to the leader.
@@ -447,11 +456,16 @@ async fn elect<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Json<PeerAnswe
     }
 }
 
-/// Pre-vote (Raft thesis §9.6): "would you vote, i.e. have you lost your leader too?" A
-/// candidate asks before it starts a real election, so a box that was cut off and comes back
-/// cannot depose a healthy leader with the terms it burnt while alone.
-async fn prevote<V: NodeView>(State(s): State<Arc<ApiState<V>>>) -> Json<PeerAnswer> {
-    Json(match s.view.grant_prevote() {
+/// Pre-vote (Raft thesis §9.6): "would you vote, i.e. have you lost your leader too, and is
+/// my log at least as up to date as yours?" A candidate asks before it starts a real election,
+/// so a box that was cut off and comes back cannot depose a healthy leader with the terms it
+/// burnt while alone, and a box whose log is behind does not start elections it cannot win
+/// (two candidates bumping terms in turn can otherwise keep each other from winning).
+async fn prevote<V: NodeView>(
+    State(s): State<Arc<ApiState<V>>>,
+    Json(request): Json<PrevoteRequest>,
+) -> Json<PeerAnswer> {
+    Json(match s.view.grant_prevote(request.last_log_id) {
         Ok(()) => PeerAnswer {
             accepted: true,
             reason: None,

@@ -458,6 +458,27 @@ pub struct LogStore {
     db: Arc<Database>,
 }
 
+impl LogStore {
+    /// The id of the last log entry, read at once (one small read transaction): what a
+    /// pre-vote compares, since openraft's metrics give the last index but not its term.
+    pub fn last_log_id(&self) -> Result<Option<LogId>, DbError> {
+        Ok(read_log_state(&self.db)?.last_log_id)
+    }
+}
+
+fn read_log_state(db: &Database) -> Result<LogState<TypeConfig>, DbError> {
+    let txn = db.begin_read()?;
+    let last_purged: Option<LogId> = get_json(&txn.open_table(META)?, KEY_LAST_PURGED)?;
+    let last_entry: Option<Entry> = match txn.open_table(LOG)?.last()? {
+        Some((_, v)) => Some(serde_json::from_slice(v.value())?),
+        None => None,
+    };
+    Ok(LogState {
+        last_purged_log_id: last_purged,
+        last_log_id: last_entry.map(|e| e.log_id).or(last_purged),
+    })
+}
+
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").finish_non_exhaustive()
@@ -492,16 +513,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let db = self.db.clone();
         blocking(ErrorSubject::Logs, ErrorVerb::Read, move || {
-            let txn = db.begin_read()?;
-            let last_purged: Option<LogId> = get_json(&txn.open_table(META)?, KEY_LAST_PURGED)?;
-            let last_entry: Option<Entry> = match txn.open_table(LOG)?.last()? {
-                Some((_, v)) => Some(serde_json::from_slice(v.value())?),
-                None => None,
-            };
-            Ok(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: last_entry.map(|e| e.log_id).or(last_purged),
-            })
+            read_log_state(&db)
         })
         .await
     }
@@ -937,6 +949,8 @@ mod tests {
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 2)));
         assert_eq!(state.last_log_id, Some(log_id(4, 5)));
+        // What a pre-vote compares: the same end of the log, read at once.
+        assert_eq!(log.last_log_id().unwrap(), Some(log_id(4, 5)));
         let stored = log.try_get_log_entries(0..).await.unwrap();
         assert_eq!(as_json(&stored), as_json(&entries[2..]));
 
