@@ -44,11 +44,20 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, g);
 }
 
+fn float_gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
 /// A duration gauge in seconds from a millisecond value; -1 when there is none.
 fn seconds(registry: &mut Registry, name: &str, help: &str, millis: Option<u64>) {
-    let g = Gauge::<f64, AtomicU64>::default();
-    g.set(millis.map_or(-1.0, |ms| ms as f64 / 1000.0));
-    registry.register(name, help, g);
+    float_gauge(
+        registry,
+        name,
+        help,
+        millis.map_or(-1.0, |ms| ms as f64 / 1000.0),
+    );
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -93,7 +102,7 @@ fn register_process(r: &mut Registry, sample: &crate::process_metrics::ProcessSa
         );
     }
     if let Some(v) = sample.cpu_seconds {
-        let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let c = Counter::<f64, AtomicU64>::default();
         c.inc_by(v);
         r.register(
             "process_cpu_seconds",
@@ -110,12 +119,11 @@ fn register_process(r: &mut Registry, sample: &crate::process_metrics::ProcessSa
         );
     }
     if let Some(v) = sample.start_time_seconds {
-        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        g.set(v);
-        r.register(
+        float_gauge(
+            r,
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds",
-            g,
+            v,
         );
     }
 }
@@ -183,12 +191,11 @@ fn register_status(r: &mut Registry, status: &Status) {
             h.transitions,
         );
         counter(r, "health_checks", "HAProxy checks run", h.checks);
-        let latency = Gauge::<f64, AtomicU64>::default();
-        latency.set(h.check_latency_us as f64 / 1e6);
-        r.register(
+        float_gauge(
+            r,
             "health_check_duration_seconds",
             "Duration of the last HAProxy check",
-            latency,
+            h.check_latency_us as f64 / 1e6,
         );
         seconds(
             r,
