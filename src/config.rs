@@ -102,8 +102,13 @@ impl Default for Limits {
     }
 }
 
+/// Default cap on open connections per listener. A cluster needs a handful (one pooled
+/// connection per peer and direction, the CLI, a scraper); 256 leaves room for bursts and
+/// keeps the daemon far below the 1,024-descriptor default soft limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
 fn default_max_connections() -> usize {
-    crate::api::server::DEFAULT_MAX_CONNECTIONS
+    DEFAULT_MAX_CONNECTIONS
 }
 
 /// Bounds of `[limits] max_connections`: a cluster needs a handful of connections, and each

@@ -38,11 +38,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// Default cap on open connections per listener. A cluster needs a handful (one pooled
-/// connection per peer and direction, the CLI, a scraper); 256 leaves room for bursts and
-/// keeps the daemon far below the 1,024-descriptor default soft limit.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-
 /// A connection that has not proved itself is closed after this long without a request.
 /// A peer sends its first request within milliseconds of connecting.
 pub const UNAUTHENTICATED_IDLE: Duration = Duration::from_secs(2);
@@ -299,11 +294,11 @@ mod tests {
     /// Issue 7: 100,000 connection attempts leave at most `max` entries.
     #[test]
     fn a_flood_of_connections_stays_bounded() {
-        let table = Connections::new(DEFAULT_MAX_CONNECTIONS);
+        let table = Connections::new(crate::config::DEFAULT_MAX_CONNECTIONS);
         let t0 = Instant::now();
         for n in 0..100_000u64 {
             table.admit(t0 + Duration::from_micros(n)).unwrap();
         }
-        assert_eq!(table.len(), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(table.len(), crate::config::DEFAULT_MAX_CONNECTIONS);
     }
 }
