@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use raftvip::config::{Announce, VipConfig};
 use raftvip::vip::announce::PacketAnnouncer;
-use raftvip::vip::netlink::NetlinkControl;
+use raftvip::vip::netlink::{AddressEvent, AddressWatcher, NetlinkControl};
 use raftvip::vip::{AddressControl, Announcer, Cause, Vip, VipHolder, VipWorker, Vips};
 use tokio_util::sync::CancellationToken;
 
@@ -465,12 +465,15 @@ fn a_leased_vip_is_removed_by_the_kernel_once_nobody_renews_it() {
             .map(|a| Vip::from_config(&vip_config(a, "rvv0", None)).unwrap())
             .collect();
         let refs: Vec<&Vip> = vips.iter().collect();
-        // Bound, then renewed (a replacing add) for 1.5 s: longer than the lifetime.
+        for result in control.add_all(&refs) {
+            result.expect("bind with a lifetime");
+        }
+        // Bound, then renewed (one batch of replacing adds) for 1.5 s: longer than the lifetime.
         let start = Instant::now();
         let mut last_renewal = start;
         while start.elapsed() < Duration::from_millis(1500) {
-            for result in control.add_all(&refs) {
-                result.expect("bind with a lifetime");
+            for result in control.renew_all(&refs) {
+                result.expect("renew");
             }
             last_renewal = Instant::now();
             for result in control.bound_all(&refs) {
@@ -537,5 +540,77 @@ fn held_leased_vips_stay_bound_and_one_deleted_by_hand_comes_back() {
         worker.set_held(false, "test done");
         assert!(worker.wait_applied(PATIENCE));
         cancel.cancel();
+    });
+}
+
+#[test]
+fn a_renewal_batch_reports_the_vip_it_could_not_renew_and_renews_the_others() {
+    let bed = Testbed::create("b");
+    bed.veth("rvv1", "02:00:00:00:0a:02", "02:00:00:00:0b:02");
+    bed.run_in_a(|| async {
+        let control = NetlinkControl::connect()
+            .expect("netlink socket")
+            .with_lifetime(2);
+        let vips: Vec<Vip> = [
+            ("192.0.2.120/32", "rvv0"),
+            ("192.0.2.121/32", "rvv1"),
+            ("192.0.2.122/32", "rvv0"),
+        ]
+        .iter()
+        .map(|(a, i)| Vip::from_config(&vip_config(a, i, None)).unwrap())
+        .collect();
+        let refs: Vec<&Vip> = vips.iter().collect();
+        for result in control.add_all(&refs) {
+            result.expect("bind with a lifetime");
+        }
+        // The middle VIP's interface goes away: the kernel refuses its renewal (the index it
+        // was bound on is gone) in the middle of the datagram.
+        ip(&["link", "del", "rvv1"]);
+        std::thread::sleep(Duration::from_millis(1100));
+        let results = control.renew_all(&refs);
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        let err = results[1].as_ref().unwrap_err();
+        assert!(
+            matches!(err.cause(), Some(Cause::InterfaceMissing(name)) if name == "rvv1"),
+            "{err}"
+        );
+        // Renewed: still there after the first lifetime ran out.
+        std::thread::sleep(Duration::from_millis(1400));
+        let bound = control.bound_all(&[refs[0], refs[2]]);
+        assert!(bound.iter().all(|b| matches!(b, Ok(true))), "{bound:?}");
+    });
+}
+
+#[test]
+fn the_watcher_ignores_our_own_changes_and_sees_everyone_elses() {
+    let bed = Testbed::create("w");
+    bed.run_in_a(|| async {
+        let control = NetlinkControl::connect()
+            .expect("netlink socket")
+            .with_lifetime(5);
+        let mut watcher = AddressWatcher::subscribe(&control.ports()).expect("watcher");
+        let ours = Vip::from_config(&vip_config("192.0.2.130/32", "rvv0", None)).unwrap();
+        control.add(&ours).expect("add");
+        for _ in 0..5 {
+            control.renew_all(&[&ours]).pop().unwrap().expect("renew");
+        }
+        control.remove(&ours).expect("remove");
+        // Our add, renewals and removal: dropped by the socket filter, not even a wake-up.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), watcher.next()).await;
+        assert!(quiet.is_err(), "saw our own changes: {quiet:?}");
+        // Someone else's change (an operator's `ip addr add`) does arrive.
+        ip(&["addr", "add", "192.0.2.131/32", "dev", "rvv0"]);
+        let events = tokio::time::timeout(PATIENCE, watcher.next())
+            .await
+            .expect("an event within PATIENCE")
+            .expect("the watcher works");
+        let theirs: std::net::IpAddr = "192.0.2.131".parse().unwrap();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                AddressEvent::Changed { ip, present: true, .. } if *ip == theirs
+            )),
+            "{events:?}"
+        );
     });
 }

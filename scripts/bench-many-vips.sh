@@ -18,7 +18,7 @@
 # the largest VIP count it then takes the holder off the segment (link down) and reports when
 # the client first reaches the first and the last VIP again (a TCP connect to port 81: a RST
 # from the new holder means "reachable"), and it reports the holder's idle CPU (utime + stime
-# over 10 s from /proc) for every VIP count.
+# over 10 s from /proc, as CPU-seconds and as a share of one core) for every VIP count.
 #
 # Everything it creates belongs to the bed and is removed by lib.sh's cleanup trap.
 set -euo pipefail
@@ -44,17 +44,19 @@ Usage: $0 [options]
   -v "1 10 50 200"    VIP counts (default "$VIP_COUNTS")
   -t SECONDS          stable period after settling, leader changes counted (default $STABLE_S)
   -s                  saturate both cores with two busy loops while measuring (bounded)
+  -i SECONDS          window of the holder's idle CPU measurement (default $IDLE_S)
   -o FILE             also append the result lines to FILE
 Needs root, ip, nft, haproxy, python3 and target/release/raftvip (or RAFTVIP=...).
 EOF
 }
 
-while getopts "b:v:t:so:h" opt; do
+while getopts "b:v:t:si:o:h" opt; do
     case $opt in
         b) BOXES=$OPTARG ;;
         v) VIP_COUNTS=$OPTARG ;;
         t) STABLE_S=$OPTARG ;;
         s) SATURATE=1 ;;
+        i) IDLE_S=$OPTARG ;;
         o) OUT=$OPTARG ;;
         h) usage; exit 0 ;;
         *) usage >&2; exit 1 ;;
@@ -140,10 +142,11 @@ one_config() {
         h=$(bed_leader)
         pid=$(cat "$(bed_boxdir "$h")/raftvip.pid")
         c0=$(cpu_ticks "$pid"); sleep "$IDLE_S"; c1=$(cpu_ticks "$pid")
-        cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$IDLE_S" 'BEGIN { printf "%.2f", 100 * d / hz / s }')
+        cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$IDLE_S" \
+            'BEGIN { printf "%.2fs=%.2f%%", d / hz, 100 * d / hz / s }')
         say "boxes=$nboxes vips=$vips saturated=$SATURATE term@3,6,10,15,20s=${terms[*]} leader=$leader" \
             "term_changes_in_${STABLE_S}s=$((term1 - term0)) holder=box$h held_extra=$(bed_extra_held "$h")" \
-            "holder_idle_cpu=${cpu}% load=$(cut -d' ' -f1-3 /proc/loadavg)"
+            "holder_idle_cpu_in_${IDLE_S}s=$cpu load=$(cut -d' ' -f1-3 /proc/loadavg)"
         if ((extra >= 2)); then
             # Neighbour entries for the first and last VIP on the client, then lose the holder.
             reach_times "$(bed_now_ms)" "$(bed_extra_vip 1)" "$(bed_extra_vip "$extra")" >/dev/null

@@ -239,6 +239,11 @@ pub trait AddressControl: Send + Sync + 'static {
     fn add_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
         vips.iter().map(|vip| self.add(vip)).collect()
     }
+    /// Renews the lifetime of VIPs bound with one: [`Self::add_all`] again (an add replaces),
+    /// which implementations may batch harder, since renewals run several times a second.
+    fn renew_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        self.add_all(vips)
+    }
     /// [`Self::remove`] for many VIPs, batched like [`Self::add_all`].
     fn remove_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
         vips.iter().map(|vip| self.remove(vip)).collect()
@@ -285,9 +290,10 @@ struct Inner {
     burst_interval: Duration,
     /// None: refresh turned off.
     refresh: Option<Duration>,
-    /// Start the netlink watcher and the duplicate listener in `spawn_background` (off with
-    /// fakes: there is no kernel to watch).
-    kernel_watch: bool,
+    /// Start the netlink watcher and the duplicate listener in `spawn_background` (None with
+    /// fakes: there is no kernel to watch); the watcher ignores address events stamped with
+    /// these netlink ports, our own.
+    kernel_watch: Option<Vec<u32>>,
     /// Kernel-enforced lifetime of bound VIPs and how often it is renewed (None: permanent).
     lease: Option<(Duration, Duration)>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
@@ -416,7 +422,7 @@ impl Vips {
         control: Arc<dyn AddressControl>,
         announcer: Arc<dyn Announcer>,
     ) -> Result<Self, VipError> {
-        Self::build(vips, announce, control, announcer, false, None)
+        Self::build(vips, announce, control, announcer, None, None)
     }
 
     /// [`Self::new`] with a lease: VIPs bound by `control` expire after `lifetime` unless
@@ -430,7 +436,7 @@ impl Vips {
         renew_every: Duration,
     ) -> Result<Self, VipError> {
         let lease = Some((lifetime, renew_every));
-        Self::build(vips, announce, control, announcer, false, lease)
+        Self::build(vips, announce, control, announcer, None, lease)
     }
 
     /// The real thing: rtnetlink + AF_PACKET in the calling thread's network namespace,
@@ -448,19 +454,20 @@ impl Vips {
         lease: &VipLease,
     ) -> Result<Self, VipError> {
         let control = netlink::NetlinkControl::connect()?.with_lifetime(lease.lifetime_s);
+        let ports = Some(control.ports());
         let announcer = Arc::new(announce::PacketAnnouncer::new());
         let lease = lease.lifetime().zip(lease.renew_every());
-        Self::build(vips, announce, Arc::new(control), announcer, true, lease)
+        Self::build(vips, announce, Arc::new(control), announcer, ports, lease)
     }
 
-    /// `kernel_watch`: start the watchers (the kernel, not fakes). `lease`: (lifetime,
-    /// renewal period).
+    /// `kernel_watch`: start the watchers (the kernel, not fakes), ignoring events stamped
+    /// with these netlink ports. `lease`: (lifetime, renewal period).
     fn build(
         vips: &[VipConfig],
         announce: &Announce,
         control: Arc<dyn AddressControl>,
         announcer: Arc<dyn Announcer>,
-        kernel_watch: bool,
+        kernel_watch: Option<Vec<u32>>,
         lease: Option<(Duration, Duration)>,
     ) -> Result<Self, VipError> {
         let slots = vips
@@ -779,9 +786,9 @@ impl Vips {
         if let Some((_, every)) = self.inner.lease {
             runtime.spawn(renew_loop(self.inner.clone(), every, cancel.clone()));
         }
-        if !self.inner.kernel_watch {
+        let Some(own_ports) = &self.inner.kernel_watch else {
             return;
-        }
+        };
 
         let (ips, interfaces) = {
             let state = self.inner.lock();
@@ -794,7 +801,7 @@ impl Vips {
             (ips, interfaces)
         };
 
-        match netlink::AddressWatcher::subscribe() {
+        match netlink::AddressWatcher::subscribe(own_ports) {
             Ok(watcher) => {
                 runtime.spawn(watch_loop(watcher, ips, self.inner.clone(), cancel.clone()));
             }
@@ -837,6 +844,16 @@ impl Inner {
 
     /// Adds the VIPs `which` (one batch); returns those bound now.
     fn bind(&self, slots: &mut [Slot], which: &[usize]) -> Vec<usize> {
+        self.bind_with(slots, which, |vips| self.control.add_all(vips))
+    }
+
+    /// [`Self::bind`] with `add` doing the adds (a plain add, or a lease renewal).
+    fn bind_with(
+        &self,
+        slots: &mut [Slot],
+        which: &[usize],
+        add: impl FnOnce(&[&Vip]) -> Vec<Result<(), VipError>>,
+    ) -> Vec<usize> {
         if which.is_empty() {
             return Vec::new();
         }
@@ -845,7 +862,7 @@ impl Inner {
         let sent = Instant::now();
         let results = {
             let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
-            self.control.add_all(&vips)
+            add(&vips)
         };
         let mut bound = Vec::with_capacity(which.len());
         for (&i, result) in which.iter().zip(results) {
@@ -979,7 +996,9 @@ impl Inner {
         let bound: Vec<usize> = (0..state.slots.len())
             .filter(|&i| state.slots[i].bound)
             .collect();
-        self.bind(&mut state.slots, &bound);
+        self.bind_with(&mut state.slots, &bound, |vips| {
+            self.control.renew_all(vips)
+        });
     }
 
     /// Sends the burst and refresh frames that are due (one batch).
@@ -1089,8 +1108,8 @@ async fn renew_loop(inner: Arc<Inner>, every: Duration, cancel: CancellationToke
 
 /// Wakes [`Vips::kernel_changed`] for kernel address events that concern our VIPs, except a
 /// VIP appearing that we hold and have bound: that is our own bind or lease renewal (several
-/// a second), no news. (The kernel stamps IPv4 events with the requester's port but IPv6 ones
-/// with 0, so the sender cannot tell ours from others'.)
+/// a second), no news. (The IPv4 ones never arrive: the kernel stamps them with our port and
+/// the watcher's socket filter drops them. IPv6 ones carry port 0 and are sorted out here.)
 async fn watch_loop(
     mut watcher: netlink::AddressWatcher,
     ips: HashSet<IpAddr>,

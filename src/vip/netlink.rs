@@ -10,6 +10,15 @@
 //! The watcher subscribes to RTNLGRP_IPV4_IFADDR / RTNLGRP_IPV6_IFADDR so that a VIP deleted
 //! by someone else (networkd, NetworkManager, an operator) is noticed at once rather than at
 //! the next periodic check.
+//!
+//! Lease renewals are the one steady cost of holding VIPs (issue 13: four a second per VIP
+//! with the default 1 s lifetime). They go out as one datagram holding every VIP's replacing
+//! add, with an ACK asked for the last message only: the kernel handles a datagram's messages
+//! in order and answers one without ACK only if it fails, so one send and (when all is well)
+//! one receive renew hundreds of VIPs. The kernel stamps the IPv4 address events they cause
+//! with the sender's netlink port, and a socket filter on the watcher drops events stamped
+//! with our ports in the kernel, so our own changes do not even wake the watcher. (IPv6 events
+//! carry port 0; those the watcher discards by looking.)
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -21,12 +30,14 @@ use neli::consts::nl::{NlmF, NlmsgerrAttr};
 use neli::consts::rtnl::{Ifa, IfaF, RtAddrFamily, RtScope, Rtm};
 use neli::consts::socket::NlFamily;
 use neli::err::{RouterError, SocketError};
+use neli::nl::NlmsghdrBuilder;
 use neli::nl::{NlPayload, Nlmsghdr};
 use neli::router::synchronous::{NlRouter, NlRouterReceiverHandle};
 use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, RtattrBuilder};
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
 use neli::utils::Groups;
+use neli::ToBytes;
 use tokio::io::unix::AsyncFd;
 
 use super::packet;
@@ -34,6 +45,9 @@ use super::{AddressControl, Cause, Vip, VipError};
 
 /// The kernel's IFNAMSIZ − 1: a longer IFA_LABEL is rejected with EINVAL.
 const MAX_LABEL_LEN: usize = 15;
+
+/// How long a renewal batch waits for the kernel's answer (it takes about a millisecond).
+const RENEW_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Adds, removes and checks VIPs through one rtnetlink socket (neli's router runs one
 /// reader thread for it). Needs CAP_NET_ADMIN for add and remove.
@@ -44,6 +58,8 @@ pub struct NetlinkControl {
     /// The interface index each VIP was bound on: removal goes there even if the interface
     /// was renamed since (a std Mutex: held for a map update only).
     bound_on: Mutex<HashMap<IpAddr, u32>>,
+    /// A plain socket for renewal batches (see the module docs), with its next sequence number.
+    renewals: Mutex<(NlSocketHandle, u32)>,
 }
 
 impl std::fmt::Debug for NetlinkControl {
@@ -80,11 +96,26 @@ impl NetlinkControl {
         router
             .enable_strict_checking(true)
             .map_err(|e| open(e.to_string()))?;
+        let renewals = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
+            .map_err(|e| open(e.to_string()))?;
+        renewals
+            .enable_ext_ack(true)
+            .map_err(|e| open(e.to_string()))?;
+        set_receive_timeout(renewals.as_raw_fd(), RENEW_ANSWER_TIMEOUT)
+            .map_err(|e| open(e.to_string()))?;
         Ok(Self {
             router,
             lifetime_s: None,
             bound_on: Mutex::new(HashMap::new()),
+            renewals: Mutex::new((renewals, 1)),
         })
+    }
+
+    /// The netlink ports this control sends from: the address events its own changes cause
+    /// carry them (IPv4), so a watcher can ignore those ([`AddressWatcher::subscribe`]).
+    pub fn ports(&self) -> Vec<u32> {
+        let renewals = self.renewals.lock().unwrap_or_else(|p| p.into_inner());
+        vec![self.router.pid(), renewals.0.pid()]
     }
 
     /// Every add binds with this valid and preferred lifetime (0: permanent) and replaces an
@@ -280,6 +311,117 @@ impl NetlinkControl {
             None => packet::ifindex(&vip.interface),
         }
     }
+
+    /// Every VIP's replacing add in one datagram, ACK on the last (see the module docs); one
+    /// result per VIP. Message `i` carries sequence number `base + i`, so an error names its VIP.
+    fn renew_batch(&self, vips: &[&Vip]) -> Vec<Result<(), Cause>> {
+        let mut results: Vec<Result<(), Cause>> = Vec::with_capacity(vips.len());
+        let mut messages = Vec::with_capacity(vips.len());
+        for (i, vip) in vips.iter().enumerate() {
+            let message = self
+                .bound_index(vip)
+                .and_then(|ifindex| self.add_message(vip, ifindex));
+            results.push(message.map(|message| messages.push((i, message))));
+        }
+        let Some(&(last, _)) = messages.last() else {
+            return results;
+        };
+        let mut renewals = self.renewals.lock().unwrap_or_else(|p| p.into_inner());
+        let (socket, next_seq) = &mut *renewals;
+        let base = *next_seq;
+        *next_seq = base.wrapping_add(u32::try_from(vips.len()).unwrap_or(u32::MAX));
+        let mut datagram = io::Cursor::new(Vec::new());
+        for (i, message) in messages {
+            let ack = if i == last { NlmF::ACK } else { NlmF::empty() };
+            let written = NlmsghdrBuilder::default()
+                .nl_type(Rtm::Newaddr)
+                .nl_flags(NlmF::REQUEST | NlmF::CREATE | NlmF::REPLACE | ack)
+                .nl_seq(base.wrapping_add(i as u32))
+                .nl_payload(NlPayload::Payload(message))
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|m| m.to_bytes(&mut datagram).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                results[i] = Err(Cause::Netlink(e));
+            }
+        }
+        // SAFETY: send(2) of an initialised buffer on a descriptor `socket` owns.
+        let sent = unsafe {
+            let bytes = datagram.get_ref();
+            libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0)
+        };
+        let outcome = if sent < 0 {
+            Err(io::Error::last_os_error().to_string())
+        } else {
+            read_renewal_answers(socket, vips, base, last, &mut results)
+        };
+        if let Err(e) = outcome {
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(Cause::Netlink(format!("renewal not confirmed: {e}")));
+            }
+        }
+        results
+    }
+}
+
+/// Reads answers to a renewal batch until the one to message `last` (ACK or error); an error
+/// for message `i` (sequence `base + i`) goes into `results[i]`. Answers to an older batch
+/// that timed out are skipped.
+fn read_renewal_answers(
+    socket: &NlSocketHandle,
+    vips: &[&Vip],
+    base: u32,
+    last: usize,
+    results: &mut [Result<(), Cause>],
+) -> Result<(), String> {
+    loop {
+        let (messages, _) = socket.recv::<Rtm, Ifaddrmsg>().map_err(|e| e.to_string())?;
+        for message in messages {
+            let message = message.map_err(|e| e.to_string())?;
+            let i = message.nl_seq().wrapping_sub(base) as usize;
+            if i >= vips.len() {
+                continue;
+            }
+            match message.nl_payload() {
+                NlPayload::Err(e) => {
+                    let detail = e
+                        .ext_ack()
+                        .get_attr_handle()
+                        .get_attr_payload_as_with_len::<String>(NlmsgerrAttr::Msg)
+                        .ok();
+                    let interface = &vips[i].interface;
+                    results[i] = Err(errno_cause(-*e.error(), detail, interface, "CAP_NET_ADMIN"));
+                }
+                NlPayload::Ack(_) => {}
+                _ => continue,
+            }
+            if i == last {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// SO_RCVTIMEO: a blocking receive gives up after `timeout` (EAGAIN).
+fn set_receive_timeout(fd: RawFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: setsockopt with a timeval of the size given, on a descriptor the caller owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AddressControl for NetlinkControl {
@@ -331,6 +473,24 @@ impl AddressControl for NetlinkControl {
                 if let (Ok(()), Some(ifindex)) = (&result, ifindex) {
                     bound_on.insert(vip.addr.ip, ifindex);
                 }
+                result.map_err(|cause| VipError::Add {
+                    vip: vip.addr,
+                    interface: vip.interface.clone(),
+                    cause,
+                })
+            })
+            .collect()
+    }
+
+    /// One datagram for all (see the module docs). Without a lifetime there is nothing to
+    /// renew: a plain [`Self::add_all`].
+    fn renew_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
+        if self.lifetime_s.is_none() {
+            return self.add_all(vips);
+        }
+        vips.iter()
+            .zip(self.renew_batch(vips))
+            .map(|(vip, result)| {
                 result.map_err(|cause| VipError::Add {
                     vip: vip.addr,
                     interface: vip.interface.clone(),
@@ -523,13 +683,22 @@ impl AsRawFd for WatchSocket {
 }
 
 impl AddressWatcher {
-    /// Subscribes in the calling thread's network namespace. Must run inside a tokio runtime.
-    pub fn subscribe() -> Result<Self, VipError> {
+    /// Subscribes in the calling thread's network namespace, ignoring events stamped with one
+    /// of `own_ports` (our own changes, [`NetlinkControl::ports`]). Must run inside a tokio
+    /// runtime.
+    pub fn subscribe(own_ports: &[u32]) -> Result<Self, VipError> {
         let fail = |cause| VipError::Watch { cause };
-        let groups = Groups::new_groups(&[libc::RTNLGRP_IPV4_IFADDR, libc::RTNLGRP_IPV6_IFADDR]);
-        let socket = NlSocketHandle::connect(NlFamily::Route, None, groups)
+        // Filter first, then join: no unfiltered event can be queued in between.
+        let socket = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
             .map_err(|e| fail(socket_cause(e)))?;
         let fd = socket.as_raw_fd();
+        drop_events_from(fd, own_ports).map_err(|e| fail(Cause::Os(e)))?;
+        socket
+            .add_mcast_membership(Groups::new_groups(&[
+                libc::RTNLGRP_IPV4_IFADDR,
+                libc::RTNLGRP_IPV6_IFADDR,
+            ]))
+            .map_err(|e| fail(socket_cause(e)))?;
         // SAFETY: fcntl on a descriptor `socket` owns and keeps open.
         let rc = unsafe {
             let flags = libc::fcntl(fd, libc::F_GETFL);
@@ -579,6 +748,59 @@ impl AddressWatcher {
             }
         }
     }
+}
+
+/// Attaches a classic BPF filter to the netlink socket `fd` that drops every message whose
+/// sender port (`nlmsg_pid`, offset 12) is one of `ports`: the kernel then never queues the
+/// address events our own requests cause. BPF loads are big-endian, netlink headers are in
+/// host order: the constants are byte-swapped to match. (A jump offset is a byte: at most 254
+/// ports, far more than the two we have.)
+fn drop_events_from(fd: RawFd, ports: &[u32]) -> io::Result<()> {
+    const NLMSG_PID_OFFSET: u32 = 12;
+    let insn = |code: u32, jt: usize, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: u8::try_from(jt).unwrap_or(u8::MAX),
+        jf,
+        k,
+    };
+    let mut program = vec![insn(
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        0,
+        0,
+        NLMSG_PID_OFFSET,
+    )];
+    for (n, port) in ports.iter().enumerate() {
+        // Equal: skip the other comparisons and the accept, to the drop.
+        let to_drop = ports.len() - n;
+        let k = u32::from_be_bytes(port.to_ne_bytes());
+        program.push(insn(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            to_drop,
+            0,
+            k,
+        ));
+    }
+    program.push(insn(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
+    program.push(insn(libc::BPF_RET | libc::BPF_K, 0, 0, 0));
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt with a sock_fprog pointing at `program`, alive for the call (the
+    // kernel copies it).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn event_of(message: &Nlmsghdr<Rtm, Ifaddrmsg>) -> Option<AddressEvent> {
