@@ -408,14 +408,20 @@ fn set_receive_timeout(fd: RawFd, timeout: std::time::Duration) -> io::Result<()
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: setsockopt with a timeval of the size given, on a descriptor the caller owns.
+    set_socket_option(fd, libc::SO_RCVTIMEO, &tv)
+}
+
+/// setsockopt(2) at SOL_SOCKET level: option `name` set to `value`.
+fn set_socket_option<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points at a T of the size given, alive for the call (the kernel copies
+    // it); `fd` is a descriptor the caller owns.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
@@ -782,25 +788,12 @@ fn drop_events_from(fd: RawFd, ports: &[u32]) -> io::Result<()> {
     }
     program.push(insn(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
     program.push(insn(libc::BPF_RET | libc::BPF_K, 0, 0, 0));
+    // `program` outlives the call; the kernel copies it.
     let fprog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: setsockopt with a sock_fprog pointing at `program`, alive for the call (the
-    // kernel copies it).
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_socket_option(fd, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 fn event_of(message: &Nlmsghdr<Rtm, Ifaddrmsg>) -> Option<AddressEvent> {
