@@ -2,9 +2,10 @@
 //! on a witness).
 //!
 //! Parsing is strict (`deny_unknown_fields`) because a misspelt key in a failover daemon is a
-//! silent outage waiting to happen. [`Config::load`] parses, then [`Config::validate`] collects
-//! *every* problem at once, each naming the key, what is wrong and how to fix it, so
-//! `raftvip check-config` can be run in a loop while editing.
+//! silent outage waiting to happen, and it yields checked types (a VIP is a [`VipAddr`], a peer
+//! a `SocketAddr`), so later code never re-parses. [`Config::load`] parses, then
+//! [`Config::validate`] collects *every* problem between values at once, each naming the key,
+//! what is wrong and how to fix it, so `raftvip check-config` can be run in a loop while editing.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -138,14 +139,17 @@ pub struct Peer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
-    /// `ADDRESS/PREFIX`, e.g. `192.0.2.100/32` or `2001:db8::100/128`.
-    pub address: String,
+    /// `ADDRESS/PREFIX`, e.g. `192.0.2.100/32` or `2001:db8::100/128`; checked while parsing,
+    /// so a loaded config holds only addresses a VIP can have.
+    #[serde(deserialize_with = "vip_address")]
+    pub address: VipAddr,
     pub interface: String,
     /// Optional IPv4 address label such as `eth0:vip` (shown by `ip addr`).
     pub label: Option<String>,
 }
 
-/// A VIP after validation.
+/// A VIP address: an IPv4 or IPv6 host address and prefix length, never unspecified,
+/// loopback, multicast or broadcast (a [`VipConfig`] holds only such, checked while parsing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VipAddr {
     pub ip: IpAddr,
@@ -158,9 +162,10 @@ impl fmt::Display for VipAddr {
     }
 }
 
-impl VipAddr {
+impl std::str::FromStr for VipAddr {
+    type Err = String;
     /// Parses `ADDRESS/PREFIX`; the error says what is wrong in operator terms.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, String> {
         let (ip, prefix) = text
             .split_once('/')
             .ok_or_else(|| format!("'{text}' has no prefix length"))?;
@@ -186,11 +191,17 @@ impl VipAddr {
     }
 }
 
-impl VipConfig {
-    /// The parsed address; only valid after [`Config::validate`] succeeded.
-    pub fn addr(&self) -> VipAddr {
-        VipAddr::parse(&self.address).expect("VIP addresses are checked by Config::validate")
-    }
+/// Deserialises `[[vip]] address`; a bad one fails the parse with the key, the problem and
+/// the fix (the TOML error adds the line).
+fn vip_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VipAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|what| {
+        serde::de::Error::custom(Problem {
+            key: "vip.address".into(),
+            what,
+            fix: "write ADDRESS/PREFIX, e.g. \"192.0.2.100/32\" or \"2001:db8::100/128\"".into(),
+        })
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -556,28 +567,20 @@ impl Config {
         // VIPs.
         let mut vip_ips = HashSet::new();
         for (i, vip) in self.vips.iter().enumerate() {
-            match VipAddr::parse(&vip.address) {
-                Err(what) => problem(
+            let ip = vip.address.ip;
+            if !vip_ips.insert(ip) {
+                problem(
                     &format!("vip[{i}].address"),
-                    what,
-                    "write ADDRESS/PREFIX, e.g. \"192.0.2.100/32\" or \"2001:db8::100/128\"",
-                ),
-                Ok(addr) => {
-                    if !vip_ips.insert(addr.ip) {
-                        problem(
-                            &format!("vip[{i}].address"),
-                            format!("{} is listed twice", addr.ip),
-                            "list each VIP once",
-                        );
-                    }
-                    if self.peers.iter().any(|p| p.address.ip() == addr.ip) {
-                        problem(
-                            &format!("vip[{i}].address"),
-                            format!("{} is also a peer address", addr.ip),
-                            "peers must talk over their own fixed addresses, never the VIP",
-                        );
-                    }
-                }
+                    format!("{ip} is listed twice"),
+                    "list each VIP once",
+                );
+            }
+            if self.peers.iter().any(|p| p.address.ip() == ip) {
+                problem(
+                    &format!("vip[{i}].address"),
+                    format!("{ip} is also a peer address"),
+                    "peers must talk over their own fixed addresses, never the VIP",
+                );
             }
             if vip.interface.is_empty() || vip.interface.len() > MAX_LABEL_LEN {
                 problem(
@@ -921,14 +924,6 @@ impl Config {
         notes
     }
 
-    /// This node's own peer entry.
-    pub fn me(&self) -> &Peer {
-        self.peers
-            .iter()
-            .find(|p| p.id == self.node_id)
-            .expect("validated: node_id is among the peers")
-    }
-
     pub fn peer(&self, id: NodeId) -> Option<&Peer> {
         self.peers.iter().find(|p| p.id == id)
     }
@@ -938,6 +933,21 @@ impl Config {
         self.peer(self.node_id)
             .is_some_and(|me| self.peer_is_witness(me))
             || self.role == Role::Witness
+    }
+
+    /// The VIPs this box may hold: none on a witness, whose [[vip]] entries are ignored (one
+    /// file can serve every node).
+    pub fn own_vips(&self) -> &[VipConfig] {
+        if self.is_witness() {
+            &[]
+        } else {
+            &self.vips
+        }
+    }
+
+    /// The HAProxy this box's health depends on: none on a witness, which serves no traffic.
+    pub fn own_haproxy(&self) -> Option<&HaproxyConfig> {
+        self.haproxy.as_ref().filter(|_| !self.is_witness())
     }
 }
 
@@ -1149,7 +1159,7 @@ stats_socket = "/run/haproxy/admin.sock"
             80,
             "10 ms under election_timeout_max"
         );
-        assert_eq!(config.vips[0].addr().to_string(), "192.0.2.100/32");
+        assert_eq!(config.vips[0].address.to_string(), "192.0.2.100/32");
     }
 
     #[test]
@@ -1236,16 +1246,23 @@ stats_socket = "/run/haproxy/admin.sock"
     fn vips_in_a_bad_form() {
         let dir = tempfile::tempdir().unwrap();
         let base = valid(dir.path());
-        for bad in [
-            "192.0.2.100",
-            "192.0.2.100/33",
-            "192.0.2.300/32",
-            "224.0.0.1/32",
-            "2001:db8::1/129",
+        for (bad, what) in [
+            ("192.0.2.100", "has no prefix length"),
+            ("192.0.2.100/33", "is not a number from 0 to 32"),
+            ("192.0.2.300/32", "is not an IPv4 or IPv6 address"),
+            ("224.0.0.1/32", "multicast"),
+            ("2001:db8::1/129", "is not a number from 0 to 128"),
         ] {
             let text = base.replace("192.0.2.100/32", bad);
-            assert_eq!(keys(&text), vec!["vip[0].address"], "{bad}");
+            // A parse error: the line, the key, what is wrong and the fix.
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(&format!("address = \"{bad}\"")), "{err}");
+            assert!(err.contains("vip.address: "), "{err}");
+            assert!(err.contains(what), "{err}");
+            assert!(err.contains("(fix: write ADDRESS/PREFIX"), "{err}");
         }
+        let twice = format!("{base}[[vip]]\naddress = \"192.0.2.100/32\"\ninterface = \"eth1\"\n");
+        assert_eq!(keys(&twice), vec!["vip[1].address"]);
         let v6 = base.replace("192.0.2.100/32", "2001:db8::100/128");
         assert_eq!(keys(&v6), Vec::<String>::new());
         let label = base.replace(
@@ -1393,7 +1410,12 @@ stats_socket = "/run/haproxy/admin.sock"
     fn a_witness_is_known_by_its_peer_entry_and_a_contradiction_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let trio = with_members(dir.path(), &[(1, "witness"), (2, "voter"), (3, "voter")]);
-        assert!(Config::parse(&trio).unwrap().is_witness());
+        let witness = Config::parse(&trio).unwrap();
+        assert!(witness.is_witness());
+        assert!(witness.own_vips().is_empty() && witness.own_haproxy().is_none());
+        let voter = Config::parse(&trio.replace("node_id = 1", "node_id = 2")).unwrap();
+        assert_eq!(voter.own_vips().len(), 1);
+        assert!(voter.own_haproxy().is_some());
         let contradiction = with_members(dir.path(), &[(1, "voter"), (2, "voter"), (3, "voter")])
             .replace("node_id = 1", "node_id = 1\nrole = \"witness\"");
         assert_eq!(keys(&contradiction), vec!["role"]);
@@ -1545,10 +1567,7 @@ stats_socket = "/run/haproxy/admin.sock"
                 let _ = now + t.fence() + t.heartbeat() + t.reconcile();
                 let _ = now + Duration::from_millis(t.election_timeout_ms[1]);
                 let _ = now + Duration::from_secs(config.announce.refresh_s);
-                let _ = config.me();
-                for vip in &config.vips {
-                    let _ = vip.addr();
-                }
+                let _ = (config.own_vips(), config.own_haproxy());
             }
         }
 
