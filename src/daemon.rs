@@ -37,7 +37,8 @@ use crate::raft::network::{Network, PeerClient};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, LogId, NodeId, Raft};
 use crate::status::{self, Counters, PeerStatus, Role, Status};
-use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
+use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState};
+use crate::vip::VipHolder;
 
 /// How long a planned stop may spend handing over before it gives up and just releases.
 const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
@@ -80,7 +81,6 @@ pub enum RunDaemonError {
 pub struct Parts<Hl> {
     pub health: watch::Receiver<Hl>,
     pub vips: Arc<dyn VipHolder>,
-    pub vip_events: tokio::sync::mpsc::Receiver<crate::vip::VipEvent>,
 }
 
 /// Runs the node until `shutdown` completes, then stops in order.
@@ -170,7 +170,6 @@ pub async fn run<Hl: HealthVerdict>(
         raft.clone(),
         parts.health,
         cluster,
-        parts.vip_events,
         parts.vips.clone(),
         Arc::new(PeerRequests {
             log,
@@ -511,17 +510,6 @@ impl HealthVerdict for NoHealthGate {
     }
     fn status(&self) -> Option<status::HealthStatus> {
         None
-    }
-}
-
-/// VIPs when none are configured (a witness, or a Raft-only test cluster).
-pub struct NoVips;
-
-impl VipHolder for NoVips {
-    fn set_held(&self, _hold: bool, _reason: &str) {}
-    fn reconcile(&self) {}
-    fn status(&self) -> Vec<status::VipStatus> {
-        Vec::new()
     }
 }
 

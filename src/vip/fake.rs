@@ -1,6 +1,5 @@
-//! Recording fakes of [`AddressControl`] and [`Announcer`], so the executor, the supervisor and
-//! cluster tests run without root. Public (not `cfg(test)`) so other modules' tests and the
-//! integration tests can use them.
+//! Recording fakes of [`AddressControl`] and [`Announcer`], so the executor and the VIP thread
+//! are tested without root. Built for tests only (`cfg(test)`): not part of the public API.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -82,9 +81,6 @@ impl FakeAddressControl {
     /// Every later add and remove takes `delay`.
     pub fn slow(&self, delay: Duration) {
         *lock(&self.delay) = delay;
-    }
-    pub fn calls(&self) -> Vec<Call> {
-        lock(&self.calls).clone()
     }
     pub fn count(&self, call: &Call) -> usize {
         lock(&self.calls).iter().filter(|c| *c == call).count()
