@@ -557,7 +557,7 @@ fn a_renewal_batch_reports_the_vip_it_could_not_renew_and_renews_the_others() {
             ("192.0.2.122/32", "rvv0"),
         ]
         .iter()
-        .map(|(a, i)| Vip::from_config(&vip_config(a, i, None)).unwrap())
+        .map(|(a, i)| Vip::from_config(&vip_config(a, i, None)))
         .collect();
         let refs: Vec<&Vip> = vips.iter().collect();
         for result in control.add_all(&refs) {
@@ -589,7 +589,7 @@ fn the_watcher_ignores_our_own_changes_and_sees_everyone_elses() {
             .expect("netlink socket")
             .with_lifetime(5);
         let mut watcher = AddressWatcher::subscribe(&control.ports()).expect("watcher");
-        let ours = Vip::from_config(&vip_config("192.0.2.130/32", "rvv0", None)).unwrap();
+        let ours = Vip::from_config(&vip_config("192.0.2.130/32", "rvv0", None));
         control.add(&ours).expect("add");
         for _ in 0..5 {
             control.renew_all(&[&ours]).pop().unwrap().expect("renew");
