@@ -13,7 +13,7 @@ use raftvip::auth::Authenticator;
 use raftvip::config::{Config, VipConfig};
 use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
 use raftvip::health;
-use raftvip::raft::network::PeerClient;
+use raftvip::peer::PeerClient;
 use raftvip::release;
 use raftvip::supervisor::VipHolder;
 use raftvip::vip::{VipWorker, Vips};
