@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{agreed_leader, http, run_cli, summary, Cluster, DEADLINE};
 use raftvip::auth::Authenticator;
 use raftvip::config::Secret;
-use raftvip::raft::{Vote, VoteRequest, VoteResponse};
+use raftvip::raft::typ::{Vote, VoteRequest, VoteResponse};
 use raftvip::status::Role;
 
 /// How long "stays non-leader" is watched.
