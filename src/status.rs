@@ -180,6 +180,14 @@ impl Status {
     /// [`Self::render_text`], with a line for every VIP when `all_vips` (`status --vips`).
     pub fn render_text_with(&self, all_vips: bool) -> String {
         let mut out = String::new();
+        self.render_node(&mut out);
+        self.render_vips(&mut out, all_vips);
+        self.render_peers(&mut out);
+        out
+    }
+
+    /// Role, health, the verdict on the VIPs and fault tolerance.
+    fn render_node(&self, out: &mut String) {
         let leader = self
             .leader_id
             .map_or_else(|| "none".to_owned(), |id| id.to_string());
@@ -192,21 +200,10 @@ impl Status {
             leader,
             self.term
         );
-        let health = match &self.health {
-            None => "not checked (witness, or no [haproxy] configured)".to_owned(),
-            Some(h) if h.healthy => match &h.reason {
-                // A healthy verdict kept while checks cannot run (see health::LOCAL_ERROR_HOLD).
-                Some(held) => format!("healthy ({held})"),
-                None => "healthy".to_owned(),
-            },
-            Some(h) => format!(
-                "UNHEALTHY: {}",
-                h.reason.as_deref().unwrap_or("no verdict yet")
-            ),
-        };
         let _ = writeln!(
             out,
-            "health {health}{}",
+            "health {}{}",
+            self.health_text(),
             if self.maintenance {
                 "  (MAINTENANCE)"
             } else {
@@ -232,6 +229,25 @@ impl Status {
                 ""
             }
         );
+    }
+
+    fn health_text(&self) -> String {
+        match &self.health {
+            None => "not checked (witness, or no [haproxy] configured)".to_owned(),
+            Some(h) if h.healthy => match &h.reason {
+                // A healthy verdict kept while checks cannot run (see health::LOCAL_ERROR_HOLD).
+                Some(held) => format!("healthy ({held})"),
+                None => "healthy".to_owned(),
+            },
+            Some(h) => format!(
+                "UNHEALTHY: {}",
+                h.reason.as_deref().unwrap_or("no verdict yet")
+            ),
+        }
+    }
+
+    /// The VIP counts, then each VIP (few, or `all_vips`) or only the failing ones.
+    fn render_vips(&self, out: &mut String, all_vips: bool) {
         let summary = self.vip_summary();
         let _ = writeln!(
             out,
@@ -269,6 +285,9 @@ impl Status {
         if !all_vips && self.vips.len() > VIP_LINES {
             let _ = writeln!(out, "  (each VIP: raftvip status --vips)");
         }
+    }
+
+    fn render_peers(&self, out: &mut String) {
         let _ = writeln!(out, "peers:");
         for peer in &self.peers {
             let contact = match (peer.id == self.node_id, peer.last_contact_ms) {
@@ -288,7 +307,6 @@ impl Status {
                 }
             );
         }
-        out
     }
 }
 
