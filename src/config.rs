@@ -21,8 +21,10 @@ use crate::raft::NodeId;
 /// full-strength key (RFC 2104 §3 recommends at least the hash output length).
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// Longest interface label the kernel stores (IFNAMSIZ − 1).
-const MAX_LABEL_LEN: usize = 15;
+/// Longest interface name or address label the kernel takes: IFNAMSIZ − 1 (a longer IFA_LABEL
+/// is refused with EINVAL). check-config refuses longer ones, and vip/netlink.rs sends only
+/// labels within it, so a config that passes never fails at bind time.
+pub const MAX_LABEL_LEN: usize = 15;
 
 /// How many heartbeats an election timeout must span at least: fewer and one delayed
 /// heartbeat on a busy box starts a needless election.

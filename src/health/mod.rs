@@ -26,6 +26,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::now_unix_ms;
+
 pub use haproxy::ParseError;
 pub use monitor::spawn_haproxy_monitor;
 
@@ -71,7 +73,7 @@ impl crate::supervisor::HealthVerdict for Health {
 
     fn status(&self) -> Option<crate::status::HealthStatus> {
         let age = (self.last_check_unix_ms > 0)
-            .then(|| monitor::unix_ms().saturating_sub(self.last_check_unix_ms));
+            .then(|| now_unix_ms().saturating_sub(self.last_check_unix_ms));
         Some(crate::status::HealthStatus {
             healthy: self.healthy,
             reason: self.reason.clone(),

@@ -13,7 +13,7 @@
 //! the old worker alive (HAProxy waits for its CLI sessions) and watch the wrong process — and
 //! the check is repeated on a new session, which the new worker answers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::haproxy::{OddRow, Probe, Session};
 use super::{Change, Health, RiseFall, Verdict};
+use crate::clock::now_unix_ms;
 use crate::config::HaproxyConfig;
 
 /// Starts the HAProxy health monitor on the current Tokio runtime (it must be called from
@@ -216,7 +217,7 @@ impl Monitor {
         let next = Health {
             healthy: self.rise_fall.healthy(),
             reason: self.rise_fall.reason(),
-            last_check_unix_ms: unix_ms(),
+            last_check_unix_ms: now_unix_ms(),
             check_latency_us: u64::try_from(probe.latency.as_micros()).unwrap_or(u64::MAX),
             transitions: self.rise_fall.transitions(),
             checks: self.checks,
@@ -272,13 +273,6 @@ impl LogLimit {
             }
         }
     }
-}
-
-/// Wall-clock now in ms since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
