@@ -61,7 +61,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub secret_file: PathBuf,
     #[serde(default)]
-    pub role: Role,
+    pub role: MemberRole,
     #[serde(rename = "peer", default)]
     pub peers: Vec<Peer>,
     #[serde(rename = "vip", default)]
@@ -118,9 +118,11 @@ fn default_max_connections() -> usize {
 /// costs a descriptor, so beyond this the cap no longer protects the descriptor table.
 pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 8..=16_384;
 
+/// What a member is configured to be (`role`, `[[peer]] role`); its Raft state at run time is
+/// [`crate::status::RaftRole`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum MemberRole {
     /// Stands in elections (while healthy) and holds the VIP when leader.
     #[default]
     Voter,
@@ -135,7 +137,7 @@ pub struct Peer {
     pub address: SocketAddr,
     /// `"witness"` marks a member that votes but never leads, so every node can tell how many
     /// failures the cluster survives. Optional; must agree with that node's own `role`.
-    pub role: Option<Role>,
+    pub role: Option<MemberRole>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -684,11 +686,11 @@ impl Config {
     /// Roles and fault tolerance (docs/two-box-sites.md).
     fn role_problems(&self, problems: &mut Vec<Problem>) {
         if let Some(Peer {
-            role: Some(Role::Voter),
+            role: Some(MemberRole::Voter),
             ..
         }) = self.peer(self.node_id)
         {
-            if self.role == Role::Witness {
+            if self.role == MemberRole::Witness {
                 problems.push(Problem::new(
                     "role",
                     "is \"witness\" but this node's [[peer]] entry says role = \"voter\"",
@@ -800,7 +802,8 @@ impl Config {
     }
 
     fn peer_is_witness(&self, peer: &Peer) -> bool {
-        peer.role == Some(Role::Witness) || (peer.id == self.node_id && self.role == Role::Witness)
+        peer.role == Some(MemberRole::Witness)
+            || (peer.id == self.node_id && self.role == MemberRole::Witness)
     }
 
     /// Legal choices that weaken the cluster, printed by `check-config` as warnings (it still
@@ -865,7 +868,7 @@ impl Config {
     pub fn is_witness(&self) -> bool {
         self.peer(self.node_id)
             .is_some_and(|me| self.peer_is_witness(me))
-            || self.role == Role::Witness
+            || self.role == MemberRole::Witness
     }
 
     /// The VIPs this box may hold: none on a witness, whose [[vip]] entries are ignored (one

@@ -36,7 +36,7 @@ use crate::config::{Config, Secret};
 use crate::raft::network::{Network, PeerClient};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, LogId, NodeId, Raft};
-use crate::status::{self, Counters, PeerStatus, Role, Status};
+use crate::status::{self, Counters, PeerStatus, RaftRole, Status};
 use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
 
 /// How long a planned stop may spend handing over before it gives up and just releases.
@@ -399,12 +399,12 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
         let cluster = self.cluster.borrow().clone();
         let health = self.health.borrow().status();
         let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-            ServerState::Follower if self.config.is_witness() => Role::Witness,
-            ServerState::Follower => Role::Follower,
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
+            ServerState::Follower if self.config.is_witness() => RaftRole::Witness,
+            ServerState::Follower => RaftRole::Follower,
         };
         Status {
             cluster: self.config.cluster.clone(),
@@ -413,7 +413,9 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
             role,
             leader_id: m.current_leader,
             term: m.current_term,
-            millis_since_quorum_ack: m.millis_since_quorum_ack.filter(|_| role == Role::Leader),
+            millis_since_quorum_ack: m
+                .millis_since_quorum_ack
+                .filter(|_| role == RaftRole::Leader),
             holds_vips: sup.holds_vips,
             decision: sup.reason.to_string(),
             candidate_for_leader: sup.elect,

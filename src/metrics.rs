@@ -20,7 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::status::{FailoverHistogram, Role, Status, FAILOVER_BUCKETS};
+use crate::status::{FailoverHistogram, RaftRole, Status, FAILOVER_BUCKETS};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabel {
@@ -145,7 +145,7 @@ fn register_status(r: &mut Registry, status: &Status) {
 /// This node's role, term, leader, verdicts and health checks.
 fn register_node(r: &mut Registry, status: &Status) {
     let roles = Family::<RoleLabel, Gauge>::default();
-    for role in Role::ALL {
+    for role in RaftRole::ALL {
         roles
             .get_or_create(&RoleLabel { role: role.name() })
             .set(i64::from(role == status.role));

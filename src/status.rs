@@ -12,7 +12,7 @@ pub struct Status {
     pub cluster: String,
     pub node_id: NodeId,
     pub version: String,
-    pub role: Role,
+    pub role: RaftRole,
     pub leader_id: Option<NodeId>,
     pub term: u64,
     /// Leader only: time since a quorum last acknowledged it.
@@ -37,9 +37,12 @@ pub struct Status {
     pub failover_duration: FailoverHistogram,
 }
 
+/// This node's Raft state as status and metrics show it: openraft's server state, except that
+/// a witness's follower state shows as `witness` (it never becomes a candidate). The member
+/// role a node is configured with is [`crate::config::MemberRole`].
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub enum RaftRole {
     Leader,
     Follower,
     Candidate,
@@ -48,24 +51,24 @@ pub enum Role {
     Shutdown,
 }
 
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Leader,
-        Role::Follower,
-        Role::Candidate,
-        Role::Learner,
-        Role::Witness,
-        Role::Shutdown,
+impl RaftRole {
+    pub const ALL: [RaftRole; 6] = [
+        RaftRole::Leader,
+        RaftRole::Follower,
+        RaftRole::Candidate,
+        RaftRole::Learner,
+        RaftRole::Witness,
+        RaftRole::Shutdown,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::Learner => "learner",
-            Role::Witness => "witness",
-            Role::Shutdown => "shutdown",
+            RaftRole::Leader => "leader",
+            RaftRole::Follower => "follower",
+            RaftRole::Candidate => "candidate",
+            RaftRole::Learner => "learner",
+            RaftRole::Witness => "witness",
+            RaftRole::Shutdown => "shutdown",
         }
     }
 }
@@ -330,7 +333,7 @@ pub(crate) mod tests {
             cluster: "lb".into(),
             node_id: 1,
             version: "0.1.0".into(),
-            role: Role::Leader,
+            role: RaftRole::Leader,
             leader_id: Some(1),
             term: 7,
             millis_since_quorum_ack: Some(12),

@@ -65,8 +65,9 @@ const MIN_SESSION_LIFE: Duration = Duration::from_secs(1);
 /// poll, ten times a second by default, and one line a minute says all there is to say.
 const IGNORED_ROWS_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// What woke the monitor: its poll timer, or the open session closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
+enum Wakeup {
     Poll,
     SessionClosed,
 }
@@ -100,16 +101,16 @@ impl Monitor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let tx = self.tx.clone();
         loop {
-            let cause = tokio::select! {
+            let wakeup = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = tx.closed() => break,
-                () = session_closed(&mut self.session) => Cause::SessionClosed,
-                _ = tick.tick() => Cause::Poll,
+                () = session_closed(&mut self.session) => Wakeup::SessionClosed,
+                _ = tick.tick() => Wakeup::Poll,
             };
-            let keep = match cause {
-                Cause::Poll => true,
-                Cause::SessionClosed => {
+            let keep = match wakeup {
+                Wakeup::Poll => true,
+                Wakeup::SessionClosed => {
                     self.session = None;
                     let keep = self.session_opened.elapsed() >= MIN_SESSION_LIFE;
                     debug!(
