@@ -35,7 +35,7 @@ use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerSe
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
-use crate::status::{self, Counters, PeerStatus, Role, Status};
+use crate::status::{self, Counters, PeerStatus, RaftRole, Status};
 use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState};
 use crate::vip::VipHolder;
 
@@ -323,12 +323,12 @@ impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
         let cluster = self.cluster.borrow().clone();
         let health = self.health.borrow().status();
         let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-            ServerState::Follower if self.config.is_witness() => Role::Witness,
-            ServerState::Follower => Role::Follower,
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
+            ServerState::Follower if self.config.is_witness() => RaftRole::Witness,
+            ServerState::Follower => RaftRole::Follower,
         };
         Status {
             cluster: self.config.cluster.clone(),
@@ -337,7 +337,9 @@ impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
             role,
             leader_id: m.current_leader,
             term: m.current_term,
-            millis_since_quorum_ack: m.millis_since_quorum_ack.filter(|_| role == Role::Leader),
+            millis_since_quorum_ack: m
+                .millis_since_quorum_ack
+                .filter(|_| role == RaftRole::Leader),
             holds_vips: sup.holds_vips,
             decision: sup.reason.to_string(),
             candidate_for_leader: sup.elect,
