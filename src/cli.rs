@@ -13,7 +13,7 @@ use raftvip::auth::Authenticator;
 use raftvip::config::Config;
 use raftvip::daemon::{self, NoHealthGate, Parts};
 use raftvip::health;
-use raftvip::raft::network::PeerClient;
+use raftvip::peer::PeerClient;
 use raftvip::release;
 use raftvip::vip::{NoVips, VipHolder, VipWorker, Vips};
 use tokio_util::sync::CancellationToken;

@@ -25,10 +25,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Contacts;
 use crate::config::Config;
 use crate::notify::{Event, Notifier};
-use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
+use crate::peer::Contacts;
+use crate::raft::typ::{Raft, RaftMetrics};
+use crate::raft::{ClusterState, NodeId};
 use crate::status::{FailoverHistogram, HealthStatus};
 use crate::vip::VipHolder;
 

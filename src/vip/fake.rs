@@ -3,10 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{AddressControl, Announcer, Cause, Vip, VipError};
+use crate::sync::lock;
 
 /// One call made to a fake, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +35,6 @@ impl FakeFailure {
             FakeFailure::PermissionDenied => Cause::PermissionDenied("CAP_NET_ADMIN"),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A kernel address table in memory. `vanish` plays "someone deleted the VIP".

@@ -46,7 +46,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -389,13 +389,6 @@ impl ErrorLog {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn transition(vip: &Vip, from: &str, to: &str, reason: &str) {
     tracing::debug!(
         vip = %vip.addr,
@@ -592,7 +585,7 @@ impl Vips {
                     slot.address_error.clear(&slot.vip);
                     if !slot.bound {
                         slot.bound = true;
-                        slot.held_since = Some(unix_ms());
+                        slot.held_since = Some(crate::clock::now_unix_ms());
                         found.push(i);
                     }
                 }
@@ -833,7 +826,7 @@ impl Vips {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not stop releasing the VIPs: the state stays usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Adds the VIPs `which` (one batch); returns those bound now.
@@ -867,7 +860,7 @@ impl Inner {
                     slot.denied = None;
                     if !slot.bound {
                         slot.bound = true;
-                        slot.held_since = Some(unix_ms());
+                        slot.held_since = Some(crate::clock::now_unix_ms());
                     }
                     slot.lease_until = self.lease.map(|(lifetime, _)| sent + lifetime);
                     bound.push(i);

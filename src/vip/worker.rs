@@ -107,7 +107,7 @@ impl VipWorker {
     pub fn wait_applied(&self, limit: Duration) -> bool {
         let wanted = self.desired.borrow().generation;
         let (lock, changed) = &*self.applied;
-        let done = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let done = crate::sync::lock(lock);
         let (done, _) = changed
             .wait_timeout_while(done, limit, |done| *done < wanted)
             .unwrap_or_else(|p| p.into_inner());
@@ -188,7 +188,7 @@ impl Thread {
                     self.vips.set_held(desired.hold && !past, reason);
                     fenced_at = None;
                     let (lock, changed) = &*self.applied;
-                    *lock.lock().unwrap_or_else(|p| p.into_inner()) = desired.generation;
+                    *crate::sync::lock(lock) = desired.generation;
                     changed.notify_all();
                 }
                 _ = fence => {
