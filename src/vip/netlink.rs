@@ -112,7 +112,7 @@ impl NetlinkControl {
     /// The netlink ports this control sends from: the address events its own changes cause
     /// carry them (IPv4), so a watcher can ignore those ([`AddressWatcher::subscribe`]).
     pub fn ports(&self) -> Vec<u32> {
-        let renewals = self.renewals.lock().unwrap_or_else(|p| p.into_inner());
+        let renewals = crate::sync::lock(&self.renewals);
         vec![self.router.pid(), renewals.0.pid()]
     }
 
@@ -324,7 +324,7 @@ impl NetlinkControl {
         let Some(&(last, _)) = messages.last() else {
             return results;
         };
-        let mut renewals = self.renewals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut renewals = crate::sync::lock(&self.renewals);
         let (socket, next_seq) = &mut *renewals;
         let base = *next_seq;
         *next_seq = base.wrapping_add(u32::try_from(vips.len()).unwrap_or(u32::MAX));
