@@ -35,6 +35,7 @@ STABLE_S=120
 SATURATE=0
 IDLE_S=10
 OUT=""
+KEEP=""
 
 usage() {
     cat <<EOF
@@ -46,11 +47,12 @@ Usage: $0 [options]
   -s                  saturate both cores with two busy loops while measuring (bounded)
   -i SECONDS          window of the holder's idle CPU measurement (default $IDLE_S)
   -o FILE             also append the result lines to FILE
+  -k DIR              keep each bed's files (raftvip and HAProxy logs) in DIR/boxesN-vipsM
 Needs root, ip, nft, haproxy, python3 and target/release/raftvip (or RAFTVIP=...).
 EOF
 }
 
-while getopts "b:v:t:si:o:h" opt; do
+while getopts "b:v:t:si:o:k:h" opt; do
     case $opt in
         b) BOXES=$OPTARG ;;
         v) VIP_COUNTS=$OPTARG ;;
@@ -58,6 +60,7 @@ while getopts "b:v:t:si:o:h" opt; do
         s) SATURATE=1 ;;
         i) IDLE_S=$OPTARG ;;
         o) OUT=$OPTARG ;;
+        k) KEEP=$OPTARG ;;
         h) usage; exit 0 ;;
         *) usage >&2; exit 1 ;;
     esac
@@ -123,6 +126,7 @@ one_config() {
     extra=$((vips > 2 ? vips - 2 : 0))
     (
         export BED_EXTRA_VIPS=$extra
+        [[ -z $KEEP ]] || export BED_KEEP="$KEEP/boxes$nboxes-vips$vips"
         # shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
         source "$REPO/integration/netns/lib.sh"
         bed_create "$nboxes" 2>/dev/null
