@@ -1,5 +1,5 @@
 //! The server side of the peer wire: one short handler per signed route, behind
-//! [`super::guard::authenticate`].
+//! the guard (`super::guard::authenticate`).
 //!
 //! Raft's RPCs are handed to openraft and its `Result` is answered as JSON, so a remote Raft
 //! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
