@@ -131,6 +131,19 @@ impl PeerClient {
                 }
             }
         })?;
+        self.trusted_answer(to, &signature.nonce, url, response)
+            .await
+    }
+
+    /// Decodes a successful answer that node `to` signed over the request's `nonce`; an
+    /// unsigned, forged or unsuccessful answer is an error.
+    async fn trusted_answer<Resp: DeserializeOwned>(
+        &self,
+        to: NodeId,
+        nonce: &str,
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<Resp, PeerCallError> {
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(PeerCallError::Unauthorized {
@@ -152,7 +165,7 @@ impl PeerClient {
         self.auth
             .verify_response(
                 to,
-                &signature.nonce,
+                nonce,
                 status.as_u16(),
                 answer_signature.as_deref(),
                 &answer,
