@@ -191,7 +191,7 @@ impl PeerClient {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::auth::{FROM_HEADER, NONCE_HEADER};
     use crate::config::Secret;
@@ -200,13 +200,16 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-    fn node(id: NodeId) -> Arc<Authenticator> {
+    pub(in crate::peer) fn node(id: NodeId) -> Arc<Authenticator> {
         Arc::new(Authenticator::new(Secret::new(SECRET.to_vec()), "lb", id))
     }
 
     /// A one-shot HTTP server that answers `body` signed by `signer` (None: unsigned), over
     /// the nonce of the request it received.
-    async fn answer_once(signer: Option<Arc<Authenticator>>, body: &'static str) -> String {
+    pub(in crate::peer) async fn answer_once(
+        signer: Option<Arc<Authenticator>>,
+        body: &'static str,
+    ) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
