@@ -35,8 +35,9 @@ use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerSe
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
-use crate::status::{self, Counters, PeerStatus, Role, Status};
-use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
+use crate::status::{self, Counters, PeerStatus, RaftRole, Status};
+use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState};
+use crate::vip::VipHolder;
 
 /// How long a planned stop may spend handing over before it gives up and just releases.
 const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
@@ -74,7 +75,6 @@ pub enum RunDaemonError {
 pub struct Parts<Hl> {
     pub health: watch::Receiver<Hl>,
     pub vips: Arc<dyn VipHolder>,
-    pub vip_events: tokio::sync::mpsc::Receiver<crate::vip::VipEvent>,
 }
 
 /// Runs the node until `shutdown` completes, then stops in order.
@@ -164,7 +164,6 @@ pub async fn run<Hl: HealthVerdict>(
         raft.clone(),
         parts.health,
         cluster,
-        parts.vip_events,
         parts.vips.clone(),
         Arc::new(PeerRequests::new(
             peer_client.clone(),
@@ -324,12 +323,12 @@ impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
         let cluster = self.cluster.borrow().clone();
         let health = self.health.borrow().status();
         let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-            ServerState::Follower if self.config.is_witness() => Role::Witness,
-            ServerState::Follower => Role::Follower,
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
+            ServerState::Follower if self.config.is_witness() => RaftRole::Witness,
+            ServerState::Follower => RaftRole::Follower,
         };
         Status {
             cluster: self.config.cluster.clone(),
@@ -338,7 +337,9 @@ impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
             role,
             leader_id: m.current_leader,
             term: m.current_term,
-            millis_since_quorum_ack: m.millis_since_quorum_ack.filter(|_| role == Role::Leader),
+            millis_since_quorum_ack: m
+                .millis_since_quorum_ack
+                .filter(|_| role == RaftRole::Leader),
             holds_vips: sup.holds_vips,
             decision: sup.reason.to_string(),
             candidate_for_leader: sup.elect,
@@ -438,17 +439,6 @@ impl HealthVerdict for NoHealthGate {
     }
     fn status(&self) -> Option<status::HealthStatus> {
         None
-    }
-}
-
-/// VIPs when none are configured (a witness, or a Raft-only test cluster).
-pub struct NoVips;
-
-impl VipHolder for NoVips {
-    fn set_held(&self, _hold: bool, _reason: &str) {}
-    fn reconcile(&self) {}
-    fn status(&self) -> Vec<status::VipStatus> {
-        Vec::new()
     }
 }
 

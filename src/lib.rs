@@ -25,9 +25,12 @@
 //! - [`systemd`]: sd_notify readiness, status, stopping and watchdog pings.
 //! - [`keepalived`]: `import-keepalived`, keepalived.conf → raftvip.toml.
 //! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
+//! - [`clock`]: wall-clock milliseconds, for times that leave the process.
+//! - [`sync`]: the poison-tolerant mutex lock.
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod health;
@@ -40,5 +43,6 @@ pub mod raft;
 pub mod release;
 pub mod status;
 pub mod supervisor;
+pub mod sync;
 pub mod systemd;
 pub mod vip;

@@ -74,12 +74,12 @@ impl PeerConnectionMark for Connection {
 
 impl Connection {
     fn touch(&self) {
-        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *crate::sync::lock(&self.last_active) = Instant::now();
     }
 
     /// When the connection should be dropped if nothing happens until then.
     fn deadline(&self) -> Instant {
-        let last = *self.last_active.lock().unwrap_or_else(|e| e.into_inner());
+        let last = *crate::sync::lock(&self.last_active);
         last + if self.in_flight.load(Ordering::Relaxed) > 0 {
             REQUEST_TIMEOUT + CLOSE_GRACE
         } else if self.authenticated.load(Ordering::Relaxed) {
@@ -107,7 +107,7 @@ impl Connections {
     }
 
     pub fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.open).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,7 +117,7 @@ impl Connections {
     /// Admits a new connection, evicting the oldest unauthenticated one (idle first) if the
     /// cap is reached; None if every slot holds an authenticated connection.
     fn admit(&self, now: Instant) -> Option<Arc<Connection>> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::sync::lock(&self.open);
         if open.len() >= self.max {
             let victim = open
                 .values()
@@ -142,13 +142,13 @@ impl Connections {
     }
 
     fn remove(&self, id: u64) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::sync::lock(&self.open);
         open.remove(&id);
         shrink(&mut open);
     }
 
     fn close_all(&self) {
-        for connection in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for connection in crate::sync::lock(&self.open).values() {
             connection.close.notify_one();
         }
     }

@@ -24,7 +24,7 @@ pub struct Contacts {
 
 impl Contacts {
     pub fn touch(&self, id: NodeId) {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = crate::sync::lock(&self.peers);
         if peers.len() >= MAX_CONTACTS && !peers.contains_key(&id) {
             if let Some(oldest) = peers.iter().min_by_key(|(_, at)| **at).map(|(id, _)| *id) {
                 peers.remove(&oldest);
@@ -34,25 +34,23 @@ impl Contacts {
     }
     /// Peers remembered (for the metrics).
     pub fn len(&self) -> usize {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.peers).len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     pub fn age(&self, id: NodeId) -> Option<Duration> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.peers)
             .get(&id)
             .map(Instant::elapsed)
     }
     /// A leader's append was accepted just now.
     pub fn touch_leader(&self) {
-        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *crate::sync::lock(&self.leader) = Some(Instant::now());
     }
     /// When an append from a leader was last accepted (None: never since start).
     pub fn last_leader_contact(&self) -> Option<Instant> {
-        *self.leader.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.leader)
     }
 }
 

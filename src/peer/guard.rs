@@ -148,11 +148,7 @@ async fn check(
 /// connection is closed after it, freeing its slot.
 fn refuse(state: &PeerServer, source: SocketAddr, path: &str, error: &RefuseError) -> Response {
     let rejected_total = state.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-    let verdict = state
-        .reject_log
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .note(source.ip(), Instant::now());
+    let verdict = crate::sync::lock(&state.reject_log).note(source.ip(), Instant::now());
     match verdict {
         LogVerdict::Log => tracing::warn!(
             %source,

@@ -87,10 +87,7 @@ impl PeerServer {
             ("nonces", self.auth.remembered_nonces(SystemTime::now())),
             (
                 "reject_log",
-                self.reject_log
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .len_at(Instant::now()),
+                crate::sync::lock(&self.reject_log).len_at(Instant::now()),
             ),
             ("contacts", self.contacts.len()),
         ]
