@@ -383,12 +383,151 @@ impl VipLease {
     }
 }
 
-/// Hooks run on transitions (`NAME EVENT` as arguments, like keepalived's notify).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Hooks run on state changes, as keepalived's notify scripts are (docs/operations.md): each
+/// value is a command line, a program's absolute path then arguments separated by spaces (no
+/// shell: no quoting, no variables).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
-    /// Run with `master`, `backup` or `fault` when the VIP is taken, released or health fails.
-    pub script: Option<PathBuf>,
+    /// keepalived's generic `notify`: run on every event with `INSTANCE <cluster>
+    /// MASTER|BACKUP|FAULT|STOP <priority>` appended to its own arguments.
+    pub script: Option<String>,
+    /// keepalived's `notify_master`, `notify_backup`, `notify_fault`, `notify_stop`: run with
+    /// their own arguments only, before `script`.
+    pub master: Option<String>,
+    pub backup: Option<String>,
+    pub fault: Option<String>,
+    pub stop: Option<String>,
+    /// A hook still running after this long is killed (its whole process group) and the next
+    /// one runs.
+    #[serde(default = "default_hook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Long enough to page someone, reload a firewall or call a cloud API; short enough that
+/// the next event's hooks, queued behind a hung one, still run while they matter.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 10_000;
+
+/// Bounds of `[notify] timeout_ms`: under 100 ms a loaded box may not even fork and exec a
+/// shell script; over ten minutes every later event waits behind a hung hook that long.
+pub const HOOK_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=MAX_TIMING_MS;
+
+fn default_hook_timeout_ms() -> u64 {
+    DEFAULT_HOOK_TIMEOUT_MS
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Self {
+            script: None,
+            master: None,
+            backup: None,
+            fault: None,
+            stop: None,
+            timeout_ms: DEFAULT_HOOK_TIMEOUT_MS,
+        }
+    }
+}
+
+impl Notify {
+    /// Every hook key, as named in the file, with its command line when set.
+    pub fn commands(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("notify.master", self.master.as_deref()),
+            ("notify.backup", self.backup.as_deref()),
+            ("notify.fault", self.fault.as_deref()),
+            ("notify.stop", self.stop.as_deref()),
+            ("notify.script", self.script.as_deref()),
+        ]
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Problems with the hook keys: each program must be an absolute path to an executable
+    /// file nobody else may change (it runs with raftvip's privileges), found now rather than
+    /// at the first failover.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (key, line) in self.commands() {
+            let Some(line) = line else { continue };
+            if let Err((what, fix)) = hook_program_problem(line) {
+                problems.push(Problem {
+                    key: key.into(),
+                    what,
+                    fix,
+                });
+            }
+        }
+        if !HOOK_TIMEOUT_MS_RANGE.contains(&self.timeout_ms) {
+            problems.push(Problem {
+                key: "notify.timeout_ms".into(),
+                what: format!(
+                    "{} is outside the accepted range {} to {}",
+                    self.timeout_ms,
+                    HOOK_TIMEOUT_MS_RANGE.start(),
+                    HOOK_TIMEOUT_MS_RANGE.end()
+                ),
+                fix: format!("use a value in that range, or remove the key for the default of {DEFAULT_HOOK_TIMEOUT_MS}"),
+            });
+        }
+        problems
+    }
+}
+
+/// Splits a hook command line into its program and arguments; None when it is blank.
+pub fn split_hook_command(line: &str) -> Option<(&str, Vec<&str>)> {
+    let mut words = line.split_whitespace();
+    Some((words.next()?, words.collect()))
+}
+
+/// Why the program of a hook command line cannot be run safely, with the fix.
+fn hook_program_problem(line: &str) -> Result<(), (String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((program, _)) = split_hook_command(line) else {
+        return Err((
+            "is empty".into(),
+            "name a program, e.g. \"/etc/raftvip/notify.sh\", or remove the key".into(),
+        ));
+    };
+    if !Path::new(program).is_absolute() {
+        return Err((
+            format!("{program} is not an absolute path"),
+            "give the full path: hooks run without a shell and without a PATH search".into(),
+        ));
+    }
+    let mode = match std::fs::metadata(program) {
+        Err(e) => {
+            return Err((
+                format!("cannot use {program}: {e}"),
+                "create it or correct the path".into(),
+            ))
+        }
+        Ok(meta) if !meta.is_file() => {
+            return Err((
+                format!("{program} is not a file"),
+                "name an executable file".into(),
+            ))
+        }
+        Ok(meta) => meta.permissions().mode(),
+    };
+    if mode & 0o111 == 0 {
+        return Err((
+            format!("{program} is not executable"),
+            format!("chmod +x {program}"),
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Err((
+            format!(
+                "{program} can be changed by other users (mode {:o}), and raftvip would run it",
+                mode & 0o7777
+            ),
+            format!("chmod go-w {program}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The shared secret; never printed.
@@ -720,6 +859,7 @@ impl Config {
         };
 
         problems.extend(self.listener_problems());
+        problems.extend(self.notify.problems());
         (problems, secret)
     }
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Contacts;
 use crate::config::Config;
-use crate::notify::{Event, Notifier};
+use crate::notify::{Event, HookContext, Notifier};
 use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
 use crate::status::{FailoverHistogram, HealthStatus, VipStatus};
 use crate::vip::VipEvent;
@@ -269,7 +269,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             lease: Duration::from_millis(et_max),
             election_timeout: et_min..et_max,
             last_seen: None,
-            notifier: Notifier::new(config.notify.script.clone(), &config.cluster),
+            notifier: Notifier::new(config),
             raft_failed: false,
             released_at: None,
         }
@@ -299,6 +299,8 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         // Whether the VIPs could be bound; a closed source keeps its last word.
         let mut unbindable = self.vips.unbindable();
         let mut unbindable_open = true;
+        // Every node reports its state at start, as keepalived does: BACKUP until it holds.
+        self.fire(Event::Backup, Reason::NotLeader);
 
         loop {
             let fence_deadline = ack_instant.map(|at| at + self.fence);
@@ -418,6 +420,23 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             }
         }
         self.vips.set_held(false, "stopping");
+        self.fire(Event::Stop, Reason::Stopping);
+        self.notifier.flush().await;
+    }
+
+    /// Queues the notify hooks of `event` with the Raft term and leader of this moment.
+    fn fire(&self, event: Event, reason: Reason) {
+        let (term, leader_id) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.current_leader)
+        };
+        let context = HookContext {
+            leader_id,
+            term,
+            reason: reason.to_string(),
+        };
+        self.notifier.fire(event, &context);
     }
 
     /// When the next election is due: `lease + timeout` after the later of the last accepted
@@ -485,12 +504,12 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                     quorum_ack_ms = ?inputs.quorum_ack_age.map(|a| a.as_millis()),
                     "VIP ownership changed"
                 );
-                let event = if d.hold_vips {
-                    Event::Master
-                } else {
-                    Event::Backup
-                };
-                self.notifier.fire(event, &d.reason.to_string());
+                // Losing health is reported as FAULT below, as keepalived does, not BACKUP.
+                if d.hold_vips {
+                    self.fire(Event::Master, d.reason);
+                } else if d.reason != Reason::Unhealthy {
+                    self.fire(Event::Backup, d.reason);
+                }
             }
             let now = std::time::Instant::now();
             if was_holding {
@@ -515,7 +534,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             && before.is_some_and(|b| b.reason != Reason::Unhealthy)
             && d.reason == Reason::Unhealthy;
         if became_unhealthy {
-            self.notifier.fire(Event::Fault, "HAProxy unhealthy");
+            self.fire(Event::Fault, d.reason);
         }
         if d.hand_over && !before.is_some_and(|b| b.hand_over) {
             tracing::info!(reason = %d.reason, "leader must not lead: handing over");
