@@ -311,13 +311,17 @@ impl Hooks {
             Err(why) => tracing::warn!(hook = hook.key, event, term, %why, "notify hook failed"),
             Ok(ran) => match ran.failure() {
                 None => tracing::info!(
-                    hook = hook.key, event, term, elapsed_ms,
-                    stdout = %ran.stdout, stderr = %ran.stderr,
+                    hook = hook.key,
+                    event,
+                    term,
+                    elapsed_ms,
+                    stdout = ran.stdout.logged(),
+                    stderr = ran.stderr.logged(),
                     "notify hook ran"
                 ),
                 Some(why) => tracing::warn!(
                     hook = hook.key, event, term, elapsed_ms, %why,
-                    stdout = %ran.stdout, stderr = %ran.stderr,
+                    stdout = ran.stdout.logged(), stderr = ran.stderr.logged(),
                     "notify hook failed"
                 ),
             },
@@ -416,6 +420,12 @@ impl Captured {
         let keep = bytes.len().min(room);
         self.kept.extend_from_slice(&bytes[..keep]);
         self.dropped += bytes.len() - keep;
+    }
+
+    /// The log field: absent when the hook printed nothing (tracing skips a None field).
+    fn logged(&self) -> Option<tracing::field::DisplayValue<&Self>> {
+        let blank = self.kept.iter().all(u8::is_ascii_whitespace) && self.dropped == 0;
+        (!blank).then(|| tracing::field::display(self))
     }
 }
 
@@ -704,6 +714,12 @@ mod tests {
         .await;
         assert!(log.contains("cannot start /nonexistent/master.sh"), "{log}");
         assert_eq!(lines(&out), ["MASTER"]);
+        // A hook that printed nothing has no empty stdout / stderr fields in its log line.
+        assert!(log.contains("notify hook ran"), "{log}");
+        assert!(
+            !log.contains("stdout=") && !log.contains("stderr="),
+            "{log}"
+        );
     }
 
     #[tokio::test]
