@@ -445,34 +445,62 @@ impl Notify {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// Problems with the hook keys: each program must be an absolute path to an executable
-    /// file nobody else may change (it runs with raftvip's privileges), found now rather than
-    /// at the first failover.
+    /// Problems with the hook keys: each must name its program by absolute path (no shell,
+    /// no PATH search runs it), and the timeout must be in range.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        let mut problem = |key: &str, what: String, fix: String| {
+            problems.push(Problem {
+                key: key.into(),
+                what,
+                fix,
+            })
+        };
         for (key, line) in self.commands() {
-            let Some(line) = line else { continue };
-            if let Err((what, fix)) = hook_program_problem(line) {
-                problems.push(Problem {
-                    key: key.into(),
-                    what,
-                    fix,
-                });
+            match line.map(split_hook_command) {
+                None => {}
+                Some(None) => problem(
+                    key,
+                    "is empty".into(),
+                    "name a program, e.g. \"/etc/raftvip/notify.sh\", or remove the key".into(),
+                ),
+                Some(Some((program, _))) if !Path::new(program).is_absolute() => problem(
+                    key,
+                    format!("{program} is not an absolute path"),
+                    "give the full path: hooks run without a shell and without a PATH search"
+                        .into(),
+                ),
+                Some(Some(_)) => {}
             }
         }
         if !HOOK_TIMEOUT_MS_RANGE.contains(&self.timeout_ms) {
-            problems.push(Problem {
-                key: "notify.timeout_ms".into(),
-                what: format!(
+            problem(
+                "notify.timeout_ms",
+                format!(
                     "{} is outside the accepted range {} to {}",
                     self.timeout_ms,
                     HOOK_TIMEOUT_MS_RANGE.start(),
                     HOOK_TIMEOUT_MS_RANGE.end()
                 ),
-                fix: format!("use a value in that range, or remove the key for the default of {DEFAULT_HOOK_TIMEOUT_MS}"),
-            });
+                format!("use a value in that range, or remove the key for the default of {DEFAULT_HOOK_TIMEOUT_MS}"),
+            );
         }
         problems
+    }
+
+    /// Hook programs that would not run now. Warnings, not problems: a missing hook must not
+    /// keep the daemon (and failover) from starting, and the file may be installed later.
+    pub fn warnings(&self) -> Vec<String> {
+        self.commands()
+            .into_iter()
+            .filter_map(|(key, line)| {
+                let (program, _) = split_hook_command(line?)?;
+                // A relative path is a problem already.
+                let program = Some(Path::new(program)).filter(|p| p.is_absolute())?;
+                let (what, fix) = hook_program_unusable(program)?;
+                Some(format!("{key}: {what}; it will not run ({fix})"))
+            })
+            .collect()
     }
 }
 
@@ -482,52 +510,42 @@ pub fn split_hook_command(line: &str) -> Option<(&str, Vec<&str>)> {
     Some((words.next()?, words.collect()))
 }
 
-/// Why the program of a hook command line cannot be run safely, with the fix.
-fn hook_program_problem(line: &str) -> Result<(), (String, String)> {
+/// Why a hook program cannot be run, or must not be (like keepalived's script security, a
+/// file others can change is not run: raftvip's privileges would be theirs), with the fix.
+pub fn hook_program_unusable(program: &Path) -> Option<(String, String)> {
     use std::os::unix::fs::PermissionsExt;
-    let Some((program, _)) = split_hook_command(line) else {
-        return Err((
-            "is empty".into(),
-            "name a program, e.g. \"/etc/raftvip/notify.sh\", or remove the key".into(),
-        ));
-    };
-    if !Path::new(program).is_absolute() {
-        return Err((
-            format!("{program} is not an absolute path"),
-            "give the full path: hooks run without a shell and without a PATH search".into(),
-        ));
-    }
+    let shown = program.display();
     let mode = match std::fs::metadata(program) {
         Err(e) => {
-            return Err((
-                format!("cannot use {program}: {e}"),
+            return Some((
+                format!("cannot use {shown}: {e}"),
                 "create it or correct the path".into(),
             ))
         }
         Ok(meta) if !meta.is_file() => {
-            return Err((
-                format!("{program} is not a file"),
+            return Some((
+                format!("{shown} is not a file"),
                 "name an executable file".into(),
             ))
         }
         Ok(meta) => meta.permissions().mode(),
     };
     if mode & 0o111 == 0 {
-        return Err((
-            format!("{program} is not executable"),
-            format!("chmod +x {program}"),
+        return Some((
+            format!("{shown} is not executable"),
+            format!("chmod +x {shown}"),
         ));
     }
     if mode & 0o022 != 0 {
-        return Err((
+        return Some((
             format!(
-                "{program} can be changed by other users (mode {:o}), and raftvip would run it",
+                "{shown} can be changed by other users (mode {:o})",
                 mode & 0o7777
             ),
-            format!("chmod go-w {program}"),
+            format!("chmod go-w {shown}"),
         ));
     }
-    Ok(())
+    None
 }
 
 /// The shared secret; never printed.
@@ -1021,6 +1039,7 @@ impl Config {
                 t.members - 1
             ));
         }
+        warnings.extend(self.notify.warnings());
         if self.accept_no_failover {
             if t.may_fail == 0 {
                 warnings.push(format!(

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{split_hook_command, Config};
+use crate::config::{hook_program_unusable, split_hook_command, Config};
 use crate::raft::NodeId;
 
 /// keepalived's 4th argument for a voter: keepalived's default priority. Under Raft every
@@ -114,6 +114,9 @@ impl Notifier {
         let Some(hooks) = Hooks::of(config) else {
             return Notifier { queue: None };
         };
+        for warning in config.notify.warnings() {
+            tracing::warn!("{warning}");
+        }
         let (sender, receiver) = broadcast::channel(QUEUE_CAPACITY);
         let (done_sender, done) = watch::channel(0);
         tokio::spawn(consume(hooks, receiver, done_sender));
@@ -289,6 +292,12 @@ impl Hooks {
 
     /// Runs one hook to its end or its timeout and logs the outcome with its output.
     async fn run(&self, hook: &Hook, extra_args: &[String], queued: &Queued) {
+        let (event, term) = (queued.event.state(), queued.context.term);
+        // Checked at each run: the file may have been installed, fixed or broken since.
+        if let Some((why, fix)) = hook_program_unusable(&hook.program) {
+            tracing::warn!(hook = hook.key, event, term, %why, %fix, "notify hook not run");
+            return;
+        }
         let started = Instant::now();
         let mut command = Command::new(&hook.program);
         command
@@ -305,7 +314,6 @@ impl Hooks {
             Err(e) => Err(format!("cannot start {}: {e}", hook.program.display())),
             Ok(child) => Ok(supervise(child, self.timeout).await),
         };
-        let (event, term) = (queued.event.state(), queued.context.term);
         let elapsed_ms = started.elapsed().as_millis();
         match ran {
             Err(why) => tracing::warn!(hook = hook.key, event, term, %why, "notify hook failed"),
@@ -696,7 +704,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_program_is_logged_and_the_next_hook_runs() {
+    async fn a_missing_or_unsafe_program_is_not_run_and_the_next_hook_runs() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let hook = script(
@@ -712,7 +720,8 @@ mod tests {
             notifier.flush().await;
         })
         .await;
-        assert!(log.contains("cannot start /nonexistent/master.sh"), "{log}");
+        assert!(log.contains("notify hook not run"), "{log}");
+        assert!(log.contains("cannot use /nonexistent/master.sh"), "{log}");
         assert_eq!(lines(&out), ["MASTER"]);
         // A hook that printed nothing has no empty stdout / stderr fields in its log line.
         assert!(log.contains("notify hook ran"), "{log}");
@@ -730,6 +739,27 @@ mod tests {
         assert!(notifier.queue.is_none());
     }
 
+    #[tokio::test]
+    async fn a_program_others_can_change_is_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let hook = script(
+            dir.path(),
+            "master.sh",
+            &format!("echo ran >> {}", out.display()),
+        );
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let notifier = Notifier::new(&config(&format!("master = \"{hook}\"")));
+        let log = logged(async {
+            notifier.fire(Event::Master, &context(1));
+            notifier.flush().await;
+        })
+        .await;
+        assert!(log.contains("can be changed by other users"), "{log}");
+        assert!(log.contains(&format!("chmod go-w {hook}")), "{log}");
+        assert!(!out.exists());
+    }
+
     #[test]
     fn hook_keys_are_checked_naming_the_key_the_problem_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
@@ -745,20 +775,28 @@ mod tests {
             not_executable.display()
         ))
         .notify;
+        // Errors: the config is wrong wherever it runs.
         let problems = notify.problems();
-        let found: Vec<(&str, &str, &str)> = problems
+        let found: Vec<(&str, &str)> = problems
             .iter()
-            .map(|p| (p.key.as_str(), p.what.as_str(), p.fix.as_str()))
+            .map(|p| (p.key.as_str(), p.what.as_str()))
             .collect();
-        assert_eq!(found.len(), 5, "{found:?}");
+        assert_eq!(found.len(), 3, "{problems:?}");
         assert!(found[0].0 == "notify.master" && found[0].1.contains("not an absolute path"));
-        assert!(found[1].0 == "notify.backup" && found[1].2.starts_with("chmod +x"));
-        assert!(found[2].0 == "notify.fault" && found[2].2.starts_with("chmod go-w"));
-        assert!(found[3].0 == "notify.stop" && found[3].1 == "is empty");
-        assert!(found[4].0 == "notify.timeout_ms" && found[4].1.contains("100 to 600000"));
+        assert!(found[1] == ("notify.stop", "is empty"));
+        assert!(found[2].0 == "notify.timeout_ms" && found[2].1.contains("100 to 600000"));
+        assert!(problems.iter().all(|p| !p.fix.is_empty()));
+        // Warnings: the file as it is on this box now; the daemon starts anyway.
+        let warnings = notify.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("notify.backup") && warnings[0].contains("(chmod +x "));
+        assert!(warnings[1].starts_with("notify.fault") && warnings[1].contains("(chmod go-w "));
 
         let missing = config("script = \"/nonexistent/notify.sh\"").notify;
-        assert_eq!(missing.problems()[0].key, "notify.script");
+        assert!(missing.problems().is_empty());
+        assert!(
+            missing.warnings()[0].starts_with("notify.script: cannot use /nonexistent/notify.sh")
+        );
         assert_eq!(config("").notify.timeout(), Duration::from_secs(10));
     }
 }
