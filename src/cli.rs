@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use raftvip::api::client;
 use raftvip::auth::Authenticator;
-use raftvip::config::{Config, VipConfig};
+use raftvip::config::Config;
 use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
 use raftvip::health;
 use raftvip::raft::network::PeerClient;
@@ -106,20 +106,13 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
 /// Clean start, clean exit: a VIP a previous run left behind is removed before anything else
 /// (store, Raft, API) can fail, and whatever this run held is gone when it returns.
 async fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let vips = Config::read(path).map(|c| own_vips(&c)).unwrap_or_default();
+    let vips = Config::read(path)
+        .map(|c| c.own_vips().to_vec())
+        .unwrap_or_default();
     release::release_and_log(&vips, "left by a previous run; this node holds nothing yet");
     let result = run_daemon(path).await;
     release::release_and_log(&vips, "still bound at exit");
     result
-}
-
-/// The VIPs this box may hold (none on a witness).
-fn own_vips(config: &Config) -> Vec<VipConfig> {
-    if config.is_witness() {
-        Vec::new()
-    } else {
-        config.vips.clone()
-    }
 }
 
 async fn run_daemon(path: &Path) -> anyhow::Result<ExitCode> {
@@ -184,13 +177,13 @@ async fn shutdown_signal() {
 
 fn release(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
-    let vips = own_vips(&config);
+    let vips = config.own_vips();
     if vips.is_empty() {
         println!("{}: no VIPs configured for this node", path.display());
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = false;
-    for released in release::release(&vips) {
+    for released in release::release(vips) {
         failed |= matches!(released.outcome, release::Outcome::Failed(_));
         println!("{released}");
     }

@@ -237,7 +237,7 @@ impl Hooks {
             vips: config
                 .vips
                 .iter()
-                .map(|v| v.address.as_str())
+                .map(|v| v.address.to_string())
                 .collect::<Vec<_>>()
                 .join(" "),
         };
