@@ -6,13 +6,14 @@
 //! appended to its own. raftvip does the same with `[notify] master|backup|fault|stop` and
 //! `script`, the instance name being the cluster name. `RAFTVIP_*` environment variables add
 //! what VRRP has no word for: above all the Raft term, with which a script refuses to act on a
-//! stale event (examples/hooks/move-cloud-ip.sh).
+//! stale event (examples/hooks/term-guard.sh).
 //!
 //! Hooks run one at a time, in the order of the events: keepalived gives that guarantee only
 //! with its notify FIFO, and without it scripts of quick successive events race each other. A
 //! single task consumes a bounded queue; [`Notifier::fire`] never blocks or delays the caller
 //! (the supervisor), and when hooks fall behind the oldest waiting event is dropped with a
-//! warning. Each hook gets `[notify] timeout_ms`; then its whole process group is killed, so a
+//! warning. The queue is tokio's broadcast channel with one receiver, because that is exactly
+//! its overflow rule: a send never waits, and a full channel overwrites its oldest value. Each hook gets `[notify] timeout_ms`; then its whole process group is killed, so a
 //! `sleep` it started dies with it, and the next hook runs. Its stdout and stderr go to the log,
 //! truncated, so a noisy script cannot flood the journal.
 
