@@ -14,7 +14,9 @@
 #
 # For each box count and VIP count (the issue's table method): start every box, read `term`
 # from box1's status at 3, 6, 10, 15 and 20 s, then count leader changes (term moves) for the
-# stable period. With -s both cores are kept busy by two bounded busy loops meanwhile. For
+# stable period, and how often the leader let go of its VIPs meanwhile because no quorum
+# acknowledged it within the fence (its fence releases: each one a client outage). With -s
+# both cores are kept busy by two bounded busy loops meanwhile. For
 # the largest VIP count it then takes the holder off the segment (link down) and reports when
 # the client first reaches the first and the last VIP again (a TCP connect to port 81: a RST
 # from the new holder means "reachable"), and it reports the holder's idle CPU (utime + stime
@@ -122,7 +124,7 @@ PY
 }
 
 one_config() {
-    local nboxes=$1 vips=$2 extra b t0 terms=() at term0 term1 leader h n pid c0 c1 cpu fault
+    local nboxes=$1 vips=$2 extra b t0 terms=() at term0 term1 leader fr0 fr1 h n pid c0 c1 cpu fault
     extra=$((vips > 2 ? vips - 2 : 0))
     (
         export BED_EXTRA_VIPS=$extra
@@ -140,8 +142,11 @@ one_config() {
         done
         term0=$(bed_status 1 term)
         leader=$(bed_status 1 leader_id)
+        fr0=$(bed_status "$leader" counters.fence_releases 2>/dev/null || echo '?')
         sleep "$STABLE_S"
         term1=$(bed_status 1 term)
+        fr1=$(bed_status "$leader" counters.fence_releases 2>/dev/null || echo '?')
+        [[ $fr0$fr1 =~ ^[0-9]+$ ]] && fr1=$((fr1 - fr0)) || fr1='?'
         ((SATURATE)) && saturate_stop
         h=$(bed_leader)
         pid=$(cat "$(bed_boxdir "$h")/raftvip.pid")
@@ -152,7 +157,8 @@ one_config() {
             split(c0, a, " "); split(c1, b, " "); u = (b[1] - a[1]) / hz; k = (b[2] - a[2]) / hz
             printf "%.2fs(sys=%.2fs)=%.2f%%", u + k, k, 100 * (u + k) / s }')
         say "boxes=$nboxes vips=$vips saturated=$SATURATE term@3,6,10,15,20s=${terms[*]} leader=$leader" \
-            "term_changes_in_${STABLE_S}s=$((term1 - term0)) holder=box$h held_extra=$(bed_extra_held "$h")" \
+            "term_changes_in_${STABLE_S}s=$((term1 - term0)) leader_fence_releases=$fr1" \
+            "holder=box$h held_extra=$(bed_extra_held "$h")" \
             "holder_idle_cpu_in_${IDLE_S}s=$cpu load=$(cut -d' ' -f1-3 /proc/loadavg)"
         if ((extra >= 2)); then
             # Neighbour entries for the first and last VIP on the client, then lose the holder.
