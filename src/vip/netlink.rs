@@ -406,26 +406,7 @@ fn set_receive_timeout(fd: RawFd, timeout: std::time::Duration) -> io::Result<()
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    set_socket_option(fd, libc::SO_RCVTIMEO, &tv)
-}
-
-/// setsockopt(2) at SOL_SOCKET level: option `name` set to `value`.
-fn set_socket_option<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points at a T of the size given, alive for the call (the kernel copies
-    // it); `fd` is a descriptor the caller owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    packet::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
 }
 
 impl AddressControl for NetlinkControl {
@@ -791,7 +772,7 @@ fn drop_events_from(fd: RawFd, ports: &[u32]) -> io::Result<()> {
         len: program.len() as libc::c_ushort,
         filter: program.as_mut_ptr(),
     };
-    set_socket_option(fd, libc::SO_ATTACH_FILTER, &fprog)
+    packet::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 fn event_of(message: &Nlmsghdr<Rtm, Ifaddrmsg>) -> Option<AddressEvent> {

@@ -162,25 +162,21 @@ impl PacketSocket {
     /// by a classic BPF `filter` so the kernel drops uninteresting frames before copying them.
     pub fn receiver(ethertype: u16, filter: Option<&[libc::sock_filter]>) -> Result<Self, Cause> {
         let socket = Self::open(ethertype, libc::SOCK_NONBLOCK, "any")?;
+        let fd = socket.fd.as_raw_fd();
         if let Some(filter) = filter {
+            // `filter` outlives the call; the kernel copies it.
             let program = libc::sock_fprog {
                 len: filter.len() as libc::c_ushort,
                 filter: filter.as_ptr().cast_mut(),
             };
-            // SAFETY: `program` points at `filter`, alive for the call; the kernel copies it.
-            let rc = unsafe {
-                libc::setsockopt(
-                    socket.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_ATTACH_FILTER,
-                    (&program as *const libc::sock_fprog).cast(),
-                    size_of::<libc::sock_fprog>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                return Err(Cause::Os(io::Error::last_os_error()));
-            }
+            set_socket_option(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &program)
+                .map_err(Cause::Os)?;
         }
+        // Our own frames are not claims: with hundreds of VIPs a takeover sends over a
+        // thousand, and the kernel can keep them from us (Linux 4.20+; older kernels queue
+        // them and the listener skips them by `pkttype`).
+        let on: libc::c_int = 1;
+        let _ = set_socket_option(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &on);
         Ok(socket)
     }
 
@@ -245,4 +241,31 @@ pub fn neighbour_advert_filter() -> [libc::sock_filter; 6] {
         op(ret, 0, 0, u32::from(u16::MAX)), // accept the whole frame
         op(ret, 0, 0, 0),                   // drop
     ]
+}
+
+/// linux/if_packet.h; not in the libc crate.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// setsockopt(2): option `name` at `level` set to `value`.
+pub(super) fn set_socket_option<T>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` points at a T of the size given, alive for the call (the kernel copies
+    // it); `fd` is a descriptor the caller owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
