@@ -1,12 +1,16 @@
 //! Notify hooks: an operator script run on transitions, like keepalived's `notify`.
 //!
 //! The script gets `CLUSTER EVENT REASON` as arguments, EVENT being `master` (this node took
-//! the VIPs), `backup` (it released them) or `fault` (its HAProxy turned unhealthy). It runs in
+//! the VIPs), `backup` (it released them, or started), `fault` (its HAProxy turned unhealthy or
+//! a VIP cannot be bound) or `stop` (the node stopped). It runs in
 //! the background with a timeout: a slow or hanging script must never delay a failover.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+
+use crate::config::Config;
+use crate::raft::NodeId;
 
 /// A hook gets this long before it is killed; long enough to page someone or reload a firewall.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -16,6 +20,15 @@ pub enum Event {
     Master,
     Backup,
     Fault,
+    Stop,
+}
+
+/// What a hook is told besides the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookContext {
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub reason: String,
 }
 
 impl Event {
@@ -24,6 +37,7 @@ impl Event {
             Event::Master => "master",
             Event::Backup => "backup",
             Event::Fault => "fault",
+            Event::Stop => "stop",
         }
     }
 }
@@ -35,15 +49,16 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(script: Option<PathBuf>, cluster: &str) -> Self {
+    pub fn new(config: &Config) -> Self {
         Self {
-            script,
-            cluster: cluster.to_owned(),
+            script: config.notify.script.clone(),
+            cluster: config.cluster.clone(),
         }
     }
 
     /// Starts the hook for `event` in the background; a no-op without a script.
-    pub fn fire(&self, event: Event, reason: &str) {
+    pub fn fire(&self, event: Event, context: &HookContext) {
+        let reason = context.reason.as_str();
         let Some(script) = self.script.clone() else {
             return;
         };
@@ -91,8 +106,16 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-        let notifier = Notifier::new(Some(script), "lb-test");
-        notifier.fire(Event::Master, "leader with quorum");
+        let notifier = Notifier {
+            script: Some(script),
+            cluster: "lb-test".to_owned(),
+        };
+        let context = HookContext {
+            leader_id: Some(1),
+            term: 3,
+            reason: "leader with quorum".to_owned(),
+        };
+        notifier.fire(Event::Master, &context);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !out.exists() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
