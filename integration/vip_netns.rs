@@ -149,7 +149,7 @@ fn enter_netns(path: &str) {
 
 fn vip_config(address: &str, interface: &str, label: Option<&str>) -> VipConfig {
     VipConfig {
-        address: address.into(),
+        address: address.parse().unwrap(),
         interface: interface.into(),
         label: label.map(str::to_owned),
     }
@@ -371,7 +371,7 @@ fn failures_name_the_problem() {
         let control = NetlinkControl::connect().expect("netlink socket");
         let announcer = PacketAnnouncer::new();
         let vip = |address: &str, interface: &str| {
-            Vip::from_config(&vip_config(address, interface, None)).unwrap()
+            Vip::from_config(&vip_config(address, interface, None))
         };
 
         // Interface missing: add, remove, check and announce all say so.
@@ -435,7 +435,7 @@ fn failures_name_the_problem() {
     // Without CAP_NET_ADMIN / CAP_NET_RAW (dropped for one thread only).
     bed.run_in_a(|| async {
         drop_net_capabilities();
-        let vip = Vip::from_config(&vip_config("192.0.2.103/32", "rvv0", None)).unwrap();
+        let vip = Vip::from_config(&vip_config("192.0.2.103/32", "rvv0", None));
         let err = NetlinkControl::connect().unwrap().add(&vip).unwrap_err();
         assert!(
             matches!(err.cause(), Some(Cause::PermissionDenied("CAP_NET_ADMIN"))),
@@ -496,7 +496,7 @@ fn a_leased_vip_is_removed_by_the_kernel_once_nobody_renews_it() {
             .with_lifetime(1);
         let vips: Vec<Vip> = ["192.0.2.110/32", "2001:db8::110/128"]
             .iter()
-            .map(|a| Vip::from_config(&vip_config(a, "rvv0", None)).unwrap())
+            .map(|a| Vip::from_config(&vip_config(a, "rvv0", None)))
             .collect();
         let refs: Vec<&Vip> = vips.iter().collect();
         // Bound, then renewed (a replacing add) for 1.5 s: longer than the lifetime.

@@ -126,13 +126,13 @@ async fn shutdown_signal() {
 
 fn release(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
-    let vips = daemon::own_vips(&config);
+    let vips = config.own_vips();
     if vips.is_empty() {
         println!("{}: no VIPs configured for this node", path.display());
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = false;
-    for released in release::release(&vips) {
+    for released in release::release(vips) {
         failed |= matches!(released.outcome, release::Outcome::Failed(_));
         println!("{released}");
     }

@@ -38,7 +38,7 @@ use crate::api::{
     self, ApiState, Contacts, NodeView, PeerAnswer, PrevoteRequest, ELECT_PATH, PREVOTE_PATH,
 };
 use crate::auth::Authenticator;
-use crate::config::{Config, LoadConfigError, Secret, VipConfig};
+use crate::config::{Config, LoadConfigError, Secret};
 use crate::raft::network::{Network, PeerClient};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, LogId, NodeId, Raft};
@@ -97,7 +97,9 @@ pub enum RunDaemonError {
 /// anything else (config, store, Raft, API) can fail, and whatever this run held is gone when
 /// it returns. Runs until `shutdown` completes, then stops in order.
 pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), RunDaemonError> {
-    let vips = Config::read(path).map(|c| own_vips(&c)).unwrap_or_default();
+    let vips = Config::read(path)
+        .map(|c| c.own_vips().to_vec())
+        .unwrap_or_default();
     crate::release::release_and_log(&vips, "left by a previous run; this node holds nothing yet");
     let result = match Config::load(path) {
         Ok((config, secret)) => run_node(config, secret, shutdown).await,
@@ -105,15 +107,6 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     crate::release::release_and_log(&vips, "still bound at exit");
     result
-}
-
-/// The VIPs this box may hold (none on a witness).
-pub fn own_vips(config: &Config) -> Vec<VipConfig> {
-    if config.is_witness() {
-        Vec::new()
-    } else {
-        config.vips.clone()
-    }
 }
 
 /// Runs one node: starts every part, waits for `shutdown` or a fatal stop, stops in order.
@@ -353,7 +346,7 @@ fn start_vips(
     config: &Config,
     background: &CancellationToken,
 ) -> Result<Arc<dyn VipHolder>, RunDaemonError> {
-    if own_vips(config).is_empty() {
+    if config.own_vips().is_empty() {
         return Ok(Arc::new(NoVips));
     }
     let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
@@ -392,9 +385,9 @@ async fn reconcile_vips(
 
 /// HAProxy's health monitor, or no gate (a witness, or no `[haproxy]`).
 fn start_health(config: &Config, background: &CancellationToken) -> Box<dyn HealthFeed> {
-    match config.haproxy.clone().filter(|_| !config.is_witness()) {
+    match config.own_haproxy() {
         Some(haproxy) => Box::new(crate::health::spawn_haproxy_monitor(
-            haproxy,
+            haproxy.clone(),
             background.clone(),
         )),
         None => Box::new(watch::channel(NoHealthGate).1),

@@ -101,11 +101,8 @@ pub struct Vip {
 }
 
 impl Vip {
-    pub fn from_config(config: &VipConfig) -> Result<Self, VipError> {
-        let addr = VipAddr::parse(&config.address).map_err(|reason| VipError::Config {
-            address: config.address.clone(),
-            reason,
-        })?;
+    pub fn from_config(config: &VipConfig) -> Self {
+        let addr = config.address;
         let label = match (&config.label, addr.ip) {
             (Some(label), IpAddr::V6(_)) => {
                 tracing::warn!(vip = %addr, label = %label, "labels exist for IPv4 only; ignored");
@@ -113,11 +110,11 @@ impl Vip {
             }
             (label, _) => label.clone(),
         };
-        Ok(Self {
+        Self {
             addr,
             interface: config.interface.clone(),
             label,
-        })
+        }
     }
 }
 
@@ -147,8 +144,6 @@ pub enum Cause {
 /// A failed VIP operation, named after the operation.
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
-    #[error("VIP '{address}' is invalid: {reason}")]
-    Config { address: String, reason: String },
     #[error("cannot open the rtnetlink socket: {cause}")]
     Open {
         #[source]
@@ -212,7 +207,6 @@ impl VipError {
     /// The underlying cause, for callers that react to a kind of failure.
     pub fn cause(&self) -> Option<&Cause> {
         match self {
-            VipError::Config { .. } => None,
             VipError::Open { cause }
             | VipError::Add { cause, .. }
             | VipError::Remove { cause, .. }
@@ -482,7 +476,7 @@ impl Vips {
             .iter()
             .map(|config| {
                 Ok(Slot {
-                    vip: Vip::from_config(config)?,
+                    vip: Vip::from_config(config),
                     bound: false,
                     lost: false,
                     held_since: None,
