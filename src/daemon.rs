@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,8 +45,8 @@ use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, LogId, NodeId, Raft};
 use crate::status::{self, Counters, PeerStatus, Role, Status};
 use crate::supervisor::{
-    driver, HealthFeed, HealthVerdict, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing,
-    VipHolder, STOP_HANDOVER_BOUND,
+    driver, HealthFeed, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing, VipHolder,
+    STOP_HANDOVER_BOUND,
 };
 use crate::vip::{VipWorker, Vips};
 
@@ -390,7 +391,7 @@ fn start_health(config: &Config, background: &CancellationToken) -> Box<dyn Heal
             haproxy.clone(),
             background.clone(),
         )),
-        None => Box::new(watch::channel(NoHealthGate).1),
+        None => Box::new(NoHealthGate),
     }
 }
 
@@ -661,16 +662,25 @@ impl NodeView for LiveNode {
     }
 }
 
-/// Health when no `[haproxy]` is configured: always healthy (no gate).
+/// Health when no `[haproxy]` is configured: always healthy (no gate), never changes.
 #[derive(Debug, Clone, Copy)]
 pub struct NoHealthGate;
 
-impl HealthVerdict for NoHealthGate {
+impl HealthFeed for NoHealthGate {
     fn is_healthy(&self) -> bool {
         true
     }
     fn status(&self) -> Option<status::HealthStatus> {
         None
+    }
+    fn changed(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
+    fn is_closed(&self) -> bool {
+        false
+    }
+    fn boxed_clone(&self) -> Box<dyn HealthFeed> {
+        Box::new(*self)
     }
 }
 

@@ -152,11 +152,13 @@ impl<P: Peers> Supervisor<P> {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut metrics = self.raft.metrics();
         let mut unbindable = self.vips.unbindable();
+        // Health first: the core starts unhealthy, and the first decision should not log a
+        // candidacy that the next input takes back.
         let initial = [
-            Input::Raft(report(&metrics.borrow_and_update())),
             Input::Health {
                 healthy: self.health.is_healthy(),
             },
+            Input::Raft(report(&metrics.borrow_and_update())),
             self.maintenance(),
             Input::Unbindable(unbindable.borrow_and_update().clone()),
         ];
