@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{free_ports, http, run_cli, Cluster, DEADLINE};
 use raftvip::auth::Authenticator;
 use raftvip::config::Secret;
-use raftvip::raft::{Vote, VoteRequest};
+use raftvip::raft::typ::{Vote, VoteRequest};
 
 fn signer(c: &Cluster, from: u64) -> Authenticator {
     let secret = std::fs::read(c.secret_path()).unwrap();

@@ -11,7 +11,7 @@ use raftvip::api::client;
 use raftvip::auth::Authenticator;
 use raftvip::config::Config;
 use raftvip::daemon;
-use raftvip::raft::network::PeerClient;
+use raftvip::peer::PeerClient;
 use raftvip::release;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";

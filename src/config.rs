@@ -21,8 +21,10 @@ use crate::raft::NodeId;
 /// full-strength key (RFC 2104 §3 recommends at least the hash output length).
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// Longest interface label the kernel stores (IFNAMSIZ − 1).
-const MAX_LABEL_LEN: usize = 15;
+/// Longest interface name or address label the kernel takes: IFNAMSIZ − 1 (a longer IFA_LABEL
+/// is refused with EINVAL). check-config refuses longer ones, and vip/netlink.rs sends only
+/// labels within it, so a config that passes never fails at bind time.
+pub const MAX_LABEL_LEN: usize = 15;
 
 /// How many heartbeats an election timeout must span at least: fewer and one delayed
 /// heartbeat on a busy box starts a needless election.
@@ -59,7 +61,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub secret_file: PathBuf,
     #[serde(default)]
-    pub role: Role,
+    pub role: MemberRole,
     #[serde(rename = "peer", default)]
     pub peers: Vec<Peer>,
     #[serde(rename = "vip", default)]
@@ -116,9 +118,11 @@ fn default_max_connections() -> usize {
 /// costs a descriptor, so beyond this the cap no longer protects the descriptor table.
 pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 8..=16_384;
 
+/// What a member is configured to be (`role`, `[[peer]] role`); its Raft state at run time is
+/// [`crate::status::RaftRole`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum MemberRole {
     /// Stands in elections (while healthy) and holds the VIP when leader.
     #[default]
     Voter,
@@ -133,7 +137,7 @@ pub struct Peer {
     pub address: SocketAddr,
     /// `"witness"` marks a member that votes but never leads, so every node can tell how many
     /// failures the cluster survives. Optional; must agree with that node's own `role`.
-    pub role: Option<Role>,
+    pub role: Option<MemberRole>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -682,11 +686,11 @@ impl Config {
     /// Roles and fault tolerance (docs/two-box-sites.md).
     fn role_problems(&self, problems: &mut Vec<Problem>) {
         if let Some(Peer {
-            role: Some(Role::Voter),
+            role: Some(MemberRole::Voter),
             ..
         }) = self.peer(self.node_id)
         {
-            if self.role == Role::Witness {
+            if self.role == MemberRole::Witness {
                 problems.push(Problem::new(
                     "role",
                     "is \"witness\" but this node's [[peer]] entry says role = \"voter\"",
@@ -798,7 +802,8 @@ impl Config {
     }
 
     fn peer_is_witness(&self, peer: &Peer) -> bool {
-        peer.role == Some(Role::Witness) || (peer.id == self.node_id && self.role == Role::Witness)
+        peer.role == Some(MemberRole::Witness)
+            || (peer.id == self.node_id && self.role == MemberRole::Witness)
     }
 
     /// Legal choices that weaken the cluster, printed by `check-config` as warnings (it still
@@ -863,7 +868,7 @@ impl Config {
     pub fn is_witness(&self) -> bool {
         self.peer(self.node_id)
             .is_some_and(|me| self.peer_is_witness(me))
-            || self.role == Role::Witness
+            || self.role == MemberRole::Witness
     }
 
     /// The VIPs this box may hold: none on a witness, whose [[vip]] entries are ignored (one

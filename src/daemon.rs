@@ -35,20 +35,19 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{
-    self, ApiState, Contacts, NodeView, PeerAnswer, PrevoteRequest, ELECT_PATH, PREVOTE_PATH,
-};
+use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadConfigError, Secret};
-use crate::raft::network::{Network, PeerClient};
+use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
+use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
-use crate::raft::{store, ClusterState, LogId, NodeId, Raft};
-use crate::status::{self, Counters, PeerStatus, Role, Status};
+use crate::raft::{store, ClusterState, NodeId};
+use crate::status::{self, Counters, PeerStatus, RaftRole, Status};
 use crate::supervisor::{
-    driver, HealthFeed, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing, VipHolder,
+    driver, HealthFeed, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing,
     STOP_HANDOVER_BOUND,
 };
-use crate::vip::{VipWorker, Vips};
+use crate::vip::{NoVips, VipHolder, VipWorker, Vips};
 
 /// How long the exit waits for the supervisor beyond its own handover bound: it only wedges
 /// if something is badly wrong, and then the VIPs are released without it.
@@ -57,14 +56,9 @@ const SUPERVISOR_STOP_SLACK: Duration = Duration::from_millis(100);
 const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
-/// Timeout of one "elect now" request during a handover: a LAN answers in about a millisecond.
-const ELECT_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 /// How often a running node checks that Raft has not stopped with a fatal error and that the
 /// health monitor still reports: a fatal stop is noticed within this.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
-/// Timeout of a pre-vote round. Short: a peer that cannot answer this fast does not count,
-/// and the round is repeated after the next election timeout anyway.
-const PREVOTE_TIMEOUT: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDaemonError {
@@ -85,7 +79,7 @@ pub enum RunDaemonError {
     #[error("invalid Raft timing: {0}")]
     RaftConfig(#[source] Box<openraft::ConfigError>),
     #[error("cannot start Raft: {0}")]
-    StartRaft(#[source] Box<openraft::error::Fatal<NodeId>>),
+    StartRaft(#[source] Box<Fatal>),
     #[error("cannot initialise the cluster membership: {0}")]
     Initialize(String),
     #[error("the API server failed: {0}")]
@@ -177,10 +171,7 @@ async fn start(
     let peer_client = PeerClient::new(auth.clone());
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
 
-    let peers = SupervisorPeers {
-        requests: PeerRequests::new(&config, peer_client.clone(), log.clone()),
-        contacts: contacts.clone(),
-    };
+    let peers = SupervisorPeers::new(&config, peer_client.clone(), log.clone(), contacts.clone());
     let (state_tx, state_rx) = watch::channel(SupervisorState::default());
     let supervisor = Supervisor::new(
         &config,
@@ -300,15 +291,16 @@ fn start_api(
         view.rejected.clone(),
     );
     let max_connections = view.config.limits.max_connections;
-    let state = Arc::new(ApiState::new(
+    let view = Arc::new(view);
+    let peer_server = Arc::new(PeerServer::new(
         raft,
         auth,
         peer_client,
-        Arc::new(view),
+        view.clone(),
         contacts,
         rejected,
-        max_connections,
     ));
+    let state = Arc::new(ApiState::new(view, peer_server, max_connections));
     spawn_stoppable(|stop| api::serve(listener, status_listener, state, stop))
 }
 
@@ -352,36 +344,9 @@ fn start_vips(
     }
     let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
         .map_err(RunDaemonError::SetUpVips)?;
-    let (worker, events) =
-        VipWorker::spawn(vips, background.clone()).map_err(RunDaemonError::StartVipThread)?;
-    let worker = Arc::new(worker);
-    tokio::spawn(reconcile_vips(
-        worker.clone(),
-        events,
-        config.timing.reconcile(),
-        background.clone(),
-    ));
-    Ok(worker)
-}
-
-/// Re-checks the kernel against the held state when an address appeared or vanished, or
-/// another MAC claimed a VIP (the VIP layer already re-announced), and periodically.
-async fn reconcile_vips(
-    vips: Arc<dyn VipHolder>,
-    mut events: tokio::sync::mpsc::Receiver<crate::vip::VipEvent>,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            Some(event) = events.recv() => tracing::debug!(?event, "VIP event"),
-            _ = tick.tick() => {}
-        }
-        vips.reconcile();
-    }
+    let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
+        .map_err(RunDaemonError::StartVipThread)?;
+    Ok(Arc::new(worker))
 }
 
 /// HAProxy's health monitor, or no gate (a witness, or no `[haproxy]`).
@@ -443,108 +408,30 @@ async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDa
     }
 }
 
-/// The requests a node sends its peers on the supervisor's behalf: "take over now" and
-/// pre-votes.
-struct PeerRequests {
-    client: PeerClient,
-    peers: Vec<(NodeId, String)>,
-    /// This node's log, whose end each pre-vote names.
-    log: store::LogStore,
-}
-
-impl PeerRequests {
-    fn new(config: &Config, client: PeerClient, log: store::LogStore) -> Self {
-        Self {
-            client,
-            peers: config
-                .peers
-                .iter()
-                .map(|p| (p.id, p.address.to_string()))
-                .collect(),
-            log,
-        }
-    }
-
-    /// Asks peers, in id order starting after this node, to start an election now; returns
-    /// the first that accepted.
-    async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
-        let (before, after): (Vec<_>, Vec<_>) = self
-            .peers
-            .iter()
-            .filter(|(id, _)| *id != me)
-            .partition(|(id, _)| *id < me);
-        for (id, address) in after.into_iter().chain(before) {
-            let answer: Result<PeerAnswer, _> = self
-                .client
-                .call(*id, address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
-                .await;
-            match answer {
-                Ok(PeerAnswer { accepted: true, .. }) => {
-                    tracing::info!(peer = id, "peer accepted to take over");
-                    return Some(*id);
-                }
-                Ok(PeerAnswer { reason, .. }) => {
-                    tracing::info!(
-                        peer = id,
-                        reason = reason.as_deref().unwrap_or("?"),
-                        "peer cannot take over"
-                    );
-                }
-                Err(e) => tracing::info!(peer = id, error = %e, "peer unreachable for handover"),
-            }
-        }
-        tracing::warn!("no peer can take over: no node will hold the VIPs until one is healthy");
-        None
-    }
-
-    /// Asks every other peer at once; true if they and this node make a majority.
-    async fn pre_vote(&self, me: NodeId) -> bool {
-        let request = match self.log.last_log_id() {
-            Ok(last_log_id) => PrevoteRequest { last_log_id },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the end of the log for a pre-vote");
-                return false;
-            }
-        };
-        let mut asks = tokio::task::JoinSet::new();
-        for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
-            let (client, address, id) = (self.client.clone(), address.clone(), *id);
-            let request = request.clone();
-            asks.spawn(async move {
-                let answer: Result<PeerAnswer, _> = client
-                    .call(id, &address, PREVOTE_PATH, &request, PREVOTE_TIMEOUT)
-                    .await;
-                (id, answer)
-            });
-        }
-        let majority = self.peers.len() / 2 + 1;
-        let mut granted = 1;
-        while let Some(result) = asks.join_next().await {
-            match result {
-                Ok((_, Ok(PeerAnswer { accepted: true, .. }))) => granted += 1,
-                Ok((id, Ok(PeerAnswer { reason, .. }))) => {
-                    tracing::debug!(
-                        peer = id,
-                        reason = reason.as_deref().unwrap_or("?"),
-                        "pre-vote refused"
-                    )
-                }
-                Ok((id, Err(e))) => tracing::debug!(peer = id, error = %e, "pre-vote unanswered"),
-                Err(_) => {}
-            }
-            if granted >= majority {
-                return true;
-            }
-        }
-        false
-    }
-}
-
 /// The supervisor's view of the peers: the requests, and when a leader was last heard from.
 /// Here, not in the supervisor or the peer module, so neither imports the other.
 struct SupervisorPeers {
     requests: PeerRequests,
     contacts: Arc<Contacts>,
+}
+
+impl SupervisorPeers {
+    fn new(
+        config: &Config,
+        client: PeerClient,
+        log: store::LogStore,
+        contacts: Arc<Contacts>,
+    ) -> Self {
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| (p.id, p.address.to_string()))
+            .collect();
+        Self {
+            requests: PeerRequests::new(client, peers, log),
+            contacts,
+        }
+    }
 }
 
 impl Peers for SupervisorPeers {
@@ -576,19 +463,19 @@ struct LiveNode {
     log: store::LogStore,
 }
 
-impl NodeView for LiveNode {
+impl StatusView for LiveNode {
     fn status(&self) -> Status {
         let m = self.raft.metrics().borrow().clone();
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
         let health = self.health.status();
         let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-            ServerState::Follower if self.config.is_witness() => Role::Witness,
-            ServerState::Follower => Role::Follower,
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
+            ServerState::Follower if self.config.is_witness() => RaftRole::Witness,
+            ServerState::Follower => RaftRole::Follower,
         };
         Status {
             cluster: self.config.cluster.clone(),
@@ -597,7 +484,9 @@ impl NodeView for LiveNode {
             role,
             leader_id: m.current_leader,
             term: m.current_term,
-            millis_since_quorum_ack: m.millis_since_quorum_ack.filter(|_| role == Role::Leader),
+            millis_since_quorum_ack: m
+                .millis_since_quorum_ack
+                .filter(|_| role == RaftRole::Leader),
             holds_vips: sup.holds_vips,
             decision: sup.reason.to_string(),
             candidate_for_leader: sup.may_lead,
@@ -626,7 +515,9 @@ impl NodeView for LiveNode {
             failover_duration: sup.failover_duration.clone(),
         }
     }
+}
 
+impl LocalNode for LiveNode {
     fn can_lead(&self) -> Result<(), String> {
         self.supervisor.borrow().can_lead()
     }
@@ -681,17 +572,6 @@ impl HealthFeed for NoHealthGate {
     }
     fn boxed_clone(&self) -> Box<dyn HealthFeed> {
         Box::new(*self)
-    }
-}
-
-/// VIPs when none are configured (a witness, or a Raft-only test cluster).
-pub struct NoVips;
-
-impl VipHolder for NoVips {
-    fn set_held(&self, _hold: bool, _reason: &str) {}
-    fn reconcile(&self) {}
-    fn status(&self) -> Vec<status::VipStatus> {
-        Vec::new()
     }
 }
 

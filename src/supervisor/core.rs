@@ -39,8 +39,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
 use crate::notify::{Event, HookContext};
+use crate::raft::typ::LogId;
 use crate::raft::vote_gate::VoteGate;
-use crate::raft::{LogId, NodeId};
+use crate::raft::NodeId;
 use crate::status::FailoverHistogram;
 
 /// How long a stop may spend handing over before it gives up and just releases: a LAN

@@ -7,13 +7,14 @@
 //! requests to peers (spawned; their answers come back as inputs), notify hooks, and the
 //! [`SupervisorState`] published for status and the API.
 //!
-//! The VIP layer, health and peers are seen only through the traits below, so the supervisor
-//! depends on none of their modules; the daemon provides the adapters.
+//! Health and peers are seen only through the traits below and the VIP layer through its own
+//! [`VipHolder`], so the supervisor depends on none of their implementations; the daemon
+//! provides the adapters.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -21,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::core::{Action, Core, Input, RaftReport, Setup, SupervisorState};
 use crate::config::Config;
 use crate::notify::Notifier;
-use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
-use crate::status::{HealthStatus, VipStatus};
+use crate::raft::typ::{Raft, RaftMetrics};
+use crate::raft::{ClusterState, NodeId};
+use crate::status::HealthStatus;
+use crate::vip::VipHolder;
 
 /// What the supervisor needs from a health verdict.
 pub trait HealthVerdict: Send + Sync + 'static {
@@ -59,30 +62,6 @@ impl<H: HealthVerdict> HealthFeed for watch::Receiver<H> {
     }
     fn boxed_clone(&self) -> Box<dyn HealthFeed> {
         Box::new(self.clone())
-    }
-}
-
-/// What the supervisor needs from the VIP layer.
-pub trait VipHolder: Send + Sync + 'static {
-    /// Idempotent: bind + announce, or release, every VIP.
-    fn set_held(&self, hold: bool, reason: &str);
-    /// Re-check the kernel's addresses against the held state and repair.
-    fn reconcile(&self);
-    fn status(&self) -> Vec<VipStatus>;
-    /// Waits (at most `limit`) until the last `set_held` has been carried out; false on
-    /// timeout. Implementations that execute on another thread make `set_held` return at
-    /// once (it is on the Raft thread); the exit path waits here so no VIP outlives it.
-    fn wait_applied(&self, _limit: Duration) -> bool {
-        true
-    }
-    /// The fence deadline of the current hold (None when not holding). An implementation on
-    /// its own thread releases at it by itself, however busy the Raft thread is, and never
-    /// renews or announces past it.
-    fn hold_until(&self, _deadline: Option<Instant>) {}
-    /// Why this box could not bind its VIPs now (interface missing or down, no privilege),
-    /// None when it could. The default never changes: always bindable.
-    fn unbindable(&self) -> watch::Receiver<Option<String>> {
-        watch::channel(None).1
     }
 }
 
