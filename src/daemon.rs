@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadConfigError, Secret};
+use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
@@ -135,13 +136,14 @@ struct Node {
     config: Arc<Config>,
     systemd: JoinHandle<()>,
     systemd_stop: CancellationToken,
-    supervisor: JoinHandle<()>,
+    supervisor: JoinHandle<Option<HookContext>>,
     supervisor_stop: CancellationToken,
     vips: Arc<dyn VipHolder>,
     raft: Raft,
     api: JoinHandle<std::io::Result<()>>,
     api_stop: CancellationToken,
     health: Box<dyn HealthFeed>,
+    notifier: Arc<Notifier>,
 }
 
 /// Starts every part (see the module docs for the order).
@@ -172,6 +174,7 @@ async fn start(
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
 
     let peers = SupervisorPeers::new(&config, peer_client.clone(), log.clone(), contacts.clone());
+    let notifier = Arc::new(Notifier::new(&config));
     let (state_tx, state_rx) = watch::channel(SupervisorState::default());
     let supervisor = Supervisor::new(
         &config,
@@ -182,6 +185,7 @@ async fn start(
             vips: vips.clone(),
             peers: Arc::new(peers),
             state: state_tx,
+            notifier: notifier.clone(),
         },
     );
     let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
@@ -214,6 +218,7 @@ async fn start(
         api,
         api_stop,
         health,
+        notifier,
     })
 }
 
@@ -222,30 +227,8 @@ impl Node {
     async fn stop(mut self, fatal: Option<String>) -> Result<(), RunDaemonError> {
         crate::systemd::stopping();
         self.systemd_stop.cancel();
-        let _ = self.systemd.await;
-        match &fatal {
-            // Not to be trusted to lead: no handover, the VIPs go at once.
-            Some(why) => {
-                tracing::error!(why, "fatal: releasing the VIPs and exiting");
-                self.supervisor.abort();
-            }
-            None => {
-                tracing::info!(
-                    "stopping: handing over leadership if leader, then releasing the VIPs"
-                );
-                self.supervisor_stop.cancel();
-                let bound = STOP_HANDOVER_BOUND + SUPERVISOR_STOP_SLACK;
-                if tokio::time::timeout(bound, &mut self.supervisor)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        "the supervisor did not stop in time; releasing the VIPs without it"
-                    );
-                    self.supervisor.abort();
-                }
-            }
-        }
+        let _ = (&mut self.systemd).await;
+        let stop_hook = self.stop_supervisor(fatal.as_deref()).await;
         let why = if fatal.is_some() {
             "fatal error"
         } else {
@@ -255,6 +238,9 @@ impl Node {
         if !self.vips.wait_applied(VIP_RELEASE_DEADLINE) {
             tracing::warn!("the VIP thread did not confirm the release in time");
         }
+        if let Some(context) = stop_hook {
+            self.notifier.fire(Event::Stop, &context);
+        }
         if tokio::time::timeout(STOP_DEADLINE, self.raft.shutdown())
             .await
             .is_err()
@@ -262,18 +248,55 @@ impl Node {
             tracing::warn!("raft did not stop in time");
         }
         self.api_stop.cancel();
+        let api_result = match fatal {
+            Some(_) => {
+                self.api.abort();
+                Ok(Ok(()))
+            }
+            None => tokio::time::timeout(STOP_DEADLINE, &mut self.api)
+                .await
+                .unwrap_or(Ok(Ok(()))),
+        };
+        // Last, with nothing left to hand over: the hooks of STOP run to the end before the
+        // runtime ends; STOP may run two (its own and the generic script), each bounded.
+        let hooks = self.config.notify.timeout() * 2;
+        if tokio::time::timeout(hooks, self.notifier.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("notify hooks still running at exit");
+        }
         if let Some(why) = fatal {
-            self.api.abort();
             return Err(RunDaemonError::Fatal(why));
         }
-        let api_result = tokio::time::timeout(STOP_DEADLINE, self.api)
-            .await
-            .unwrap_or(Ok(Ok(())));
         tracing::info!("stopped");
         match api_result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RunDaemonError::Serve(e)),
             Err(join) => Err(RunDaemonError::Serve(std::io::Error::other(join))),
+        }
+    }
+
+    /// Stops the supervisor: at once when `fatal` (no handover: not to be trusted to lead),
+    /// else after it handed over. Returns the STOP hook's context when it finished.
+    async fn stop_supervisor(&mut self, fatal: Option<&str>) -> Option<HookContext> {
+        if let Some(why) = fatal {
+            tracing::error!(why, "fatal: releasing the VIPs and exiting");
+            self.supervisor.abort();
+            return None;
+        }
+        tracing::info!("stopping: handing over leadership if leader, then releasing the VIPs");
+        self.supervisor_stop.cancel();
+        let bound = STOP_HANDOVER_BOUND + SUPERVISOR_STOP_SLACK;
+        match tokio::time::timeout(bound, &mut self.supervisor).await {
+            Ok(finished) => finished.ok().flatten(),
+            Err(_) => {
+                tracing::warn!(
+                    "the supervisor did not stop in time; releasing the VIPs without it"
+                );
+                self.supervisor.abort();
+                None
+            }
         }
     }
 }

@@ -24,11 +24,21 @@ pub struct PeerRequests {
     peers: Vec<(NodeId, String)>,
     /// This node's log, whose end each pre-vote names.
     log: LogStore,
+    /// [`ELECT_REQUEST_TIMEOUT`] and [`PREVOTE_TIMEOUT`]; fields so that tests on a loaded
+    /// machine can wait longer without changing what they check.
+    elect_timeout: Duration,
+    prevote_timeout: Duration,
 }
 
 impl PeerRequests {
     pub fn new(client: PeerClient, peers: Vec<(NodeId, String)>, log: LogStore) -> Self {
-        Self { client, peers, log }
+        Self {
+            client,
+            peers,
+            log,
+            elect_timeout: ELECT_REQUEST_TIMEOUT,
+            prevote_timeout: PREVOTE_TIMEOUT,
+        }
     }
 
     /// Asks peers, in id order starting after this node, to start an election now; returns
@@ -42,7 +52,7 @@ impl PeerRequests {
         for (id, address) in after.into_iter().chain(before) {
             let answer: Result<PeerAnswer, _> = self
                 .client
-                .call(*id, address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
+                .call(*id, address, ELECT_PATH, &(), self.elect_timeout)
                 .await;
             match answer {
                 Ok(PeerAnswer { accepted: true, .. }) => {
@@ -75,10 +85,10 @@ impl PeerRequests {
         let mut asks = tokio::task::JoinSet::new();
         for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
             let (client, address, id) = (self.client.clone(), address.clone(), *id);
-            let request = request.clone();
+            let (request, timeout) = (request.clone(), self.prevote_timeout);
             asks.spawn(async move {
                 let answer: Result<PeerAnswer, _> = client
-                    .call(id, &address, PREVOTE_PATH, &request, PREVOTE_TIMEOUT)
+                    .call(id, &address, PREVOTE_PATH, &request, timeout)
                     .await;
                 (id, answer)
             });
@@ -103,5 +113,68 @@ impl PeerRequests {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::client::tests::{answer_once, node};
+
+    const YES: &str = r#"{"accepted":true,"reason":null}"#;
+    const NO: &str = r#"{"accepted":false,"reason":"HAProxy unhealthy"}"#;
+
+    /// Node `me`'s requests to `peers`, each answering once as given (None: unreachable),
+    /// and the directory of `me`'s store.
+    async fn asking(
+        me: NodeId,
+        peers: &[(NodeId, Option<&'static str>)],
+    ) -> (PeerRequests, tempfile::TempDir) {
+        let mut addresses = Vec::new();
+        for &(id, answer) in peers {
+            let address = match answer {
+                Some(body) => answer_once(Some(node(id)), body).await,
+                None => closed_port().await,
+            };
+            addresses.push((id, address));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = crate::raft::store::open(dir.path(), "lb", me).unwrap();
+        let requests = PeerRequests {
+            // Generous: a one-shot server on a machine busy compiling may take a while.
+            elect_timeout: Duration::from_secs(5),
+            prevote_timeout: Duration::from_secs(5),
+            ..PeerRequests::new(PeerClient::new(node(me)), addresses, log)
+        };
+        (requests, dir)
+    }
+
+    async fn closed_port() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    /// Node 2 asks 3, then 4, then 1: node 1 would accept, but 4 does first.
+    #[tokio::test]
+    async fn a_handover_asks_the_peers_after_this_node_first_and_stops_at_the_first_yes() {
+        let (requests, _dir) = asking(2, &[(1, Some(YES)), (3, Some(NO)), (4, Some(YES))]).await;
+        assert_eq!(requests.hand_over(2).await, Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_handover_without_a_willing_peer_names_none() {
+        let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, None)]).await;
+        assert_eq!(requests.hand_over(1).await, None);
+    }
+
+    /// Five nodes: this one and two yeses make three, a majority, whatever 4 and 5 say.
+    #[tokio::test]
+    async fn a_pre_vote_counts_this_node_and_needs_a_majority() {
+        let granted = [(2, Some(YES)), (3, Some(NO)), (4, Some(YES)), (5, None)];
+        let (requests, _dir) = asking(1, &granted).await;
+        assert!(requests.pre_vote(1).await);
+        let refused = [(2, Some(YES)), (3, Some(NO)), (4, Some(NO)), (5, None)];
+        let (requests, _dir) = asking(1, &refused).await;
+        assert!(!requests.pre_vote(1).await);
     }
 }

@@ -333,8 +333,9 @@ pub enum Action {
     Notify(Event, HookContext),
     /// The live view changed; publish it for status, metrics and the API's grant rules.
     Publish(SupervisorState),
-    /// Stopping is complete (the VIPs released); the driver returns.
-    Done,
+    /// Stopping is complete (the release ordered); the driver returns the STOP hook's
+    /// context, which the daemon fires once the VIP thread has confirmed the release.
+    Done(HookContext),
 }
 
 /// The episode of "a leader that must not lead": one request to a peer per episode.
@@ -479,11 +480,7 @@ impl Core {
             out.push(Action::Publish(self.state.clone()));
         }
         if done {
-            out.push(Action::Notify(
-                Event::Stop,
-                self.hook_context(Reason::Stopping),
-            ));
-            out.push(Action::Done);
+            out.push(Action::Done(self.hook_context(Reason::Stopping)));
         }
         out
     }
@@ -723,7 +720,7 @@ impl Core {
     }
 
     /// A stopping node is done once it no longer leads, when nobody would take over, or at
-    /// the stop's bound; then it releases (and the step ends with STOP and done).
+    /// the stop's bound; then it releases (and the step ends with [`Action::Done`]).
     fn finish_stop(&mut self, now: Instant, out: &mut Vec<Action>) -> bool {
         let Stopping::Until(bound) = self.stopping else {
             return false;

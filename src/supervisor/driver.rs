@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::{Action, Core, Input, RaftReport, Setup, SupervisorState};
 use crate::config::Config;
-use crate::notify::Notifier;
+use crate::notify::{HookContext, Notifier};
 use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::{ClusterState, NodeId};
 use crate::status::HealthStatus;
@@ -86,7 +86,7 @@ pub struct Supervisor<P> {
     vips: Arc<dyn VipHolder>,
     peers: Arc<P>,
     state: watch::Sender<SupervisorState>,
-    notifier: Notifier,
+    notifier: Arc<Notifier>,
     /// Peers' answers, sent by the tasks that asked.
     answers: mpsc::Receiver<Input>,
     answer_tx: mpsc::Sender<Input>,
@@ -102,6 +102,8 @@ pub struct Parts<P> {
     pub vips: Arc<dyn VipHolder>,
     pub peers: Arc<P>,
     pub state: watch::Sender<SupervisorState>,
+    /// Shared with the daemon, which fires STOP and waits for the hooks at exit.
+    pub notifier: Arc<Notifier>,
 }
 
 impl<P: Peers> Supervisor<P> {
@@ -118,7 +120,7 @@ impl<P: Peers> Supervisor<P> {
             vips: parts.vips,
             peers: parts.peers,
             state: parts.state,
-            notifier: Notifier::new(config),
+            notifier: parts.notifier,
             answers,
             answer_tx,
             leader_contact: None,
@@ -127,8 +129,10 @@ impl<P: Peers> Supervisor<P> {
 
     /// Runs until `stop` is cancelled and the core says it is done: if leader, it hands over
     /// first, keeping the VIPs until it steps down (or its fence or the stop's bound runs
-    /// out). Also returns, releasing, if Raft or the replicated state goes away.
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// out), then orders the release and returns the STOP hook's context for the daemon to
+    /// fire once the release is confirmed. Also returns (None), releasing, if Raft or the
+    /// replicated state goes away.
+    pub async fn run(mut self, stop: CancellationToken) -> Option<HookContext> {
         let mut metrics = self.raft.metrics();
         let mut unbindable = self.vips.unbindable();
         // Health first: the core starts unhealthy, and the first decision should not log a
@@ -142,7 +146,9 @@ impl<P: Peers> Supervisor<P> {
             Input::Unbindable(unbindable.borrow_and_update().clone()),
         ];
         for input in initial {
-            self.feed(input).await;
+            if let Some(stopped) = self.feed(input).await {
+                return Some(stopped);
+            }
         }
         let (mut stop_sent, mut health_open, mut unbindable_open) = (false, true, true);
         loop {
@@ -169,11 +175,12 @@ impl<P: Peers> Supervisor<P> {
                     Input::Unbindable(unbindable.borrow_and_update().clone())
                 }
             };
-            if self.feed(input).await {
-                return;
+            if let Some(stopped) = self.feed(input).await {
+                return Some(stopped);
             }
         }
         self.vips.set_held(false, "stopping");
+        None
     }
 
     fn maintenance(&mut self) -> Input {
@@ -195,26 +202,26 @@ impl<P: Peers> Supervisor<P> {
     }
 
     /// Steps the core with `input` (after any newer leader contact) and executes the actions;
-    /// true once the core is done.
-    async fn feed(&mut self, input: Input) -> bool {
+    /// the STOP hook's context once the core is done.
+    async fn feed(&mut self, input: Input) -> Option<HookContext> {
         self.state.send_if_modified(|s| {
             s.iterations = s.iterations.wrapping_add(1);
             false
         });
         let now = tokio::time::Instant::now().into_std();
         let contact = self.peers.last_leader_contact();
-        let mut done = false;
+        let mut done = None;
         if let Some(at) = contact.filter(|_| contact != self.leader_contact) {
             self.leader_contact = contact;
             let actions = self.core.step(now, Input::LeaderContact(at));
             done = self.execute(actions).await;
         }
         let actions = self.core.step(now, input);
-        self.execute(actions).await || done
+        self.execute(actions).await.or(done)
     }
 
-    async fn execute(&mut self, actions: Vec<Action>) -> bool {
-        let mut done = false;
+    async fn execute(&mut self, actions: Vec<Action>) -> Option<HookContext> {
+        let mut done = None;
         for action in actions {
             match action {
                 Action::HoldUntil(deadline) => self.vips.hold_until(deadline),
@@ -253,7 +260,7 @@ impl<P: Peers> Supervisor<P> {
                         ..state
                     }
                 }),
-                Action::Done => done = true,
+                Action::Done(stop_hook) => done = Some(stop_hook),
             }
         }
         done

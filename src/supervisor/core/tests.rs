@@ -189,14 +189,20 @@ fn without_publish(actions: Vec<Action>) -> Vec<Action> {
         .collect()
 }
 
+/// The hook events, STOP standing for [`Action::Done`] (the daemon fires it).
 fn events(actions: &[Action]) -> Vec<Event> {
     actions
         .iter()
         .filter_map(|a| match a {
             Action::Notify(event, _) => Some(*event),
+            Action::Done(_) => Some(Event::Stop),
             _ => None,
         })
         .collect()
+}
+
+fn is_done(actions: &[Action]) -> bool {
+    matches!(actions.last(), Some(Action::Done(_)))
 }
 
 fn held(actions: &[Action]) -> Option<bool> {
@@ -508,7 +514,7 @@ fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
     let stepped_down = without_publish(core.step(t0 + ms(3), follower(Some(2))));
     assert_eq!(held(&stepped_down), Some(false));
     assert_eq!(events(&stepped_down), vec![Event::Backup, Event::Stop]);
-    assert_eq!(stepped_down.last(), Some(&Action::Done));
+    assert!(is_done(&stepped_down));
     assert!(
         core.step(t0 + ms(4), Input::Tick).is_empty(),
         "done is final"
@@ -530,7 +536,7 @@ fn stop_with_nobody_to_take_over_releases_at_once() {
     );
     assert_eq!(held(&answer), Some(false));
     assert_eq!(events(&answer), vec![Event::Backup, Event::Stop]);
-    assert_eq!(answer.last(), Some(&Action::Done));
+    assert!(is_done(&answer));
 }
 
 #[test]
@@ -541,11 +547,11 @@ fn stop_gives_up_handing_over_at_its_bound() {
     // Keep the quorum fresh so only the stop's bound can end it.
     core.step(t0 + ms(550), leader(3, 0));
     assert_eq!(core.next_deadline(), Some(t0 + STOP_HANDOVER_BOUND));
-    assert!(!core
-        .step(t0 + STOP_HANDOVER_BOUND - ms(1), Input::Tick)
-        .contains(&Action::Done));
+    assert!(!is_done(
+        &core.step(t0 + STOP_HANDOVER_BOUND - ms(1), Input::Tick)
+    ));
     let done = core.step(t0 + STOP_HANDOVER_BOUND, Input::Tick);
-    assert_eq!(done.last(), Some(&Action::Done));
+    assert!(is_done(&done));
     assert_eq!(held(&done), Some(false));
 }
 
@@ -556,7 +562,7 @@ fn stop_on_a_follower_is_done_at_once_with_only_stop() {
     let done = without_publish(core.step(t0 + ms(1), Input::Stop));
     assert_eq!(events(&done), vec![Event::Stop]);
     assert_eq!(held(&done), None, "held nothing, releases nothing");
-    assert_eq!(done.last(), Some(&Action::Done));
+    assert!(is_done(&done));
 }
 
 #[test]
@@ -575,7 +581,7 @@ fn a_stale_handover_answer_is_ignored() {
             to: None,
         },
     );
-    assert!(!stale.contains(&Action::Done), "{stale:?}");
+    assert!(!is_done(&stale), "{stale:?}");
 }
 
 #[test]
@@ -728,8 +734,11 @@ mod sequences {
                             prop_assert!(*episode > last_episode);
                             last_episode = *episode;
                         }
-                        Action::Notify(Event::Stop, _) => stops += 1,
-                        Action::Done => done = true,
+                        Action::Notify(Event::Stop, _) => prop_assert!(false, "STOP is the daemon's"),
+                        Action::Done(_) => {
+                            stops += 1;
+                            done = true;
+                        }
                         _ => {}
                     }
                 }
@@ -746,7 +755,7 @@ mod sequences {
             // A stop always ends, at the latest at its bound.
             let mut end = core.step(now, Input::Stop);
             end.extend(core.step(now + STOP_HANDOVER_BOUND, Input::Tick));
-            prop_assert!(done || end.last() == Some(&Action::Done), "{end:?}");
+            prop_assert!(done || is_done(&end), "{end:?}");
         }
     }
 }
