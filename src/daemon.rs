@@ -10,9 +10,10 @@
 //! Shutdown (SIGTERM/SIGINT): the supervisor, if leader, hands leadership to a healthy peer
 //! while the API still answers its votes, and keeps the VIPs until it no longer leads (or
 //! nobody can take over, or its bound ran out); only then does it release them. The daemon
-//! waits for the VIP thread to confirm the release, then Raft stops, then the API, then the
-//! background tasks (VIP thread, health monitor); last, any VIP still bound is removed.
-//! Bounded so the whole stop takes under a second.
+//! waits for the VIP thread to confirm the release, fires the STOP hooks, stops Raft, then the
+//! API, waits for the hooks, then the background tasks (VIP thread, health monitor) end; last,
+//! any VIP still bound is removed. Bounded so the whole stop takes under a second, plus the
+//! hooks' own timeouts when hooks are configured.
 //!
 //! Fatal stop: a part that ends while the node runs — Raft with a fatal error (a store write
 //! failed: EIO, a read-only file system), the supervisor or API task, the health monitor —
