@@ -25,7 +25,6 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,15 +38,15 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadConfigError, Secret};
+use crate::health::{HealthFeed, NoHealthGate};
 use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
-use crate::status::{self, Counters, PeerStatus, RaftRole, Status};
+use crate::status::{Counters, PeerStatus, RaftRole, Status};
 use crate::supervisor::{
-    driver, HealthFeed, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing,
-    STOP_HANDOVER_BOUND,
+    driver, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing, STOP_HANDOVER_BOUND,
 };
 use crate::vip::{NoVips, VipHolder, VipWorker, Vips};
 
@@ -574,28 +573,6 @@ impl LocalNode for LiveNode {
             tracing::info!(%reason, "vote request refused");
         }
         verdict
-    }
-}
-
-/// Health when no `[haproxy]` is configured: always healthy (no gate), never changes.
-#[derive(Debug, Clone, Copy)]
-pub struct NoHealthGate;
-
-impl HealthFeed for NoHealthGate {
-    fn is_healthy(&self) -> bool {
-        true
-    }
-    fn status(&self) -> Option<status::HealthStatus> {
-        None
-    }
-    fn changed(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        Box::pin(std::future::pending())
-    }
-    fn is_closed(&self) -> bool {
-        false
-    }
-    fn boxed_clone(&self) -> Box<dyn HealthFeed> {
-        Box::new(*self)
     }
 }
 

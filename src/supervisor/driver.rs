@@ -7,12 +7,11 @@
 //! requests to peers (spawned; their answers come back as inputs), notify hooks, and the
 //! [`SupervisorState`] published for status and the API.
 //!
-//! Health and peers are seen only through the traits below and the VIP layer through its own
-//! [`VipHolder`], so the supervisor depends on none of their implementations; the daemon
-//! provides the adapters.
+//! Health is seen through [`HealthFeed`], the VIP layer through [`VipHolder`] (each beside its
+//! implementations) and peers through [`Peers`] below, so the supervisor depends on none of
+//! their implementations; the daemon provides the peers' adapter.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,49 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::{Action, Core, Input, RaftReport, Setup, SupervisorState};
 use crate::config::Config;
+use crate::health::HealthFeed;
 use crate::notify::{HookContext, Notifier};
 use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::{ClusterState, NodeId};
-use crate::status::HealthStatus;
 use crate::vip::VipHolder;
-
-/// What the supervisor needs from a health verdict.
-pub trait HealthVerdict: Send + Sync + 'static {
-    fn is_healthy(&self) -> bool;
-    /// The verdict as shown in status (None: no health gate configured).
-    fn status(&self) -> Option<HealthStatus>;
-}
-
-/// A stream of health verdicts of any kind, so the daemon has one path whether HAProxy is
-/// checked or not. Implemented for a `watch` of any [`HealthVerdict`].
-pub trait HealthFeed: Send + Sync + 'static {
-    /// The latest verdict.
-    fn is_healthy(&self) -> bool;
-    fn status(&self) -> Option<HealthStatus>;
-    /// Waits for the next verdict; false when the source stopped reporting.
-    fn changed(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
-    /// The source stopped reporting.
-    fn is_closed(&self) -> bool;
-    fn boxed_clone(&self) -> Box<dyn HealthFeed>;
-}
-
-impl<H: HealthVerdict> HealthFeed for watch::Receiver<H> {
-    fn is_healthy(&self) -> bool {
-        self.borrow().is_healthy()
-    }
-    fn status(&self) -> Option<HealthStatus> {
-        self.borrow().status()
-    }
-    fn changed(&mut self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        Box::pin(async move { watch::Receiver::changed(self).await.is_ok() })
-    }
-    fn is_closed(&self) -> bool {
-        self.has_changed().is_err()
-    }
-    fn boxed_clone(&self) -> Box<dyn HealthFeed> {
-        Box::new(self.clone())
-    }
-}
 
 /// What the supervisor asks its peers, and the one thing it learns from them.
 pub trait Peers: Send + Sync + 'static {

@@ -6,9 +6,9 @@
 //! - [`driver`]: the async loop that only gathers inputs (Raft metrics, health, maintenance,
 //!   VIP bindability, timers, peer answers, the stop token) and executes the core's actions.
 //!
-//! Dependencies point one way: the supervisor sees health and peers only through the traits
-//! in [`driver`] and the VIPs through [`crate::vip::VipHolder`]; it never imports the peer
-//! module, the API or the daemon, which provides the adapters.
+//! Dependencies point one way: the supervisor sees health through [`crate::health::HealthFeed`],
+//! the VIPs through [`crate::vip::VipHolder`] and peers through [`Peers`]; it never imports
+//! the peer module, the API or the daemon, which provides the adapters.
 
 pub mod core;
 pub mod driver;
@@ -17,4 +17,4 @@ pub use self::core::{
     decide, failover_duration, Action, Core, Decision, Input, Inputs, PrevoteQuestion, RaftReport,
     Reason, Setup, SupervisorState, Timing, STOP_HANDOVER_BOUND,
 };
-pub use driver::{HealthFeed, HealthVerdict, Peers, Supervisor};
+pub use driver::{Peers, Supervisor};
