@@ -97,7 +97,7 @@ impl<P: Peers> Supervisor<P> {
         let mut metrics = self.raft.metrics();
         let mut unbindable = self.vips.unbindable();
         // Health first: the core starts unhealthy, and the first decision should not log a
-        // candidacy that the next input takes back.
+        // "may lead: no" that the next input takes back.
         let initial = [
             Input::Health {
                 healthy: self.health.is_healthy(),
