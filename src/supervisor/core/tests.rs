@@ -182,6 +182,22 @@ fn holding_leader(t0: Instant) -> Core {
     core
 }
 
+fn held_action(hold: bool, reason: Reason) -> Action {
+    Action::SetHeld { hold, reason }
+}
+
+fn hook(event: Event, leader_id: Option<NodeId>, term: u64, reason: Reason) -> Action {
+    let reason = reason.to_string();
+    Action::Notify(
+        event,
+        HookContext {
+            leader_id,
+            term,
+            reason,
+        },
+    )
+}
+
 fn without_publish(actions: Vec<Action>) -> Vec<Action> {
     actions
         .into_iter()
@@ -222,18 +238,8 @@ fn start_reports_backup_once_and_switches_raft_once() {
         vec![
             Action::RaftElectionTimer(false),
             Action::Heartbeat(true),
-            Action::SetHeld {
-                hold: false,
-                reason: Reason::NotLeader
-            },
-            Action::Notify(
-                Event::Backup,
-                HookContext {
-                    leader_id: None,
-                    term: 0,
-                    reason: Reason::NotLeader.to_string()
-                }
-            ),
+            held_action(false, Reason::NotLeader),
+            hook(Event::Backup, None, 0, Reason::NotLeader),
         ]
     );
     assert!(without_publish(core.step(t0 + ms(1), follower(Some(2)))).is_empty());
@@ -361,18 +367,8 @@ fn a_new_leader_sets_the_fence_before_it_holds() {
         actions,
         vec![
             Action::HoldUntil(Some(ack + FENCE)),
-            Action::SetHeld {
-                hold: true,
-                reason: Reason::LeaderWithQuorum
-            },
-            Action::Notify(
-                Event::Master,
-                HookContext {
-                    leader_id: Some(1),
-                    term: 3,
-                    reason: Reason::LeaderWithQuorum.to_string()
-                }
-            ),
+            held_action(true, Reason::LeaderWithQuorum),
+            hook(Event::Master, Some(1), 3, Reason::LeaderWithQuorum),
         ]
     );
     assert_eq!(core.next_deadline(), Some(ack + FENCE));
@@ -388,10 +384,7 @@ fn fence_expiry_releases_right_after_ack_plus_fence() {
     assert_eq!(
         actions[..2],
         [
-            Action::SetHeld {
-                hold: false,
-                reason: Reason::QuorumLost
-            },
+            held_action(false, Reason::QuorumLost),
             Action::HoldUntil(None),
         ]
     );
@@ -431,19 +424,9 @@ fn an_unhealthy_leader_releases_hands_over_once_and_faults_once_per_episode() {
         vec![
             Action::RaftElectionTimer(false),
             Action::Heartbeat(false),
-            Action::SetHeld {
-                hold: false,
-                reason: Reason::Unhealthy
-            },
+            held_action(false, Reason::Unhealthy),
             Action::HoldUntil(None),
-            Action::Notify(
-                Event::Fault,
-                HookContext {
-                    leader_id: Some(1),
-                    term: 3,
-                    reason: Reason::Unhealthy.to_string()
-                }
-            ),
+            hook(Event::Fault, Some(1), 3, Reason::Unhealthy),
             Action::HandOver { episode: 1 },
         ]
     );
