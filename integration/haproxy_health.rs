@@ -18,9 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{free_ports, signal};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use common::free_ports;
 use raftvip::config::HaproxyConfig;
 use raftvip::health::haproxy::{judge, parse_answer, Session};
 use raftvip::health::{spawn_haproxy_monitor, Health, Verdict};
@@ -627,13 +627,14 @@ impl CheckBackends {
     /// Stops (SIGSTOP) or resumes (SIGCONT) every listener: stopped, they accept connections
     /// (the kernel does) but never answer, so HAProxy's checks time out.
     fn pause(&self, paused: bool) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        let signal = if paused {
-            Signal::SIGSTOP
-        } else {
-            Signal::SIGCONT
-        };
-        kill(pid, signal).expect("signal check-backend");
+        signal(
+            self.child.id(),
+            if paused {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            },
+        );
     }
 }
 

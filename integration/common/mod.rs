@@ -1,4 +1,6 @@
-//! Shared helpers for the multi-process tests: real `raftvip` processes on loopback.
+//! Shared helpers of the integration tests (each test binary takes them with `mod common;`,
+//! the Cargo book's convention, rather than keeping a copy): free ports, an HTTP client, and
+//! the multi-process tests' real `raftvip` processes on loopback.
 //!
 //! Every cluster lives in its own temporary directory with ports picked free by the kernel,
 //! and every child is SIGKILLed and reaped when its [`Node`] (or the [`Cluster`]) is dropped,
@@ -13,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use raftvip::auth::Authenticator;
 use raftvip::config::Secret;
 use raftvip::status::{Role, Status};
@@ -47,7 +51,7 @@ impl Node {
     /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
     pub fn terminate(mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
         let start = Instant::now();
-        signal(self.child.id(), libc::SIGTERM);
+        signal(self.child.id(), Signal::SIGTERM);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return (Some(status), start.elapsed());
@@ -72,11 +76,10 @@ impl Drop for Node {
     }
 }
 
-pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) on a pid we own (our child, not yet reaped) has no memory effects.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+/// Signals a child of the test (not yet reaped, so the pid is still ours).
+pub fn signal(pid: u32, sig: Signal) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    kill(pid, sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
 }
 
 /// One member's static description.

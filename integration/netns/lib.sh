@@ -46,7 +46,7 @@ BED_CLIENT6=2001:db8::50
 BED_BACKEND_PORT=8080
 # Frontend port of HAProxy on the VIPs and box addresses.
 BED_HTTP_PORT=80
-# Raft-only mode: configs without [haproxy] and [[vip]] (for daemons that do not wire them).
+# Raft-only mode: configs without [haproxy] and [[vip]] (Raft alone, no health gate, no VIP).
 BED_RAFT_ONLY=${BED_RAFT_ONLY:-0}
 # Log filter for raftvip: its RAFTVIP_LOG (a tracing filter such as info or raftvip=debug).
 BED_RAFTVIP_LOG=${BED_RAFTVIP_LOG:-info}
@@ -238,12 +238,8 @@ bed_box_of_node() { # bed_box_of_node CLUSTER ID -> box
     echo "${boxes[$(($2 - 1))]}"
 }
 
-# The HAProxy template: the shared one if it exists, else ours.
-bed_haproxy_template() {
-    if [[ -f $BED_REPO/haproxy/testbed.cfg.in ]]; then echo "$BED_REPO/haproxy/testbed.cfg.in"
-    else echo "$BED_LIB_DIR/haproxy.cfg.in"
-    fi
-}
+# The HAProxy template (shared with integration/haproxy_health.rs).
+bed_haproxy_template() { echo "$BED_REPO/haproxy/testbed.cfg.in"; }
 # Name of the backend HAProxy must keep UP (the template's backend).
 bed_haproxy_backend() { echo be_test; }
 

@@ -84,8 +84,8 @@ SCENARIOS=(
 fail() { printf '%s\n' "$*" >"$RESULT_FILE"; exit 1; }
 note() { printf '%s ' "$*" >>"$NOTES_FILE"; }
 
-# setup N [EXTRA_TOML]: a bed of N boxes, HAProxy on every non-witness box, raftvip on all,
-# and one holder of cluster a's VIP; prints the holder.
+# start_cluster_boxes [CLUSTER] [EXTRA_TOML]: HAProxy on every non-witness box of the cluster,
+# raftvip on all, and waits until every node follows the same leader.
 start_cluster_boxes() {
     local cl=${1:-a} b extra=${2:-}
     for b in $(bed_boxes "$cl"); do
@@ -105,7 +105,7 @@ all_follow() { # every node of the cluster names the same leader
         first=$l
     done
 }
-setup() {
+setup() { # setup N [EXTRA_TOML]: a bed of N boxes running cluster a (start_cluster_boxes)
     bed_create "$1"
     start_cluster_boxes a "${2:-}"
 }
