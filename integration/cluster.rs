@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{agreed_leader, http, run_cli, summary, Cluster, DEADLINE};
 use raftvip::auth::Authenticator;
-use raftvip::raft::{Vote, VoteRequest, VoteResponse};
-use raftvip::status::Role;
+use raftvip::raft::typ::{Vote, VoteRequest, VoteResponse};
+use raftvip::status::RaftRole;
 
 /// How long "stays non-leader" is watched.
 const QUIET_WATCH: Duration = Duration::from_secs(3);
@@ -33,18 +33,21 @@ fn three_nodes_elect_exactly_one_leader_and_agree() {
     assert!((1..=3).contains(&leader));
     assert!(term >= 1);
     let statuses: Vec<_> = c.ids().iter().map(|id| c.status(*id).unwrap()).collect();
-    let leaders = statuses.iter().filter(|s| s.role == Role::Leader).count();
+    let leaders = statuses
+        .iter()
+        .filter(|s| s.role == RaftRole::Leader)
+        .count();
     assert_eq!(leaders, 1, "{}", summary(&statuses));
     for s in &statuses {
         assert_eq!(s.cluster, "it");
         assert_eq!(s.peers.len(), 3);
-        if s.role == Role::Leader {
+        if s.role == RaftRole::Leader {
             assert!(
                 s.millis_since_quorum_ack.is_some(),
                 "leader reports its quorum ack"
             );
         } else {
-            assert_eq!(s.role, Role::Follower);
+            assert_eq!(s.role, RaftRole::Follower);
         }
     }
 }
@@ -259,7 +262,7 @@ fn a_witness_never_leads_even_when_it_is_the_only_candidate_left() {
     c.start_all();
     let (leader, _) = c.wait_for_leader(&c.ids(), DEADLINE);
     assert_ne!(leader, 3, "the witness led");
-    assert_eq!(c.status(3).unwrap().role, Role::Witness);
+    assert_eq!(c.status(3).unwrap().role, RaftRole::Witness);
     let other_voter = if leader == 1 { 2 } else { 1 };
 
     // The other voter stops standing (maintenance) but still votes: after the leader dies, a
@@ -278,10 +281,10 @@ fn a_witness_never_leads_even_when_it_is_the_only_candidate_left() {
     while start.elapsed() < QUIET_WATCH {
         let statuses: Vec<_> = alive.iter().filter_map(|id| c.status(*id)).collect();
         for s in &statuses {
-            assert_ne!(s.role, Role::Leader, "{}", summary(&statuses));
+            assert_ne!(s.role, RaftRole::Leader, "{}", summary(&statuses));
         }
         if let Some(w) = statuses.iter().find(|s| s.node_id == 3) {
-            assert_eq!(w.role, Role::Witness, "{}", summary(&statuses));
+            assert_eq!(w.role, RaftRole::Witness, "{}", summary(&statuses));
             assert!(!w.candidate_for_leader);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -292,7 +295,7 @@ fn a_witness_never_leads_even_when_it_is_the_only_candidate_left() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
         let w = c.status(3).expect("witness answers");
-        assert_eq!(w.role, Role::Witness);
+        assert_eq!(w.role, RaftRole::Witness);
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -309,7 +312,7 @@ fn nodes_started_in_any_order_converge_to_one_leader() {
     std::thread::sleep(Duration::from_secs(1));
     // Alone, node 3 cannot lead.
     let alone = c.status(3).expect("node 3 answers");
-    assert_ne!(alone.role, Role::Leader);
+    assert_ne!(alone.role, RaftRole::Leader);
     c.start(1);
     std::thread::sleep(Duration::from_millis(300));
     c.start(2);

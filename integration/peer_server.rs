@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{free_ports, http, run_cli, Cluster, DEADLINE};
 use raftvip::auth::Authenticator;
-use raftvip::raft::{Vote, VoteRequest};
+use raftvip::raft::typ::{Vote, VoteRequest};
 
 /// A harmless vote request (term 0: never granted) and its signed headers for node `to`.
 fn harmless_vote(auth: &Authenticator, to: u64) -> (Vec<(&'static str, String)>, Vec<u8>) {

@@ -20,7 +20,6 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant};
 use raftvip::config::{Announce, VipConfig};
 use raftvip::vip::announce::PacketAnnouncer;
 use raftvip::vip::netlink::NetlinkControl;
-use raftvip::vip::{AddressControl, Announcer, Cause, Vip, VipEvent, Vips};
+use raftvip::vip::{AddressControl, Announcer, Cause, Vip, VipHolder, VipWorker, Vips};
 use tokio_util::sync::CancellationToken;
 
 const MAC_A: &str = "02:00:00:00:0a:01";
@@ -39,6 +38,9 @@ const VIP4: &str = "192.0.2.100";
 const VIP6: &str = "2001:db8::100";
 /// Generous bound for anything the kernel does "at once" (typically < 10 ms).
 const PATIENCE: Duration = Duration::from_secs(3);
+/// The VIP thread's own reconcile period here: far beyond PATIENCE, so a repair seen within
+/// PATIENCE came from the address watcher.
+const NO_TIMER: Duration = Duration::from_secs(3600);
 
 /// Runs `ip ARGS`; panics with the command and its stderr if it fails.
 fn ip(args: &[&str]) -> String {
@@ -149,7 +151,7 @@ fn enter_netns(path: &str) {
 
 fn vip_config(address: &str, interface: &str, label: Option<&str>) -> VipConfig {
     VipConfig {
-        address: address.into(),
+        address: address.parse().unwrap(),
         interface: interface.into(),
         label: label.map(str::to_owned),
     }
@@ -174,23 +176,6 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     panic!("not within {PATIENCE:?}: {what}");
-}
-
-/// Waits for the first event matching `want`, skipping others.
-async fn next_event(
-    events: &mut tokio::sync::mpsc::Receiver<VipEvent>,
-    what: &str,
-    want: impl Fn(&VipEvent) -> bool,
-) -> VipEvent {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(event)) if want(&event) => return event,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("event channel closed while waiting for {what}"),
-            Err(_) => panic!("no {what} within {PATIENCE:?}"),
-        }
-    }
 }
 
 fn neigh_mac(ns: &str, address: &str) -> String {
@@ -219,10 +204,11 @@ fn takeover_announce_watch_reconcile_release() {
         )
         .expect("netlink socket in netns A");
         let cancel = CancellationToken::new();
-        let mut events = vips.spawn_background(cancel.clone());
+        let worker = VipWorker::spawn(vips.clone(), NO_TIMER, cancel.clone()).expect("VIP thread");
 
         let started = Instant::now();
-        vips.set_held(true, "test takeover");
+        worker.set_held(true, "test takeover");
+        assert!(worker.wait_applied(PATIENCE));
         let takeover = started.elapsed();
 
         let addrs = ip(&["-n", &a, "addr", "show", "dev", "rvv0"]);
@@ -241,40 +227,38 @@ fn takeover_announce_watch_reconcile_release() {
         })
         .await;
         println!(
-            "set_held(true) for 2 VIPs (add + announce + probe): {takeover:?}; \
+            "set_held(true) for 2 VIPs on the VIP thread (add + announce + probe): {takeover:?}; \
              B's neighbour entries updated within {garp:?} (ARP) / {na:?} (ND) of checking"
         );
 
-        let status = vips.status();
+        let status = worker.status();
         assert!(status.iter().all(|s| s.held && s.error.is_none()), "{status:?}");
 
-        // Someone deletes the IPv4 VIP by hand: the watcher reports it, reconcile repairs.
-        while events.try_recv().is_ok() {}
+        // Someone deletes the IPv4 VIP by hand: the watcher sees it and the VIP thread puts it
+        // back by itself (its timer is an hour away).
         ip(&["-n", &a, "addr", "del", "192.0.2.100/32", "dev", "rvv0"]);
-        let vip4: IpAddr = VIP4.parse().unwrap();
-        next_event(&mut events, "a deletion event for the IPv4 VIP", |e| {
-            matches!(e, VipEvent::AddressChanged { address, present: false, .. } if *address == vip4)
+        let repaired = eventually("the VIP thread re-adds the deleted VIP", || {
+            ip(&["-n", &a, "addr", "show", "dev", "rvv0"]).contains("inet 192.0.2.100/32")
         })
         .await;
-        assert!(!ip(&["-n", &a, "addr", "show", "dev", "rvv0"]).contains("192.0.2.100/32"));
-        vips.reconcile();
-        let addrs = ip(&["-n", &a, "addr", "show", "dev", "rvv0"]);
-        assert!(addrs.contains("inet 192.0.2.100/32"), "re-added: {addrs}");
-        let status = vips.status();
+        println!("a VIP deleted by hand was back within {repaired:?}");
+        let status = worker.status();
         assert_eq!(status[0].re_adds, 1, "{status:?}");
         assert_eq!(status[1].re_adds, 0, "{status:?}");
 
         // The burst (3 rounds) and at least one 1 s refresh go out while held.
-        eventually("burst plus one refresh", || vips.status()[1].announcements_sent >= 4).await;
+        eventually("burst plus one refresh", || worker.status()[1].announcements_sent >= 4).await;
 
         let started = Instant::now();
-        vips.set_held(false, "test release");
+        worker.set_held(false, "test release");
+        assert!(worker.wait_applied(PATIENCE));
         let release = started.elapsed();
-        println!("set_held(false) for 2 VIPs: {release:?}");
+        println!("set_held(false) for 2 VIPs on the VIP thread: {release:?}");
         let addrs = ip(&["-n", &a, "addr", "show", "dev", "rvv0"]);
         assert!(!addrs.contains("192.0.2.100"), "{addrs}");
         assert!(!addrs.contains("2001:db8::100"), "{addrs}");
-        assert!(vips.status().iter().all(|s| !s.held));
+        assert!(worker.status().iter().all(|s| !s.held));
+        cancel.cancel();
 
         // Idempotent kernel operations: removing again and re-checking are fine.
         vips.reconcile();
@@ -298,7 +282,6 @@ fn takeover_announce_watch_reconcile_release() {
         println!(
             "2 VIPs, warm: set_held(true) {takeovers:?}; reconcile {reconciles:?}; set_held(false) {releases:?}"
         );
-        cancel.cancel();
     });
 }
 
@@ -329,34 +312,17 @@ fn a_second_holder_answers_the_probe_and_is_reported() {
         )
         .expect("netlink socket in netns A");
         let cancel = CancellationToken::new();
-        let mut events = vips.spawn_background(cancel.clone());
-        vips.set_held(true, "test takeover");
+        let worker = VipWorker::spawn(vips, NO_TIMER, cancel.clone()).expect("VIP thread");
+        worker.set_held(true, "test takeover");
 
-        // Both reports, in whatever order the ARP reply and the NA arrive.
-        let mut unseen: Vec<IpAddr> = vec![VIP4.parse().unwrap(), VIP6.parse().unwrap()];
-        while !unseen.is_empty() {
-            let event = next_event(
-                &mut events,
-                &format!("duplicate reports for {unseen:?}"),
-                |e| matches!(e, VipEvent::Duplicate { .. }),
-            )
-            .await;
-            let VipEvent::Duplicate {
-                address,
-                mac,
-                interface,
-            } = event
-            else {
-                unreachable!("matched above")
-            };
-            assert_eq!(mac.to_string(), MAC_B);
-            assert_eq!(interface, "rvv0");
-            unseen.retain(|ip| *ip != address);
-        }
-        let status = vips.status();
-        assert!(status.iter().all(|s| s.duplicates >= 1), "{status:?}");
+        // Both seen, in whatever order the ARP reply and the NA arrive.
+        eventually("a duplicate counted for both VIPs", || {
+            worker.status().iter().all(|s| s.duplicates >= 1)
+        })
+        .await;
 
-        vips.set_held(false, "test done");
+        worker.set_held(false, "test done");
+        assert!(worker.wait_applied(PATIENCE));
         cancel.cancel();
     });
 }
@@ -371,7 +337,7 @@ fn failures_name_the_problem() {
         let control = NetlinkControl::connect().expect("netlink socket");
         let announcer = PacketAnnouncer::new();
         let vip = |address: &str, interface: &str| {
-            Vip::from_config(&vip_config(address, interface, None)).unwrap()
+            Vip::from_config(&vip_config(address, interface, None))
         };
 
         // Interface missing: add, remove, check and announce all say so.
@@ -435,7 +401,7 @@ fn failures_name_the_problem() {
     // Without CAP_NET_ADMIN / CAP_NET_RAW (dropped for one thread only).
     bed.run_in_a(|| async {
         drop_net_capabilities();
-        let vip = Vip::from_config(&vip_config("192.0.2.103/32", "rvv0", None)).unwrap();
+        let vip = Vip::from_config(&vip_config("192.0.2.103/32", "rvv0", None));
         let err = NetlinkControl::connect().unwrap().add(&vip).unwrap_err();
         assert!(
             matches!(err.cause(), Some(Cause::PermissionDenied("CAP_NET_ADMIN"))),
@@ -496,7 +462,7 @@ fn a_leased_vip_is_removed_by_the_kernel_once_nobody_renews_it() {
             .with_lifetime(1);
         let vips: Vec<Vip> = ["192.0.2.110/32", "2001:db8::110/128"]
             .iter()
-            .map(|a| Vip::from_config(&vip_config(a, "rvv0", None)).unwrap())
+            .map(|a| Vip::from_config(&vip_config(a, "rvv0", None)))
             .collect();
         let refs: Vec<&Vip> = vips.iter().collect();
         // Bound, then renewed (a replacing add) for 1.5 s: longer than the lifetime.
@@ -531,7 +497,7 @@ fn a_leased_vip_is_removed_by_the_kernel_once_nobody_renews_it() {
 }
 
 #[test]
-fn lease_renewals_of_held_vips_are_not_reported_as_changes() {
+fn held_leased_vips_stay_bound_and_one_deleted_by_hand_comes_back() {
     let bed = Testbed::create("r");
     bed.run_in_a(|| async {
         let lease = raftvip::config::VipLease { lifetime_s: 1 };
@@ -545,28 +511,31 @@ fn lease_renewals_of_held_vips_are_not_reported_as_changes() {
         )
         .expect("VIP control");
         let cancel = CancellationToken::new();
-        let mut events = vips.spawn_background(cancel.clone());
-        vips.set_held(true, "test");
-        // 2 s held: ~8 renewals of each VIP, none reported, and both still bound.
-        let quiet = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
-        assert!(quiet.is_err(), "renewals reported as a change: {quiet:?}");
-        for status in vips.status() {
+        let worker = VipWorker::spawn(vips, NO_TIMER, cancel.clone()).expect("VIP thread");
+        worker.set_held(true, "test");
+        assert!(worker.wait_applied(PATIENCE));
+        // 2 s held: several lifetimes, so only renewals keep them.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for status in worker.status() {
             assert!(status.held, "{status:?}");
             let left = status.lease_remaining_ms.expect("a lease");
             assert!(left <= 1000, "{status:?}");
-            assert_eq!(status.lease_expiries, 0, "{status:?}");
+            assert_eq!(
+                (status.lease_expiries, status.re_adds),
+                (0, 0),
+                "{status:?}"
+            );
         }
-        // Someone else deleting one is still reported (and repaired).
+        assert!(ip(&["addr", "show", "dev", "rvv0"]).contains("192.0.2.111/32"));
+        // Someone else deleting one: seen by the watcher, repaired by the VIP thread.
         ip(&["addr", "del", "192.0.2.111/32", "dev", "rvv0"]);
-        let event = tokio::time::timeout(PATIENCE, events.recv()).await;
-        assert!(
-            matches!(
-                event,
-                Ok(Some(VipEvent::AddressChanged { present: false, .. }))
-            ),
-            "{event:?}"
-        );
-        vips.set_held(false, "test done");
+        eventually("the deleted VIP is re-added", || {
+            worker.status()[0].re_adds == 1
+        })
+        .await;
+        assert!(ip(&["addr", "show", "dev", "rvv0"]).contains("192.0.2.111/32"));
+        worker.set_held(false, "test done");
+        assert!(worker.wait_applied(PATIENCE));
         cancel.cancel();
     });
 }

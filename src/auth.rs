@@ -22,11 +22,12 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::clock::unix_ms;
 use crate::config::Secret;
 use crate::raft::NodeId;
 
@@ -212,7 +213,7 @@ impl Authenticator {
     }
 
     fn lock_nonces(&self) -> std::sync::MutexGuard<'_, NonceCache> {
-        self.nonces.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.nonces)
     }
 
     fn key(&self) -> HmacSha256 {
@@ -406,12 +407,6 @@ impl Authenticator {
 /// can change without changing what it means.
 fn is_lower_hex(text: &str) -> bool {
     text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

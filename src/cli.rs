@@ -10,13 +10,12 @@ use tokio::sync::watch;
 
 use raftvip::api::client;
 use raftvip::auth::Authenticator;
-use raftvip::config::{Config, VipConfig};
-use raftvip::daemon::{self, NoHealthGate, NoVips, Parts};
+use raftvip::config::Config;
+use raftvip::daemon::{self, NoHealthGate, Parts};
 use raftvip::health;
-use raftvip::raft::network::PeerClient;
+use raftvip::peer::PeerClient;
 use raftvip::release;
-use raftvip::supervisor::VipHolder;
-use raftvip::vip::{VipWorker, Vips};
+use raftvip::vip::{NoVips, VipHolder, VipWorker, Vips};
 use tokio_util::sync::CancellationToken;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
@@ -106,56 +105,38 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
 /// Clean start, clean exit: a VIP a previous run left behind is removed before anything else
 /// (store, Raft, API) can fail, and whatever this run held is gone when it returns.
 async fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let vips = Config::read(path).map(|c| own_vips(&c)).unwrap_or_default();
+    let vips = Config::read(path)
+        .map(|c| c.own_vips().to_vec())
+        .unwrap_or_default();
     release::release_and_log(&vips, "left by a previous run; this node holds nothing yet");
     let result = run_daemon(path).await;
     release::release_and_log(&vips, "still bound at exit");
     result
 }
 
-/// The VIPs this box may hold (none on a witness).
-fn own_vips(config: &Config) -> Vec<VipConfig> {
-    if config.is_witness() {
-        Vec::new()
-    } else {
-        config.vips.clone()
-    }
-}
-
 async fn run_daemon(path: &Path) -> anyhow::Result<ExitCode> {
     let (config, secret) = Config::load(path)?;
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
-    // Without VIPs the event channel stays open and silent.
-    let (_no_vip_events, no_vip_events) = tokio::sync::mpsc::channel(1);
-    let (vips, vip_events): (Arc<dyn VipHolder>, _) =
-        if config.vips.is_empty() || config.is_witness() {
-            (Arc::new(NoVips), no_vip_events)
-        } else {
-            let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
-                .context("cannot set up VIP control (netlink and AF_PACKET sockets)")?;
-            // VIP work runs on its own thread so it never delays heartbeats (issue 13).
-            let (worker, events) = VipWorker::spawn(vips, background.clone())
-                .context("cannot start the VIP thread")?;
-            (Arc::new(worker), events)
-        };
+    let vips: Arc<dyn VipHolder> = if config.vips.is_empty() || config.is_witness() {
+        Arc::new(NoVips)
+    } else {
+        let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
+            .context("cannot set up VIP control (netlink and AF_PACKET sockets)")?;
+        // VIP work runs on its own thread so it never delays heartbeats (issue 13).
+        let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
+            .context("cannot start the VIP thread")?;
+        Arc::new(worker)
+    };
     match config.haproxy.clone().filter(|_| !config.is_witness()) {
         Some(haproxy) => {
             let health = health::spawn_haproxy_monitor(haproxy, background.clone());
-            let parts = Parts {
-                health,
-                vips,
-                vip_events,
-            };
+            let parts = Parts { health, vips };
             daemon::run(config, secret, parts, shutdown_signal()).await?;
         }
         None => {
             let (_health_tx, health) = watch::channel(NoHealthGate);
-            let parts = Parts {
-                health,
-                vips,
-                vip_events,
-            };
+            let parts = Parts { health, vips };
             daemon::run(config, secret, parts, shutdown_signal()).await?;
         }
     }
@@ -184,13 +165,13 @@ async fn shutdown_signal() {
 
 fn release(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
-    let vips = own_vips(&config);
+    let vips = config.own_vips();
     if vips.is_empty() {
         println!("{}: no VIPs configured for this node", path.display());
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = false;
-    for released in release::release(&vips) {
+    for released in release::release(vips) {
         failed |= matches!(released.outcome, release::Outcome::Failed(_));
         println!("{released}");
     }

@@ -2,9 +2,10 @@
 //! on a witness).
 //!
 //! Parsing is strict (`deny_unknown_fields`) because a misspelt key in a failover daemon is a
-//! silent outage waiting to happen. [`Config::load`] parses, then [`Config::validate`] collects
-//! *every* problem at once, each naming the key, what is wrong and how to fix it, so
-//! `raftvip check-config` can be run in a loop while editing.
+//! silent outage waiting to happen, and it yields checked types (a VIP is a [`VipAddr`], a peer
+//! a `SocketAddr`), so later code never re-parses. [`Config::load`] parses, then
+//! [`Config::validate`] collects *every* problem between values at once, each naming the key,
+//! what is wrong and how to fix it, so `raftvip check-config` can be run in a loop while editing.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,8 +21,10 @@ use crate::raft::NodeId;
 /// full-strength key (RFC 2104 §3 recommends at least the hash output length).
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// Longest interface label the kernel stores (IFNAMSIZ − 1).
-const MAX_LABEL_LEN: usize = 15;
+/// Longest interface name or address label the kernel takes: IFNAMSIZ − 1 (a longer IFA_LABEL
+/// is refused with EINVAL). check-config refuses longer ones, and vip/netlink.rs sends only
+/// labels within it, so a config that passes never fails at bind time.
+pub const MAX_LABEL_LEN: usize = 15;
 
 /// How many heartbeats an election timeout must span at least: fewer and one delayed
 /// heartbeat on a busy box starts a needless election.
@@ -58,7 +61,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub secret_file: PathBuf,
     #[serde(default)]
-    pub role: Role,
+    pub role: MemberRole,
     #[serde(rename = "peer", default)]
     pub peers: Vec<Peer>,
     #[serde(rename = "vip", default)]
@@ -115,9 +118,11 @@ fn default_max_connections() -> usize {
 /// costs a descriptor, so beyond this the cap no longer protects the descriptor table.
 pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 8..=16_384;
 
+/// What a member is configured to be (`role`, `[[peer]] role`); its Raft state at run time is
+/// [`crate::status::RaftRole`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum MemberRole {
     /// Stands in elections (while healthy) and holds the VIP when leader.
     #[default]
     Voter,
@@ -132,20 +137,23 @@ pub struct Peer {
     pub address: SocketAddr,
     /// `"witness"` marks a member that votes but never leads, so every node can tell how many
     /// failures the cluster survives. Optional; must agree with that node's own `role`.
-    pub role: Option<Role>,
+    pub role: Option<MemberRole>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
-    /// `ADDRESS/PREFIX`, e.g. `192.0.2.100/32` or `2001:db8::100/128`.
-    pub address: String,
+    /// `ADDRESS/PREFIX`, e.g. `192.0.2.100/32` or `2001:db8::100/128`; checked while parsing,
+    /// so a loaded config holds only addresses a VIP can have.
+    #[serde(deserialize_with = "vip_address")]
+    pub address: VipAddr,
     pub interface: String,
     /// Optional IPv4 address label such as `eth0:vip` (shown by `ip addr`).
     pub label: Option<String>,
 }
 
-/// A VIP after validation.
+/// A VIP address: an IPv4 or IPv6 host address and prefix length, never unspecified,
+/// loopback, multicast or broadcast (a [`VipConfig`] holds only such, checked while parsing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VipAddr {
     pub ip: IpAddr,
@@ -158,9 +166,10 @@ impl fmt::Display for VipAddr {
     }
 }
 
-impl VipAddr {
+impl std::str::FromStr for VipAddr {
+    type Err = String;
     /// Parses `ADDRESS/PREFIX`; the error says what is wrong in operator terms.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, String> {
         let (ip, prefix) = text
             .split_once('/')
             .ok_or_else(|| format!("'{text}' has no prefix length"))?;
@@ -186,11 +195,17 @@ impl VipAddr {
     }
 }
 
-impl VipConfig {
-    /// The parsed address; only valid after [`Config::validate`] succeeded.
-    pub fn addr(&self) -> VipAddr {
-        VipAddr::parse(&self.address).expect("VIP addresses are checked by Config::validate")
-    }
+/// Deserialises `[[vip]] address`; a bad one fails the parse with the key, the problem and
+/// the fix (the TOML error adds the line).
+fn vip_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VipAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|what| {
+        serde::de::Error::custom(Problem {
+            key: "vip.address".into(),
+            what,
+            fix: "write ADDRESS/PREFIX, e.g. \"192.0.2.100/32\" or \"2001:db8::100/128\"".into(),
+        })
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -419,6 +434,16 @@ pub struct Problem {
     pub fix: String,
 }
 
+impl Problem {
+    pub fn new(key: impl Into<String>, what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {} (fix: {})", self.key, self.what, self.fix)
@@ -454,7 +479,8 @@ impl Config {
     /// Reads, parses and validates `path`, and reads the secret it names.
     pub fn load(path: &Path) -> Result<(Config, Secret), LoadConfigError> {
         let config = Self::read(path)?;
-        let (problems, secret) = config.validate();
+        let mut problems = config.validate();
+        let secret = config.read_secret().map_err(|p| problems.push(p)).ok();
         match secret {
             Some(secret) if problems.is_empty() => Ok((config, secret)),
             _ => Err(LoadConfigError::Invalid {
@@ -482,65 +508,81 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
-    /// Every problem in the config, plus the secret when it could be read and is long enough.
-    pub fn validate(&self) -> (Vec<Problem>, Option<Secret>) {
+    /// Every problem between the config's values (no file is read: the secret is checked by
+    /// [`Config::read_secret`]).
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut problem = |key: &str, what: String, fix: &str| {
-            problems.push(Problem {
-                key: key.to_owned(),
-                what,
-                fix: fix.to_owned(),
-            })
-        };
-
         if self.cluster.trim().is_empty() {
-            problem(
+            problems.push(Problem::new(
                 "cluster",
-                "is empty".into(),
+                "is empty",
                 "give the cluster a name, e.g. cluster = \"lb-prod\"",
-            );
+            ));
         }
+        self.peer_problems(&mut problems);
+        self.vip_problems(&mut problems);
+        self.timing_problems(&mut problems);
+        // Numbers: every key has bounds, so no arithmetic on them can overflow.
+        for k in self.numeric_keys() {
+            if !k.range.contains(&k.value) {
+                problems.push(Problem::new(
+                    k.name,
+                    format!(
+                        "{} is outside the accepted range {} to {}",
+                        k.value,
+                        k.range.start(),
+                        k.range.end()
+                    ),
+                    format!("use a value in that range, e.g. {}", k.example),
+                ));
+            }
+        }
+        self.role_problems(&mut problems);
+        problems.extend(self.listener_problems());
+        problems
+    }
 
-        // Peers: unique ids and addresses, this node among them.
+    /// Peers: unique ids and addresses, this node among them.
+    fn peer_problems(&self, problems: &mut Vec<Problem>) {
         if self.peers.is_empty() {
-            problem(
+            problems.push(Problem::new(
                 "peer",
-                "no [[peer]] entries".into(),
+                "no [[peer]] entries",
                 "list every member, this node included, as [[peer]] id = N, address = \"IP:PORT\"",
-            );
+            ));
         }
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
             if !ids.insert(peer.id) {
-                problem(
-                    &format!("peer[{i}].id"),
+                problems.push(Problem::new(
+                    format!("peer[{i}].id"),
                     format!("id {} is used by more than one peer", peer.id),
                     "give every peer its own id",
-                );
+                ));
             }
             if !addresses.insert(peer.address) {
-                problem(
-                    &format!("peer[{i}].address"),
+                problems.push(Problem::new(
+                    format!("peer[{i}].address"),
                     format!("address {} is used by more than one peer", peer.address),
                     "give every peer its own IP:PORT",
-                );
+                ));
             }
             if peer.address.ip().is_unspecified() || peer.address.port() == 0 {
-                problem(
-                    &format!("peer[{i}].address"),
+                problems.push(Problem::new(
+                    format!("peer[{i}].address"),
                     format!("{} is not an address other nodes can reach", peer.address),
                     "use the node's real IP and a fixed port, e.g. 192.0.2.11:7480",
-                );
+                ));
             }
         }
-        match self.peers.iter().find(|p| p.id == self.node_id) {
-            None if !self.peers.is_empty() => problem(
+        match self.peer(self.node_id) {
+            None if !self.peers.is_empty() => problems.push(Problem::new(
                 "node_id",
                 format!("node {} is not in the [[peer]] list", self.node_id),
                 "add this node as a [[peer]] or correct node_id",
-            ),
-            Some(me) if me.address.port() != self.listen.port() => problem(
+            )),
+            Some(me) if me.address.port() != self.listen.port() => problems.push(Problem::new(
                 "listen",
                 format!(
                     "listens on port {} but [[peer]] id {} says port {}",
@@ -549,307 +591,203 @@ impl Config {
                     me.address.port()
                 ),
                 "make listen and this node's [[peer]] address use the same port",
-            ),
+            )),
             _ => {}
         }
+    }
 
-        // VIPs.
+    /// VIPs: each once, never a peer address; interface names and labels the kernel takes.
+    fn vip_problems(&self, problems: &mut Vec<Problem>) {
         let mut vip_ips = HashSet::new();
         for (i, vip) in self.vips.iter().enumerate() {
-            match VipAddr::parse(&vip.address) {
-                Err(what) => problem(
-                    &format!("vip[{i}].address"),
-                    what,
-                    "write ADDRESS/PREFIX, e.g. \"192.0.2.100/32\" or \"2001:db8::100/128\"",
-                ),
-                Ok(addr) => {
-                    if !vip_ips.insert(addr.ip) {
-                        problem(
-                            &format!("vip[{i}].address"),
-                            format!("{} is listed twice", addr.ip),
-                            "list each VIP once",
-                        );
-                    }
-                    if self.peers.iter().any(|p| p.address.ip() == addr.ip) {
-                        problem(
-                            &format!("vip[{i}].address"),
-                            format!("{} is also a peer address", addr.ip),
-                            "peers must talk over their own fixed addresses, never the VIP",
-                        );
-                    }
-                }
+            let ip = vip.address.ip;
+            if !vip_ips.insert(ip) {
+                problems.push(Problem::new(
+                    format!("vip[{i}].address"),
+                    format!("{ip} is listed twice"),
+                    "list each VIP once",
+                ));
+            }
+            if self.peers.iter().any(|p| p.address.ip() == ip) {
+                problems.push(Problem::new(
+                    format!("vip[{i}].address"),
+                    format!("{ip} is also a peer address"),
+                    "peers must talk over their own fixed addresses, never the VIP",
+                ));
             }
             if vip.interface.is_empty() || vip.interface.len() > MAX_LABEL_LEN {
-                problem(
-                    &format!("vip[{i}].interface"),
+                problems.push(Problem::new(
+                    format!("vip[{i}].interface"),
                     format!("'{}' is not a valid interface name", vip.interface),
                     "name the interface that faces the clients, e.g. \"eth0\"",
-                );
+                ));
             }
             if let Some(label) = &vip.label {
                 if label.is_empty()
                     || label.len() > MAX_LABEL_LEN
                     || !label.starts_with(vip.interface.as_str())
                 {
-                    problem(
-                        &format!("vip[{i}].label"),
+                    problems.push(Problem::new(
+                        format!("vip[{i}].label"),
                         format!(
                             "'{label}' must start with the interface name and be at most {MAX_LABEL_LEN} characters"
                         ),
                         "use INTERFACE:NAME, e.g. \"eth0:vip\"",
-                    );
+                    ));
                 }
             }
         }
+    }
 
-        // Timing: Raft's rules and the fencing inequality (docs/timing.md).
+    /// Timing: Raft's rules and the fencing inequality (docs/timing.md).
+    fn timing_problems(&self, problems: &mut Vec<Problem>) {
         let t = &self.timing;
         let [et_min, et_max] = t.election_timeout_ms;
         if et_min >= et_max {
-            problem(
+            problems.push(Problem::new(
                 "timing.election_timeout_ms",
                 format!("[{et_min}, {et_max}] is not a range: min must be below max"),
                 "use e.g. [60, 90]",
-            );
+            ));
         }
         if et_min < MIN_HEARTBEATS_PER_ELECTION_TIMEOUT.saturating_mul(t.heartbeat_ms) {
-            problem(
+            problems.push(Problem::new(
                 "timing.election_timeout_ms",
                 format!(
                     "minimum {et_min} ms is less than {MIN_HEARTBEATS_PER_ELECTION_TIMEOUT} heartbeats of {} ms",
                     t.heartbeat_ms
                 ),
                 "raise election_timeout_ms or lower heartbeat_ms",
-            );
+            ));
         }
         let fence = t.fence_ms();
         if fence < t.heartbeat_ms.saturating_mul(2) {
-            problem(
+            problems.push(Problem::new(
                 "timing.fence_ms",
                 format!(
                     "{fence} ms is under two heartbeats: one late heartbeat would drop the VIP"
                 ),
                 "raise fence_ms (default: 10 ms under the maximum election timeout)",
-            );
+            ));
         }
         let worst_release = fence.saturating_add(FENCE_SLACK_MS);
         if worst_release >= et_max {
-            problem(
+            problems.push(Problem::new(
                 "timing.fence_ms",
                 format!(
                     "a cut-off leader may hold the VIP until fence_ms + {FENCE_SLACK_MS} ms = {worst_release} ms, \
                      but a new leader can be elected {et_max} ms (election_timeout_ms max) after the last acknowledged heartbeat"
                 ),
                 "lower fence_ms, or raise the election timeout maximum",
-            );
+            ));
         }
+    }
 
-        // Numbers: every key has bounds, so no arithmetic on them can overflow.
-        for k in self.numeric_keys() {
-            if k.value < k.min || k.value > k.max {
-                problem(
-                    &k.name,
-                    format!(
-                        "{} is outside the accepted range {} to {}",
-                        k.value, k.min, k.max
-                    ),
-                    &format!("use a value in that range, e.g. {}", k.example),
-                );
-            }
-        }
-
-        // Roles and fault tolerance (docs/two-box-sites.md).
-        let me = self.peers.iter().find(|p| p.id == self.node_id);
+    /// Roles and fault tolerance (docs/two-box-sites.md).
+    fn role_problems(&self, problems: &mut Vec<Problem>) {
         if let Some(Peer {
-            role: Some(Role::Voter),
+            role: Some(MemberRole::Voter),
             ..
-        }) = me
+        }) = self.peer(self.node_id)
         {
-            if self.role == Role::Witness {
-                problem(
+            if self.role == MemberRole::Witness {
+                problems.push(Problem::new(
                     "role",
-                    "is \"witness\" but this node's [[peer]] entry says role = \"voter\"".into(),
+                    "is \"witness\" but this node's [[peer]] entry says role = \"voter\"",
                     "make role and this node's [[peer]] role agree",
-                );
+                ));
             }
         }
         let tolerance = self.tolerance();
         if !self.peers.is_empty() && tolerance.may_lead == 0 {
-            problem(
+            problems.push(Problem::new(
                 "peer",
-                "every member is a witness: no node may lead, so no box ever holds the VIP".into(),
+                "every member is a witness: no node may lead, so no box ever holds the VIP",
                 "make the HAProxy boxes voters (drop role = \"witness\" from their [[peer]] entries)",
-            );
+            ));
         } else if !self.peers.is_empty() && tolerance.may_fail == 0 && !self.accept_no_failover {
-            problem("peer", tolerance.no_failover_consequence(), NO_FAILOVER_FIX);
+            problems.push(Problem::new(
+                "peer",
+                tolerance.no_failover_consequence(),
+                NO_FAILOVER_FIX,
+            ));
         }
+    }
 
-        // Secret.
-        let secret = match std::fs::read(&self.secret_file) {
-            Err(e) => {
-                problem(
-                    "secret_file",
-                    format!("cannot read {}: {e}", self.secret_file.display()),
-                    "create it on every node with the same content, e.g. `head -c 48 /dev/urandom | base64 > FILE; chmod 600 FILE`",
-                );
-                None
-            }
-            Ok(bytes) => {
-                let trimmed = bytes.trim_ascii().to_vec();
-                if trimmed.len() < MIN_SECRET_LEN {
-                    problem(
-                        "secret_file",
-                        format!(
-                            "{} holds {} bytes; at least {MIN_SECRET_LEN} are needed",
-                            self.secret_file.display(),
-                            trimmed.len()
-                        ),
-                        "write a longer secret, e.g. `head -c 48 /dev/urandom | base64 > FILE`",
-                    );
-                    None
-                } else {
-                    match secret_file_exposure(&self.secret_file) {
-                        Ok(()) => Some(Secret::new(trimmed)),
-                        Err((what, fix)) => {
-                            problem("secret_file", what, &fix);
-                            None
-                        }
-                    }
-                }
-            }
-        };
-
-        problems.extend(self.listener_problems());
-        (problems, secret)
+    /// Reads `secret_file`: long enough, and neither readable nor replaceable by others.
+    /// Apart from [`Config::validate`] because it reads a file, which `check-config` does but
+    /// pure checks of the values need not.
+    pub fn read_secret(&self) -> Result<Secret, Problem> {
+        let bytes = std::fs::read(&self.secret_file).map_err(|e| {
+            Problem::new(
+                "secret_file",
+                format!("cannot read {}: {e}", self.secret_file.display()),
+                "create it on every node with the same content, e.g. `head -c 48 /dev/urandom | base64 > FILE; chmod 600 FILE`",
+            )
+        })?;
+        let trimmed = bytes.trim_ascii().to_vec();
+        if trimmed.len() < MIN_SECRET_LEN {
+            return Err(Problem::new(
+                "secret_file",
+                format!(
+                    "{} holds {} bytes; at least {MIN_SECRET_LEN} are needed",
+                    self.secret_file.display(),
+                    trimmed.len()
+                ),
+                "write a longer secret, e.g. `head -c 48 /dev/urandom | base64 > FILE`",
+            ));
+        }
+        secret_file_exposure(&self.secret_file)
+            .map_err(|(what, fix)| Problem::new("secret_file", what, fix))?;
+        Ok(Secret::new(trimmed))
     }
 
     /// Every numeric key, named as in the file, with its accepted range and an example.
     fn numeric_keys(&self) -> Vec<NumericKey> {
-        let key =
-            |name: String, value: u64, min: u64, max: u64, example: &'static str| NumericKey {
-                name,
-                value,
-                min,
-                max,
-                example,
-            };
-        let mut keys = vec![key(
-            "node_id".into(),
+        let mut keys = vec![NumericKey::new(
+            "node_id",
             self.node_id,
-            1,
-            MAX_NODE_ID,
+            1..=MAX_NODE_ID,
             "node_id = 1",
         )];
         for (i, p) in self.peers.iter().enumerate() {
-            keys.push(key(format!("peer[{i}].id"), p.id, 1, MAX_NODE_ID, "id = 1"));
+            keys.push(NumericKey::new(
+                format!("peer[{i}].id"),
+                p.id,
+                1..=MAX_NODE_ID,
+                "id = 1",
+            ));
         }
         if let Some(h) = &self.haproxy {
-            keys.extend([
-                key(
-                    "haproxy.min_servers_up".into(),
-                    h.min_servers_up.into(),
-                    0,
-                    MAX_COUNT,
-                    "min_servers_up = 1",
-                ),
-                key(
-                    "haproxy.poll_interval_ms".into(),
-                    h.poll_interval_ms,
-                    1,
-                    MAX_TIMING_MS,
-                    "poll_interval_ms = 100",
-                ),
-                key(
-                    "haproxy.timeout_ms".into(),
-                    h.timeout_ms,
-                    1,
-                    MAX_TIMING_MS,
-                    "timeout_ms = 250",
-                ),
-                key(
-                    "haproxy.rise".into(),
-                    h.rise.into(),
-                    1,
-                    MAX_COUNT,
-                    "rise = 2",
-                ),
-                key(
-                    "haproxy.fall".into(),
-                    h.fall.into(),
-                    1,
-                    MAX_COUNT,
-                    "fall = 2",
-                ),
-            ]);
+            keys.extend(h.numeric_keys());
         }
-        let t = &self.timing;
+        keys.extend(self.timing.numeric_keys());
         keys.extend([
-            key(
-                "timing.heartbeat_ms".into(),
-                t.heartbeat_ms,
-                1,
-                MAX_TIMING_MS,
-                "heartbeat_ms = 20",
-            ),
-            key(
-                "timing.election_timeout_ms".into(),
-                t.election_timeout_ms[0],
-                1,
-                MAX_TIMING_MS,
-                "election_timeout_ms = [60, 90]",
-            ),
-            key(
-                "timing.election_timeout_ms".into(),
-                t.election_timeout_ms[1],
-                1,
-                MAX_TIMING_MS,
-                "election_timeout_ms = [60, 90]",
-            ),
-            key(
-                "timing.reconcile_ms".into(),
-                t.reconcile_ms,
-                1,
-                MAX_TIMING_MS,
-                "reconcile_ms = 1000",
-            ),
-            key(
-                "announce.burst_count".into(),
-                self.announce.burst_count.into(),
-                1,
-                MAX_BURST_COUNT,
+            NumericKey::new(
+                "announce.burst_count",
+                self.announce.burst_count,
+                1..=MAX_BURST_COUNT,
                 "burst_count = 3",
             ),
-            key(
-                "announce.burst_interval_ms".into(),
+            NumericKey::new(
+                "announce.burst_interval_ms",
                 self.announce.burst_interval_ms,
-                0,
-                MAX_TIMING_MS,
+                0..=MAX_TIMING_MS,
                 "burst_interval_ms = 20",
             ),
-            key(
-                "announce.refresh_s".into(),
+            NumericKey::new(
+                "announce.refresh_s",
                 self.announce.refresh_s,
-                0,
-                MAX_REFRESH_S,
+                0..=MAX_REFRESH_S,
                 "refresh_s = 10 (0 turns it off)",
             ),
-            key(
-                "vip_lease.lifetime_s".into(),
-                self.vip_lease.lifetime_s.into(),
-                0,
-                MAX_LEASE_S,
+            NumericKey::new(
+                "vip_lease.lifetime_s",
+                self.vip_lease.lifetime_s,
+                0..=MAX_LEASE_S,
                 "lifetime_s = 1 (0 binds VIPs without a lifetime)",
             ),
         ]);
-        if let Some(fence) = t.fence_ms {
-            keys.push(key(
-                "timing.fence_ms".into(),
-                fence,
-                1,
-                MAX_TIMING_MS,
-                "leave fence_ms out (default: 10 ms under the maximum election timeout)",
-            ));
-        }
         keys
     }
 
@@ -864,7 +802,8 @@ impl Config {
     }
 
     fn peer_is_witness(&self, peer: &Peer) -> bool {
-        peer.role == Some(Role::Witness) || (peer.id == self.node_id && self.role == Role::Witness)
+        peer.role == Some(MemberRole::Witness)
+            || (peer.id == self.node_id && self.role == MemberRole::Witness)
     }
 
     /// Legal choices that weaken the cluster, printed by `check-config` as warnings (it still
@@ -921,14 +860,6 @@ impl Config {
         notes
     }
 
-    /// This node's own peer entry.
-    pub fn me(&self) -> &Peer {
-        self.peers
-            .iter()
-            .find(|p| p.id == self.node_id)
-            .expect("validated: node_id is among the peers")
-    }
-
     pub fn peer(&self, id: NodeId) -> Option<&Peer> {
         self.peers.iter().find(|p| p.id == id)
     }
@@ -937,7 +868,22 @@ impl Config {
     pub fn is_witness(&self) -> bool {
         self.peer(self.node_id)
             .is_some_and(|me| self.peer_is_witness(me))
-            || self.role == Role::Witness
+            || self.role == MemberRole::Witness
+    }
+
+    /// The VIPs this box may hold: none on a witness, whose [[vip]] entries are ignored (one
+    /// file can serve every node).
+    pub fn own_vips(&self) -> &[VipConfig] {
+        if self.is_witness() {
+            &[]
+        } else {
+            &self.vips
+        }
+    }
+
+    /// The HAProxy this box's health depends on: none on a witness, which serves no traffic.
+    pub fn own_haproxy(&self) -> Option<&HaproxyConfig> {
+        self.haproxy.as_ref().filter(|_| !self.is_witness())
     }
 }
 
@@ -945,9 +891,90 @@ impl Config {
 struct NumericKey {
     name: String,
     value: u64,
-    min: u64,
-    max: u64,
+    range: std::ops::RangeInclusive<u64>,
     example: &'static str,
+}
+
+impl NumericKey {
+    fn new(
+        name: impl Into<String>,
+        value: impl Into<u64>,
+        range: std::ops::RangeInclusive<u64>,
+        example: &'static str,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+            range,
+            example,
+        }
+    }
+}
+
+impl HaproxyConfig {
+    fn numeric_keys(&self) -> [NumericKey; 5] {
+        [
+            NumericKey::new(
+                "haproxy.min_servers_up",
+                self.min_servers_up,
+                0..=MAX_COUNT,
+                "min_servers_up = 1",
+            ),
+            NumericKey::new(
+                "haproxy.poll_interval_ms",
+                self.poll_interval_ms,
+                1..=MAX_TIMING_MS,
+                "poll_interval_ms = 100",
+            ),
+            NumericKey::new(
+                "haproxy.timeout_ms",
+                self.timeout_ms,
+                1..=MAX_TIMING_MS,
+                "timeout_ms = 250",
+            ),
+            NumericKey::new("haproxy.rise", self.rise, 1..=MAX_COUNT, "rise = 2"),
+            NumericKey::new("haproxy.fall", self.fall, 1..=MAX_COUNT, "fall = 2"),
+        ]
+    }
+}
+
+impl Timing {
+    fn numeric_keys(&self) -> Vec<NumericKey> {
+        let [et_min, et_max] = self.election_timeout_ms;
+        let et = |value| {
+            NumericKey::new(
+                "timing.election_timeout_ms",
+                value,
+                1..=MAX_TIMING_MS,
+                "election_timeout_ms = [60, 90]",
+            )
+        };
+        let mut keys = vec![
+            NumericKey::new(
+                "timing.heartbeat_ms",
+                self.heartbeat_ms,
+                1..=MAX_TIMING_MS,
+                "heartbeat_ms = 20",
+            ),
+            et(et_min),
+            et(et_max),
+            NumericKey::new(
+                "timing.reconcile_ms",
+                self.reconcile_ms,
+                1..=MAX_TIMING_MS,
+                "reconcile_ms = 1000",
+            ),
+        ];
+        if let Some(fence) = self.fence_ms {
+            keys.push(NumericKey::new(
+                "timing.fence_ms",
+                fence,
+                1..=MAX_TIMING_MS,
+                "leave fence_ms out (default: 10 ms under the maximum election timeout)",
+            ));
+        }
+        keys
+    }
 }
 
 /// The fix named when a cluster survives no member loss.
@@ -1125,8 +1152,12 @@ stats_socket = "/run/haproxy/admin.sock"
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    /// What `load` reports: the values' problems, then the secret's.
     fn problems_of(text: &str) -> Vec<Problem> {
-        Config::parse(text).expect("parses").validate().0
+        let config = Config::parse(text).expect("parses");
+        let mut problems = config.validate();
+        problems.extend(config.read_secret().err());
+        problems
     }
 
     fn keys(text: &str) -> Vec<String> {
@@ -1137,10 +1168,9 @@ stats_socket = "/run/haproxy/admin.sock"
     fn valid_config_has_no_problems_and_reads_the_secret() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(&valid(dir.path())).unwrap();
-        let (problems, secret) = config.validate();
-        assert_eq!(problems, vec![]);
+        assert_eq!(config.validate(), vec![]);
         assert_eq!(
-            secret.unwrap().as_bytes().len(),
+            config.read_secret().unwrap().as_bytes().len(),
             40,
             "trailing newline trimmed"
         );
@@ -1149,17 +1179,16 @@ stats_socket = "/run/haproxy/admin.sock"
             80,
             "10 ms under election_timeout_max"
         );
-        assert_eq!(config.vips[0].addr().to_string(), "192.0.2.100/32");
+        assert_eq!(config.vips[0].address.to_string(), "192.0.2.100/32");
     }
 
     #[test]
     fn shipped_example_config_is_valid_apart_from_its_secret() {
         let config = Config::parse(include_str!("../docs/raftvip.example.toml")).unwrap();
-        let (problems, _) = config.validate();
-        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(config.validate(), vec![]);
         assert_eq!(
-            keys,
-            vec!["secret_file"],
+            config.read_secret().unwrap_err().key,
+            "secret_file",
             "only the absent /etc/raftvip/secret"
         );
     }
@@ -1236,16 +1265,23 @@ stats_socket = "/run/haproxy/admin.sock"
     fn vips_in_a_bad_form() {
         let dir = tempfile::tempdir().unwrap();
         let base = valid(dir.path());
-        for bad in [
-            "192.0.2.100",
-            "192.0.2.100/33",
-            "192.0.2.300/32",
-            "224.0.0.1/32",
-            "2001:db8::1/129",
+        for (bad, what) in [
+            ("192.0.2.100", "has no prefix length"),
+            ("192.0.2.100/33", "is not a number from 0 to 32"),
+            ("192.0.2.300/32", "is not an IPv4 or IPv6 address"),
+            ("224.0.0.1/32", "multicast"),
+            ("2001:db8::1/129", "is not a number from 0 to 128"),
         ] {
             let text = base.replace("192.0.2.100/32", bad);
-            assert_eq!(keys(&text), vec!["vip[0].address"], "{bad}");
+            // A parse error: the line, the key, what is wrong and the fix.
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(&format!("address = \"{bad}\"")), "{err}");
+            assert!(err.contains("vip.address: "), "{err}");
+            assert!(err.contains(what), "{err}");
+            assert!(err.contains("(fix: write ADDRESS/PREFIX"), "{err}");
         }
+        let twice = format!("{base}[[vip]]\naddress = \"192.0.2.100/32\"\ninterface = \"eth1\"\n");
+        assert_eq!(keys(&twice), vec!["vip[1].address"]);
         let v6 = base.replace("192.0.2.100/32", "2001:db8::100/128");
         assert_eq!(keys(&v6), Vec::<String>::new());
         let label = base.replace(
@@ -1393,7 +1429,12 @@ stats_socket = "/run/haproxy/admin.sock"
     fn a_witness_is_known_by_its_peer_entry_and_a_contradiction_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let trio = with_members(dir.path(), &[(1, "witness"), (2, "voter"), (3, "voter")]);
-        assert!(Config::parse(&trio).unwrap().is_witness());
+        let witness = Config::parse(&trio).unwrap();
+        assert!(witness.is_witness());
+        assert!(witness.own_vips().is_empty() && witness.own_haproxy().is_none());
+        let voter = Config::parse(&trio.replace("node_id = 1", "node_id = 2")).unwrap();
+        assert_eq!(voter.own_vips().len(), 1);
+        assert!(voter.own_haproxy().is_some());
         let contradiction = with_members(dir.path(), &[(1, "voter"), (2, "voter"), (3, "voter")])
             .replace("node_id = 1", "node_id = 1\nrole = \"witness\"");
         assert_eq!(keys(&contradiction), vec!["role"]);
@@ -1537,18 +1578,15 @@ stats_socket = "/run/haproxy/admin.sock"
             let Ok(config) = Config::parse(text) else {
                 return;
             };
-            let (problems, secret) = config.validate();
+            let problems = config.validate();
             let _ = (config.notes(), config.warnings(), config.tolerance());
-            if problems.is_empty() && secret.is_some() {
+            if problems.is_empty() && config.read_secret().is_ok() {
                 let now = std::time::Instant::now();
                 let t = &config.timing;
                 let _ = now + t.fence() + t.heartbeat() + t.reconcile();
                 let _ = now + Duration::from_millis(t.election_timeout_ms[1]);
                 let _ = now + Duration::from_secs(config.announce.refresh_s);
-                let _ = config.me();
-                for vip in &config.vips {
-                    let _ = vip.addr();
-                }
+                let _ = (config.own_vips(), config.own_haproxy());
             }
         }
 
@@ -1592,7 +1630,7 @@ stats_socket = "/run/haproxy/admin.sock"
             ));
         }
         let config = Config::parse(&text).unwrap();
-        assert_eq!(config.validate().0, vec![]);
+        assert_eq!(config.validate(), vec![]);
         assert_eq!(config.vips.len(), 301);
         assert_eq!(config.vip_lease.lifetime(), Some(Duration::from_secs(2)));
         assert_eq!(

@@ -28,16 +28,16 @@ use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{
-    self, ApiState, Contacts, NodeView, PeerAnswer, PrevoteRequest, ELECT_PATH, PREVOTE_PATH,
-};
+use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
 use crate::config::{Config, Secret};
-use crate::raft::network::{Network, PeerClient};
+use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
+use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
-use crate::raft::{store, ClusterState, LogId, NodeId, Raft};
-use crate::status::{self, Counters, PeerStatus, Role, Status};
-use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState, VipHolder};
+use crate::raft::{store, ClusterState, NodeId};
+use crate::status::{self, Counters, PeerStatus, RaftRole, Status};
+use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState};
+use crate::vip::VipHolder;
 
 /// How long a planned stop may spend handing over before it gives up and just releases.
 const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
@@ -45,14 +45,9 @@ const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
 const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
-/// Timeout of one "elect now" request during a handover: a LAN answers in about a millisecond.
-const ELECT_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 /// How often a running node checks that Raft has not stopped with a fatal error and that the
 /// health monitor still reports: a fatal stop is noticed within this.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
-/// Timeout of a pre-vote round. Short: a peer that cannot answer this fast does not count,
-/// and the round is repeated after the next election timeout anyway.
-const PREVOTE_TIMEOUT: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDaemonError {
@@ -67,7 +62,7 @@ pub enum RunDaemonError {
     #[error("invalid Raft timing: {0}")]
     RaftConfig(#[from] openraft::ConfigError),
     #[error("cannot start Raft: {0}")]
-    StartRaft(#[from] openraft::error::Fatal<NodeId>),
+    StartRaft(#[from] Fatal),
     #[error("cannot initialise the cluster membership: {0}")]
     Initialize(String),
     #[error("the API server failed: {0}")]
@@ -80,7 +75,6 @@ pub enum RunDaemonError {
 pub struct Parts<Hl> {
     pub health: watch::Receiver<Hl>,
     pub vips: Arc<dyn VipHolder>,
-    pub vip_events: tokio::sync::mpsc::Receiver<crate::vip::VipEvent>,
 }
 
 /// Runs the node until `shutdown` completes, then stops in order.
@@ -170,30 +164,33 @@ pub async fn run<Hl: HealthVerdict>(
         raft.clone(),
         parts.health,
         cluster,
-        parts.vip_events,
         parts.vips.clone(),
-        Arc::new(PeerRequests {
-            log,
-            client: peer_client.clone(),
-            peers: config
+        Arc::new(PeerRequests::new(
+            peer_client.clone(),
+            config
                 .peers
                 .iter()
                 .map(|p| (p.id, p.address.to_string()))
                 .collect(),
-        }),
+            log,
+        )),
         contacts.clone(),
         state_tx,
     );
     let mut supervisor_task = tokio::spawn(supervisor.run(supervisor_stop.clone()));
 
     let api_stop = CancellationToken::new();
-    let api_state = Arc::new(ApiState::new(
+    let peer_server = Arc::new(PeerServer::new(
         raft.clone(),
         auth,
         peer_client,
-        view,
+        view.clone(),
         contacts,
         rejected,
+    ));
+    let api_state = Arc::new(ApiState::new(
+        view,
+        peer_server,
         config.limits.max_connections,
     ));
     let mut api_task = tokio::spawn(api::serve(
@@ -294,90 +291,17 @@ async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDa
     }
 }
 
-/// The supervisor's requests to peers: "take over now" and pre-votes.
-struct PeerRequests {
-    client: PeerClient,
-    peers: Vec<(NodeId, String)>,
-    /// This node's log, whose end each pre-vote names.
-    log: store::LogStore,
-}
-
+/// The supervisor's view of the peer requests.
 impl Peers for PeerRequests {
-    /// Asks peers, in id order starting after this node, to start an election now.
     async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
-        let (before, after): (Vec<_>, Vec<_>) = self
-            .peers
-            .iter()
-            .filter(|(id, _)| *id != me)
-            .partition(|(id, _)| *id < me);
-        for (id, address) in after.into_iter().chain(before) {
-            let answer: Result<PeerAnswer, _> = self
-                .client
-                .call(*id, address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
-                .await;
-            match answer {
-                Ok(PeerAnswer { accepted: true, .. }) => {
-                    tracing::info!(peer = id, "peer accepted to take over");
-                    return Some(*id);
-                }
-                Ok(PeerAnswer { reason, .. }) => {
-                    tracing::info!(
-                        peer = id,
-                        reason = reason.as_deref().unwrap_or("?"),
-                        "peer cannot take over"
-                    );
-                }
-                Err(e) => tracing::info!(peer = id, error = %e, "peer unreachable for handover"),
-            }
-        }
-        tracing::warn!("no peer can take over: no node will hold the VIPs until one is healthy");
-        None
+        PeerRequests::hand_over(self, me).await
     }
-
-    /// Asks every other peer at once; true if they and this node make a majority.
     async fn pre_vote(&self, me: NodeId) -> bool {
-        let request = match self.log.last_log_id() {
-            Ok(last_log_id) => PrevoteRequest { last_log_id },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the end of the log for a pre-vote");
-                return false;
-            }
-        };
-        let mut asks = tokio::task::JoinSet::new();
-        for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
-            let (client, address, id) = (self.client.clone(), address.clone(), *id);
-            let request = request.clone();
-            asks.spawn(async move {
-                let answer: Result<PeerAnswer, _> = client
-                    .call(id, &address, PREVOTE_PATH, &request, PREVOTE_TIMEOUT)
-                    .await;
-                (id, answer)
-            });
-        }
-        let majority = self.peers.len() / 2 + 1;
-        let mut granted = 1;
-        while let Some(result) = asks.join_next().await {
-            match result {
-                Ok((_, Ok(PeerAnswer { accepted: true, .. }))) => granted += 1,
-                Ok((id, Ok(PeerAnswer { reason, .. }))) => {
-                    tracing::debug!(
-                        peer = id,
-                        reason = reason.as_deref().unwrap_or("?"),
-                        "pre-vote refused"
-                    )
-                }
-                Ok((id, Err(e))) => tracing::debug!(peer = id, error = %e, "pre-vote unanswered"),
-                Err(_) => {}
-            }
-            if granted >= majority {
-                return true;
-            }
-        }
-        false
+        PeerRequests::pre_vote(self, me).await
     }
 }
 
-/// The running node as the API sees it.
+/// The running node as the API and the peer handlers see it.
 struct LiveNode<Hl> {
     config: Arc<Config>,
     raft: Raft,
@@ -392,19 +316,19 @@ struct LiveNode<Hl> {
     log: store::LogStore,
 }
 
-impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
+impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
     fn status(&self) -> Status {
         let m = self.raft.metrics().borrow().clone();
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
         let health = self.health.borrow().status();
         let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-            ServerState::Follower if self.config.is_witness() => Role::Witness,
-            ServerState::Follower => Role::Follower,
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
+            ServerState::Follower if self.config.is_witness() => RaftRole::Witness,
+            ServerState::Follower => RaftRole::Follower,
         };
         Status {
             cluster: self.config.cluster.clone(),
@@ -413,7 +337,9 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
             role,
             leader_id: m.current_leader,
             term: m.current_term,
-            millis_since_quorum_ack: m.millis_since_quorum_ack.filter(|_| role == Role::Leader),
+            millis_since_quorum_ack: m
+                .millis_since_quorum_ack
+                .filter(|_| role == RaftRole::Leader),
             holds_vips: sup.holds_vips,
             decision: sup.reason.to_string(),
             candidate_for_leader: sup.elect,
@@ -442,7 +368,9 @@ impl<Hl: HealthVerdict> NodeView for LiveNode<Hl> {
             failover_duration: sup.failover_duration.clone(),
         }
     }
+}
 
+impl<Hl: HealthVerdict> LocalNode for LiveNode<Hl> {
     fn can_lead(&self) -> Result<(), String> {
         let sup = self.supervisor.borrow();
         if sup.elect {
@@ -511,17 +439,6 @@ impl HealthVerdict for NoHealthGate {
     }
     fn status(&self) -> Option<status::HealthStatus> {
         None
-    }
-}
-
-/// VIPs when none are configured (a witness, or a Raft-only test cluster).
-pub struct NoVips;
-
-impl VipHolder for NoVips {
-    fn set_held(&self, _hold: bool, _reason: &str) {}
-    fn reconcile(&self) {}
-    fn status(&self) -> Vec<status::VipStatus> {
-        Vec::new()
     }
 }
 

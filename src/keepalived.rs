@@ -132,40 +132,15 @@ fn parse_into(
     stack: &mut Vec<Node>,
     top: &mut Vec<Node>,
 ) -> Result<(), ImportError> {
-    fn push(stack: &mut [Node], top: &mut Vec<Node>, node: Node) {
-        match stack.last_mut() {
-            Some(parent) => parent.children.get_or_insert_with(Vec::new).push(node),
-            None => top.push(node),
-        }
-    }
     for (i, line) in text.lines().enumerate() {
         let at = format!("{}:{}", name.display(), i + 1);
         let mut current: Option<Node> = None;
         for word in words(line, &at)? {
             match word.as_str() {
                 "{" => {
-                    // `{` alone on a line opens the block of the previous statement.
-                    let mut node = match current.take() {
-                        Some(node) => node,
-                        None => match stack.last_mut().and_then(|p| p.children.as_mut()) {
-                            Some(siblings)
-                                if siblings.last().is_some_and(|n| n.children.is_none()) =>
-                            {
-                                siblings.pop().expect("checked above")
-                            }
-                            _ => match top.last() {
-                                Some(n) if stack.is_empty() && n.children.is_none() => {
-                                    top.pop().expect("checked above")
-                                }
-                                _ => Node {
-                                    key: String::new(),
-                                    args: Vec::new(),
-                                    children: None,
-                                    at: at.clone(),
-                                },
-                            },
-                        },
-                    };
+                    let mut node = current
+                        .take()
+                        .unwrap_or_else(|| previous_statement(stack, top, &at));
                     node.children.get_or_insert_with(Vec::new);
                     stack.push(node);
                 }
@@ -210,6 +185,32 @@ fn parse_into(
         }
     }
     Ok(())
+}
+
+/// Adds a finished statement to the open block, or to the top level.
+fn push(stack: &mut [Node], top: &mut Vec<Node>, node: Node) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.get_or_insert_with(Vec::new).push(node),
+        None => top.push(node),
+    }
+}
+
+/// The statement a `{` alone on its line opens: the previous one if it has no block yet,
+/// else a nameless one.
+fn previous_statement(stack: &mut [Node], top: &mut Vec<Node>, at: &str) -> Node {
+    let siblings = match stack.last_mut() {
+        Some(parent) => parent.children.get_or_insert_with(Vec::new),
+        None => top,
+    };
+    match siblings.pop_if(|n| n.children.is_none()) {
+        Some(node) => node,
+        None => Node {
+            key: String::new(),
+            args: Vec::new(),
+            children: None,
+            at: at.to_owned(),
+        },
+    }
 }
 
 /// The real loader: `include` patterns with `*` and `?` in the file name (like keepalived's
@@ -321,16 +322,75 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     if instances.is_empty() {
         return Err(ImportError::NoInstance);
     }
-    let mut warnings = Vec::new();
-    let mut skipped: Vec<String> = Vec::new();
-    let mut vips: Vec<Vip> = Vec::new();
-    let mut this_box: Option<IpAddr> = None;
-    let mut peers: BTreeSet<IpAddr> = BTreeSet::new();
-    let mut tracked: Vec<String> = Vec::new();
-    let mut notify: Vec<(String, String)> = Vec::new();
-    let mut refresh_s: Option<String> = None;
-
+    let mut found = Found::default();
     for inst in &instances {
+        found.read_instance(inst);
+    }
+    let mut warnings = Vec::new();
+    if instances.len() > 1 {
+        warnings.push(format!(
+            "{} vrrp_instances merged into one raftvip cluster: the leader holds every VIP. \
+             Instances that kept different MASTERs (active/active) become active/passive; \
+             run one raftvip cluster per group of VIPs if you need that.",
+            instances.len()
+        ));
+    }
+    found.skip_top_level(nodes);
+    let haproxy_check = found.haproxy_check(nodes);
+
+    let mut all: Vec<IpAddr> = found.peers.iter().copied().collect();
+    if let Some(me) = found.this_box {
+        if !all.contains(&me) {
+            all.push(me);
+        }
+    }
+    all.sort();
+
+    let mut out = String::new();
+    write_header(&mut out, source, &warnings, found.this_box, &all);
+    write_peers(&mut out, &all, &mut warnings);
+    write_vips(&mut out, &found.vips, &mut warnings);
+    write_haproxy(&mut out, haproxy_check.as_deref());
+    if let Some(refresh) = &found.refresh_s {
+        let _ = writeln!(
+            out,
+            "[announce]\nrefresh_s = {refresh}                       # garp_master_refresh\n"
+        );
+    }
+    write_notify(&mut out, &found.notify);
+    if !found.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "# keepalived options with no raftvip equivalent, and why:"
+        );
+        for line in &found.skipped {
+            let _ = writeln!(out, "#   {line}");
+        }
+    }
+    Ok(Converted {
+        toml: out,
+        warnings,
+    })
+}
+
+/// What the `vrrp_instance`s say, merged, and every line that does not map.
+#[derive(Default)]
+struct Found {
+    vips: Vec<Vip>,
+    /// `unicast_src_ip`: the box this file belongs to.
+    this_box: Option<IpAddr>,
+    peers: BTreeSet<IpAddr>,
+    /// `track_script` names.
+    tracked: Vec<String>,
+    /// (keepalived key, its command line).
+    notify: Vec<(String, String)>,
+    refresh_s: Option<String>,
+    /// Lines with no raftvip equivalent, each with its location and why.
+    skipped: Vec<String>,
+}
+
+impl Found {
+    fn read_instance(&mut self, inst: &Node) {
         let name = inst.arg(0).unwrap_or("?");
         let interface = inst.child("interface").and_then(|n| n.arg(0));
         for child in inst.children.iter().flatten() {
@@ -341,27 +401,30 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
                         match vip_of(entry, interface) {
                             Ok(mut vip) => {
                                 vip.from = format!("vrrp_instance {name}");
-                                vips.push(vip);
+                                self.vips.push(vip);
                             }
                             Err(why) => {
-                                skipped.push(format!("{}: {} ({why})", entry.at, entry.line()))
+                                self.skipped
+                                    .push(format!("{}: {} ({why})", entry.at, entry.line()))
                             }
                         }
                     }
                 }
                 "unicast_src_ip" => match child.arg(0).and_then(|a| a.parse().ok()) {
-                    Some(ip) => this_box = Some(ip),
-                    None => {
-                        skipped.push(format!("{}: {} (not an address)", child.at, child.line()))
-                    }
+                    Some(ip) => self.this_box = Some(ip),
+                    None => self.skipped.push(format!(
+                        "{}: {} (not an address)",
+                        child.at,
+                        child.line()
+                    )),
                 },
                 "unicast_peer" => {
                     for entry in child.children.iter().flatten() {
                         match entry.key.parse() {
                             Ok(ip) => {
-                                peers.insert(ip);
+                                self.peers.insert(ip);
                             }
-                            Err(_) => skipped.push(format!(
+                            Err(_) => self.skipped.push(format!(
                                 "{}: unicast_peer {} (not an address)",
                                 entry.at, entry.key
                             )),
@@ -369,89 +432,86 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
                     }
                 }
                 "track_script" => {
-                    tracked.extend(child.children.iter().flatten().map(|n| n.key.clone()));
+                    let names = child.children.iter().flatten().map(|n| n.key.clone());
+                    self.tracked.extend(names);
                 }
                 key @ ("notify_master" | "notify_backup" | "notify_fault" | "notify") => {
-                    notify.push((key.to_owned(), child.args.join(" ")));
+                    self.notify.push((key.to_owned(), child.args.join(" ")));
                 }
-                "garp_master_refresh" => refresh_s = child.arg(0).map(str::to_owned),
+                "garp_master_refresh" => self.refresh_s = child.arg(0).map(str::to_owned),
                 key => {
                     let why = unmapped_reason(key).unwrap_or("no raftvip equivalent");
-                    skipped.push(format!("{}: {} — {why}", child.at, child.line()));
+                    self.skipped
+                        .push(format!("{}: {} — {why}", child.at, child.line()));
                 }
             }
         }
     }
-    if instances.len() > 1 {
-        warnings.push(format!(
-            "{} vrrp_instances merged into one raftvip cluster: the leader holds every VIP. \
-             Instances that kept different MASTERs (active/active) become active/passive; \
-             run one raftvip cluster per group of VIPs if you need that.",
-            instances.len()
-        ));
-    }
 
-    // Other top-level blocks.
-    for node in nodes {
-        match node.key.as_str() {
-            "vrrp_instance" | "vrrp_script" => {}
-            "vrrp_sync_group" => skipped.push(format!(
-                "{}: vrrp_sync_group {} — not needed: all VIPs of a raftvip cluster move together",
-                node.at,
-                node.arg(0).unwrap_or_default()
-            )),
-            "global_defs" => skipped.push(format!(
-                "{}: global_defs — router_id, notification_email, script_user and vrrp_* tuning have no raftvip equivalent",
-                node.at
-            )),
-            "virtual_server" | "virtual_server_group" => skipped.push(format!(
-                "{}: {} — LVS is not part of raftvip (HAProxy balances)",
-                node.at,
-                node.line()
-            )),
-            "include" => skipped.push(format!("{}: {} — no file matched", node.at, node.line())),
-            _ => skipped.push(format!("{}: {} — not understood", node.at, node.line())),
+    /// Top-level blocks other than instances and scripts have no raftvip equivalent.
+    fn skip_top_level(&mut self, nodes: &[Node]) {
+        for node in nodes {
+            self.skipped.push(match node.key.as_str() {
+                "vrrp_instance" | "vrrp_script" => continue,
+                "vrrp_sync_group" => format!(
+                    "{}: vrrp_sync_group {} — not needed: all VIPs of a raftvip cluster move together",
+                    node.at,
+                    node.arg(0).unwrap_or_default()
+                ),
+                "global_defs" => format!(
+                    "{}: global_defs — router_id, notification_email, script_user and vrrp_* tuning have no raftvip equivalent",
+                    node.at
+                ),
+                "virtual_server" | "virtual_server_group" => format!(
+                    "{}: {} — LVS is not part of raftvip (HAProxy balances)",
+                    node.at,
+                    node.line()
+                ),
+                "include" => format!("{}: {} — no file matched", node.at, node.line()),
+                _ => format!("{}: {} — not understood", node.at, node.line()),
+            });
         }
     }
 
-    // track_script → [haproxy] when a tracked script checks HAProxy.
-    let scripts: Vec<&Node> = nodes.iter().filter(|n| n.key == "vrrp_script").collect();
-    let mut haproxy_check: Option<String> = None;
-    for name in &tracked {
-        let script = scripts.iter().find(|s| s.arg(0) == Some(name));
-        let command = script
-            .and_then(|s| s.child("script"))
-            .map(|n| n.args.join(" "))
-            .unwrap_or_default();
-        if name.to_ascii_lowercase().contains("haproxy") || command.contains("haproxy") {
-            haproxy_check.get_or_insert_with(|| format!("vrrp_script {name} (`{command}`)"));
-            if let Some(s) = script {
-                for opt in s.children.iter().flatten().filter(|n| n.key != "script") {
-                    skipped.push(format!(
+    /// The tracked `vrrp_script` that checks HAProxy, which `[haproxy]` replaces; other
+    /// tracked scripts and the HAProxy script's options are skipped with the reason.
+    fn haproxy_check(&mut self, nodes: &[Node]) -> Option<String> {
+        let scripts: Vec<&Node> = nodes.iter().filter(|n| n.key == "vrrp_script").collect();
+        let mut haproxy_check: Option<String> = None;
+        for name in &self.tracked {
+            let script = scripts.iter().find(|s| s.arg(0) == Some(name));
+            let command = script
+                .and_then(|s| s.child("script"))
+                .map(|n| n.args.join(" "))
+                .unwrap_or_default();
+            if name.to_ascii_lowercase().contains("haproxy") || command.contains("haproxy") {
+                haproxy_check.get_or_insert_with(|| format!("vrrp_script {name} (`{command}`)"));
+                let options = script.iter().flat_map(|s| s.children.iter().flatten());
+                for opt in options.filter(|n| n.key != "script") {
+                    self.skipped.push(format!(
                         "{}: {} — HAProxy is polled every 100 ms; [haproxy] rise/fall count polls, and an unhealthy box never holds the VIP (no weights)",
                         opt.at,
                         opt.line()
                     ));
                 }
+            } else {
+                self.skipped.push(format!(
+                    "track_script {name} (`{command}`) — raftvip gates only on HAProxy; make this check an HAProxy backend health check so a failure turns the backend DOWN"
+                ));
             }
-        } else {
-            skipped.push(format!(
-                "track_script {name} (`{command}`) — raftvip gates only on HAProxy; make this check an HAProxy backend health check so a failure turns the backend DOWN"
-            ));
         }
+        haproxy_check
     }
+}
 
-    let mut all: Vec<IpAddr> = peers.iter().copied().collect();
-    if let Some(me) = this_box {
-        if !all.contains(&me) {
-            all.push(me);
-        }
-    }
-    all.sort();
-    let node_id = this_box.and_then(|me| all.iter().position(|ip| *ip == me).map(|i| i + 1));
-
-    let mut out = String::new();
-    let w = &mut out;
+/// The header, the warnings so far, and the keys of this box (`all`: every box, sorted).
+fn write_header(
+    w: &mut String,
+    source: &str,
+    warnings: &[String],
+    this_box: Option<IpAddr>,
+    all: &[IpAddr],
+) {
     let _ = writeln!(
         w,
         "# raftvip.toml converted from {source} by `raftvip import-keepalived`."
@@ -461,7 +521,7 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
         "# Review every comment, then run: raftvip check-config --config FILE"
     );
     let _ = writeln!(w, "# The file is identical on every box except node_id.");
-    for warning in &warnings {
+    for warning in warnings {
         let _ = writeln!(w, "# WARNING: {warning}");
     }
     let _ = writeln!(w);
@@ -469,12 +529,12 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
         w,
         "cluster = \"lb\"                       # any name; the same on every box"
     );
+    let node_id = this_box.and_then(|me| all.iter().position(|ip| *ip == me).map(|i| (i + 1, me)));
     match node_id {
-        Some(id) => {
+        Some((id, me)) => {
             let _ = writeln!(
                 w,
-                "node_id = {id}                         # this box ({}, its unicast_src_ip)",
-                this_box.expect("node_id implies this_box")
+                "node_id = {id}                         # this box ({me}, its unicast_src_ip)",
             );
         }
         None => {
@@ -489,7 +549,10 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     let _ = writeln!(w, "data_dir = \"/var/lib/raftvip\"");
     let _ = writeln!(w, "secret_file = \"/etc/raftvip/secret\"   # FILL IN: same file on every box, e.g. `head -c 48 /dev/urandom | base64 > /etc/raftvip/secret; chmod 600 /etc/raftvip/secret` (replaces auth_pass)");
     let _ = writeln!(w);
+}
 
+/// `[[peer]]`s numbered in address order; a pair gets a commented witness and a warning.
+fn write_peers(w: &mut String, all: &[IpAddr], warnings: &mut Vec<String>) {
     let _ = writeln!(
         w,
         "# From unicast_src_ip + unicast_peer, numbered in address order (the same on every box)."
@@ -525,8 +588,10 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
         let _ = writeln!(w, "# address = \"WITNESS-IP:{DEFAULT_PORT}\"");
     }
     let _ = writeln!(w);
+}
 
-    for vip in &vips {
+fn write_vips(w: &mut String, vips: &[Vip], warnings: &mut Vec<String>) {
+    for vip in vips {
         let _ = writeln!(w, "[[vip]]                               # {}", vip.from);
         let _ = writeln!(w, "address = \"{}\"", vip.address);
         let _ = writeln!(w, "interface = \"{}\"", vip.interface);
@@ -539,9 +604,12 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
         let _ = writeln!(w, "# FILL IN: no virtual_ipaddress found\n# [[vip]]\n# address = \"192.0.2.100/32\"\n# interface = \"eth0\"");
     }
     let _ = writeln!(w);
+}
 
+/// `[haproxy]`, saying which keepalived check it replaces (`check`) and what haproxy.cfg needs.
+fn write_haproxy(w: &mut String, check: Option<&str>) {
     let _ = writeln!(w, "[haproxy]");
-    match &haproxy_check {
+    match check {
         Some(check) => {
             let _ = writeln!(
                 w,
@@ -566,15 +634,11 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
         "# backends = [\"app\"]                  # must be UP; default: every backend"
     );
     let _ = writeln!(w);
+}
 
-    if let Some(refresh) = &refresh_s {
-        let _ = writeln!(
-            w,
-            "[announce]\nrefresh_s = {refresh}                       # garp_master_refresh\n"
-        );
-    }
-
-    match notify.as_slice() {
+/// `[notify]` from keepalived's notify scripts ((key, command line) pairs).
+fn write_notify(w: &mut String, notify: &[(String, String)]) {
+    match notify {
         [] => {}
         [(key, script)] if !script.contains(' ') => {
             let _ = writeln!(w, "[notify]");
@@ -615,20 +679,6 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     if !notify.is_empty() {
         let _ = writeln!(w);
     }
-
-    if !skipped.is_empty() {
-        let _ = writeln!(
-            w,
-            "# keepalived options with no raftvip equivalent, and why:"
-        );
-        for line in &skipped {
-            let _ = writeln!(w, "#   {line}");
-        }
-    }
-    Ok(Converted {
-        toml: out,
-        warnings,
-    })
 }
 
 fn socket(ip: IpAddr, port: u16) -> String {

@@ -7,9 +7,12 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML file, strict parsing, validation that names key, problem and fix.
-//! - [`raft`]: openraft type declarations, the durable store (redb) and the HTTP network.
+//! - [`raft`]: openraft type declarations (`raft::typ`), the durable store (redb), the vote gate.
 //! - [`auth`]: HMAC signatures on peer requests (no forgery, no replay).
-//! - [`api`]: the axum server (peer RPC, status, metrics, admin) and the CLI's client.
+//! - [`peer`]: both sides of the peer wire: paths, messages, the signed client, openraft's
+//!   network, the handlers and the handover / pre-vote requests.
+//! - [`api`]: the HTTP server (connection cap; mounts the peer routes), status, metrics and
+//!   the CLI's client.
 //! - [`health`]: HAProxy's runtime API: polling, instant death detection, verdicts.
 //! - [`vip`]: netlink address binding, gratuitous ARP / unsolicited NA, duplicate probes.
 //! - [`supervisor`]: the one place where Raft role, lease, health and maintenance meet; a pure
@@ -22,19 +25,24 @@
 //! - [`systemd`]: sd_notify readiness, status, stopping and watchdog pings.
 //! - [`keepalived`]: `import-keepalived`, keepalived.conf → raftvip.toml.
 //! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
+//! - [`clock`]: wall-clock milliseconds, for times that leave the process.
+//! - [`sync`]: the poison-tolerant mutex lock.
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod keepalived;
 pub mod metrics;
 pub mod notify;
+pub mod peer;
 pub mod process_metrics;
 pub mod raft;
 pub mod release;
 pub mod status;
 pub mod supervisor;
+pub mod sync;
 pub mod systemd;
 pub mod vip;

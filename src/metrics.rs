@@ -20,7 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::status::{FailoverHistogram, Role, Status, FAILOVER_BUCKETS};
+use crate::status::{FailoverHistogram, RaftRole, Status, FAILOVER_BUCKETS};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabel {
@@ -134,9 +134,18 @@ fn encode_registry(r: &Registry) -> String {
     out
 }
 
+/// Every series the status document holds, in a fixed order.
 fn register_status(r: &mut Registry, status: &Status) {
+    register_node(r, status);
+    register_counters(r, status);
+    register_vips(r, status);
+    register_cluster(r, status);
+}
+
+/// This node's role, term, leader, verdicts and health checks.
+fn register_node(r: &mut Registry, status: &Status) {
     let roles = Family::<RoleLabel, Gauge>::default();
-    for role in Role::ALL {
+    for role in RaftRole::ALL {
         roles
             .get_or_create(&RoleLabel { role: role.name() })
             .set(i64::from(role == status.role));
@@ -204,6 +213,9 @@ fn register_status(r: &mut Registry, status: &Status) {
             h.last_check_age_ms,
         );
     }
+}
+
+fn register_counters(r: &mut Registry, status: &Status) {
     counter(
         r,
         "leader_changes",
@@ -228,7 +240,10 @@ fn register_status(r: &mut Registry, status: &Status) {
         "Times the VIPs were released because the quorum lease ran out",
         status.counters.fence_releases,
     );
+}
 
+/// Per-VIP series, then totals.
+fn register_vips(r: &mut Registry, status: &Status) {
     let held = Family::<VipLabel, Gauge>::default();
     let announcements = Family::<VipLabel, Counter>::default();
     let re_adds = Family::<VipLabel, Counter>::default();
@@ -289,7 +304,10 @@ fn register_status(r: &mut Registry, status: &Status) {
         gauge.set(value as i64);
         r.register(name, help, gauge);
     }
+}
 
+/// Peers, build, fault tolerance and failover durations.
+fn register_cluster(r: &mut Registry, status: &Status) {
     let contact = Family::<PeerLabel, Gauge<f64, AtomicU64>>::default();
     for peer in status.peers.iter().filter(|p| p.id != status.node_id) {
         contact

@@ -71,15 +71,12 @@ pub fn release(vips: &[VipConfig]) -> Vec<Released> {
 /// [`release`] through any [`AddressControl`] (a fake in tests).
 pub fn release_with(control: &dyn AddressControl, vips: &[VipConfig]) -> Vec<Released> {
     vips.iter()
-        .map(|config| match Vip::from_config(config) {
-            Ok(vip) => Released {
+        .map(|config| {
+            let vip = Vip::from_config(config);
+            Released {
                 vip: vip.to_string(),
                 outcome: release_one(control, &vip),
-            },
-            Err(e) => Released {
-                vip: format!("{} on {}", config.address, config.interface),
-                outcome: Outcome::Failed(e),
-            },
+            }
         })
         .collect()
 }
@@ -139,7 +136,7 @@ mod tests {
 
     fn vip(address: &str) -> VipConfig {
         VipConfig {
-            address: address.to_owned(),
+            address: address.parse().unwrap(),
             interface: "eth0".to_owned(),
             label: None,
         }
@@ -183,14 +180,5 @@ mod tests {
             released[1]
         );
         assert!(released[1].to_string().contains("CAP_NET_ADMIN"));
-    }
-
-    #[test]
-    fn an_unparsable_vip_fails_alone() {
-        let control = FakeAddressControl::new();
-        control.appear("192.0.2.100".parse().unwrap());
-        let released = release_with(&control, &[vip("not-an-ip/32"), vip("192.0.2.100/32")]);
-        assert!(matches!(released[0].outcome, Outcome::Failed(_)));
-        assert!(matches!(released[1].outcome, Outcome::Removed));
     }
 }

@@ -12,7 +12,7 @@ pub struct Status {
     pub cluster: String,
     pub node_id: NodeId,
     pub version: String,
-    pub role: Role,
+    pub role: RaftRole,
     pub leader_id: Option<NodeId>,
     pub term: u64,
     /// Leader only: time since a quorum last acknowledged it.
@@ -37,9 +37,12 @@ pub struct Status {
     pub failover_duration: FailoverHistogram,
 }
 
+/// This node's Raft state as status and metrics show it: openraft's server state, except that
+/// a witness's follower state shows as `witness` (it never becomes a candidate). The member
+/// role a node is configured with is [`crate::config::MemberRole`].
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub enum RaftRole {
     Leader,
     Follower,
     Candidate,
@@ -48,24 +51,24 @@ pub enum Role {
     Shutdown,
 }
 
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Leader,
-        Role::Follower,
-        Role::Candidate,
-        Role::Learner,
-        Role::Witness,
-        Role::Shutdown,
+impl RaftRole {
+    pub const ALL: [RaftRole; 6] = [
+        RaftRole::Leader,
+        RaftRole::Follower,
+        RaftRole::Candidate,
+        RaftRole::Learner,
+        RaftRole::Witness,
+        RaftRole::Shutdown,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::Learner => "learner",
-            Role::Witness => "witness",
-            Role::Shutdown => "shutdown",
+            RaftRole::Leader => "leader",
+            RaftRole::Follower => "follower",
+            RaftRole::Candidate => "candidate",
+            RaftRole::Learner => "learner",
+            RaftRole::Witness => "witness",
+            RaftRole::Shutdown => "shutdown",
         }
     }
 }
@@ -180,6 +183,14 @@ impl Status {
     /// [`Self::render_text`], with a line for every VIP when `all_vips` (`status --vips`).
     pub fn render_text_with(&self, all_vips: bool) -> String {
         let mut out = String::new();
+        self.render_node(&mut out);
+        self.render_vips(&mut out, all_vips);
+        self.render_peers(&mut out);
+        out
+    }
+
+    /// Role, health, the verdict on the VIPs and fault tolerance.
+    fn render_node(&self, out: &mut String) {
         let leader = self
             .leader_id
             .map_or_else(|| "none".to_owned(), |id| id.to_string());
@@ -192,21 +203,10 @@ impl Status {
             leader,
             self.term
         );
-        let health = match &self.health {
-            None => "not checked (witness, or no [haproxy] configured)".to_owned(),
-            Some(h) if h.healthy => match &h.reason {
-                // A healthy verdict kept while checks cannot run (see health::LOCAL_ERROR_HOLD).
-                Some(held) => format!("healthy ({held})"),
-                None => "healthy".to_owned(),
-            },
-            Some(h) => format!(
-                "UNHEALTHY: {}",
-                h.reason.as_deref().unwrap_or("no verdict yet")
-            ),
-        };
         let _ = writeln!(
             out,
-            "health {health}{}",
+            "health {}{}",
+            self.health_text(),
             if self.maintenance {
                 "  (MAINTENANCE)"
             } else {
@@ -232,6 +232,25 @@ impl Status {
                 ""
             }
         );
+    }
+
+    fn health_text(&self) -> String {
+        match &self.health {
+            None => "not checked (witness, or no [haproxy] configured)".to_owned(),
+            Some(h) if h.healthy => match &h.reason {
+                // A healthy verdict kept while checks cannot run (see health::LOCAL_ERROR_HOLD).
+                Some(held) => format!("healthy ({held})"),
+                None => "healthy".to_owned(),
+            },
+            Some(h) => format!(
+                "UNHEALTHY: {}",
+                h.reason.as_deref().unwrap_or("no verdict yet")
+            ),
+        }
+    }
+
+    /// The VIP counts, then each VIP (few, or `all_vips`) or only the failing ones.
+    fn render_vips(&self, out: &mut String, all_vips: bool) {
         let summary = self.vip_summary();
         let _ = writeln!(
             out,
@@ -269,6 +288,9 @@ impl Status {
         if !all_vips && self.vips.len() > VIP_LINES {
             let _ = writeln!(out, "  (each VIP: raftvip status --vips)");
         }
+    }
+
+    fn render_peers(&self, out: &mut String) {
         let _ = writeln!(out, "peers:");
         for peer in &self.peers {
             let contact = match (peer.id == self.node_id, peer.last_contact_ms) {
@@ -288,7 +310,6 @@ impl Status {
                 }
             );
         }
-        out
     }
 }
 
@@ -312,7 +333,7 @@ pub(crate) mod tests {
             cluster: "lb".into(),
             node_id: 1,
             version: "0.1.0".into(),
-            role: Role::Leader,
+            role: RaftRole::Leader,
             leader_id: Some(1),
             term: 7,
             millis_since_quorum_ack: Some(12),

@@ -25,12 +25,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Contacts;
 use crate::config::Config;
 use crate::notify::{Event, Notifier};
-use crate::raft::{ClusterState, NodeId, Raft, RaftMetrics};
-use crate::status::{FailoverHistogram, HealthStatus, VipStatus};
-use crate::vip::VipEvent;
+use crate::peer::Contacts;
+use crate::raft::typ::{Raft, RaftMetrics};
+use crate::raft::{ClusterState, NodeId};
+use crate::status::{FailoverHistogram, HealthStatus};
+use crate::vip::VipHolder;
 
 /// Everything the decision depends on, captured at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,30 +145,6 @@ pub trait HealthVerdict: Send + Sync + 'static {
     fn status(&self) -> Option<HealthStatus>;
 }
 
-/// What the supervisor needs from the VIP layer.
-pub trait VipHolder: Send + Sync + 'static {
-    /// Idempotent: bind + announce, or release, every VIP.
-    fn set_held(&self, hold: bool, reason: &str);
-    /// Re-check the kernel's addresses against the held state and repair.
-    fn reconcile(&self);
-    fn status(&self) -> Vec<VipStatus>;
-    /// Waits (at most `limit`) until the last `set_held` has been carried out; false on
-    /// timeout. Implementations that execute on another thread make `set_held` return at
-    /// once (it is on the Raft thread); the exit path waits here so no VIP outlives it.
-    fn wait_applied(&self, _limit: Duration) -> bool {
-        true
-    }
-    /// The fence deadline of the current hold (None when not holding). An implementation on
-    /// its own thread releases at it by itself, however busy the Raft thread is, and never
-    /// renews or announces past it.
-    fn hold_until(&self, _deadline: Option<std::time::Instant>) {}
-    /// Why this box could not bind its VIPs now (interface missing or down, no privilege),
-    /// None when it could. The default never changes: always bindable.
-    fn unbindable(&self) -> watch::Receiver<Option<String>> {
-        watch::channel(None).1
-    }
-}
-
 /// What the supervisor asks its peers.
 pub trait Peers: Send + Sync + 'static {
     /// "Start an election now if you may lead": asks peers (not `me`) one by one; returns the
@@ -218,7 +195,6 @@ pub struct Supervisor<V: ?Sized, H, Hl> {
     raft: Raft,
     health: watch::Receiver<Hl>,
     cluster: watch::Receiver<ClusterState>,
-    vip_events: tokio::sync::mpsc::Receiver<VipEvent>,
     vips: Arc<V>,
     peers: Arc<H>,
     contacts: Arc<Contacts>,
@@ -245,7 +221,6 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         raft: Raft,
         health: watch::Receiver<Hl>,
         cluster: watch::Receiver<ClusterState>,
-        vip_events: tokio::sync::mpsc::Receiver<VipEvent>,
         vips: Arc<V>,
         peers: Arc<H>,
         contacts: Arc<Contacts>,
@@ -260,7 +235,6 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             raft,
             health,
             cluster,
-            vip_events,
             vips,
             peers,
             contacts,
@@ -356,13 +330,9 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                         }
                     }
                 }
-                // An address appeared or vanished, or another MAC claimed a VIP (the VIP layer
-                // already re-announced): re-check the kernel against the decision.
-                Some(event) = self.vip_events.recv() => {
-                    tracing::debug!(?event, "VIP event");
-                    self.vips.reconcile();
-                }
-                _ = reconcile.tick() => self.vips.reconcile(),
+                // A periodic turn, which the systemd watchdog counts (the VIP thread does
+                // its own reconcile).
+                _ = reconcile.tick() => {}
             }
             self.state.send_if_modified(|s| {
                 s.iterations = s.iterations.wrapping_add(1);
@@ -475,7 +445,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         }
         let was_holding = before.is_some_and(|b| b.hold_vips);
         if before.map(|b| b.hold_vips) != Some(d.hold_vips) {
-            // Drift after this (someone deleting the VIP) is repaired by reconcile().
+            // Drift after this (someone deleting the VIP) is repaired by the VIP thread.
             self.vips.set_held(d.hold_vips, &d.reason.to_string());
             if was_holding || d.hold_vips {
                 tracing::info!(

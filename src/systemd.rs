@@ -27,7 +27,7 @@ use sd_notify::NotifyState;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::raft::RaftMetrics;
+use crate::raft::typ::RaftMetrics;
 use crate::supervisor::SupervisorState;
 
 /// How often the status line is rebuilt from Raft's metrics (which change with every

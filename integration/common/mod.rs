@@ -19,7 +19,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use raftvip::auth::Authenticator;
 use raftvip::config::Secret;
-use raftvip::status::{Role, Status};
+use raftvip::status::{RaftRole, Status};
 
 /// Generous: an election takes ~0.2 s, but the test machine has two cores that parallel tests
 /// (and other builds) share.
@@ -314,7 +314,10 @@ impl Drop for Cluster {
 
 /// Exactly one leader, and every status names it and the same term.
 pub fn agreed_leader(statuses: &[Status]) -> Option<(u64, u64)> {
-    let leaders: Vec<&Status> = statuses.iter().filter(|s| s.role == Role::Leader).collect();
+    let leaders: Vec<&Status> = statuses
+        .iter()
+        .filter(|s| s.role == RaftRole::Leader)
+        .collect();
     let [leader] = leaders.as_slice() else {
         return None;
     };

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use super::{MaintenanceRequest, MAINTENANCE_PATH, STATUS_PATH};
-use crate::raft::network::{PeerCallError, PeerClient};
+use super::STATUS_PATH;
+use crate::peer::wire::{MaintenanceRequest, MAINTENANCE_PATH};
+use crate::peer::{PeerCallError, PeerClient};
 use crate::raft::NodeId;
 use crate::status::Status;
 

@@ -38,6 +38,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::peer::{PeerConnectionMark, REQUEST_TIMEOUT};
+
 /// A connection that has not proved itself is closed after this long without a request.
 /// A peer sends its first request within milliseconds of connecting.
 pub const UNAUTHENTICATED_IDLE: Duration = Duration::from_secs(2);
@@ -45,10 +47,6 @@ pub const UNAUTHENTICATED_IDLE: Duration = Duration::from_secs(2);
 /// An authenticated (peer) connection is kept this long without a request: longer than the
 /// peer client's 30 s pool idle timeout, so the client always closes first.
 pub const AUTHENTICATED_IDLE: Duration = Duration::from_secs(40);
-
-/// Longest a request may take from its first byte to its answer (a 4 MiB snapshot on a LAN
-/// takes milliseconds; Raft's own RPC timeouts are far shorter).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pause after a failed accept (EMFILE and friends) so a full descriptor table does not spin
 /// the runtime; connections are still being closed meanwhile, freeing descriptors.
@@ -67,19 +65,21 @@ pub struct Connection {
     close: Notify,
 }
 
-impl Connection {
+impl PeerConnectionMark for Connection {
     /// A request on this connection passed the signature check: it is a peer's.
-    pub fn mark_authenticated(&self) {
+    fn mark_authenticated(&self) {
         self.authenticated.store(true, Ordering::Relaxed);
     }
+}
 
+impl Connection {
     fn touch(&self) {
-        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *crate::sync::lock(&self.last_active) = Instant::now();
     }
 
     /// When the connection should be dropped if nothing happens until then.
     fn deadline(&self) -> Instant {
-        let last = *self.last_active.lock().unwrap_or_else(|e| e.into_inner());
+        let last = *crate::sync::lock(&self.last_active);
         last + if self.in_flight.load(Ordering::Relaxed) > 0 {
             REQUEST_TIMEOUT + CLOSE_GRACE
         } else if self.authenticated.load(Ordering::Relaxed) {
@@ -107,7 +107,7 @@ impl Connections {
     }
 
     pub fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.open).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,7 +117,7 @@ impl Connections {
     /// Admits a new connection, evicting the oldest unauthenticated one (idle first) if the
     /// cap is reached; None if every slot holds an authenticated connection.
     fn admit(&self, now: Instant) -> Option<Arc<Connection>> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::sync::lock(&self.open);
         if open.len() >= self.max {
             let victim = open
                 .values()
@@ -142,13 +142,13 @@ impl Connections {
     }
 
     fn remove(&self, id: u64) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::sync::lock(&self.open);
         open.remove(&id);
         shrink(&mut open);
     }
 
     fn close_all(&self) {
-        for connection in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for connection in crate::sync::lock(&self.open).values() {
             connection.close.notify_one();
         }
     }
@@ -224,7 +224,9 @@ async fn serve_connection(
     let conn = connection.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(source));
-        request.extensions_mut().insert(conn.clone());
+        request
+            .extensions_mut()
+            .insert(conn.clone() as Arc<dyn PeerConnectionMark>);
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
         conn.touch();
         let (router, conn) = (router.clone(), conn.clone());

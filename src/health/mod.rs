@@ -14,9 +14,10 @@
 //!   [`LOCAL_ERROR_HOLD`], and the reason says so.
 //! - [`monitor`] is the thin async driver: it polls over an interactive `prompt` session it
 //!   keeps open, so that a check needs no new descriptor and HAProxy's death is seen within
-//!   milliseconds (its socket closes), follows master-worker reloads, and publishes [`Health`] on a `watch` channel — the only thing the
-//!   supervisor consumes. Tests of the supervisor build such a channel themselves, so no trait
-//!   sits in between.
+//!   milliseconds (its socket closes), follows master-worker reloads, and publishes [`Health`]
+//!   on a `watch` channel. The supervisor reads that channel through its `HealthVerdict` trait,
+//!   which [`Health`] implements (and `daemon::NoHealthGate`, where no `[haproxy]` is
+//!   configured), so the supervisor does not depend on how health is measured.
 
 pub mod haproxy;
 pub mod monitor;
@@ -25,6 +26,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::clock::now_unix_ms;
 
 pub use haproxy::ParseError;
 pub use monitor::spawn_haproxy_monitor;
@@ -71,7 +74,7 @@ impl crate::supervisor::HealthVerdict for Health {
 
     fn status(&self) -> Option<crate::status::HealthStatus> {
         let age = (self.last_check_unix_ms > 0)
-            .then(|| monitor::unix_ms().saturating_sub(self.last_check_unix_ms));
+            .then(|| now_unix_ms().saturating_sub(self.last_check_unix_ms));
         Some(crate::status::HealthStatus {
             healthy: self.healthy,
             reason: self.reason.clone(),
@@ -200,28 +203,28 @@ pub enum Verdict {
 
 /// Debounced health state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum HealthState {
     /// No verdict yet (start-up); treated as unhealthy.
     Unknown,
     Healthy,
     Unhealthy,
 }
 
-impl fmt::Display for State {
+impl fmt::Display for HealthState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            State::Unknown => "unknown",
-            State::Healthy => "healthy",
-            State::Unhealthy => "unhealthy",
+            HealthState::Unknown => "unknown",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
         })
     }
 }
 
-/// A change of [`State`], to be logged as `from -> to` with the reason.
+/// A change of [`HealthState`], to be logged as `from -> to` with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
-    pub from: State,
-    pub to: State,
+    pub from: HealthState,
+    pub to: HealthState,
     /// The failure that caused it (None when becoming healthy).
     pub reason: Option<String>,
 }
@@ -243,7 +246,7 @@ pub enum Change {
 pub struct RiseFall {
     rise: u32,
     fall: u32,
-    state: State,
+    state: HealthState,
     good_run: u32,
     bad_run: u32,
     last_failure: Option<String>,
@@ -262,7 +265,7 @@ impl RiseFall {
         Self {
             rise: rise.max(1),
             fall: fall.max(1),
-            state: State::Unknown,
+            state: HealthState::Unknown,
             good_run: 0,
             bad_run: 0,
             last_failure: None,
@@ -272,12 +275,12 @@ impl RiseFall {
         }
     }
 
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> HealthState {
         self.state
     }
 
     pub fn healthy(&self) -> bool {
-        self.state == State::Healthy
+        self.state == HealthState::Healthy
     }
 
     /// How often `healthy()` changed.
@@ -299,7 +302,7 @@ impl RiseFall {
                 let since = self.held.as_ref().map_or(now, |(since, _)| *since);
                 let new_reason = self.held.as_ref().map(|(_, r)| r) != Some(&reason);
                 self.held = Some((since, reason.clone()));
-                if self.state == State::Healthy
+                if self.state == HealthState::Healthy
                     && now.saturating_duration_since(since) < LOCAL_ERROR_HOLD
                 {
                     return if new_reason {
@@ -319,9 +322,9 @@ impl RiseFall {
             Verdict::Good => {
                 self.bad_run = 0;
                 self.good_run = self.good_run.saturating_add(1);
-                if self.state != State::Healthy && self.good_run >= self.rise {
+                if self.state != HealthState::Healthy && self.good_run >= self.rise {
                     self.last_failure = None;
-                    self.set(State::Healthy, None)
+                    self.set(HealthState::Healthy, None)
                 } else {
                     Change::None
                 }
@@ -333,21 +336,21 @@ impl RiseFall {
                 let new_reason = self.last_failure.as_deref() != Some(reason.as_str());
                 self.last_failure = Some(reason.clone());
                 match self.state {
-                    State::Healthy if confirmed_hard || self.bad_run >= self.fall => {
-                        self.set(State::Unhealthy, Some(reason))
+                    HealthState::Healthy if confirmed_hard || self.bad_run >= self.fall => {
+                        self.set(HealthState::Unhealthy, Some(reason))
                     }
-                    State::Healthy => Change::None,
-                    State::Unknown => self.set(State::Unhealthy, Some(reason)),
-                    State::Unhealthy if new_reason => Change::NewReason(reason),
-                    State::Unhealthy => Change::None,
+                    HealthState::Healthy => Change::None,
+                    HealthState::Unknown => self.set(HealthState::Unhealthy, Some(reason)),
+                    HealthState::Unhealthy if new_reason => Change::NewReason(reason),
+                    HealthState::Unhealthy => Change::None,
                 }
             }
         }
     }
 
-    fn set(&mut self, to: State, reason: Option<String>) -> Change {
+    fn set(&mut self, to: HealthState, reason: Option<String>) -> Change {
         let from = self.state;
-        if (from == State::Healthy) != (to == State::Healthy) {
+        if (from == HealthState::Healthy) != (to == HealthState::Healthy) {
             self.transitions += 1;
         }
         self.state = to;
@@ -425,9 +428,9 @@ mod tests {
                     _ => rf.observe(&Verdict::Unsettled("young".into()), false, now),
                 };
                 match rf.state() {
-                    State::Unknown => '?',
-                    State::Healthy => 'H',
-                    State::Unhealthy => 'U',
+                    HealthState::Unknown => '?',
+                    HealthState::Healthy => 'H',
+                    HealthState::Unhealthy => 'U',
                 }
             })
             .collect()
@@ -512,8 +515,8 @@ mod tests {
         assert_eq!(
             expired,
             Change::Transition(Transition {
-                from: State::Healthy,
-                to: State::Unhealthy,
+                from: HealthState::Healthy,
+                to: HealthState::Unhealthy,
                 reason: Some(held.into())
             })
         );
@@ -538,8 +541,8 @@ mod tests {
         assert!(matches!(
             first,
             Change::Transition(Transition {
-                from: State::Unknown,
-                to: State::Unhealthy,
+                from: HealthState::Unknown,
+                to: HealthState::Unhealthy,
                 ..
             })
         ));

@@ -13,7 +13,7 @@
 //! the old worker alive (HAProxy waits for its CLI sessions) and watch the wrong process — and
 //! the check is repeated on a new session, which the new worker answers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::haproxy::{OddRow, Probe, Session};
 use super::{Change, Health, RiseFall, Verdict};
+use crate::clock::now_unix_ms;
 use crate::config::HaproxyConfig;
 
 /// Starts the HAProxy health monitor on the current Tokio runtime (it must be called from
@@ -64,8 +65,9 @@ const MIN_SESSION_LIFE: Duration = Duration::from_secs(1);
 /// poll, ten times a second by default, and one line a minute says all there is to say.
 const IGNORED_ROWS_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// What woke the monitor: its poll timer, or the open session closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
+enum Wakeup {
     Poll,
     SessionClosed,
 }
@@ -99,16 +101,16 @@ impl Monitor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let tx = self.tx.clone();
         loop {
-            let cause = tokio::select! {
+            let wakeup = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = tx.closed() => break,
-                () = session_closed(&mut self.session) => Cause::SessionClosed,
-                _ = tick.tick() => Cause::Poll,
+                () = session_closed(&mut self.session) => Wakeup::SessionClosed,
+                _ = tick.tick() => Wakeup::Poll,
             };
-            let keep = match cause {
-                Cause::Poll => true,
-                Cause::SessionClosed => {
+            let keep = match wakeup {
+                Wakeup::Poll => true,
+                Wakeup::SessionClosed => {
                     self.session = None;
                     let keep = self.session_opened.elapsed() >= MIN_SESSION_LIFE;
                     debug!(
@@ -216,7 +218,7 @@ impl Monitor {
         let next = Health {
             healthy: self.rise_fall.healthy(),
             reason: self.rise_fall.reason(),
-            last_check_unix_ms: unix_ms(),
+            last_check_unix_ms: now_unix_ms(),
             check_latency_us: u64::try_from(probe.latency.as_micros()).unwrap_or(u64::MAX),
             transitions: self.rise_fall.transitions(),
             checks: self.checks,
@@ -272,13 +274,6 @@ impl LogLimit {
             }
         }
     }
-}
-
-/// Wall-clock now in ms since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
-//! Raft plumbing: the one place that names openraft's generics.
+//! Raft plumbing: what the cluster replicates, the durable store, and the vote gate.
 //!
-//! Everything else uses the aliases below. What the cluster replicates is tiny: the
-//! membership (static, from the config) and per-node operator flags such as maintenance.
-//! Leadership itself is what decides the VIP; the log exists so that votes and terms are
-//! durable and so operator intent survives restarts and is visible on every node.
+//! What the cluster replicates is tiny: the membership (static, from the config) and per-node
+//! operator flags such as maintenance. Leadership itself is what decides the VIP; the log
+//! exists so that votes and terms are durable and so operator intent survives restarts and is
+//! visible on every node. openraft's generics are named once, in [`typ`]; the wire that
+//! carries Raft's RPCs between boxes is [`crate::peer`]'s (this module imports neither the peer
+//! protocol nor the API, so both can build on it).
 
-pub mod network;
 pub mod store;
+pub mod typ;
 pub mod vote_gate;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,29 +54,3 @@ impl ClusterState {
         self.maintenance.get(&node_id).copied().unwrap_or(false)
     }
 }
-
-openraft::declare_raft_types!(
-    /// raftvip's Raft type configuration.
-    pub TypeConfig:
-        D = Request,
-        R = Response,
-        NodeId = NodeId,
-        Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
-);
-
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type RaftMetrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
-pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
-pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
-pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
-pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
-pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
-pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;

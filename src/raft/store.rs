@@ -34,20 +34,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader,
-    RaftSnapshotBuilder, StorageIOError,
+    AnyError, EntryPayload, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    StorageIOError,
 };
 use redb::{Database, DatabaseError, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{
-    ClusterState, Entry, LogId, NodeId, Response, Snapshot, SnapshotMeta, StorageError,
+use super::typ::{
+    Entry, ErrorSubject, LogFlushed, LogId, LogState, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig, Vote,
 };
+use super::{ClusterState, NodeId, Response};
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "raft.redb";
@@ -428,7 +429,7 @@ fn write_values(
 }
 
 fn storage_error(
-    subject: ErrorSubject<NodeId>,
+    subject: ErrorSubject,
     verb: ErrorVerb,
     e: &(impl std::error::Error + 'static),
 ) -> StorageError {
@@ -436,11 +437,7 @@ fn storage_error(
 }
 
 /// Runs blocking redb work on tokio's blocking pool.
-async fn blocking<T, F>(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    f: F,
-) -> Result<T, StorageError>
+async fn blocking<T, F>(subject: ErrorSubject, verb: ErrorVerb, f: F) -> Result<T, StorageError>
 where
     F: FnOnce() -> Result<T, DbError> + Send + 'static,
     T: Send + 'static,
@@ -466,7 +463,7 @@ impl LogStore {
     }
 }
 
-fn read_log_state(db: &Database) -> Result<LogState<TypeConfig>, DbError> {
+fn read_log_state(db: &Database) -> Result<LogState, DbError> {
     let txn = db.begin_read()?;
     let last_purged: Option<LogId> = get_json(&txn.open_table(META)?, KEY_LAST_PURGED)?;
     let last_entry: Option<Entry> = match txn.open_table(LOG)?.last()? {
@@ -510,7 +507,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
         let db = self.db.clone();
         blocking(ErrorSubject::Logs, ErrorVerb::Read, move || {
             read_log_state(&db)
@@ -558,11 +555,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -253,7 +253,7 @@ impl PacketAnnouncer {
         frames_of: fn(Mac, IpAddr) -> Vec<Vec<u8>>,
     ) -> Vec<Result<(), Cause>> {
         let mut links: HashMap<&str, (u32, Mac)> = HashMap::new();
-        let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut socket = crate::sync::lock(&self.socket);
         vips.iter()
             .map(|vip| {
                 let (ifindex, mac) = match links.get(vip.interface.as_str()) {

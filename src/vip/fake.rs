@@ -1,13 +1,13 @@
-//! Recording fakes of [`AddressControl`] and [`Announcer`], so the executor, the supervisor and
-//! cluster tests run without root. Public (not `cfg(test)`) so other modules' tests and the
-//! integration tests can use them.
+//! Recording fakes of [`AddressControl`] and [`Announcer`], so the executor and the VIP thread
+//! are tested without root. Built for tests only (`cfg(test)`): not part of the public API.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{AddressControl, Announcer, Cause, Vip, VipError};
+use crate::sync::lock;
 
 /// One call made to a fake, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +35,6 @@ impl FakeFailure {
             FakeFailure::PermissionDenied => Cause::PermissionDenied("CAP_NET_ADMIN"),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A kernel address table in memory. `vanish` plays "someone deleted the VIP".
@@ -82,9 +76,6 @@ impl FakeAddressControl {
     /// Every later add and remove takes `delay`.
     pub fn slow(&self, delay: Duration) {
         *lock(&self.delay) = delay;
-    }
-    pub fn calls(&self) -> Vec<Call> {
-        lock(&self.calls).clone()
     }
     pub fn count(&self, call: &Call) -> usize {
         lock(&self.calls).iter().filter(|c| *c == call).count()

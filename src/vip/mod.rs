@@ -9,10 +9,11 @@
 //!
 //! The kernel side sits behind two small sync traits, [`AddressControl`] and [`Announcer`]
 //! (a netlink request or an AF_PACKET send takes ~0.1 ms, so nothing here needs async), with
-//! recording fakes in [`fake`] so the executor and the supervisor are tested without root.
+//! recording fakes (test builds only) so the executor is tested without root.
 //! [`Vips::reconcile`] re-applies the desired state (re-adding a VIP someone deleted,
-//! removing one we must not hold); the supervisor calls it on a timer and whenever
-//! [`Vips::spawn_background`]'s watcher reports an address change.
+//! removing one we must not hold); the VIP thread ([`worker`]) calls it on its own timer and
+//! whenever the address watcher sees one of our VIPs change. The supervisor only states its
+//! wish through [`VipHolder`] and never hears of these repairs.
 //!
 //! Scale (issue 13): every operation works on all VIPs at once — one netlink batch for the
 //! adds or removes (all requests sent before any answer is read), one address dump per
@@ -31,7 +32,9 @@
 
 pub mod announce;
 pub mod duplicate;
-pub mod fake;
+#[cfg(test)]
+pub(crate) mod fake;
+mod holder;
 pub mod netlink;
 mod packet;
 pub mod worker;
@@ -43,21 +46,19 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Announce, VipAddr, VipConfig, VipLease};
 use crate::status::VipStatus;
 
-pub use fake::{FakeAddressControl, FakeAnnouncer};
+#[cfg(test)]
+pub(crate) use fake::{FakeAddressControl, FakeAnnouncer};
+pub use holder::{NoVips, VipHolder};
 pub use worker::VipWorker;
-
-/// Events buffered for the supervisor. They are hints to reconcile (which re-reads the
-/// kernel anyway), so when the queue is full newer events are dropped without harm.
-const EVENT_QUEUE: usize = 64;
 
 /// Least time between two re-announcement bursts provoked by duplicate claims. The other
 /// holder may answer every frame we send; without a gap two boxes would trade bursts
@@ -101,11 +102,8 @@ pub struct Vip {
 }
 
 impl Vip {
-    pub fn from_config(config: &VipConfig) -> Result<Self, VipError> {
-        let addr = VipAddr::parse(&config.address).map_err(|reason| VipError::Config {
-            address: config.address.clone(),
-            reason,
-        })?;
+    pub fn from_config(config: &VipConfig) -> Self {
+        let addr = config.address;
         let label = match (&config.label, addr.ip) {
             (Some(label), IpAddr::V6(_)) => {
                 tracing::warn!(vip = %addr, label = %label, "labels exist for IPv4 only; ignored");
@@ -113,11 +111,11 @@ impl Vip {
             }
             (label, _) => label.clone(),
         };
-        Ok(Self {
+        Self {
             addr,
             interface: config.interface.clone(),
             label,
-        })
+        }
     }
 }
 
@@ -147,8 +145,6 @@ pub enum Cause {
 /// A failed VIP operation, named after the operation.
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
-    #[error("VIP '{address}' is invalid: {reason}")]
-    Config { address: String, reason: String },
     #[error("cannot open the rtnetlink socket: {cause}")]
     Open {
         #[source]
@@ -212,7 +208,6 @@ impl VipError {
     /// The underlying cause, for callers that react to a kind of failure.
     pub fn cause(&self) -> Option<&Cause> {
         match self {
-            VipError::Config { .. } => None,
             VipError::Open { cause }
             | VipError::Add { cause, .. }
             | VipError::Remove { cause, .. }
@@ -271,25 +266,6 @@ pub trait Announcer: Send + Sync + 'static {
     }
 }
 
-/// What the background tasks tell the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VipEvent {
-    /// One of our VIPs appeared on or vanished from an interface: reconcile.
-    AddressChanged {
-        address: IpAddr,
-        interface_index: u32,
-        present: bool,
-    },
-    /// The kernel dropped address events (socket overrun): reconcile.
-    WatchOverrun,
-    /// Another MAC claims a VIP this node holds (a fresh burst has been started).
-    Duplicate {
-        address: IpAddr,
-        interface: String,
-        mac: Mac,
-    },
-}
-
 /// Executes "hold" / "release" for every configured VIP. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Vips {
@@ -312,6 +288,9 @@ struct Inner {
     state: Mutex<State>,
     /// Wakes the announce loop when a schedule changed.
     wake: Notify,
+    /// Set by the address watcher when one of our VIPs changed in the kernel (or events were
+    /// lost): the VIP thread reconciles.
+    kernel_changed: Notify,
 }
 
 struct State {
@@ -404,13 +383,6 @@ impl ErrorLog {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn transition(vip: &Vip, from: &str, to: &str, reason: &str) {
     tracing::debug!(
         vip = %vip.addr,
@@ -482,7 +454,7 @@ impl Vips {
             .iter()
             .map(|config| {
                 Ok(Slot {
-                    vip: Vip::from_config(config)?,
+                    vip: Vip::from_config(config),
                     bound: false,
                     lost: false,
                     held_since: None,
@@ -516,6 +488,7 @@ impl Vips {
                     slots,
                 }),
                 wake: Notify::new(),
+                kernel_changed: Notify::new(),
             }),
         })
     }
@@ -605,7 +578,7 @@ impl Vips {
                     slot.address_error.clear(&slot.vip);
                     if !slot.bound {
                         slot.bound = true;
-                        slot.held_since = Some(unix_ms());
+                        slot.held_since = Some(crate::clock::now_unix_ms());
                         found.push(i);
                     }
                 }
@@ -680,17 +653,19 @@ impl Vips {
 
     /// Handles "`mac` claims `ip`". While we hold `ip` this is a duplicate: counted, logged,
     /// and answered with a fresh burst (at most one per [`DUPLICATE_REBURST_GAP`]) so clients
-    /// come back to us. Returns the event for the supervisor, or None when we do not hold it
-    /// (then the claimant is simply the rightful holder).
-    pub fn on_duplicate(&self, ip: IpAddr, mac: Mac) -> Option<VipEvent> {
+    /// come back to us. Returns false when we do not hold it (then the claimant is simply the
+    /// rightful holder).
+    pub fn on_duplicate(&self, ip: IpAddr, mac: Mac) -> bool {
         let inner = &self.inner;
         let mut state = inner.lock();
         let held = state.held;
-        let index = state.slots.iter().position(|s| s.vip.addr.ip == ip)?;
+        let Some(index) = state.slots.iter().position(|s| s.vip.addr.ip == ip) else {
+            return false;
+        };
         let slot = &mut state.slots[index];
         if !(held && slot.bound) {
             tracing::debug!(vip = %ip, %mac, "VIP claimed by its holder");
-            return None;
+            return false;
         }
         slot.duplicates += 1;
         let now = Instant::now();
@@ -709,18 +684,13 @@ impl Vips {
         } else {
             tracing::debug!(vip = %ip, %mac, "duplicate claim again");
         }
-        let event = VipEvent::Duplicate {
-            address: ip,
-            interface: slot.vip.interface.clone(),
-            mac,
-        };
         if reburst {
             // No probe: the other box would answer it and provoke the next claim.
             inner.start_bursts(&mut state.slots, &[index], now, false);
         }
         drop(state);
         inner.wake.notify_one();
-        Some(event)
+        true
     }
 
     pub fn status(&self) -> Vec<VipStatus> {
@@ -781,15 +751,15 @@ impl Vips {
     }
 
     /// Starts, until `cancel`: the announce loop (burst frames after the first, periodic
-    /// refresh), and for [`Self::linux`] the netlink address watcher and the duplicate
-    /// listener. Their sockets are opened here, in the caller's network namespace. Must be
-    /// called inside a tokio runtime; failures to start a watcher are logged and leave the
-    /// periodic reconcile as the safety net.
-    pub fn spawn_background(&self, cancel: CancellationToken) -> mpsc::Receiver<VipEvent> {
-        let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+    /// refresh), the lease renewals, and for [`Self::linux`] the netlink address watcher
+    /// (which wakes [`Self::kernel_changed`]) and the duplicate listener. Their sockets are
+    /// opened here, in the caller's network namespace. Must be called inside a tokio
+    /// runtime; failures to start a watcher are logged and leave the periodic reconcile as
+    /// the safety net.
+    fn spawn_background(&self, cancel: CancellationToken) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!("VIP background tasks need a tokio runtime; none started");
-            return receiver;
+            return;
         };
         let _entered = runtime.enter();
         runtime.spawn(announce_loop(self.inner.clone(), cancel.clone()));
@@ -797,7 +767,7 @@ impl Vips {
             runtime.spawn(renew_loop(self.inner.clone(), every, cancel.clone()));
         }
         if !self.inner.kernel_watch {
-            return receiver;
+            return;
         }
 
         let (ips, interfaces) = {
@@ -813,13 +783,7 @@ impl Vips {
 
         match netlink::AddressWatcher::subscribe() {
             Ok(watcher) => {
-                runtime.spawn(watch_loop(
-                    watcher,
-                    ips,
-                    self.inner.clone(),
-                    events.clone(),
-                    cancel.clone(),
-                ));
+                runtime.spawn(watch_loop(watcher, ips, self.inner.clone(), cancel.clone()));
             }
             Err(e) => tracing::error!(
                 error = %e,
@@ -833,10 +797,7 @@ impl Vips {
                 runtime.spawn(async move {
                     let result = listener
                         .run(cancel, |ip, claim| {
-                            if let Some(event) = vips.on_duplicate(ip, claim.mac) {
-                                // A full queue only delays the supervisor's reaction.
-                                let _ = events.try_send(event);
-                            }
+                            vips.on_duplicate(ip, claim.mac);
                         })
                         .await;
                     if let Err(e) = result {
@@ -846,26 +807,19 @@ impl Vips {
             }
             Err(e) => tracing::error!(error = %e, "duplicate VIPs will not be detected"),
         }
-        receiver
     }
-}
 
-impl crate::supervisor::VipHolder for Vips {
-    fn set_held(&self, hold: bool, reason: &str) {
-        Vips::set_held(self, hold, reason)
-    }
-    fn reconcile(&self) {
-        Vips::reconcile(self)
-    }
-    fn status(&self) -> Vec<VipStatus> {
-        Vips::status(self)
+    /// Completes when the address watcher saw one of our VIPs change in the kernel (or lost
+    /// events) since the last call: time to [`Self::reconcile`].
+    async fn kernel_changed(&self) {
+        self.inner.kernel_changed.notified().await;
     }
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not stop releasing the VIPs: the state stays usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Adds the VIPs `which` (one batch); returns those bound now.
@@ -889,7 +843,7 @@ impl Inner {
                     slot.denied = None;
                     if !slot.bound {
                         slot.bound = true;
-                        slot.held_since = Some(unix_ms());
+                        slot.held_since = Some(crate::clock::now_unix_ms());
                     }
                     slot.lease_until = self.lease.map(|(lifetime, _)| sent + lifetime);
                     bound.push(i);
@@ -1120,15 +1074,14 @@ async fn renew_loop(inner: Arc<Inner>, every: Duration, cancel: CancellationToke
     }
 }
 
-/// Forwards kernel address events that concern our VIPs, except a VIP appearing that we
-/// hold and have bound: that is our own bind or lease renewal (several a second), no news.
-/// (The kernel stamps IPv4 events with the requester's port but IPv6 ones with 0, so the
-/// sender cannot tell ours from others'.)
+/// Wakes [`Vips::kernel_changed`] for kernel address events that concern our VIPs, except a
+/// VIP appearing that we hold and have bound: that is our own bind or lease renewal (several
+/// a second), no news. (The kernel stamps IPv4 events with the requester's port but IPv6 ones
+/// with 0, so the sender cannot tell ours from others'.)
 async fn watch_loop(
     mut watcher: netlink::AddressWatcher,
     ips: HashSet<IpAddr>,
     inner: Arc<Inner>,
-    events: mpsc::Sender<VipEvent>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -1144,26 +1097,16 @@ async fn watch_loop(
             }
         };
         for event in batch {
-            let event = match event {
+            match event {
                 netlink::AddressEvent::Changed {
                     ip, present: true, ..
                 } if inner.holds_bound(ip) => continue,
-                netlink::AddressEvent::Changed {
-                    ip,
-                    ifindex,
-                    present,
-                    ..
-                } if ips.contains(&ip) => VipEvent::AddressChanged {
-                    address: ip,
-                    interface_index: ifindex,
-                    present,
-                },
-                netlink::AddressEvent::Changed { .. } => continue,
-                netlink::AddressEvent::Overrun => VipEvent::WatchOverrun,
-            };
+                netlink::AddressEvent::Changed { ip, .. } if !ips.contains(&ip) => continue,
+                _ => {}
+            }
             tracing::debug!(?event, "VIP address event");
-            // A full queue means the supervisor has reconciles pending already.
-            let _ = events.try_send(event);
+            // One stored wake-up however many events: the reconcile re-reads the kernel.
+            inner.kernel_changed.notify_one();
         }
     }
 }

@@ -31,9 +31,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::packet;
 use super::{AddressControl, Cause, Vip, VipError};
-
-/// The kernel's IFNAMSIZ − 1: a longer IFA_LABEL is rejected with EINVAL.
-const MAX_LABEL_LEN: usize = 15;
+use crate::config::MAX_LABEL_LEN;
 
 /// Adds, removes and checks VIPs through one rtnetlink socket (neli's router runs one
 /// reader thread for it). Needs CAP_NET_ADMIN for add and remove.
@@ -274,7 +272,7 @@ impl NetlinkControl {
 
     /// The interface index `vip` was bound on by this control, else its interface's now.
     fn bound_index(&self, vip: &Vip) -> Result<u32, Cause> {
-        let bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        let bound_on = crate::sync::lock(&self.bound_on);
         match bound_on.get(&vip.addr.ip) {
             Some(&index) => Ok(index),
             None => packet::ifindex(&vip.interface),
@@ -323,7 +321,7 @@ impl AddressControl for NetlinkControl {
             },
             libc::EEXIST,
         );
-        let mut bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bound_on = crate::sync::lock(&self.bound_on);
         vips.iter()
             .zip(results)
             .zip(used)
@@ -370,7 +368,7 @@ impl AddressControl for NetlinkControl {
             },
             libc::EADDRNOTAVAIL,
         );
-        let mut bound_on = self.bound_on.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bound_on = crate::sync::lock(&self.bound_on);
         vips.iter()
             .zip(results)
             .map(|(vip, result)| {

@@ -10,6 +10,10 @@
 //! not yet started (hold → release → hold collapses to the last), and a release is never
 //! queued behind announcements: the thread checks for it between batches.
 //!
+//! Repairs are this thread's own business too: it re-checks the kernel every `reconcile_ms`
+//! and at once when the address watcher sees one of our VIPs appear or vanish. The
+//! supervisor is not told: a repair restores what it asked for and changes none of its inputs.
+//!
 //! It also tells the supervisor whether this box could bind its VIPs at all
 //! ([`Vips::unbindable`], checked every [`LINK_CHECK`]): polled rather than driven by link
 //! events because one `getifaddrs` costs well under a millisecond and a poll cannot miss a
@@ -18,10 +22,10 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{VipEvent, Vips};
+use super::{VipHolder, Vips};
 use crate::status::VipStatus;
 
 /// How often the VIP thread checks that every VIP's interface could take it.
@@ -41,7 +45,6 @@ struct Desired {
 pub struct VipWorker {
     vips: Vips,
     desired: watch::Sender<Desired>,
-    reconcile: Arc<Notify>,
     /// The last generation carried out, for [`VipWorker::wait_applied`].
     applied: Arc<(Mutex<u64>, Condvar)>,
     /// Why this box could not bind its VIPs (None: it could).
@@ -50,21 +53,21 @@ pub struct VipWorker {
 
 impl VipWorker {
     /// Starts the thread `raftvip-vips` (in the caller's network namespace: a new thread
-    /// inherits it) with the background tasks of `vips`, until `cancel`. Returns the handle
-    /// and the VIP events for the supervisor.
+    /// inherits it) with the background tasks of `vips`, until `cancel`. It compares the
+    /// kernel with the wish every `reconcile_every` and whenever the watcher sees a change.
     pub fn spawn(
         vips: Vips,
+        reconcile_every: Duration,
         cancel: CancellationToken,
-    ) -> std::io::Result<(Self, mpsc::Receiver<VipEvent>)> {
+    ) -> std::io::Result<Self> {
         let (desired, desired_rx) = watch::channel(Desired::default());
-        let reconcile = Arc::new(Notify::new());
         let applied = Arc::new((Mutex::new(0), Condvar::new()));
         let (unbindable_tx, unbindable) = watch::channel(vips.unbindable());
         let (started, start) = std::sync::mpsc::sync_channel(1);
         let thread = Thread {
             vips: vips.clone(),
             desired: desired_rx,
-            reconcile: reconcile.clone(),
+            reconcile_every,
             applied: applied.clone(),
             unbindable: unbindable_tx,
         };
@@ -82,24 +85,20 @@ impl VipWorker {
                     }
                 };
                 runtime.block_on(async move {
-                    let events = thread.vips.spawn_background(cancel.clone());
-                    let _ = started.send(Ok(events));
+                    thread.vips.spawn_background(cancel.clone());
+                    let _ = started.send(Ok(()));
                     thread.serve(cancel).await;
                 });
             })?;
-        let events = start
+        start
             .recv()
             .map_err(|_| std::io::Error::other("the VIP thread stopped while starting"))??;
-        Ok((
-            Self {
-                vips,
-                desired,
-                reconcile,
-                applied,
-                unbindable,
-            },
-            events,
-        ))
+        Ok(Self {
+            vips,
+            desired,
+            applied,
+            unbindable,
+        })
     }
 
     /// Waits (at most `limit`) until the VIP thread has carried out the last
@@ -108,7 +107,7 @@ impl VipWorker {
     pub fn wait_applied(&self, limit: Duration) -> bool {
         let wanted = self.desired.borrow().generation;
         let (lock, changed) = &*self.applied;
-        let done = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let done = crate::sync::lock(lock);
         let (done, _) = changed
             .wait_timeout_while(done, limit, |done| *done < wanted)
             .unwrap_or_else(|p| p.into_inner());
@@ -116,7 +115,7 @@ impl VipWorker {
     }
 }
 
-impl crate::supervisor::VipHolder for VipWorker {
+impl VipHolder for VipWorker {
     fn set_held(&self, hold: bool, reason: &str) {
         self.desired.send_modify(|d| {
             d.hold = hold;
@@ -130,9 +129,6 @@ impl crate::supervisor::VipHolder for VipWorker {
             d.until = deadline;
             changed
         });
-    }
-    fn reconcile(&self) {
-        self.reconcile.notify_one();
     }
     fn status(&self) -> Vec<VipStatus> {
         self.vips.status()
@@ -149,7 +145,7 @@ impl crate::supervisor::VipHolder for VipWorker {
 struct Thread {
     vips: Vips,
     desired: watch::Receiver<Desired>,
-    reconcile: Arc<Notify>,
+    reconcile_every: Duration,
     applied: Arc<(Mutex<u64>, Condvar)>,
     unbindable: watch::Sender<Option<String>>,
 }
@@ -161,6 +157,8 @@ impl Thread {
         let mut fenced_at: Option<Instant> = None;
         let mut link_check = tokio::time::interval(LINK_CHECK);
         link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(self.reconcile_every);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (hold, until) = {
                 let d = self.desired.borrow();
@@ -190,14 +188,16 @@ impl Thread {
                     self.vips.set_held(desired.hold && !past, reason);
                     fenced_at = None;
                     let (lock, changed) = &*self.applied;
-                    *lock.lock().unwrap_or_else(|p| p.into_inner()) = desired.generation;
+                    *crate::sync::lock(lock) = desired.generation;
                     changed.notify_all();
                 }
                 _ = fence => {
                     fenced_at = until;
                     self.vips.set_held(false, "fence deadline passed (VIP thread)");
                 }
-                _ = self.reconcile.notified() => self.vips.reconcile(),
+                // Someone deleted or added one of our VIPs, or events were lost.
+                _ = self.vips.kernel_changed() => self.vips.reconcile(),
+                _ = reconcile.tick() => self.vips.reconcile(),
                 _ = link_check.tick() => {
                     let why = self.vips.unbindable();
                     self.unbindable.send_if_modified(|old| {

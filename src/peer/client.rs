@@ -1,36 +1,20 @@
-//! Raft RPCs over HTTP: one shared reqwest client, JSON bodies, every request signed for the
+//! The signed client: one shared reqwest client, JSON bodies, every request signed for the
 //! node it is sent to, and every answer checked to be signed by that node over the request's
 //! nonce (an unsigned or mismatched answer is an error, never a vote or an ack).
 //!
-//! The server side lives in [`crate::api`]; both sides agree on the paths below. A peer that
-//! cannot be connected to is reported to openraft as `Unreachable`, so openraft backs off
-//! instead of hammering a dead box; any other failure is a `NetworkError` (retry at once).
+//! Everything this node sends to a peer goes through it: Raft's RPCs ([`super::network`]),
+//! handover and pre-vote ([`super::requests`]), a maintenance change forwarded to the leader,
+//! and the CLI's `raftvip maintenance`. One client means one connection pool, kept warm
+//! between heartbeats.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    NodeId, TypeConfig, VoteRequest, VoteResponse,
-};
-use crate::api::Contacts;
 use crate::auth::{Authenticator, SIGNATURE_HEADER};
-
-pub const APPEND_PATH: &str = "/raft/append";
-pub const VOTE_PATH: &str = "/raft/vote";
-pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
-
-/// How long openraft waits before retrying an unreachable peer. Short, because a restarted
-/// box should rejoin (and be able to take over) quickly; each retry is one cheap connect.
-const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
+use crate::raft::NodeId;
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -193,118 +177,12 @@ impl PeerClient {
     }
 }
 
-/// Creates one [`PeerConnection`] per target for openraft.
-pub struct Network {
-    client: PeerClient,
-    contacts: Arc<Contacts>,
-}
-
-impl Network {
-    pub fn new(client: PeerClient, contacts: Arc<Contacts>) -> Self {
-        Self { client, contacts }
-    }
-}
-
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerConnection;
-
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
-        let url = |path| PeerClient::url(&node.addr, path);
-        PeerConnection {
-            target,
-            urls: url(APPEND_PATH)
-                .and_then(|append| Ok([append, url(VOTE_PATH)?, url(SNAPSHOT_PATH)?])),
-            client: self.client.clone(),
-            contacts: self.contacts.clone(),
-        }
-    }
-}
-
-/// The Raft RPCs, indexing [`PeerConnection::urls`].
-#[derive(Clone, Copy)]
-enum Rpc {
-    Append = 0,
-    Vote = 1,
-    Snapshot = 2,
-}
-
-/// openraft's view of one peer.
-pub struct PeerConnection {
-    target: NodeId,
-    /// Append, vote and snapshot URLs, parsed once (or why the address is unusable).
-    urls: Result<[reqwest::Url; 3], PeerCallError>,
-    client: PeerClient,
-    contacts: Arc<Contacts>,
-}
-
-impl PeerConnection {
-    /// Sends one RPC; the server answers `Result<Resp, RaftError<E>>` so remote errors round-trip.
-    async fn rpc<Req, Resp, E>(
-        &self,
-        rpc: Rpc,
-        request: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let url = match &self.urls {
-            Ok(urls) => &urls[rpc as usize],
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
-        };
-        let answer: Result<Resp, RaftError<NodeId, E>> = self
-            .client
-            .call_url(self.target, url, request, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
-        self.contacts.touch(self.target);
-        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-    }
-}
-
-impl RaftNetwork<TypeConfig> for PeerConnection {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(Rpc::Append, &rpc, &option).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.rpc(Rpc::Snapshot, &rpc, &option).await
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest,
-        option: RPCOption,
-    ) -> Result<VoteResponse, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(Rpc::Vote, &rpc, &option).await
-    }
-
-    fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::{FROM_HEADER, NONCE_HEADER};
     use crate::config::Secret;
+    use crate::peer::wire::VOTE_PATH;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";

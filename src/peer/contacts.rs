@@ -1,0 +1,72 @@
+//! When this node last heard from each peer, and from a leader.
+//!
+//! Both sides of the wire feed it (a signed request from a peer, a signed answer to one of
+//! ours), and three readers need it: the status document (each peer's last contact), the
+//! pre-vote ("is a leader alive?") and the vote gate ("has a leader restored my term?").
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::raft::NodeId;
+
+/// Contacts remembered at most: node ids come from signed requests, so only peers choose
+/// them, but a misconfigured peer must not grow the table either.
+const MAX_CONTACTS: usize = 64;
+
+/// When this node last heard from each peer (a request from it, or an answer to us), and
+/// when it last accepted an append from a leader (the pre-vote's "is a leader alive?").
+#[derive(Default)]
+pub struct Contacts {
+    peers: Mutex<HashMap<NodeId, Instant>>,
+    leader: Mutex<Option<Instant>>,
+}
+
+impl Contacts {
+    pub fn touch(&self, id: NodeId) {
+        let mut peers = crate::sync::lock(&self.peers);
+        if peers.len() >= MAX_CONTACTS && !peers.contains_key(&id) {
+            if let Some(oldest) = peers.iter().min_by_key(|(_, at)| **at).map(|(id, _)| *id) {
+                peers.remove(&oldest);
+            }
+        }
+        peers.insert(id, Instant::now());
+    }
+    /// Peers remembered (for the metrics).
+    pub fn len(&self) -> usize {
+        crate::sync::lock(&self.peers).len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn age(&self, id: NodeId) -> Option<Duration> {
+        crate::sync::lock(&self.peers)
+            .get(&id)
+            .map(Instant::elapsed)
+    }
+    /// A leader's append was accepted just now.
+    pub fn touch_leader(&self) {
+        *crate::sync::lock(&self.leader) = Some(Instant::now());
+    }
+    /// When an append from a leader was last accepted (None: never since start).
+    pub fn last_leader_contact(&self) -> Option<Instant> {
+        *crate::sync::lock(&self.leader)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7: contacts are keyed by node ids from signed requests; 100,000 distinct ids
+    /// leave at most MAX_CONTACTS entries, the most recent ones.
+    #[test]
+    fn contacts_stay_bounded() {
+        let contacts = Contacts::default();
+        for id in 0..100_000 {
+            contacts.touch(id);
+        }
+        assert_eq!(contacts.len(), MAX_CONTACTS);
+        assert!(contacts.age(99_999).is_some());
+    }
+}

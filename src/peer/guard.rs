@@ -1,0 +1,191 @@
+//! The gate in front of every signed route: authenticate the request, sign the answer.
+//!
+//! [`authenticate`] refuses cheaply what it can before reading a body: a missing or too large
+//! Content-Length, malformed signature headers, a stale timestamp or a known nonce all answer
+//! the same 401 without a byte of the body read or hashed. Only then is the body read (bounded
+//! by the route's own limit, see [`body_limit`]) and its signature checked. Rejections are
+//! counted and logged with their source address (at most once per source per
+//! [`REJECT_LOG_EVERY`], see [`super::reject_log`]). Accepted requests get answers signed over
+//! their nonce, so the caller can tell this node's answer from a forgery.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Extension, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::handlers::PeerServer;
+use super::reject_log::{self, LogVerdict};
+use super::wire::{APPEND_PATH, SNAPSHOT_PATH};
+use crate::auth::{Authenticator, SignedHeaders, VerifyRequestError, SIGNATURE_HEADER};
+
+/// Largest snapshot request: the state machine holds operator flags and the membership, a
+/// few KB; 4 MiB leaves room and bounds memory per request.
+const MAX_SNAPSHOT_BODY: usize = 4 << 20;
+/// Largest append: openraft sends at most 300 entries of a few hundred bytes each.
+const MAX_APPEND_BODY: usize = 512 << 10;
+/// Largest vote, pre-vote, elect or maintenance request (they are a few dozen bytes).
+const MAX_SMALL_BODY: usize = 16 << 10;
+/// Largest answer this node signs (its own answers are small; a bound keeps one bug from
+/// buffering without limit).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// A rejected source is logged at most this often; the counter still counts every request.
+pub const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Longest a request may take from its first byte to its answer (a 4 MiB snapshot on a LAN
+/// takes milliseconds; Raft's own RPC timeouts are far shorter). The HTTP server drops a
+/// connection whose request runs longer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the HTTP server hands each request about the connection it came on: a request that
+/// passed the signature check proves the connection is a peer's, which the server then keeps
+/// over strangers' (see `api::server`).
+pub trait PeerConnectionMark: Send + Sync {
+    fn mark_authenticated(&self);
+}
+
+/// Largest body accepted on `path`, checked against Content-Length before reading.
+fn body_limit(path: &str) -> usize {
+    match path {
+        SNAPSHOT_PATH => MAX_SNAPSHOT_BODY,
+        APPEND_PATH => MAX_APPEND_BODY,
+        _ => MAX_SMALL_BODY,
+    }
+}
+
+/// Why a signed route refused a request; all answer the same 401.
+#[derive(Debug, thiserror::Error)]
+enum RefuseError {
+    #[error("no valid Content-Length header")]
+    NoLength,
+    #[error("Content-Length {length} exceeds this route's limit of {limit} bytes")]
+    TooLarge { length: usize, limit: usize },
+    #[error("the body did not arrive in time or was cut short")]
+    BodyRead,
+    #[error(transparent)]
+    Auth(#[from] VerifyRequestError),
+}
+
+pub(super) async fn authenticate(
+    State(state): State<Arc<PeerServer>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    connection: Option<Extension<Arc<dyn PeerConnectionMark>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let (signed, bytes) = match check(&state.auth, &parts, body, &path).await {
+        Ok(accepted) => accepted,
+        Err(error) => return refuse(&state, source, &path, &error),
+    };
+    if let Some(Extension(connection)) = connection {
+        connection.mark_authenticated();
+    }
+    let answer = next.run(Request::from_parts(parts, Body::from(bytes)));
+    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+        Ok(answer) => sign_answer(&state.auth, &signed, answer).await,
+        Err(_) => {
+            tracing::warn!(%source, path, "peer request took longer than {REQUEST_TIMEOUT:?}; dropped");
+            sign_answer(
+                &state.auth,
+                &signed,
+                (StatusCode::SERVICE_UNAVAILABLE, "timed out").into_response(),
+            )
+            .await
+        }
+    }
+}
+
+/// Checks length and signature headers before reading the body, then the body's signature.
+async fn check(
+    auth: &Authenticator,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    path: &str,
+) -> Result<(SignedHeaders, axum::body::Bytes), RefuseError> {
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .ok_or(RefuseError::NoLength)?;
+    let limit = body_limit(path);
+    if length > limit {
+        return Err(RefuseError::TooLarge { length, limit });
+    }
+    let signed = auth.check_headers(
+        |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        },
+        SystemTime::now(),
+    )?;
+    let bytes = tokio::time::timeout(REQUEST_TIMEOUT, axum::body::to_bytes(body, length))
+        .await
+        .map_err(|_| RefuseError::BodyRead)?
+        .map_err(|_| RefuseError::BodyRead)?;
+    auth.check_body(
+        &signed,
+        parts.method.as_str(),
+        path,
+        &bytes,
+        SystemTime::now(),
+    )?;
+    Ok((signed, bytes))
+}
+
+/// Counts and (rate-limited) logs a refused request and answers the uniform 401; the
+/// connection is closed after it, freeing its slot.
+fn refuse(state: &PeerServer, source: SocketAddr, path: &str, error: &RefuseError) -> Response {
+    let rejected_total = state.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+    let verdict = crate::sync::lock(&state.reject_log).note(source.ip(), Instant::now());
+    match verdict {
+        LogVerdict::Log => tracing::warn!(
+            %source,
+            path,
+            %error,
+            rejected_total,
+            "rejected unauthenticated peer request"
+        ),
+        LogVerdict::Summarise => tracing::warn!(
+            rejected_total,
+            sources = reject_log::MAX_SOURCES,
+            "rejecting unauthenticated requests from more sources than are logged one by one"
+        ),
+        LogVerdict::Quiet => {}
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONNECTION, "close")],
+        "unauthenticated\n",
+    )
+        .into_response()
+}
+
+/// Signs this node's answer over the request's nonce, so the caller can trust it.
+async fn sign_answer(auth: &Authenticator, request: &SignedHeaders, answer: Response) -> Response {
+    let (mut parts, body) = answer.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_ANSWER).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot buffer this node's own answer to sign it");
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            axum::body::Bytes::new()
+        }
+    };
+    let signature = auth.sign_response(request, parts.status.as_u16(), &bytes);
+    if let Ok(value) = header::HeaderValue::from_str(&signature) {
+        parts.headers.insert(SIGNATURE_HEADER, value);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}

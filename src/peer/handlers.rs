@@ -1,0 +1,215 @@
+//! The server side of the peer wire: one short handler per signed route, behind
+//! [`super::guard::authenticate`].
+//!
+//! Raft's RPCs are handed to openraft and its `Result` is answered as JSON, so a remote Raft
+//! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
+//! node through [`LocalNode`]: whether it may lead (handover), whether it would vote
+//! (pre-vote, vote gate), and who its peers are (maintenance forwarded to the leader).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
+use super::client::PeerClient;
+use super::guard::{authenticate, REJECT_LOG_EVERY};
+use super::reject_log::RejectLog;
+use super::wire::{
+    MaintenanceRequest, PeerAnswer, PrevoteRequest, APPEND_PATH, ELECT_PATH, MAINTENANCE_PATH,
+    PREVOTE_PATH, SNAPSHOT_PATH, VOTE_PATH,
+};
+use super::Contacts;
+use crate::auth::Authenticator;
+use crate::raft::typ::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, LogId, Raft, VoteRequest,
+};
+use crate::raft::{NodeId, Request as RaftRequest};
+
+/// Timeout of a maintenance request forwarded to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the peer handlers need from the running node beyond Raft itself.
+pub trait LocalNode: Send + Sync + 'static {
+    /// Ok if this node may lead now (healthy, not in maintenance, not a witness, not stopping).
+    fn can_lead(&self) -> Result<(), String>;
+    /// Ok if this node would vote for a new leader whose log ends at `candidate_last_log`: it
+    /// has no live leader and its own log is not ahead (see `prevote`).
+    fn grant_prevote(&self, candidate_last_log: Option<LogId>) -> Result<(), String>;
+    /// The address of a peer, for forwarding writes to the leader.
+    fn peer_address(&self, id: NodeId) -> Option<String>;
+    /// Ok if this node may grant a Raft vote now (see `raft::vote_gate`).
+    fn grant_vote(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Everything the signed routes share.
+pub struct PeerServer {
+    pub(super) raft: Raft,
+    pub(super) auth: Arc<Authenticator>,
+    client: PeerClient,
+    node: Arc<dyn LocalNode>,
+    contacts: Arc<Contacts>,
+    /// Rejected requests, shared with the status document.
+    pub(super) rejected: Arc<AtomicU64>,
+    pub(super) reject_log: Mutex<RejectLog>,
+}
+
+impl PeerServer {
+    pub fn new(
+        raft: Raft,
+        auth: Arc<Authenticator>,
+        client: PeerClient,
+        node: Arc<dyn LocalNode>,
+        contacts: Arc<Contacts>,
+        rejected: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            raft,
+            auth,
+            client,
+            node,
+            contacts,
+            rejected,
+            reject_log: Mutex::new(RejectLog::new(REJECT_LOG_EVERY)),
+        }
+    }
+
+    /// Entries in each table of per-request state the peer side keeps, for the metrics.
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("nonces", self.auth.remembered_nonces(SystemTime::now())),
+            (
+                "reject_log",
+                crate::sync::lock(&self.reject_log).len_at(Instant::now()),
+            ),
+            ("contacts", self.contacts.len()),
+        ]
+    }
+}
+
+/// The signed routes: Raft's RPCs and raftvip's own peer calls.
+pub fn router(state: Arc<PeerServer>) -> Router {
+    Router::new()
+        .route(APPEND_PATH, post(append))
+        .route(VOTE_PATH, post(vote))
+        .route(SNAPSHOT_PATH, post(snapshot))
+        .route(ELECT_PATH, post(elect))
+        .route(PREVOTE_PATH, post(prevote))
+        .route(MAINTENANCE_PATH, post(maintenance))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+async fn append(
+    State(s): State<Arc<PeerServer>>,
+    Json(rpc): Json<AppendEntriesRequest>,
+) -> Response {
+    if let Some(leader) = rpc.vote.leader_id().voted_for() {
+        s.contacts.touch(leader);
+    }
+    let answer = s.raft.append_entries(rpc).await;
+    // A stale leader (lower term) is answered HigherVote: that is no sign of a live leader.
+    if matches!(&answer, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        s.contacts.touch_leader();
+    }
+    Json(answer).into_response()
+}
+
+async fn vote(State(s): State<Arc<PeerServer>>, Json(rpc): Json<VoteRequest>) -> Response {
+    if let Some(candidate) = rpc.vote.leader_id().voted_for() {
+        s.contacts.touch(candidate);
+    }
+    if let Err(reason) = s.node.grant_vote() {
+        return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+    }
+    Json(s.raft.vote(rpc).await).into_response()
+}
+
+async fn snapshot(
+    State(s): State<Arc<PeerServer>>,
+    Json(rpc): Json<InstallSnapshotRequest>,
+) -> Response {
+    Json(s.raft.install_snapshot(rpc).await).into_response()
+}
+
+/// A leader handing over asks: "start an election now, if you may lead".
+async fn elect(State(s): State<Arc<PeerServer>>) -> Json<PeerAnswer> {
+    if let Err(reason) = s.node.can_lead() {
+        return Json(PeerAnswer::from_verdict(Err(reason)));
+    }
+    let started = s.raft.trigger().elect().await;
+    if started.is_ok() {
+        tracing::info!("starting an election at the leader's request (handover)");
+    }
+    Json(PeerAnswer::from_verdict(
+        started.map_err(|e| format!("raft is stopping: {e}")),
+    ))
+}
+
+/// Pre-vote (Raft thesis §9.6): "would you vote, i.e. have you lost your leader too, and is
+/// my log at least as up to date as yours?" A candidate asks before it starts a real election,
+/// so a box that was cut off and comes back cannot depose a healthy leader with the terms it
+/// burnt while alone, and a box whose log is behind does not start elections it cannot win
+/// (two candidates bumping terms in turn can otherwise keep each other from winning).
+async fn prevote(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<PrevoteRequest>,
+) -> Json<PeerAnswer> {
+    Json(PeerAnswer::from_verdict(
+        s.node.grant_prevote(request.last_log_id),
+    ))
+}
+
+/// Sets a node's maintenance flag through the Raft log, forwarding to the leader if needed.
+async fn maintenance(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<MaintenanceRequest>,
+) -> Result<Json<()>, (StatusCode, String)> {
+    // The flag map is keyed by node id: only members get one, so it cannot grow unbounded.
+    if s.node.peer_address(request.node_id).is_none() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("node {} is not a member of this cluster", request.node_id),
+        ));
+    }
+    let write = RaftRequest::SetMaintenance {
+        node_id: request.node_id,
+        on: request.on,
+    };
+    let Err(e) = s.raft.client_write(write).await else {
+        return Ok(Json(()));
+    };
+    let leader = e
+        .forward_to_leader::<openraft::BasicNode>()
+        .and_then(|f| f.leader_id);
+    match leader.and_then(|id| Some((id, s.node.peer_address(id)?))) {
+        Some((leader, address)) if !request.forwarded => {
+            let forwarded = MaintenanceRequest {
+                forwarded: true,
+                ..request
+            };
+            s.client
+                .call::<_, ()>(
+                    leader,
+                    &address,
+                    MAINTENANCE_PATH,
+                    &forwarded,
+                    FORWARD_TIMEOUT,
+                )
+                .await
+                .map(Json)
+                .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
+        }
+        _ => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no leader to write to (is a quorum up?): {e}"),
+        )),
+    }
+}

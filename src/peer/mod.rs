@@ -1,0 +1,35 @@
+//! Both sides of the peer wire in one place: what one raftvip box says to another.
+//!
+//! Before this module the protocol was spread over four: paths and the client beside Raft,
+//! handlers in the API, the requester in the daemon. Here, as in openraft's raft-kv-memstore
+//! `network/`, the two ends sit side by side, so a change to a message is one diff:
+//!
+//! - [`wire`]: the paths and messages both ends agree on;
+//! - [`client`]: the signed client, one shared connection pool for everything sent to a peer;
+//! - [`network`]: openraft's `RaftNetwork` over that client (a connect failure is `Unreachable`);
+//! - [`requests`]: raftvip's own asks (handover, pre-vote);
+//! - [`guard`]: authentication of every signed request and signing of every answer;
+//! - [`handlers`]: one short handler per signed route, asking the node through [`LocalNode`];
+//! - [`contacts`]: when each peer, and a leader, was last heard from;
+//! - [`reject_log`]: rate-limited logging of refused requests.
+//!
+//! Dependencies point one way: peer builds on [`crate::raft`] (types, store), [`crate::auth`]
+//! and the config; the API mounts [`router`] and the CLI uses [`PeerClient`]. Peer never
+//! imports the API or the supervisor: the supervisor's view of [`PeerRequests`] is an adapter
+//! written where both are wired (the daemon).
+
+pub mod client;
+pub mod contacts;
+pub mod guard;
+pub mod handlers;
+pub mod network;
+pub mod reject_log;
+pub mod requests;
+pub mod wire;
+
+pub use client::{PeerCallError, PeerClient};
+pub use contacts::Contacts;
+pub use guard::{PeerConnectionMark, REQUEST_TIMEOUT};
+pub use handlers::{router, LocalNode, PeerServer};
+pub use network::Network;
+pub use requests::PeerRequests;

@@ -1,0 +1,59 @@
+//! What both ends of the peer wire agree on: the paths and the messages.
+//!
+//! The Raft RPCs carry openraft's own request and response types (JSON) on the three
+//! `/raft/` paths; raftvip's own calls (handover, pre-vote, maintenance) carry the small
+//! messages below. Every path here is signed (see [`crate::auth`]); changing one breaks
+//! mixed-version clusters, so they are written once, here, for the client and the server.
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::typ::LogId;
+use crate::raft::NodeId;
+
+pub const APPEND_PATH: &str = "/raft/append";
+pub const VOTE_PATH: &str = "/raft/vote";
+pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+/// "Start an election now, if you may lead": a leader handing over asks this.
+pub const ELECT_PATH: &str = "/v1/elect";
+pub const PREVOTE_PATH: &str = "/v1/prevote";
+pub const MAINTENANCE_PATH: &str = "/v1/maintenance";
+
+/// The answer to "start an election now" and to a pre-vote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerAnswer {
+    pub accepted: bool,
+    pub reason: Option<String>,
+}
+
+impl PeerAnswer {
+    /// Accepted if `verdict` is Ok, else refused with its reason.
+    pub fn from_verdict(verdict: Result<(), String>) -> Self {
+        match verdict {
+            Ok(()) => Self {
+                accepted: true,
+                reason: None,
+            },
+            Err(reason) => Self {
+                accepted: false,
+                reason: Some(reason),
+            },
+        }
+    }
+}
+
+/// A pre-vote: the end of the asking node's log, so a node whose log is behind is refused
+/// here, before it starts an election it cannot win.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrevoteRequest {
+    pub last_log_id: Option<LogId>,
+}
+
+/// A maintenance change, as sent by `raftvip maintenance` or forwarded to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceRequest {
+    pub node_id: NodeId,
+    pub on: bool,
+    /// Set when a follower forwards to the leader, so a request never loops.
+    #[serde(default)]
+    pub forwarded: bool,
+}

@@ -1,0 +1,46 @@
+//! What the supervisor sees of the VIP layer: [`VipHolder`], a wish ("hold" or "release", and
+//! until when) and a report (status, whether this box could bind its VIPs).
+//!
+//! The trait lives here, beside its implementations, so the dependency points one way:
+//! supervisor → vip. Everything else — re-checking the kernel on a timer, reacting to an
+//! address that vanished or to another MAC claiming a VIP — happens on the VIP thread
+//! ([`super::VipWorker`]) without the supervisor being told: none of it changes what the
+//! supervisor decides.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::status::VipStatus;
+
+/// What the supervisor needs from the VIP layer.
+pub trait VipHolder: Send + Sync + 'static {
+    /// Idempotent: bind + announce, or release, every VIP.
+    fn set_held(&self, hold: bool, reason: &str);
+    fn status(&self) -> Vec<VipStatus>;
+    /// Waits (at most `limit`) until the last `set_held` has been carried out; false on
+    /// timeout. Implementations that execute on another thread make `set_held` return at
+    /// once (it is on the Raft thread); the exit path waits here so no VIP outlives it.
+    fn wait_applied(&self, _limit: Duration) -> bool {
+        true
+    }
+    /// The fence deadline of the current hold (None when not holding). An implementation on
+    /// its own thread releases at it by itself, however busy the Raft thread is, and never
+    /// renews or announces past it.
+    fn hold_until(&self, _deadline: Option<Instant>) {}
+    /// Why this box could not bind its VIPs now (interface missing or down, no privilege),
+    /// None when it could. The default never changes: always bindable.
+    fn unbindable(&self) -> watch::Receiver<Option<String>> {
+        watch::channel(None).1
+    }
+}
+
+/// VIPs when none are configured (a witness, or a Raft-only test cluster).
+pub struct NoVips;
+
+impl VipHolder for NoVips {
+    fn set_held(&self, _hold: bool, _reason: &str) {}
+    fn status(&self) -> Vec<VipStatus> {
+        Vec::new()
+    }
+}
