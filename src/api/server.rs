@@ -162,7 +162,7 @@ fn shrink(open: &mut HashMap<u64, Arc<Connection>>) {
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled; then asks every connection to
-/// close and waits (up to [`CLOSE_GRACE`]) for requests in flight.
+/// close and waits (up to `CLOSE_GRACE`) for requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,

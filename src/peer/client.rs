@@ -131,6 +131,19 @@ impl PeerClient {
                 }
             }
         })?;
+        self.trusted_answer(to, &signature.nonce, url, response)
+            .await
+    }
+
+    /// Decodes a successful answer that node `to` signed over the request's `nonce`; an
+    /// unsigned, forged or unsuccessful answer is an error.
+    async fn trusted_answer<Resp: DeserializeOwned>(
+        &self,
+        to: NodeId,
+        nonce: &str,
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<Resp, PeerCallError> {
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(PeerCallError::Unauthorized {
@@ -152,7 +165,7 @@ impl PeerClient {
         self.auth
             .verify_response(
                 to,
-                &signature.nonce,
+                nonce,
                 status.as_u16(),
                 answer_signature.as_deref(),
                 &answer,
@@ -178,7 +191,7 @@ impl PeerClient {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::auth::{FROM_HEADER, NONCE_HEADER};
     use crate::config::Secret;
@@ -187,13 +200,16 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-    fn node(id: NodeId) -> Arc<Authenticator> {
+    pub(in crate::peer) fn node(id: NodeId) -> Arc<Authenticator> {
         Arc::new(Authenticator::new(Secret::new(SECRET.to_vec()), "lb", id))
     }
 
     /// A one-shot HTTP server that answers `body` signed by `signer` (None: unsigned), over
     /// the nonce of the request it received.
-    async fn answer_once(signer: Option<Arc<Authenticator>>, body: &'static str) -> String {
+    pub(in crate::peer) async fn answer_once(
+        signer: Option<Arc<Authenticator>>,
+        body: &'static str,
+    ) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {

@@ -1,9 +1,9 @@
 //! The gate in front of every signed route: authenticate the request, sign the answer.
 //!
-//! [`authenticate`] refuses cheaply what it can before reading a body: a missing or too large
+//! `authenticate` refuses cheaply what it can before reading a body: a missing or too large
 //! Content-Length, malformed signature headers, a stale timestamp or a known nonce all answer
 //! the same 401 without a byte of the body read or hashed. Only then is the body read (bounded
-//! by the route's own limit, see [`body_limit`]) and its signature checked. Rejections are
+//! by the route's own limit, see `body_limit`) and its signature checked. Rejections are
 //! counted and logged with their source address (at most once per source per
 //! [`REJECT_LOG_EVERY`], see [`super::reject_log`]). Accepted requests get answers signed over
 //! their nonce, so the caller can tell this node's answer from a forgery.

@@ -1,5 +1,5 @@
 //! The server side of the peer wire: one short handler per signed route, behind
-//! [`super::guard::authenticate`].
+//! the guard (`super::guard::authenticate`).
 //!
 //! Raft's RPCs are handed to openraft and its `Result` is answered as JSON, so a remote Raft
 //! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
@@ -141,16 +141,7 @@ async fn snapshot(
 
 /// A leader handing over asks: "start an election now, if you may lead".
 async fn elect(State(s): State<Arc<PeerServer>>) -> Json<PeerAnswer> {
-    if let Err(reason) = s.node.can_lead() {
-        return Json(PeerAnswer::from_verdict(Err(reason)));
-    }
-    let started = s.raft.trigger().elect().await;
-    if started.is_ok() {
-        tracing::info!("starting an election at the leader's request (handover)");
-    }
-    Json(PeerAnswer::from_verdict(
-        started.map_err(|e| format!("raft is stopping: {e}")),
-    ))
+    Json(PeerAnswer::from_verdict(s.elect_now().await))
 }
 
 /// Pre-vote (Raft thesis §9.6): "would you vote, i.e. have you lost your leader too, and is
@@ -172,44 +163,65 @@ async fn maintenance(
     State(s): State<Arc<PeerServer>>,
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
-    // The flag map is keyed by node id: only members get one, so it cannot grow unbounded.
-    if s.node.peer_address(request.node_id).is_none() {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            format!("node {} is not a member of this cluster", request.node_id),
-        ));
+    s.set_maintenance(request).await.map(Json)
+}
+
+impl PeerServer {
+    /// Starts an election if this node may lead.
+    async fn elect_now(&self) -> Result<(), String> {
+        self.node.can_lead()?;
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| format!("raft is stopping: {e}"))?;
+        tracing::info!("starting an election at the leader's request (handover)");
+        Ok(())
     }
-    let write = RaftRequest::SetMaintenance {
-        node_id: request.node_id,
-        on: request.on,
-    };
-    let Err(e) = s.raft.client_write(write).await else {
-        return Ok(Json(()));
-    };
-    let leader = e
-        .forward_to_leader::<openraft::BasicNode>()
-        .and_then(|f| f.leader_id);
-    match leader.and_then(|id| Some((id, s.node.peer_address(id)?))) {
-        Some((leader, address)) if !request.forwarded => {
-            let forwarded = MaintenanceRequest {
-                forwarded: true,
-                ..request
-            };
-            s.client
-                .call::<_, ()>(
-                    leader,
-                    &address,
-                    MAINTENANCE_PATH,
-                    &forwarded,
-                    FORWARD_TIMEOUT,
-                )
-                .await
-                .map(Json)
-                .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
+
+    /// Writes the flag if this node leads, else forwards the request to the leader once.
+    async fn set_maintenance(
+        &self,
+        request: MaintenanceRequest,
+    ) -> Result<(), (StatusCode, String)> {
+        // The flag map is keyed by node id: only members get one, so it cannot grow unbounded.
+        if self.node.peer_address(request.node_id).is_none() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("node {} is not a member of this cluster", request.node_id),
+            ));
         }
-        _ => Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no leader to write to (is a quorum up?): {e}"),
-        )),
+        let write = RaftRequest::SetMaintenance {
+            node_id: request.node_id,
+            on: request.on,
+        };
+        let Err(e) = self.raft.client_write(write).await else {
+            return Ok(());
+        };
+        let leader = e
+            .forward_to_leader::<openraft::BasicNode>()
+            .and_then(|f| f.leader_id);
+        match leader.and_then(|id| Some((id, self.node.peer_address(id)?))) {
+            Some((leader, address)) if !request.forwarded => {
+                let forwarded = MaintenanceRequest {
+                    forwarded: true,
+                    ..request
+                };
+                self.client
+                    .call(
+                        leader,
+                        &address,
+                        MAINTENANCE_PATH,
+                        &forwarded,
+                        FORWARD_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
+            }
+            _ => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no leader to write to (is a quorum up?): {e}"),
+            )),
+        }
     }
 }

@@ -13,10 +13,11 @@
 //! - [`contacts`]: when each peer, and a leader, was last heard from;
 //! - [`reject_log`]: rate-limited logging of refused requests.
 //!
-//! Dependencies point one way: peer builds on [`crate::raft`] (types, store), [`crate::auth`]
-//! and the config; the API mounts [`router`] and the CLI uses [`PeerClient`]. Peer never
+//! Dependencies point one way: peer builds on [`crate::raft`] (types, store) and
+//! [`crate::auth`]; the API mounts [`router`] and the CLI uses [`PeerClient`]. Peer never
 //! imports the API or the supervisor: the supervisor's view of [`PeerRequests`] is an adapter
-//! written where both are wired (the daemon).
+//! written where both are wired (the daemon), and the HTTP server learns that a connection is
+//! a peer's through [`PeerConnectionMark`], a trait defined here.
 
 pub mod client;
 pub mod contacts;

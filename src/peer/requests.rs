@@ -105,3 +105,61 @@ impl PeerRequests {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::client::tests::{answer_once, node};
+
+    const YES: &str = r#"{"accepted":true,"reason":null}"#;
+    const NO: &str = r#"{"accepted":false,"reason":"HAProxy unhealthy"}"#;
+
+    /// Node `me`'s requests to `peers`, each answering once as given (None: unreachable),
+    /// and the directory of `me`'s store.
+    async fn asking(
+        me: NodeId,
+        peers: &[(NodeId, Option<&'static str>)],
+    ) -> (PeerRequests, tempfile::TempDir) {
+        let mut addresses = Vec::new();
+        for &(id, answer) in peers {
+            let address = match answer {
+                Some(body) => answer_once(Some(node(id)), body).await,
+                None => closed_port().await,
+            };
+            addresses.push((id, address));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = crate::raft::store::open(dir.path(), "lb", me).unwrap();
+        let requests = PeerRequests::new(PeerClient::new(node(me)), addresses, log);
+        (requests, dir)
+    }
+
+    async fn closed_port() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    /// Node 2 asks 3, then 4, then 1: node 1 would accept, but 4 does first.
+    #[tokio::test]
+    async fn a_handover_asks_the_peers_after_this_node_first_and_stops_at_the_first_yes() {
+        let (requests, _dir) = asking(2, &[(1, Some(YES)), (3, Some(NO)), (4, Some(YES))]).await;
+        assert_eq!(requests.hand_over(2).await, Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_handover_without_a_willing_peer_names_none() {
+        let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, None)]).await;
+        assert_eq!(requests.hand_over(1).await, None);
+    }
+
+    /// Five nodes: this one and two yeses make three, a majority, whatever 4 and 5 say.
+    #[tokio::test]
+    async fn a_pre_vote_counts_this_node_and_needs_a_majority() {
+        let granted = [(2, Some(YES)), (3, Some(NO)), (4, Some(YES)), (5, None)];
+        let (requests, _dir) = asking(1, &granted).await;
+        assert!(requests.pre_vote(1).await);
+        let refused = [(2, Some(YES)), (3, Some(NO)), (4, Some(NO)), (5, None)];
+        let (requests, _dir) = asking(1, &refused).await;
+        assert!(!requests.pre_vote(1).await);
+    }
+}

@@ -57,3 +57,65 @@ pub struct MaintenanceRequest {
     #[serde(default)]
     pub forwarded: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    /// Boxes of different versions share a cluster during a rolling upgrade: the paths and the
+    /// JSON of raftvip's own messages are part of the wire and must not drift.
+    #[test]
+    fn paths_and_messages_keep_their_wire_form() {
+        assert_eq!(
+            [
+                APPEND_PATH,
+                VOTE_PATH,
+                SNAPSHOT_PATH,
+                ELECT_PATH,
+                PREVOTE_PATH,
+                MAINTENANCE_PATH
+            ],
+            [
+                "/raft/append",
+                "/raft/vote",
+                "/raft/snapshot",
+                "/v1/elect",
+                "/v1/prevote",
+                "/v1/maintenance"
+            ]
+        );
+        assert_eq!(
+            json(&PeerAnswer::from_verdict(Ok(()))),
+            r#"{"accepted":true,"reason":null}"#
+        );
+        assert_eq!(
+            json(&PeerAnswer::from_verdict(Err("HAProxy unhealthy".into()))),
+            r#"{"accepted":false,"reason":"HAProxy unhealthy"}"#
+        );
+        let last_log_id = Some(LogId::new(CommittedLeaderId::new(3, 1), 7));
+        assert_eq!(
+            json(&PrevoteRequest { last_log_id }),
+            r#"{"last_log_id":{"leader_id":{"term":3,"node_id":1},"index":7}}"#
+        );
+        assert_eq!(
+            json(&PrevoteRequest { last_log_id: None }),
+            r#"{"last_log_id":null}"#
+        );
+    }
+
+    /// A request from a raftvip that predates forwarding has no `forwarded` field.
+    #[test]
+    fn a_maintenance_request_without_forwarded_is_not_forwarded() {
+        let request: MaintenanceRequest =
+            serde_json::from_str(r#"{"node_id":2,"on":true}"#).unwrap();
+        assert_eq!(
+            (request.node_id, request.on, request.forwarded),
+            (2, true, false)
+        );
+    }
+
+    fn json(value: &impl Serialize) -> String {
+        serde_json::to_string(value).unwrap()
+    }
+}
