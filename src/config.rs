@@ -398,12 +398,165 @@ impl VipLease {
     }
 }
 
-/// Hooks run on transitions (`NAME EVENT` as arguments, like keepalived's notify).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Hooks run on state changes, as keepalived's notify scripts are (docs/operations.md): each
+/// value is a command line, a program's absolute path then arguments separated by spaces (no
+/// shell: no quoting, no variables).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
-    /// Run with `master`, `backup` or `fault` when the VIP is taken, released or health fails.
-    pub script: Option<PathBuf>,
+    /// keepalived's generic `notify`: run on every event with `INSTANCE <cluster>
+    /// MASTER|BACKUP|FAULT|STOP <priority>` appended to its own arguments.
+    pub script: Option<String>,
+    /// keepalived's `notify_master`, `notify_backup`, `notify_fault`, `notify_stop`: run with
+    /// their own arguments only, before `script`.
+    pub master: Option<String>,
+    pub backup: Option<String>,
+    pub fault: Option<String>,
+    pub stop: Option<String>,
+    /// A hook still running after this long is killed (its whole process group) and the next
+    /// one runs.
+    #[serde(default = "default_hook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Long enough to page someone, reload a firewall or call a cloud API; short enough that
+/// the next event's hooks, queued behind a hung one, still run while they matter.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 10_000;
+
+/// Bounds of `[notify] timeout_ms`: under 100 ms a loaded box may not even fork and exec a
+/// shell script; over ten minutes every later event waits behind a hung hook that long.
+pub const HOOK_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=MAX_TIMING_MS;
+
+fn default_hook_timeout_ms() -> u64 {
+    DEFAULT_HOOK_TIMEOUT_MS
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Self {
+            script: None,
+            master: None,
+            backup: None,
+            fault: None,
+            stop: None,
+            timeout_ms: DEFAULT_HOOK_TIMEOUT_MS,
+        }
+    }
+}
+
+impl Notify {
+    /// Every hook key, as named in the file, with its command line when set.
+    pub fn commands(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("notify.master", self.master.as_deref()),
+            ("notify.backup", self.backup.as_deref()),
+            ("notify.fault", self.fault.as_deref()),
+            ("notify.stop", self.stop.as_deref()),
+            ("notify.script", self.script.as_deref()),
+        ]
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Problems with the hook keys: each must name its program by absolute path (no shell,
+    /// no PATH search runs it), and the timeout must be in range.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, what: String, fix: String| {
+            problems.push(Problem::new(key, what, fix));
+        };
+        for (key, line) in self.commands() {
+            match line.map(split_hook_command) {
+                None => {}
+                Some(None) => problem(
+                    key,
+                    "is empty".into(),
+                    "name a program, e.g. \"/etc/raftvip/notify.sh\", or remove the key".into(),
+                ),
+                Some(Some((program, _))) if !Path::new(program).is_absolute() => problem(
+                    key,
+                    format!("{program} is not an absolute path"),
+                    "give the full path: hooks run without a shell and without a PATH search"
+                        .into(),
+                ),
+                Some(Some(_)) => {}
+            }
+        }
+        if !HOOK_TIMEOUT_MS_RANGE.contains(&self.timeout_ms) {
+            problem(
+                "notify.timeout_ms",
+                format!(
+                    "{} is outside the accepted range {} to {}",
+                    self.timeout_ms,
+                    HOOK_TIMEOUT_MS_RANGE.start(),
+                    HOOK_TIMEOUT_MS_RANGE.end()
+                ),
+                format!("use a value in that range, or remove the key for the default of {DEFAULT_HOOK_TIMEOUT_MS}"),
+            );
+        }
+        problems
+    }
+
+    /// Hook programs that would not run now. Warnings, not problems: a missing hook must not
+    /// keep the daemon (and failover) from starting, and the file may be installed later.
+    pub fn warnings(&self) -> Vec<String> {
+        self.commands()
+            .into_iter()
+            .filter_map(|(key, line)| {
+                let (program, _) = split_hook_command(line?)?;
+                // A relative path is a problem already.
+                let program = Some(Path::new(program)).filter(|p| p.is_absolute())?;
+                let (what, fix) = hook_program_unusable(program)?;
+                Some(format!("{key}: {what}; it will not run ({fix})"))
+            })
+            .collect()
+    }
+}
+
+/// Splits a hook command line into its program and arguments; None when it is blank.
+pub fn split_hook_command(line: &str) -> Option<(&str, Vec<&str>)> {
+    let mut words = line.split_whitespace();
+    Some((words.next()?, words.collect()))
+}
+
+/// Why a hook program cannot be run, or must not be (like keepalived's script security, a
+/// file others can change is not run: raftvip's privileges would be theirs), with the fix.
+pub fn hook_program_unusable(program: &Path) -> Option<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = program.display();
+    let mode = match std::fs::metadata(program) {
+        Err(e) => {
+            return Some((
+                format!("cannot use {shown}: {e}"),
+                "create it or correct the path".into(),
+            ))
+        }
+        Ok(meta) if !meta.is_file() => {
+            return Some((
+                format!("{shown} is not a file"),
+                "name an executable file".into(),
+            ))
+        }
+        Ok(meta) => meta.permissions().mode(),
+    };
+    if mode & 0o111 == 0 {
+        return Some((
+            format!("{shown} is not executable"),
+            format!("chmod +x {shown}"),
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Some((
+            format!(
+                "{shown} can be changed by other users (mode {:o})",
+                mode & 0o7777
+            ),
+            format!("chmod go-w {shown}"),
+        ));
+    }
+    None
 }
 
 /// The shared secret; never printed.
@@ -539,6 +692,7 @@ impl Config {
         }
         self.role_problems(&mut problems);
         problems.extend(self.listener_problems());
+        problems.extend(self.notify.problems());
         problems
     }
 
@@ -820,6 +974,7 @@ impl Config {
                 t.members - 1
             ));
         }
+        warnings.extend(self.notify.warnings());
         if self.accept_no_failover {
             if t.may_fail == 0 {
                 warnings.push(format!(

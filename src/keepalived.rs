@@ -295,7 +295,6 @@ fn unmapped_reason(key: &str) -> Option<&'static str> {
         }
         "smtp_alert" => "no mail: use the [notify] script or alert on /metrics",
         "virtual_routes" | "virtual_rules" => "raftvip manages addresses only; add routes from the [notify] script",
-        "notify_stop" => "raftvip's script gets `backup` when it releases the VIPs on stop",
         "lvs_sync_daemon_interface" => "no LVS in raftvip (HAProxy does the balancing)",
         _ => return None,
     })
@@ -435,8 +434,19 @@ impl Found {
                     let names = child.children.iter().flatten().map(|n| n.key.clone());
                     self.tracked.extend(names);
                 }
-                key @ ("notify_master" | "notify_backup" | "notify_fault" | "notify") => {
-                    self.notify.push((key.to_owned(), child.args.join(" ")));
+                key @ ("notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
+                | "notify") => {
+                    // `notify_* COMMAND [username [groupname]]`: the user is not ours to pick.
+                    let command = child.args.first().cloned().unwrap_or_default();
+                    self.notify.push((key.to_owned(), command));
+                    if child.args.len() > 1 {
+                        self.skipped.push(format!(
+                            "{}: {} — the hook runs as raftvip's user, not {}",
+                            child.at,
+                            child.line(),
+                            child.args[1..].join(" ")
+                        ));
+                    }
                 }
                 "garp_master_refresh" => self.refresh_s = child.arg(0).map(str::to_owned),
                 key => {
@@ -636,49 +646,34 @@ fn write_haproxy(w: &mut String, check: Option<&str>) {
     let _ = writeln!(w);
 }
 
-/// `[notify]` from keepalived's notify scripts ((key, command line) pairs).
+/// `[notify]` from keepalived's notify scripts ((key, command line) pairs): each keepalived
+/// key has its raftvip twin, called with the same arguments, so the scripts run unchanged
+/// (docs/operations.md, "Notify hooks").
 fn write_notify(w: &mut String, notify: &[(String, String)]) {
-    match notify {
-        [] => {}
-        [(key, script)] if !script.contains(' ') => {
-            let _ = writeln!(w, "[notify]");
+    if notify.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "[notify]");
+    let mut mapped = BTreeSet::new();
+    for (key, command) in notify {
+        let hook = key.strip_prefix("notify_").unwrap_or("script");
+        if mapped.insert(hook) {
+            let quoted = toml::Value::String(command.clone());
+            let _ = writeln!(w, "{hook} = {quoted}  # {key}");
+        } else {
             let _ = writeln!(
                 w,
-                "# From {key}. raftvip calls it as: SCRIPT CLUSTER master|backup|fault REASON"
+                "# also {key} {command}: raftvip has one {hook} hook; call both from one script"
             );
-            let _ = writeln!(w, "# (keepalived passed: INSTANCE NAME STATE PRIORITY): adapt the script to the new arguments.");
-            let _ = writeln!(w, "script = \"{script}\"");
-        }
-        several => {
-            let _ = writeln!(w, "[notify]");
-            let _ = writeln!(w, "# raftvip runs ONE script as: SCRIPT CLUSTER master|backup|fault REASON. keepalived had:");
-            for (key, script) in several {
-                let _ = writeln!(w, "#   {key} {script}");
-            }
-            let _ = writeln!(w, "# Write /etc/raftvip/notify.sh dispatching on $2, e.g.:");
-            let _ = writeln!(w, "#   #!/bin/sh");
-            let _ = writeln!(w, "#   case \"$2\" in");
-            // The catch-all of a generic `notify` goes last.
-            let (generic, per_state): (Vec<_>, Vec<_>) =
-                several.iter().partition(|(k, _)| k == "notify");
-            for (key, script) in per_state.into_iter().chain(generic) {
-                // keepalived passes `INSTANCE NAME STATE PRIORITY` to the generic `notify`
-                // only; notify_master/backup/fault scripts get no arguments.
-                let line = match key.strip_prefix("notify_") {
-                    Some(event) => format!("{event}) exec {script} ;;"),
-                    None => format!(
-                        "*) exec {script} INSTANCE raftvip \"$(echo \"$2\" | tr a-z A-Z)\" 0 ;;"
-                    ),
-                };
-                let _ = writeln!(w, "#       {line}");
-            }
-            let _ = writeln!(w, "#   esac");
-            let _ = writeln!(w, "script = \"/etc/raftvip/notify.sh\"");
         }
     }
-    if !notify.is_empty() {
-        let _ = writeln!(w);
+    if mapped.contains("script") {
+        let _ = writeln!(
+            w,
+            "# script gets INSTANCE <name> STATE PRIORITY as from keepalived; <name> is the cluster name, not the vrrp_instance's."
+        );
     }
+    let _ = writeln!(w);
 }
 
 fn socket(ip: IpAddr, port: u16) -> String {
@@ -800,14 +795,15 @@ mod tests {
             t.contains("stats_socket = \"/run/haproxy/admin.sock\""),
             "{t}"
         );
-        assert!(
-            t.contains("#       master) exec /etc/keepalived/master.sh"),
-            "{t}"
-        );
-        assert!(
-            t.contains("#       fault) exec /etc/keepalived/fault.sh"),
-            "{t}"
-        );
+        // Each notify key keeps its script, called as keepalived called it.
+        for (hook, key, script) in [
+            ("master", "notify_master", "master.sh"),
+            ("backup", "notify_backup", "backup.sh"),
+            ("fault", "notify_fault", "fault.sh"),
+        ] {
+            let line = format!("{hook} = \"/etc/keepalived/{script}\"  # {key}");
+            assert!(t.contains(&line), "{line} missing\n{t}");
+        }
         // Every unmapped option is named with its reason.
         for opt in [
             "state MASTER",

@@ -19,7 +19,7 @@
 //!   `decide` plus a thin driver that executes its actions.
 //! - [`daemon`]: wires everything together and owns the shutdown order.
 //! - [`metrics`]: Prometheus text rendered from the status document.
-//! - [`notify`]: operator hook scripts on master / backup / fault transitions.
+//! - [`notify`]: keepalived-compatible hook scripts (MASTER / BACKUP / FAULT / STOP), run in order.
 //! - [`status`]: the JSON status document shared by the API and the CLI.
 //! - [`release`]: removing this box's VIPs outside the supervisor (start, exit, crash, panic).
 //! - [`systemd`]: sd_notify readiness, status, stopping and watchdog pings.

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::notify::{Event, Notifier};
+use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::Contacts;
 use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::{ClusterState, NodeId};
@@ -243,7 +243,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             lease: Duration::from_millis(et_max),
             election_timeout: et_min..et_max,
             last_seen: None,
-            notifier: Notifier::new(config.notify.script.clone(), &config.cluster),
+            notifier: Notifier::new(config),
             raft_failed: false,
             released_at: None,
         }
@@ -273,6 +273,8 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
         // Whether the VIPs could be bound; a closed source keeps its last word.
         let mut unbindable = self.vips.unbindable();
         let mut unbindable_open = true;
+        // Every node reports its state at start, as keepalived does: BACKUP until it holds.
+        self.fire(Event::Backup, Reason::NotLeader);
 
         loop {
             let fence_deadline = ack_instant.map(|at| at + self.fence);
@@ -388,6 +390,23 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             }
         }
         self.vips.set_held(false, "stopping");
+        self.fire(Event::Stop, Reason::Stopping);
+        self.notifier.flush().await;
+    }
+
+    /// Queues the notify hooks of `event` with the Raft term and leader of this moment.
+    fn fire(&self, event: Event, reason: Reason) {
+        let (term, leader_id) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.current_leader)
+        };
+        let context = HookContext {
+            leader_id,
+            term,
+            reason: reason.to_string(),
+        };
+        self.notifier.fire(event, &context);
     }
 
     /// When the next election is due: `lease + timeout` after the later of the last accepted
@@ -455,12 +474,12 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
                     quorum_ack_ms = ?inputs.quorum_ack_age.map(|a| a.as_millis()),
                     "VIP ownership changed"
                 );
-                let event = if d.hold_vips {
-                    Event::Master
-                } else {
-                    Event::Backup
-                };
-                self.notifier.fire(event, &d.reason.to_string());
+                // Losing health is reported as FAULT below, as keepalived does, not BACKUP.
+                if d.hold_vips {
+                    self.fire(Event::Master, d.reason);
+                } else if d.reason != Reason::Unhealthy {
+                    self.fire(Event::Backup, d.reason);
+                }
             }
             let now = std::time::Instant::now();
             if was_holding {
@@ -485,7 +504,7 @@ impl<V: VipHolder + ?Sized, H: Peers, Hl: HealthVerdict> Supervisor<V, H, Hl> {
             && before.is_some_and(|b| b.reason != Reason::Unhealthy)
             && d.reason == Reason::Unhealthy;
         if became_unhealthy {
-            self.notifier.fire(Event::Fault, "HAProxy unhealthy");
+            self.fire(Event::Fault, d.reason);
         }
         if d.hand_over && !before.is_some_and(|b| b.hand_over) {
             tracing::info!(reason = %d.reason, "leader must not lead: handing over");

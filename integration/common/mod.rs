@@ -363,9 +363,14 @@ pub fn spawn_run(config: &Path, log: &Path) -> Child {
 }
 
 /// Runs a `raftvip` subcommand to completion; returns (exit status, stdout, stderr).
+/// Runs the CLI as an operator whose shell sets a proxy nothing answers at: every command
+/// must still reach the daemon directly.
 pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(BIN)
         .args(args)
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
         .stdin(Stdio::null())
         .output()
         .expect("run raftvip");

@@ -77,6 +77,7 @@ SCENARIOS=(
     "holder_frozen_lease|holder's raftvip SIGSTOPped -> the kernel drops the VIP; no second holder 1.5 s after, none on resume"
     "many_vips|200 more VIPs: one box holds all, no leader change for ${MANY_VIPS_STABLE_S} s, box loss moves all"
     "vip_interface_down|VIP interface (a second one, vip0) down on the holder -> it hands over, stands again when up; a box without vip0 never leads"
+    "keepalived_notify|a stock keepalived notify script on every box: BACKUP at start, MASTER on the new holder and FAULT on the old when HAProxy dies, STOP on SIGTERM; term-guard refuses a stale MASTER"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -853,6 +854,69 @@ scn_witness_routed() {
     ((max_multi <= 1)) || fail "two boxes held the VIP for ${multi_ms} ms after the cut"
     bed_heal "$h"
     [[ -z $(bed_events | awk '$2 == 3') ]] || fail "the witness held the VIP at some point"
+}
+
+# ---- scenario: keepalived-compatible notify hooks (issue 10 item 5) ----
+
+HOOKS_DIR=$(cd "$HERE/../../examples/hooks" && pwd)
+# The [notify] table of a box: the stock keepalived script (its log moved into the box's dir,
+# the only edit), and a MASTER hook that "moves the cloud IP" (copies the box's name to a file
+# all boxes share) through term-guard.sh, its term record shared too.
+notify_toml() {
+    local dir; dir=$(bed_boxdir "$1")
+    sed "s|/var/log/keepalived-notify.log|$dir/notify.log|" "$HOOKS_DIR/keepalived-notify.sh" >"$dir/notify.sh"
+    chmod 755 "$dir/notify.sh"
+    bed_boxname "$1" >"$dir/name"
+    printf '[notify]\nscript = "%s"\nmaster = "%s %s /bin/cp %s %s"\n' "$dir/notify.sh" \
+        "$HOOKS_DIR/term-guard.sh" "$BED_DIR/cloud-ip.term" "$dir/name" "$BED_DIR/cloud-ip.owner"
+}
+# notified BOX: "TYPE NAME STATE PRIORITY" of each line the box's notify script logged.
+notified() { awk '{ sub(/:$/, "", $6); print $3, $4, $5, $6 }' "$(bed_boxdir "$1")/notify.log" 2>/dev/null; }
+notified_last() { notified "$1" | tail -n 1; }
+
+scn_keepalived_notify() {
+    bed_create 3
+    local b h n t0 took old_term new_term instance="INSTANCE bed-a-$BED_ID" rc=0
+    for b in 1 2 3; do bed_start_haproxy "$b"; done
+    for b in 1 2 3; do bed_start_raftvip "$b" "$(notify_toml "$b")"; done
+    bed_wait 10000 all_follow a || fail "cluster a did not agree on a leader within 10 s"
+    h=$(holder)
+    bed_wait_eq 3000 "$instance MASTER 100" notified_last "$h" ||
+        fail "holder box$h logged no MASTER: $(notified "$h" | tr '\n' ';')"
+    for b in 1 2 3; do
+        [[ $(notified "$b" | head -n 1) == "$instance BACKUP 100" ]] ||
+            fail "box$b did not report BACKUP first at start: $(notified "$b" | tr '\n' ';')"
+    done
+    bed_wait_eq 3000 "box$h" cat "$BED_DIR/cloud-ip.owner" || fail "the holder's MASTER hook did not move the cloud IP"
+    old_term=$(<"$BED_DIR/cloud-ip.term")
+
+    t0=$(bed_now_ms)
+    bed_kill_haproxy "$h"
+    n=$(wait_new_holder "$h")
+    bed_wait_eq 3000 "$instance MASTER 100" notified_last "$n" ||
+        fail "new holder box$n logged no MASTER: $(notified "$n" | tr '\n' ';')"
+    took=$(($(bed_now_ms) - t0))
+    bed_wait_eq 3000 "$instance FAULT 100" notified_last "$h" ||
+        fail "old holder box$h logged no FAULT: $(notified "$h" | tr '\n' ';')"
+    bed_wait_eq 3000 "box$n" cat "$BED_DIR/cloud-ip.owner" || fail "the cloud IP did not follow to box$n"
+    new_term=$(<"$BED_DIR/cloud-ip.term")
+    [[ $new_term == "$(bed_status "$n" term)" && $new_term -gt $old_term ]] ||
+        fail "term record $new_term: not box$n's term $(bed_status "$n" term) above $old_term"
+    grep -q 'notify hook ran.*stdout=took over bed-a' "$(bed_boxdir "$n")/raftvip.log" ||
+        fail "the script's output is not in box$n's raftvip log"
+    note "box$h->box$n kill_to_master_hook=${took}ms terms=$old_term->$new_term"
+
+    # The old holder's MASTER hook replayed late, with its old term: refused, the IP stays.
+    RAFTVIP_TERM=$old_term "$HOOKS_DIR/term-guard.sh" "$BED_DIR/cloud-ip.term" \
+        /bin/cp "$(bed_boxdir "$h")/name" "$BED_DIR/cloud-ip.owner" 2>/dev/null || rc=$?
+    ((rc == 3)) || fail "term-guard did not refuse the stale term $old_term (exit $rc)"
+    [[ $(<"$BED_DIR/cloud-ip.owner") == "box$n" ]] || fail "a stale MASTER hook moved the cloud IP back"
+
+    for b in 1 2 3; do bed_kill_raftvip "$b" TERM; done
+    for b in 1 2 3; do
+        [[ $(notified_last "$b") == "$instance STOP 100" ]] ||
+            fail "box$b did not report STOP last on SIGTERM: $(notified "$b" | tr '\n' ';')"
+    done
 }
 
 if [[ ${1:-} == --one ]]; then

@@ -16,8 +16,7 @@
 //!   keeps open, so that a check needs no new descriptor and HAProxy's death is seen within
 //!   milliseconds (its socket closes), follows master-worker reloads, and publishes [`Health`]
 //!   on a `watch` channel. The supervisor reads that channel through its `HealthVerdict` trait,
-//!   which [`Health`] implements (and `daemon::NoHealthGate`, where no `[haproxy]` is
-//!   configured), so the supervisor does not depend on how health is measured.
+//!   which [`Health`] implements, so the supervisor does not depend on how health is measured.
 
 pub mod haproxy;
 pub mod monitor;
