@@ -402,6 +402,7 @@ pub fn http(
     static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
     let client = CLIENT.get_or_init(|| {
         reqwest::blocking::Client::builder()
+            .no_proxy() // the nodes are on loopback, whatever the environment's proxy
             .connect_timeout(HTTP_TIMEOUT)
             .timeout(HTTP_TIMEOUT)
             .pool_max_idle_per_host(0)

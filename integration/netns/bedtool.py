@@ -73,6 +73,10 @@ PROBE_INTERVAL_S = 0.010
 PROBE_TIMEOUT_S = 0.050
 
 
+# Every URL here is a bed address or loopback: never through the environment's proxy.
+URL_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def now_ms():
     return int(time.time() * 1000)
 
@@ -219,7 +223,7 @@ def cmd_overlap(vip, start, end, *specs):
 
 def cmd_get(url, field=None):
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with URL_OPENER.open(url, timeout=1) as r:
             doc = json.load(r)
     except (OSError, ValueError) as e:
         sys.exit(f"get {url}: {e}")
@@ -455,7 +459,7 @@ def cmd_flood(seconds, conns, body_mib, *targets):
 
 def cmd_metrics(url, *prefixes):
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with URL_OPENER.open(url, timeout=1) as r:
             text = r.read().decode()
     except (OSError, ValueError) as e:
         sys.exit(f"metrics {url}: {e}")
@@ -466,7 +470,7 @@ def cmd_metrics(url, *prefixes):
 
 def cmd_page(url, timeout_s="1"):
     try:
-        with urllib.request.urlopen(url, timeout=float(timeout_s)) as r:
+        with URL_OPENER.open(url, timeout=float(timeout_s)) as r:
             print(r.read().decode().strip())
     except (OSError, ValueError) as e:
         sys.exit(f"page {url}: {e}")
