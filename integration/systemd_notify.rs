@@ -45,32 +45,75 @@ fn receive(
     got
 }
 
-#[test]
-fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
-    let mut cluster = Cluster::new(1, &[]);
-    // The supervisor turns at least this often, well inside half the watchdog.
-    cluster.extra = "[timing]\nreconcile_ms = 100\n".to_owned();
-    cluster.write_config(1);
-    let socket_path = cluster.dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+/// A bound notify socket in the cluster's directory, as systemd would provide.
+fn notify_socket(cluster: &Cluster) -> (UnixDatagram, std::path::PathBuf) {
+    let path = cluster.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
         .expect("read timeout");
-    let log = std::fs::File::create(cluster.log_path(1)).expect("log file");
-    let started = Instant::now();
-    let mut daemon = Daemon(
+    (socket, path)
+}
+
+/// `raftvip run` for node `id` under a systemd-like notify socket and watchdog.
+fn start_notified(cluster: &Cluster, id: u64, socket_path: &std::path::Path) -> Daemon {
+    let log = std::fs::File::create(cluster.log_path(id)).expect("log file");
+    Daemon(
         Command::new(BIN)
             .arg("run")
             .arg("--config")
-            .arg(cluster.config_path(1))
-            .env("NOTIFY_SOCKET", &socket_path)
+            .arg(cluster.config_path(id))
+            .env("NOTIFY_SOCKET", socket_path)
             .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn raftvip"),
+    )
+}
+
+/// Pings every half watchdog from `ready_at` on: never a gap the watchdog would punish,
+/// never a flood, and the supervisor never reported wedged.
+fn assert_pings_keep_time(ready_at: Instant, watched: &[(Instant, String)], log: &str) {
+    let mut pings: Vec<Instant> = vec![ready_at];
+    pings.extend(
+        watched
+            .iter()
+            .filter(|(_, m)| m.contains("WATCHDOG=1"))
+            .map(|(t, _)| *t),
     );
+    let gaps: Vec<u128> = pings
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    let expected = WATCH_FOR.as_millis() / (WATCHDOG / 2).as_millis();
+    assert!(
+        (expected as usize - 2..=expected as usize + 2).contains(&gaps.len()),
+        "{} pings in {WATCH_FOR:?}, expected about {expected}: gaps {gaps:?} ms",
+        gaps.len()
+    );
+    assert!(
+        gaps.iter().all(|&g| g < WATCHDOG.as_millis()),
+        "a gap between pings reached the watchdog period: {gaps:?} ms"
+    );
+
+    assert!(
+        !log.contains("withholding"),
+        "a turning supervisor was reported wedged:\n{}",
+        log
+    );
+}
+
+#[test]
+fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
+    let mut cluster = Cluster::new(1, &[]);
+    // The supervisor turns at least this often, well inside half the watchdog.
+    cluster.extra = "[timing]\nreconcile_ms = 100\n".to_owned();
+    cluster.write_config(1);
+    let (socket, socket_path) = notify_socket(&cluster);
+    let started = Instant::now();
+    let mut daemon = start_notified(&cluster, 1, &socket_path);
     let log_text = || std::fs::read_to_string(cluster.log_path(1)).unwrap_or_default();
 
     // READY=1 comes with the status line, once, and before any other message.
@@ -102,34 +145,7 @@ fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
         "READY=1 sent twice"
     );
 
-    // Pings every half watchdog: never a gap the watchdog would punish, never a flood.
-    let mut pings: Vec<Instant> = vec![*ready_at];
-    pings.extend(
-        watched
-            .iter()
-            .filter(|(_, m)| m.contains("WATCHDOG=1"))
-            .map(|(t, _)| *t),
-    );
-    let gaps: Vec<u128> = pings
-        .windows(2)
-        .map(|w| (w[1] - w[0]).as_millis())
-        .collect();
-    let expected = WATCH_FOR.as_millis() / (WATCHDOG / 2).as_millis();
-    assert!(
-        (expected as usize - 2..=expected as usize + 2).contains(&gaps.len()),
-        "{} pings in {WATCH_FOR:?}, expected about {expected}: gaps {gaps:?} ms",
-        gaps.len()
-    );
-    assert!(
-        gaps.iter().all(|&g| g < WATCHDOG.as_millis()),
-        "a gap between pings reached the watchdog period: {gaps:?} ms"
-    );
-
-    assert!(
-        !log_text().contains("withholding"),
-        "a turning supervisor was reported wedged:\n{}",
-        log_text()
-    );
+    assert_pings_keep_time(*ready_at, &watched, &log_text());
 
     // SIGTERM: STOPPING=1, then a clean exit.
     signal(daemon.0.id(), Signal::SIGTERM);
@@ -143,4 +159,30 @@ fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
     );
     let status = daemon.0.wait().expect("wait");
     assert!(status.success(), "exit {status:?}; log:\n{}", log_text());
+}
+
+/// A witness follower has nothing to decide for long stretches (it never stands, no health
+/// gate, no VIPs): its supervisor must still turn, or systemd would kill an idle witness.
+#[test]
+fn an_idle_witness_keeps_the_watchdog_fed() {
+    let mut cluster = Cluster::new(3, &[3]);
+    cluster.extra = "[timing]\nreconcile_ms = 100\n".to_owned();
+    for id in cluster.ids() {
+        cluster.write_config(id);
+    }
+    let (socket, socket_path) = notify_socket(&cluster);
+    cluster.start(1);
+    cluster.start(2);
+    let started = Instant::now();
+    let _witness = start_notified(&cluster, 3, &socket_path);
+    let log_text = || std::fs::read_to_string(cluster.log_path(3)).unwrap_or_default();
+    let first = receive(&socket, |got| {
+        !got.is_empty() || started.elapsed() > DEADLINE
+    });
+    let (ready_at, ready) = first
+        .first()
+        .unwrap_or_else(|| panic!("no notification within {DEADLINE:?}; log:\n{}", log_text()));
+    assert!(ready.contains("READY=1\n"), "first message: {ready:?}");
+    let watched = receive(&socket, |_| ready_at.elapsed() > WATCH_FOR);
+    assert_pings_keep_time(*ready_at, &watched, &log_text());
 }
