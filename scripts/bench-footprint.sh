@@ -129,6 +129,9 @@ window() {
         t0+=("$(for p in ${pid[$k]}; do cpu_ticks "$p"; done | awk '{ s += $1 } END { print s }')")
     done
     sleep "$WINDOW_S"
+    # A window in which the leader changed measures an election, not idle: marked, not summed.
+    local moved=""
+    [[ $(bed_leader a) == "$leader" ]] || moved="*"
     local i=0
     for k in "${keys[@]}"; do
         t1=$(for p in ${pid[$k]}; do cpu_ticks "$p"; done | awk '{ s += $1 } END { print s }')
@@ -138,7 +141,7 @@ window() {
             pss=$((pss + $(pss_kb "$p")))
         done
         role=${roles[$k]}
-        [[ $k == rv* ]] && [[ $(bed_leader a) != "$leader" ]] && role="$role*"
+        [[ $k == ka* ]] || role+=$moved
         awk -v l="$label" -v s="${k:0:2}" -v b="${k:2}" -v r="$role" -v d=$((t1 - t0[i])) -v hz="$HZ" \
             -v w="$WINDOW_S" -v rss="$rss" -v pss="$pss" \
             'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\n", l, (s == "rv" ? "raftvip" : "keepalived"), b, r, d / hz / w * 100, rss, pss }'
@@ -146,15 +149,17 @@ window() {
     done
 }
 
-# summary FILE: min / median / max per system and role (leader/master vs follower/backup).
+# summary FILE: min / median / max per system and role (leader/master vs follower/backup),
+# without the windows in which the raftvip leader changed.
 summary() {
     awk -F'\t' '
+        $4 ~ /[*]$/ { next }
         { g = $2 " " (($4 ~ /^(leader|master)/) ? ($2 == "raftvip" ? "leader" : "master") : ($2 == "raftvip" ? "followers" : "backups"))
           n[g]++; cpu[g, n[g]] = $5; rss[g, n[g]] = $6; pss[g, n[g]] = $7 }
         function sorted(a, g, k,   i, j, t) { for (i = 1; i <= n[g]; i++) v[i] = a[g, i]
             for (i = 2; i <= n[g]; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t } }
         function stat(a, g, scale, fmt) { sorted(a, g)
-            return sprintf(fmt " / " fmt " / " fmt, v[1] / scale, v[int((n[g] + 1) / 2)] / scale, v[n[g]] / scale) }
+            return sprintf(fmt " / " fmt " / " fmt, v[1] / scale, (v[int((n[g] + 1) / 2)] + v[int(n[g] / 2) + 1]) / 2 / scale, v[n[g]] / scale) }
         END { for (g in n) printf "  %-22s n=%-2d CPU %% of a core %s   RSS MB %s   Pss MB %s\n", g, n[g],
                   stat(cpu, g, 1, "%.2f"), stat(rss, g, 1024, "%.1f"), stat(pss, g, 1024, "%.1f") }' "$1" | sort
 }
@@ -177,7 +182,7 @@ for ((r = 1; r <= RUNS; r++)); do
     window "run$r" | tee -a "$out" | awk -F'\t' -v load="$load" \
         '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  Pss %5.1f MB   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, load }'
 done
-echo "summary over $RUNS windows of ${WINDOW_S} s (min / median / max; * = the leader changed in the window):"
+echo "summary over $RUNS windows of ${WINDOW_S} s (min / median / max; windows marked * saw a leader change and are left out):"
 summary "$out"
 
 if ((HB_COST)); then
