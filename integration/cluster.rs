@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{agreed_leader, http, run_cli, summary, Cluster, DEADLINE};
 use raftvip::auth::Authenticator;
-use raftvip::config::Secret;
 use raftvip::raft::typ::{Vote, VoteRequest, VoteResponse};
 use raftvip::status::RaftRole;
 
@@ -109,25 +108,13 @@ fn probe_vote(c: &Cluster, id: u64, auth: &Authenticator) -> Option<Vote> {
     Some(response.vote)
 }
 
-/// Signs as node `from` of the cluster.
-fn authenticator(c: &Cluster, secret: &[u8], from: u64) -> Authenticator {
-    Authenticator::new(Secret::new(secret.to_vec()), &c.name, from)
-}
-
-fn cluster_secret(c: &Cluster) -> Vec<u8> {
-    std::fs::read(c.secret_path())
-        .unwrap()
-        .trim_ascii()
-        .to_vec()
-}
-
 #[test]
 fn a_restarted_node_keeps_its_term_and_vote_and_rejoins() {
     let mut c = Cluster::new(3, &[]);
     c.start_all();
     let (leader, _) = c.wait_for_leader(&c.ids(), DEADLINE);
     let follower = others(&c.ids(), leader)[0];
-    let auth = authenticator(&c, &cluster_secret(&c), leader);
+    let auth = c.signer(leader);
     let before = probe_vote(&c, follower, &auth).expect("vote answer");
     let term_before = c.status(follower).unwrap().term;
     assert_eq!(before.leader_id().voted_for(), Some(leader));
@@ -222,13 +209,13 @@ fn unsigned_wrongly_signed_and_replayed_requests_are_rejected() {
     assert_eq!(code, 401, "unsigned elect");
 
     // 2. Signed with the wrong secret.
-    let impostor = authenticator(&c, b"not-the-cluster-secret-but-32-bytes-long", leader);
+    let impostor = c.signer_with(b"not-the-cluster-secret-but-32-bytes-long", leader);
     let sig = impostor.sign(target, "POST", "/raft/vote", &coup, SystemTime::now());
     let (code, _) = http(address, "POST", "/raft/vote", &sig.headers(), &coup).unwrap();
     assert_eq!(code, 401, "wrong secret");
 
     // 3. A valid, harmless request (term 0 vote) captured and sent again.
-    let honest = authenticator(&c, &cluster_secret(&c), leader);
+    let honest = c.signer(leader);
     let stale = serde_json::to_vec(&VoteRequest {
         vote: Vote::new(0, target),
         last_log_id: None,
@@ -489,7 +476,7 @@ fn a_node_with_a_new_store_withholds_its_vote_for_one_election_cycle() {
     let mut c = Cluster::new(3, &[]);
     c.extra = "[timing]\nheartbeat_ms = 200\nelection_timeout_ms = [2000, 3000]\n".into();
     c.write_config(1);
-    let auth = authenticator(&c, &cluster_secret(&c), 2);
+    let auth = c.signer(2);
     let ask = |c: &Cluster| {
         let body = serde_json::to_vec(&VoteRequest {
             vote: Vote::new(0, 2),

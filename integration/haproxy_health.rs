@@ -10,12 +10,15 @@
 //!
 //! Run with `--nocapture` to see the measured numbers (death-detection latency, check cost).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{free_ports, signal};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use raftvip::config::HaproxyConfig;
@@ -48,13 +51,6 @@ fn haproxy_bin() -> PathBuf {
                  set RAFTVIP_HAPROXY to its path). These tests need it: apt-get install haproxy"
             )
         })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
 }
 
 /// A minimal HTTP server answering 200 to everything, stoppable (then connects are refused).
@@ -144,7 +140,7 @@ impl Bed {
         let mut cfg = template
             .replace("@STATS_SOCKET@", &socket.display().to_string())
             .replace("@PIDFILE@", &pidfile.display().to_string())
-            .replace("@BIND@", &format!("127.0.0.1:{}", free_port()));
+            .replace("@BIND@", &format!("127.0.0.1:{}", free_ports(1)[0]));
         for (placeholder, value) in values {
             cfg = cfg.replace(placeholder, value);
         }
@@ -578,7 +574,7 @@ fn one_shot(path: &Path, command: &str) -> Vec<u8> {
     answer
 }
 
-/// `integration/check_backend.py`: HTTP check answers and an agent with odd texts, in a
+/// `bedtool.py check-backend`: HTTP check answers and an agent with odd texts, in a
 /// process of its own (a test that starves this process of descriptors still has backends
 /// that answer). Killed on drop.
 struct CheckBackends {
@@ -586,7 +582,7 @@ struct CheckBackends {
     ports: Vec<(String, u16)>,
 }
 
-/// The answers `haproxy/quoted-checks.cfg.in` expects (see there), as `check_backend.py`
+/// The answers `haproxy/quoted-checks.cfg.in` expects (see there), as `check-backend`
 /// specs. The fixture `src/health/fixtures/quoted_checks.txt` was captured with these.
 const QUOTED_CHECKS: [&str; 4] = [
     "http:ok:200:OK, all good",
@@ -598,14 +594,15 @@ const QUOTED_CHECKS: [&str; 4] = [
 impl CheckBackends {
     fn start(specs: &[&str]) -> CheckBackends {
         use std::io::BufRead;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/check_backend.py");
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/netns/bedtool.py");
         let mut child = Command::new("python3")
-            .arg(script)
+            .arg(tool)
+            .arg("check-backend")
             .args(specs)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("start integration/check_backend.py (needs python3)");
+            .expect("start integration/netns/bedtool.py check-backend (needs python3)");
         let stdout = child.stdout.take().expect("piped stdout");
         let ports = std::io::BufReader::new(stdout)
             .lines()
@@ -616,7 +613,7 @@ impl CheckBackends {
                 (name.to_owned(), port.parse().expect("a port"))
             })
             .collect::<Vec<_>>();
-        assert_eq!(ports.len(), specs.len(), "check_backend.py did not start");
+        assert_eq!(ports.len(), specs.len(), "check-backend did not start");
         CheckBackends { child, ports }
     }
 
@@ -630,13 +627,14 @@ impl CheckBackends {
     /// Stops (SIGSTOP) or resumes (SIGCONT) every listener: stopped, they accept connections
     /// (the kernel does) but never answer, so HAProxy's checks time out.
     fn pause(&self, paused: bool) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        let signal = if paused {
-            Signal::SIGSTOP
-        } else {
-            Signal::SIGCONT
-        };
-        kill(pid, signal).expect("signal check_backend.py");
+        signal(
+            self.child.id(),
+            if paused {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            },
+        );
     }
 }
 

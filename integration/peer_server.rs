@@ -11,13 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{free_ports, http, run_cli, Cluster, DEADLINE};
 use raftvip::auth::Authenticator;
-use raftvip::config::Secret;
 use raftvip::raft::typ::{Vote, VoteRequest};
-
-fn signer(c: &Cluster, from: u64) -> Authenticator {
-    let secret = std::fs::read(c.secret_path()).unwrap();
-    Authenticator::new(Secret::new(secret.trim_ascii().to_vec()), &c.name, from)
-}
 
 /// A harmless vote request (term 0: never granted) and its signed headers for node `to`.
 fn harmless_vote(auth: &Authenticator, to: u64) -> (Vec<(&'static str, String)>, Vec<u8>) {
@@ -51,7 +45,7 @@ fn a_request_for_one_node_is_refused_by_another() {
     let mut c = Cluster::new(3, &[]);
     c.start_all();
     c.wait_for_leader(&c.ids(), DEADLINE);
-    let auth = signer(&c, 1);
+    let auth = c.signer(1);
     let for_node_2 = harmless_vote(&auth, 2);
     assert_eq!(post_vote(&c, 3, &for_node_2), 401, "replayed to node 3");
     assert_eq!(post_vote(&c, 2, &for_node_2), 200, "node 2 accepts its own");
@@ -62,7 +56,7 @@ fn a_request_accepted_before_a_restart_is_refused_after_it() {
     let mut c = Cluster::new(3, &[]);
     c.start_all();
     c.wait_for_leader(&c.ids(), DEADLINE);
-    let captured = harmless_vote(&signer(&c, 1), 2);
+    let captured = harmless_vote(&c.signer(1), 2);
     assert_eq!(post_vote(&c, 2, &captured), 200);
     c.kill(2);
     c.start(2);
@@ -79,7 +73,7 @@ fn an_oversized_body_is_refused_before_it_is_read() {
     let mut c = Cluster::new(1, &[]);
     c.start_all();
     c.wait_for_leader(&[1], DEADLINE);
-    let (headers, _) = harmless_vote(&signer(&c, 1), 1);
+    let (headers, _) = harmless_vote(&c.signer(1), 1);
     let mut stream = TcpStream::connect(c.member(1).address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -147,7 +141,7 @@ fn idle_connections_beyond_the_cap_neither_lock_peers_out_nor_eat_descriptors() 
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let auth = signer(&c, leader);
+    let auth = c.signer(leader);
     for id in c.ids() {
         assert_eq!(
             post_vote(&c, id, &harmless_vote(&auth, id)),

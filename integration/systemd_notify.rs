@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{signal, Cluster, BIN, DEADLINE};
+use nix::sys::signal::Signal;
 
 /// The watchdog the test asks for; raftvip pings every half of it.
 const WATCHDOG: Duration = Duration::from_millis(400);
@@ -131,7 +132,7 @@ fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
     );
 
     // SIGTERM: STOPPING=1, then a clean exit.
-    signal(daemon.0.id(), libc::SIGTERM);
+    signal(daemon.0.id(), Signal::SIGTERM);
     let stop_at = Instant::now();
     let stopping = receive(&socket, |got| {
         got.iter().any(|(_, m)| m.contains("STOPPING=1")) || stop_at.elapsed() > DEADLINE

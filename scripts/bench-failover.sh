@@ -10,7 +10,7 @@
 #                 eth0        eth0        eth0       eth0
 #              192.0.2.11  192.0.2.12  192.0.2.13  192.0.2.50   VIP 192.0.2.100
 #              HAProxy :80 on every box (VIP and own address) -> python backend
-#              raftvip, then keepalived (VRRP multicast on eth0, stays on br0), one at a time
+#              raftvip, then keepalived (VRRP unicast between the boxes), one at a time
 #
 # The client probes http://VIP:80/ every 10 ms (50 ms timeout). For every run the outage is
 # the time from the fault to the first success after the last failure. The bed is created
@@ -21,11 +21,10 @@
 #
 # Everything it creates (namespaces, processes, files under /run/raftvip-bed/) belongs to the
 # bed and is removed by lib.sh's bed_cleanup trap on every exit path.
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source-path=SCRIPTDIR source=../integration/netns/keepalived.sh
+source "$REPO/integration/netns/keepalived.sh"
 
 # Every case, in run order: NAME|what the fault is.
 CASES=(
@@ -71,9 +70,6 @@ Examples:
   sudo $0 -n 10 -L 1.0 -o /tmp/fo  # the documented run (docs/failover.md)
 EOF
 }
-
-die() { printf 'bench-failover: %s\n' "$*" >&2; exit 1; }
-log() { printf '%s\n' "$*" >&2; }
 
 RUNS=10
 PARTITION_MS=5000
@@ -128,18 +124,8 @@ MOVE_TIMEOUT_MS=15000
 # ---------------------------------------------------------------- preconditions
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces, nftables, raw sockets)"
 command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
-if ((BUILD)); then
-    log "[#] cargo build --release"
-    (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-fi
-export RAFTVIP=${RAFTVIP:-$REPO/target/release/raftvip}
-[[ -x $RAFTVIP ]] || die "no raftvip binary at $RAFTVIP"
+use_raftvip "$BUILD"
 if [[ -n $OUT_DIR ]]; then mkdir -p "$OUT_DIR"; fi
-
-# shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
-source "$REPO/integration/netns/lib.sh"
-KA_TEMPLATE=$REPO/integration/netns/keepalived.cfg.in
-[[ -f $KA_TEMPLATE ]] || die "missing $KA_TEMPLATE"
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 wait_load() {
@@ -225,51 +211,15 @@ rv_restart() { bed_kill_raftvip "$1" TERM; bed_start_raftvip "$1"; }
 
 # ---------------------------------------------------------------- keepalived
 KA_MODE=""   # defaults | tuned
-ka_config() { # ka_config BOX MODE -> config path
-    local box=$1 mode=$2 dir ver adv fall rise peers="" b
-    dir=$(bed_boxdir "$box")
-    case $mode in
-        defaults) ver=2 adv=1 fall=2 rise=2 ;;
-        tuned) ver=3 adv=0.1 fall=1 rise=1 ;;
-        *) die "keepalived mode '$mode'" ;;
-    esac
-    for b in 1 2 3; do [[ $b == "$box" ]] || peers+="        $(bed_addr4 "$b")\n"; done
-    # The check: a TCP connect to this box's own HAProxy frontend (refused at once when dead).
-    printf '#!/bin/bash\nexec 3<>/dev/tcp/%s/%s\n' "$(bed_addr4 "$box")" "$BED_HTTP_PORT" >"$dir/ka-check.sh"
-    chmod 755 "$dir/ka-check.sh"
-    # Comment lines are dropped first: they name the placeholders too.
-    sed -e '/^[[:space:]]*#/d' -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|$ver|" -e "s|@ADVERT_INT@|$adv|" \
-        -e "s|@PRIORITY@|$((101 - box))|" -e "s|@VIP@|$(bed_vip4)/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
-        -e "s|@SRC@|$(bed_addr4 "$box")|" -e "s|@PEERS@|${peers%\\n}|" -e "s|@FALL@|$fall|" -e "s|@RISE@|$rise|" "$KA_TEMPLATE" >"$dir/keepalived-$mode.conf"
-    echo "$dir/keepalived-$mode.conf"
-}
-ka_start_box() {
-    local box=$1 dir conf
-    dir=$(bed_boxdir "$box")
-    conf=$(ka_config "$box" "$KA_MODE")
-    echo "=== start $KA_MODE $(date +%T.%N)" >>"$dir/keepalived.log"
-    rm -f "$dir/keepalived.pidfile" "$dir/keepalived.vrrp.pid"
-    ip netns exec "$(bed_ns "$box")" keepalived -n -l -D -P -f "$conf" \
-        -p "$dir/keepalived.pidfile" -r "$dir/keepalived.vrrp.pid" >>"$dir/keepalived.log" 2>&1 &
-    echo $! >"$dir/keepalived.pid"
-    bed_wait 5000 ka_has_state "$box" || die "keepalived on box$box did not start: $(tail -n 5 "$dir/keepalived.log")"
-}
-ka_stop_box() { bed_kill_pidfile "$(bed_boxdir "$1")/keepalived.pid" TERM; }
 ka_start() {
     local b
-    for b in 1 2 3; do ka_start_box "$b"; done
+    for b in 1 2 3; do ka_start_box "$b" "$KA_MODE"; done
 }
 ka_stop() {
     local b
     for b in 1 2 3; do ka_stop_box "$b"; done
     drop_vips
 }
-# ka_state BOX: the last "Entering X STATE" of the box's current keepalived (empty if none).
-ka_state() {
-    awk '/^=== start/ { s = "" } /Entering [A-Z]+ STATE/ { for (i = 1; i < NF; i++) if ($i == "Entering") s = $(i + 1) }
-         END { print s }' "$(bed_boxdir "$1")/keepalived.log"
-}
-ka_has_state() { [[ -n $(ka_state "$1") ]]; }
 # Exactly one MASTER, the others BACKUP, and the MASTER holds the VIP.
 ka_agree() {
     local b s masters=0 m=""
@@ -285,7 +235,7 @@ ka_agree() {
 }
 ka_steady_now() { one_holder && ka_agree && vip_quiet "$STEADY_QUIET_MS" && probe_quiet "$STEADY_QUIET_MS"; }
 ka_graceful() { kill -TERM "$(cat "$(bed_boxdir "$1")/keepalived.pid")"; }
-ka_restart() { ka_stop_box "$1"; ka_start_box "$1"; }
+ka_restart() { ka_stop_box "$1"; ka_start_box "$1" "$KA_MODE"; }
 
 # haproxy_start BOX: in a subshell, so HAProxy is not a job of this shell (no "Killed" notice
 # when a case SIGKILLs it).

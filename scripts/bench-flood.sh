@@ -17,11 +17,8 @@
 #
 # Both runs share one bed: first the quiet run, then the flood. Everything it creates belongs
 # to the bed and is removed by lib.sh's cleanup trap on every exit path.
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SECONDS_PER_RUN=30
 CONNS=5000
@@ -44,8 +41,6 @@ python3, prlimit. The binary is \$RAFTVIP, else target/release/raftvip.
 EOF
 }
 
-die() { printf 'bench-flood: %s\n' "$*" >&2; exit 1; }
-
 while getopts "t:c:b:f:h" opt; do
     case $opt in
         t) SECONDS_PER_RUN=$OPTARG ;;
@@ -60,12 +55,8 @@ for v in "$SECONDS_PER_RUN" "$CONNS" "$BODY_MIB" "$NOFILE"; do
     [[ $v =~ ^[1-9][0-9]*$ ]] || die "options take positive integers, not '$v'"
 done
 ((SECONDS_PER_RUN <= 600 && CONNS <= 6000)) || die "bounded: at most 600 s and 6000 connections per box"
-export RAFTVIP=${RAFTVIP:-$REPO/target/release/raftvip}
-[[ -x $RAFTVIP ]] || die "no raftvip binary at $RAFTVIP (cargo build --release, or set RAFTVIP)"
-
-export BED_NOFILE=$NOFILE BED_STATUS_PORT=7481
-# shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
-. "$REPO/integration/netns/lib.sh"
+use_raftvip 0
+BED_NOFILE=$NOFILE BED_STATUS_PORT=7481
 
 pid_of() { cat "$(bed_boxdir "$1")/raftvip.pid"; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$(pid_of "$1")/status"; }

@@ -87,33 +87,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # First time (epoch ms) after FROM_MS at which the client reaches each target; one line each.
 reach_times() {
     local from=$1; shift
-    bed_exec client python3 - "$from" "$@" <<'PY'
-import errno, select, socket, sys, time
-start = int(sys.argv[1]); targets = sys.argv[2:]
-first = {}
-deadline = time.time() + 5
-while len(first) < len(targets) and time.time() < deadline:
-    socks = {}
-    for t in targets:
-        if t in first:
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        s.connect_ex((t, 81))
-        socks[s] = t
-    end = time.time() + 0.003
-    while socks and time.time() < end:
-        _, w, _ = select.select([], list(socks), [], max(0, end - time.time()))
-        for s in w:
-            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err in (0, errno.ECONNREFUSED):
-                first.setdefault(socks[s], int(time.time() * 1000))
-            s.close(); del socks[s]
-    for s in socks:
-        s.close()
-for t in targets:
-    print(t, first.get(t, -1) - start if t in first else -1)
-PY
+    bed_exec client python3 "$BED_TOOL" reach-times "$from" 81 "$@"
 }
 
 one_config() {

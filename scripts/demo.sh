@@ -73,8 +73,7 @@ say "box$holder holds it (Raft leader: box$(bed_leader), term $(bed_status "$hol
 for box in 1 2 3; do
     say "  box$box: $(ip -n "$(bed_ns "$box")" -br addr show dev eth0 | cut -c1-100)"
 done
-answer=$(ip netns exec "$(bed_ns client)" python3 -c \
-    "import urllib.request; print(urllib.request.urlopen('http://$(bed_vip4)/', timeout=2).read().decode().strip())")
+answer=$(bed_exec client python3 "$BED_TOOL" page "http://$(bed_vip4)/" 2)
 say "client: GET http://$(bed_vip4)/ -> \"$answer\""
 say "client's ARP entry for the VIP: $(bed_client_neigh "$(bed_vip4)") (box$holder's MAC is $(bed_box_mac "$holder"))"
 

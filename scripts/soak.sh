@@ -13,11 +13,8 @@
 #              HAProxy + raftvip on every box          probes http://VIP:80/ every 10 ms
 #
 # Everything it creates belongs to the bed and is removed by lib.sh's cleanup trap.
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 BOXES=3
 MINUTES=60
@@ -42,8 +39,6 @@ python3. The binary is \$RAFTVIP, else target/release/raftvip.
 EOF
 }
 
-die() { printf 'soak: %s\n' "$*" >&2; exit 1; }
-
 while (($#)); do
     case $1 in
         -n) BOXES=$2; shift 2 ;;
@@ -58,11 +53,7 @@ done
 [[ $BOXES =~ ^[1-9]$ && $MINUTES =~ ^[0-9]+$ && $INTERVAL_S =~ ^[1-9][0-9]*$ ]] ||
     die "bad -n, -m or -i"
 [[ -z $HEARTBEAT_MS || $HEARTBEAT_MS =~ ^[1-9][0-9]*$ ]] || die "bad --heartbeat-ms"
-export RAFTVIP=${RAFTVIP:-$REPO/target/release/raftvip}
-[[ -x $RAFTVIP ]] || die "no raftvip binary at $RAFTVIP (cargo build --release, or set RAFTVIP)"
-
-# shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
-. "$REPO/integration/netns/lib.sh"
+use_raftvip 0
 
 # rss_kb BOX: the daemon's resident set in kB, from the kernel.
 rss_kb() {

@@ -6,17 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::watch;
 
 use raftvip::api::client;
 use raftvip::auth::Authenticator;
 use raftvip::config::Config;
-use raftvip::daemon::{self, NoHealthGate, Parts};
-use raftvip::health;
+use raftvip::daemon;
 use raftvip::peer::PeerClient;
 use raftvip::release;
-use raftvip::vip::{NoVips, VipHolder, VipWorker, Vips};
-use tokio_util::sync::CancellationToken;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
 
@@ -102,44 +98,9 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Clean start, clean exit: a VIP a previous run left behind is removed before anything else
-/// (store, Raft, API) can fail, and whatever this run held is gone when it returns.
+/// `raftvip run`: the daemon owns start-up and shutdown; this only supplies the signals.
 async fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let vips = Config::read(path)
-        .map(|c| c.own_vips().to_vec())
-        .unwrap_or_default();
-    release::release_and_log(&vips, "left by a previous run; this node holds nothing yet");
-    let result = run_daemon(path).await;
-    release::release_and_log(&vips, "still bound at exit");
-    result
-}
-
-async fn run_daemon(path: &Path) -> anyhow::Result<ExitCode> {
-    let (config, secret) = Config::load(path)?;
-    let background = CancellationToken::new();
-    let _stop_background = background.clone().drop_guard();
-    let vips: Arc<dyn VipHolder> = if config.vips.is_empty() || config.is_witness() {
-        Arc::new(NoVips)
-    } else {
-        let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
-            .context("cannot set up VIP control (netlink and AF_PACKET sockets)")?;
-        // VIP work runs on its own thread so it never delays heartbeats (issue 13).
-        let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
-            .context("cannot start the VIP thread")?;
-        Arc::new(worker)
-    };
-    match config.haproxy.clone().filter(|_| !config.is_witness()) {
-        Some(haproxy) => {
-            let health = health::spawn_haproxy_monitor(haproxy, background.clone());
-            let parts = Parts { health, vips };
-            daemon::run(config, secret, parts, shutdown_signal()).await?;
-        }
-        None => {
-            let (_health_tx, health) = watch::channel(NoHealthGate);
-            let parts = Parts { health, vips };
-            daemon::run(config, secret, parts, shutdown_signal()).await?;
-        }
-    }
+    daemon::run(path, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

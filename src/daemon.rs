@@ -1,46 +1,58 @@
 //! `raftvip run`: wires config, store, Raft, health, VIPs, supervisor and API together, and
-//! owns the shutdown order.
+//! owns the whole start-up and shutdown order, written here in one place.
 //!
-//! Start-up (`raftvip run` has already removed any VIP a previous run left behind, before
-//! this): bind the listener (a taken port fails before anything else happens), open the
-//! durable store, arm the panic hook, start Raft with elections off, initialise the static
-//! membership (every node does; "already initialised" is fine), then start health, VIP
-//! watchers, the supervisor, the API and the systemd notifier.
+//! Start-up: remove any VIP a previous run left behind (before anything else can fail), read
+//! the config, bind the listeners (a taken port fails early), start the VIP thread and the
+//! health monitor, open the durable store, arm the panic hook, start Raft with elections off,
+//! initialise the static membership (every node does; "already initialised" is fine), then
+//! start the supervisor, the API and the systemd notifier.
 //!
-//! Shutdown (SIGTERM/SIGINT): the supervisor releases the VIPs and, if leader, hands
-//! leadership to a healthy peer while the API still answers its votes; then Raft stops, then
-//! the API. Bounded so the whole stop takes under a second.
+//! Shutdown (SIGTERM/SIGINT): the supervisor, if leader, hands leadership to a healthy peer
+//! while the API still answers its votes, and keeps the VIPs until it no longer leads (or
+//! nobody can take over, or its bound ran out); only then does it release them. The daemon
+//! waits for the VIP thread to confirm the release, fires the STOP hooks, stops Raft, then the
+//! API, waits for the hooks, then the background tasks (VIP thread, health monitor) end; last,
+//! any VIP still bound is removed. Bounded so the whole stop takes under a second, plus the
+//! hooks' own timeouts when hooks are configured.
 //!
 //! Fatal stop: a part that ends while the node runs — Raft with a fatal error (a store write
 //! failed: EIO, a read-only file system), the supervisor or API task, the health monitor —
 //! leaves a process that holds nothing and serves nothing but would never exit, so systemd
-//! would never restart it. Instead the node releases the VIPs at once (no handover: it cannot be trusted to
-//! lead), logs why and returns an error, well within a second. A panic anywhere aborts the
-//! process after releasing the VIPs ([`crate::release::release_on_panic`]).
+//! would never restart it. Instead the node releases the VIPs at once (no handover: it cannot
+//! be trusted to lead), logs why and returns an error, well within a second. A panic anywhere
+//! aborts the process after releasing the VIPs ([`crate::release::release_on_panic`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ServerState};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
-use crate::config::{Config, Secret};
+use crate::config::{Config, LoadConfigError, Secret};
+use crate::health::{HealthFeed, NoHealthGate};
+use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
-use crate::status::{self, Counters, PeerStatus, RaftRole, Status};
-use crate::supervisor::{HealthVerdict, Peers, Supervisor, SupervisorState};
-use crate::vip::VipHolder;
+use crate::status::{Counters, PeerStatus, RaftRole, Status};
+use crate::supervisor::{
+    driver, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing, STOP_HANDOVER_BOUND,
+};
+use crate::vip::{NoVips, VipHolder, VipWorker, Vips};
 
-/// How long a planned stop may spend handing over before it gives up and just releases.
-const HANDOVER_DEADLINE: Duration = Duration::from_millis(600);
+/// How long the exit waits for the supervisor beyond its own handover bound: it only wedges
+/// if something is badly wrong, and then the VIPs are released without it.
+const SUPERVISOR_STOP_SLACK: Duration = Duration::from_millis(100);
 /// How long the exit waits for the VIP thread to remove the VIPs (a batch takes a few ms).
 const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
@@ -51,18 +63,24 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDaemonError {
+    #[error(transparent)]
+    LoadConfig(#[from] LoadConfigError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up VIP control (netlink and AF_PACKET sockets): {0}")]
+    SetUpVips(#[source] crate::vip::VipError),
+    #[error("cannot start the VIP thread: {0}")]
+    StartVipThread(#[source] std::io::Error),
     #[error(transparent)]
     OpenStore(#[from] store::OpenStoreError),
     #[error("invalid Raft timing: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(#[source] Box<openraft::ConfigError>),
     #[error("cannot start Raft: {0}")]
-    StartRaft(#[from] Fatal),
+    StartRaft(#[source] Box<Fatal>),
     #[error("cannot initialise the cluster membership: {0}")]
     Initialize(String),
     #[error("the API server failed: {0}")]
@@ -71,55 +89,308 @@ pub enum RunDaemonError {
     Fatal(String),
 }
 
-/// The health and VIP parts, built by the caller (real HAProxy / netlink in production).
-pub struct Parts<Hl> {
-    pub health: watch::Receiver<Hl>,
-    pub vips: Arc<dyn VipHolder>,
+/// `raftvip run`: clean start, clean exit. A VIP a previous run left behind is removed before
+/// anything else (config, store, Raft, API) can fail, and whatever this run held is gone when
+/// it returns. Runs until `shutdown` completes, then stops in order.
+pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), RunDaemonError> {
+    let vips = Config::read(path)
+        .map(|c| c.own_vips().to_vec())
+        .unwrap_or_default();
+    crate::release::release_and_log(&vips, "left by a previous run; this node holds nothing yet");
+    let result = match Config::load(path) {
+        Ok((config, secret)) => run_node(config, secret, shutdown).await,
+        Err(e) => Err(e.into()),
+    };
+    crate::release::release_and_log(&vips, "still bound at exit");
+    result
 }
 
-/// Runs the node until `shutdown` completes, then stops in order.
-pub async fn run<Hl: HealthVerdict>(
+/// Runs one node: starts every part, waits for `shutdown` or a fatal stop, stops in order.
+async fn run_node(
     config: Config,
     secret: Secret,
-    parts: Parts<Hl>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunDaemonError> {
-    let config = Arc::new(config);
+    // The VIP thread and the health monitor end with this token, after everything else.
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    let mut node = start(Arc::new(config), secret, &background).await?;
+    tracing::info!(
+        node_id = node.config.node_id,
+        cluster = %node.config.cluster,
+        listen = %node.config.listen,
+        role = ?node.config.role,
+        "raftvip running"
+    );
+    let fatal = tokio::select! {
+        _ = shutdown => None,
+        result = &mut node.api => Some(format!("the API server {}", ended(result))),
+        result = &mut node.supervisor => Some(format!("the supervisor task {}", ended(result))),
+        why = first_fatal(&node.raft, node.health.boxed_clone()) => Some(why),
+    };
+    node.stop(fatal).await
+}
+
+/// The running node's parts, in the order they stop.
+struct Node {
+    config: Arc<Config>,
+    systemd: JoinHandle<()>,
+    systemd_stop: CancellationToken,
+    supervisor: JoinHandle<Option<HookContext>>,
+    supervisor_stop: CancellationToken,
+    vips: Arc<dyn VipHolder>,
+    raft: Raft,
+    api: JoinHandle<std::io::Result<()>>,
+    api_stop: CancellationToken,
+    health: Box<dyn HealthFeed>,
+    notifier: Arc<Notifier>,
+}
+
+/// Starts every part (see the module docs for the order).
+async fn start(
+    config: Arc<Config>,
+    secret: Secret,
+    background: &CancellationToken,
+) -> Result<Node, RunDaemonError> {
     // Requests signed before this are refused (see auth): peers' requests queued in the listen
     // backlog while the node starts up were signed after it.
     let started = std::time::SystemTime::now();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunDaemonError::Listen {
-            address: config.listen,
-            source,
-        })?;
-    let status_listener = match config.status_listen {
-        Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|source| RunDaemonError::Listen { address, source })?,
-        ),
-        None => None,
-    };
-    let (log_store, state_machine) =
-        store::open(&config.data_dir, &config.cluster, config.node_id)?;
+    let (listener, status_listener) = bind_listeners(&config).await?;
+    let vips = start_vips(&config, background)?;
+    let health = start_health(&config, background);
+    let (log, state_machine) = store::open(&config.data_dir, &config.cluster, config.node_id)?;
     let cluster = state_machine.subscribe();
+    let timing = Timing::from_config(&config);
+    let vote_gate = timing.vote_gate(state_machine.created_at_open(), Instant::now());
     // Armed only now: opening the store turns redb's panics on a damaged file into an error.
     if !config.is_witness() {
         crate::release::release_on_panic(config.vips.clone());
     }
-    let vote_gate = VoteGate::new(
-        state_machine.created_at_open(),
-        Instant::now(),
-        Duration::from_millis(config.timing.election_timeout_ms[1]),
-    );
-
     let auth = Arc::new(
         Authenticator::new(secret, &config.cluster, config.node_id).accepting_since(started),
     );
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
+    let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
+
+    let peers = SupervisorPeers::new(&config, peer_client.clone(), log.clone(), contacts.clone());
+    let notifier = Arc::new(Notifier::new(&config));
+    let (state_tx, state_rx) = watch::channel(SupervisorState::default());
+    let supervisor = Supervisor::new(
+        &config,
+        driver::Parts {
+            raft: raft.clone(),
+            health: health.boxed_clone(),
+            cluster: cluster.clone(),
+            vips: vips.clone(),
+            peers: Arc::new(peers),
+            state: state_tx,
+            notifier: notifier.clone(),
+        },
+    );
+    let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
+
+    let view = LiveNode {
+        config: config.clone(),
+        raft: raft.clone(),
+        health: health.boxed_clone(),
+        cluster,
+        vips: vips.clone(),
+        supervisor: state_rx.clone(),
+        contacts,
+        rejected: Arc::new(AtomicU64::new(0)),
+        timing,
+        vote_gate,
+        log,
+    };
+    let (api, api_stop) = start_api((listener, status_listener), view, auth, peer_client);
+    let (metrics, every) = (raft.metrics(), config.timing.reconcile());
+    let (systemd, systemd_stop) =
+        spawn_stoppable(|stop| crate::systemd::run(metrics, state_rx, every, stop));
+    Ok(Node {
+        config,
+        systemd,
+        systemd_stop,
+        supervisor,
+        supervisor_stop,
+        vips,
+        raft,
+        api,
+        api_stop,
+        health,
+        notifier,
+    })
+}
+
+impl Node {
+    /// The whole shutdown order; `fatal` says why when the node cannot be trusted to lead.
+    async fn stop(mut self, fatal: Option<String>) -> Result<(), RunDaemonError> {
+        crate::systemd::stopping();
+        self.systemd_stop.cancel();
+        let _ = (&mut self.systemd).await;
+        let stop_hook = self.stop_supervisor(fatal.as_deref()).await;
+        let why = if fatal.is_some() {
+            "fatal error"
+        } else {
+            "stopped"
+        };
+        self.vips.set_held(false, why);
+        if !self.vips.wait_applied(VIP_RELEASE_DEADLINE) {
+            tracing::warn!("the VIP thread did not confirm the release in time");
+        }
+        if let Some(context) = stop_hook {
+            self.notifier.fire(Event::Stop, &context);
+        }
+        if tokio::time::timeout(STOP_DEADLINE, self.raft.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("raft did not stop in time");
+        }
+        self.api_stop.cancel();
+        let api_result = match fatal {
+            Some(_) => {
+                self.api.abort();
+                Ok(Ok(()))
+            }
+            None => tokio::time::timeout(STOP_DEADLINE, &mut self.api)
+                .await
+                .unwrap_or(Ok(Ok(()))),
+        };
+        // Last, with nothing left to hand over: the hooks of STOP run to the end before the
+        // runtime ends; STOP may run two (its own and the generic script), each bounded.
+        let hooks = self.config.notify.timeout() * 2;
+        if tokio::time::timeout(hooks, self.notifier.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("notify hooks still running at exit");
+        }
+        if let Some(why) = fatal {
+            return Err(RunDaemonError::Fatal(why));
+        }
+        tracing::info!("stopped");
+        match api_result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RunDaemonError::Serve(e)),
+            Err(join) => Err(RunDaemonError::Serve(std::io::Error::other(join))),
+        }
+    }
+
+    /// Stops the supervisor: at once when `fatal` (no handover: not to be trusted to lead),
+    /// else after it handed over. Returns the STOP hook's context when it finished.
+    async fn stop_supervisor(&mut self, fatal: Option<&str>) -> Option<HookContext> {
+        if let Some(why) = fatal {
+            tracing::error!(why, "fatal: releasing the VIPs and exiting");
+            self.supervisor.abort();
+            return None;
+        }
+        tracing::info!("stopping: handing over leadership if leader, then releasing the VIPs");
+        self.supervisor_stop.cancel();
+        let bound = STOP_HANDOVER_BOUND + SUPERVISOR_STOP_SLACK;
+        match tokio::time::timeout(bound, &mut self.supervisor).await {
+            Ok(finished) => finished.ok().flatten(),
+            Err(_) => {
+                tracing::warn!(
+                    "the supervisor did not stop in time; releasing the VIPs without it"
+                );
+                self.supervisor.abort();
+                None
+            }
+        }
+    }
+}
+
+/// Serves peers, status and metrics on the listeners.
+fn start_api(
+    (listener, status_listener): (TcpListener, Option<TcpListener>),
+    view: LiveNode,
+    auth: Arc<Authenticator>,
+    peer_client: PeerClient,
+) -> (JoinHandle<std::io::Result<()>>, CancellationToken) {
+    let (raft, contacts, rejected) = (
+        view.raft.clone(),
+        view.contacts.clone(),
+        view.rejected.clone(),
+    );
+    let max_connections = view.config.limits.max_connections;
+    let view = Arc::new(view);
+    let peer_server = Arc::new(PeerServer::new(
+        raft,
+        auth,
+        peer_client,
+        view.clone(),
+        contacts,
+        rejected,
+    ));
+    let state = Arc::new(ApiState::new(view, peer_server, max_connections));
+    spawn_stoppable(|stop| api::serve(listener, status_listener, state, stop))
+}
+
+/// Spawns a task that runs until its token is cancelled.
+fn spawn_stoppable<F>(
+    task: impl FnOnce(CancellationToken) -> F,
+) -> (JoinHandle<F::Output>, CancellationToken)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let stop = CancellationToken::new();
+    (tokio::spawn(task(stop.clone())), stop)
+}
+
+/// The peer listener and, if configured, the separate status listener.
+async fn bind_listeners(
+    config: &Config,
+) -> Result<(TcpListener, Option<TcpListener>), RunDaemonError> {
+    let bind = |address| async move {
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| RunDaemonError::Listen { address, source })
+    };
+    let listener = bind(config.listen).await?;
+    let status_listener = match config.status_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
+    Ok((listener, status_listener))
+}
+
+/// The VIP layer: on its own thread so it never delays heartbeats (issue 13); nothing on a
+/// witness or without VIPs.
+fn start_vips(
+    config: &Config,
+    background: &CancellationToken,
+) -> Result<Arc<dyn VipHolder>, RunDaemonError> {
+    if config.own_vips().is_empty() {
+        return Ok(Arc::new(NoVips));
+    }
+    let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
+        .map_err(RunDaemonError::SetUpVips)?;
+    let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
+        .map_err(RunDaemonError::StartVipThread)?;
+    Ok(Arc::new(worker))
+}
+
+/// HAProxy's health monitor, or no gate (a witness, or no `[haproxy]`).
+fn start_health(config: &Config, background: &CancellationToken) -> Box<dyn HealthFeed> {
+    match config.own_haproxy() {
+        Some(haproxy) => Box::new(crate::health::spawn_haproxy_monitor(
+            haproxy.clone(),
+            background.clone(),
+        )),
+        None => Box::new(NoHealthGate),
+    }
+}
+
+/// Starts Raft with elections off (the supervisor switches them) and the static membership.
+async fn start_raft(
+    config: &Config,
+    peer_client: &PeerClient,
+    contacts: &Arc<Contacts>,
+    log: store::LogStore,
+    state_machine: store::StateMachine,
+) -> Result<Raft, RunDaemonError> {
     let raft_config = openraft::Config {
         cluster_name: config.cluster.clone(),
         heartbeat_interval: config.timing.heartbeat_ms,
@@ -129,150 +400,19 @@ pub async fn run<Hl: HealthVerdict>(
         enable_elect: false,
         ..Default::default()
     }
-    .validate()?;
-    // Pre-votes read the end of the log; the clone shares the database with Raft's.
-    let log = log_store.clone();
+    .validate()
+    .map_err(|e| RunDaemonError::RaftConfig(Box::new(e)))?;
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
         Network::new(peer_client.clone(), contacts.clone()),
-        log_store,
+        log,
         state_machine,
     )
-    .await?;
-    initialize_membership(&raft, &config).await?;
-
-    let (state_tx, state_rx) = watch::channel(SupervisorState::default());
-    let (supervisor_state, health_watch) = (state_rx.clone(), parts.health.clone());
-    let rejected = Arc::new(AtomicU64::new(0));
-    let view = Arc::new(LiveNode {
-        log: log.clone(),
-        config: config.clone(),
-        raft: raft.clone(),
-        health: parts.health.clone(),
-        cluster: cluster.clone(),
-        vips: parts.vips.clone(),
-        supervisor: state_rx,
-        contacts: contacts.clone(),
-        rejected: rejected.clone(),
-        vote_gate,
-    });
-
-    let supervisor_stop = CancellationToken::new();
-    let supervisor = Supervisor::new(
-        &config,
-        raft.clone(),
-        parts.health,
-        cluster,
-        parts.vips.clone(),
-        Arc::new(PeerRequests::new(
-            peer_client.clone(),
-            config
-                .peers
-                .iter()
-                .map(|p| (p.id, p.address.to_string()))
-                .collect(),
-            log,
-        )),
-        contacts.clone(),
-        state_tx,
-    );
-    let mut supervisor_task = tokio::spawn(supervisor.run(supervisor_stop.clone()));
-
-    let api_stop = CancellationToken::new();
-    let peer_server = Arc::new(PeerServer::new(
-        raft.clone(),
-        auth,
-        peer_client,
-        view.clone(),
-        contacts,
-        rejected,
-    ));
-    let api_state = Arc::new(ApiState::new(
-        view,
-        peer_server,
-        config.limits.max_connections,
-    ));
-    let mut api_task = tokio::spawn(api::serve(
-        listener,
-        status_listener,
-        api_state,
-        api_stop.clone(),
-    ));
-
-    tracing::info!(
-        node_id = config.node_id,
-        cluster = %config.cluster,
-        listen = %config.listen,
-        role = ?config.role,
-        "raftvip running"
-    );
-    let notifier_stop = CancellationToken::new();
-    let notifier_task = tokio::spawn(crate::systemd::run(
-        raft.metrics(),
-        supervisor_state,
-        config.timing.reconcile(),
-        notifier_stop.clone(),
-    ));
-    let fatal = tokio::select! {
-        _ = shutdown => None,
-        result = &mut api_task => Some(format!("the API server {}", ended(result))),
-        result = &mut supervisor_task => Some(format!("the supervisor task {}", ended(result))),
-        why = first_fatal(&raft, health_watch) => Some(why),
-    };
-    crate::systemd::stopping();
-    notifier_stop.cancel();
-    let _ = notifier_task.await;
-    match &fatal {
-        // Not to be trusted to lead: no handover, the VIPs go at once.
-        Some(why) => {
-            tracing::error!(why, "fatal: releasing the VIPs and exiting");
-            supervisor_task.abort();
-        }
-        None => tracing::info!("stopping: releasing VIPs and handing over leadership if leader"),
-    }
-    supervisor_stop.cancel();
-    if fatal.is_none()
-        && tokio::time::timeout(HANDOVER_DEADLINE, &mut supervisor_task)
-            .await
-            .is_err()
-    {
-        tracing::warn!("handover did not finish in time; releasing VIPs anyway");
-        supervisor_task.abort();
-    }
-    parts.vips.set_held(
-        false,
-        if fatal.is_some() {
-            "fatal error"
-        } else {
-            "stopped"
-        },
-    );
-    if !parts.vips.wait_applied(VIP_RELEASE_DEADLINE) {
-        tracing::warn!("the VIP thread did not confirm the release in time");
-    }
-    if tokio::time::timeout(STOP_DEADLINE, raft.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("raft did not stop in time");
-    }
-    if let Some(why) = fatal {
-        api_stop.cancel();
-        api_task.abort();
-        return Err(RunDaemonError::Fatal(why));
-    }
-    api_stop.cancel();
-    let api_result = match tokio::time::timeout(STOP_DEADLINE, api_task).await {
-        Ok(result) => result,
-        Err(_) => Ok(Ok(())),
-    };
-    tracing::info!("stopped");
-    match api_result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RunDaemonError::Serve(e)),
-        Err(join) => Err(RunDaemonError::Serve(std::io::Error::other(join))),
-    }
+    .await
+    .map_err(|e| RunDaemonError::StartRaft(Box::new(e)))?;
+    initialize_membership(&raft, config).await?;
+    Ok(raft)
 }
 
 /// Every node initialises the same static membership; all but the first see "not allowed".
@@ -291,37 +431,67 @@ async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDa
     }
 }
 
-/// The supervisor's view of the peer requests.
-impl Peers for PeerRequests {
-    async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
-        PeerRequests::hand_over(self, me).await
-    }
-    async fn pre_vote(&self, me: NodeId) -> bool {
-        PeerRequests::pre_vote(self, me).await
+/// The supervisor's view of the peers: the requests, and when a leader was last heard from.
+/// Here, not in the supervisor or the peer module, so neither imports the other.
+struct SupervisorPeers {
+    requests: PeerRequests,
+    contacts: Arc<Contacts>,
+}
+
+impl SupervisorPeers {
+    fn new(
+        config: &Config,
+        client: PeerClient,
+        log: store::LogStore,
+        contacts: Arc<Contacts>,
+    ) -> Self {
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| (p.id, p.address.to_string()))
+            .collect();
+        Self {
+            requests: PeerRequests::new(client, peers, log),
+            contacts,
+        }
     }
 }
 
-/// The running node as the API and the peer handlers see it.
-struct LiveNode<Hl> {
+impl Peers for SupervisorPeers {
+    async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
+        self.requests.hand_over(me).await
+    }
+    async fn pre_vote(&self, me: NodeId) -> bool {
+        self.requests.pre_vote(me).await
+    }
+    fn last_leader_contact(&self) -> Option<Instant> {
+        self.contacts.last_leader_contact()
+    }
+}
+
+/// The running node as the API sees it.
+struct LiveNode {
     config: Arc<Config>,
     raft: Raft,
-    health: watch::Receiver<Hl>,
+    health: Box<dyn HealthFeed>,
     cluster: watch::Receiver<ClusterState>,
     vips: Arc<dyn VipHolder>,
     supervisor: watch::Receiver<SupervisorState>,
     contacts: Arc<Contacts>,
     rejected: Arc<AtomicU64>,
+    /// The timing the grant rules apply (the supervisor's own).
+    timing: Timing,
     vote_gate: VoteGate,
     /// This node's log, which a pre-vote's candidate must not be behind.
     log: store::LogStore,
 }
 
-impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
+impl StatusView for LiveNode {
     fn status(&self) -> Status {
         let m = self.raft.metrics().borrow().clone();
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
-        let health = self.health.borrow().status();
+        let health = self.health.status();
         let role = match m.state {
             ServerState::Leader => RaftRole::Leader,
             ServerState::Candidate => RaftRole::Candidate,
@@ -342,8 +512,8 @@ impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
                 .filter(|_| role == RaftRole::Leader),
             holds_vips: sup.holds_vips,
             decision: sup.reason.to_string(),
-            candidate_for_leader: sup.elect,
-            healthy: self.health.borrow().is_healthy(),
+            candidate_for_leader: sup.may_lead,
+            healthy: self.health.is_healthy(),
             health,
             maintenance: cluster.in_maintenance(self.config.node_id),
             vips: self.vips.status(),
@@ -370,48 +540,25 @@ impl<Hl: HealthVerdict> StatusView for LiveNode<Hl> {
     }
 }
 
-impl<Hl: HealthVerdict> LocalNode for LiveNode<Hl> {
+impl LocalNode for LiveNode {
     fn can_lead(&self) -> Result<(), String> {
-        let sup = self.supervisor.borrow();
-        if sup.elect {
-            Ok(())
-        } else {
-            Err(sup.reason.to_string())
-        }
+        self.supervisor.borrow().can_lead()
     }
 
     fn grant_prevote(&self, candidate_last_log: Option<LogId>) -> Result<(), String> {
-        let mine = self
+        let my_last_log = self
             .log
             .last_log_id()
             .map_err(|e| format!("cannot read this node's log: {e}"))?;
-        if candidate_last_log < mine {
-            return Err(format!(
-                "your log ends at {} and mine at {}: you cannot win an election",
-                display_log_id(candidate_last_log),
-                display_log_id(mine)
-            ));
-        }
         let m = self.raft.metrics().borrow().clone();
-        let fence = self.config.timing.fence_ms();
-        if m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms <= fence)
-        {
-            return Err("this node leads with a quorum".to_owned());
-        }
-        // The lease plus election_timeout_min (issue 8.6): a new leader cannot exist before
-        // a voter of the old leader's last quorum agrees, so the old holder's fence
-        // (< election_timeout_max) has at least election_timeout_min of margin.
-        let [et_min, et_max] = self.config.timing.election_timeout_ms;
-        let lease = Duration::from_millis(et_max + et_min);
-        match self.contacts.last_leader_contact().map(|at| at.elapsed()) {
-            Some(age) if age < lease => Err(format!(
-                "heard from leader {} {} ms ago",
-                m.current_leader
-                    .map_or_else(|| "?".to_owned(), |id| id.to_string()),
-                age.as_millis()
-            )),
-            _ => Ok(()),
-        }
+        self.timing.grant_prevote(&PrevoteQuestion {
+            candidate_last_log,
+            my_last_log,
+            leader: m.state == ServerState::Leader,
+            quorum_ack_age: m.millis_since_quorum_ack.map(Duration::from_millis),
+            current_leader: m.current_leader,
+            leader_contact_age: self.contacts.last_leader_contact().map(|at| at.elapsed()),
+        })
     }
 
     fn peer_address(&self, id: NodeId) -> Option<String> {
@@ -429,19 +576,6 @@ impl<Hl: HealthVerdict> LocalNode for LiveNode<Hl> {
     }
 }
 
-/// Health when no `[haproxy]` is configured: always healthy (no gate).
-#[derive(Debug, Clone, Copy)]
-pub struct NoHealthGate;
-
-impl HealthVerdict for NoHealthGate {
-    fn is_healthy(&self) -> bool {
-        true
-    }
-    fn status(&self) -> Option<status::HealthStatus> {
-        None
-    }
-}
-
 /// How a task that should have run until stopped ended, for the fatal-stop message.
 fn ended<T: std::fmt::Debug>(result: Result<T, tokio::task::JoinError>) -> String {
     match result {
@@ -454,20 +588,15 @@ fn ended<T: std::fmt::Debug>(result: Result<T, tokio::task::JoinError>) -> Strin
 /// Completes with the reason when Raft has stopped with a fatal error (a store write failed)
 /// or the health monitor stopped reporting. Polled every [`LIVENESS_CHECK`] rather than on
 /// every metrics change: Raft's metrics change with every heartbeat.
-async fn first_fatal<Hl: HealthVerdict>(raft: &Raft, health: watch::Receiver<Hl>) -> String {
+async fn first_fatal(raft: &Raft, health: Box<dyn HealthFeed>) -> String {
     let mut tick = tokio::time::interval(LIVENESS_CHECK);
     loop {
         tick.tick().await;
         if let Err(fatal) = &raft.metrics().borrow().running_state {
             return format!("Raft stopped with a fatal error: {fatal}");
         }
-        if health.has_changed().is_err() {
+        if health.is_closed() {
             return "the health monitor stopped reporting".to_owned();
         }
     }
-}
-
-/// "T3-N1-7" for a log id, "empty" for none.
-fn display_log_id(id: Option<LogId>) -> String {
-    id.map_or_else(|| "empty".to_owned(), |id| id.to_string())
 }

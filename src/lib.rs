@@ -15,9 +15,12 @@
 //!   the CLI's client.
 //! - [`health`]: HAProxy's runtime API: polling, instant death detection, verdicts.
 //! - [`vip`]: netlink address binding, gratuitous ARP / unsolicited NA, duplicate probes.
-//! - [`supervisor`]: the one place where Raft role, lease, health and maintenance meet; a pure
-//!   `decide` plus a thin driver that executes its actions.
-//! - [`daemon`]: wires everything together and owns the shutdown order.
+//! - [`supervisor`]: the one place where Raft role, lease, health and maintenance meet:
+//!   `core.rs` is a pure state machine (`step(now, input) -> actions`: `decide`, the fence,
+//!   the election timer, pre-vote, handover, stop, notify events, grant rules); `driver.rs`
+//!   only feeds it inputs and executes its actions.
+//! - [`daemon`]: all wiring, the start-up and the whole shutdown order (the CLI only parses
+//!   and calls it).
 //! - [`metrics`]: Prometheus text rendered from the status document.
 //! - [`notify`]: keepalived-compatible hook scripts (MASTER / BACKUP / FAULT / STOP), run in order.
 //! - [`status`]: the JSON status document shared by the API and the CLI.

@@ -1,4 +1,6 @@
-//! Shared helpers for the multi-process tests: real `raftvip` processes on loopback.
+//! Shared helpers of the integration tests (each test binary takes them with `mod common;`,
+//! the Cargo book's convention, rather than keeping a copy): free ports, an HTTP client, and
+//! the multi-process tests' real `raftvip` processes on loopback.
 //!
 //! Every cluster lives in its own temporary directory with ports picked free by the kernel,
 //! and every child is SIGKILLed and reaped when its [`Node`] (or the [`Cluster`]) is dropped,
@@ -7,12 +9,16 @@
 
 #![allow(dead_code)] // Not every test binary uses every helper.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use raftvip::auth::Authenticator;
+use raftvip::config::Secret;
 use raftvip::status::{RaftRole, Status};
 
 /// Generous: an election takes ~0.2 s, but the test machine has two cores that parallel tests
@@ -45,7 +51,7 @@ impl Node {
     /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
     pub fn terminate(mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
         let start = Instant::now();
-        signal(self.child.id(), libc::SIGTERM);
+        signal(self.child.id(), Signal::SIGTERM);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return (Some(status), start.elapsed());
@@ -70,11 +76,10 @@ impl Drop for Node {
     }
 }
 
-pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) on a pid we own (our child, not yet reaped) has no memory effects.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+/// Signals a child of the test (not yet reaped, so the pid is still ours).
+pub fn signal(pid: u32, sig: Signal) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    kill(pid, sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
 }
 
 /// One member's static description.
@@ -158,6 +163,18 @@ impl Cluster {
 
     pub fn secret_path(&self) -> PathBuf {
         self.dir.path().join("secret")
+    }
+
+    /// Signs peer requests as node `from` of this cluster, with `secret` (a wrong one, to be
+    /// refused) or, by default, the cluster's own.
+    pub fn signer_with(&self, secret: &[u8], from: u64) -> Authenticator {
+        Authenticator::new(Secret::new(secret.to_vec()), &self.name, from)
+    }
+
+    /// Signs peer requests as node `from`, with the secret the nodes read.
+    pub fn signer(&self, from: u64) -> Authenticator {
+        let secret = std::fs::read(self.secret_path()).expect("read the cluster secret");
+        self.signer_with(secret.trim_ascii(), from)
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -346,9 +363,14 @@ pub fn spawn_run(config: &Path, log: &Path) -> Child {
 }
 
 /// Runs a `raftvip` subcommand to completion; returns (exit status, stdout, stderr).
+/// Runs the CLI as an operator whose shell sets a proxy nothing answers at: every command
+/// must still reach the daemon directly.
 pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(BIN)
         .args(args)
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
         .stdin(Stdio::null())
         .output()
         .expect("run raftvip");
@@ -368,64 +390,34 @@ pub fn fetch_status(address: SocketAddr) -> Option<Status> {
     serde_json::from_slice(&body).ok()
 }
 
-/// One HTTP/1.1 exchange with `Connection: close`; returns (status code, body).
+/// One HTTP exchange on a fresh connection (no connection is kept between calls, so a
+/// restarted node or a connection cap sees every request anew); returns (status code, body).
 pub fn http(
     address: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect_timeout(&address, HTTP_TIMEOUT)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+) -> reqwest::Result<(u16, Vec<u8>)> {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .no_proxy() // the nodes are on loopback, whatever the environment's proxy
+            .connect_timeout(HTTP_TIMEOUT)
+            .timeout(HTTP_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client")
+    });
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = client.request(method, format!("http://{address}{path}"));
     if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
+        request = request.header("Content-Type", "application/json");
     }
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(*name, value);
     }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
-    let mut body = response[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    Ok((code, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or(0);
-        data = &data[line_end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[(size + 2).min(data.len())..];
-    }
-    out
+    let response = request.body(body.to_vec()).send()?;
+    let code = response.status().as_u16();
+    Ok((code, response.bytes()?.to_vec()))
 }

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Helpers for the netns test bed (lib.sh) that are awkward in bash.
+"""raftvip's test helpers that are awkward in bash, one subcommand each: the netns test bed
+(lib.sh) and the scripts on it, scripts/bench-raft.sh, and the odd health-check backends of
+integration/haproxy_health.rs. The only Python program of the tests: scripts and tests call
+it rather than embed their own (.ci/run checks it with py_compile and pyflakes).
 
   probe    HOST PORT OUT   client loop: an HTTP GET to HOST:PORT every 10 ms, 50 ms timeout,
                            one line per attempt: "epoch_ms ok BOX" or "epoch_ms fail REASON"
@@ -22,6 +25,27 @@
                            JSON summary per target
   metrics  URL PREFIX...   GET Prometheus text; print the samples whose name starts with a
                            PREFIX, one "name{labels} value" per line
+  page     URL [TIMEOUT_S] GET a page; print its body, stripped (default timeout 1 s)
+  haproxy  SOCKET COMMAND  one HAProxy runtime API command on a stats socket; print the answer
+  reach-times FROM_MS PORT HOST...
+                           TCP connects to every HOST:PORT every 3 ms (refused counts as
+                           reached) for up to 5 s; per HOST: "HOST MS" after FROM_MS, -1 if never
+  check-backend SPEC...    health-check answers with odd texts for integration/haproxy_health.rs:
+                           http:NAME:CODE:REASON (an HTTP server answering `CODE REASON`) or
+                           agent:NAME:TEXT (an agent-check server answering `TEXT\\n`); each on a
+                           free 127.0.0.1 port, "NAME PORT" per SPEC on stdout, runs until killed
+
+scripts/bench-raft.sh's status probes of a cluster on loopback (PORT: a node's status port):
+  free-ports N             N distinct free loopback ports (held until all are picked), one line
+  raft-agreed DEADLINE_S PORT...
+                           waits until every node names one leader and term: "LEADER TERM"
+  raft-failover PID LEADER TERM PORT...
+                           SIGKILLs PID (the leader), polls the survivors every ~2 ms over
+                           kept-alive connections until one leads a later term:
+                           "ELAPSED_MS PROBE_ROUND_US NEW_LEADER" (the poll round's own cost,
+                           measured before the kill)
+  raft-counters PORT...    per node: "NODE TERM LEADER_CHANGES ROLE FENCE_RELEASES"
+  summarize LABEL          numbers on stdin -> "LABEL: n=N min / median / p90 / max ms"
 
 Times are Unix epoch milliseconds; every namespace shares the machine's clock, so the probe's
 times, the monitors' times and the fault times in bash ($EPOCHREALTIME) compare directly.
@@ -30,17 +54,27 @@ times, the monitors' times and the fault times in bash ($EPOCHREALTIME) compare 
 import asyncio
 import datetime
 import errno
+import http.client
 import json
 import os
 import resource
+import select
+import signal
 import socket
+import statistics
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # The probe's cadence and patience, from the test plan: an attempt every 10 ms, each given 50 ms.
 PROBE_INTERVAL_S = 0.010
 PROBE_TIMEOUT_S = 0.050
+
+
+# Every URL here is a bed address or loopback: never through the environment's proxy.
+URL_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def now_ms():
@@ -189,7 +223,7 @@ def cmd_overlap(vip, start, end, *specs):
 
 def cmd_get(url, field=None):
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with URL_OPENER.open(url, timeout=1) as r:
             doc = json.load(r)
     except (OSError, ValueError) as e:
         sys.exit(f"get {url}: {e}")
@@ -425,13 +459,243 @@ def cmd_flood(seconds, conns, body_mib, *targets):
 
 def cmd_metrics(url, *prefixes):
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with URL_OPENER.open(url, timeout=1) as r:
             text = r.read().decode()
     except (OSError, ValueError) as e:
         sys.exit(f"metrics {url}: {e}")
     for line in text.splitlines():
         if not line.startswith("#") and line.startswith(prefixes):
             print(line)
+
+
+def cmd_page(url, timeout_s="1"):
+    try:
+        with URL_OPENER.open(url, timeout=float(timeout_s)) as r:
+            print(r.read().decode().strip())
+    except (OSError, ValueError) as e:
+        sys.exit(f"page {url}: {e}")
+
+
+def cmd_haproxy(sock_path, command):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(1)
+        s.connect(sock_path)
+        s.sendall(command.encode() + b"\n")
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    sys.stdout.write(out.decode())
+
+
+# reach-times: a round of connects every REACH_ROUND_S, for at most REACH_PATIENCE_S.
+REACH_ROUND_S = 0.003
+REACH_PATIENCE_S = 5
+
+
+def cmd_reach_times(from_ms, port, *hosts):
+    start, port = int(from_ms), int(port)
+    first = {}
+    deadline = time.time() + REACH_PATIENCE_S
+    while len(first) < len(hosts) and time.time() < deadline:
+        socks = {}
+        for h in hosts:
+            if h in first:
+                continue
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((h, port))
+            socks[s] = h
+        end = time.time() + REACH_ROUND_S
+        while socks and time.time() < end:
+            _, writable, _ = select.select([], list(socks), [], max(0, end - time.time()))
+            for s in writable:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err in (0, errno.ECONNREFUSED):
+                    first.setdefault(socks[s], int(time.time() * 1000))
+                s.close()
+                del socks[s]
+        for s in socks:
+            s.close()
+    for h in hosts:
+        print(h, first[h] - start if h in first else -1)
+
+
+def check_http_server(code, reason):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            self.send_response(code, reason)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+        do_OPTIONS = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # HAProxy closes a check once it has the status line: not worth a traceback
+
+    server = Server(("127.0.0.1", 0), Handler)
+    return server.server_address[1], server.serve_forever
+
+
+def check_agent_server(text):
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                try:
+                    conn.sendall(text.encode() + b"\n")
+                except OSError:
+                    pass
+
+    return listener.getsockname()[1], serve
+
+
+def cmd_check_backend(*specs):
+    """HAProxy copies an HTTP check's reason phrase and an agent's message into `show stat`
+    (`last_chk`, `last_agt`), quoting them as CSV when they hold a comma, a quote or a newline.
+    These answers come from a separate process, so a test that starves its own process of
+    file descriptors still has backends that answer."""
+    if not specs:
+        sys.exit("check-backend: give at least one SPEC")
+    servers = []
+    for spec in specs:
+        kind, name, rest = spec.split(":", 2)
+        if kind == "http":
+            code, reason = rest.split(":", 1)
+            port, serve = check_http_server(int(code), reason)
+        elif kind == "agent":
+            port, serve = check_agent_server(rest)
+        else:
+            sys.exit(f"unknown spec kind {kind!r} in {spec!r}: use http: or agent:")
+        servers.append(serve)
+        print(name, port)
+    sys.stdout.flush()
+    for serve in servers:
+        threading.Thread(target=serve, daemon=True).start()
+    threading.Event().wait()
+
+
+# ---- scripts/bench-raft.sh: a raftvip cluster on loopback, probed by its status ports ----
+
+# raft-failover polls the survivors this often: a reported time is late by at most about this
+# plus one poll round.
+RAFT_POLL_S = 0.002
+# raft-failover gives up when no survivor leads within this.
+RAFT_FAILOVER_PATIENCE_S = 10
+
+
+def raft_conn(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    c.connect()
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return c
+
+
+def raft_status(c):
+    """The status document over a kept-alive connection; None (and the connection closed) on
+    any error."""
+    try:
+        c.request("GET", "/v1/status")
+        return json.loads(c.getresponse().read())
+    except Exception:
+        c.close()
+        return None
+
+
+def raft_status_once(port, timeout_s=1):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        c.request("GET", "/v1/status")
+        return json.loads(c.getresponse().read())
+    finally:
+        c.close()
+
+
+def cmd_free_ports(n):
+    socks = [socket.socket() for _ in range(int(n))]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    print(" ".join(map(str, ports)))
+
+
+def cmd_raft_agreed(deadline_s, *ports):
+    end = time.monotonic() + float(deadline_s)
+    while time.monotonic() < end:
+        docs = []
+        for p in ports:
+            try:
+                docs.append(raft_status_once(int(p)))
+            except Exception:
+                docs.append(None)
+        if all(docs):
+            leaders = [d for d in docs if d["role"] == "leader"]
+            if len(leaders) == 1 and all(
+                d["leader_id"] == leaders[0]["node_id"] and d["term"] == leaders[0]["term"]
+                for d in docs
+            ):
+                print(leaders[0]["node_id"], leaders[0]["term"])
+                return
+        time.sleep(0.02)
+    sys.exit(f"no agreed leader within {deadline_s}s")
+
+
+def cmd_raft_failover(pid, old_leader, old_term, *ports):
+    pid, old_leader, old_term = int(pid), int(old_leader), int(old_term)
+    ports = [int(p) for p in ports]
+    conns = {p: raft_conn(p) for p in ports}
+    rounds = []
+    for _ in range(100):  # overhead of one poll round (all survivors), cluster stable
+        t = time.perf_counter()
+        for p in ports:
+            raft_status(conns[p])
+        rounds.append(time.perf_counter() - t)
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < RAFT_FAILOVER_PATIENCE_S:
+        start = time.perf_counter()
+        for p in ports:
+            d = raft_status(conns[p])
+            if d is None:
+                conns[p] = raft_conn(p)
+            elif d["role"] == "leader" and d["node_id"] != old_leader and d["term"] > old_term:
+                elapsed = (time.perf_counter() - t0) * 1000
+                print(f"{elapsed:.1f} {statistics.median(rounds) * 1e6:.0f} {d['node_id']}")
+                return
+        time.sleep(max(0.0, RAFT_POLL_S - (time.perf_counter() - start)))
+    sys.exit(f"no new leader within {RAFT_FAILOVER_PATIENCE_S} s")
+
+
+def cmd_raft_counters(*ports):
+    for p in ports:
+        d = raft_status_once(int(p), timeout_s=2)
+        print(d["node_id"], d["term"], d["counters"]["leader_changes"], d["role"],
+              d["counters"]["fence_releases"])
+
+
+def cmd_summarize(label):
+    xs = sorted(float(x) for x in sys.stdin.read().split())
+    if not xs:
+        sys.exit(f"summarize {label}: no numbers")
+
+    def q(f):
+        return xs[min(len(xs) - 1, int(round(f * (len(xs) - 1))))]
+
+    print(f"{label}: n={len(xs)} min {xs[0]:.0f} / median {statistics.median(xs):.0f} / "
+          f"p90 {q(0.9):.0f} / max {xs[-1]:.0f} ms")
 
 
 COMMANDS = {
@@ -445,6 +709,15 @@ COMMANDS = {
     "chaos-report": cmd_chaos_report,
     "metrics": cmd_metrics,
     "flood": cmd_flood,
+    "page": cmd_page,
+    "haproxy": cmd_haproxy,
+    "reach-times": cmd_reach_times,
+    "check-backend": cmd_check_backend,
+    "free-ports": cmd_free_ports,
+    "raft-agreed": cmd_raft_agreed,
+    "raft-failover": cmd_raft_failover,
+    "raft-counters": cmd_raft_counters,
+    "summarize": cmd_summarize,
 }
 
 if __name__ == "__main__":

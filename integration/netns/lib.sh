@@ -46,10 +46,10 @@ BED_CLIENT6=2001:db8::50
 BED_BACKEND_PORT=8080
 # Frontend port of HAProxy on the VIPs and box addresses.
 BED_HTTP_PORT=80
-# Raft-only mode: configs without [haproxy] and [[vip]] (for daemons that do not wire them).
+# Raft-only mode: configs without [haproxy] and [[vip]] (Raft alone, no health gate, no VIP).
 BED_RAFT_ONLY=${BED_RAFT_ONLY:-0}
-# Log filter for raftvip.
-BED_RUST_LOG=${BED_RUST_LOG:-info}
+# Log filter for raftvip: its RAFTVIP_LOG (a tracing filter such as info or raftvip=debug).
+BED_RAFTVIP_LOG=${BED_RAFTVIP_LOG:-info}
 # Many-VIP beds: this many more IPv4 VIPs per box of cluster a, 198.51.100.1 upward (on-link
 # on the segment; the client routes the /24 onto eth0). 0..254.
 BED_EXTRA_VIPS=${BED_EXTRA_VIPS:-0}
@@ -97,6 +97,8 @@ bed_vip6() { local v; read -r _ v _ <<<"${BED_CL_VIPS[${1:-a}]}"; echo "$v"; }
 bed_port() { local p; read -r _ _ p <<<"${BED_CL_VIPS[${1:-a}]}"; echo "$p"; }
 bed_boxes() { echo "${BED_CL_BOXES[${1:-a}]}"; }
 bed_exec() { local box=$1; shift; ip netns exec "$(bed_ns "$box")" "$@"; }
+# bed_reach BOX|client HOST PORT: a TCP connect from inside the namespace succeeds within 500 ms.
+bed_reach() { bed_exec "$1" timeout 0.5 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
 
 # Fails unless the bed can run here: root and the tools. Never skips.
 bed_require() {
@@ -236,12 +238,8 @@ bed_box_of_node() { # bed_box_of_node CLUSTER ID -> box
     echo "${boxes[$(($2 - 1))]}"
 }
 
-# The HAProxy template: the shared one if it exists, else ours.
-bed_haproxy_template() {
-    if [[ -f $BED_REPO/haproxy/testbed.cfg.in ]]; then echo "$BED_REPO/haproxy/testbed.cfg.in"
-    else echo "$BED_LIB_DIR/haproxy.cfg.in"
-    fi
-}
+# The HAProxy template (shared with integration/haproxy_health.rs).
+bed_haproxy_template() { echo "$BED_REPO/haproxy/testbed.cfg.in"; }
 # Name of the backend HAProxy must keep UP (the template's backend).
 bed_haproxy_backend() { echo be_test; }
 
@@ -254,7 +252,7 @@ bed_start_backend() {
     ip netns exec "$(bed_ns "$box")" python3 -m http.server "$BED_BACKEND_PORT" --bind 127.0.0.1 \
         --directory "$dir/www" >>"$dir/backend.log" 2>&1 &
     echo $! >"$dir/backend.pid"
-    bed_wait 3000 bed_exec "$box" python3 -c "import socket; socket.create_connection(('127.0.0.1', $BED_BACKEND_PORT), 0.1)" ||
+    bed_wait 3000 bed_reach "$box" 127.0.0.1 "$BED_BACKEND_PORT" ||
         bed_die "backend server of box$box does not listen"
 }
 
@@ -286,21 +284,7 @@ bed_start_haproxy() {
 
 # Runtime API command on a box's HAProxy (stats socket).
 bed_haproxy_cmd() {
-    local dir; dir=$(bed_boxdir "$1")
-    python3 - "$dir/haproxy.sock" "$2" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(1)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-out = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    out += chunk
-sys.stdout.write(out.decode())
-EOF
+    python3 "$BED_TOOL" haproxy "$(bed_boxdir "$1")/haproxy.sock" "$2"
 }
 bed_haproxy_backend_up() {
     bed_haproxy_cmd "$1" "show stat" | awk -F, -v be="$(bed_haproxy_backend)" \
@@ -384,7 +368,7 @@ bed_start_raftvip() {
     echo "=== start $(date +%T.%N)" >>"$dir/raftvip.log"
     local limit=()
     [[ -z $BED_NOFILE ]] || limit=(prlimit "--nofile=$BED_NOFILE:$(ulimit -Hn)")
-    RUST_LOG=$BED_RUST_LOG ip netns exec "$(bed_ns "$box")" "${limit[@]}" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
+    RAFTVIP_LOG=$BED_RAFTVIP_LOG ip netns exec "$(bed_ns "$box")" "${limit[@]}" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
     echo $! >"$dir/raftvip.pid"
     if ! bed_wait 5000 bed_status "$box" node_id >/dev/null; then
         bed_pid_alive "$(cat "$dir/raftvip.pid")" ||

@@ -37,7 +37,8 @@ without them it fails, it never skips.
   -h        this help
 
 Environment: RAFTVIP (binary; default: newest of target/release, target/debug),
-SCENARIO_TIMEOUT_S (${SCENARIO_TIMEOUT_S}), BED_RUST_LOG (raftvip's RUST_LOG), BED_VERBOSE=1.
+SCENARIO_TIMEOUT_S (${SCENARIO_TIMEOUT_S}), BED_RAFTVIP_LOG (raftvip's RAFTVIP_LOG, default
+info), BED_VERBOSE=1.
 EOF
 }
 
@@ -84,8 +85,8 @@ SCENARIOS=(
 fail() { printf '%s\n' "$*" >"$RESULT_FILE"; exit 1; }
 note() { printf '%s ' "$*" >>"$NOTES_FILE"; }
 
-# setup N [EXTRA_TOML]: a bed of N boxes, HAProxy on every non-witness box, raftvip on all,
-# and one holder of cluster a's VIP; prints the holder.
+# start_cluster_boxes [CLUSTER] [EXTRA_TOML]: HAProxy on every non-witness box of the cluster,
+# raftvip on all, and waits until every node follows the same leader.
 start_cluster_boxes() {
     local cl=${1:-a} b extra=${2:-}
     for b in $(bed_boxes "$cl"); do
@@ -105,7 +106,7 @@ all_follow() { # every node of the cluster names the same leader
         first=$l
     done
 }
-setup() {
+setup() { # setup N [EXTRA_TOML]: a bed of N boxes running cluster a (start_cluster_boxes)
     bed_create "$1"
     start_cluster_boxes a "${2:-}"
 }
@@ -146,16 +147,11 @@ neigh_is() { # neigh_is IP BOX: the client's neighbour entry for IP carries BOX'
     mac=$(bed_client_neigh "$1")
     fail "client's neighbour entry for $1 is '${mac}' (box$(bed_box_of_mac "$mac")), not box$2's $want"
 }
-reach() { # reach NS_BOX IP PORT: a TCP connect from a box (or client) within 500 ms
-    bed_exec "$1" timeout 0.5 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null
-}
 http_get() { # http_get FROM URL_HOST: the body of GET / from inside FROM
-    bed_exec "$1" python3 -c "
-import sys, urllib.request
-print(urllib.request.urlopen('http://' + sys.argv[1] + '/', timeout=1).read().decode().strip())" "$2"
+    bed_exec "$1" python3 "$BED_TOOL" page "http://$2/"
 }
 
-# ---- scenarios: infrastructure (run today) ----
+# ---- scenarios: infrastructure ----
 
 scn_bed_selftest() {
     bed_create 3
@@ -170,14 +166,14 @@ scn_bed_selftest() {
     [[ -z $(bed_holders) ]] || fail "somebody holds the VIP before raftvip runs"
     # The cut: box1 loses boxes 2 and 3 in both directions and both families, not the client.
     bed_cut 1
-    ! reach 1 "$(bed_addr4 2)" 80 || fail "cut box1 still reaches box2"
-    ! reach 1 "$(bed_addr6 3)" 80 || fail "cut box1 still reaches box3 over IPv6"
-    ! reach 2 "$(bed_addr4 1)" 80 || fail "box2 still reaches cut box1"
-    reach client "$(bed_addr4 1)" 80 || fail "the client lost cut box1"
-    reach client "$(bed_addr6 1)" 80 || fail "the client lost cut box1 over IPv6"
-    reach 2 "$(bed_addr4 3)" 80 || fail "box2 lost box3"
+    ! bed_reach 1 "$(bed_addr4 2)" 80 || fail "cut box1 still reaches box2"
+    ! bed_reach 1 "$(bed_addr6 3)" 80 || fail "cut box1 still reaches box3 over IPv6"
+    ! bed_reach 2 "$(bed_addr4 1)" 80 || fail "box2 still reaches cut box1"
+    bed_reach client "$(bed_addr4 1)" 80 || fail "the client lost cut box1"
+    bed_reach client "$(bed_addr6 1)" 80 || fail "the client lost cut box1 over IPv6"
+    bed_reach 2 "$(bed_addr4 3)" 80 || fail "box2 lost box3"
     bed_heal 1
-    reach 1 "$(bed_addr4 2)" 80 || fail "healed box1 does not reach box2"
+    bed_reach 1 "$(bed_addr4 2)" 80 || fail "healed box1 does not reach box2"
     # The probe and the outage maths: a hand-made move of the VIP from box1 to box2 where the
     # client's neighbour entry is corrected 300 ms later (as a late GARP would).
     bed_vip_add 1
@@ -241,7 +237,7 @@ bed_other_leader() { # a box other than $1 says it leads
     return 1
 }
 
-# ---- scenarios: VIP and health (need the daemon's VIP/health wiring) ----
+# ---- scenarios: VIP and health ----
 
 scn_start_one_holder() {
     setup 3
@@ -287,7 +283,7 @@ scn_fence_cut() {
     bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
     cut=$(bed_now_ms)
     bed_cut "$h"
-    reach client "$(bed_addr4 "$h")" 80 || fail "the client lost the cut box$h"
+    bed_reach client "$(bed_addr4 "$h")" 80 || fail "the client lost the cut box$h"
     # Sample the kernel state every ~5 ms for 2 s (the monitors give the exact times as well).
     end=$((cut + 2000))
     while (($(bed_now_ms) < end)); do

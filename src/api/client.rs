@@ -34,7 +34,15 @@ pub enum FetchStatusError {
 /// Fetches the status document of the daemon listening on `address`.
 pub async fn fetch_status(address: &str) -> Result<Status, FetchStatusError> {
     let url = format!("http://{address}{STATUS_PATH}");
-    let client = reqwest::Client::new();
+    // Like the peer client, never through HTTP_PROXY: the daemon is on this box or its LAN,
+    // and an operator's proxy settings must not decide whether `status` works.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|source| FetchStatusError::Connect {
+            url: url.clone(),
+            source,
+        })?;
     let response = client
         .get(&url)
         .timeout(CLI_TIMEOUT)

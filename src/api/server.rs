@@ -6,7 +6,8 @@
 //!
 //! - a cap of `max_connections` open connections per listener;
 //! - when the cap is reached, a new connection evicts the oldest *unauthenticated* one (a
-//!   connection becomes authenticated once a request on it passed the signature check). We
+//!   connection becomes authenticated once a request on it passed the peer guard's signature
+//!   check, which the guard reports through [`PeerConnectionMark`] on the request). We
 //!   cannot tell a peer from a stranger before it sends a signed request, so strangers compete
 //!   with each other only: a peer's new connection is the newest, is evicted last, and is
 //!   authenticated by its first request a millisecond later. Once every slot holds an

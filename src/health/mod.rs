@@ -15,12 +15,13 @@
 //! - [`monitor`] is the thin async driver: it polls over an interactive `prompt` session it
 //!   keeps open, so that a check needs no new descriptor and HAProxy's death is seen within
 //!   milliseconds (its socket closes), follows master-worker reloads, and publishes [`Health`]
-//!   on a `watch` channel. The supervisor reads that channel through its `HealthVerdict` trait,
-//!   which [`Health`] implements (and `daemon::NoHealthGate`, where no `[haproxy]` is
-//!   configured), so the supervisor does not depend on how health is measured.
+//!   on a `watch` channel. The supervisor reads that channel through the [`HealthFeed`] trait
+//!   ([`verdict`]), which a `watch` of [`Health`] implements, so the supervisor does not depend
+//!   on how health is measured.
 
 pub mod haproxy;
 pub mod monitor;
+pub mod verdict;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use crate::clock::now_unix_ms;
 
 pub use haproxy::ParseError;
 pub use monitor::spawn_haproxy_monitor;
+pub use verdict::{HealthFeed, HealthVerdict, NoHealthGate};
 
 /// What the supervisor sees: the debounced verdict plus numbers for status and metrics.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -67,7 +69,7 @@ impl Health {
 }
 
 /// The supervisor reads [`Health`] straight from the monitor's `watch` channel.
-impl crate::supervisor::HealthVerdict for Health {
+impl HealthVerdict for Health {
     fn is_healthy(&self) -> bool {
         self.healthy
     }

@@ -24,11 +24,21 @@ pub struct PeerRequests {
     peers: Vec<(NodeId, String)>,
     /// This node's log, whose end each pre-vote names.
     log: LogStore,
+    /// [`ELECT_REQUEST_TIMEOUT`] and [`PREVOTE_TIMEOUT`]; fields so that tests on a loaded
+    /// machine can wait longer without changing what they check.
+    elect_timeout: Duration,
+    prevote_timeout: Duration,
 }
 
 impl PeerRequests {
     pub fn new(client: PeerClient, peers: Vec<(NodeId, String)>, log: LogStore) -> Self {
-        Self { client, peers, log }
+        Self {
+            client,
+            peers,
+            log,
+            elect_timeout: ELECT_REQUEST_TIMEOUT,
+            prevote_timeout: PREVOTE_TIMEOUT,
+        }
     }
 
     /// Asks peers, in id order starting after this node, to start an election now; returns
@@ -42,7 +52,7 @@ impl PeerRequests {
         for (id, address) in after.into_iter().chain(before) {
             let answer: Result<PeerAnswer, _> = self
                 .client
-                .call(*id, address, ELECT_PATH, &(), ELECT_REQUEST_TIMEOUT)
+                .call(*id, address, ELECT_PATH, &(), self.elect_timeout)
                 .await;
             match answer {
                 Ok(PeerAnswer { accepted: true, .. }) => {
@@ -75,10 +85,10 @@ impl PeerRequests {
         let mut asks = tokio::task::JoinSet::new();
         for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
             let (client, address, id) = (self.client.clone(), address.clone(), *id);
-            let request = request.clone();
+            let (request, timeout) = (request.clone(), self.prevote_timeout);
             asks.spawn(async move {
                 let answer: Result<PeerAnswer, _> = client
-                    .call(id, &address, PREVOTE_PATH, &request, PREVOTE_TIMEOUT)
+                    .call(id, &address, PREVOTE_PATH, &request, timeout)
                     .await;
                 (id, answer)
             });
@@ -130,7 +140,12 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = crate::raft::store::open(dir.path(), "lb", me).unwrap();
-        let requests = PeerRequests::new(PeerClient::new(node(me)), addresses, log);
+        let requests = PeerRequests {
+            // Generous: a one-shot server on a machine busy compiling may take a while.
+            elect_timeout: Duration::from_secs(5),
+            prevote_timeout: Duration::from_secs(5),
+            ..PeerRequests::new(PeerClient::new(node(me)), addresses, log)
+        };
         (requests, dir)
     }
 

@@ -3,8 +3,9 @@
 //! stats socket that misbehaves on purpose.
 //!
 //! `quoted_checks.txt` was captured from `haproxy/quoted-checks.cfg.in` with the backends of
-//! `integration/check_backend.py` (the specs are in `integration/haproxy_health.rs`), ~6 s
-//! after start; that integration test checks that live HAProxy still answers the same way.
+//! `integration/netns/bedtool.py check-backend` (the specs are in
+//! `integration/haproxy_health.rs`), ~6 s after start; that integration test checks that live
+//! HAProxy still answers the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

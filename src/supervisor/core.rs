@@ -1,0 +1,763 @@
+//! The supervisor's core: every rule that decides what this node does, as a pure state machine.
+//!
+//! [`Core::step`] takes the time and one [`Input`] (a Raft report, a health verdict, a pre-vote
+//! answer, a stop request, a timer that fired…) and returns the [`Action`]s to carry out, like
+//! boringtun's `Tunn`: no I/O, no tokio, no clock of its own, and the only randomness (the
+//! election timeout) comes from a seeded generator. The driver ([`super::driver`]) feeds it
+//! and executes what it returns, and sleeps until [`Core::next_deadline`]. So the timers
+//! (fence, election, stop), the episodes (pre-vote, handover, stop) and the notify events are
+//! tested here with injected time, without a cluster.
+//!
+//! [`decide`] is the rule: from a snapshot of [`Inputs`] it says whether this node holds the
+//! VIPs, whether it may lead (stand in elections), and whether it must hand leadership over.
+//! Keeping it in one function is what makes "exactly one holder" reviewable:
+//!
+//! hold ⇔ leader ∧ quorum acknowledged within `fence` ∧ healthy ∧ VIPs bindable ∧ ¬witness.
+//!
+//! Stopping or maintenance make a leader hand over: it keeps the VIPs (still healthy) until it
+//! votes for its successor and steps down, so a planned handover has no gap nobody serves.
+//!
+//! The fence is a deadline, not a poll: quorum-ack instant + fence. openraft measures the ack
+//! from the *send* time of the heartbeat a quorum answered, and no voter that answered it grants
+//! a vote until `election_timeout_max` after receiving it, so dropping the VIPs at
+//! `ack + fence` (< `election_timeout_max` − slack, enforced by check-config) means the old
+//! holder is gone before a new leader can exist.
+//!
+//! The grant rules — may this node take over ([`SupervisorState::can_lead`]), would it grant
+//! a pre-vote ([`Timing::grant_prevote`]), the vote gate's window ([`Timing::vote_gate`]) —
+//! live here too, over the same [`Timing`], so the lease is derived from the config once.
+//!
+//! Room for issue 10's make-before-break handover: the handover is an explicit episode
+//! ([`Handover`]), so "successor took over, release now or at a bound" becomes one more state
+//! and one more input, not another flag in the driver.
+
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::Config;
+use crate::notify::{Event, HookContext};
+use crate::raft::typ::LogId;
+use crate::raft::vote_gate::VoteGate;
+use crate::raft::NodeId;
+use crate::status::FailoverHistogram;
+
+/// How long a stop may spend handing over before it gives up and just releases: a LAN
+/// handover takes a few ms, and the whole stop must stay under a second.
+pub const STOP_HANDOVER_BOUND: Duration = Duration::from_millis(600);
+
+/// Everything the decision depends on, captured at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inputs {
+    pub witness: bool,
+    pub leader: bool,
+    /// Time since a quorum last acknowledged this leader (None: never, or not leader).
+    pub quorum_ack_age: Option<Duration>,
+    pub fence: Duration,
+    pub healthy: bool,
+    pub maintenance: bool,
+    pub stopping: bool,
+    /// Every VIP's interface could take it (present, up) and no add was refused (EPERM):
+    /// only a box that can serve may lead.
+    pub vips_bindable: bool,
+}
+
+/// What this node should be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub hold_vips: bool,
+    /// May lead: stand in elections and accept a handover (a node always votes). Shown as
+    /// `candidate_for_leader` in the status document.
+    pub may_lead: bool,
+    /// Keep sending heartbeats as leader: off while handing over, so followers stop
+    /// refreshing a lease the leader no longer wants.
+    pub heartbeat: bool,
+    /// Leader that must not lead: ask a healthy peer to take over now.
+    pub hand_over: bool,
+    pub reason: Reason,
+}
+
+/// Why the decision is what it is; shown in status and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Witness,
+    Stopping,
+    Maintenance,
+    Unhealthy,
+    VipUnbindable,
+    NotLeader,
+    QuorumLost,
+    LeaderWithQuorum,
+    HandingOver,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Witness => "witness: votes, never leads",
+            Reason::Stopping => "stopping",
+            Reason::Maintenance => "in maintenance",
+            Reason::Unhealthy => "HAProxy unhealthy",
+            Reason::VipUnbindable => "a VIP cannot be bound here (see the VIP errors)",
+            Reason::NotLeader => "not the Raft leader",
+            Reason::QuorumLost => "no quorum acknowledgement within the fence",
+            Reason::LeaderWithQuorum => "leader with quorum and healthy HAProxy",
+            Reason::HandingOver => "planned handover: holding until the successor is elected",
+        })
+    }
+}
+
+/// The rule. Pure, total, and tested by the table below.
+pub fn decide(i: &Inputs) -> Decision {
+    let eligible_reason = if i.witness {
+        Some(Reason::Witness)
+    } else if i.stopping {
+        Some(Reason::Stopping)
+    } else if i.maintenance {
+        Some(Reason::Maintenance)
+    } else if !i.healthy {
+        Some(Reason::Unhealthy)
+    } else if !i.vips_bindable {
+        Some(Reason::VipUnbindable)
+    } else {
+        None
+    };
+    let eligible = eligible_reason.is_none();
+    let acked = acked(i.quorum_ack_age, i.fence);
+    // A planned handover (stop, maintenance) with HAProxy still serving keeps the VIPs until
+    // this leader steps down, which it does when it votes for its successor — before the
+    // successor can bind them. The fence still bounds it: heartbeats are off meanwhile.
+    let planned_handover = i.leader
+        && acked
+        && i.healthy
+        && i.vips_bindable
+        && matches!(
+            eligible_reason,
+            Some(Reason::Stopping | Reason::Maintenance)
+        );
+    let reason = match (eligible_reason, i.leader, acked) {
+        _ if planned_handover => Reason::HandingOver,
+        (Some(r), _, _) => r,
+        (None, false, _) => Reason::NotLeader,
+        (None, true, false) => Reason::QuorumLost,
+        (None, true, true) => Reason::LeaderWithQuorum,
+    };
+    Decision {
+        hold_vips: matches!(reason, Reason::LeaderWithQuorum | Reason::HandingOver),
+        may_lead: eligible,
+        heartbeat: eligible || !i.leader,
+        hand_over: i.leader && !eligible,
+        reason,
+    }
+}
+
+/// Whether a quorum acknowledged this leader recently enough to act as leader: the fence
+/// rule, shared by [`decide`] and [`Timing::grant_prevote`].
+fn acked(quorum_ack_age: Option<Duration>, fence: Duration) -> bool {
+    quorum_ack_age.is_some_and(|age| age <= fence)
+}
+
+/// The timing rules of `[timing]`, derived from the config once and shared by the state
+/// machine and the grant rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// A leader drops the VIPs this long after its quorum's last acknowledgement.
+    pub fence: Duration,
+    /// openraft refuses votes for this long after a heartbeat (its leader lease:
+    /// `election_timeout_max`).
+    pub lease: Duration,
+    /// `election_timeout_min`: the low end of this node's random election timeout.
+    pub election_timeout_min: Duration,
+}
+
+impl Timing {
+    pub fn from_config(config: &Config) -> Self {
+        let [et_min, et_max] = config.timing.election_timeout_ms;
+        Self {
+            fence: config.timing.fence(),
+            lease: Duration::from_millis(et_max),
+            election_timeout_min: Duration::from_millis(et_min),
+        }
+    }
+
+    /// A fresh store grants no vote for one lease (see [`crate::raft::vote_gate`]).
+    pub fn vote_gate(&self, created_at_open: bool, started: Instant) -> VoteGate {
+        VoteGate::new(created_at_open, started, self.lease)
+    }
+
+    /// Ok if this node would grant a pre-vote: its log is not ahead of the candidate's (it
+    /// could not win), it does not lead with a quorum, and it has not heard from a leader for
+    /// the lease plus `election_timeout_min` (issue 8.6: a new leader cannot exist before a
+    /// voter of the old leader's last quorum agrees, so the old holder's fence, under the
+    /// lease, has at least `election_timeout_min` of margin). Err says why not.
+    pub fn grant_prevote(&self, q: &PrevoteQuestion) -> Result<(), String> {
+        if q.candidate_last_log < q.my_last_log {
+            return Err(format!(
+                "your log ends at {} and mine at {}: you cannot win an election",
+                display_log_id(q.candidate_last_log),
+                display_log_id(q.my_last_log)
+            ));
+        }
+        if q.leader && acked(q.quorum_ack_age, self.fence) {
+            return Err("this node leads with a quorum".to_owned());
+        }
+        match q.leader_contact_age {
+            Some(age) if age < self.lease + self.election_timeout_min => Err(format!(
+                "heard from leader {} {} ms ago",
+                q.current_leader
+                    .map_or_else(|| "?".to_owned(), |id| id.to_string()),
+                age.as_millis()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A random election timeout in `[election_timeout_min, lease)`.
+    fn draw_timeout(&self, rng: &mut StdRng) -> Duration {
+        let max = self
+            .lease
+            .max(self.election_timeout_min + Duration::from_millis(1));
+        rng.random_range(self.election_timeout_min..max)
+    }
+}
+
+/// What a pre-vote is decided on, read at the moment it is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrevoteQuestion {
+    /// Where the candidate's log ends.
+    pub candidate_last_log: Option<LogId>,
+    /// Where this node's log ends.
+    pub my_last_log: Option<LogId>,
+    /// This node is the Raft leader.
+    pub leader: bool,
+    pub quorum_ack_age: Option<Duration>,
+    /// The leader this node knows of, for the refusal's text.
+    pub current_leader: Option<NodeId>,
+    /// Since this node last accepted an append from a leader (None: never since start).
+    pub leader_contact_age: Option<Duration>,
+}
+
+/// "T3-N1-7" for a log id, "empty" for none.
+fn display_log_id(id: Option<LogId>) -> String {
+    id.map_or_else(|| "empty".to_owned(), |id| id.to_string())
+}
+
+/// This node as the core sees it, fixed for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub witness: bool,
+    /// openraft's own election timer is used only by a single-voter cluster; otherwise the
+    /// core runs elections itself, after a pre-vote.
+    pub single_voter: bool,
+    pub timing: Timing,
+}
+
+impl Setup {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            witness: config.is_witness(),
+            single_voter: config.peers.len() == 1,
+            timing: Timing::from_config(config),
+        }
+    }
+}
+
+/// One Raft metrics report, as far as the core cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftReport {
+    pub state: ServerState,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// As openraft reports it, relative to the moment of the report.
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+impl Default for RaftReport {
+    fn default() -> Self {
+        Self {
+            state: ServerState::Follower,
+            leader: None,
+            term: 0,
+            millis_since_quorum_ack: None,
+        }
+    }
+}
+
+/// What happened; the driver feeds one at a time, with the time it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A fresh Raft metrics report. Only a fresh report moves the quorum-ack instant: the
+    /// age in it is relative to when openraft made it.
+    Raft(RaftReport),
+    /// The health verdict (false also when the monitor stopped reporting: fail safe).
+    Health { healthy: bool },
+    /// This node's replicated maintenance flag.
+    Maintenance(bool),
+    /// Why the VIPs cannot be bound here now (None: they can).
+    Unbindable(Option<String>),
+    /// This node accepted an append from a leader at this instant.
+    LeaderContact(Instant),
+    /// The answer to [`Action::RequestPreVote`]: a majority, this node included, agrees that
+    /// the leader is gone.
+    PreVoteAnswer { won: bool },
+    /// The answer to [`Action::HandOver`]: the peer that accepted to take over, if any.
+    HandOverAnswer { episode: u64, to: Option<NodeId> },
+    /// Stop (SIGTERM): hand over if leader, then finish.
+    Stop,
+    /// Nothing new; [`Core::next_deadline`] has passed.
+    Tick,
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The VIP layer must not hold (nor renew, nor announce) past this instant (None: no
+    /// bound, as nothing is held). Emitted before a hold, and after a release.
+    HoldUntil(Option<Instant>),
+    /// Bind and announce (true) or release every VIP; emitted only on change.
+    SetHeld { hold: bool, reason: Reason },
+    /// Switch openraft's own election timer (used by single-voter clusters only).
+    RaftElectionTimer(bool),
+    /// Switch this leader's heartbeats (off while handing over).
+    Heartbeat(bool),
+    /// Ask the peers whether they lost the leader too; answer with [`Input::PreVoteAnswer`].
+    RequestPreVote,
+    /// Start an election now.
+    Elect,
+    /// Ask a peer to take over; answer with [`Input::HandOverAnswer`] and this episode.
+    HandOver { episode: u64 },
+    /// Run the notify hook.
+    Notify(Event, HookContext),
+    /// The live view changed; publish it for status, metrics and the API's grant rules.
+    Publish(SupervisorState),
+    /// Stopping is complete (the release ordered); the driver returns the STOP hook's
+    /// context, which the daemon fires once the VIP thread has confirmed the release.
+    Done(HookContext),
+}
+
+/// The episode of "a leader that must not lead": one request to a peer per episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    Idle,
+    Asking { episode: u64 },
+    Answered { to: Option<NodeId> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    No,
+    /// Asked to stop; gives up handing over at this deadline.
+    Until(Instant),
+    Done,
+}
+
+/// Live view of the supervisor, for status, metrics and the grant rules.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SupervisorState {
+    pub holds_vips: bool,
+    /// See [`Decision::may_lead`].
+    pub may_lead: bool,
+    pub reason: Reason,
+    pub handovers: u64,
+    pub fence_releases: u64,
+    pub leader_changes: u64,
+    /// Turns of the supervisor's loop, for the systemd watchdog (a count that stops means a
+    /// wedged supervisor). Bumped by the driver without waking watchers.
+    #[serde(skip)]
+    pub iterations: u64,
+    /// Takeovers of the VIPs from another leader, timed by [`failover_duration`].
+    pub failover_duration: FailoverHistogram,
+}
+
+impl Default for SupervisorState {
+    fn default() -> Self {
+        Self {
+            holds_vips: false,
+            may_lead: false,
+            reason: Reason::NotLeader,
+            handovers: 0,
+            fence_releases: 0,
+            leader_changes: 0,
+            iterations: 0,
+            failover_duration: FailoverHistogram::default(),
+        }
+    }
+}
+
+impl SupervisorState {
+    /// Ok if this node may take over now (the "elect now" of a handover): healthy, not in
+    /// maintenance, not a witness, not stopping. Err names the reason.
+    pub fn can_lead(&self) -> Result<(), String> {
+        if self.may_lead {
+            Ok(())
+        } else {
+            Err(self.reason.to_string())
+        }
+    }
+}
+
+/// The state machine. See the module docs.
+#[derive(Debug)]
+pub struct Core {
+    setup: Setup,
+    rng: StdRng,
+    // What was observed.
+    raft: RaftReport,
+    /// The instant a quorum last acknowledged this leader (None: not leader, or never).
+    ack: Option<Instant>,
+    healthy: bool,
+    maintenance: bool,
+    unbindable: Option<String>,
+    leader_contact: Option<Instant>,
+    // What was decided.
+    applied: Option<Decision>,
+    hold_until: Option<Instant>,
+    /// The fault episode (unhealthy or unbindable) the FAULT event was sent for.
+    in_fault: bool,
+    // Election timer (multi-voter clusters): an election is due `lease + timeout` after the
+    // later of the last leader contact and the last attempt.
+    last_attempt: Instant,
+    timeout: Duration,
+    prevote_pending: bool,
+    handover: Handover,
+    episodes: u64,
+    stopping: Stopping,
+    /// When this node last stopped holding, so that regaining the VIPs without another
+    /// leader in between is not timed as a failover.
+    released_at: Option<Instant>,
+    state: SupervisorState,
+    published: Option<SupervisorState>,
+}
+
+impl Core {
+    /// A core that has observed nothing yet (not leader, unhealthy, bindable); `now` starts
+    /// the election timer, `seed` draws its timeouts.
+    pub fn new(setup: Setup, now: Instant, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let timeout = setup.timing.draw_timeout(&mut rng);
+        Self {
+            setup,
+            rng,
+            raft: RaftReport::default(),
+            ack: None,
+            healthy: false,
+            maintenance: false,
+            unbindable: None,
+            leader_contact: None,
+            applied: None,
+            hold_until: None,
+            in_fault: false,
+            last_attempt: now,
+            timeout,
+            prevote_pending: false,
+            handover: Handover::Idle,
+            episodes: 0,
+            stopping: Stopping::No,
+            released_at: None,
+            state: SupervisorState::default(),
+            published: None,
+        }
+    }
+
+    /// Takes in what happened at `now` and returns what to do. After [`Action::Done`] every
+    /// step returns nothing.
+    pub fn step(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.stopping == Stopping::Done {
+            return out;
+        }
+        self.observe(now, input, &mut out);
+        let decision = decide(&self.inputs(now));
+        self.apply(now, decision, &mut out);
+        self.hand_over(decision, &mut out);
+        self.election_timer(now, &mut out);
+        let done = self.finish_stop(now, &mut out);
+        if self.published.as_ref() != Some(&self.state) {
+            self.published = Some(self.state.clone());
+            out.push(Action::Publish(self.state.clone()));
+        }
+        if done {
+            out.push(Action::Done(self.hook_context(Reason::Stopping)));
+        }
+        out
+    }
+
+    /// When the driver must call [`Core::step`] with [`Input::Tick`] at the latest: the fence
+    /// of a hold, the election timer, the stop's bound.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.stopping == Stopping::Done {
+            return None;
+        }
+        let election = (self.standing() && !self.prevote_pending).then(|| self.election_due());
+        let stop = match self.stopping {
+            Stopping::Until(at) => Some(at),
+            _ => None,
+        };
+        [self.hold_until, election, stop]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Where the decision stands (for tests and logs).
+    pub fn state(&self) -> &SupervisorState {
+        &self.state
+    }
+
+    fn observe(&mut self, now: Instant, input: Input, out: &mut Vec<Action>) {
+        match input {
+            Input::Raft(report) => self.observe_raft(now, report),
+            Input::Health { healthy } => self.healthy = healthy,
+            Input::Maintenance(on) => self.maintenance = on,
+            Input::Unbindable(why) => {
+                if why != self.unbindable {
+                    match &why {
+                        Some(why) => {
+                            tracing::warn!(%why, "this box cannot serve its VIPs: not eligible to lead")
+                        }
+                        None => tracing::info!("every VIP can be bound again: eligible to lead"),
+                    }
+                }
+                self.unbindable = why;
+            }
+            Input::LeaderContact(at) => {
+                self.leader_contact = Some(self.leader_contact.map_or(at, |seen| seen.max(at)));
+            }
+            Input::PreVoteAnswer { won } => {
+                self.prevote_pending = false;
+                // Act only if still eligible and no leader spoke since the attempt began.
+                let may_lead = self.applied.is_some_and(|d| d.may_lead);
+                let leader_spoke = self.leader_contact.is_some_and(|at| at > self.last_attempt);
+                if won && may_lead && !leader_spoke {
+                    tracing::info!("leader lost and a majority agrees: starting an election");
+                    out.push(Action::Elect);
+                }
+            }
+            Input::HandOverAnswer { episode, to } => {
+                if self.handover == (Handover::Asking { episode }) {
+                    self.handover = Handover::Answered { to };
+                }
+            }
+            Input::Stop => {
+                if self.stopping == Stopping::No {
+                    self.stopping = Stopping::Until(now + STOP_HANDOVER_BOUND);
+                }
+            }
+            Input::Tick => {}
+        }
+    }
+
+    /// Logs role and leader transitions, counts leader changes and moves the ack instant.
+    fn observe_raft(&mut self, now: Instant, r: RaftReport) {
+        let before = self.raft;
+        if before.state != r.state {
+            tracing::info!(from = ?before.state, to = ?r.state, term = r.term, "raft role changed");
+        }
+        if before.leader != r.leader && r.leader.is_some() {
+            self.state.leader_changes += 1;
+            tracing::info!(from = ?before.leader, to = ?r.leader, term = r.term, "leader changed");
+        }
+        self.ack = (r.state == ServerState::Leader)
+            .then_some(r.millis_since_quorum_ack)
+            .flatten()
+            .map(|ms| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now));
+        self.raft = r;
+    }
+
+    fn inputs(&self, now: Instant) -> Inputs {
+        Inputs {
+            witness: self.setup.witness,
+            leader: self.raft.state == ServerState::Leader,
+            quorum_ack_age: self.ack.map(|at| now.saturating_duration_since(at)),
+            fence: self.setup.timing.fence,
+            healthy: self.healthy,
+            maintenance: self.maintenance,
+            stopping: self.stopping != Stopping::No,
+            vips_bindable: self.unbindable.is_none(),
+        }
+    }
+
+    /// Carries out the difference between the applied decision and `d`.
+    fn apply(&mut self, now: Instant, d: Decision, out: &mut Vec<Action>) {
+        let before = self.applied.replace(d);
+        if before.map(|b| b.may_lead) != Some(d.may_lead) {
+            out.push(Action::RaftElectionTimer(
+                d.may_lead && self.setup.single_voter,
+            ));
+            tracing::info!(may_lead = d.may_lead, reason = %d.reason, "may lead: {}", if d.may_lead { "yes" } else { "no" });
+        }
+        if before.map(|b| b.heartbeat) != Some(d.heartbeat) {
+            out.push(Action::Heartbeat(d.heartbeat));
+        }
+        // The VIP thread never holds past the fence. Order matters, as it may act on any
+        // intermediate state: a deadline before a hold, a release before clearing it.
+        let deadline = self
+            .ack
+            .filter(|_| d.hold_vips)
+            .map(|at| at + self.setup.timing.fence);
+        if deadline.is_some() && deadline != self.hold_until {
+            out.push(Action::HoldUntil(deadline));
+        }
+        let was_holding = before.is_some_and(|b| b.hold_vips);
+        if before.map(|b| b.hold_vips) != Some(d.hold_vips) {
+            out.push(Action::SetHeld {
+                hold: d.hold_vips,
+                reason: d.reason,
+            });
+            self.account_hold_change(now, was_holding, d);
+        }
+        if deadline.is_none() && self.hold_until.is_some() {
+            out.push(Action::HoldUntil(None));
+        }
+        self.hold_until = deadline;
+        self.notify(before, d, out);
+        if d.hand_over && !before.is_some_and(|b| b.hand_over) {
+            tracing::info!(reason = %d.reason, "leader must not lead: handing over");
+            self.state.handovers += 1;
+        }
+        self.state.holds_vips = d.hold_vips;
+        self.state.may_lead = d.may_lead;
+        self.state.reason = d.reason;
+    }
+
+    /// Logs a hold change, times a takeover and counts fence releases.
+    fn account_hold_change(&mut self, now: Instant, was_holding: bool, d: Decision) {
+        if was_holding || d.hold_vips {
+            tracing::info!(
+                from = if was_holding { "holder" } else { "standby" },
+                to = if d.hold_vips { "holder" } else { "standby" },
+                reason = %d.reason,
+                quorum_ack_ms = ?self.ack.map(|at| now.saturating_duration_since(at).as_millis()),
+                "VIP ownership changed"
+            );
+        }
+        if was_holding {
+            self.released_at = Some(now);
+            if d.reason == Reason::QuorumLost {
+                self.state.fence_releases += 1;
+            }
+        } else if let Some(took) =
+            failover_duration(self.leader_contact, self.released_at, now).filter(|_| d.hold_vips)
+        {
+            tracing::info!(
+                seconds = took.as_secs_f64(),
+                "took the VIPs over from the previous leader"
+            );
+            self.state.failover_duration.observe(took);
+        }
+    }
+
+    /// BACKUP at start (unless holding), MASTER on every takeover, BACKUP on a release that is
+    /// not a fault, FAULT once per episode of unhealthy or unbindable after the start.
+    fn notify(&mut self, before: Option<Decision>, d: Decision, out: &mut Vec<Action>) {
+        let was_holding = before.is_some_and(|b| b.hold_vips);
+        let fault = matches!(d.reason, Reason::Unhealthy | Reason::VipUnbindable);
+        let event = match before {
+            None if !d.hold_vips => Some(Event::Backup),
+            _ if d.hold_vips && !was_holding => Some(Event::Master),
+            Some(_) if was_holding && !d.hold_vips && !fault => Some(Event::Backup),
+            _ => None,
+        };
+        if let Some(event) = event {
+            out.push(Action::Notify(event, self.hook_context(d.reason)));
+        }
+        if fault && !self.in_fault && before.is_some() {
+            out.push(Action::Notify(Event::Fault, self.hook_context(d.reason)));
+        }
+        self.in_fault = fault;
+    }
+
+    fn hook_context(&self, reason: Reason) -> HookContext {
+        HookContext {
+            leader_id: self.raft.leader,
+            term: self.raft.term,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// One request to a peer per episode of "leader that must not lead".
+    fn hand_over(&mut self, d: Decision, out: &mut Vec<Action>) {
+        if !d.hand_over {
+            self.handover = Handover::Idle;
+        } else if self.handover == Handover::Idle {
+            self.episodes += 1;
+            self.handover = Handover::Asking {
+                episode: self.episodes,
+            };
+            out.push(Action::HandOver {
+                episode: self.episodes,
+            });
+        }
+    }
+
+    /// Stands in elections: may lead, not leader, and not a single voter (openraft's own
+    /// timer runs those).
+    fn standing(&self) -> bool {
+        !self.setup.single_voter
+            && self.applied.is_some_and(|d| d.may_lead)
+            && self.raft.state != ServerState::Leader
+    }
+
+    /// `lease + timeout` after the later of the last leader contact and the last attempt.
+    fn election_due(&self) -> Instant {
+        let heard = self
+            .leader_contact
+            .map_or(self.last_attempt, |at| at.max(self.last_attempt));
+        heard + self.setup.timing.lease + self.timeout
+    }
+
+    /// Pre-vote first, so a node that is merely cut off never burns a term.
+    fn election_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.standing() && !self.prevote_pending && now >= self.election_due() {
+            self.last_attempt = now;
+            self.timeout = self.setup.timing.draw_timeout(&mut self.rng);
+            self.prevote_pending = true;
+            out.push(Action::RequestPreVote);
+        }
+    }
+
+    /// A stopping node is done once it no longer leads, when nobody would take over, or at
+    /// the stop's bound; then it releases (and the step ends with [`Action::Done`]).
+    fn finish_stop(&mut self, now: Instant, out: &mut Vec<Action>) -> bool {
+        let Stopping::Until(bound) = self.stopping else {
+            return false;
+        };
+        let leader = self.raft.state == ServerState::Leader;
+        let nobody = self.handover == (Handover::Answered { to: None });
+        if leader && !nobody && now < bound {
+            return false;
+        }
+        if leader && !nobody {
+            tracing::warn!("handover did not finish in time; releasing VIPs anyway");
+        }
+        let release = Decision {
+            hold_vips: false,
+            may_lead: false,
+            heartbeat: self.applied.is_none_or(|b| b.heartbeat),
+            hand_over: false,
+            reason: Reason::Stopping,
+        };
+        self.apply(now, release, out);
+        self.stopping = Stopping::Done;
+        true
+    }
+}
+
+/// How long the VIPs went unserved as this node sees it when it takes them over at `now`: since
+/// the last append it accepted from the previous leader. None when there was no other leader
+/// since it last held them (first election of a fresh cluster, or regaining its own lead).
+/// A planned handover is timed the same way; it is short, and the old holder served meanwhile.
+pub fn failover_duration(
+    last_leader_contact: Option<std::time::Instant>,
+    released_at: Option<std::time::Instant>,
+    now: std::time::Instant,
+) -> Option<Duration> {
+    let contact = last_leader_contact.filter(|at| released_at.is_none_or(|r| *at > r))?;
+    Some(now.saturating_duration_since(contact))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,744 @@
+//! Tests of the core: `decide` by tables, the state machine by scenarios and properties over
+//! input sequences, all with injected time.
+
+use super::*;
+
+const FENCE: Duration = Duration::from_millis(60);
+
+fn leader_healthy() -> Inputs {
+    Inputs {
+        witness: false,
+        leader: true,
+        quorum_ack_age: Some(Duration::from_millis(10)),
+        fence: FENCE,
+        healthy: true,
+        maintenance: false,
+        stopping: false,
+        vips_bindable: true,
+    }
+}
+
+#[test]
+fn healthy_leader_with_fresh_quorum_holds() {
+    let d = decide(&leader_healthy());
+    assert_eq!(
+        d,
+        Decision {
+            hold_vips: true,
+            may_lead: true,
+            heartbeat: true,
+            hand_over: false,
+            reason: Reason::LeaderWithQuorum
+        }
+    );
+}
+
+#[test]
+fn transitions_table() {
+    // (change to the healthy leader, hold, may_lead, heartbeat, hand_over, reason)
+    type Case = (
+        &'static str,
+        fn(&mut Inputs),
+        bool,
+        bool,
+        bool,
+        bool,
+        Reason,
+    );
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("follower", |i| { i.leader = false; i.quorum_ack_age = None }, false, true, true, false, Reason::NotLeader),
+        ("ack exactly at fence", |i| i.quorum_ack_age = Some(FENCE), true, true, true, false, Reason::LeaderWithQuorum),
+        ("ack past fence", |i| i.quorum_ack_age = Some(FENCE + Duration::from_millis(1)), false, true, true, false, Reason::QuorumLost),
+        ("new leader, no ack yet", |i| i.quorum_ack_age = None, false, true, true, false, Reason::QuorumLost),
+        ("unhealthy leader", |i| i.healthy = false, false, false, false, true, Reason::Unhealthy),
+        ("unhealthy follower still votes, does not stand", |i| { i.healthy = false; i.leader = false }, false, false, true, false, Reason::Unhealthy),
+        ("maintenance leader holds while handing over", |i| i.maintenance = true, true, false, false, true, Reason::HandingOver),
+        ("stopping leader holds while handing over", |i| i.stopping = true, true, false, false, true, Reason::HandingOver),
+        ("stopping leader whose fence ran out", |i| { i.stopping = true; i.quorum_ack_age = Some(FENCE * 2) }, false, false, false, true, Reason::Stopping),
+        ("stopping unhealthy leader releases at once", |i| { i.stopping = true; i.healthy = false }, false, false, false, true, Reason::Stopping),
+        ("maintenance follower", |i| { i.maintenance = true; i.leader = false }, false, false, true, false, Reason::Maintenance),
+        ("stopping follower", |i| { i.stopping = true; i.leader = false }, false, false, true, false, Reason::Stopping),
+        ("witness never stands", |i| { i.witness = true; i.leader = false }, false, false, true, false, Reason::Witness),
+        ("witness that somehow leads hands over", |i| i.witness = true, false, false, false, true, Reason::Witness),
+        ("leader whose VIP cannot be bound releases and hands over", |i| i.vips_bindable = false, false, false, false, true, Reason::VipUnbindable),
+        ("follower whose VIP cannot be bound votes, does not stand", |i| { i.vips_bindable = false; i.leader = false; i.quorum_ack_age = None }, false, false, true, false, Reason::VipUnbindable),
+        ("unhealthy and unbindable: health named first", |i| { i.vips_bindable = false; i.healthy = false }, false, false, false, true, Reason::Unhealthy),
+        ("stopping leader that cannot bind releases at once", |i| { i.stopping = true; i.vips_bindable = false }, false, false, false, true, Reason::Stopping),
+        ("maintenance follower that cannot bind", |i| { i.maintenance = true; i.vips_bindable = false; i.leader = false }, false, false, true, false, Reason::Maintenance),
+    ];
+    for (name, change, hold, may_lead, heartbeat, hand_over, reason) in cases {
+        let mut inputs = leader_healthy();
+        change(&mut inputs);
+        let d = decide(&inputs);
+        assert_eq!(
+            (d.hold_vips, d.may_lead, d.heartbeat, d.hand_over, d.reason),
+            (*hold, *may_lead, *heartbeat, *hand_over, *reason),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn never_holds_without_leadership_quorum_and_health() {
+    // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy,
+    // bindable VIPs and not a witness; maintenance and stopping only ever mean "hand over".
+    for bits in 0u32..128 {
+        let b = |n: u32| bits & (1 << n) != 0;
+        let inputs = Inputs {
+            witness: b(0),
+            leader: b(1),
+            quorum_ack_age: b(2).then_some(Duration::from_millis(5)),
+            fence: FENCE,
+            healthy: b(3),
+            maintenance: b(4),
+            stopping: b(5),
+            vips_bindable: b(6),
+        };
+        let d = decide(&inputs);
+        let expected = !b(0) && b(1) && b(2) && b(3) && b(6);
+        assert_eq!(d.hold_vips, expected, "{inputs:?}");
+        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6);
+        assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
+        assert!(!(d.may_lead && ineligible), "{inputs:?}");
+    }
+}
+
+#[test]
+fn failover_is_timed_from_the_last_contact_with_another_leader() {
+    let t0 = std::time::Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    // Followed a leader, then took over 1.2 s after its last append.
+    assert_eq!(
+        failover_duration(Some(at(1000)), None, at(2200)),
+        Some(Duration::from_millis(1200))
+    );
+    // Had held, another leader followed, then took over again.
+    assert_eq!(
+        failover_duration(Some(at(1000)), Some(at(500)), at(1300)),
+        Some(Duration::from_millis(300))
+    );
+    // First leader of a fresh cluster: nobody to fail over from.
+    assert_eq!(failover_duration(None, None, at(100)), None);
+    // Regained its own lead (fence release, no other leader since): not a failover.
+    assert_eq!(
+        failover_duration(Some(at(1000)), Some(at(5000)), at(5400)),
+        None
+    );
+}
+
+// ---- The state machine, with injected time ----
+
+const LEASE: Duration = Duration::from_millis(100);
+const ET_MIN: Duration = Duration::from_millis(50);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn setup() -> Setup {
+    Setup {
+        witness: false,
+        single_voter: false,
+        timing: Timing {
+            fence: FENCE,
+            lease: LEASE,
+            election_timeout_min: ET_MIN,
+        },
+    }
+}
+
+fn leader(term: u64, ack_ms: u64) -> Input {
+    Input::Raft(RaftReport {
+        state: ServerState::Leader,
+        leader: Some(1),
+        term,
+        millis_since_quorum_ack: Some(ack_ms),
+    })
+}
+
+fn follower(of: Option<NodeId>) -> Input {
+    Input::Raft(RaftReport {
+        state: ServerState::Follower,
+        leader: of,
+        term: 2,
+        millis_since_quorum_ack: None,
+    })
+}
+
+/// A running core at `t0`: healthy follower of node 2, start-up actions drained.
+fn healthy_follower(t0: Instant) -> Core {
+    let mut core = Core::new(setup(), t0, 7);
+    core.step(t0, follower(Some(2)));
+    core.step(t0, Input::Health { healthy: true });
+    core
+}
+
+/// A healthy leader that holds the VIPs since `t0` (quorum acknowledged at `t0`).
+fn holding_leader(t0: Instant) -> Core {
+    let mut core = healthy_follower(t0);
+    core.step(t0, leader(3, 0));
+    assert!(core.state().holds_vips);
+    core
+}
+
+fn held_action(hold: bool, reason: Reason) -> Action {
+    Action::SetHeld { hold, reason }
+}
+
+fn hook(event: Event, leader_id: Option<NodeId>, term: u64, reason: Reason) -> Action {
+    let reason = reason.to_string();
+    Action::Notify(
+        event,
+        HookContext {
+            leader_id,
+            term,
+            reason,
+        },
+    )
+}
+
+fn without_publish(actions: Vec<Action>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .filter(|a| !matches!(a, Action::Publish(_)))
+        .collect()
+}
+
+/// The hook events, STOP standing for [`Action::Done`] (the daemon fires it).
+fn events(actions: &[Action]) -> Vec<Event> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Notify(event, _) => Some(*event),
+            Action::Done(_) => Some(Event::Stop),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_done(actions: &[Action]) -> bool {
+    matches!(actions.last(), Some(Action::Done(_)))
+}
+
+fn held(actions: &[Action]) -> Option<bool> {
+    actions.iter().find_map(|a| match a {
+        Action::SetHeld { hold, .. } => Some(*hold),
+        _ => None,
+    })
+}
+
+#[test]
+fn start_reports_backup_once_and_switches_raft_once() {
+    let t0 = Instant::now();
+    let mut core = Core::new(setup(), t0, 1);
+    let first = without_publish(core.step(t0, Input::Health { healthy: true }));
+    assert_eq!(
+        first,
+        vec![
+            Action::RaftElectionTimer(false),
+            Action::Heartbeat(true),
+            held_action(false, Reason::NotLeader),
+            hook(Event::Backup, None, 0, Reason::NotLeader),
+        ]
+    );
+    assert!(without_publish(core.step(t0 + ms(1), follower(Some(2)))).is_empty());
+}
+
+#[test]
+fn an_unhealthy_start_is_backup_not_fault() {
+    let t0 = Instant::now();
+    let mut core = Core::new(setup(), t0, 1);
+    let first = core.step(t0, Input::Tick);
+    assert_eq!(events(&first), vec![Event::Backup]);
+    assert_eq!(core.state().reason, Reason::Unhealthy);
+}
+
+#[test]
+fn no_leader_for_lease_plus_timeout_requests_one_prevote() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let due = core
+        .next_deadline()
+        .expect("a standing follower has an election timer");
+    assert!(
+        due >= t0 + LEASE + ET_MIN && due < t0 + LEASE + LEASE,
+        "{:?}",
+        due - t0
+    );
+    assert!(!core
+        .step(due - ms(1), Input::Tick)
+        .contains(&Action::RequestPreVote));
+    assert_eq!(
+        without_publish(core.step(due, Input::Tick)),
+        vec![Action::RequestPreVote]
+    );
+    // One round at a time: no timer while it is out, however long it takes.
+    assert_eq!(core.next_deadline(), None);
+    assert!(without_publish(core.step(due + LEASE * 5, Input::Tick)).is_empty());
+}
+
+#[test]
+fn leader_contact_pushes_the_election_back() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let due = core.next_deadline().unwrap();
+    core.step(t0 + ms(40), Input::LeaderContact(t0 + ms(40)));
+    assert_eq!(core.next_deadline(), Some(due + ms(40)));
+    assert!(!core
+        .step(due, Input::Tick)
+        .contains(&Action::RequestPreVote));
+}
+
+#[test]
+fn prevote_answers_start_an_election_only_when_still_due() {
+    // (what happens between request and answer, won, elect expected)
+    type Case = (&'static str, fn(&mut Core, Instant), bool, bool);
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("majority agrees", |_, _| {}, true, true),
+        ("majority refuses", |_, _| {}, false, false),
+        ("a leader spoke since", |c, at| { c.step(at, Input::LeaderContact(at)); }, true, false),
+        ("turned unhealthy", |c, at| { c.step(at, Input::Health { healthy: false }); }, true, false),
+        ("went into maintenance", |c, at| { c.step(at, Input::Maintenance(true)); }, true, false),
+    ];
+    for (name, between, won, elect) in cases {
+        let t0 = Instant::now();
+        let mut core = healthy_follower(t0);
+        let due = core.next_deadline().unwrap();
+        assert!(
+            core.step(due, Input::Tick)
+                .contains(&Action::RequestPreVote),
+            "{name}"
+        );
+        between(&mut core, due + ms(1));
+        let answer = core.step(due + ms(2), Input::PreVoteAnswer { won: *won });
+        assert_eq!(
+            answer.contains(&Action::Elect),
+            *elect,
+            "{name}: {answer:?}"
+        );
+    }
+}
+
+#[test]
+fn the_next_attempt_is_timed_from_the_last() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let due = core.next_deadline().unwrap();
+    core.step(due, Input::Tick);
+    core.step(due + ms(5), Input::PreVoteAnswer { won: false });
+    let next = core.next_deadline().unwrap();
+    assert!(next >= due + LEASE + ET_MIN && next < due + LEASE + LEASE);
+}
+
+#[test]
+fn a_leader_or_a_single_voter_runs_no_election_timer() {
+    let t0 = Instant::now();
+    let core = holding_leader(t0);
+    assert_eq!(core.next_deadline(), Some(t0 + FENCE), "only the fence");
+
+    let mut single = Core::new(
+        Setup {
+            single_voter: true,
+            ..setup()
+        },
+        t0,
+        1,
+    );
+    let first = single.step(t0, Input::Health { healthy: true });
+    assert!(
+        first.contains(&Action::RaftElectionTimer(true)),
+        "{first:?}"
+    );
+    assert_eq!(single.next_deadline(), None);
+    assert!(!single
+        .step(t0 + LEASE * 10, Input::Tick)
+        .contains(&Action::RequestPreVote));
+}
+
+#[test]
+fn a_new_leader_sets_the_fence_before_it_holds() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let actions = without_publish(core.step(t0 + ms(10), leader(3, 4)));
+    let ack = t0 + ms(6);
+    assert_eq!(
+        actions,
+        vec![
+            Action::HoldUntil(Some(ack + FENCE)),
+            held_action(true, Reason::LeaderWithQuorum),
+            hook(Event::Master, Some(1), 3, Reason::LeaderWithQuorum),
+        ]
+    );
+    assert_eq!(core.next_deadline(), Some(ack + FENCE));
+}
+
+#[test]
+fn fence_expiry_releases_right_after_ack_plus_fence() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    // A wake-up that brings no report does not move the ack.
+    assert_eq!(held(&core.step(t0 + FENCE, Input::Tick)), None);
+    let actions = without_publish(core.step(t0 + FENCE + ms(1), Input::Tick));
+    assert_eq!(
+        actions[..2],
+        [
+            held_action(false, Reason::QuorumLost),
+            Action::HoldUntil(None),
+        ]
+    );
+    assert_eq!(events(&actions), vec![Event::Backup]);
+    assert_eq!(core.state().fence_releases, 1);
+    assert!(!core.state().holds_vips);
+}
+
+#[test]
+fn a_fresh_ack_moves_the_fence_and_a_healed_partition_says_master_again() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    assert_eq!(
+        without_publish(core.step(t0 + ms(30), leader(3, 0))),
+        vec![Action::HoldUntil(Some(t0 + ms(30) + FENCE))]
+    );
+    // Cut off: released at the fence.
+    core.step(t0 + ms(30) + FENCE + ms(1), Input::Tick);
+    // Healed: the quorum answers again and this node holds again.
+    let again = core.step(t0 + ms(200), leader(3, 1));
+    assert_eq!(held(&again), Some(true));
+    assert_eq!(events(&again), vec![Event::Master]);
+    assert_eq!(
+        core.state().failover_duration.count,
+        0,
+        "regaining its own lead is no failover"
+    );
+}
+
+#[test]
+fn an_unhealthy_leader_releases_hands_over_once_and_faults_once_per_episode() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let sick = without_publish(core.step(t0 + ms(5), Input::Health { healthy: false }));
+    assert_eq!(
+        sick,
+        vec![
+            Action::RaftElectionTimer(false),
+            Action::Heartbeat(false),
+            held_action(false, Reason::Unhealthy),
+            Action::HoldUntil(None),
+            hook(Event::Fault, Some(1), 3, Reason::Unhealthy),
+            Action::HandOver { episode: 1 },
+        ]
+    );
+    assert_eq!(core.state().handovers, 1);
+    // Still sick, and now unbindable too: same episode, nothing new.
+    assert!(without_publish(core.step(t0 + ms(6), Input::Health { healthy: false })).is_empty());
+    assert!(
+        without_publish(core.step(t0 + ms(7), Input::Unbindable(Some("eth1 down".into()))))
+            .is_empty()
+    );
+    core.step(
+        t0 + ms(8),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: None,
+        },
+    );
+    assert!(
+        without_publish(core.step(t0 + ms(9), Input::Tick)).is_empty(),
+        "one attempt per episode"
+    );
+    // Recovers, then fails again: a new episode.
+    core.step(t0 + ms(10), Input::Unbindable(None));
+    let healthy = core.step(t0 + ms(11), Input::Health { healthy: true });
+    assert_eq!(
+        events(&healthy),
+        vec![Event::Master],
+        "still leader, acked: holds again"
+    );
+    let again = core.step(t0 + ms(12), Input::Health { healthy: false });
+    assert_eq!(events(&again), vec![Event::Fault]);
+    assert!(again.contains(&Action::HandOver { episode: 2 }));
+}
+
+#[test]
+fn an_unbindable_vip_is_a_fault_and_no_backup() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let actions = core.step(t0 + ms(1), Input::Unbindable(Some("eth1 is down".into())));
+    assert_eq!(held(&actions), Some(false));
+    assert_eq!(events(&actions), vec![Event::Fault]);
+    assert_eq!(core.state().reason, Reason::VipUnbindable);
+}
+
+#[test]
+fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let stop = without_publish(core.step(t0 + ms(1), Input::Stop));
+    assert_eq!(
+        stop,
+        vec![
+            Action::RaftElectionTimer(false),
+            Action::Heartbeat(false),
+            Action::HandOver { episode: 1 },
+        ],
+        "keeps the VIPs while handing over"
+    );
+    assert_eq!(core.state().reason, Reason::HandingOver);
+    assert!(without_publish(core.step(
+        t0 + ms(2),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: Some(2)
+        }
+    ))
+    .is_empty());
+    let stepped_down = without_publish(core.step(t0 + ms(3), follower(Some(2))));
+    assert_eq!(held(&stepped_down), Some(false));
+    assert_eq!(events(&stepped_down), vec![Event::Backup, Event::Stop]);
+    assert!(is_done(&stepped_down));
+    assert!(
+        core.step(t0 + ms(4), Input::Tick).is_empty(),
+        "done is final"
+    );
+    assert_eq!(core.next_deadline(), None);
+}
+
+#[test]
+fn stop_with_nobody_to_take_over_releases_at_once() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0 + ms(1), Input::Stop);
+    let answer = core.step(
+        t0 + ms(2),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: None,
+        },
+    );
+    assert_eq!(held(&answer), Some(false));
+    assert_eq!(events(&answer), vec![Event::Backup, Event::Stop]);
+    assert!(is_done(&answer));
+}
+
+#[test]
+fn stop_gives_up_handing_over_at_its_bound() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0, Input::Stop);
+    // Keep the quorum fresh so only the stop's bound can end it.
+    core.step(t0 + ms(550), leader(3, 0));
+    assert_eq!(core.next_deadline(), Some(t0 + STOP_HANDOVER_BOUND));
+    assert!(!is_done(
+        &core.step(t0 + STOP_HANDOVER_BOUND - ms(1), Input::Tick)
+    ));
+    let done = core.step(t0 + STOP_HANDOVER_BOUND, Input::Tick);
+    assert!(is_done(&done));
+    assert_eq!(held(&done), Some(false));
+}
+
+#[test]
+fn stop_on_a_follower_is_done_at_once_with_only_stop() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let done = without_publish(core.step(t0 + ms(1), Input::Stop));
+    assert_eq!(events(&done), vec![Event::Stop]);
+    assert_eq!(held(&done), None, "held nothing, releases nothing");
+    assert!(is_done(&done));
+}
+
+#[test]
+fn a_stale_handover_answer_is_ignored() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0 + ms(1), Input::Health { healthy: false });
+    core.step(t0 + ms(2), Input::Health { healthy: true });
+    let stop = core.step(t0 + ms(3), Input::Stop);
+    assert!(stop.contains(&Action::HandOver { episode: 2 }), "{stop:?}");
+    // The first episode's "nobody" must not end the second.
+    let stale = core.step(
+        t0 + ms(4),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: None,
+        },
+    );
+    assert!(!is_done(&stale), "{stale:?}");
+}
+
+#[test]
+fn leader_changes_are_counted_and_a_takeover_is_timed_from_the_last_contact() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    assert_eq!(core.state().leader_changes, 1, "follower of node 2");
+    core.step(t0 + ms(100), Input::LeaderContact(t0 + ms(100)));
+    core.step(t0 + ms(400), follower(None));
+    let took = core.step(t0 + ms(420), leader(3, 0));
+    assert_eq!(held(&took), Some(true));
+    assert_eq!(core.state().leader_changes, 2);
+    assert_eq!(core.state().failover_duration.count, 1);
+    assert!((core.state().failover_duration.sum_seconds - 0.32).abs() < 1e-9);
+}
+
+#[test]
+fn maintenance_on_a_leader_hands_over_while_holding() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let actions = core.step(t0 + ms(1), Input::Maintenance(true));
+    assert_eq!(held(&actions), None, "keeps the VIPs until it steps down");
+    assert!(actions.contains(&Action::HandOver { episode: 1 }));
+    assert_eq!(core.state().reason, Reason::HandingOver);
+    let down = core.step(t0 + ms(2), follower(Some(2)));
+    assert_eq!(held(&down), Some(false));
+    assert_eq!(events(&down), vec![Event::Backup]);
+}
+
+#[test]
+fn can_lead_follows_the_published_decision() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    assert_eq!(core.state().can_lead(), Ok(()));
+    core.step(t0, Input::Maintenance(true));
+    assert_eq!(core.state().can_lead(), Err("in maintenance".to_owned()));
+}
+
+fn log(term: u64, index: u64) -> Option<LogId> {
+    Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index))
+}
+
+#[test]
+fn grant_prevote_rules() {
+    let timing = setup().timing;
+    let open = PrevoteQuestion {
+        candidate_last_log: log(2, 10),
+        my_last_log: log(2, 10),
+        leader: false,
+        quorum_ack_age: None,
+        current_leader: Some(1),
+        leader_contact_age: None,
+    };
+    // (change, granted, what the refusal says)
+    type Case = (fn(&mut PrevoteQuestion), Result<(), &'static str>);
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        (|_| {}, Ok(())),
+        (|q| q.candidate_last_log = log(2, 9), Err("you cannot win an election")),
+        (|q| q.candidate_last_log = log(1, 50), Err("you cannot win an election")),
+        (|q| q.candidate_last_log = None, Err("your log ends at empty")),
+        (|q| q.candidate_last_log = log(3, 1), Ok(())),
+        (|q| { q.leader = true; q.quorum_ack_age = Some(FENCE) }, Err("this node leads with a quorum")),
+        (|q| { q.leader = true; q.quorum_ack_age = Some(FENCE + ms(1)) }, Ok(())),
+        // The lease plus election_timeout_min since the last leader contact.
+        (|q| q.leader_contact_age = Some(LEASE + ET_MIN - ms(1)), Err("heard from leader 1 149 ms ago")),
+        (|q| q.leader_contact_age = Some(LEASE + ET_MIN), Ok(())),
+    ];
+    for (change, expected) in cases {
+        let mut q = open;
+        change(&mut q);
+        match (timing.grant_prevote(&q), expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(why), Err(part)) => assert!(why.contains(part), "{q:?}: {why}"),
+            (got, want) => panic!("{q:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_vote_gate_window_is_the_lease() {
+    let t0 = Instant::now();
+    let gate = setup().timing.vote_gate(true, t0);
+    assert!(gate.check(t0 + LEASE - ms(1), None).is_err());
+    assert_eq!(gate.check(t0 + LEASE, None), Ok(()));
+}
+
+// ---- Property: any sequence of inputs keeps the safety rules ----
+
+mod sequences {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            (0u64..120, any::<bool>()).prop_map(|(ack, lead)| if lead {
+                leader(3, ack)
+            } else {
+                follower(Some(2))
+            }),
+            any::<bool>().prop_map(|healthy| Input::Health { healthy }),
+            any::<bool>().prop_map(Input::Maintenance),
+            any::<bool>().prop_map(|bad| Input::Unbindable(bad.then(|| "down".to_owned()))),
+            any::<bool>().prop_map(|won| Input::PreVoteAnswer { won }),
+            (0u64..4, any::<bool>()).prop_map(|(episode, some)| Input::HandOverAnswer {
+                episode,
+                to: some.then_some(2)
+            }),
+            Just(Input::Stop),
+            Just(Input::Tick),
+            Just(Input::Tick),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn holds_only_when_safe_and_stops_once(
+            steps in proptest::collection::vec((0u64..80, input()), 1..60)
+        ) {
+            let t0 = Instant::now();
+            let mut core = Core::new(setup(), t0, 3);
+            let mut now = t0;
+            let (mut holding, mut done, mut stops) = (None, false, 0);
+            let (mut healthy, mut bindable, mut leading) = (false, true, false);
+            let mut ack: Option<Instant> = None;
+            let mut last_episode = 0;
+            for (advance, input) in steps {
+                now += ms(advance);
+                // Observe what the core is told.
+                match &input {
+                    Input::Raft(r) => {
+                        leading = r.state == ServerState::Leader;
+                        ack = r.millis_since_quorum_ack.filter(|_| leading).map(|ms_| now - ms(ms_));
+                    }
+                    Input::Health { healthy: h } => healthy = *h,
+                    Input::Unbindable(why) => bindable = why.is_none(),
+                    _ => {}
+                }
+                let won = input == Input::PreVoteAnswer { won: true };
+                let actions = core.step(now, input);
+                prop_assert!(!done || actions.is_empty(), "actions after done: {actions:?}");
+                for a in &actions {
+                    match a {
+                        Action::SetHeld { hold, .. } => {
+                            prop_assert_ne!(Some(*hold), holding, "SetHeld without a change");
+                            holding = Some(*hold);
+                        }
+                        Action::Elect => prop_assert!(won, "elect without a won pre-vote"),
+                        Action::HandOver { episode } => {
+                            prop_assert!(*episode > last_episode);
+                            last_episode = *episode;
+                        }
+                        Action::Notify(Event::Stop, _) => prop_assert!(false, "STOP is the daemon's"),
+                        Action::Done(_) => {
+                            stops += 1;
+                            done = true;
+                        }
+                        _ => {}
+                    }
+                }
+                let holding = holding == Some(true);
+                prop_assert_eq!(holding, core.state().holds_vips);
+                if holding {
+                    let ack = ack.expect("holding without an ack");
+                    prop_assert!(leading && healthy && bindable);
+                    prop_assert!(now <= ack + FENCE, "held past the fence");
+                    prop_assert!(core.next_deadline().is_some_and(|d| d <= ack + FENCE), "no wake-up at the fence");
+                }
+            }
+            prop_assert_eq!(stops, usize::from(done));
+            // A stop always ends, at the latest at its bound.
+            let mut end = core.step(now, Input::Stop);
+            end.extend(core.step(now + STOP_HANDOVER_BOUND, Input::Tick));
+            prop_assert!(done || is_done(&end), "{end:?}");
+        }
+    }
+}

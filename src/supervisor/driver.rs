@@ -1,0 +1,263 @@
+//! The supervisor's driver: gathers inputs for the [`Core`] and carries out its actions.
+//!
+//! No rule lives here. Each turn of the loop waits for one thing — the stop token, a peer's
+//! answer, a Raft metrics report, the core's next deadline, a health verdict, the replicated
+//! maintenance flag, the VIPs' bindability — turns it into an [`Input`], steps the core and
+//! executes the returned [`Action`]s: VIP hold and fence deadline, openraft's runtime switches,
+//! requests to peers (spawned; their answers come back as inputs), notify hooks, and the
+//! [`SupervisorState`] published for status and the API.
+//!
+//! Health is seen through [`HealthFeed`], the VIP layer through [`VipHolder`] (each beside its
+//! implementations) and peers through [`Peers`] below, so the supervisor depends on none of
+//! their implementations; the daemon provides the peers' adapter.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::core::{Action, Core, Input, RaftReport, Setup, SupervisorState};
+use crate::config::Config;
+use crate::health::HealthFeed;
+use crate::notify::{HookContext, Notifier};
+use crate::raft::typ::{Raft, RaftMetrics};
+use crate::raft::{ClusterState, NodeId};
+use crate::vip::VipHolder;
+
+/// What the supervisor asks its peers, and the one thing it learns from them.
+pub trait Peers: Send + Sync + 'static {
+    /// "Start an election now if you may lead": asks peers (not `me`) one by one; returns the
+    /// id of the first that accepted.
+    fn hand_over(&self, me: NodeId) -> impl Future<Output = Option<NodeId>> + Send;
+    /// "Have you lost the leader too?": true if a majority, `me` included, says yes.
+    fn pre_vote(&self, me: NodeId) -> impl Future<Output = bool> + Send;
+    /// When this node last accepted an append from a leader (None: never since start).
+    fn last_leader_contact(&self) -> Option<Instant>;
+}
+
+/// Runs the [`Core`] against the real world; `P` asks the peers.
+pub struct Supervisor<P> {
+    node_id: NodeId,
+    core: Core,
+    raft: Raft,
+    health: Box<dyn HealthFeed>,
+    cluster: watch::Receiver<ClusterState>,
+    vips: Arc<dyn VipHolder>,
+    peers: Arc<P>,
+    state: watch::Sender<SupervisorState>,
+    notifier: Arc<Notifier>,
+    /// Peers' answers, sent by the tasks that asked.
+    answers: mpsc::Receiver<Input>,
+    answer_tx: mpsc::Sender<Input>,
+    /// The leader contact last given to the core.
+    leader_contact: Option<Instant>,
+}
+
+/// The parts a supervisor drives, built by the daemon.
+pub struct Parts<P> {
+    pub raft: Raft,
+    pub health: Box<dyn HealthFeed>,
+    pub cluster: watch::Receiver<ClusterState>,
+    pub vips: Arc<dyn VipHolder>,
+    pub peers: Arc<P>,
+    pub state: watch::Sender<SupervisorState>,
+    /// Shared with the daemon, which fires STOP and waits for the hooks at exit.
+    pub notifier: Arc<Notifier>,
+}
+
+impl<P: Peers> Supervisor<P> {
+    pub fn new(config: &Config, parts: Parts<P>) -> Self {
+        let now = tokio::time::Instant::now().into_std();
+        // Two kinds of request, at most one of each in flight (plus stale ones).
+        let (answer_tx, answers) = mpsc::channel(4);
+        Self {
+            node_id: config.node_id,
+            core: Core::new(Setup::from_config(config), now, rand::random()),
+            raft: parts.raft,
+            health: parts.health,
+            cluster: parts.cluster,
+            vips: parts.vips,
+            peers: parts.peers,
+            state: parts.state,
+            notifier: parts.notifier,
+            answers,
+            answer_tx,
+            leader_contact: None,
+        }
+    }
+
+    /// Runs until `stop` is cancelled and the core says it is done: if leader, it hands over
+    /// first, keeping the VIPs until it steps down (or its fence or the stop's bound runs
+    /// out), then orders the release and returns the STOP hook's context for the daemon to
+    /// fire once the release is confirmed. Also returns (None), releasing, if Raft or the
+    /// replicated state goes away.
+    pub async fn run(mut self, stop: CancellationToken) -> Option<HookContext> {
+        let mut metrics = self.raft.metrics();
+        let mut unbindable = self.vips.unbindable();
+        // Health first: the core starts unhealthy, and the first decision should not log a
+        // "may lead: no" that the next input takes back.
+        let initial = [
+            Input::Health {
+                healthy: self.health.is_healthy(),
+            },
+            Input::Raft(report(&metrics.borrow_and_update())),
+            self.maintenance(),
+            Input::Unbindable(unbindable.borrow_and_update().clone()),
+        ];
+        for input in initial {
+            if let Some(stopped) = self.feed(input).await {
+                return Some(stopped);
+            }
+        }
+        let (mut stop_sent, mut health_open, mut unbindable_open) = (false, true, true);
+        loop {
+            let deadline = self.core.next_deadline();
+            let input = tokio::select! {
+                biased;
+                _ = stop.cancelled(), if !stop_sent => { stop_sent = true; Input::Stop }
+                Some(answer) = self.answers.recv() => answer,
+                changed = metrics.changed() => match changed {
+                    Ok(()) => Input::Raft(report(&metrics.borrow_and_update())),
+                    Err(_) => break,
+                },
+                _ = sleep_until(deadline) => Input::Tick,
+                open = self.health.changed(), if health_open => {
+                    health_open = open;
+                    self.health_input(open)
+                }
+                changed = self.cluster.changed() => match changed {
+                    Ok(()) => self.maintenance(),
+                    Err(_) => break,
+                },
+                changed = unbindable.changed(), if unbindable_open => {
+                    unbindable_open = changed.is_ok();
+                    Input::Unbindable(unbindable.borrow_and_update().clone())
+                }
+            };
+            if let Some(stopped) = self.feed(input).await {
+                return Some(stopped);
+            }
+        }
+        self.vips.set_held(false, "stopping");
+        None
+    }
+
+    fn maintenance(&mut self) -> Input {
+        Input::Maintenance(
+            self.cluster
+                .borrow_and_update()
+                .in_maintenance(self.node_id),
+        )
+    }
+
+    /// A health source that stopped reporting is a bug; fail safe: unhealthy.
+    fn health_input(&self, open: bool) -> Input {
+        if !open {
+            tracing::error!("health monitor stopped reporting: treating this node as unhealthy");
+        }
+        Input::Health {
+            healthy: open && self.health.is_healthy(),
+        }
+    }
+
+    /// Steps the core with `input` (after any newer leader contact) and executes the actions;
+    /// the STOP hook's context once the core is done.
+    async fn feed(&mut self, input: Input) -> Option<HookContext> {
+        self.state.send_if_modified(|s| {
+            s.iterations = s.iterations.wrapping_add(1);
+            false
+        });
+        let now = tokio::time::Instant::now().into_std();
+        let contact = self.peers.last_leader_contact();
+        let mut done = None;
+        if let Some(at) = contact.filter(|_| contact != self.leader_contact) {
+            self.leader_contact = contact;
+            let actions = self.core.step(now, Input::LeaderContact(at));
+            done = self.execute(actions).await;
+        }
+        let actions = self.core.step(now, input);
+        self.execute(actions).await.or(done)
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) -> Option<HookContext> {
+        let mut done = None;
+        for action in actions {
+            match action {
+                Action::HoldUntil(deadline) => self.vips.hold_until(deadline),
+                // Drift after this (someone deleting the VIP) is repaired by the VIP layer.
+                Action::SetHeld { hold, reason } => self.vips.set_held(hold, &reason.to_string()),
+                Action::RaftElectionTimer(on) => {
+                    self.raft.runtime_config().elect(on);
+                }
+                Action::Heartbeat(on) => {
+                    self.raft.runtime_config().heartbeat(on);
+                }
+                Action::RequestPreVote => self.ask(
+                    Input::PreVoteAnswer { won: false },
+                    |peers, me| async move {
+                        Input::PreVoteAnswer {
+                            won: peers.pre_vote(me).await,
+                        }
+                    },
+                ),
+                Action::HandOver { episode } => self.ask(
+                    Input::HandOverAnswer { episode, to: None },
+                    move |peers, me| async move {
+                        let to = peers.hand_over(me).await;
+                        Input::HandOverAnswer { episode, to }
+                    },
+                ),
+                Action::Elect => {
+                    if let Err(e) = self.raft.trigger().elect().await {
+                        tracing::warn!(error = %e, "cannot start an election");
+                    }
+                }
+                Action::Notify(event, context) => self.notifier.fire(event, &context),
+                Action::Publish(state) => self.state.send_modify(|s| {
+                    *s = SupervisorState {
+                        iterations: s.iterations,
+                        ..state
+                    }
+                }),
+                Action::Done(stop_hook) => done = Some(stop_hook),
+            }
+        }
+        done
+    }
+
+    /// Runs a request to the peers in the background; its answer (or `failed`, should the
+    /// request task die) comes back as an input.
+    fn ask<F, Fut>(&self, failed: Input, request: F)
+    where
+        F: FnOnce(Arc<P>, NodeId) -> Fut,
+        Fut: Future<Output = Input> + Send + 'static,
+    {
+        let answers = self.answer_tx.clone();
+        let asking = tokio::spawn(request(self.peers.clone(), self.node_id));
+        tokio::spawn(async move {
+            let answer = asking.await.unwrap_or(failed);
+            // Closed: the supervisor has returned and no longer cares.
+            let _ = answers.send(answer).await;
+        });
+    }
+}
+
+/// The core's view of one metrics report.
+fn report(m: &RaftMetrics) -> RaftReport {
+    RaftReport {
+        state: m.state,
+        leader: m.current_leader,
+        term: m.current_term,
+        millis_since_quorum_ack: m.millis_since_quorum_ack,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
