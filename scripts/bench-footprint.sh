@@ -24,11 +24,8 @@
 # the followers' nonce tables (each signed request stays 10 s: entries / 10 = requests/s).
 #
 # Everything it creates belongs to the bed and is removed by lib.sh's cleanup trap.
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 RUNS=3
 WARMUP_S=20
@@ -53,8 +50,6 @@ summary (min / median / max). Needs root, ip, haproxy, keepalived, python3. The 
 EOF
 }
 
-die() { printf 'bench-footprint: %s\n' "$*" >&2; exit 1; }
-
 while (($#)); do
     case $1 in
         -n) RUNS=$2; shift 2 ;;
@@ -67,11 +62,7 @@ while (($#)); do
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP_S =~ ^[0-9]+$ && $WINDOW_S =~ ^[1-9][0-9]*$ ]] || die "bad -n, -w or -m"
 command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
-export RAFTVIP=${RAFTVIP:-$REPO/target/release/raftvip}
-[[ -x $RAFTVIP ]] || die "no raftvip binary at $RAFTVIP (cargo build --release, or set RAFTVIP)"
-
-# shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
-. "$REPO/integration/netns/lib.sh"
+use_raftvip 0
 KA_TEMPLATE=$REPO/integration/netns/keepalived.cfg.in
 KA_VIP=192.0.2.200
 HZ=$(getconf CLK_TCK)
