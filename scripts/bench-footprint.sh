@@ -63,8 +63,9 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP_S =~ ^[0-9]+$ && $WINDOW_S =~ ^[1-9][0-9]*$ ]] || die "bad -n, -w or -m"
 command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
 use_raftvip 0
-KA_TEMPLATE=$REPO/integration/netns/keepalived.cfg.in
-KA_VIP=192.0.2.200
+# shellcheck source-path=SCRIPTDIR source=../integration/netns/keepalived.sh
+source "$REPO/integration/netns/keepalived.sh"
+KA_VIP4=192.0.2.200
 HZ=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- /proc readers
@@ -81,23 +82,8 @@ nonces() {
 }
 
 # ---------------------------------------------------------------- keepalived (defaults)
-ka_start_box() {
-    local box=$1 dir peers="" b
-    dir=$(bed_boxdir "$box")
-    for b in 1 2 3; do [[ $b == "$box" ]] || peers+="        $(bed_addr4 "$b")\n"; done
-    # The check bench-failover.sh gives keepalived: a TCP connect to the box's own HAProxy.
-    printf '#!/bin/bash\nexec 3<>/dev/tcp/%s/%s\n' "$(bed_addr4 "$box")" "$BED_HTTP_PORT" >"$dir/ka-check.sh"
-    chmod 755 "$dir/ka-check.sh"
-    sed -e '/^[[:space:]]*#/d' -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|2|" -e "s|@ADVERT_INT@|1|" \
-        -e "s|@PRIORITY@|$((101 - box))|" -e "s|@VIP@|$KA_VIP/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
-        -e "s|@SRC@|$(bed_addr4 "$box")|" -e "s|@PEERS@|${peers%\\n}|" -e "s|@FALL@|2|" -e "s|@RISE@|2|" \
-        "$KA_TEMPLATE" >"$dir/keepalived.conf"
-    ip netns exec "$(bed_ns "$box")" keepalived -n -l -D -P -f "$dir/keepalived.conf" \
-        -p "$dir/keepalived.pidfile" -r "$dir/keepalived.vrrp.pid" >>"$dir/keepalived.log" 2>&1 &
-    echo $! >"$dir/keepalived.pid"
-}
 ka_vrrp_pid() { cat "$(bed_boxdir "$1")/keepalived.vrrp.pid" 2>/dev/null; }
-ka_holds_vip() { bed_exec "$1" ip -4 addr show dev eth0 | grep -q "$KA_VIP/"; }
+ka_holds_vip() { bed_exec "$1" ip -4 addr show dev eth0 | grep -q "$KA_VIP4/"; }
 
 # ---------------------------------------------------------------- one measuring window
 # window LABEL: prints "LABEL system box role cpu_pct rss_kb pss_kb" per node to stdout.
@@ -159,7 +145,7 @@ summary() {
 bed_create 3
 for b in 1 2 3; do bed_start_haproxy "$b"; done
 for b in 1 2 3; do bed_start_raftvip "$b"; done
-for b in 1 2 3; do ka_start_box "$b"; done
+for b in 1 2 3; do ka_start_box "$b" defaults; done
 bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s"
 bed_log "raftvip $("$RAFTVIP" --version | awk '{ print $2 }') ($RAFTVIP), keepalived $(keepalived --version 2>&1 | awk 'NR == 1 { print $2 }'), $(nproc) cores"
 bed_log "warming up ${WARMUP_S} s, then $RUNS windows of ${WINDOW_S} s"
