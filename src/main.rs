@@ -16,6 +16,7 @@ const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
 const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn main() -> std::process::ExitCode {
+    small_heap();
     let args = cli::Args::parse();
     let filter = EnvFilter::try_from_env("RAFTVIP_LOG")
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
@@ -65,4 +66,28 @@ fn describe(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// Blocks at least this large are mapped on their own and given back when freed, and a free
+/// top of the heap this large is returned to the kernel.
+#[cfg(target_env = "gnu")]
+const MALLOC_GIVE_BACK_BYTES: libc::c_int = 64 * 1024;
+
+/// Keeps the daemon's heap small (measured in docs/benchmarks.md, "Footprint"):
+/// - glibc gives every thread that allocates its own malloc arena (the VIP thread, the blocking
+///   pool's threads), each with its own partly used pages. The daemon's threads allocate a few
+///   small buffers per heartbeat and never contend, so one shared arena costs no time.
+/// - glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), so the
+///   large buffers of start-up end up on the heap and stay resident for good. A fixed
+///   threshold and trim threshold give them back; nothing that large is allocated per request.
+///
+/// Called first, before any thread exists.
+fn small_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets glibc tunables; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_GIVE_BACK_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_GIVE_BACK_BYTES);
+    }
 }

@@ -16,6 +16,9 @@
 # and keepalived.vrrp.pid (keepalived's own: the parent and its VRRP child).
 
 KA_TEMPLATE=$BED_LIB_DIR/keepalived.cfg.in
+# The IPv4 VIP keepalived manages: cluster "a"'s unless set (another address lets keepalived run
+# beside raftvip at the same time, as scripts/bench-footprint.sh does).
+KA_VIP4=${KA_VIP4:-}
 
 # ka_config BOX MODE -> the path of the box's config for MODE.
 ka_config() {
@@ -32,7 +35,7 @@ ka_config() {
     chmod 755 "$dir/ka-check.sh"
     # Comment lines are dropped first: they name the placeholders too.
     sed -e '/^[[:space:]]*#/d' -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|$ver|" -e "s|@ADVERT_INT@|$adv|" \
-        -e "s|@PRIORITY@|$((101 - box))|" -e "s|@VIP@|$(bed_vip4)/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
+        -e "s|@PRIORITY@|$((101 - box))|" -e "s|@VIP@|${KA_VIP4:-$(bed_vip4)}/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
         -e "s|@SRC@|$(bed_addr4 "$box")|" -e "s|@PEERS@|${peers%\\n}|" -e "s|@FALL@|$fall|" -e "s|@RISE@|$rise|" \
         "$KA_TEMPLATE" >"$dir/keepalived-$mode.conf"
     echo "$dir/keepalived-$mode.conf"

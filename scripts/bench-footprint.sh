@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Idle footprint of raftvip next to keepalived, both running at the same time on the same boxes
+# of the netns bed (integration/netns/lib.sh), so machine load hits both alike (issue 12:
+# leader <= 1.0 % of a core, followers <= 0.6 %, RSS <= 10 MB per node).
+#
+#                         namespace $BED_ID-br
+#              +---------------------------------------------+
+#              |                    br0                      |
+#              |   box1        box2        box3              |
+#              +----|-----------|-----------|----------------+
+#              192.0.2.11    .12          .13
+#   every box: HAProxy, raftvip (default timing and health poll, VIP 192.0.2.100) and
+#              keepalived 2.2.7 defaults (VRRPv2 advert_int 1, check every 1 s, VIP 192.0.2.200)
+#
+# CPU is CPU time consumed in each window (utime + stime + cutime + cstime from /proc/PID/stat,
+# so keepalived's forked checks count), over the window's wall time: a CPU-time measure, not a
+# sample of "busy now", so it depends little on other load. Memory: VmRSS from
+# /proc/PID/status and Pss from /proc/PID/smaps_rollup (RSS with shared pages split among
+# their users) at the end of each window. keepalived is the parent plus its VRRP child.
+#
+# --hb-cost also measures the CPU cost of one heartbeat round trip on each side: the cluster is
+# restarted with heartbeat_ms halved (twice the heartbeats, all else equal), and the extra CPU
+# per second is divided by the extra peer requests per second. Requests per second come from
+# the followers' nonce tables (each signed request stays 10 s: entries / 10 = requests/s).
+#
+# Everything it creates belongs to the bed and is removed by lib.sh's cleanup trap.
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+RUNS=3
+WARMUP_S=20
+WINDOW_S=60
+HB_COST=0
+
+usage() {
+    cat <<EOF
+Usage: $0 [options]
+
+Measures the idle CPU and memory of a 3-box raftvip cluster and of keepalived running beside it
+on the same boxes, over RUNS windows, and prints one line per process and window plus a
+summary (min / median / max). Needs root, ip, haproxy, keepalived, python3. The binary is
+\$RAFTVIP, else target/release/raftvip.
+
+  -n RUNS       measuring windows (default $RUNS)
+  -w SECONDS    warm-up before the first window (default $WARMUP_S)
+  -m SECONDS    window length (default $WINDOW_S)
+  --hb-cost     then restart raftvip with heartbeat_ms halved and report the CPU cost of one
+                heartbeat round trip on the leader and on a follower
+  -h            this help
+EOF
+}
+
+while (($#)); do
+    case $1 in
+        -n) RUNS=$2; shift 2 ;;
+        -w) WARMUP_S=$2; shift 2 ;;
+        -m) WINDOW_S=$2; shift 2 ;;
+        --hb-cost) HB_COST=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; exit 2 ;;
+    esac
+done
+[[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP_S =~ ^[0-9]+$ && $WINDOW_S =~ ^[1-9][0-9]*$ ]] || die "bad -n, -w or -m"
+command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
+use_raftvip 0
+# shellcheck source-path=SCRIPTDIR source=../integration/netns/keepalived.sh
+source "$REPO/integration/netns/keepalived.sh"
+KA_VIP4=192.0.2.200
+HZ=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- /proc readers
+cpu_ticks() { # PID -> utime + stime + cutime + cstime
+    awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat"
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+pss_kb() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
+rv_pid() { cat "$(bed_boxdir "$1")/raftvip.pid"; }
+# nonces BOX: the box's nonce table size (signed peer requests of the last 10 s).
+nonces() {
+    bed_exec "$1" python3 "$BED_TOOL" metrics "$(bed_status_url "$1")/metrics" raftvip_table_entries 2>/dev/null |
+        awk '/table="nonces"/ { print $2 }'
+}
+
+# ---------------------------------------------------------------- keepalived (defaults)
+ka_vrrp_pid() { cat "$(bed_boxdir "$1")/keepalived.vrrp.pid" 2>/dev/null; }
+ka_holds_vip() { bed_exec "$1" ip -4 addr show dev eth0 | grep -q "$KA_VIP4/"; }
+
+# ---------------------------------------------------------------- one measuring window
+# window LABEL: prints "LABEL system box role cpu_pct rss_kb pss_kb" per node to stdout.
+window() {
+    local label=$1 b role k t0=() t1 leader
+    leader=$(bed_leader a)
+    declare -A roles
+    for b in 1 2 3; do
+        if [[ $b == "$leader" ]]; then roles[rv$b]=leader; else roles[rv$b]=follower; fi
+        if ka_holds_vip "$b"; then roles[ka$b]=master; else roles[ka$b]=backup; fi
+    done
+    # keys: rvB (raftvip of box B), kaB (keepalived parent + VRRP child of box B)
+    declare -A pid
+    for b in 1 2 3; do
+        pid[rv$b]=$(rv_pid "$b")
+        pid[ka$b]="$(cat "$(bed_boxdir "$b")/keepalived.pid") $(ka_vrrp_pid "$b")"
+    done
+    local keys=(rv1 rv2 rv3 ka1 ka2 ka3)
+    for k in "${keys[@]}"; do
+        t0+=("$(for p in ${pid[$k]}; do cpu_ticks "$p"; done | awk '{ s += $1 } END { print s }')")
+    done
+    sleep "$WINDOW_S"
+    # A window in which the leader changed measures an election, not idle: marked, not summed.
+    local moved=""
+    [[ $(bed_leader a) == "$leader" ]] || moved="*"
+    local i=0
+    for k in "${keys[@]}"; do
+        t1=$(for p in ${pid[$k]}; do cpu_ticks "$p"; done | awk '{ s += $1 } END { print s }')
+        local rss=0 pss=0 p
+        for p in ${pid[$k]}; do
+            rss=$((rss + $(rss_kb "$p")))
+            pss=$((pss + $(pss_kb "$p")))
+        done
+        role=${roles[$k]}
+        [[ $k == ka* ]] || role+=$moved
+        awk -v l="$label" -v s="${k:0:2}" -v b="${k:2}" -v r="$role" -v d=$((t1 - t0[i])) -v hz="$HZ" \
+            -v w="$WINDOW_S" -v rss="$rss" -v pss="$pss" \
+            'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\n", l, (s == "rv" ? "raftvip" : "keepalived"), b, r, d / hz / w * 100, rss, pss }'
+        i=$((i + 1))
+    done
+}
+
+# summary FILE: min / median / max per system and role (leader/master vs follower/backup),
+# without the windows in which the raftvip leader changed.
+summary() {
+    awk -F'\t' '
+        $4 ~ /[*]$/ { next }
+        { g = $2 " " (($4 ~ /^(leader|master)/) ? ($2 == "raftvip" ? "leader" : "master") : ($2 == "raftvip" ? "followers" : "backups"))
+          n[g]++; cpu[g, n[g]] = $5; rss[g, n[g]] = $6; pss[g, n[g]] = $7 }
+        function sorted(a, g, k,   i, j, t) { for (i = 1; i <= n[g]; i++) v[i] = a[g, i]
+            for (i = 2; i <= n[g]; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t } }
+        function stat(a, g, scale, fmt) { sorted(a, g)
+            return sprintf(fmt " / " fmt " / " fmt, v[1] / scale, (v[int((n[g] + 1) / 2)] + v[int(n[g] / 2) + 1]) / 2 / scale, v[n[g]] / scale) }
+        END { for (g in n) printf "  %-22s n=%-2d CPU %% of a core %s   RSS MB %s   Pss MB %s\n", g, n[g],
+                  stat(cpu, g, 1, "%.2f"), stat(rss, g, 1024, "%.1f"), stat(pss, g, 1024, "%.1f") }' "$1" | sort
+}
+
+# ---------------------------------------------------------------- the run
+bed_create 3
+for b in 1 2 3; do bed_start_haproxy "$b"; done
+for b in 1 2 3; do bed_start_raftvip "$b"; done
+for b in 1 2 3; do ka_start_box "$b" defaults; done
+bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s"
+bed_log "raftvip $("$RAFTVIP" --version | awk '{ print $2 }') ($RAFTVIP), keepalived $(keepalived --version 2>&1 | awk 'NR == 1 { print $2 }'), $(nproc) cores"
+bed_log "warming up ${WARMUP_S} s, then $RUNS windows of ${WINDOW_S} s"
+sleep "$WARMUP_S"
+for b in 1 2 3; do [[ -n $(ka_vrrp_pid "$b") ]] || die "keepalived on box$b did not start: $(tail -n 3 "$(bed_boxdir "$b")/keepalived.log")"; done
+
+out=$BED_DIR/footprint.tsv
+: >"$out"
+for ((r = 1; r <= RUNS; r++)); do
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    window "run$r" | tee -a "$out" | awk -F'\t' -v load="$load" \
+        '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  Pss %5.1f MB   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, load }'
+done
+echo "summary over $RUNS windows of ${WINDOW_S} s (min / median / max; windows marked * saw a leader change and are left out):"
+summary "$out"
+
+if ((HB_COST)); then
+    # Peer requests per second as the followers see them, and the CPU of that setting.
+    rate_and_cpu() { # LABEL -> "leader_cpu follower_cpu requests_per_s_per_follower"
+        local label=$1 leader n=0 sum=0 b
+        leader=$(bed_leader a)
+        for b in 1 2 3; do
+            [[ $b == "$leader" ]] && continue
+            sum=$((sum + $(nonces "$b"))); n=$((n + 1))
+        done
+        window "$label" >"$BED_DIR/$label.tsv"
+        awk -F'\t' -v req="$(awk -v s="$sum" -v n="$n" 'BEGIN { print s / n / 10 }')" \
+            '$2 == "raftvip" { if ($4 ~ /^leader/) l = $5; else { f += $5; nf++ } } END { print l, f / nf, req }' "$BED_DIR/$label.tsv"
+    }
+    read -r l1 f1 q1 <<<"$(rate_and_cpu hb-default)"
+    hb=20 # raftvip's default heartbeat_ms
+    for b in 1 2 3; do bed_kill_raftvip "$b" TERM; done
+    for b in 1 2 3; do bed_start_raftvip "$b" "$(printf '[timing]\nheartbeat_ms = %s' $((hb / 2)))"; done
+    bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s after the restart"
+    sleep "$WARMUP_S"
+    read -r l2 f2 q2 <<<"$(rate_and_cpu hb-half)"
+    awk -v l1="$l1" -v f1="$f1" -v q1="$q1" -v l2="$l2" -v f2="$f2" -v q2="$q2" -v hb="$hb" 'BEGIN {
+        printf "heartbeat round trip: heartbeat_ms %d -> %d: %.1f -> %.1f requests/s per follower\n", hb, hb / 2, q1, q2
+        printf "  leader   CPU %.3f -> %.3f %%: %.0f us of CPU per round trip (per follower)\n", l1, l2, (l2 - l1) / 100 / (2 * (q2 - q1)) * 1e6
+        printf "  follower CPU %.3f -> %.3f %%: %.0f us of CPU per round trip\n", f1, f2, (f2 - f1) / 100 / (q2 - q1) * 1e6 }'
+fi
