@@ -73,6 +73,18 @@ fn start_notified(cluster: &Cluster, id: u64, socket_path: &std::path::Path) -> 
     )
 }
 
+/// The first datagram the daemon sends (within [`DEADLINE`] of now), with its arrival time.
+fn first_message(socket: &UnixDatagram, log_text: &dyn Fn() -> String) -> (Instant, String) {
+    let started = Instant::now();
+    let first = receive(socket, |got| {
+        !got.is_empty() || started.elapsed() > DEADLINE
+    });
+    first
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no notification within {DEADLINE:?}; log:\n{}", log_text()))
+}
+
 /// Pings every half watchdog from `ready_at` on: never a gap the watchdog would punish,
 /// never a flood, and the supervisor never reported wedged.
 fn assert_pings_keep_time(ready_at: Instant, watched: &[(Instant, String)], log: &str) {
@@ -112,17 +124,11 @@ fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
     cluster.extra = "[timing]\nreconcile_ms = 100\n".to_owned();
     cluster.write_config(1);
     let (socket, socket_path) = notify_socket(&cluster);
-    let started = Instant::now();
     let mut daemon = start_notified(&cluster, 1, &socket_path);
     let log_text = || std::fs::read_to_string(cluster.log_path(1)).unwrap_or_default();
 
     // READY=1 comes with the status line, once, and before any other message.
-    let first = receive(&socket, |got| {
-        !got.is_empty() || started.elapsed() > DEADLINE
-    });
-    let (ready_at, ready) = first
-        .first()
-        .unwrap_or_else(|| panic!("no notification within {DEADLINE:?}; log:\n{}", log_text()));
+    let (ready_at, ready) = first_message(&socket, &log_text);
     assert!(ready.contains("READY=1\n"), "first message: {ready:?}");
     assert!(ready.contains("STATUS="), "READY without STATUS: {ready:?}");
 
@@ -145,7 +151,7 @@ fn ready_status_watchdog_pings_and_stopping_reach_the_notify_socket() {
         "READY=1 sent twice"
     );
 
-    assert_pings_keep_time(*ready_at, &watched, &log_text());
+    assert_pings_keep_time(ready_at, &watched, &log_text());
 
     // SIGTERM: STOPPING=1, then a clean exit.
     signal(daemon.0.id(), Signal::SIGTERM);
@@ -173,16 +179,10 @@ fn an_idle_witness_keeps_the_watchdog_fed() {
     let (socket, socket_path) = notify_socket(&cluster);
     cluster.start(1);
     cluster.start(2);
-    let started = Instant::now();
     let _witness = start_notified(&cluster, 3, &socket_path);
     let log_text = || std::fs::read_to_string(cluster.log_path(3)).unwrap_or_default();
-    let first = receive(&socket, |got| {
-        !got.is_empty() || started.elapsed() > DEADLINE
-    });
-    let (ready_at, ready) = first
-        .first()
-        .unwrap_or_else(|| panic!("no notification within {DEADLINE:?}; log:\n{}", log_text()));
+    let (ready_at, ready) = first_message(&socket, &log_text);
     assert!(ready.contains("READY=1\n"), "first message: {ready:?}");
     let watched = receive(&socket, |_| ready_at.elapsed() > WATCH_FOR);
-    assert_pings_keep_time(*ready_at, &watched, &log_text());
+    assert_pings_keep_time(ready_at, &watched, &log_text());
 }
