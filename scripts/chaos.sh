@@ -184,7 +184,8 @@ main() {
     fi
     if ((errors)); then
         echo "ERROR lines (first 10):"
-        grep -h ' ERROR ' "$BED_DIR"/box*/raftvip.log | cut -c1-200 | head -n 10
+        # awk, not grep | head: with pipefail, head closing the pipe early fails the run.
+        awk '/ ERROR / && shown++ < 10 { print substr($0, 1, 200) }' "$BED_DIR"/box*/raftvip.log
     fi
     echo "final holders: '$(bed_holders)'; rerun: $0 --seed $seed --duration $duration --faults $faults"
     return "$rc"
