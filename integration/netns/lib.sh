@@ -49,7 +49,8 @@ BED_HTTP_PORT=80
 # Raft-only mode: configs without [haproxy] and [[vip]] (Raft alone, no health gate, no VIP).
 BED_RAFT_ONLY=${BED_RAFT_ONLY:-0}
 # Log filter for raftvip: its RAFTVIP_LOG (a tracing filter such as info or raftvip=debug).
-BED_RAFTVIP_LOG=${BED_RAFTVIP_LOG:-info}
+# Unset: the binary's own default (info, openraft's logs off), as an operator runs it.
+BED_RAFTVIP_LOG=${BED_RAFTVIP_LOG:-}
 # Many-VIP beds: this many more IPv4 VIPs per box of cluster a, 198.51.100.1 upward (on-link
 # on the segment; the client routes the /24 onto eth0). 0..254.
 BED_EXTRA_VIPS=${BED_EXTRA_VIPS:-0}
@@ -368,7 +369,7 @@ bed_start_raftvip() {
     echo "=== start $(date +%T.%N)" >>"$dir/raftvip.log"
     local limit=()
     [[ -z $BED_NOFILE ]] || limit=(prlimit "--nofile=$BED_NOFILE:$(ulimit -Hn)")
-    RAFTVIP_LOG=$BED_RAFTVIP_LOG ip netns exec "$(bed_ns "$box")" "${limit[@]}" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
+    env ${BED_RAFTVIP_LOG:+"RAFTVIP_LOG=$BED_RAFTVIP_LOG"} ip netns exec "$(bed_ns "$box")" "${limit[@]}" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
     echo $! >"$dir/raftvip.pid"
     if ! bed_wait 5000 bed_status "$box" node_id >/dev/null; then
         bed_pid_alive "$(cat "$dir/raftvip.pid")" ||

@@ -37,8 +37,8 @@ without them it fails, it never skips.
   -h        this help
 
 Environment: RAFTVIP (binary; default: newest of target/release, target/debug),
-SCENARIO_TIMEOUT_S (${SCENARIO_TIMEOUT_S}), BED_RAFTVIP_LOG (raftvip's RAFTVIP_LOG, default
-info), BED_VERBOSE=1.
+SCENARIO_TIMEOUT_S (${SCENARIO_TIMEOUT_S}), BED_RAFTVIP_LOG (raftvip's RAFTVIP_LOG; default:
+the binary's own), BED_VERBOSE=1.
 EOF
 }
 
