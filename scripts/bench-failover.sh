@@ -206,7 +206,7 @@ rv_maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
 rv_maintenance_off() { bed_raftvip_cli "$1" maintenance off >/dev/null; }
 # The planned stops only signal (the handover is measured, not the process's exit); the
 # restore waits for the exit before starting again.
-rv_sigterm() { kill -TERM "$(cat "$(bed_boxdir "$1")/raftvip.pid")"; }
+rv_sigterm() { kill -TERM "$(bed_raftvip_pid "$1")"; }
 rv_restart() { bed_kill_raftvip "$1" TERM; bed_start_raftvip "$1"; }
 
 # ---------------------------------------------------------------- keepalived

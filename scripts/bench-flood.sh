@@ -58,9 +58,8 @@ done
 use_raftvip 0
 BED_NOFILE=$NOFILE BED_STATUS_PORT=7481
 
-pid_of() { cat "$(bed_boxdir "$1")/raftvip.pid"; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$(pid_of "$1")/status"; }
-fds() { find "/proc/$(pid_of "$1")/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+rss_kb() { bed_pid_rss_kb "$(bed_raftvip_pid "$1")"; }
+fds() { find "/proc/$(bed_raftvip_pid "$1")/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 leader_changes() {
     local b sum=0 n
     for b in $(bed_boxes a); do
@@ -120,7 +119,7 @@ bed_wait_holder 5000 "$(bed_vip4 a)" >/dev/null || die "no single VIP holder"
 probe=$(bed_probe_start "$(bed_vip4 a)")
 bed_probe_wait_ok "$probe" 5000 || die "the client cannot reach the VIP"
 for b in $(bed_boxes a); do
-    soft=$(awk '/^Max open files/ { print $4 }' "/proc/$(pid_of "$b")/limits")
+    soft=$(awk '/^Max open files/ { print $4 }' "/proc/$(bed_raftvip_pid "$b")/limits")
     [[ $soft == "$NOFILE" ]] || die "box$b runs with a soft limit of $soft files, not $NOFILE"
 done
 sleep 2

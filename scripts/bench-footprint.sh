@@ -69,12 +69,10 @@ KA_VIP4=192.0.2.200
 HZ=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- /proc readers
-cpu_ticks() { # PID -> utime + stime + cutime + cstime
+cpu_ticks() { # PID -> utime + stime + cutime + cstime (keepalived forks its checks: count them)
     awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat"
 }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 pss_kb() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
-rv_pid() { cat "$(bed_boxdir "$1")/raftvip.pid"; }
 # nonces BOX: the box's nonce table size (signed peer requests of the last 10 s).
 nonces() {
     bed_exec "$1" python3 "$BED_TOOL" metrics "$(bed_status_url "$1")/metrics" raftvip_table_entries 2>/dev/null |
@@ -98,7 +96,7 @@ window() {
     # keys: rvB (raftvip of box B), kaB (keepalived parent + VRRP child of box B)
     declare -A pid
     for b in 1 2 3; do
-        pid[rv$b]=$(rv_pid "$b")
+        pid[rv$b]=$(bed_raftvip_pid "$b")
         pid[ka$b]="$(cat "$(bed_boxdir "$b")/keepalived.pid") $(ka_vrrp_pid "$b")"
     done
     local keys=(rv1 rv2 rv3 ka1 ka2 ka3)
@@ -114,7 +112,7 @@ window() {
         t1=$(for p in ${pid[$k]}; do cpu_ticks "$p"; done | awk '{ s += $1 } END { print s }')
         local rss=0 pss=0 p
         for p in ${pid[$k]}; do
-            rss=$((rss + $(rss_kb "$p")))
+            rss=$((rss + $(bed_pid_rss_kb "$p")))
             pss=$((pss + $(pss_kb "$p")))
         done
         role=${roles[$k]}

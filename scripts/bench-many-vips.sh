@@ -123,7 +123,7 @@ one_config() {
         [[ $fr0$fr1 =~ ^[0-9]+$ ]] && fr1=$((fr1 - fr0)) || fr1='?'
         ((SATURATE)) && saturate_stop
         h=$(bed_leader)
-        pid=$(cat "$(bed_boxdir "$h")/raftvip.pid")
+        pid=$(bed_raftvip_pid "$h")
         c0=$(cpu_ticks "$pid"); sleep "$IDLE_S"; c1=$(cpu_ticks "$pid")
         # CPU-seconds (user + system; the system part is mostly the kernel handling our
         # netlink requests) and the share of one core.

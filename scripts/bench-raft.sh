@@ -129,12 +129,6 @@ agreed_leader() {
     probe raft-agreed 10 "${ports[@]}"
 }
 
-pid_cpu_ticks() { # utime + stime of a pid, in clock ticks
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
-pid_rss_kb() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
 
 echo "raftvip $("$BIN" --version | awk '{print $2}'): heartbeat ${HEARTBEAT_MS} ms, election timeout [${ELECTION_TIMEOUT_MS}] ms${FENCE_MS:+, fence ${FENCE_MS} ms}; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -212,8 +206,8 @@ start_keepalived() {
 
 footprint_line() { # LABEL PID TICKS_BEFORE
     local label=$1 pid=$2 t0=$3 t1
-    t1=$(pid_cpu_ticks "$pid")
-    awk -v l="$label" -v d=$((t1 - t0)) -v w="$IDLE_WINDOW" -v hz="$(getconf CLK_TCK)" -v rss="$(pid_rss_kb "$pid")" \
+    t1=$(bed_pid_cpu_ticks "$pid")
+    awk -v l="$label" -v d=$((t1 - t0)) -v w="$IDLE_WINDOW" -v hz="$(getconf CLK_TCK)" -v rss="$(bed_pid_rss_kb "$pid")" \
         'BEGIN { printf "  %-34s CPU %5.2f %% of a core   RSS %5.1f MB\n", l, d / hz / w * 100, rss / 1024 }'
 }
 
@@ -238,7 +232,7 @@ phase_idle() {
             labels+=("keepalived $i parent" "keepalived $i VRRP child ($master)")
         done
     fi
-    for k in "${!pids[@]}"; do t0+=("$(pid_cpu_ticks "${pids[k]}")"); done
+    for k in "${!pids[@]}"; do t0+=("$(bed_pid_cpu_ticks "${pids[k]}")"); done
     sleep "$IDLE_WINDOW"
     for k in "${!pids[@]}"; do footprint_line "${labels[k]}" "${pids[k]}" "${t0[k]}"; done
     read -r i term <<<"$(agreed_leader)"

@@ -55,10 +55,6 @@ done
 [[ -z $HEARTBEAT_MS || $HEARTBEAT_MS =~ ^[1-9][0-9]*$ ]] || die "bad --heartbeat-ms"
 use_raftvip 0
 
-# rss_kb BOX: the daemon's resident set in kB, from the kernel.
-rss_kb() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$(bed_boxdir "$1")/raftvip.pid")/status"
-}
 # tables BOX: "nonces=N reject_log=N ..." from /metrics ("-" if the binary has none).
 tables() {
     local out
@@ -90,7 +86,7 @@ for ((i = 1; i <= samples; i++)); do
     minute=$(awk -v s="$((i * INTERVAL_S))" 'BEGIN { printf "%g", s / 60 }')
     for b in $(bed_boxes a); do
         printf '%s\tbox%s\t%s\t%s\t%s\n' "$minute" "$b" "$(bed_status "$b" role 2>/dev/null || echo '?')" \
-            "$(rss_kb "$b")" "$(tables "$b")" >>"$raw"
+            "$(bed_pid_rss_kb "$(bed_raftvip_pid "$b")")" "$(tables "$b")" >>"$raw"
     done
     tail -n "$BOXES" "$raw" | sed 's/^/  /' >&2
 done

@@ -669,15 +669,22 @@ bed_route_box() {
     bed_log "box$box is now ${BED_ROUTED4[$box]}, routed via $rt"
 }
 
+# bed_raftvip_pid BOX: the pid of BOX's raftvip (as started by bed_start_raftvip).
+bed_raftvip_pid() { cat "$(bed_boxdir "$1")/raftvip.pid"; }
+# bed_pid_cpu_ticks PID: CPU the process used so far (utime + stime from /proc, clock ticks).
+bed_pid_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# bed_pid_rss_kb PID: its resident set now, in kB, from the kernel.
+bed_pid_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
 # bed_proc_footprint PID SECONDS -> "RSS_KB CPU_PERCENT": resident memory now and CPU used over
-# SECONDS (utime + stime from /proc, clock ticks).
+# SECONDS.
 bed_proc_footprint() {
     local pid=$1 s=$2 t0 t1 hz rss
     hz=$(getconf CLK_TCK)
-    t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    t0=$(bed_pid_cpu_ticks "$pid")
     sleep "$s"
-    t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    t1=$(bed_pid_cpu_ticks "$pid")
+    rss=$(bed_pid_rss_kb "$pid")
     echo "$rss $(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$s" 'BEGIN { printf "%.2f", 100 * d / hz / s }')"
 }
 

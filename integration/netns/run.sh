@@ -677,7 +677,7 @@ scn_holder_frozen_lease() {
     setup 3
     local h n fault pid resumed max_multi
     h=$(holder)
-    pid=$(cat "$(bed_boxdir "$h")/raftvip.pid")
+    pid=$(bed_raftvip_pid "$h")
     fault=$(bed_now_ms)
     kill -STOP "$pid"
     lease_outlives "$fault" "$h"
@@ -825,7 +825,7 @@ scn_witness_routed() {
     [[ $(bed_status 1 voters_may_fail) == 1 && $(bed_status 3 voters_may_fail) == 1 ]] ||
         fail "voters_may_fail is not 1 with a witness"
     [[ $(bed_status 3 role) == witness ]] || fail "box3 is not a witness: $(bed_status 3 role)"
-    read -r rss cpu <<<"$(bed_proc_footprint "$(cat "$(bed_boxdir 3)/raftvip.pid")" 5)"
+    read -r rss cpu <<<"$(bed_proc_footprint "$(bed_raftvip_pid 3)" 5)"
     note "witness_rss=${rss}kB witness_cpu=${cpu}%"
     h=$(holder)
     [[ $h != 3 ]] || fail "the witness holds the VIP"
