@@ -349,7 +349,7 @@ fn failures_name_the_problem() {
             announcer.announce(&missing).unwrap_err(),
         ] {
             assert!(
-                matches!(err.cause(), Some(Cause::InterfaceMissing(name)) if name == "rvvnope"),
+                matches!(err.cause(), Cause::InterfaceMissing(name) if name == "rvvnope"),
                 "{err}"
             );
             assert!(
@@ -366,7 +366,7 @@ fn failures_name_the_problem() {
         control.add(&down).expect("adding twice is idempotent");
         assert!(control.is_bound(&down).unwrap());
         let err = announcer.announce(&down).unwrap_err();
-        assert!(matches!(err.cause(), Some(Cause::LinkDown(_))), "{err}");
+        assert!(matches!(err.cause(), Cause::LinkDown(_)), "{err}");
         assert_eq!(
             err.to_string(),
             "cannot announce 192.0.2.102/32 on rvv1: interface rvv1 is down"
@@ -404,13 +404,13 @@ fn failures_name_the_problem() {
         let vip = Vip::from_config(&vip_config("192.0.2.103/32", "rvv0", None));
         let err = NetlinkControl::connect().unwrap().add(&vip).unwrap_err();
         assert!(
-            matches!(err.cause(), Some(Cause::PermissionDenied("CAP_NET_ADMIN"))),
+            matches!(err.cause(), Cause::PermissionDenied("CAP_NET_ADMIN")),
             "{err}"
         );
         assert!(err.to_string().contains("needs CAP_NET_ADMIN"), "{err}");
         let err = PacketAnnouncer::new().announce(&vip).unwrap_err();
         assert!(
-            matches!(err.cause(), Some(Cause::PermissionDenied("CAP_NET_RAW"))),
+            matches!(err.cause(), Cause::PermissionDenied("CAP_NET_RAW")),
             "{err}"
         );
     });
@@ -571,7 +571,7 @@ fn a_renewal_batch_reports_the_vip_it_could_not_renew_and_renews_the_others() {
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         let err = results[1].as_ref().unwrap_err();
         assert!(
-            matches!(err.cause(), Some(Cause::InterfaceMissing(name)) if name == "rvv1"),
+            matches!(err.cause(), Cause::InterfaceMissing(name) if name == "rvv1"),
             "{err}"
         );
         // Renewed: still there after the first lifetime ran out.

@@ -89,7 +89,7 @@ fn release_one(control: &dyn AddressControl, vip: &Vip) -> Outcome {
         },
         Ok(false) => Outcome::NotBound,
         // No interface, no address on it.
-        Err(e) if matches!(e.cause(), Some(Cause::InterfaceMissing(_))) => Outcome::NotBound,
+        Err(e) if matches!(e.cause(), Cause::InterfaceMissing(_)) => Outcome::NotBound,
         Err(e) => Outcome::Failed(e),
     }
 }

@@ -206,7 +206,7 @@ pub enum VipError {
 
 impl VipError {
     /// The underlying cause, for callers that react to a kind of failure.
-    pub fn cause(&self) -> Option<&Cause> {
+    pub fn cause(&self) -> &Cause {
         match self {
             VipError::Open { cause }
             | VipError::Add { cause, .. }
@@ -216,7 +216,7 @@ impl VipError {
             | VipError::Probe { cause, .. }
             | VipError::Watch { cause }
             | VipError::Listen { cause }
-            | VipError::Unusable { cause, .. } => Some(cause),
+            | VipError::Unusable { cause, .. } => cause,
         }
     }
 }
@@ -356,9 +356,7 @@ impl ErrorLog {
 
     fn set(&mut self, vip: &Vip, error: &VipError) {
         let message = error.to_string();
-        let key = error
-            .cause()
-            .map_or_else(|| message.clone(), |c| c.to_string());
+        let key = error.cause().to_string();
         // The same cause seen by another operation keeps the first, most telling message
         // ("cannot add", not the "cannot check" that follows it on every reconcile).
         if self.current.as_ref().is_some_and(|(k, _)| *k == key) {
@@ -408,7 +406,7 @@ impl Vips {
         announce: &Announce,
         control: Arc<dyn AddressControl>,
         announcer: Arc<dyn Announcer>,
-    ) -> Result<Self, VipError> {
+    ) -> Self {
         Self::build(vips, announce, control, announcer, None, None)
     }
 
@@ -421,7 +419,7 @@ impl Vips {
         announcer: Arc<dyn Announcer>,
         lifetime: Duration,
         renew_every: Duration,
-    ) -> Result<Self, VipError> {
+    ) -> Self {
         let lease = Some((lifetime, renew_every));
         Self::build(vips, announce, control, announcer, None, lease)
     }
@@ -444,7 +442,14 @@ impl Vips {
         let ports = Some(control.ports());
         let announcer = Arc::new(announce::PacketAnnouncer::new());
         let lease = lease.lifetime().zip(lease.renew_every());
-        Self::build(vips, announce, Arc::new(control), announcer, ports, lease)
+        Ok(Self::build(
+            vips,
+            announce,
+            Arc::new(control),
+            announcer,
+            ports,
+            lease,
+        ))
     }
 
     /// `kernel_watch`: start the watchers (the kernel, not fakes), ignoring events stamped
@@ -456,31 +461,29 @@ impl Vips {
         announcer: Arc<dyn Announcer>,
         kernel_watch: Option<Vec<u32>>,
         lease: Option<(Duration, Duration)>,
-    ) -> Result<Self, VipError> {
+    ) -> Self {
         let slots = vips
             .iter()
-            .map(|config| {
-                Ok(Slot {
-                    vip: Vip::from_config(config),
-                    bound: false,
-                    lost: false,
-                    held_since: None,
-                    burst_left: 0,
-                    next_announce: None,
-                    last_reburst: None,
-                    announcements_sent: 0,
-                    re_adds: 0,
-                    duplicates: 0,
-                    lease_until: None,
-                    lease_expiries: 0,
-                    address_error: ErrorLog::default(),
-                    announce_error: ErrorLog::default(),
-                    link_error: ErrorLog::default(),
-                    denied: None,
-                })
+            .map(|config| Slot {
+                vip: Vip::from_config(config),
+                bound: false,
+                lost: false,
+                held_since: None,
+                burst_left: 0,
+                next_announce: None,
+                last_reburst: None,
+                announcements_sent: 0,
+                re_adds: 0,
+                duplicates: 0,
+                lease_until: None,
+                lease_expiries: 0,
+                address_error: ErrorLog::default(),
+                announce_error: ErrorLog::default(),
+                link_error: ErrorLog::default(),
+                denied: None,
             })
-            .collect::<Result<Vec<_>, VipError>>()?;
-        Ok(Self {
+            .collect();
+        Self {
             inner: Arc::new(Inner {
                 control,
                 announcer,
@@ -497,7 +500,7 @@ impl Vips {
                 wake: Notify::new(),
                 kernel_changed: Notify::new(),
             }),
-        })
+        }
     }
 
     /// Hold or release every VIP. Idempotent and cheap when nothing changes (the supervisor
@@ -866,7 +869,7 @@ impl Inner {
                     bound.push(i);
                 }
                 Err(e) => {
-                    if matches!(e.cause(), Some(Cause::PermissionDenied(_))) {
+                    if matches!(e.cause(), Cause::PermissionDenied(_)) {
                         slot.denied = Some(e.to_string());
                     }
                     slot.address_error.set(&slot.vip, &e);

@@ -43,7 +43,7 @@ struct Rig {
 fn rig(configs: &[VipConfig], announce: Announce) -> Rig {
     let control = Arc::new(FakeAddressControl::new());
     let announcer = Arc::new(FakeAnnouncer::new());
-    let vips = Vips::new(configs, &announce, control.clone(), announcer.clone()).unwrap();
+    let vips = Vips::new(configs, &announce, control.clone(), announcer.clone());
     Rig {
         vips,
         control,
@@ -470,8 +470,7 @@ fn leased_rig(configs: &[VipConfig], lifetime: Duration, renew: Duration) -> Rig
         announcer.clone(),
         lifetime,
         renew,
-    )
-    .unwrap();
+    );
     Rig {
         vips,
         control,
