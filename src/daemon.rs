@@ -164,7 +164,7 @@ async fn start(
     let vote_gate = timing.vote_gate(state_machine.created_at_open(), Instant::now());
     // Armed only now: opening the store turns redb's panics on a damaged file into an error.
     if !config.is_witness() {
-        crate::release::release_on_panic(config.vips.clone());
+        crate::release::release_on_panic(config.own_vips().to_vec());
     }
     let auth = Arc::new(
         Authenticator::new(secret, &config.cluster, config.node_id).accepting_since(started),
@@ -362,10 +362,11 @@ fn start_vips(
     config: &Config,
     background: &CancellationToken,
 ) -> Result<Arc<dyn VipHolder>, RunDaemonError> {
-    if config.own_vips().is_empty() {
+    let own = config.own_vips();
+    if own.is_empty() {
         return Ok(Arc::new(NoVips));
     }
-    let vips = Vips::linux_leased(&config.vips, &config.announce, &config.vip_lease)
+    let vips = Vips::linux_leased(own, &config.announce, &config.vip_lease)
         .map_err(RunDaemonError::SetUpVips)?;
     let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
         .map_err(RunDaemonError::StartVipThread)?;
