@@ -167,11 +167,22 @@ pub struct Timing {
     /// A leader drops the VIPs this long after its quorum's last acknowledgement.
     pub fence: Duration,
     /// openraft refuses votes for this long after a heartbeat (its leader lease:
-    /// `election_timeout_max`).
+    /// `election_timeout_max`). A follower stands, and grants pre-votes, once it has not
+    /// heard from a leader for this long.
     pub lease: Duration,
-    /// `election_timeout_min`: the low end of this node's random election timeout.
+    /// `election_timeout_min`: the low end of the random wait between two elections (the
+    /// high end is the lease).
     pub election_timeout_min: Duration,
+    /// Width of the random stagger after the lease ([`ELECTION_JITTER_PER_HEARTBEAT`]).
+    pub jitter: Duration,
 }
+
+/// The stagger after the lease is drawn in `[0, heartbeat / 4)` (5 ms by default). The
+/// survivors of a leader heard its last heartbeat within a millisecond of each other, so a
+/// few ms order them; should two stand at once anyway, openraft settles it inside the term
+/// (a vote for a higher node id in the same term is granted), at the cost of one vote round
+/// trip, not of another election. Every ms of it adds to the failover time.
+pub const ELECTION_JITTER_PER_HEARTBEAT: u32 = 4;
 
 impl Timing {
     pub fn from_config(config: &Config) -> Self {
@@ -180,6 +191,7 @@ impl Timing {
             fence: config.timing.fence(),
             lease: Duration::from_millis(et_max),
             election_timeout_min: Duration::from_millis(et_min),
+            jitter: config.timing.heartbeat() / ELECTION_JITTER_PER_HEARTBEAT,
         }
     }
 
@@ -190,9 +202,10 @@ impl Timing {
 
     /// Ok if this node would grant a pre-vote: its log is not ahead of the candidate's (it
     /// could not win), it does not lead with a quorum, and it has not heard from a leader for
-    /// the lease plus `election_timeout_min` (issue 8.6: a new leader cannot exist before a
-    /// voter of the old leader's last quorum agrees, so the old holder's fence, under the
-    /// lease, has at least `election_timeout_min` of margin). Err says why not.
+    /// the lease — the window in which openraft would refuse the vote itself, and the one
+    /// after which candidates stand, so a pre-vote is not refused only to be granted a few ms
+    /// later (issue 12). The fence ends inside that window: see docs/timing.md. Err says why
+    /// not.
     pub fn grant_prevote(&self, q: &PrevoteQuestion) -> Result<(), String> {
         if q.candidate_last_log < q.my_last_log {
             return Err(format!(
@@ -205,22 +218,32 @@ impl Timing {
             return Err("this node leads with a quorum".to_owned());
         }
         match q.leader_contact_age {
-            Some(age) if age < self.lease + self.election_timeout_min => Err(format!(
-                "heard from leader {} {} ms ago",
+            Some(age) if age < self.lease => Err(format!(
+                "heard from leader {} {} ms ago (grants {} ms after)",
                 q.current_leader
                     .map_or_else(|| "?".to_owned(), |id| id.to_string()),
-                age.as_millis()
+                age.as_millis(),
+                self.lease.as_millis()
             )),
             _ => Ok(()),
         }
     }
 
-    /// A random election timeout in `[election_timeout_min, lease)`.
+    /// A random election timeout in `[election_timeout_min, lease)`: the wait between two
+    /// elections.
     fn draw_timeout(&self, rng: &mut StdRng) -> Duration {
         let max = self
             .lease
             .max(self.election_timeout_min + Duration::from_millis(1));
         rng.random_range(self.election_timeout_min..max)
+    }
+
+    /// A random stagger in `[0, jitter)` (zero if the window is empty).
+    fn draw_jitter(&self, rng: &mut StdRng) -> Duration {
+        if self.jitter.is_zero() {
+            return Duration::ZERO;
+        }
+        rng.random_range(Duration::ZERO..self.jitter)
     }
 }
 
@@ -417,10 +440,15 @@ pub struct Core {
     hold_until: Option<Instant>,
     /// The fault episode (unhealthy or unbindable) the FAULT event was sent for.
     in_fault: bool,
-    // Election timer (multi-voter clusters): an election is due `lease + timeout` after the
-    // later of the last leader contact and the last attempt.
+    // Election timer (multi-voter clusters): an election is due `lease + jitter` after the
+    // last leader contact (or the start), and `timeout` after the last election.
+    started: Instant,
+    /// The last election: this node's pre-vote, or a term change (a peer's election).
     last_attempt: Instant,
+    /// The Raft term when this node's pending pre-vote was asked.
+    attempt_term: u64,
     timeout: Duration,
+    jitter: Duration,
     prevote_pending: bool,
     handover: Handover,
     episodes: u64,
@@ -438,6 +466,7 @@ impl Core {
     pub fn new(setup: Setup, now: Instant, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let timeout = setup.timing.draw_timeout(&mut rng);
+        let jitter = setup.timing.draw_jitter(&mut rng);
         Self {
             setup,
             rng,
@@ -450,8 +479,11 @@ impl Core {
             applied: None,
             hold_until: None,
             in_fault: false,
+            started: now,
             last_attempt: now,
+            attempt_term: 0,
             timeout,
+            jitter,
             prevote_pending: false,
             handover: Handover::Idle,
             episodes: 0,
@@ -528,10 +560,18 @@ impl Core {
             }
             Input::PreVoteAnswer { won } => {
                 self.prevote_pending = false;
-                // Act only if still eligible and no leader spoke since the attempt began.
+                // Act only if still eligible, no leader spoke since the attempt began, and no
+                // peer's election began meanwhile: electing in the term after it would depose
+                // the peer as it wins, and cost the cluster another election.
                 let may_lead = self.applied.is_some_and(|d| d.may_lead);
                 let leader_spoke = self.leader_contact.is_some_and(|at| at > self.last_attempt);
-                if won && may_lead && !leader_spoke {
+                let term_moved = self.raft.term != self.attempt_term;
+                if won && may_lead && !leader_spoke && term_moved {
+                    tracing::info!(
+                        term = self.raft.term,
+                        "a peer's election began during this pre-vote: leaving it the term"
+                    );
+                } else if won && may_lead && !leader_spoke {
                     tracing::info!("leader lost and a majority agrees: starting an election");
                     out.push(Action::Elect);
                 }
@@ -559,6 +599,11 @@ impl Core {
         if before.leader != r.leader && r.leader.is_some() {
             self.state.leader_changes += 1;
             tracing::info!(from = ?before.leader, to = ?r.leader, term = r.term, "leader changed");
+        }
+        // A new term is an election under way (a peer's, or this node's own): the next one
+        // is timed from it, so that a candidate this node voted for has time to win.
+        if r.term > before.term {
+            self.last_attempt = self.last_attempt.max(now);
         }
         self.ack = (r.state == ServerState::Leader)
             .then_some(r.millis_since_quorum_ack)
@@ -701,19 +746,24 @@ impl Core {
             && self.raft.state != ServerState::Leader
     }
 
-    /// `lease + timeout` after the later of the last leader contact and the last attempt.
+    /// `lease + jitter` after the last leader contact (or the start, which may follow a
+    /// contact this node forgot), but no sooner than `timeout` after the last election. Not
+    /// stacked: a survivor stands as soon as the lease it and its peers hold for the lost
+    /// leader runs out — no voter could grant a vote before, and the fence has released by
+    /// then (docs/timing.md) — and the random timeout only spaces the attempts that follow.
     fn election_due(&self) -> Instant {
-        let heard = self
-            .leader_contact
-            .map_or(self.last_attempt, |at| at.max(self.last_attempt));
-        heard + self.setup.timing.lease + self.timeout
+        let heard = self.leader_contact.unwrap_or(self.started);
+        let lost = heard + self.setup.timing.lease + self.jitter;
+        lost.max(self.last_attempt + self.timeout)
     }
 
     /// Pre-vote first, so a node that is merely cut off never burns a term.
     fn election_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.standing() && !self.prevote_pending && now >= self.election_due() {
             self.last_attempt = now;
+            self.attempt_term = self.raft.term;
             self.timeout = self.setup.timing.draw_timeout(&mut self.rng);
+            self.jitter = self.setup.timing.draw_jitter(&mut self.rng);
             self.prevote_pending = true;
             out.push(Action::RequestPreVote);
         }
