@@ -173,16 +173,30 @@ pub struct Timing {
     /// `election_timeout_min`: the low end of the random wait between two elections (the
     /// high end is the lease).
     pub election_timeout_min: Duration,
-    /// Width of the random stagger after the lease ([`ELECTION_JITTER_PER_HEARTBEAT`]).
-    pub jitter: Duration,
+    /// How long after the lease this node stands: its rank among the members times half a
+    /// heartbeat ([`stagger`]).
+    pub stagger: Duration,
 }
 
-/// The stagger after the lease is drawn in `[0, heartbeat / 4)` (5 ms by default). The
-/// survivors of a leader heard its last heartbeat within a millisecond of each other, so a
-/// few ms order them; should two stand at once anyway, openraft settles it inside the term
-/// (a vote for a higher node id in the same term is granted), at the cost of one vote round
-/// trip, not of another election. Every ms of it adds to the failover time.
-pub const ELECTION_JITTER_PER_HEARTBEAT: u32 = 4;
+/// The wait after the lease before this node stands: `rank × heartbeat / 2`, where `rank`
+/// counts the members with a lower node id (0, 10, 20… ms by default). The survivors of a
+/// leader heard its last heartbeat within a millisecond of each other, so without a stagger
+/// they stand together; two pre-votes granted at once make two candidates, and the later
+/// one, having voted for the first, elects in the term after and deposes it as it wins — a
+/// whole second election (issue 12's tail). Half a heartbeat is enough for the first
+/// candidate's vote request to reach the next survivor before that one's pre-vote is
+/// answered, so it sees the new term and leaves it alone. A deterministic order rather than
+/// a random draw: a random one needs a wide window to keep two draws that far apart, and
+/// every ms of it adds to every failover; this adds 0 ms when the lowest-ranked survivor
+/// leads and `heartbeat / 2` when it is the one lost.
+pub fn stagger(config: &Config) -> Duration {
+    let rank = config
+        .peers
+        .iter()
+        .filter(|p| p.id < config.node_id)
+        .count();
+    config.timing.heartbeat() / 2 * u32::try_from(rank).unwrap_or(u32::MAX)
+}
 
 impl Timing {
     pub fn from_config(config: &Config) -> Self {
@@ -191,7 +205,7 @@ impl Timing {
             fence: config.timing.fence(),
             lease: Duration::from_millis(et_max),
             election_timeout_min: Duration::from_millis(et_min),
-            jitter: config.timing.heartbeat() / ELECTION_JITTER_PER_HEARTBEAT,
+            stagger: stagger(config),
         }
     }
 
@@ -236,14 +250,6 @@ impl Timing {
             .lease
             .max(self.election_timeout_min + Duration::from_millis(1));
         rng.random_range(self.election_timeout_min..max)
-    }
-
-    /// A random stagger in `[0, jitter)` (zero if the window is empty).
-    fn draw_jitter(&self, rng: &mut StdRng) -> Duration {
-        if self.jitter.is_zero() {
-            return Duration::ZERO;
-        }
-        rng.random_range(Duration::ZERO..self.jitter)
     }
 }
 
@@ -348,8 +354,10 @@ pub enum Action {
     Heartbeat(bool),
     /// Ask the peers whether they lost the leader too; answer with [`Input::PreVoteAnswer`].
     RequestPreVote,
-    /// Start an election now.
-    Elect,
+    /// Start an election now, if Raft is still in `term`: a vote this node granted since
+    /// the core's last report may have moved it to a peer's election, which an election in
+    /// the term after would depose as it wins (issue 12's second-round tail).
+    Elect { term: u64 },
     /// Ask a peer to take over; answer with [`Input::HandOverAnswer`] and this episode.
     HandOver { episode: u64 },
     /// Run the notify hook.
@@ -440,7 +448,7 @@ pub struct Core {
     hold_until: Option<Instant>,
     /// The fault episode (unhealthy or unbindable) the FAULT event was sent for.
     in_fault: bool,
-    // Election timer (multi-voter clusters): an election is due `lease + jitter` after the
+    // Election timer (multi-voter clusters): an election is due `lease + stagger` after the
     // last leader contact (or the start), and `timeout` after the last election.
     started: Instant,
     /// The last election: this node's pre-vote, or a term change (a peer's election).
@@ -448,7 +456,6 @@ pub struct Core {
     /// The Raft term when this node's pending pre-vote was asked.
     attempt_term: u64,
     timeout: Duration,
-    jitter: Duration,
     prevote_pending: bool,
     handover: Handover,
     episodes: u64,
@@ -466,7 +473,6 @@ impl Core {
     pub fn new(setup: Setup, now: Instant, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let timeout = setup.timing.draw_timeout(&mut rng);
-        let jitter = setup.timing.draw_jitter(&mut rng);
         Self {
             setup,
             rng,
@@ -483,7 +489,6 @@ impl Core {
             last_attempt: now,
             attempt_term: 0,
             timeout,
-            jitter,
             prevote_pending: false,
             handover: Handover::Idle,
             episodes: 0,
@@ -573,7 +578,9 @@ impl Core {
                     );
                 } else if won && may_lead && !leader_spoke {
                     tracing::info!("leader lost and a majority agrees: starting an election");
-                    out.push(Action::Elect);
+                    out.push(Action::Elect {
+                        term: self.attempt_term,
+                    });
                 }
             }
             Input::HandOverAnswer { episode, to } => {
@@ -746,14 +753,14 @@ impl Core {
             && self.raft.state != ServerState::Leader
     }
 
-    /// `lease + jitter` after the last leader contact (or the start, which may follow a
+    /// `lease + stagger` after the last leader contact (or the start, which may follow a
     /// contact this node forgot), but no sooner than `timeout` after the last election. Not
     /// stacked: a survivor stands as soon as the lease it and its peers hold for the lost
     /// leader runs out — no voter could grant a vote before, and the fence has released by
     /// then (docs/timing.md) — and the random timeout only spaces the attempts that follow.
     fn election_due(&self) -> Instant {
         let heard = self.leader_contact.unwrap_or(self.started);
-        let lost = heard + self.setup.timing.lease + self.jitter;
+        let lost = heard + self.setup.timing.lease + self.setup.timing.stagger;
         lost.max(self.last_attempt + self.timeout)
     }
 
@@ -763,7 +770,6 @@ impl Core {
             self.last_attempt = now;
             self.attempt_term = self.raft.term;
             self.timeout = self.setup.timing.draw_timeout(&mut self.rng);
-            self.jitter = self.setup.timing.draw_jitter(&mut self.rng);
             self.prevote_pending = true;
             out.push(Action::RequestPreVote);
         }

@@ -131,7 +131,7 @@ fn failover_is_timed_from_the_last_contact_with_another_leader() {
 
 const LEASE: Duration = Duration::from_millis(100);
 const ET_MIN: Duration = Duration::from_millis(50);
-const JITTER: Duration = Duration::from_millis(5);
+const STAGGER: Duration = Duration::from_millis(10);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -145,7 +145,7 @@ fn setup() -> Setup {
             fence: FENCE,
             lease: LEASE,
             election_timeout_min: ET_MIN,
-            jitter: JITTER,
+            stagger: STAGGER,
         },
     }
 }
@@ -257,17 +257,13 @@ fn an_unhealthy_start_is_backup_not_fault() {
 }
 
 #[test]
-fn no_leader_for_the_lease_plus_a_jitter_requests_one_prevote() {
+fn no_leader_for_the_lease_plus_the_stagger_requests_one_prevote() {
     let t0 = Instant::now();
     let mut core = healthy_follower(t0);
     let due = core
         .next_deadline()
         .expect("a standing follower has an election timer");
-    assert!(
-        due >= t0 + LEASE && due < t0 + LEASE + JITTER,
-        "{:?}",
-        due - t0
-    );
+    assert_eq!(due, t0 + LEASE + STAGGER);
     assert!(!core
         .step(due - ms(1), Input::Tick)
         .contains(&Action::RequestPreVote));
@@ -316,7 +312,7 @@ fn prevote_answers_start_an_election_only_when_still_due() {
         between(&mut core, due + ms(1));
         let answer = core.step(due + ms(2), Input::PreVoteAnswer { won: *won });
         assert_eq!(
-            answer.contains(&Action::Elect),
+            answer.contains(&Action::Elect { term: 2 }),
             *elect,
             "{name}: {answer:?}"
         );
@@ -353,14 +349,28 @@ fn a_peer_election_during_a_prevote_leaves_it_the_term() {
         }),
     );
     let answer = core.step(due + ms(2), Input::PreVoteAnswer { won: true });
-    assert!(!answer.contains(&Action::Elect), "{answer:?}");
+    assert!(!answer.iter().any(|a| matches!(a, Action::Elect { .. })), "{answer:?}");
     // If that peer does not win, this node stands one timeout after the term moved.
     let next = core.next_deadline().unwrap();
     assert!(next >= voted + ET_MIN && next < voted + LEASE, "{:?}", next - voted);
     let asked = core.step(next, Input::Tick);
     assert!(asked.contains(&Action::RequestPreVote), "{asked:?}");
     let answer = core.step(next + ms(1), Input::PreVoteAnswer { won: true });
-    assert!(answer.contains(&Action::Elect), "{answer:?}");
+    assert!(answer.contains(&Action::Elect { term: 3 }), "{answer:?}");
+}
+
+/// The example cluster (ids 1, 2, 3, heartbeat 20 ms): node 1 stands right after the lease,
+/// node 2 half a heartbeat later, node 3 a whole heartbeat later.
+#[test]
+fn the_stagger_orders_the_members_by_id() {
+    let example = include_str!("../../../docs/raftvip.example.toml");
+    let staggers: Vec<_> = (1..=3)
+        .map(|id| {
+            let text = example.replacen("node_id = 1", &format!("node_id = {id}"), 1);
+            Timing::from_config(&Config::parse(&text).unwrap()).stagger
+        })
+        .collect();
+    assert_eq!(staggers, vec![ms(0), ms(10), ms(20)]);
 }
 
 #[test]
@@ -369,12 +379,7 @@ fn the_election_timer_counts_the_lease_from_the_last_contact_not_stacked() {
     let mut core = healthy_follower(t0);
     let heard = t0 + ms(500);
     core.step(heard, Input::LeaderContact(heard));
-    let due = core.next_deadline().unwrap();
-    assert!(
-        due >= heard + LEASE && due < heard + LEASE + JITTER,
-        "{:?}",
-        due - heard
-    );
+    assert_eq!(core.next_deadline(), Some(heard + LEASE + STAGGER));
 }
 
 #[test]
@@ -757,7 +762,7 @@ mod sequences {
                             prop_assert_ne!(Some(*hold), holding, "SetHeld without a change");
                             holding = Some(*hold);
                         }
-                        Action::Elect => prop_assert!(won, "elect without a won pre-vote"),
+                        Action::Elect { .. } => prop_assert!(won, "elect without a won pre-vote"),
                         Action::HandOver { episode } => {
                             prop_assert!(*episode > last_episode);
                             last_episode = *episode;
@@ -835,7 +840,7 @@ mod election_timing {
                 if !pending {
                     let due = core.next_deadline().expect("a standing follower has a timer");
                     prop_assert!(
-                        due <= (heard + LEASE + JITTER).max(election + LEASE),
+                        due <= (heard + LEASE + STAGGER).max(election + LEASE),
                         "due {:?} after the contact, {:?} after the last election",
                         due - heard, due.saturating_duration_since(election)
                     );
@@ -876,7 +881,9 @@ mod election_timing {
                             election = now;
                             pending = true;
                         }
-                        Action::Elect => term += 1,
+                        Action::Elect { term: from } => {
+                            prop_assert_eq!(from, term, "elects from a term other than the last reported");
+                        }
                         _ => {}
                     }
                 }
