@@ -170,8 +170,8 @@ pub struct Timing {
     /// `election_timeout_max`). A follower stands, and grants pre-votes, once it has not
     /// heard from a leader for this long.
     pub lease: Duration,
-    /// `election_timeout_min`: the low end of the random wait between two elections (the
-    /// high end is the lease).
+    /// `election_timeout_min`: the low end of the random timeout that, after the lease,
+    /// spaces one election from the next (the high end is the lease).
     pub election_timeout_min: Duration,
     /// How long after the lease this node stands: its rank among the members times half a
     /// heartbeat ([`stagger`]).
@@ -243,8 +243,7 @@ impl Timing {
         }
     }
 
-    /// A random election timeout in `[election_timeout_min, lease)`: the wait between two
-    /// elections.
+    /// A random election timeout in `[election_timeout_min, lease)`.
     fn draw_timeout(&self, rng: &mut StdRng) -> Duration {
         let max = self
             .lease
@@ -449,7 +448,7 @@ pub struct Core {
     /// The fault episode (unhealthy or unbindable) the FAULT event was sent for.
     in_fault: bool,
     // Election timer (multi-voter clusters): an election is due `lease + stagger` after the
-    // last leader contact (or the start), and `timeout` after the last election.
+    // last leader contact (or the start), and `lease + timeout` after the last election.
     started: Instant,
     /// The last election: this node's pre-vote, or a term change (a peer's election).
     last_attempt: Instant,
@@ -754,14 +753,18 @@ impl Core {
     }
 
     /// `lease + stagger` after the last leader contact (or the start, which may follow a
-    /// contact this node forgot), but no sooner than `timeout` after the last election. Not
-    /// stacked: a survivor stands as soon as the lease it and its peers hold for the lost
-    /// leader runs out — no voter could grant a vote before, and the fence has released by
-    /// then (docs/timing.md) — and the random timeout only spaces the attempts that follow.
+    /// contact this node forgot), but no sooner than `lease + timeout` after the last
+    /// election. Not stacked on the first attempt: a survivor stands as soon as the lease it
+    /// and its peers hold for the lost leader runs out — no voter could grant a vote before,
+    /// and the fence has released by then (docs/timing.md). The attempts after it are spaced
+    /// a lease plus a random timeout apart, as every attempt was before issue 12: long enough
+    /// for a peer's election to finish on a loaded box (with only the timeout, two survivors
+    /// whose round trips took longer than it bumped the term in turn), and no pre-vote storm
+    /// from a node that is merely cut off.
     fn election_due(&self) -> Instant {
         let heard = self.leader_contact.unwrap_or(self.started);
         let lost = heard + self.setup.timing.lease + self.setup.timing.stagger;
-        lost.max(self.last_attempt + self.timeout)
+        lost.max(self.last_attempt + self.setup.timing.lease + self.timeout)
     }
 
     /// Pre-vote first, so a node that is merely cut off never burns a term.

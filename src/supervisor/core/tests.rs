@@ -257,13 +257,27 @@ fn an_unhealthy_start_is_backup_not_fault() {
 }
 
 #[test]
-fn no_leader_for_the_lease_plus_the_stagger_requests_one_prevote() {
+fn at_start_an_election_is_due_a_lease_plus_a_timeout_later() {
     let t0 = Instant::now();
-    let mut core = healthy_follower(t0);
+    let core = healthy_follower(t0);
     let due = core
         .next_deadline()
         .expect("a standing follower has an election timer");
-    assert_eq!(due, t0 + LEASE + STAGGER);
+    assert!(
+        due >= t0 + LEASE + ET_MIN && due < t0 + LEASE + LEASE,
+        "{:?}",
+        due - t0
+    );
+}
+
+#[test]
+fn no_leader_for_the_lease_plus_the_stagger_requests_one_prevote() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let heard = t0 + ms(500);
+    core.step(heard, Input::LeaderContact(heard));
+    let due = core.next_deadline().unwrap();
+    assert_eq!(due, heard + LEASE + STAGGER);
     assert!(!core
         .step(due - ms(1), Input::Tick)
         .contains(&Action::RequestPreVote));
@@ -280,8 +294,9 @@ fn no_leader_for_the_lease_plus_the_stagger_requests_one_prevote() {
 fn leader_contact_pushes_the_election_back() {
     let t0 = Instant::now();
     let mut core = healthy_follower(t0);
+    core.step(t0 + ms(500), Input::LeaderContact(t0 + ms(500)));
     let due = core.next_deadline().unwrap();
-    core.step(t0 + ms(40), Input::LeaderContact(t0 + ms(40)));
+    core.step(t0 + ms(540), Input::LeaderContact(t0 + ms(540)));
     assert_eq!(core.next_deadline(), Some(due + ms(40)));
     assert!(!core
         .step(due, Input::Tick)
@@ -327,7 +342,11 @@ fn the_next_attempt_is_timed_from_the_last() {
     core.step(due, Input::Tick);
     core.step(due + ms(5), Input::PreVoteAnswer { won: false });
     let next = core.next_deadline().unwrap();
-    assert!(next >= due + ET_MIN && next < due + LEASE, "{:?}", next - due);
+    assert!(
+        next >= due + LEASE + ET_MIN && next < due + LEASE + LEASE,
+        "{:?}",
+        next - due
+    );
 }
 
 /// Issue 12's second pre-vote round: a survivor whose pre-vote was granted while its peer
@@ -352,7 +371,11 @@ fn a_peer_election_during_a_prevote_leaves_it_the_term() {
     assert!(!answer.iter().any(|a| matches!(a, Action::Elect { .. })), "{answer:?}");
     // If that peer does not win, this node stands one timeout after the term moved.
     let next = core.next_deadline().unwrap();
-    assert!(next >= voted + ET_MIN && next < voted + LEASE, "{:?}", next - voted);
+    assert!(
+        next >= voted + LEASE + ET_MIN && next < voted + LEASE + LEASE,
+        "{:?}",
+        next - voted
+    );
     let asked = core.step(next, Input::Tick);
     assert!(asked.contains(&Action::RequestPreVote), "{asked:?}");
     let answer = core.step(next + ms(1), Input::PreVoteAnswer { won: true });
@@ -822,10 +845,10 @@ mod election_timing {
         /// Every pre-vote is asked once this node's own lease of its last leader (or of its
         /// start) has run out — the candidate's bound in the fencing argument — and a peer
         /// that heard the leader at the same instant grants it (the windows agree, so no
-        /// round is lost to a refusal); attempts are at least `election_timeout_min` apart
-        /// (no pre-vote storm from a cut-off node); and the timer is not stacked: it is due
-        /// no later than `lease + jitter` after the last contact or one lease after the last
-        /// election.
+        /// round is lost to a refusal); attempts are at least `lease + election_timeout_min`
+        /// apart (no pre-vote storm from a cut-off node); and the first attempt is not
+        /// stacked: the timer is due no later than `lease + stagger` after the last contact
+        /// or `lease + timeout` after the last election.
         #[test]
         fn prevotes_come_after_the_lease_agree_with_the_grant_rule_and_are_spaced(
             steps in proptest::collection::vec((0u64..70, event()), 1..80)
@@ -840,7 +863,7 @@ mod election_timing {
                 if !pending {
                     let due = core.next_deadline().expect("a standing follower has a timer");
                     prop_assert!(
-                        due <= (heard + LEASE + STAGGER).max(election + LEASE),
+                        due <= (heard + LEASE + STAGGER).max(election + LEASE + LEASE),
                         "due {:?} after the contact, {:?} after the last election",
                         due - heard, due.saturating_duration_since(election)
                     );
@@ -875,7 +898,7 @@ mod election_timing {
                             };
                             prop_assert_eq!(timing.grant_prevote(&peer), Ok(()));
                             if let Some(before) = last_ask {
-                                prop_assert!(now >= before + ET_MIN, "attempts {:?} apart", now - before);
+                                prop_assert!(now >= before + LEASE + ET_MIN, "attempts {:?} apart", now - before);
                             }
                             last_ask = Some(now);
                             election = now;
