@@ -231,6 +231,18 @@ impl Timing {
         if q.leader && acked(q.quorum_ack_age, self.fence) {
             return Err("this node leads with a quorum".to_owned());
         }
+        // This node's own election, under way: a second candidate would elect in the term
+        // after and depose it as it wins (issue 12's two-term duel). Only for a lease, only
+        // if it may lead and its log is not behind the asker's, so that nobody is kept
+        // waiting on a candidate that will not or cannot win.
+        let electing =
+            q.candidate && q.may_lead && q.own_election_age.is_some_and(|age| age < self.lease);
+        if electing && q.my_last_log >= q.candidate_last_log {
+            return Err(
+                "this node stands in an election itself and its log is as recent as yours"
+                    .to_owned(),
+            );
+        }
         match q.leader_contact_age {
             Some(age) if age < self.lease => Err(format!(
                 "heard from leader {} {} ms ago (grants {} ms after)",
@@ -266,6 +278,12 @@ pub struct PrevoteQuestion {
     pub current_leader: Option<NodeId>,
     /// Since this node last accepted an append from a leader (None: never since start).
     pub leader_contact_age: Option<Duration>,
+    /// This node is a Raft candidate.
+    pub candidate: bool,
+    /// This node may lead ([`SupervisorState::may_lead`]).
+    pub may_lead: bool,
+    /// Since this node last started an election after a won pre-vote.
+    pub own_election_age: Option<Duration>,
 }
 
 /// "T3-N1-7" for a log id, "empty" for none.
@@ -400,6 +418,10 @@ pub struct SupervisorState {
     pub iterations: u64,
     /// Takeovers of the VIPs from another leader, timed by [`failover_duration`].
     pub failover_duration: FailoverHistogram,
+    /// When this node last started an election after a won pre-vote (see
+    /// [`Timing::grant_prevote`]).
+    #[serde(skip)]
+    pub elected_at: Option<Instant>,
 }
 
 impl Default for SupervisorState {
@@ -413,6 +435,7 @@ impl Default for SupervisorState {
             leader_changes: 0,
             iterations: 0,
             failover_duration: FailoverHistogram::default(),
+            elected_at: None,
         }
     }
 }
@@ -580,6 +603,7 @@ impl Core {
                     out.push(Action::Elect {
                         term: self.attempt_term,
                     });
+                    self.state.elected_at = Some(now);
                 }
             }
             Input::HandOverAnswer { episode, to } => {

@@ -356,7 +356,9 @@ fn a_peer_election_during_a_prevote_leaves_it_the_term() {
     let t0 = Instant::now();
     let mut core = healthy_follower(t0);
     let due = core.next_deadline().unwrap();
-    assert!(core.step(due, Input::Tick).contains(&Action::RequestPreVote));
+    assert!(core
+        .step(due, Input::Tick)
+        .contains(&Action::RequestPreVote));
     // The peer's vote request moved this node to term 3 (no leader yet).
     let voted = due + ms(1);
     core.step(
@@ -368,7 +370,10 @@ fn a_peer_election_during_a_prevote_leaves_it_the_term() {
         }),
     );
     let answer = core.step(due + ms(2), Input::PreVoteAnswer { won: true });
-    assert!(!answer.iter().any(|a| matches!(a, Action::Elect { .. })), "{answer:?}");
+    assert!(
+        !answer.iter().any(|a| matches!(a, Action::Elect { .. })),
+        "{answer:?}"
+    );
     // If that peer does not win, this node stands one timeout after the term moved.
     let next = core.next_deadline().unwrap();
     assert!(
@@ -380,6 +385,8 @@ fn a_peer_election_during_a_prevote_leaves_it_the_term() {
     assert!(asked.contains(&Action::RequestPreVote), "{asked:?}");
     let answer = core.step(next + ms(1), Input::PreVoteAnswer { won: true });
     assert!(answer.contains(&Action::Elect { term: 3 }), "{answer:?}");
+    // Published, so that this node refuses a second candidate's pre-vote meanwhile.
+    assert_eq!(core.state().elected_at, Some(next + ms(1)));
 }
 
 /// The example cluster (ids 1, 2, 3, heartbeat 20 ms): node 1 stands right after the lease,
@@ -690,6 +697,9 @@ fn grant_prevote_rules() {
         quorum_ack_age: None,
         current_leader: Some(1),
         leader_contact_age: None,
+        candidate: false,
+        may_lead: true,
+        own_election_age: None,
     };
     // (change, granted, what the refusal says)
     type Case = (fn(&mut PrevoteQuestion), Result<(), &'static str>);
@@ -705,6 +715,16 @@ fn grant_prevote_rules() {
         // The lease since the last leader contact: the window after which candidates stand.
         (|q| q.leader_contact_age = Some(LEASE - ms(1)), Err("heard from leader 1 99 ms ago (grants 100 ms after)")),
         (|q| q.leader_contact_age = Some(LEASE), Ok(())),
+        // A candidate of its own election, under way, refuses a second one (issue 12's
+        // two-term duel)...
+        (|q| { q.candidate = true; q.own_election_age = Some(LEASE - ms(1)) }, Err("stands in an election itself")),
+        // ...but not for longer than a lease, not if it may not lead (it will not try again),
+        // not if its own log is behind (the asker can win where it cannot), and not as a
+        // candidate openraft made without this node's pre-vote (at initialisation).
+        (|q| { q.candidate = true; q.own_election_age = Some(LEASE) }, Ok(())),
+        (|q| { q.candidate = true; q.own_election_age = Some(ms(1)); q.may_lead = false }, Ok(())),
+        (|q| { q.candidate = true; q.own_election_age = Some(ms(1)); q.my_last_log = log(2, 9) }, Ok(())),
+        (|q| q.candidate = true, Ok(())),
     ];
     for (change, expected) in cases {
         let mut q = open;
@@ -895,6 +915,9 @@ mod election_timing {
                                 quorum_ack_age: None,
                                 current_leader: Some(1),
                                 leader_contact_age: Some(now - heard),
+                                candidate: false,
+                                may_lead: true,
+                                own_election_age: None,
                             };
                             prop_assert_eq!(timing.grant_prevote(&peer), Ok(()));
                             if let Some(before) = last_ask {
