@@ -253,19 +253,6 @@ ka_stop() {
     for b in 1 2 3; do ka_stop_box "$b"; done
     drop_vips
 }
-# Exactly one MASTER, the others BACKUP, and the MASTER holds the VIP.
-ka_agree() {
-    local b s masters=0 m=""
-    for b in 1 2 3; do
-        s=$(ka_state "$b")
-        case $s in
-            MASTER) masters=$((masters + 1)); m=$b ;;
-            BACKUP) ;;
-            *) return 1 ;;
-        esac
-    done
-    ((masters == 1)) && [[ $(bed_holders) == "$m" ]]
-}
 ka_steady_now() { one_holder && ka_agree && vip_quiet "$STEADY_QUIET_MS" && probe_quiet "$STEADY_QUIET_MS"; }
 ka_graceful() { kill -TERM "$(cat "$(bed_boxdir "$1")/keepalived.pid")"; }
 ka_restart() { ka_stop_box "$1"; ka_start_box "$1" "$KA_MODE"; }

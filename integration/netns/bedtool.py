@@ -46,6 +46,14 @@ scripts/bench-raft.sh's status probes of a cluster on loopback (PORT: a node's s
                            measured before the kill)
   raft-counters PORT...    per node: "NODE TERM LEADER_CHANGES ROLE FENCE_RELEASES"
   summarize LABEL          numbers on stdin -> "LABEL: n=N min / median / p90 / max ms"
+  raft-summary RESULTS     scripts/bench-raft.sh's figures (raftvip, keepalived defaults and tuned)
+                           side by side, a markdown table, from its results.tsv
+
+scripts/bench-failover.sh's report, from its results.tsv ("CASE METRIC RUN VALUE" lines):
+  failover-summary RESULTS one markdown table per scenario, the systems side by side, then the
+                           goals (issues 10 and 12), met or missed
+  failover-plot RESULTS PNG [SUBTITLE]
+                           the outage per scenario per system as a PNG, with gnuplot
 
 Times are Unix epoch milliseconds; every namespace shares the machine's clock, so the probe's
 times, the monitors' times and the fault times in bash ($EPOCHREALTIME) compare directly.
@@ -844,6 +852,48 @@ def cmd_failover_summary(path):
         print("\n".join(goals))
 
 
+def cmd_raft_summary(path):
+    """scripts/bench-raft.sh's figures side by side: raftvip, keepalived defaults, keepalived
+    tuned, where the run measured them ("FIGURE WHO RUN VALUE" lines)."""
+    res = read_results(path)
+
+    def vals(figure, who):
+        return res.get(figure, {}).get(who, [])
+
+    def span(xs, unit):
+        if not xs:
+            return "-"
+        return f"{min(xs):.2f}{unit}" if min(xs) == max(xs) else f"{min(xs):.2f}–{max(xs):.2f}{unit}"
+
+    def leader(who):
+        xs = vals("new_leader_ms", who)
+        return f"{fmt_dist(xs)} ({len(xs)} runs)" if xs else "-"
+
+    rows = [("new leader after SIGKILL of the leader, ms (min / median / p90 / max)",
+             leader("rv"), leader("ka"), leader("kt"))]
+    rejoin = vals("rejoin_elections", "rv")
+    if rejoin:
+        runs = max(0, len(vals("new_leader_ms", "rv")) - 1)
+        rows.append(("a restarted node's rejoin started another election", f"{rejoin[0]:.0f} of {runs} runs", "-", "-"))
+    sat = res.get("saturated_leader_changes", {}).get("rv")
+    if sat:
+        fence = vals("saturated_fence_releases", "rv")
+        rows.append(("leader changes with both cores saturated (busy loops)", f"{sat[0]:.0f}", "-", "-"))
+        rows.append(("fence (quorum-lease) releases in that time", f"{fence[0]:.0f}" if fence else "-", "-", "-"))
+    if "idle_cpu_pct" in res:
+        rows.append(("idle CPU, leader / MASTER (% of a core)", span(vals("idle_cpu_pct", "rv-leader"), " %"),
+                     span(vals("idle_cpu_pct", "ka-master"), " %"), "-"))
+        rows.append(("idle CPU, followers / BACKUPs (% of a core)", span(vals("idle_cpu_pct", "rv-follower"), " %"),
+                     span(vals("idle_cpu_pct", "ka-backup"), " %"), "-"))
+        rv_rss = vals("idle_rss_mb", "rv-leader") + vals("idle_rss_mb", "rv-follower")
+        ka_rss = vals("idle_rss_mb", "ka-master") + vals("idle_rss_mb", "ka-backup")
+        rows.append(("RSS per node (MB)", span(rv_rss, ""), span(ka_rss, ""), "-"))
+    print("| figure | raftvip | keepalived defaults | keepalived tuned |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 # The plot's colours per system (colour-blind safe: green, vermilion, orange).
 PLOT_COLOURS = {"rv": "#009e73", "ka": "#d55e00", "kt": "#e69f00"}
 # Outages of 0 ms (no failed probe) are drawn here, on the log scale's bottom row.
@@ -932,6 +982,7 @@ COMMANDS = {
     "summarize": cmd_summarize,
     "failover-summary": cmd_failover_summary,
     "failover-plot": cmd_failover_plot,
+    "raft-summary": cmd_raft_summary,
 }
 
 if __name__ == "__main__":
