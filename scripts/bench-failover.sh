@@ -279,9 +279,11 @@ steady() {
 
 # move CASE RUN FAULT RESTORE: faults the holder, waits until another box holds the VIP and the
 # client has been served for a while, records the outage, the failed probes and whether the
-# client's neighbour entry for the VIP names the new holder's MAC, restores.
+# client's neighbour entry for the VIP names the new holder's MAC, restores. A planned
+# handover also records how long both boxes held the VIP (make-before-break's overlap; after
+# an unplanned fault the old box may keep it unreachable, so that would say nothing).
 move() {
-    local case=$1 run=$2 fault_fn=$3 restore_fn=$4 h n fault moved end out fails mac neigh
+    local case=$1 run=$2 fault_fn=$3 restore_fn=$4 h n fault moved end out fails mac neigh both=""
     h=$(bed_holders)
     fault=$(bed_now_ms)
     "$fault_fn" "$h"
@@ -303,11 +305,16 @@ move() {
         mac=$(bed_client_neigh "$(bed_vip4)")
         neigh=0
         [[ -n $mac && $mac == "$(bed_box_mac "$n" 2>/dev/null)" ]] && neigh=1
+        case $case in
+            *-sigterm | *-maintenance | *-transfer | *-graceful)
+                read -r _ both <<<"$(bed_overlap "$(bed_vip4)" "$fault" "$end")" ;;
+        esac
         if [[ -n $out ]]; then
             record "$case" outage "$run" "$out"
             record "$case" failed_probes "$run" "$fails"
             record "$case" neigh_successor "$run" "$neigh"
-            log "  $case run $run: box$h->box$n outage ${out} ms, $fails failed probes (VIP on box$n at +$((moved - fault)) ms)$(
+            [[ -z $both ]] || record "$case" two_holders "$run" "$both"
+            log "  $case run $run: box$h->box$n outage ${out} ms, $fails failed probes${both:+, two holders for $both ms} (VIP on box$n at +$((moved - fault)) ms)$(
                 ((neigh)) || echo "; the client's neighbour entry names '${mac:-nothing}' (box$(bed_box_of_mac "$mac")), not box$n")"
         else
             record "$case" failed "$run" 1

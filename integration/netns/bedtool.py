@@ -765,7 +765,7 @@ def case_runs(m):
     return len(m.get("outage", [])) + len(m.get("failed", []))
 
 
-def move_row(label, m):
+def move_row(label, m, overlap):
     n = case_runs(m)
     runs = f"{n}" + (f" (**{len(m['failed'])} failed**)" if m.get("failed") else "")
     outage = fmt_dist(m["outage"]) if m.get("outage") else "-"
@@ -778,7 +778,8 @@ def move_row(label, m):
         probes = zero = "-"
     ne = m.get("neigh_successor", [])
     neigh = f"{sum(1 for x in ne if x == 1)}/{n}" if ne else "-"
-    return f"| {label} | {runs} | {outage} | {probes} | {zero} | {neigh} |"
+    both = (f" {fmt_dist(m['two_holders'])} |" if m.get("two_holders") else " - |") if overlap else ""
+    return f"| {label} | {runs} | {outage} | {probes} | {zero} | {neigh} |{both}"
 
 
 def partition_row(label, m):
@@ -840,11 +841,14 @@ def cmd_failover_summary(path):
             for label, case in cases:
                 print(partition_row(label, res[case]))
         else:
+            # Planned handovers: how long both boxes held the VIP (make-before-break).
+            overlap = any("two_holders" in res[c] for _, c in cases)
             print("| system | runs | outage min / median / p90 / max (ms) | failed probes per run "
-                  "(min / median / max) | runs with 0 failed probes | neighbour entry = successor's MAC |")
-            print("|---|---|---|---|---|---|")
+                  "(min / median / max) | runs with 0 failed probes | neighbour entry = successor's MAC |"
+                  + (" VIP on two boxes (ms) |" if overlap else ""))
+            print("|---|---|---|---|---|---|" + ("---|" if overlap else ""))
             for label, case in cases:
-                print(move_row(label, res[case]))
+                print(move_row(label, res[case], overlap))
         print()
     goals = goal_lines(res)
     if goals:
