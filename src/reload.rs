@@ -34,52 +34,96 @@ use crate::peer::wire::ReloadOutcome;
 use crate::supervisor::Setup;
 use crate::vip::{VipHolder, VipSet};
 
-/// The keys a reload cannot change, each with the reason given in the rejection.
-pub const RESTART_ONLY: [(&str, &str); 10] = [
-    (
-        "cluster",
-        "it is part of every request signature: change it on every node and restart them",
-    ),
-    (
-        "node_id",
-        "it is this node's identity in the Raft log and the store",
-    ),
-    ("listen", "the peer listener is bound at start"),
-    ("status_listen", "the status listener is bound at start"),
-    ("data_dir", "the Raft store is open"),
-    (
-        "secret_file",
-        "every request is signed with the secret read at start: change it on every node and restart them",
-    ),
-    (
-        "limits.max_connections",
-        "the connection tables are sized at start",
-    ),
-    (
-        "timing.heartbeat_ms",
-        "openraft 0.9.25 fixes its heartbeat and election timing when Raft starts (its runtime \
-         config only switches elections and heartbeats on and off), and the fencing inequality \
-         ties them to every peer's lease: change them on every node and restart them one by one",
-    ),
-    (
-        "timing.election_timeout_ms",
-        "openraft 0.9.25 fixes its heartbeat and election timing when Raft starts (its runtime \
-         config only switches elections and heartbeats on and off), and the fencing inequality \
-         ties them to every peer's lease: change them on every node and restart them one by one",
-    ),
-    (
-        "vip_lease.lifetime_s",
-        "the netlink socket binds every VIP with the lifetime chosen at start",
-    ),
-];
+/// A key a reload cannot change: its name, whether it changed, and the reason given in the
+/// rejection.
+struct RestartOnly {
+    key: &'static str,
+    changed: fn(&Config, &Config) -> bool,
+    why: &'static str,
+}
 
-/// Reasons of the restart-only changes that depend on the node rather than on one key.
-const HAPROXY_PRESENCE: &str = "the health gate (a HAProxy monitor, or none) is chosen at start; \
-     the settings inside [haproxy] reload live";
-const WITNESS_TO_VOTER: &str = "a witness starts without a health monitor and a VIP thread";
-/// Until runtime membership lands, a changed `[[peer]]` list needs a restart.
-const PEERS_FIXED: &str = "membership is initialised from the file at first start and \
-     cannot change at run time in this build";
+/// Why openraft's timing keys need a restart.
+const OPENRAFT_TIMING: &str = "openraft 0.9.25 fixes its heartbeat and election timing when Raft \
+     starts (its runtime config only switches elections and heartbeats on and off), and the \
+     fencing inequality ties them to every peer's lease: change them on every node and restart \
+     them one by one";
+/// Why the secret needs a restart.
+const SIGNING: &str =
+    "every request is signed with the secret read at start: change it on every node and restart them";
+
+/// The keys a reload cannot change, in the order a rejection names them.
+const RESTART_ONLY: &[RestartOnly] = &[
+    RestartOnly {
+        key: "cluster",
+        changed: |a, b| a.cluster != b.cluster,
+        why: "it is part of every request signature: change it on every node and restart them",
+    },
+    RestartOnly {
+        key: "node_id",
+        changed: |a, b| a.node_id != b.node_id,
+        why: "it is this node's identity in the Raft log and the store",
+    },
+    RestartOnly {
+        key: "listen",
+        changed: |a, b| a.listen != b.listen,
+        why: "the peer listener is bound at start",
+    },
+    RestartOnly {
+        key: "status_listen",
+        changed: |a, b| a.status_listen != b.status_listen,
+        why: "the status listener is bound at start",
+    },
+    RestartOnly {
+        key: "data_dir",
+        changed: |a, b| a.data_dir != b.data_dir,
+        why: "the Raft store is open",
+    },
+    RestartOnly {
+        key: "secret_file",
+        changed: |a, b| a.secret_file != b.secret_file,
+        why: SIGNING,
+    },
+    RestartOnly {
+        key: "limits.max_connections",
+        changed: |a, b| a.limits.max_connections != b.limits.max_connections,
+        why: "the connection tables are sized at start",
+    },
+    RestartOnly {
+        key: "timing.heartbeat_ms",
+        changed: |a, b| a.timing.heartbeat_ms != b.timing.heartbeat_ms,
+        why: OPENRAFT_TIMING,
+    },
+    RestartOnly {
+        key: "timing.election_timeout_ms",
+        changed: |a, b| a.timing.election_timeout_ms != b.timing.election_timeout_ms,
+        why: OPENRAFT_TIMING,
+    },
+    RestartOnly {
+        key: "vip_lease.lifetime_s",
+        changed: |a, b| a.vip_lease.lifetime_s != b.vip_lease.lifetime_s,
+        why: "the netlink socket binds every VIP with the lifetime chosen at start",
+    },
+    RestartOnly {
+        key: "haproxy",
+        changed: |a, b| a.haproxy.is_some() != b.haproxy.is_some(),
+        why: "the health gate (a HAProxy monitor, or none) is chosen at start; the settings \
+              inside [haproxy] reload live",
+    },
+    RestartOnly {
+        key: "role",
+        changed: |a, b| a.is_witness() && !b.is_witness(),
+        why: "a witness starts without a health monitor and a VIP thread",
+    },
+    RestartOnly {
+        key: "peer",
+        // RUNTIME MEMBERSHIP: when crate::membership lands, a changed [[peer]] list is no
+        // longer restart-only: this entry goes, and `Reloader::apply` calls
+        // crate::membership::apply_file_peers(...). Until then it needs a restart.
+        changed: |a, b| a.peers != b.peers,
+        why: "membership is initialised from the file at first start and cannot change at \
+              run time in this build",
+    },
+];
 
 /// Logs what a reload did, saying what triggered it: each change at info, a rejection at
 /// error with every problem.
@@ -116,52 +160,15 @@ pub struct Plan {
 /// key, with why) as problems. `same_secret` says whether the secret read now equals the
 /// running one.
 pub fn plan(running: &Config, new: &Config, same_secret: bool) -> Result<Plan, Vec<String>> {
-    let mut restart = Vec::new();
-    let mut needs_restart = |key: &str, changed: bool| {
-        if changed {
-            let why = RESTART_ONLY
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map_or("", |(_, why)| why);
-            restart.push(format!("{key}: needs a restart ({why})"));
-        }
-    };
-    needs_restart("cluster", running.cluster != new.cluster);
-    needs_restart("node_id", running.node_id != new.node_id);
-    needs_restart("listen", running.listen != new.listen);
-    needs_restart("status_listen", running.status_listen != new.status_listen);
-    needs_restart("data_dir", running.data_dir != new.data_dir);
-    needs_restart(
-        "secret_file",
-        running.secret_file != new.secret_file || !same_secret,
-    );
-    needs_restart(
-        "limits.max_connections",
-        running.limits.max_connections != new.limits.max_connections,
-    );
-    needs_restart(
-        "timing.heartbeat_ms",
-        running.timing.heartbeat_ms != new.timing.heartbeat_ms,
-    );
-    needs_restart(
-        "timing.election_timeout_ms",
-        running.timing.election_timeout_ms != new.timing.election_timeout_ms,
-    );
-    needs_restart(
-        "vip_lease.lifetime_s",
-        running.vip_lease.lifetime_s != new.vip_lease.lifetime_s,
-    );
-    if running.haproxy.is_some() != new.haproxy.is_some() {
-        restart.push(format!("haproxy: needs a restart ({HAPROXY_PRESENCE})"));
-    }
-    if running.is_witness() && !new.is_witness() {
-        restart.push(format!("role: needs a restart ({WITNESS_TO_VOTER})"));
-    }
-    if running.peers != new.peers {
-        // RUNTIME MEMBERSHIP: when crate::membership lands, this branch becomes a call to
-        // crate::membership::apply_file_peers(...) from `Reloader::apply`; until then a
-        // changed [[peer]] list is restart-only.
-        restart.push(format!("peer: needs a restart ({PEERS_FIXED})"));
+    let mut restart: Vec<String> = RESTART_ONLY
+        .iter()
+        .filter(|r| (r.changed)(running, new))
+        .map(|r| format!("{}: needs a restart ({})", r.key, r.why))
+        .collect();
+    if !same_secret && running.secret_file == new.secret_file {
+        restart.push(format!(
+            "secret_file: its content changed, which needs a restart ({SIGNING})"
+        ));
     }
     if !restart.is_empty() {
         return Err(restart);

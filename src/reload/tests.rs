@@ -93,12 +93,12 @@ fn every_restart_only_change_is_named_in_one_rejection() {
             "cluster",
             "listen",
             "data_dir",
-            "secret_file",
-            "timing.heartbeat_ms"
+            "timing.heartbeat_ms",
+            "secret_file"
         ]
     );
     assert!(
-        problems[4].contains("openraft 0.9.25 fixes its heartbeat and election timing"),
+        problems[3].contains("openraft 0.9.25 fixes its heartbeat and election timing"),
         "{problems:?}"
     );
 }
