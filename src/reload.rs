@@ -116,9 +116,8 @@ const RESTART_ONLY: &[RestartOnly] = &[
     },
     RestartOnly {
         key: "peer",
-        // RUNTIME MEMBERSHIP: when crate::membership lands, a changed [[peer]] list is no
-        // longer restart-only: this entry goes, and `Reloader::apply` calls
-        // crate::membership::apply_file_peers(...). Until then it needs a restart.
+        // RUNTIME MEMBERSHIP: when crate::membership lands, this entry goes (see the call
+        // site marked in `Reloader::apply`). Until then a changed [[peer]] list needs a restart.
         changed: |a, b| a.peers != b.peers,
         why: "membership is initialised from the file at first start and cannot change at \
               run time in this build",
@@ -413,6 +412,9 @@ impl Reloader {
         if plan.supervisor {
             live.supervisor.send_replace(Setup::from_config(new));
         }
+        // RUNTIME MEMBERSHIP: the call site of crate::membership::apply_file_peers(members,
+        // &new.peers) when the [[peer]] list changed (spawned: it is async and waits for Raft;
+        // its result goes to the log and status), once the `peer` entry of RESTART_ONLY goes.
     }
 }
 
