@@ -982,7 +982,7 @@ scn_reload() {
     bed_wait 2000 grep -q "reload rejected.*SIGHUP" "$(bed_boxdir "$h")/raftvip.log" ||
         fail "SIGHUP with a broken file logged no rejection"
     # A restart-only key: rejected naming it, nothing applied (the VIP removal beside it neither).
-    drop_vip6 "$orig" | sed 's/^cluster = .*/&\n[timing]\nheartbeat_ms = 15/' >"$cfg"
+    { drop_vip6 "$orig"; printf '[timing]\nheartbeat_ms = 15\n'; } >"$cfg"
     out=$(reload_cli "$h")
     [[ $out == *"timing.heartbeat_ms: needs a restart"* && $out == *exit=1 ]] ||
         fail "a restart-only change was not rejected by name: $out"
