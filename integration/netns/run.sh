@@ -969,7 +969,7 @@ scn_reload() {
     [[ -n $bound ]] || fail "no bind of the IPv6 VIP on box$h in the address timeline"
     took=$((bound - t0))
     ((took <= RELOAD_MAX_MS)) || fail "SIGHUP to bound took ${took} ms"
-    [[ $(http_get client "[$(bed_vip6)]") == "box$h" ]] || fail "HAProxy on box$h does not serve the re-added VIP"
+    bed_wait_eq 3000 "box$h" http_get client "[$(bed_vip6)]" || fail "HAProxy on box$h does not serve the re-added VIP"
     same_raftvip "$h" "$pid" || fail "raftvip on box$h restarted"
     note "sighup_to_bound=${took}ms"
 
