@@ -4,8 +4,12 @@
 //! Raft's RPCs are handed to openraft and its `Result` is answered as JSON, so a remote Raft
 //! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
 //! node through [`LocalNode`]: whether it may lead (handover), whether it would vote
-//! (pre-vote, vote gate), and who its peers are (maintenance forwarded to the leader).
+//! (pre-vote, vote gate), who its peers are (maintenance forwarded to the leader), whether a
+//! successor's "I hold the VIPs" made it release (planned overlap), and a transfer
+//! ([`super::transfer`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,8 +25,9 @@ use super::client::PeerClient;
 use super::guard::{authenticate, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
-    MaintenanceRequest, PeerAnswer, PrevoteRequest, APPEND_PATH, ELECT_PATH, MAINTENANCE_PATH,
-    PREVOTE_PATH, SNAPSHOT_PATH, VOTE_PATH,
+    HeldRequest, MaintenanceRequest, PeerAnswer, PrevoteRequest, TransferRequest, APPEND_PATH,
+    CAN_LEAD_PATH, ELECT_PATH, HELD_PATH, MAINTENANCE_PATH, PREVOTE_PATH, SNAPSHOT_PATH,
+    TRANSFER_PATH, VOTE_PATH,
 };
 use super::Contacts;
 use crate::auth::Authenticator;
@@ -33,6 +38,9 @@ use crate::raft::{NodeId, Request as RaftRequest};
 
 /// Timeout of a maintenance request forwarded to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A future a [`LocalNode`] returns (the trait is used as `dyn`).
+pub type NodeFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What the peer handlers need from the running node beyond Raft itself.
 pub trait LocalNode: Send + Sync + 'static {
@@ -47,14 +55,29 @@ pub trait LocalNode: Send + Sync + 'static {
     fn grant_vote(&self) -> Result<(), String> {
         Ok(())
     }
+    /// A leader handing over asked this node to take over (and it may): the overlap with
+    /// the old holder that follows is agreed.
+    fn asked_to_take_over(&self) {}
+    /// Peer `from` holds the VIPs now: if this node holds them in a planned handover, it
+    /// releases; completes with true once released, false if it held nothing to release.
+    fn successor_holds(&self, _from: NodeId) -> NodeFuture<bool> {
+        Box::pin(std::future::ready(false))
+    }
+    /// This leader hands leadership to `to` (checked: it can lead); completes once `to`
+    /// leads, or with why not.
+    fn transfer(&self, to: NodeId) -> NodeFuture<Result<(), String>> {
+        Box::pin(std::future::ready(Err(format!(
+            "this node cannot transfer leadership (to node {to})"
+        ))))
+    }
 }
 
 /// Everything the signed routes share.
 pub struct PeerServer {
     pub(super) raft: Raft,
     pub(super) auth: Arc<Authenticator>,
-    client: PeerClient,
-    node: Arc<dyn LocalNode>,
+    pub(super) client: PeerClient,
+    pub(super) node: Arc<dyn LocalNode>,
     contacts: Arc<Contacts>,
     /// Rejected requests, shared with the status document.
     pub(super) rejected: Arc<AtomicU64>,
@@ -103,6 +126,9 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(ELECT_PATH, post(elect))
         .route(PREVOTE_PATH, post(prevote))
         .route(MAINTENANCE_PATH, post(maintenance))
+        .route(HELD_PATH, post(held))
+        .route(CAN_LEAD_PATH, post(can_lead))
+        .route(TRANSFER_PATH, post(transfer))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -158,6 +184,32 @@ async fn prevote(
     ))
 }
 
+/// A new holder says "I hold the VIPs now"; accepted means this node released for it.
+async fn held(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<HeldRequest>,
+) -> Json<PeerAnswer> {
+    let released = s.node.successor_holds(request.node_id).await;
+    Json(PeerAnswer::from_verdict(if released {
+        Ok(())
+    } else {
+        Err("held nothing to release".to_owned())
+    }))
+}
+
+/// A transfer's check: "could you lead now?", without starting anything.
+async fn can_lead(State(s): State<Arc<PeerServer>>) -> Json<PeerAnswer> {
+    Json(PeerAnswer::from_verdict(s.node.can_lead()))
+}
+
+/// Moves leadership (and the VIPs) to a node that can lead; answers the new leader's id.
+async fn transfer(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<TransferRequest>,
+) -> Result<Json<NodeId>, (StatusCode, String)> {
+    s.transfer(request).await.map(Json)
+}
+
 /// Sets a node's maintenance flag through the Raft log, forwarding to the leader if needed.
 async fn maintenance(
     State(s): State<Arc<PeerServer>>,
@@ -170,6 +222,7 @@ impl PeerServer {
     /// Starts an election if this node may lead.
     async fn elect_now(&self) -> Result<(), String> {
         self.node.can_lead()?;
+        self.node.asked_to_take_over();
         self.raft
             .trigger()
             .elect()

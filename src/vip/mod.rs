@@ -57,7 +57,7 @@ use crate::status::VipStatus;
 
 #[cfg(test)]
 pub(crate) use fake::{FakeAddressControl, FakeAnnouncer};
-pub use holder::{NoVips, VipHolder};
+pub use holder::{NoVips, VipHolder, VipOverlap};
 pub use worker::VipWorker;
 
 /// Least time between two re-announcement bursts provoked by duplicate claims. The other
@@ -304,6 +304,8 @@ struct State {
     /// The fence as this thread knows it: past it nothing is bound, renewed or announced,
     /// whatever `held` says (None: no deadline given).
     hold_until: Option<Instant>,
+    /// This node's part in a planned overlap (make-before-break handover).
+    overlap: VipOverlap,
     slots: Vec<Slot>,
 }
 
@@ -495,6 +497,7 @@ impl Vips {
                 state: Mutex::new(State {
                     held: false,
                     hold_until: None,
+                    overlap: VipOverlap::None,
                     slots,
                 }),
                 wake: Notify::new(),
@@ -530,6 +533,7 @@ impl Vips {
             }
             summary("held", state.slots.len(), bound.len(), reason);
         } else {
+            state.overlap = VipOverlap::None;
             for slot in &mut state.slots {
                 slot.burst_left = 0;
                 slot.next_announce = None;
@@ -545,6 +549,53 @@ impl Vips {
             }
             summary("released", state.slots.len(), removed.len(), reason);
         }
+        drop(state);
+        inner.wake.notify_one();
+    }
+
+    /// This node's part in a planned overlap. Yielding (the old holder) stops every burst and
+    /// refresh at once, so the successor's announcements are the last the segment hears;
+    /// ending a yield while still holding (the successor never came) announces again.
+    /// Either side takes the other's frames for what they are, not for a duplicate.
+    pub fn set_overlap(&self, overlap: VipOverlap) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let before = std::mem::replace(&mut state.overlap, overlap);
+        if before == overlap {
+            return;
+        }
+        tracing::debug!(?overlap, "planned overlap");
+        let now = Instant::now();
+        match overlap {
+            VipOverlap::Yielding => {
+                for slot in &mut state.slots {
+                    slot.burst_left = 0;
+                    slot.next_announce = None;
+                }
+            }
+            VipOverlap::None if before == VipOverlap::Yielding && state.holding(now) => {
+                let bound = bound_slots(&state.slots);
+                inner.start_bursts(&mut state.slots, &bound, now, false);
+            }
+            _ => {}
+        }
+        drop(state);
+        inner.wake.notify_one();
+    }
+
+    /// A fresh burst (no probe) for every held VIP: the successor of a planned overlap does
+    /// this once the old holder has released, so no neighbour keeps the old MAC from an
+    /// answer the old holder gave during the overlap.
+    pub fn reannounce(&self) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let now = Instant::now();
+        if !state.holding(now) {
+            return;
+        }
+        let bound = bound_slots(&state.slots);
+        inner.start_bursts(&mut state.slots, &bound, now, false);
+        tracing::info!(vips = bound.len(), "VIPs announced again");
         drop(state);
         inner.wake.notify_one();
     }
@@ -672,10 +723,15 @@ impl Vips {
         let Some(index) = state.slots.iter().position(|s| s.vip.addr.ip == ip) else {
             return false;
         };
+        let overlap = state.overlap;
         let slot = &mut state.slots[index];
         if !(held && slot.bound) {
             tracing::debug!(vip = %ip, %mac, "VIP claimed by its holder");
             return false;
+        }
+        if overlap != VipOverlap::None {
+            tracing::debug!(vip = %ip, %mac, ?overlap, "VIP claimed by the other side of a planned overlap");
+            return true;
         }
         slot.duplicates += 1;
         let now = Instant::now();
@@ -994,7 +1050,7 @@ impl Inner {
     /// Sends the burst and refresh frames that are due (one batch).
     fn announce_due(&self, now: Instant) {
         let mut state = self.lock();
-        let held = state.holding(now);
+        let held = state.holding(now) && state.overlap != VipOverlap::Yielding;
         let mut due = Vec::new();
         for (i, slot) in state.slots.iter_mut().enumerate() {
             if slot.next_announce.is_none_or(|at| at > now) {
@@ -1026,6 +1082,11 @@ impl Inner {
         }
         tracing::debug!(vips = due.len(), "announced");
     }
+}
+
+/// The indices of the VIPs bound now.
+fn bound_slots(slots: &[Slot]) -> Vec<usize> {
+    (0..slots.len()).filter(|&i| slots[i].bound).collect()
 }
 
 /// VIP `index` of `count` refreshes `index / count` of the way into the refresh period.
