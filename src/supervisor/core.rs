@@ -516,6 +516,8 @@ pub struct Core {
     transfer: Option<Transfer>,
     /// Since when the applied decision is a planned overlap.
     overlapping_since: Option<Instant>,
+    /// The VIP layer was told to yield (planned handover or overlap).
+    yielding: bool,
     /// When a leader last asked this node to take over.
     asked_at: Option<Instant>,
     stopping: Stopping,
@@ -553,6 +555,7 @@ impl Core {
             successor_holds: false,
             transfer: None,
             overlapping_since: None,
+            yielding: false,
             asked_at: None,
             stopping: Stopping::No,
             released_at: None,
@@ -912,14 +915,24 @@ impl Core {
         }
     }
 
-    /// Tells the VIP layer when a planned overlap starts and ends, and counts and times it.
+    /// Tells the VIP layer to yield from the start of a planned handover to the end of its
+    /// overlap (the successor's first frames may come before this node sees itself step
+    /// down), and counts and times the overlap.
     fn account_overlap(&mut self, now: Instant, d: Decision, out: &mut Vec<Action>) {
+        let yielding = matches!(d.reason, Reason::HandingOver | Reason::PlannedOverlap);
+        if yielding != self.yielding {
+            self.yielding = yielding;
+            out.push(Action::VipOverlap(if yielding {
+                VipOverlap::Yielding
+            } else {
+                VipOverlap::None
+            }));
+        }
         let overlapping = d.reason == Reason::PlannedOverlap;
         match self.overlapping_since {
             None if overlapping => {
                 self.overlapping_since = Some(now);
                 self.state.planned_overlaps += 1;
-                out.push(Action::VipOverlap(VipOverlap::Yielding));
             }
             Some(since) if !overlapping => {
                 self.overlapping_since = None;
@@ -927,7 +940,6 @@ impl Core {
                 self.state
                     .overlap_duration
                     .observe(now.saturating_duration_since(since));
-                out.push(Action::VipOverlap(VipOverlap::None));
             }
             _ => {}
         }

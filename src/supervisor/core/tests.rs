@@ -500,12 +500,13 @@ fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
         vec![
             Action::RaftElectionTimer(false),
             Action::Heartbeat(false),
+            Action::VipOverlap(VipOverlap::Yielding),
             Action::HandOver {
                 episode: 1,
                 to: None
             },
         ],
-        "keeps the VIPs while handing over"
+        "keeps the VIPs while handing over, no longer announcing them"
     );
     assert_eq!(core.state().reason, Reason::HandingOver);
     assert!(without_publish(core.step(
@@ -522,7 +523,6 @@ fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
         vec![
             Action::Heartbeat(true),
             Action::HoldUntil(Some(t0 + ms(3) + OVERLAP_BOUND)),
-            Action::VipOverlap(VipOverlap::Yielding),
         ],
         "keeps the VIPs, bounded, until the successor holds them"
     );
@@ -827,6 +827,10 @@ fn a_refused_transfer_leads_on() {
         },
     ));
     assert!(refused.contains(&Action::Heartbeat(true)), "{refused:?}");
+    assert!(
+        refused.contains(&Action::VipOverlap(VipOverlap::None)),
+        "announces again: {refused:?}"
+    );
     assert_eq!(core.state().reason, Reason::LeaderWithQuorum);
     assert!(core.state().holds_vips);
 }
