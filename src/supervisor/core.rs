@@ -64,8 +64,14 @@ pub const OVERLAP_BOUND: Duration = Duration::from_millis(200);
 /// the target's election and the overlap take well under this on a LAN.
 pub const TRANSFER_BOUND: Duration = Duration::from_millis(1000);
 
-/// A successor asked to take over treats claims from another MAC this long after its takeover
-/// as the agreed overlap, not as a duplicate holder.
+/// How long the old holder keeps the VIPs after its successor said it holds them: clients
+/// switch to the successor's MAC at its first announcement, and requests already open with
+/// the old holder finish meanwhile (their answers leave from the VIP, which must still be
+/// bound). Within [`OVERLAP_BOUND`].
+pub const OVERLAP_DRAIN: Duration = Duration::from_millis(50);
+
+/// A node asked to take over expects the overlap (see [`VipOverlap::Taking`]) this long at
+/// most, should the takeover or the old holder's answer never come.
 const TAKEOVER_WINDOW: Duration = Duration::from_millis(1000);
 
 /// Everything the decision depends on, captured at one instant.
@@ -403,6 +409,8 @@ struct Overlap {
     /// episode).
     to: Option<NodeId>,
     asking: Option<u64>,
+    /// The successor said it holds the VIPs: `until` is the end of the drain.
+    confirmed: bool,
 }
 
 /// A transfer in progress (`raftvip transfer`).
@@ -518,8 +526,9 @@ pub struct Core {
     overlapping_since: Option<Instant>,
     /// The VIP layer was told to yield (planned handover or overlap).
     yielding: bool,
-    /// When a leader last asked this node to take over.
-    asked_at: Option<Instant>,
+    /// Asked to take over by a leader handing over: the VIP layer expects the overlap until
+    /// then (or until the old holder's answer).
+    taking_until: Option<Instant>,
     stopping: Stopping,
     /// When this node last stopped holding, so that regaining the VIPs without another
     /// leader in between is not timed as a failover.
@@ -556,7 +565,7 @@ impl Core {
             transfer: None,
             overlapping_since: None,
             yielding: false,
-            asked_at: None,
+            taking_until: None,
             stopping: Stopping::No,
             released_at: None,
             state: SupervisorState::default(),
@@ -572,7 +581,7 @@ impl Core {
             return out;
         }
         self.observe(now, input, &mut out);
-        self.expire(now);
+        self.expire(now, &mut out);
         let decision = decide(&self.inputs(now));
         self.apply(now, decision, &mut out);
         self.hand_over(decision, &mut out);
@@ -601,10 +610,17 @@ impl Core {
         };
         let overlap = self.overlap.map(|o| o.until);
         let transfer = self.transfer.map(|t| t.until);
-        [self.hold_until, election, stop, overlap, transfer]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.hold_until,
+            election,
+            stop,
+            overlap,
+            transfer,
+            self.taking_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Where the decision stands (for tests and logs).
@@ -656,14 +672,18 @@ impl Core {
                 self.overlap_answered(episode, to);
             }
             Input::SuccessorHolds { from } => self.successor_holds(now, from),
-            Input::AskedToTakeOver => self.asked_at = Some(now),
+            Input::AskedToTakeOver => {
+                if self.taking_until.replace(now + TAKEOVER_WINDOW).is_none() {
+                    out.push(Action::VipOverlap(VipOverlap::Taking));
+                }
+            }
             Input::HeldAnswer { released_by } => {
-                if self.state.holds_vips {
+                if self.taking_until.take().is_some() {
                     out.push(Action::VipOverlap(VipOverlap::None));
-                    if let Some(peer) = released_by {
-                        tracing::info!(peer, "the old holder released: announcing again");
-                        out.push(Action::Reannounce);
-                    }
+                }
+                if let Some(peer) = released_by.filter(|_| self.state.holds_vips) {
+                    tracing::info!(peer, "the old holder released: announcing again");
+                    out.push(Action::Reannounce);
                 }
             }
             Input::Transfer { to } => {
@@ -719,15 +739,23 @@ impl Core {
                 _ => None,
             };
             match successor {
-                Some((to, asking)) if planned && !self.successor_holds => {
+                Some((to, asking)) if planned => {
+                    let confirmed = self.successor_holds;
                     tracing::info!(
                         successor = ?to,
+                        successor_holds = confirmed,
                         "stepped down for the successor: keeping the VIPs until it holds them (planned overlap)"
                     );
                     self.overlap = Some(Overlap {
-                        until: now + OVERLAP_BOUND,
+                        until: now
+                            + if confirmed {
+                                OVERLAP_DRAIN
+                            } else {
+                                OVERLAP_BOUND
+                            },
                         to,
                         asking,
+                        confirmed,
                     });
                 }
                 _ => {}
@@ -762,10 +790,11 @@ impl Core {
         }
     }
 
-    /// A peer says it holds the VIPs: an overlap ends (whoever it is, holding on would only
-    /// make two holders longer); a leader still handing over releases at its step-down.
+    /// A peer says it holds the VIPs: an overlap ends after [`OVERLAP_DRAIN`] (whoever it
+    /// is: holding on longer would only make two holders longer); a leader still handing
+    /// over drains from its step-down.
     fn successor_holds(&mut self, now: Instant, from: NodeId) {
-        if let Some(o) = self.overlap.take() {
+        if let Some(o) = self.overlap.as_mut().filter(|o| !o.confirmed) {
             let took = self
                 .overlapping_since
                 .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
@@ -773,8 +802,11 @@ impl Core {
                 peer = from,
                 successor = ?o.to,
                 overlap_ms = took.as_millis() as u64,
-                "the successor holds the VIPs: releasing (end of the planned overlap)"
+                drain_ms = OVERLAP_DRAIN.as_millis() as u64,
+                "the successor holds the VIPs: releasing once open requests had time to finish"
             );
+            o.confirmed = true;
+            o.until = o.until.min(now + OVERLAP_DRAIN);
         } else if self
             .applied
             .is_some_and(|d| d.reason == Reason::HandingOver)
@@ -792,15 +824,23 @@ impl Core {
         }
     }
 
-    /// Ends the overlap and the transfer at their bounds (and the transfer once this node no
-    /// longer leads: it is done).
-    fn expire(&mut self, now: Instant) {
-        if self.overlap.is_some_and(|o| now >= o.until) {
-            tracing::warn!(
-                bound_ms = OVERLAP_BOUND.as_millis() as u64,
-                "the successor did not say it holds the VIPs in time: releasing anyway"
-            );
+    /// Ends the overlap (drained, or at its bound), the expectation of one and the transfer
+    /// at their deadlines (and the transfer once this node no longer leads: it is done).
+    fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(o) = self.overlap.filter(|o| now >= o.until) {
+            if o.confirmed {
+                tracing::info!("planned overlap drained: releasing");
+            } else {
+                tracing::warn!(
+                    bound_ms = OVERLAP_BOUND.as_millis() as u64,
+                    "the successor did not say it holds the VIPs in time: releasing anyway"
+                );
+            }
             self.overlap = None;
+        }
+        if self.taking_until.is_some_and(|at| now >= at) {
+            self.taking_until = None;
+            out.push(Action::VipOverlap(VipOverlap::None));
         }
         if let Some(t) = self.transfer {
             if self.raft.state != ServerState::Leader {
@@ -853,15 +893,6 @@ impl Core {
         }
         let was_holding = before.is_some_and(|b| b.hold_vips);
         let takeover = d.hold_vips && !was_holding && self.raft.state == ServerState::Leader;
-        // A successor asked to take over expects the old holder's frames: told before it
-        // binds, as the old holder answers its first probe at once.
-        if takeover
-            && self
-                .asked_at
-                .is_some_and(|at| now.saturating_duration_since(at) < TAKEOVER_WINDOW)
-        {
-            out.push(Action::VipOverlap(VipOverlap::Taking));
-        }
         if before.map(|b| b.hold_vips) != Some(d.hold_vips) {
             out.push(Action::SetHeld {
                 hold: d.hold_vips,

@@ -37,6 +37,7 @@ pub(crate) mod fake;
 mod holder;
 pub mod netlink;
 mod packet;
+pub mod rst_guard;
 pub mod worker;
 
 #[cfg(test)]
@@ -290,6 +291,8 @@ struct Inner {
     kernel_watch: Option<Vec<u32>>,
     /// Kernel-enforced lifetime of bound VIPs and how often it is renewed (None: permanent).
     lease: Option<(Duration, Duration)>,
+    /// No resets from our VIPs while taking over in a planned overlap (kernel only).
+    rst_guard: Option<rst_guard::RstGuard>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,
     /// Wakes the announce loop when a schedule changed.
@@ -492,6 +495,9 @@ impl Vips {
                 burst_count: announce.burst_count.max(1),
                 burst_interval: Duration::from_millis(announce.burst_interval_ms),
                 refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
+                rst_guard: kernel_watch
+                    .is_some()
+                    .then(|| rst_guard::RstGuard::new(vips.iter().map(|v| v.address.ip).collect())),
                 kernel_watch,
                 lease,
                 state: Mutex::new(State {
@@ -520,6 +526,7 @@ impl Vips {
         state.held = hold;
         let now = Instant::now();
         let all: Vec<usize> = (0..state.slots.len()).collect();
+        let mut guard_down = false;
         if hold {
             let bound = inner.bind(&mut state.slots, &all);
             inner.start_bursts(&mut state.slots, &bound, now, true);
@@ -533,7 +540,9 @@ impl Vips {
             }
             summary("held", state.slots.len(), bound.len(), reason);
         } else {
-            state.overlap = VipOverlap::None;
+            if std::mem::take(&mut state.overlap) == VipOverlap::Taking {
+                guard_down = true;
+            }
             for slot in &mut state.slots {
                 slot.burst_left = 0;
                 slot.next_announce = None;
@@ -551,6 +560,9 @@ impl Vips {
         }
         drop(state);
         inner.wake.notify_one();
+        if guard_down {
+            inner.set_rst_guard(false);
+        }
     }
 
     /// This node's part in a planned overlap. Yielding (the old holder) stops every burst and
@@ -581,6 +593,9 @@ impl Vips {
         }
         drop(state);
         inner.wake.notify_one();
+        if (before == VipOverlap::Taking) != (overlap == VipOverlap::Taking) {
+            inner.set_rst_guard(overlap == VipOverlap::Taking);
+        }
     }
 
     /// A fresh burst (no probe) for every held VIP: the successor of a planned overlap does
@@ -883,6 +898,12 @@ impl Vips {
 }
 
 impl Inner {
+    fn set_rst_guard(&self, up: bool) {
+        if let Some(guard) = &self.rst_guard {
+            guard.set(up);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not stop releasing the VIPs: the state stays usable.
         crate::sync::lock(&self.state)

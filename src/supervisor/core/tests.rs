@@ -527,15 +527,21 @@ fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
         "keeps the VIPs, bounded, until the successor holds them"
     );
     assert!(core.state().planned_overlap);
-    let released = without_publish(core.step(t0 + ms(9), Input::SuccessorHolds { from: 2 }));
+    let word = without_publish(core.step(t0 + ms(9), Input::SuccessorHolds { from: 2 }));
+    assert_eq!(
+        word,
+        vec![Action::HoldUntil(Some(t0 + ms(9) + OVERLAP_DRAIN))],
+        "open requests get the drain to finish"
+    );
+    let released = without_publish(core.step(t0 + ms(9) + OVERLAP_DRAIN, Input::Tick));
     assert_eq!(held(&released), Some(false));
     assert_eq!(events(&released), vec![Event::Backup, Event::Stop]);
     assert!(released.contains(&Action::VipOverlap(VipOverlap::None)));
     assert!(is_done(&released));
     assert_eq!(core.state().planned_overlaps, 1);
-    assert!((core.state().overlap_duration.sum_seconds - 0.006).abs() < 1e-9);
+    assert!((core.state().overlap_duration.sum_seconds - 0.056).abs() < 1e-9);
     assert!(
-        core.step(t0 + ms(10), Input::Tick).is_empty(),
+        core.step(t0 + ms(100), Input::Tick).is_empty(),
         "done is final"
     );
     assert_eq!(core.next_deadline(), None);
@@ -727,11 +733,13 @@ fn a_step_down_before_the_answer_then_the_successor_holding_releases() {
         "the successor leads: overlap goes on"
     );
     let holds = core.step(t0 + ms(6), Input::SuccessorHolds { from: 2 });
-    assert_eq!(held(&holds), Some(false));
+    assert_eq!(held(&holds), None, "drains first");
+    let drained = core.step(t0 + ms(6) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&drained), Some(false));
 }
 
 #[test]
-fn the_successor_holding_before_this_node_steps_down_means_no_overlap() {
+fn the_successor_holding_before_this_node_steps_down_drains_from_the_step_down() {
     let t0 = Instant::now();
     let mut core = handing_over_to_2(t0);
     assert!(core
@@ -739,8 +747,11 @@ fn the_successor_holding_before_this_node_steps_down_means_no_overlap() {
         .iter()
         .all(|a| !matches!(a, Action::SetHeld { .. })));
     let down = core.step(t0 + ms(4), follower(Some(2)));
-    assert_eq!(held(&down), Some(false));
-    assert_eq!(core.state().planned_overlaps, 0);
+    assert_eq!(held(&down), None);
+    assert_eq!(core.next_deadline(), Some(t0 + ms(4) + OVERLAP_DRAIN));
+    let drained = core.step(t0 + ms(4) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&drained), Some(false));
+    assert_eq!(core.state().planned_overlaps, 1);
 }
 
 #[test]
@@ -757,13 +768,16 @@ fn the_overlap_ends_at_once_when_haproxy_fails() {
 fn a_successor_asked_to_take_over_expects_the_overlap_tells_its_peers_and_announces_again() {
     let t0 = Instant::now();
     let mut core = healthy_follower(t0);
-    core.step(t0 + ms(1), Input::AskedToTakeOver);
+    let asked = core.step(t0 + ms(1), Input::AskedToTakeOver);
+    assert!(
+        asked.contains(&Action::VipOverlap(VipOverlap::Taking)),
+        "expects the overlap before it binds: {asked:?}"
+    );
     let took = without_publish(core.step(t0 + ms(5), leader(3, 0)));
     let position = |wanted: &Action| took.iter().position(|a| a == wanted);
-    let taking = position(&Action::VipOverlap(VipOverlap::Taking)).expect("overlap expected");
     let hold = position(&held_action(true, Reason::LeaderWithQuorum)).expect("holds");
     let tell = position(&Action::TellHeld).expect("tells its peers");
-    assert!(taking < hold && hold < tell, "{took:?}");
+    assert!(hold < tell, "{took:?}");
     let answer = without_publish(core.step(
         t0 + ms(8),
         Input::HeldAnswer {
@@ -774,6 +788,16 @@ fn a_successor_asked_to_take_over_expects_the_overlap_tells_its_peers_and_announ
         answer,
         vec![Action::VipOverlap(VipOverlap::None), Action::Reannounce]
     );
+}
+
+#[test]
+fn a_node_asked_to_take_over_that_never_does_stops_expecting_the_overlap() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    core.step(t0, Input::AskedToTakeOver);
+    assert!(core.next_deadline() <= Some(t0 + TAKEOVER_WINDOW));
+    let expired = core.step(t0 + TAKEOVER_WINDOW, Input::Tick);
+    assert!(expired.contains(&Action::VipOverlap(VipOverlap::None)));
 }
 
 #[test]
@@ -808,8 +832,9 @@ fn a_transfer_hands_over_to_its_target_and_overlaps_like_any_planned_handover() 
     let down = core.step(t0 + ms(3), follower(Some(3)));
     assert_eq!(held(&down), None);
     assert_eq!(core.state().reason, Reason::PlannedOverlap);
-    let holds = core.step(t0 + ms(5), Input::SuccessorHolds { from: 3 });
-    assert_eq!(held(&holds), Some(false));
+    core.step(t0 + ms(5), Input::SuccessorHolds { from: 3 });
+    let drained = core.step(t0 + ms(5) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&drained), Some(false));
     assert_eq!(core.state().reason, Reason::NotLeader);
     assert!(core.state().may_lead, "a transfer is no maintenance");
 }
