@@ -944,8 +944,10 @@ mbb_transfer_undo() { :; }
 # with 0 failed client probes from the action to 0.5 s after the successor alone holds the
 # VIP, the client's neighbour entry naming the successor, the old holder released because the
 # successor said it holds the VIPs (not at the bound), two holders for at most the bound.
+# Every run is recorded (the note is the distribution); any bad run fails the scenario.
 mbb() {
-    local kind=$1 run h n probe fault failed out max_multi multi_ms outages="" fails="" overlaps=""
+    local kind=$1 run h n probe fault failed out max_multi multi_ms mac
+    local outages="" fails="" overlaps="" bad=""
     setup 3
     probe=$(bed_probe_start)
     bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
@@ -956,22 +958,26 @@ mbb() {
         fault=$(bed_now_ms)
         "mbb_${kind}_do" "$h"
         n=$(wait_new_holder "$h")
-        [[ -z $MBB_WANT || $n == "$MBB_WANT" ]] || fail "run $run: box$n took the VIP, not box$MBB_WANT"
+        [[ -z $MBB_WANT || $n == "$MBB_WANT" ]] || bad+="run $run: box$n took the VIP, not box$MBB_WANT; "
         sleep 0.5
         failed=$(probe_failures "$probe" "$fault" "$(bed_now_ms)")
-        out=$(probe_outage "$probe" "$fault") || fail "run $run: outage: $out"
+        out=$(probe_outage "$probe" "$fault") || out="never"
         read -r max_multi multi_ms <<<"$(bed_overlap "$(bed_vip4)" "$fault" "$(bed_now_ms)")"
         outages+="$out "; fails+="$failed "; overlaps+="$multi_ms "
-        ((failed == 0)) || fail "run $run box$h->box$n: $failed client probes failed (outage ${out} ms)"
-        ((multi_ms <= 250)) || fail "run $run: two boxes held the VIP for ${multi_ms} ms (bound 200 ms)"
-        neigh_is "$(bed_vip4)" "$n"
+        ((failed == 0)) || bad+="run $run box$h->box$n: $failed failed probes; "
+        ((multi_ms <= 250)) || bad+="run $run: two holders for ${multi_ms} ms; "
+        bed_wait_eq 1000 "$(bed_box_mac "$n")" bed_client_neigh "$(bed_vip4)" || {
+            mac=$(bed_client_neigh "$(bed_vip4)")
+            bad+="run $run: client neighbour entry $mac (box$(bed_box_of_mac "$mac")), not box$n; "
+        }
         grep -q "the successor holds the VIPs: releasing" "$(bed_boxdir "$h")/raftvip.log" ||
-            fail "run $run: box$h did not release on its successor's word (bound or no overlap)"
+            bad+="run $run: box$h did not release on its successor's word; "
         : >"$(bed_boxdir "$h")/raftvip.log"
         "mbb_${kind}_undo" "$h"
         bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle after the undo"
     done
     note "runs=$MBB_RUNS outage_ms=[${outages% }] failed=[${fails% }] two_holders_ms=[${overlaps% }]"
+    [[ -z $bad ]] || fail "${bad%; }"
 }
 scn_mbb_sigterm() { mbb sigterm; }
 scn_mbb_maintenance() { mbb maintenance; }
@@ -994,8 +1000,8 @@ scn_transfer_refused() {
     probe=$(bed_probe_start)
     bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
     t0=$(bed_now_ms)
-    refused "$h" "$(bed_node_id 4)" "witness"
     refused "$h" "$(bed_node_id "$h")" "already leads"
+    refused "$h" "$(bed_node_id 4)" "witness"
     bed_raftvip_cli "$a" maintenance on >/dev/null
     bed_wait_eq 3000 true bed_status "$a" maintenance || fail "box$a is not in maintenance"
     refused "$b" "$(bed_node_id "$a")" "in maintenance"  # asked on a follower: forwarded
