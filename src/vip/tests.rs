@@ -643,7 +643,10 @@ async fn a_yielding_holder_keeps_its_vips_announces_nothing_and_does_not_fight_t
         "no burst, no refresh, no answer to the successor's frames"
     );
     assert_eq!(r.vips.status()[0].duplicates, 0);
-    assert!(r.vips.status()[0].held, "still bound: it serves until it releases");
+    assert!(
+        r.vips.status()[0].held,
+        "still bound: it serves until it releases"
+    );
     // The successor never came: leading on, it announces again at once.
     r.vips.set_overlap(VipOverlap::None);
     assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), announced + 1);
@@ -665,6 +668,7 @@ fn a_successor_counts_no_duplicate_during_the_overlap_and_announces_again_on_req
     r.vips.set_overlap(VipOverlap::None);
     assert!(r.vips.on_duplicate(ip(V4), old_holder));
     assert_eq!(r.vips.status()[0].duplicates, 1);
+}
 
 /// Records, for every announcement, how many VIPs the fake kernel had bound at that moment.
 struct BoundAtAnnounce {
