@@ -954,6 +954,7 @@ mbb() {
     for run in $(seq 1 "$MBB_RUNS"); do
         h=$(holder)
         MBB_WANT=""
+        echo "=== mbb run $run" >>"$(bed_boxdir "$h")/raftvip.log"
         sleep 0.3
         fault=$(bed_now_ms)
         "mbb_${kind}_do" "$h"
@@ -970,9 +971,9 @@ mbb() {
             mac=$(bed_client_neigh "$(bed_vip4)")
             bad+="run $run: client neighbour entry $mac (box$(bed_box_of_mac "$mac")), not box$n; "
         }
-        grep -q "the successor holds the VIPs: releasing" "$(bed_boxdir "$h")/raftvip.log" ||
+        sed -n "/^=== mbb run $run\$/,\$p" "$(bed_boxdir "$h")/raftvip.log" |
+            grep -q "the successor holds the VIPs: releasing" ||
             bad+="run $run: box$h did not release on its successor's word; "
-        : >"$(bed_boxdir "$h")/raftvip.log"
         "mbb_${kind}_undo" "$h"
         bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle after the undo"
     done

@@ -254,27 +254,38 @@ impl PeerServer {
         let leader = e
             .forward_to_leader::<openraft::BasicNode>()
             .and_then(|f| f.leader_id);
-        match leader.and_then(|id| Some((id, self.node.peer_address(id)?))) {
-            Some((leader, address)) if !request.forwarded => {
-                let forwarded = MaintenanceRequest {
-                    forwarded: true,
-                    ..request
-                };
-                self.client
-                    .call(
-                        leader,
-                        &address,
-                        MAINTENANCE_PATH,
-                        &forwarded,
-                        FORWARD_TIMEOUT,
-                    )
-                    .await
-                    .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
-            }
-            _ => Err((
+        let forwarded = MaintenanceRequest {
+            forwarded: true,
+            ..request
+        };
+        let answer = if request.forwarded {
+            None
+        } else {
+            self.forward(leader, MAINTENANCE_PATH, &forwarded, FORWARD_TIMEOUT)
+                .await
+        };
+        answer.unwrap_or_else(|| {
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("no leader to write to (is a quorum up?): {e}"),
-            )),
-        }
+            ))
+        })
+    }
+
+    /// Sends `request` on `path` once to `leader`; None without a leader whose address this
+    /// node knows. What a follower does with a request only the leader can carry out.
+    pub(super) async fn forward<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        leader: Option<NodeId>,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Option<Result<Resp, (StatusCode, String)>> {
+        let (leader, address) = leader.and_then(|id| Some((id, self.node.peer_address(id)?)))?;
+        let answer = self
+            .client
+            .call(leader, &address, path, request, timeout)
+            .await;
+        Some(answer.map_err(|e| (StatusCode::BAD_GATEWAY, format!("leader {leader}: {e}"))))
     }
 }

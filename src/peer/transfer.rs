@@ -69,29 +69,22 @@ impl PeerServer {
         request: TransferRequest,
         leader: Option<NodeId>,
     ) -> Result<NodeId, Refusal> {
-        let address = leader.and_then(|id| Some((id, self.node.peer_address(id)?)));
-        match address {
-            Some((leader, address)) if !request.forwarded => {
-                let forwarded = TransferRequest {
-                    forwarded: true,
-                    ..request
-                };
-                self.client
-                    .call(
-                        leader,
-                        &address,
-                        TRANSFER_PATH,
-                        &forwarded,
-                        TRANSFER_FORWARD_TIMEOUT,
-                    )
-                    .await
-                    .map_err(|e| (StatusCode::BAD_GATEWAY, format!("leader {leader}: {e}")))
-            }
-            _ => Err((
+        let forwarded = TransferRequest {
+            forwarded: true,
+            ..request
+        };
+        let answer = if request.forwarded {
+            None
+        } else {
+            self.forward(leader, TRANSFER_PATH, &forwarded, TRANSFER_FORWARD_TIMEOUT)
+                .await
+        };
+        answer.unwrap_or_else(|| {
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no leader to transfer from (is a quorum up?)".to_owned(),
-            )),
-        }
+            ))
+        })
     }
 
     /// The first voter after `me` (in id order, wrapping) that can lead; else every reason.
