@@ -996,6 +996,7 @@ scn_reload() {
     n=$(wait_new_holder "$h")
     bed_wait 2000 holds_both "$n" || fail "box$n does not hold both VIPs after the handover"
     [[ $(bed_status "$h" candidate_for_leader) == false ]] || fail "box$h still stands after becoming a witness"
+    bed_wait_eq 2000 witness bed_status "$h" role || fail "box$h's status says role $(bed_status "$h" role), not witness"
     same_raftvip "$h" "$pid" || fail "raftvip on box$h restarted"
     note "witness_reload=box$h->box$n"
 }
