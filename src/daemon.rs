@@ -298,7 +298,7 @@ impl Node {
         };
         // Last, with nothing left to hand over: the hooks of STOP run to the end before the
         // runtime ends; STOP may run two (its own and the generic script), each bounded.
-        let hooks = self.config.notify.timeout() * 2;
+        let hooks = self.reloader.config().notify.timeout() * 2;
         if tokio::time::timeout(hooks, self.notifier.flush())
             .await
             .is_err()
@@ -543,6 +543,8 @@ struct LiveNode {
 
 impl StatusView for LiveNode {
     fn status(&self) -> Status {
+        // The config in force: a reload may have made this node a witness.
+        let config = self.reloader.config();
         let m = self.raft.metrics().borrow().clone();
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
@@ -552,12 +554,12 @@ impl StatusView for LiveNode {
             ServerState::Candidate => RaftRole::Candidate,
             ServerState::Learner => RaftRole::Learner,
             ServerState::Shutdown => RaftRole::Shutdown,
-            ServerState::Follower if self.config.is_witness() => RaftRole::Witness,
+            ServerState::Follower if config.is_witness() => RaftRole::Witness,
             ServerState::Follower => RaftRole::Follower,
         };
         Status {
-            cluster: self.config.cluster.clone(),
-            node_id: self.config.node_id,
+            cluster: config.cluster.clone(),
+            node_id: config.node_id,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             role,
             leader_id: m.current_leader,
@@ -570,10 +572,9 @@ impl StatusView for LiveNode {
             candidate_for_leader: sup.may_lead,
             healthy: self.health.is_healthy(),
             health,
-            maintenance: cluster.in_maintenance(self.config.node_id),
+            maintenance: cluster.in_maintenance(config.node_id),
             vips: self.vips.status(),
-            peers: self
-                .config
+            peers: config
                 .peers
                 .iter()
                 .map(|p| PeerStatus {
@@ -590,7 +591,7 @@ impl StatusView for LiveNode {
                 fence_releases: sup.fence_releases,
                 planned_overlaps: sup.planned_overlaps,
             },
-            voters_may_fail: self.config.tolerance().may_fail as u64,
+            voters_may_fail: config.tolerance().may_fail as u64,
             failover_duration: sup.failover_duration.clone(),
             planned_overlap: sup.planned_overlap,
             overlap_duration: sup.overlap_duration.clone(),

@@ -948,9 +948,13 @@ reload_cli() { # reload_cli BOX: `raftvip reload`'s output (stdout and stderr) a
 
 scn_reload() {
     setup 3
-    local h n pid cfg orig out t0 bound took
+    local h n pid cfg orig out t0 bound took probe start fails fault
     h=$(holder)
     bed_wait 2000 holds_both "$h" || fail "box$h does not hold both VIPs"
+    # The IPv4 VIP stays in every file below: no reload may disturb its clients.
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    start=$(bed_now_ms)
     pid=$(bed_raftvip_pid "$h")
     cfg=$(bed_boxdir "$h")/raftvip-a.toml
     orig=$(bed_boxdir "$h")/orig.toml
@@ -993,13 +997,20 @@ scn_reload() {
     sleep 0.3
     holds_both "$h" || fail "a rejected reload changed the VIPs (v4: '$(bed_holders)', v6: '$(bed_holders "$(bed_vip6)")')"
 
-    # role = witness: the holder no longer may lead and hands the VIPs over.
+    fails=$(probe_failures "$probe" "$start" "$(bed_now_ms)")
+    note "probe_failures_during_reloads=$fails"
+    ((fails == 0)) || fail "$fails failed probes of the untouched IPv4 VIP during the reloads"
+
+    # role = witness: the holder no longer may lead and hands the VIPs over, like a drain.
     sed 's/^node_id = .*/&\nrole = "witness"/' "$orig" >"$cfg"
+    fault=$(bed_now_ms)
     out=$(reload_cli "$h")
     [[ $out == *"role: voter -> witness"* && $out == *exit=0 ]] || fail "reload (witness): $out"
     n=$(wait_new_holder "$h")
+    served_again "$probe" "$fault" "$MAX_HANDOVER_OUTAGE_MS"
     bed_wait 2000 holds_both "$n" || fail "box$n does not hold both VIPs after the handover"
     [[ $(bed_status "$h" candidate_for_leader) == false ]] || fail "box$h still stands after becoming a witness"
+    bed_wait_eq 2000 witness bed_status "$h" role || fail "box$h's status says role $(bed_status "$h" role), not witness"
     same_raftvip "$h" "$pid" || fail "raftvip on box$h restarted"
     note "witness_reload=box$h->box$n"
 }

@@ -180,4 +180,26 @@ mod tests {
     fn json(value: &impl Serialize) -> String {
         serde_json::to_string(value).unwrap()
     }
+
+    /// `raftvip reload` of one version asks a daemon of another during an upgrade.
+    #[test]
+    fn reload_messages_keep_their_wire_form() {
+        assert_eq!(RELOAD_PATH, "/v1/reload");
+        assert_eq!(
+            json(&ReloadRequest {
+                path: "/etc/raftvip/raftvip.toml".into()
+            }),
+            r#"{"path":"/etc/raftvip/raftvip.toml"}"#
+        );
+        let outcome = ReloadOutcome {
+            path: "/etc/raftvip/raftvip.toml".into(),
+            applied: vec![],
+            problems: vec!["listen: needs a restart".into()],
+        };
+        assert_eq!(
+            json(&outcome),
+            r#"{"path":"/etc/raftvip/raftvip.toml","applied":[],"problems":["listen: needs a restart"]}"#
+        );
+        assert!(!outcome.accepted());
+    }
 }
