@@ -6,7 +6,9 @@
 #             segment, the client probing every cluster's VIP every 10 ms. Each run takes one
 #             cluster's holder off the segment (link down) and reports that cluster's
 #             client-observed outage and the failed probes of every other cluster from the
-#             fault until the bed is whole again (goal: 0). The faulted cluster rotates.
+#             fault until the bed is whole again (goal: 0), and VIP changes there (kernel
+#             truth from the address monitors). The faulted cluster rotates. A control window
+#             without faults comes first: failures there are the machine's, not a neighbour's.
 #
 #               namespace $BED_ID-br: br0
 #               box1 box2 box3 | box4 box5 box6 | ... | box28 box29 box30 | client
@@ -34,10 +36,11 @@ Usage: $0 [options] clusters|boxes
   -c COUNT       clusters in 'clusters' mode (default $CLUSTERS; 3 boxes each, 1..13)
   -b "3 5"       box counts in 'boxes' mode (default "$BOX_COUNTS")
   -n RUNS        runs (clusters: faults; boxes: per case and box count; default $RUNS)
+  -q SECONDS     clusters: a control window without faults first (default $CONTROL_S)
   -o FILE        also append the result lines to FILE
   -k DIR         keep the bed's files (logs, configs, probe logs) in DIR
   --no-build     do not run cargo build --release (uses \$RAFTVIP or target/release/raftvip)
-Needs root, ip, nft, haproxy, python3.
+Needs root, ip, nft, haproxy, python3, curl, jq.
 
 Examples:
   sudo $0 -n 10 clusters        # 10 clusters x 3 boxes, 10 faults
@@ -48,6 +51,7 @@ EOF
 CLUSTERS=10
 BOX_COUNTS="3 5"
 RUNS=5
+CONTROL_S=30
 OUT=""
 BUILD=1
 MODE=""
@@ -56,6 +60,7 @@ while (($#)); do
         -c) CLUSTERS=${2:?}; shift 2 ;;
         -b) BOX_COUNTS=${2:?}; shift 2 ;;
         -n) RUNS=${2:?}; shift 2 ;;
+        -q) CONTROL_S=${2:?}; shift 2 ;;
         -o) OUT=${2:?}; shift 2 ;;
         -k) export BED_KEEP=${2:?}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
@@ -66,6 +71,7 @@ while (($#)); do
 done
 [[ -n $MODE ]] || { usage >&2; exit 2; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "-n wants a positive number, not '$RUNS'"
+[[ $CONTROL_S =~ ^[0-9]+$ ]] || die "-q wants seconds, not '$CONTROL_S'"
 if ! [[ $CLUSTERS =~ ^[0-9]+$ ]] || ((CLUSTERS < 2 || CLUSTERS > 13)); then
     die "-c wants 2..13 clusters (3 boxes each, 39 at most on the bed), not '$CLUSTERS'"
 fi
@@ -137,11 +143,16 @@ probe_quiet() {
 cluster_served() {
     cluster_holder "$1" >/dev/null && probe_quiet "$BED_DIR/probe-$1.log" "$QUIET_MS"
 }
-# cluster_agrees CLUSTER: every member names the same leader (a status request per member).
+# leader_of BOX: the leader BOX names (curl and jq: bed_status's python would cost ~50 ms of CPU
+# per request, 30 per check, on the machine under test).
+leader_of() {
+    bed_exec "$1" curl -sf -m 1 "$(bed_status_url "$1")/v1/status" | jq -r .leader_id
+}
+# cluster_agrees CLUSTER: every member names the same leader.
 cluster_agrees() {
     local b l first=""
     for b in $(bed_boxes "$1"); do
-        l=$(bed_status "$b" leader_id) || return 1
+        l=$(leader_of "$b") || return 1
         [[ $l != null && ( -z $first || $l == "$first" ) ]] || return 1
         first=$l
     done
@@ -151,8 +162,8 @@ all_whole() {
     for cl in "$@"; do cluster_served "$cl" || return 1; done
     for cl in "$@"; do cluster_agrees "$cl" || return 1; done
 }
-# wait_whole TIMEOUT_MS CLUSTER...: polls all_whole every 200 ms (not bed_wait's 10 ms: a
-# status request starts python, and 30 of them every 10 ms would load the machine under test).
+# wait_whole TIMEOUT_MS CLUSTER...: polls all_whole every 200 ms (not bed_wait's 10 ms: 30
+# status requests every 10 ms would load the machine under test).
 wait_whole() {
     local deadline=$(($(bed_now_ms) + $1)); shift
     until all_whole "$@"; do
@@ -226,6 +237,18 @@ run_clusters() {
     wait_whole 60000 "${names[@]}" || die "the $CLUSTERS clusters are not whole within 60 s"
     log "$CLUSTERS clusters whole after $((SECONDS - started)) s; load $(loadavg)"
     t0=$(bed_now_ms); c0=$(raftvip_cpu_ticks)
+    # The control: as long without any fault, the same counts for every cluster. Failures here
+    # come from the machine (load), not from another cluster's failover.
+    sleep "$CONTROL_S"
+    sum=0; worst=""; moves=0
+    for f in "${names[@]}"; do
+        k=$(probe_failures "$BED_DIR/probe-$f.log" "$t0" $((t0 + CONTROL_S * 1000)))
+        sum=$((sum + k))
+        ((k == 0)) || worst+=" $f:$k($(fail_reasons "$BED_DIR/probe-$f.log" "$t0" $((t0 + CONTROL_S * 1000))))"
+        moves=$((moves + $(vip_changes "$(bed_vip4 "$f")" "$t0" $((t0 + CONTROL_S * 1000)))))
+    done
+    say "clusters=$CLUSTERS control (no fault, ${CONTROL_S} s): failed_probes=$sum${worst:+ (${worst# })}" \
+        "vip_changes=$moves raftvip_cpu=$(cpu_share $(($(raftvip_cpu_ticks) - c0)) "$CONTROL_S") load=$(loadavg)"
     for run in $(seq 1 "$RUNS"); do
         cl=${names[$(((run - 1) % CLUSTERS))]}
         read -r out h n fault <<<"$(fault_and_restore "$cl" bed_link_down bed_link_up)"
