@@ -132,11 +132,14 @@ cluster_holder() {
     local h; h=$(bed_holders "$(bed_vip4 "$1")")
     [[ -n $h && $h != *" "* ]] && echo "$h"
 }
-# probe_quiet FILE MS: no failed attempt in the last MS and a success in the last 100 ms.
+# probe_quiet FILE MS [SINCE_MS]: no failed attempt in the last MS and a success in the last
+# 100 ms (and at or after SINCE_MS). A line carries its attempt's start time but is written
+# when the attempt ends (up to 50 ms later), so a success after SINCE proves the lines before
+# it are in: a fault that cost no probe at all still gets a window that covers it.
 probe_quiet() {
     local now; now=$(bed_now_ms)
-    tail -n 300 "$1" | awk -v q=$((now - $2)) -v r=$((now - 100)) '
-        $2 == "fail" && $1 >= q { bad = 1 }  $2 == "ok" && $1 >= r { ok = 1 }
+    tail -n 300 "$1" | awk -v q=$((now - $2)) -v r=$((now - 100)) -v s="${3:-0}" '
+        $2 == "fail" && $1 >= q { bad = 1 }  $2 == "ok" && $1 >= r && $1 >= s { ok = 1 }
         END { exit !(ok && !bad) }'
 }
 # cluster_served CLUSTER: one holder and the client is served (cheap: ip and awk).
@@ -209,7 +212,7 @@ fault_and_restore() {
     fault=$(bed_now_ms)
     "$fault_fn" "$h"
     if n=$(bed_wait_holder "$SETTLE_TIMEOUT_MS" "$(bed_vip4 "$cl")" "$h") &&
-        bed_wait "$SETTLE_TIMEOUT_MS" probe_quiet "$BED_DIR/probe-$cl.log" "$QUIET_MS"; then
+        bed_wait "$SETTLE_TIMEOUT_MS" probe_quiet "$BED_DIR/probe-$cl.log" "$QUIET_MS" $((fault + QUIET_MS)); then
         # Attempts that started up to 100 ms ago have all been written (50 ms timeout).
         end=$(($(bed_now_ms) - 100))
         awk -v e="$end" '$1 <= e' "$BED_DIR/probe-$cl.log" >"$BED_DIR/window.log"
