@@ -610,6 +610,7 @@ impl LocalNode for LiveNode {
             .last_log_id()
             .map_err(|e| format!("cannot read this node's log: {e}"))?;
         let m = self.raft.metrics().borrow().clone();
+        let supervisor = self.supervisor.borrow().clone();
         self.timing.grant_prevote(&PrevoteQuestion {
             candidate_last_log,
             my_last_log,
@@ -617,6 +618,9 @@ impl LocalNode for LiveNode {
             quorum_ack_age: m.millis_since_quorum_ack.map(Duration::from_millis),
             current_leader: m.current_leader,
             leader_contact_age: self.contacts.last_leader_contact().map(|at| at.elapsed()),
+            candidate: m.state == ServerState::Candidate,
+            may_lead: supervisor.may_lead,
+            own_election_age: supervisor.elected_at.map(|at| at.elapsed()),
         })
     }
 

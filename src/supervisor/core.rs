@@ -216,10 +216,35 @@ pub struct Timing {
     /// A leader drops the VIPs this long after its quorum's last acknowledgement.
     pub fence: Duration,
     /// openraft refuses votes for this long after a heartbeat (its leader lease:
-    /// `election_timeout_max`).
+    /// `election_timeout_max`). A follower stands, and grants pre-votes, once it has not
+    /// heard from a leader for this long.
     pub lease: Duration,
-    /// `election_timeout_min`: the low end of this node's random election timeout.
+    /// `election_timeout_min`: the low end of the random timeout that, after the lease,
+    /// spaces one election from the next (the high end is the lease).
     pub election_timeout_min: Duration,
+    /// How long after the lease this node stands: its rank among the members times half a
+    /// heartbeat ([`stagger`]).
+    pub stagger: Duration,
+}
+
+/// The wait after the lease before this node stands: `rank × heartbeat / 2`, where `rank`
+/// counts the members with a lower node id (0, 10, 20… ms by default). The survivors of a
+/// leader heard its last heartbeat within a millisecond of each other, so without a stagger
+/// they stand together; two pre-votes granted at once make two candidates, and the later
+/// one, having voted for the first, elects in the term after and deposes it as it wins — a
+/// whole second election (issue 12's tail). Half a heartbeat is enough for the first
+/// candidate's vote request to reach the next survivor before that one's pre-vote is
+/// answered, so it sees the new term and leaves it alone. A deterministic order rather than
+/// a random draw: a random one needs a wide window to keep two draws that far apart, and
+/// every ms of it adds to every failover; this adds 0 ms when the lowest-ranked survivor
+/// leads and `heartbeat / 2` when it is the one lost.
+pub fn stagger(config: &Config) -> Duration {
+    let rank = config
+        .peers
+        .iter()
+        .filter(|p| p.id < config.node_id)
+        .count();
+    config.timing.heartbeat() / 2 * u32::try_from(rank).unwrap_or(u32::MAX)
 }
 
 impl Timing {
@@ -229,6 +254,7 @@ impl Timing {
             fence: config.timing.fence(),
             lease: Duration::from_millis(et_max),
             election_timeout_min: Duration::from_millis(et_min),
+            stagger: stagger(config),
         }
     }
 
@@ -239,9 +265,10 @@ impl Timing {
 
     /// Ok if this node would grant a pre-vote: its log is not ahead of the candidate's (it
     /// could not win), it does not lead with a quorum, and it has not heard from a leader for
-    /// the lease plus `election_timeout_min` (issue 8.6: a new leader cannot exist before a
-    /// voter of the old leader's last quorum agrees, so the old holder's fence, under the
-    /// lease, has at least `election_timeout_min` of margin). Err says why not.
+    /// the lease — the window in which openraft would refuse the vote itself, and the one
+    /// after which candidates stand, so a pre-vote is not refused only to be granted a few ms
+    /// later (issue 12). The fence ends inside that window: see docs/timing.md. Err says why
+    /// not.
     pub fn grant_prevote(&self, q: &PrevoteQuestion) -> Result<(), String> {
         if q.candidate_last_log < q.my_last_log {
             return Err(format!(
@@ -253,12 +280,25 @@ impl Timing {
         if q.leader && acked(q.quorum_ack_age, self.fence) {
             return Err("this node leads with a quorum".to_owned());
         }
+        // This node's own election, under way: a second candidate would elect in the term
+        // after and depose it as it wins (issue 12's two-term duel). Only for a lease, only
+        // if it may lead and its log is not behind the asker's, so that nobody is kept
+        // waiting on a candidate that will not or cannot win.
+        let electing =
+            q.candidate && q.may_lead && q.own_election_age.is_some_and(|age| age < self.lease);
+        if electing && q.my_last_log >= q.candidate_last_log {
+            return Err(
+                "this node stands in an election itself and its log is as recent as yours"
+                    .to_owned(),
+            );
+        }
         match q.leader_contact_age {
-            Some(age) if age < self.lease + self.election_timeout_min => Err(format!(
-                "heard from leader {} {} ms ago",
+            Some(age) if age < self.lease => Err(format!(
+                "heard from leader {} {} ms ago (grants {} ms after)",
                 q.current_leader
                     .map_or_else(|| "?".to_owned(), |id| id.to_string()),
-                age.as_millis()
+                age.as_millis(),
+                self.lease.as_millis()
             )),
             _ => Ok(()),
         }
@@ -287,6 +327,12 @@ pub struct PrevoteQuestion {
     pub current_leader: Option<NodeId>,
     /// Since this node last accepted an append from a leader (None: never since start).
     pub leader_contact_age: Option<Duration>,
+    /// This node is a Raft candidate.
+    pub candidate: bool,
+    /// This node may lead ([`SupervisorState::may_lead`]).
+    pub may_lead: bool,
+    /// Since this node last started an election after a won pre-vote.
+    pub own_election_age: Option<Duration>,
 }
 
 /// "T3-N1-7" for a log id, "empty" for none.
@@ -385,8 +431,10 @@ pub enum Action {
     Heartbeat(bool),
     /// Ask the peers whether they lost the leader too; answer with [`Input::PreVoteAnswer`].
     RequestPreVote,
-    /// Start an election now.
-    Elect,
+    /// Start an election now, if Raft is still in `term`: a vote this node granted since
+    /// the core's last report may have moved it to a peer's election, which an election in
+    /// the term after would depose as it wins (issue 12's second-round tail).
+    Elect { term: u64 },
     /// Ask a peer (`to`, or any willing one) to take over; answer with
     /// [`Input::HandOverAnswer`] and this episode.
     HandOver { episode: u64, to: Option<NodeId> },
@@ -464,6 +512,10 @@ pub struct SupervisorState {
     pub iterations: u64,
     /// Takeovers of the VIPs from another leader, timed by [`failover_duration`].
     pub failover_duration: FailoverHistogram,
+    /// When this node last started an election after a won pre-vote (see
+    /// [`Timing::grant_prevote`]).
+    #[serde(skip)]
+    pub elected_at: Option<Instant>,
 }
 
 impl Default for SupervisorState {
@@ -480,6 +532,7 @@ impl Default for SupervisorState {
             overlap_duration: FailoverHistogram::default(),
             iterations: 0,
             failover_duration: FailoverHistogram::default(),
+            elected_at: None,
         }
     }
 }
@@ -514,9 +567,13 @@ pub struct Core {
     hold_until: Option<Instant>,
     /// The fault episode (unhealthy or unbindable) the FAULT event was sent for.
     in_fault: bool,
-    // Election timer (multi-voter clusters): an election is due `lease + timeout` after the
-    // later of the last leader contact and the last attempt.
+    // Election timer (multi-voter clusters): an election is due `lease + stagger` after the
+    // last leader contact (or the start), and `lease + timeout` after the last election.
+    started: Instant,
+    /// The last election: this node's pre-vote, or a term change (a peer's election).
     last_attempt: Instant,
+    /// The Raft term when this node's pending pre-vote was asked.
+    attempt_term: u64,
     timeout: Duration,
     prevote_pending: bool,
     handover: Handover,
@@ -560,7 +617,9 @@ impl Core {
             applied: None,
             hold_until: None,
             in_fault: false,
+            started: now,
             last_attempt: now,
+            attempt_term: 0,
             timeout,
             prevote_pending: false,
             handover: Handover::Idle,
@@ -658,12 +717,23 @@ impl Core {
             }
             Input::PreVoteAnswer { won } => {
                 self.prevote_pending = false;
-                // Act only if still eligible and no leader spoke since the attempt began.
+                // Act only if still eligible, no leader spoke since the attempt began, and no
+                // peer's election began meanwhile: electing in the term after it would depose
+                // the peer as it wins, and cost the cluster another election.
                 let may_lead = self.applied.is_some_and(|d| d.may_lead);
                 let leader_spoke = self.leader_contact.is_some_and(|at| at > self.last_attempt);
-                if won && may_lead && !leader_spoke {
+                let term_moved = self.raft.term != self.attempt_term;
+                if won && may_lead && !leader_spoke && term_moved {
+                    tracing::info!(
+                        term = self.raft.term,
+                        "a peer's election began during this pre-vote: leaving it the term"
+                    );
+                } else if won && may_lead && !leader_spoke {
                     tracing::info!("leader lost and a majority agrees: starting an election");
-                    out.push(Action::Elect);
+                    out.push(Action::Elect {
+                        term: self.attempt_term,
+                    });
+                    self.state.elected_at = Some(now);
                 }
             }
             Input::HandOverAnswer { episode, to } => {
@@ -722,6 +792,11 @@ impl Core {
         if before.leader != r.leader && r.leader.is_some() {
             self.state.leader_changes += 1;
             tracing::info!(from = ?before.leader, to = ?r.leader, term = r.term, "leader changed");
+        }
+        // A new term is an election under way (a peer's, or this node's own): the next one
+        // is timed from it, so that a candidate this node voted for has time to win.
+        if r.term > before.term {
+            self.last_attempt = self.last_attempt.max(now);
         }
         self.ack = (r.state == ServerState::Leader)
             .then_some(r.millis_since_quorum_ack)
@@ -1036,18 +1111,26 @@ impl Core {
             && self.raft.state != ServerState::Leader
     }
 
-    /// `lease + timeout` after the later of the last leader contact and the last attempt.
+    /// `lease + stagger` after the last leader contact (or the start, which may follow a
+    /// contact this node forgot), but no sooner than `lease + timeout` after the last
+    /// election. Not stacked on the first attempt: a survivor stands as soon as the lease it
+    /// and its peers hold for the lost leader runs out — no voter could grant a vote before,
+    /// and the fence has released by then (docs/timing.md). The attempts after it are spaced
+    /// a lease plus a random timeout apart, as every attempt was before issue 12: long enough
+    /// for a peer's election to finish on a loaded box (with only the timeout, two survivors
+    /// whose round trips took longer than it bumped the term in turn), and no pre-vote storm
+    /// from a node that is merely cut off.
     fn election_due(&self) -> Instant {
-        let heard = self
-            .leader_contact
-            .map_or(self.last_attempt, |at| at.max(self.last_attempt));
-        heard + self.setup.timing.lease + self.timeout
+        let heard = self.leader_contact.unwrap_or(self.started);
+        let lost = heard + self.setup.timing.lease + self.setup.timing.stagger;
+        lost.max(self.last_attempt + self.setup.timing.lease + self.timeout)
     }
 
     /// Pre-vote first, so a node that is merely cut off never burns a term.
     fn election_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.standing() && !self.prevote_pending && now >= self.election_due() {
             self.last_attempt = now;
+            self.attempt_term = self.raft.term;
             self.timeout = self.setup.timing.draw_timeout(&mut self.rng);
             self.prevote_pending = true;
             out.push(Action::RequestPreVote);

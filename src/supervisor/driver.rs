@@ -254,8 +254,14 @@ impl<P: Peers> Supervisor<P> {
                     )
                 }
                 Action::Reannounce => self.vips.reannounce(),
-                Action::Elect => {
-                    if let Err(e) = self.raft.trigger().elect().await {
+                Action::Elect { term } => {
+                    let live = self.raft.metrics().borrow().current_term;
+                    if live != term {
+                        tracing::info!(
+                            term = live,
+                            "a peer's election began during this pre-vote: leaving it the term"
+                        );
+                    } else if let Err(e) = self.raft.trigger().elect().await {
                         tracing::warn!(error = %e, "cannot start an election");
                     }
                 }

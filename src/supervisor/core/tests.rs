@@ -144,6 +144,7 @@ fn failover_is_timed_from_the_last_contact_with_another_leader() {
 
 const LEASE: Duration = Duration::from_millis(100);
 const ET_MIN: Duration = Duration::from_millis(50);
+const STAGGER: Duration = Duration::from_millis(10);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -157,6 +158,7 @@ fn setup() -> Setup {
             fence: FENCE,
             lease: LEASE,
             election_timeout_min: ET_MIN,
+            stagger: STAGGER,
         },
     }
 }
@@ -268,9 +270,9 @@ fn an_unhealthy_start_is_backup_not_fault() {
 }
 
 #[test]
-fn no_leader_for_lease_plus_timeout_requests_one_prevote() {
+fn at_start_an_election_is_due_a_lease_plus_a_timeout_later() {
     let t0 = Instant::now();
-    let mut core = healthy_follower(t0);
+    let core = healthy_follower(t0);
     let due = core
         .next_deadline()
         .expect("a standing follower has an election timer");
@@ -279,6 +281,16 @@ fn no_leader_for_lease_plus_timeout_requests_one_prevote() {
         "{:?}",
         due - t0
     );
+}
+
+#[test]
+fn no_leader_for_the_lease_plus_the_stagger_requests_one_prevote() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let heard = t0 + ms(500);
+    core.step(heard, Input::LeaderContact(heard));
+    let due = core.next_deadline().unwrap();
+    assert_eq!(due, heard + LEASE + STAGGER);
     assert!(!core
         .step(due - ms(1), Input::Tick)
         .contains(&Action::RequestPreVote));
@@ -295,8 +307,9 @@ fn no_leader_for_lease_plus_timeout_requests_one_prevote() {
 fn leader_contact_pushes_the_election_back() {
     let t0 = Instant::now();
     let mut core = healthy_follower(t0);
+    core.step(t0 + ms(500), Input::LeaderContact(t0 + ms(500)));
     let due = core.next_deadline().unwrap();
-    core.step(t0 + ms(40), Input::LeaderContact(t0 + ms(40)));
+    core.step(t0 + ms(540), Input::LeaderContact(t0 + ms(540)));
     assert_eq!(core.next_deadline(), Some(due + ms(40)));
     assert!(!core
         .step(due, Input::Tick)
@@ -327,7 +340,7 @@ fn prevote_answers_start_an_election_only_when_still_due() {
         between(&mut core, due + ms(1));
         let answer = core.step(due + ms(2), Input::PreVoteAnswer { won: *won });
         assert_eq!(
-            answer.contains(&Action::Elect),
+            answer.contains(&Action::Elect { term: 2 }),
             *elect,
             "{name}: {answer:?}"
         );
@@ -342,7 +355,74 @@ fn the_next_attempt_is_timed_from_the_last() {
     core.step(due, Input::Tick);
     core.step(due + ms(5), Input::PreVoteAnswer { won: false });
     let next = core.next_deadline().unwrap();
-    assert!(next >= due + LEASE + ET_MIN && next < due + LEASE + LEASE);
+    assert!(
+        next >= due + LEASE + ET_MIN && next < due + LEASE + LEASE,
+        "{:?}",
+        next - due
+    );
+}
+
+/// Issue 12's second pre-vote round: a survivor whose pre-vote was granted while its peer
+/// was already a candidate elected in the term after the peer's and deposed it as it won.
+#[test]
+fn a_peer_election_during_a_prevote_leaves_it_the_term() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let due = core.next_deadline().unwrap();
+    assert!(core
+        .step(due, Input::Tick)
+        .contains(&Action::RequestPreVote));
+    // The peer's vote request moved this node to term 3 (no leader yet).
+    let voted = due + ms(1);
+    core.step(
+        voted,
+        Input::Raft(RaftReport {
+            term: 3,
+            leader: None,
+            ..RaftReport::default()
+        }),
+    );
+    let answer = core.step(due + ms(2), Input::PreVoteAnswer { won: true });
+    assert!(
+        !answer.iter().any(|a| matches!(a, Action::Elect { .. })),
+        "{answer:?}"
+    );
+    // If that peer does not win, this node stands one timeout after the term moved.
+    let next = core.next_deadline().unwrap();
+    assert!(
+        next >= voted + LEASE + ET_MIN && next < voted + LEASE + LEASE,
+        "{:?}",
+        next - voted
+    );
+    let asked = core.step(next, Input::Tick);
+    assert!(asked.contains(&Action::RequestPreVote), "{asked:?}");
+    let answer = core.step(next + ms(1), Input::PreVoteAnswer { won: true });
+    assert!(answer.contains(&Action::Elect { term: 3 }), "{answer:?}");
+    // Published, so that this node refuses a second candidate's pre-vote meanwhile.
+    assert_eq!(core.state().elected_at, Some(next + ms(1)));
+}
+
+/// The example cluster (ids 1, 2, 3, heartbeat 20 ms): node 1 stands right after the lease,
+/// node 2 half a heartbeat later, node 3 a whole heartbeat later.
+#[test]
+fn the_stagger_orders_the_members_by_id() {
+    let example = include_str!("../../../docs/raftvip.example.toml");
+    let staggers: Vec<_> = (1..=3)
+        .map(|id| {
+            let text = example.replacen("node_id = 1", &format!("node_id = {id}"), 1);
+            Timing::from_config(&Config::parse(&text).unwrap()).stagger
+        })
+        .collect();
+    assert_eq!(staggers, vec![ms(0), ms(10), ms(20)]);
+}
+
+#[test]
+fn the_election_timer_counts_the_lease_from_the_last_contact_not_stacked() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let heard = t0 + ms(500);
+    core.step(heard, Input::LeaderContact(heard));
+    assert_eq!(core.next_deadline(), Some(heard + LEASE + STAGGER));
 }
 
 #[test]
@@ -917,6 +997,9 @@ fn grant_prevote_rules() {
         quorum_ack_age: None,
         current_leader: Some(1),
         leader_contact_age: None,
+        candidate: false,
+        may_lead: true,
+        own_election_age: None,
     };
     // (change, granted, what the refusal says)
     type Case = (fn(&mut PrevoteQuestion), Result<(), &'static str>);
@@ -929,9 +1012,19 @@ fn grant_prevote_rules() {
         (|q| q.candidate_last_log = log(3, 1), Ok(())),
         (|q| { q.leader = true; q.quorum_ack_age = Some(FENCE) }, Err("this node leads with a quorum")),
         (|q| { q.leader = true; q.quorum_ack_age = Some(FENCE + ms(1)) }, Ok(())),
-        // The lease plus election_timeout_min since the last leader contact.
-        (|q| q.leader_contact_age = Some(LEASE + ET_MIN - ms(1)), Err("heard from leader 1 149 ms ago")),
-        (|q| q.leader_contact_age = Some(LEASE + ET_MIN), Ok(())),
+        // The lease since the last leader contact: the window after which candidates stand.
+        (|q| q.leader_contact_age = Some(LEASE - ms(1)), Err("heard from leader 1 99 ms ago (grants 100 ms after)")),
+        (|q| q.leader_contact_age = Some(LEASE), Ok(())),
+        // A candidate of its own election, under way, refuses a second one (issue 12's
+        // two-term duel)...
+        (|q| { q.candidate = true; q.own_election_age = Some(LEASE - ms(1)) }, Err("stands in an election itself")),
+        // ...but not for longer than a lease, not if it may not lead (it will not try again),
+        // not if its own log is behind (the asker can win where it cannot), and not as a
+        // candidate openraft made without this node's pre-vote (at initialisation).
+        (|q| { q.candidate = true; q.own_election_age = Some(LEASE) }, Ok(())),
+        (|q| { q.candidate = true; q.own_election_age = Some(ms(1)); q.may_lead = false }, Ok(())),
+        (|q| { q.candidate = true; q.own_election_age = Some(ms(1)); q.my_last_log = log(2, 9) }, Ok(())),
+        (|q| q.candidate = true, Ok(())),
     ];
     for (change, expected) in cases {
         let mut q = open;
@@ -1024,7 +1117,7 @@ mod sequences {
                             prop_assert_ne!(Some(*hold), holding, "SetHeld without a change");
                             holding = Some(*hold);
                         }
-                        Action::Elect => prop_assert!(won, "elect without a won pre-vote"),
+                        Action::Elect { .. } => prop_assert!(won, "elect without a won pre-vote"),
                         Action::HandOver { episode, .. } => {
                             prop_assert!(*episode > last_episode);
                             last_episode = *episode;
@@ -1061,6 +1154,108 @@ mod sequences {
     }
 }
 
+// ---- Property: the election timer's rules (issue 12), over any sequence of inputs ----
+
+mod election_timing {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Contact,
+        Tick,
+        Answer(bool),
+        /// A peer's election: this node's term moves, no leader known yet.
+        NewTerm,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::Contact),
+            Just(Event::Tick),
+            Just(Event::Tick),
+            any::<bool>().prop_map(Event::Answer),
+            Just(Event::NewTerm),
+        ]
+    }
+
+    proptest! {
+        /// Every pre-vote is asked once this node's own lease of its last leader (or of its
+        /// start) has run out — the candidate's bound in the fencing argument — and a peer
+        /// that heard the leader at the same instant grants it (the windows agree, so no
+        /// round is lost to a refusal); attempts are at least `lease + election_timeout_min`
+        /// apart (no pre-vote storm from a cut-off node); and the first attempt is not
+        /// stacked: the timer is due no later than `lease + stagger` after the last contact
+        /// or `lease + timeout` after the last election.
+        #[test]
+        fn prevotes_come_after_the_lease_agree_with_the_grant_rule_and_are_spaced(
+            steps in proptest::collection::vec((0u64..70, event()), 1..80)
+        ) {
+            let t0 = Instant::now();
+            let mut core = healthy_follower(t0);
+            let timing = setup().timing;
+            let (mut now, mut heard, mut election) = (t0, t0, t0);
+            let (mut term, mut pending, mut last_ask): (u64, bool, Option<Instant>) = (2, false, None);
+            for (advance, event) in steps {
+                now += ms(advance);
+                if !pending {
+                    let due = core.next_deadline().expect("a standing follower has a timer");
+                    prop_assert!(
+                        due <= (heard + LEASE + STAGGER).max(election + LEASE + LEASE),
+                        "due {:?} after the contact, {:?} after the last election",
+                        due - heard, due.saturating_duration_since(election)
+                    );
+                }
+                let input = match event {
+                    Event::Contact => {
+                        heard = now;
+                        Input::LeaderContact(now)
+                    }
+                    Event::Tick => Input::Tick,
+                    Event::Answer(won) => {
+                        pending = false;
+                        Input::PreVoteAnswer { won }
+                    }
+                    Event::NewTerm => {
+                        term += 1;
+                        election = now;
+                        Input::Raft(RaftReport { term, leader: None, ..RaftReport::default() })
+                    }
+                };
+                for action in core.step(now, input) {
+                    match action {
+                        Action::RequestPreVote => {
+                            prop_assert!(now >= heard + LEASE, "asked {:?} after the contact", now - heard);
+                            let peer = PrevoteQuestion {
+                                candidate_last_log: log(2, 1),
+                                my_last_log: log(2, 1),
+                                leader: false,
+                                quorum_ack_age: None,
+                                current_leader: Some(1),
+                                leader_contact_age: Some(now - heard),
+                                candidate: false,
+                                may_lead: true,
+                                own_election_age: None,
+                            };
+                            prop_assert_eq!(timing.grant_prevote(&peer), Ok(()));
+                            if let Some(before) = last_ask {
+                                prop_assert!(now >= before + LEASE + ET_MIN, "attempts {:?} apart", now - before);
+                            }
+                            last_ask = Some(now);
+                            election = now;
+                            pending = true;
+                        }
+                        Action::Elect { term: from } => {
+                            prop_assert_eq!(from, term, "elects from a term other than the last reported");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn a_reload_that_makes_the_holder_a_witness_hands_over_while_holding() {
     let t0 = Instant::now();
@@ -1076,7 +1271,11 @@ fn a_reload_that_makes_the_holder_a_witness_hands_over_while_holding() {
         to: None
     }));
     let down = core.step(t0 + ms(2), follower(Some(2)));
-    assert_eq!(held(&down), None, "planned overlap until the successor holds");
+    assert_eq!(
+        held(&down),
+        None,
+        "planned overlap until the successor holds"
+    );
     let end = core.step(t0 + ms(2) + OVERLAP_BOUND, Input::Tick);
     assert_eq!(held(&end), Some(false));
     assert_eq!(
