@@ -29,6 +29,7 @@ use super::wire::{
     CAN_LEAD_PATH, ELECT_PATH, HELD_PATH, MAINTENANCE_PATH, PREVOTE_PATH, SNAPSHOT_PATH,
     TRANSFER_PATH, VOTE_PATH,
 };
+use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use super::Contacts;
 use crate::auth::Authenticator;
 use crate::raft::typ::{
@@ -70,6 +71,8 @@ pub trait LocalNode: Send + Sync + 'static {
             "this node cannot transfer leadership (to node {to})"
         ))))
     }
+    /// Re-reads the config file `path` (which must be this node's own) and applies it.
+    fn reload(&self, path: &str) -> ReloadOutcome;
 }
 
 /// Everything the signed routes share.
@@ -129,6 +132,7 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(HELD_PATH, post(held))
         .route(CAN_LEAD_PATH, post(can_lead))
         .route(TRANSFER_PATH, post(transfer))
+        .route(RELOAD_PATH, post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -216,6 +220,14 @@ async fn maintenance(
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
     s.set_maintenance(request).await.map(Json)
+}
+
+/// `raftvip reload`: re-reads the config file and answers what was applied or why not.
+async fn reload(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<ReloadRequest>,
+) -> Json<ReloadOutcome> {
+    Json(s.node.reload(&request.path))
 }
 
 impl PeerServer {

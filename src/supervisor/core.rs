@@ -12,9 +12,10 @@
 //! VIPs, whether it may lead (stand in elections), and whether it must hand leadership over.
 //! Keeping it in one function is what makes "exactly one holder" reviewable:
 //!
-//! hold ⇔ leader ∧ quorum acknowledged within `fence` ∧ healthy ∧ VIPs bindable ∧ ¬witness.
+//! hold ⇔ leader ∧ quorum acknowledged within `fence` ∧ healthy ∧ VIPs bindable, and a
+//! witness, a node in maintenance or a stopping one never stands.
 //!
-//! Stopping, maintenance or a transfer make a leader hand over, make-before-break (issue 10):
+//! Stopping, maintenance, a transfer or a reload that makes it a witness make a leader hand over, make-before-break (issue 10):
 //! it keeps the VIPs (still healthy) while it asks a peer to take over, and when it steps down
 //! for the successor it asked it keeps them still — a deliberate, bounded overlap
 //! ([`OVERLAP_BOUND`]) — until the successor says it holds them ([`Input::SuccessorHolds`]);
@@ -166,20 +167,20 @@ pub fn decide(i: &Inputs) -> Decision {
     };
     let eligible = eligible_reason.is_none();
     let acked = acked(i.quorum_ack_age, i.fence);
-    // A planned handover (stop, maintenance, transfer) with HAProxy still serving keeps the
-    // VIPs while this leader asks its successor to take over. The fence still bounds it:
-    // heartbeats are off meanwhile.
+    // A planned handover (stop, maintenance, transfer, a reload that made this node a
+    // witness) with HAProxy still serving keeps the VIPs while this leader asks its successor
+    // to take over. The fence still bounds it: heartbeats are off meanwhile.
     let planned_handover = i.leader
         && acked
         && i.healthy
         && i.vips_bindable
         && matches!(
             eligible_reason,
-            Some(Reason::Stopping | Reason::Maintenance | Reason::Transferring)
+            Some(Reason::Stopping | Reason::Maintenance | Reason::Transferring | Reason::Witness)
         );
     // Then, stepped down for that successor, it keeps them until the successor holds them
     // (make-before-break), still only while it could serve them.
-    let planned_overlap = !i.leader && i.overlap && i.healthy && i.vips_bindable && !i.witness;
+    let planned_overlap = !i.leader && i.overlap && i.healthy && i.vips_bindable;
     let reason = match (eligible_reason, i.leader, acked) {
         _ if planned_handover => Reason::HandingOver,
         _ if planned_overlap => Reason::PlannedOverlap,
@@ -364,6 +365,8 @@ pub enum Input {
     Stop,
     /// Nothing new; [`Core::next_deadline`] has passed.
     Tick,
+    /// A reload changed this node's setup (its fence, or it became a witness).
+    Reload(Setup),
 }
 
 /// What the driver must do, in order.
@@ -704,6 +707,7 @@ impl Core {
                 }
             }
             Input::Tick => {}
+            Input::Reload(setup) => self.setup = setup,
         }
     }
 
