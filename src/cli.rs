@@ -1,4 +1,5 @@
-//! Subcommands: run, status, check-config, maintenance, transfer, release, reload, import-keepalived.
+//! Subcommands: run, status, check-config, maintenance, transfer, release, reload,
+//! import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

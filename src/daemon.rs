@@ -212,6 +212,7 @@ async fn start(
             reload: setup_rx,
         },
     );
+    let inputs = supervisor.inputs();
     let reloader = Arc::new(Reloader::new(
         path,
         config.clone(),
@@ -223,7 +224,6 @@ async fn start(
             supervisor: setup_tx,
         },
     ));
-    let inputs = supervisor.inputs();
     let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
 
     let view = LiveNode {
@@ -628,12 +628,6 @@ impl LocalNode for LiveNode {
         self.config.peer(id).map(|p| p.address.to_string())
     }
 
-    fn reload(&self, path: &str) -> ReloadOutcome {
-        let outcome = self.reloader.reload_file(path);
-        crate::reload::log(&outcome, "raftvip reload");
-        outcome
-    }
-
     fn asked_to_take_over(&self) {
         let _ = self.inputs.try_send(Input::AskedToTakeOver);
     }
@@ -700,6 +694,12 @@ impl LocalNode for LiveNode {
                 )),
             }
         })
+    }
+
+    fn reload(&self, path: &str) -> ReloadOutcome {
+        let outcome = self.reloader.reload_file(path);
+        crate::reload::log(&outcome, "raftvip reload");
+        outcome
     }
 
     fn grant_vote(&self) -> Result<(), String> {

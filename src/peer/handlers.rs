@@ -56,8 +56,6 @@ pub trait LocalNode: Send + Sync + 'static {
     fn grant_vote(&self) -> Result<(), String> {
         Ok(())
     }
-    /// Re-reads the config file `path` (which must be this node's own) and applies it.
-    fn reload(&self, path: &str) -> ReloadOutcome;
     /// A leader handing over asked this node to take over (and it may): the overlap with
     /// the old holder that follows is agreed.
     fn asked_to_take_over(&self) {}
@@ -73,6 +71,8 @@ pub trait LocalNode: Send + Sync + 'static {
             "this node cannot transfer leadership (to node {to})"
         ))))
     }
+    /// Re-reads the config file `path` (which must be this node's own) and applies it.
+    fn reload(&self, path: &str) -> ReloadOutcome;
 }
 
 /// Everything the signed routes share.
@@ -129,10 +129,10 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(ELECT_PATH, post(elect))
         .route(PREVOTE_PATH, post(prevote))
         .route(MAINTENANCE_PATH, post(maintenance))
-        .route(RELOAD_PATH, post(reload))
         .route(HELD_PATH, post(held))
         .route(CAN_LEAD_PATH, post(can_lead))
         .route(TRANSFER_PATH, post(transfer))
+        .route(RELOAD_PATH, post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }

@@ -17,8 +17,6 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const ELECT_PATH: &str = "/v1/elect";
 pub const PREVOTE_PATH: &str = "/v1/prevote";
 pub const MAINTENANCE_PATH: &str = "/v1/maintenance";
-/// "Re-read your config file": `raftvip reload` asks the daemon on its own box.
-pub const RELOAD_PATH: &str = "/v1/reload";
 /// "I hold the VIPs now": a new holder tells its peers, so the old holder of a planned
 /// overlap releases (answer accepted: it released).
 pub const HELD_PATH: &str = "/v1/held";
@@ -26,6 +24,8 @@ pub const HELD_PATH: &str = "/v1/held";
 pub const CAN_LEAD_PATH: &str = "/v1/can-lead";
 /// `raftvip transfer`: sent to the local daemon, forwarded to the leader.
 pub const TRANSFER_PATH: &str = "/v1/transfer";
+/// "Re-read your config file": `raftvip reload` asks the daemon on its own box.
+pub const RELOAD_PATH: &str = "/v1/reload";
 
 /// The answer to "start an election now" and to a pre-vote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -67,6 +67,22 @@ pub struct MaintenanceRequest {
     pub forwarded: bool,
 }
 
+/// "I hold the VIPs now", from `node_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldRequest {
+    pub node_id: NodeId,
+}
+
+/// A transfer of leadership to `to` (None: any node that can lead), as sent by
+/// `raftvip transfer` or forwarded to the leader. Answered with the id of the new leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferRequest {
+    pub to: Option<NodeId>,
+    /// Set when a follower forwards to the leader, so a request never loops.
+    #[serde(default)]
+    pub forwarded: bool,
+}
+
 /// A reload request: the config file the operator named, which must be the daemon's own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadRequest {
@@ -88,22 +104,6 @@ impl ReloadOutcome {
     pub fn accepted(&self) -> bool {
         self.problems.is_empty()
     }
-}
-
-/// "I hold the VIPs now", from `node_id`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct HeldRequest {
-    pub node_id: NodeId,
-}
-
-/// A transfer of leadership to `to` (None: any node that can lead), as sent by
-/// `raftvip transfer` or forwarded to the leader. Answered with the id of the new leader.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TransferRequest {
-    pub to: Option<NodeId>,
-    /// Set when a follower forwards to the leader, so a request never loops.
-    #[serde(default)]
-    pub forwarded: bool,
 }
 
 #[cfg(test)]

@@ -168,10 +168,9 @@ pub fn decide(i: &Inputs) -> Decision {
     };
     let eligible = eligible_reason.is_none();
     let acked = acked(i.quorum_ack_age, i.fence);
-    // A planned handover (stop, maintenance, transfer, a
-    // reload that made this node a witness) with HAProxy still serving keeps the
-    // VIPs while this leader asks its successor to take over. The fence still bounds it:
-    // heartbeats are off meanwhile.
+    // A planned handover (stop, maintenance, transfer, a reload that made this node a
+    // witness) with HAProxy still serving keeps the VIPs while this leader asks its successor
+    // to take over. The fence still bounds it: heartbeats are off meanwhile.
     let planned_handover = i.leader
         && acked
         && i.healthy

@@ -522,9 +522,10 @@ impl Vips {
                 control,
                 announcer,
                 cadence: Mutex::new(Cadence::of(announce)),
-                rst_guard: kernel_watch
-                    .is_some()
-                    .then(|| rst_guard::RstGuard::new(vips.iter().map(|v| v.address.ip).collect())),
+                rst_guard: kernel_watch.is_some().then(|| {
+                    let ips: Vec<IpAddr> = vips.iter().map(|v| v.address.ip).collect();
+                    rst_guard::RstGuard::new(&ips)
+                }),
                 kernel_watch,
                 lease,
                 state: Mutex::new(State {
@@ -677,9 +678,6 @@ impl Vips {
         let inner = &self.inner;
         *crate::sync::lock(&inner.cadence) = Cadence::of(announce);
         let wanted: Vec<Vip> = vips.iter().map(Vip::from_config).collect();
-        if let Some(guard) = &inner.rst_guard {
-            guard.set_vips(vips.iter().map(|v| v.address.ip).collect());
-        }
         let mut state = inner.lock();
         let (mut kept, mut gone): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut state.slots)
             .into_iter()
@@ -1019,14 +1017,16 @@ impl Vips {
 }
 
 impl Inner {
-    fn cadence(&self) -> Cadence {
-        *crate::sync::lock(&self.cadence)
-    }
-
+    /// For the VIPs configured now (a reload may have changed them).
     fn set_rst_guard(&self, up: bool) {
         if let Some(guard) = &self.rst_guard {
-            guard.set(up);
+            let ips: Vec<IpAddr> = self.lock().slots.iter().map(|s| s.vip.addr.ip).collect();
+            guard.set(up, &ips);
         }
+    }
+
+    fn cadence(&self) -> Cadence {
+        *crate::sync::lock(&self.cadence)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -146,9 +146,6 @@ impl VipHolder for VipWorker {
     fn unbindable(&self) -> watch::Receiver<Option<String>> {
         self.unbindable.clone()
     }
-    fn set_vips(&self, set: VipSet) {
-        self.reloaded.send_replace(Some(set));
-    }
     fn set_overlap(&self, overlap: VipOverlap) {
         self.desired.send_if_modified(|d| {
             let changed = d.overlap != overlap;
@@ -158,6 +155,9 @@ impl VipHolder for VipWorker {
     }
     fn reannounce(&self) {
         self.desired.send_modify(|d| d.reannounce += 1);
+    }
+    fn set_vips(&self, set: VipSet) {
+        self.reloaded.send_replace(Some(set));
     }
 }
 

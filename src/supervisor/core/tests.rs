@@ -89,8 +89,8 @@ fn transitions_table() {
 #[test]
 fn never_holds_without_leadership_quorum_and_health() {
     // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy and
-    // bindable VIPs, or the overlap after a planned step-down; maintenance, stopping, a
-    // transfer and becoming a witness only ever mean "hand over".
+    // bindable VIPs, or the overlap after a planned step-down; maintenance, stopping,
+    // transferring and becoming a witness only ever mean "hand over".
     for bits in 0u32..512 {
         let b = |n: u32| bits & (1 << n) != 0;
         let inputs = Inputs {
@@ -106,8 +106,8 @@ fn never_holds_without_leadership_quorum_and_health() {
             overlap: b(8),
         };
         let d = decide(&inputs);
-        // As leader, or in the overlap after a planned step-down: never unhealthy, never
-        // with a VIP that cannot be bound.
+        // As leader, or in the overlap after a planned step-down: never unhealthy, never with
+        // a VIP that cannot be bound.
         let serving = b(3) && b(6);
         let expected = serving && (b(1) && b(2) || !b(1) && b(8));
         assert_eq!(d.hold_vips, expected, "{inputs:?}");
@@ -1270,14 +1270,14 @@ fn a_reload_that_makes_the_holder_a_witness_hands_over_while_holding() {
         episode: 1,
         to: None
     }));
+    // Make-before-break, like any planned handover: it keeps them until its successor
+    // holds them, then drains.
     let down = core.step(t0 + ms(2), follower(Some(2)));
-    assert_eq!(
-        held(&down),
-        None,
-        "planned overlap until the successor holds"
-    );
-    let end = core.step(t0 + ms(2) + OVERLAP_BOUND, Input::Tick);
-    assert_eq!(held(&end), Some(false));
+    assert_eq!(held(&down), None);
+    assert_eq!(core.state().reason, Reason::PlannedOverlap);
+    core.step(t0 + ms(3), Input::SuccessorHolds { from: 2 });
+    let released = core.step(t0 + ms(3) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&released), Some(false));
     assert_eq!(
         core.state().can_lead(),
         Err("witness: votes, never leads".to_owned())
