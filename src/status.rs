@@ -35,6 +35,9 @@ pub struct Status {
     pub voters_may_fail: u64,
     #[serde(default)]
     pub failover_duration: FailoverHistogram,
+    /// Real-time class and locked memory in effect ([`crate::realtime`]).
+    #[serde(default)]
+    pub scheduling: crate::realtime::Scheduling,
 }
 
 /// This node's Raft state as status and metrics show it: openraft's server state, except that
@@ -232,6 +235,10 @@ impl Status {
                 ""
             }
         );
+        let _ = writeln!(out, "scheduling: {}", self.scheduling.describe());
+        for problem in &self.scheduling.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
     }
 
     fn health_text(&self) -> String {
@@ -384,6 +391,7 @@ pub(crate) mod tests {
             },
             voters_may_fail: 1,
             failover_duration: FailoverHistogram::default(),
+            scheduling: crate::realtime::Scheduling::default(),
         }
     }
 
