@@ -15,9 +15,11 @@
 //!   deadline by itself, and binds and announces them), with the netlink router thread that
 //!   hands it the kernel's answers. They sleep almost all the time, so they cost other
 //!   processes next to nothing.
-//! - `SCHED_RESET_ON_FORK`: every thread or process they start begins in the normal class —
-//!   the blocking pool (store fsyncs, name resolution: work that may take long and must never
-//!   compete at real-time priority) and the hook scripts.
+//! - The blocking pool (redb: saving the vote, appending the log) runs one priority lower: an
+//!   election and a new leader's first commit wait for it, and at the normal class it waited
+//!   behind the busy processes; one step lower, it can never delay the threads above.
+//! - `SCHED_RESET_ON_FORK`: every other thread or process they start begins in the normal
+//!   class, the hook scripts above all.
 //! - The kernel's real-time throttling (`kernel.sched_rt_runtime_us`, 95 % of each second by
 //!   default) is the safety net against a real-time thread that spins: the rest of the box
 //!   keeps at least 5 % of each core. The start-up log warns when it is switched off.
@@ -162,6 +164,18 @@ pub fn raise_this_thread(name: &str) {
     if let Some(&priority) = PRIORITY.get() {
         if let Err(why) = set_realtime(priority) {
             tracing::warn!("the {name} thread stays in the normal class: {why}");
+        }
+    }
+}
+
+/// For the runtime's blocking pool (`on_thread_start`): its threads save the vote and append
+/// the log (redb), which an election and a new leader's first commit wait for, so they take
+/// the real-time class one step below the runtime thread, which they can never delay. Nothing
+/// before [`enter`] (other commands, or real-time scheduling off or not allowed).
+pub fn raise_blocking_thread() {
+    if let Some(&priority) = PRIORITY.get() {
+        if let Err(why) = set_realtime(priority.saturating_sub(1).max(1)) {
+            tracing::debug!("a blocking-pool thread stays in the normal class: {why}");
         }
     }
 }

@@ -933,22 +933,20 @@ thread_sched() {
         echo "${comm// /_} ${f[38]} ${f[37]}"
     done
 }
-# expect_sched BOX PRIORITY LOCKED: the runtime (main) and VIP threads run SCHED_RR at
-# PRIORITY (normal when 0), every other thread normal, status says the same, and the
-# memory is locked (VmLck > 0) exactly when LOCKED is true.
+# expect_sched BOX PRIORITY LOCKED: the runtime (main), VIP and netlink threads run SCHED_RR at
+# PRIORITY, the blocking pool (store) one below, every other thread normal (all normal when 0);
+# status says the same, and the memory is locked (VmLck > 0) exactly when LOCKED is true.
 expect_sched() {
     local box=$1 prio=$2 locked=$3 pid name policy rt want lck seen=""
     pid=$(bed_raftvip_pid "$box")
     while read -r name policy rt; do
         case $name in
-            raftvip | raftvip-vips)
-                want=$((prio > 0 ? 2 : 0)); seen+="$name "
-                [[ $policy == "$want" && $rt == "$prio" ]] ||
-                    fail "box$box thread $name: policy $policy priority $rt, expected $want/$prio" ;;
-            *)
-                [[ $policy == 0 ]] ||
-                    fail "box$box thread $name (blocking pool or other) is not in the normal class: policy $policy" ;;
+            raftvip | raftvip-vips) want=$prio; seen+="$name " ;;
+            tokio-*) want=$((prio > 1 ? prio - 1 : prio)) ;;
+            *) want=0 ;;
         esac
+        [[ $policy == $((want > 0 ? 2 : 0)) && $rt == "$want" ]] ||
+            fail "box$box thread $name: policy $policy priority $rt, expected priority $want (SCHED_RR if > 0)"
     done < <(thread_sched "$pid")
     [[ $seen == *"raftvip "* && $seen == *raftvip-vips* ]] || fail "box$box: runtime or VIP thread missing: $seen"
     [[ $(bed_status "$box" scheduling.realtime_priority) == "$prio" ]] ||
