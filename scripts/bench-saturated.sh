@@ -20,9 +20,10 @@
 #             the same binary denied CAP_SYS_NICE and CAP_IPC_LOCK (rv-normal: it warns and
 #             runs in the normal class, the "before" in the same run), tuned keepalived (kt)
 #             and tuned keepalived with its processes SCHED_RR 10 (kt-rt, as vrrp_rt_priority).
-#   soak      a 3-box raftvip cluster settles, then SOAK_S seconds under the busy loops:
-#             VIP moves (address changes on any box), fence releases and leader changes
-#             (status counters) and failed client probes in that window. Goal: 0, 0, 0, 0.
+#   soak      a raftvip cluster (3 boxes, or -B; -V more VIPs) settles, then SOAK_S seconds
+#             under the busy loops: VIP moves (address changes on any box), fence releases and
+#             leader changes (status counters) and failed client probes in that window.
+#             Goal: 0, 0, 0, 0. HAProxy, the backends and the client are sheltered as above.
 #
 # Everything it creates belongs to the bed (lib.sh's cleanup trap) or is a busy loop bounded
 # by `timeout` and killed on exit.
@@ -32,6 +33,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS=5
 BUSY=$(($(nproc) * 2))
 SOAK_S=600
+SOAK_BOXES=3
 BOX_LOSS_SYSTEMS=(rv-rt rv-normal kt kt-rt)
 BUILD=1
 PHASES=()
@@ -43,6 +45,8 @@ Usage: $0 [options] [box-loss] [soak]
   -n RUNS       box-loss runs per case (default $RUNS)
   -b BUSY       busy loops while saturated (default $BUSY: two per core)
   -t SECONDS    soak length (default $SOAK_S)
+  -B BOXES      soak cluster size (default $SOAK_BOXES)
+  -V VIPS       soak: this many more IPv4 VIPs (default 0; issue 13 uses 198 for 200 in all)
   -s "SYSTEMS"  box-loss systems, a subset of "${BOX_LOSS_SYSTEMS[*]}" (default: all)
   --no-build    do not run cargo build --release (uses \$RAFTVIP or target/release/raftvip)
   -h, --help    this help
@@ -59,6 +63,8 @@ while (($#)); do
         -n) RUNS=${2:?}; shift 2 ;;
         -b) BUSY=${2:?}; shift 2 ;;
         -t) SOAK_S=${2:?}; shift 2 ;;
+        -B) SOAK_BOXES=${2:?}; shift 2 ;;
+        -V) export BED_EXTRA_VIPS=${2:?}; shift 2 ;;
         -s) read -ra BOX_LOSS_SYSTEMS <<<"${2:?}"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -202,25 +208,30 @@ phase_box_loss() {
 # counters_sum FIELD: FIELD of every box's status, summed.
 counters_sum() {
     local b sum=0 v
-    for b in 1 2 3; do v=$(bed_status "$b" "$1") && sum=$((sum + v)); done
+    for b in $(bed_boxes); do v=$(bed_status "$b" "$1") && sum=$((sum + v)); done
     echo "$sum"
 }
 phase_soak() {
     (
         local b probe t0 t1 fr0 fr1 lc0 lc1 term0 term1 moves fails sched
-        bed_create 3
+        bed_create "$SOAK_BOXES"
         trap 'bed_unsaturate; bed_cleanup' EXIT
-        for b in 1 2 3; do bed_start_haproxy "$b"; done
-        for b in 1 2 3; do bed_start_raftvip "$b"; done
+        for b in $(bed_boxes); do
+            bed_start_haproxy "$b"
+            # shellcheck disable=SC2046 # one pid per word
+            shelter "$(cat "$(bed_boxdir "$b")/backend.pid")" $(bed_haproxy_pids "$b")
+        done
+        for b in $(bed_boxes); do bed_start_raftvip "$b"; done
         bed_wait_holder 10000 >/dev/null || bed_die "no single holder after start"
         probe=$(bed_probe_start "$(bed_vip4)")
+        shelter "$(cat "$BED_DIR/probe.pid")"
         bed_probe_wait_ok "$probe" 5000 || bed_die "the client is not served"
-        sleep 3
+        sleep 5
         sched=$(bed_status 1 scheduling.realtime_priority)
         fr0=$(counters_sum counters.fence_releases)
         lc0=$(counters_sum counters.leader_changes)
         term0=$(bed_status 1 term)
-        log "== soak: ${SOAK_S} s, $BUSY busy loops, raftvip realtime_priority=$sched, load before $(loadavg)"
+        log "== soak: ${SOAK_S} s, $SOAK_BOXES boxes, $((${BED_EXTRA_VIPS:-0} + 2)) VIPs, $BUSY busy loops, raftvip realtime_priority=$sched, load before $(loadavg)"
         bed_saturate $((SOAK_S + 5)) "$BUSY"
         t0=$(bed_now_ms)
         sleep "$SOAK_S"
@@ -232,7 +243,7 @@ phase_soak() {
         term1=$(bed_status 1 term)
         moves=$(bed_events "$(bed_vip4)" | awk -v f="$t0" -v t="$t1" '$1 >= f && $1 <= t' | wc -l)
         fails=$(probe_failures "$probe" "$t0" "$t1")
-        echo "soak ${SOAK_S}s busy=$BUSY realtime_priority=$sched: vip_address_changes=$moves" \
+        echo "soak ${SOAK_S}s boxes=$SOAK_BOXES vips=$((${BED_EXTRA_VIPS:-0} + 2)) busy=$BUSY realtime_priority=$sched load=$(loadavg): vip_address_changes=$moves" \
             "fence_releases=$((fr1 - fr0)) leader_changes_seen=$((lc1 - lc0)) term=$term0->$term1" \
             "failed_probes=$fails of $(awk -v f="$t0" -v t="$t1" '$1 >= f && $1 <= t' "$probe" | wc -l)"
     )

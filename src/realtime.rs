@@ -53,7 +53,7 @@ pub const REALTIME_PRIORITY_RANGE: std::ops::RangeInclusive<u32> = 0..=99;
 const CAP_IPC_LOCK: u32 = 14;
 
 /// `[process]`: how the daemon asks the kernel to treat it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessConfig {
     /// `SCHED_RR` priority of the runtime and VIP threads; 0 keeps the normal class.
