@@ -176,6 +176,9 @@ async fn start(
     // Requests signed before this are refused (see auth): peers' requests queued in the listen
     // backlog while the node starts up were signed after it.
     let started = std::time::SystemTime::now();
+    // This (the runtime) thread carries heartbeats and the fence: real-time class first, so
+    // the VIP thread started next can take it too (crate::realtime).
+    crate::realtime::enter(&config.process);
     let (listener, status_listener) = bind_listeners(&config).await?;
     let vips = start_vips(&config, background)?;
     let (health, haproxy_settings) = start_health(&config, background);
@@ -405,8 +408,10 @@ fn start_vips(
         return Ok(Arc::new(NoVips));
     }
     let own = config.own_vips();
-    let vips = Vips::linux_leased(own, &config.announce, &config.vip_lease)
-        .map_err(RunDaemonError::SetUpVips)?;
+    // Its netlink router thread answers the VIP thread: in the same class.
+    let vips =
+        crate::realtime::inherited(|| Vips::linux_leased(own, &config.announce, &config.vip_lease))
+            .map_err(RunDaemonError::SetUpVips)?;
     let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
         .map_err(RunDaemonError::StartVipThread)?;
     Ok(Arc::new(worker))
@@ -595,6 +600,7 @@ impl StatusView for LiveNode {
             failover_duration: sup.failover_duration.clone(),
             planned_overlap: sup.planned_overlap,
             overlap_duration: sup.overlap_duration.clone(),
+            scheduling: crate::realtime::effective(),
         }
     }
 }

@@ -32,6 +32,7 @@
 //! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
 //! - [`clock`]: wall-clock milliseconds, for times that leave the process.
 //! - [`sync`]: the poison-tolerant mutex lock.
+//! - [`realtime`]: `[process]`: real-time scheduling and locked memory for the lease's threads.
 
 pub mod api;
 pub mod auth;
@@ -45,6 +46,7 @@ pub mod notify;
 pub mod peer;
 pub mod process_metrics;
 pub mod raft;
+pub mod realtime;
 pub mod release;
 pub mod reload;
 pub mod status;

@@ -122,6 +122,16 @@ const RESTART_ONLY: &[RestartOnly] = &[
         why: "membership is initialised from the file at first start and cannot change at \
               run time in this build",
     },
+    RestartOnly {
+        key: "process.realtime_priority",
+        changed: |a, b| a.process.realtime_priority != b.process.realtime_priority,
+        why: "the threads enter their scheduling class at start (crate::realtime)",
+    },
+    RestartOnly {
+        key: "process.lock_memory",
+        changed: |a, b| a.process.lock_memory != b.process.lock_memory,
+        why: "mlockall applies to every mapping from start on",
+    },
 ];
 
 /// Logs what a reload did, saying what triggered it: each change at info, a rejection at

@@ -42,6 +42,9 @@ pub struct Status {
     /// This node's planned overlaps as the old holder, step-down to release.
     #[serde(default)]
     pub overlap_duration: FailoverHistogram,
+    /// Real-time class and locked memory in effect ([`crate::realtime`]).
+    #[serde(default)]
+    pub scheduling: crate::realtime::Scheduling,
 }
 
 /// This node's Raft state as status and metrics show it: openraft's server state, except that
@@ -242,6 +245,10 @@ impl Status {
                 ""
             }
         );
+        let _ = writeln!(out, "scheduling: {}", self.scheduling.describe());
+        for problem in &self.scheduling.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
     }
 
     fn health_text(&self) -> String {
@@ -397,6 +404,7 @@ pub(crate) mod tests {
             failover_duration: FailoverHistogram::default(),
             planned_overlap: false,
             overlap_duration: FailoverHistogram::default(),
+            scheduling: crate::realtime::Scheduling::default(),
         }
     }
 

@@ -83,6 +83,7 @@ SCENARIOS=(
     "mbb_maintenance|make-before-break: maintenance on (holder) -> 0 failed client probes, neighbour entry = successor, overlap counted (MBB_RUNS runs)"
     "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
     "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
+    "realtime_threads|[process]: runtime, VIP and netlink threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -1115,6 +1116,60 @@ scn_transfer_refused() {
     bed_raftvip_cli "$h" transfer --to any >/dev/null || fail "transfer --to any failed"
     [[ $(wait_new_holder "$h") == "$b" ]] || fail "transfer --to any did not pick box$b"
     note "refused: witness, self, maintenance, unhealthy, any, unreachable; any->box$b"
+}
+
+# ---- scenarios: real-time scheduling and locked memory (issue 12/13, src/realtime.rs) ----
+
+# thread_sched PID: "NAME POLICY RT_PRIORITY" for each of the process's threads, from
+# /proc/PID/task/*/stat (fields 41 and 40; SCHED_OTHER is 0, SCHED_RR 2).
+thread_sched() {
+    local t stat comm f
+    for t in /proc/"$1"/task/*; do
+        stat=$(<"$t/stat") || continue
+        comm=${stat#*(}; comm=${comm%)*}
+        read -ra f <<<"${stat##*) }"
+        echo "${comm// /_} ${f[38]} ${f[37]}"
+    done
+}
+# expect_sched BOX PRIORITY LOCKED: the runtime (main), VIP and netlink threads run SCHED_RR at
+# PRIORITY, the blocking pool (store) one below, every other thread normal (all normal when 0);
+# status says the same, and the memory is locked (VmLck > 0) exactly when LOCKED is true.
+expect_sched() {
+    local box=$1 prio=$2 locked=$3 pid name policy rt want lck seen=""
+    pid=$(bed_raftvip_pid "$box")
+    while read -r name policy rt; do
+        case $name in
+            raftvip | raftvip-vips) want=$prio; seen+="$name " ;;
+            tokio-*) want=$((prio > 1 ? prio - 1 : prio)) ;;
+            *) want=0 ;;
+        esac
+        [[ $policy == $((want > 0 ? 2 : 0)) && $rt == "$want" ]] ||
+            fail "box$box thread $name: policy $policy priority $rt, expected priority $want (SCHED_RR if > 0)"
+    done < <(thread_sched "$pid")
+    [[ $seen == *"raftvip "* && $seen == *raftvip-vips* ]] || fail "box$box: runtime or VIP thread missing: $seen"
+    [[ $(bed_status "$box" scheduling.realtime_priority) == "$prio" ]] ||
+        fail "box$box status shows realtime_priority $(bed_status "$box" scheduling.realtime_priority), expected $prio"
+    [[ $(bed_status "$box" scheduling.memory_locked) == "$locked" ]] ||
+        fail "box$box status shows memory_locked $(bed_status "$box" scheduling.memory_locked), expected $locked"
+    lck=$(awk '/^VmLck:/ { print $2 }' "/proc/$pid/status")
+    if [[ $locked == true ]]; then ((lck > 0)) || fail "box$box: memory_locked but VmLck is $lck kB"
+    else ((lck == 0)) || fail "box$box: VmLck is $lck kB with lock_memory = false"; fi
+    note "box$box:prio=$prio,rss=$(bed_pid_rss_kb "$pid")kB,locked=${lck}kB"
+}
+scn_realtime_threads() {
+    local b
+    bed_create 3
+    for b in 1 2 3; do bed_start_haproxy "$b"; done
+    bed_start_raftvip 1
+    bed_start_raftvip 2 $'[process]\nrealtime_priority = 0\nlock_memory = false'
+    bed_start_raftvip 3 $'[process]\nrealtime_priority = 7'
+    bed_wait 10000 all_follow a || fail "the cluster did not agree on a leader within 10 s"
+    holder >/dev/null
+    expect_sched 1 10 true
+    expect_sched 2 0 false
+    expect_sched 3 7 true
+    grep -q 'scheduling: real-time SCHED_RR priority 10' "$(bed_boxdir 1)/raftvip.log" ||
+        fail "box1's log does not state its scheduling"
 }
 
 if [[ ${1:-} == --one ]]; then

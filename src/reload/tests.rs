@@ -295,3 +295,17 @@ async fn a_reload_of_another_file_is_refused() {
     )));
     assert!(reloader.reload_file(&path.display().to_string()).accepted());
 }
+
+#[test]
+fn the_scheduling_class_and_locked_memory_need_a_restart() {
+    let new = Config::parse(&text(
+        &["192.0.2.100/32"],
+        "[process]\nrealtime_priority = 0\nlock_memory = false\n",
+    ))
+    .unwrap();
+    let problems = plan(&base(), &new, true).unwrap_err();
+    assert_eq!(
+        rejected_keys(&problems),
+        ["process.realtime_priority", "process.lock_memory"]
+    );
+}

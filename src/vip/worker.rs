@@ -81,6 +81,8 @@ impl VipWorker {
         std::thread::Builder::new()
             .name("raftvip-vips".to_owned())
             .spawn(move || {
+                // It releases the VIPs at the fence deadline: as punctual as the runtime thread.
+                crate::realtime::raise_this_thread("VIP");
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
