@@ -292,6 +292,11 @@ struct Inner {
     lease: Option<(Duration, Duration)>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,
+    /// The fence deadline of the current hold (None: none given): past it nothing is bound,
+    /// renewed or announced, whatever `held` says. Apart from `state`, whose lock is held
+    /// across netlink requests, so that the supervisor's thread can move it at every quorum
+    /// acknowledgement without waiting for this thread.
+    hold_until: Mutex<Option<Instant>>,
     /// Wakes the announce loop when a schedule changed.
     wake: Notify,
     /// Set by the address watcher when one of our VIPs changed in the kernel (or events were
@@ -301,17 +306,7 @@ struct Inner {
 
 struct State {
     held: bool,
-    /// The fence as this thread knows it: past it nothing is bound, renewed or announced,
-    /// whatever `held` says (None: no deadline given).
-    hold_until: Option<Instant>,
     slots: Vec<Slot>,
-}
-
-impl State {
-    /// Held and not past the fence.
-    fn holding(&self, now: Instant) -> bool {
-        self.held && self.hold_until.is_none_or(|until| now < until)
-    }
 }
 
 struct Slot {
@@ -492,11 +487,8 @@ impl Vips {
                 refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
                 kernel_watch,
                 lease,
-                state: Mutex::new(State {
-                    held: false,
-                    hold_until: None,
-                    slots,
-                }),
+                state: Mutex::new(State { held: false, slots }),
+                hold_until: Mutex::new(None),
                 wake: Notify::new(),
                 kernel_changed: Notify::new(),
             }),
@@ -553,7 +545,7 @@ impl Vips {
     /// announcements and re-adds stop at once, even before the release itself: a box that
     /// resumes from a freeze must not renew or announce a VIP its fence has already given up.
     pub fn set_hold_until(&self, deadline: Option<Instant>) {
-        self.inner.lock().hold_until = deadline;
+        *crate::sync::lock(&self.inner.hold_until) = deadline;
     }
 
     /// Compares the kernel with the desired state and repairs it: a held VIP that vanished is
@@ -564,7 +556,7 @@ impl Vips {
         let inner = &self.inner;
         let mut state = inner.lock();
         let now = Instant::now();
-        let held = state.holding(now);
+        let held = inner.holding(&state, now);
         let present = {
             let vips: Vec<&Vip> = state.slots.iter().map(|s| &s.vip).collect();
             inner.control.bound_all(&vips)
@@ -827,6 +819,11 @@ impl Vips {
 }
 
 impl Inner {
+    /// Held and not past the fence.
+    fn holding(&self, state: &State, now: Instant) -> bool {
+        state.held && crate::sync::lock(&self.hold_until).is_none_or(|until| now < until)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not stop releasing the VIPs: the state stays usable.
         crate::sync::lock(&self.state)
@@ -980,7 +977,7 @@ impl Inner {
     /// Renews the lifetime of every bound VIP while held (one batch of replacing adds).
     fn renew_leases(&self) {
         let mut state = self.lock();
-        if !state.holding(Instant::now()) {
+        if !self.holding(&state, Instant::now()) {
             return;
         }
         let bound: Vec<usize> = (0..state.slots.len())
@@ -994,7 +991,7 @@ impl Inner {
     /// Sends the burst and refresh frames that are due (one batch).
     fn announce_due(&self, now: Instant) {
         let mut state = self.lock();
-        let held = state.holding(now);
+        let held = self.holding(&state, now);
         let mut due = Vec::new();
         for (i, slot) in state.slots.iter_mut().enumerate() {
             if slot.next_announce.is_none_or(|at| at > now) {
