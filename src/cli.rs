@@ -1,4 +1,4 @@
-//! Subcommands: run, status, check-config, maintenance, release, import-keepalived.
+//! Subcommands: run, status, check-config, maintenance, release, reload, import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,6 +64,14 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Make the running daemon re-read its config file (as SIGHUP does) and print what it
+    /// applied, or every problem and restart-only change it rejected (exit 1; the running
+    /// config is kept).
+    Reload {
+        /// The daemon's config file (the one it was started with).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Print a raftvip.toml converted from a keepalived.conf (its vrrp_instances); every
     /// option that does not map is written as a comment saying why.
     ImportKeepalived {
@@ -93,6 +101,7 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             node,
         } => maintenance(&config, state, node).await,
         Command::Release { config } => release(&config),
+        Command::Reload { config } => reload(&config).await,
         Command::ImportKeepalived { file } => import_keepalived(&file),
         Command::GenerateDocs { dir } => generate_docs(&dir),
     }
@@ -250,5 +259,47 @@ fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
         man.display(),
         completions.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `raftvip reload`: the file only needs to parse and name a readable secret for the CLI to
+/// reach and sign for the daemon; the daemon checks everything else and answers.
+async fn reload(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::read(path).with_context(|| {
+        "the daemon was not asked to reload (its address and secret are in this file); the running config is unchanged"
+    })?;
+    let secret = config.read_secret().map_err(|p| anyhow::anyhow!("{p}"))?;
+    let peer_client = PeerClient::new(Arc::new(Authenticator::new(
+        secret,
+        &config.cluster,
+        config.node_id,
+    )));
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let outcome = client::reload(
+        &peer_client,
+        config.node_id,
+        &config.listen.to_string(),
+        &shown.display().to_string(),
+    )
+    .await
+    .context("asking the daemon to reload")?;
+    if !outcome.accepted() {
+        eprintln!(
+            "{}: reload rejected, the running config is kept:",
+            outcome.path
+        );
+        for problem in &outcome.problems {
+            eprintln!("  - {problem}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if outcome.applied.is_empty() {
+        println!("{}: reloaded, nothing changed", outcome.path);
+    } else {
+        println!("{}: reloaded", outcome.path);
+        for change in &outcome.applied {
+            println!("  - {change}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! What the `raftvip` CLI uses to talk to the local daemon.
 //!
-//! Status is a plain GET. Changes (maintenance) are signed like peer requests: the CLI reads
+//! Status is a plain GET. Changes (maintenance, reload) are signed like peer requests: the CLI reads
 //! the same config and secret as the daemon, so being able to read the secret file is what
 //! authorises an operator — no second credential to manage.
 
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::STATUS_PATH;
 use crate::peer::wire::{MaintenanceRequest, MAINTENANCE_PATH};
+use crate::peer::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use crate::peer::{PeerCallError, PeerClient};
 use crate::raft::NodeId;
 use crate::status::Status;
@@ -78,5 +79,21 @@ pub async fn set_maintenance(
     };
     client
         .call(daemon, address, MAINTENANCE_PATH, &request, CLI_TIMEOUT)
+        .await
+}
+
+/// Asks the daemon `daemon` on `address` to reload its config file, which must be `path`;
+/// returns what it applied or why it kept the running config.
+pub async fn reload(
+    client: &PeerClient,
+    daemon: NodeId,
+    address: &str,
+    path: &str,
+) -> Result<ReloadOutcome, PeerCallError> {
+    let request = ReloadRequest {
+        path: path.to_owned(),
+    };
+    client
+        .call(daemon, address, RELOAD_PATH, &request, CLI_TIMEOUT)
         .await
 }

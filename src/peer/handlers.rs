@@ -26,6 +26,7 @@ use super::wire::{
     MaintenanceRequest, PeerAnswer, PrevoteRequest, APPEND_PATH, ELECT_PATH, MAINTENANCE_PATH,
     PREVOTE_PATH, SNAPSHOT_PATH, VOTE_PATH,
 };
+use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use super::Contacts;
 use crate::auth::Authenticator;
 use crate::raft::typ::{
@@ -49,6 +50,8 @@ pub trait LocalNode: Send + Sync + 'static {
     fn grant_vote(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Re-reads the config file `path` (which must be this node's own) and applies it.
+    fn reload(&self, path: &str) -> ReloadOutcome;
 }
 
 /// Everything the signed routes share.
@@ -105,6 +108,7 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(ELECT_PATH, post(elect))
         .route(PREVOTE_PATH, post(prevote))
         .route(MAINTENANCE_PATH, post(maintenance))
+        .route(RELOAD_PATH, post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -182,6 +186,14 @@ async fn maintenance(
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
     s.set_maintenance(request).await.map(Json)
+}
+
+/// `raftvip reload`: re-reads the config file and answers what was applied or why not.
+async fn reload(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<ReloadRequest>,
+) -> Json<ReloadOutcome> {
+    Json(s.node.reload(&request.path))
 }
 
 impl PeerServer {

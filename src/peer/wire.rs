@@ -17,6 +17,8 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const ELECT_PATH: &str = "/v1/elect";
 pub const PREVOTE_PATH: &str = "/v1/prevote";
 pub const MAINTENANCE_PATH: &str = "/v1/maintenance";
+/// "Re-read your config file": `raftvip reload` asks the daemon on its own box.
+pub const RELOAD_PATH: &str = "/v1/reload";
 
 /// The answer to "start an election now" and to a pre-vote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -56,6 +58,29 @@ pub struct MaintenanceRequest {
     /// Set when a follower forwards to the leader, so a request never loops.
     #[serde(default)]
     pub forwarded: bool,
+}
+
+/// A reload request: the config file the operator named, which must be the daemon's own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadRequest {
+    pub path: String,
+}
+
+/// What a reload did: the changes applied, or why nothing was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// The file that was read.
+    pub path: String,
+    /// One line per change applied (empty when rejected, or when nothing changed).
+    pub applied: Vec<String>,
+    /// Why the file was rejected; non-empty means nothing changed.
+    pub problems: Vec<String>,
+}
+
+impl ReloadOutcome {
+    pub fn accepted(&self) -> bool {
+        self.problems.is_empty()
+    }
 }
 
 #[cfg(test)]

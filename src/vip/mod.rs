@@ -16,10 +16,12 @@
 //! wish through [`VipHolder`] and never hears of these repairs.
 //!
 //! Scale (issue 13): every operation works on all VIPs at once — one netlink batch for the
-//! adds or removes (all requests sent before any answer is read), one address dump per
+//! adds or removes (datagrams of many requests, see [`netlink`]), one address dump per
 //! interface for a reconcile, one frame batch per announcement round with interfaces resolved
 //! once — and logs one summary line per transition (per-VIP detail at debug). Refreshes of
-//! VIPs taken over together are spread across the refresh period. In the daemon all of it
+//! VIPs taken over together are spread across the refresh period. A takeover binds and
+//! announces in doubling steps (issue 12: the first VIP as fast as a lone one, the last of 50
+//! within 10 ms of the first). In the daemon all of it
 //! runs on its own thread ([`worker`]), never on the thread that carries Raft.
 //!
 //! Lease (issue 8): with [`Vips::linux_leased`] every VIP is bound with a kernel lifetime and
@@ -57,13 +59,16 @@ use crate::status::VipStatus;
 
 #[cfg(test)]
 pub(crate) use fake::{FakeAddressControl, FakeAnnouncer};
-pub use holder::{NoVips, VipHolder};
+pub use holder::{NoVips, VipHolder, VipSet};
 pub use worker::VipWorker;
 
 /// Least time between two re-announcement bursts provoked by duplicate claims. The other
 /// holder may answer every frame we send; without a gap two boxes would trade bursts
 /// back-to-back. One second still corrects a client's cache long before it times out.
 const DUPLICATE_REBURST_GAP: Duration = Duration::from_secs(1);
+
+/// The largest step of a takeover (see [`Vips::set_held`]): one netlink datagram's worth.
+const TAKEOVER_STEP_MAX: usize = netlink::BATCH_MAX;
 
 /// An Ethernet MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -280,10 +285,8 @@ pub struct Vips {
 struct Inner {
     control: Arc<dyn AddressControl>,
     announcer: Arc<dyn Announcer>,
-    burst_count: u32,
-    burst_interval: Duration,
-    /// None: refresh turned off.
-    refresh: Option<Duration>,
+    /// The announce settings; a reload replaces them ([`Vips::set_vips`]).
+    cadence: Mutex<Cadence>,
     /// Start the netlink watcher and the duplicate listener in `spawn_background` (None with
     /// fakes: there is no kernel to watch); the watcher ignores address events stamped with
     /// these netlink ports, our own.
@@ -333,6 +336,49 @@ struct Slot {
     /// The last add was refused for lack of privilege: kept until an add succeeds, since
     /// nothing but a restart with the capability brings it back.
     denied: Option<String>,
+}
+
+impl Slot {
+    /// A VIP not bound, never announced.
+    fn new(vip: Vip) -> Self {
+        Self {
+            vip,
+            bound: false,
+            lost: false,
+            held_since: None,
+            burst_left: 0,
+            next_announce: None,
+            last_reburst: None,
+            announcements_sent: 0,
+            re_adds: 0,
+            duplicates: 0,
+            lease_until: None,
+            lease_expiries: 0,
+            address_error: ErrorLog::default(),
+            announce_error: ErrorLog::default(),
+            link_error: ErrorLog::default(),
+            denied: None,
+        }
+    }
+}
+
+/// `[announce]` as the announce loop uses it.
+#[derive(Debug, Clone, Copy)]
+struct Cadence {
+    burst_count: u32,
+    burst_interval: Duration,
+    /// None: refresh turned off.
+    refresh: Option<Duration>,
+}
+
+impl Cadence {
+    fn of(announce: &Announce) -> Self {
+        Self {
+            burst_count: announce.burst_count.max(1),
+            burst_interval: Duration::from_millis(announce.burst_interval_ms),
+            refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
+        }
+    }
 }
 
 /// Remembers the failure currently repeating, so it is logged when it starts, changes and
@@ -459,32 +505,13 @@ impl Vips {
     ) -> Self {
         let slots = vips
             .iter()
-            .map(|config| Slot {
-                vip: Vip::from_config(config),
-                bound: false,
-                lost: false,
-                held_since: None,
-                burst_left: 0,
-                next_announce: None,
-                last_reburst: None,
-                announcements_sent: 0,
-                re_adds: 0,
-                duplicates: 0,
-                lease_until: None,
-                lease_expiries: 0,
-                address_error: ErrorLog::default(),
-                announce_error: ErrorLog::default(),
-                link_error: ErrorLog::default(),
-                denied: None,
-            })
+            .map(|config| Slot::new(Vip::from_config(config)))
             .collect();
         Self {
             inner: Arc::new(Inner {
                 control,
                 announcer,
-                burst_count: announce.burst_count.max(1),
-                burst_interval: Duration::from_millis(announce.burst_interval_ms),
-                refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
+                cadence: Mutex::new(Cadence::of(announce)),
                 kernel_watch,
                 lease,
                 state: Mutex::new(State { held: false, slots }),
@@ -496,10 +523,11 @@ impl Vips {
     }
 
     /// Hold or release every VIP. Idempotent and cheap when nothing changes (the supervisor
-    /// re-asserts on every loop). Holding binds every VIP in one netlink batch, announces each
-    /// once at once, probes for another holder and leaves the rest of the burst to the
-    /// announce loop; releasing removes every VIP (one batch) before it logs anything. One
-    /// summary line per transition; the per-VIP detail is at debug.
+    /// re-asserts on every loop). Holding binds and announces the VIPs in doubling steps (one
+    /// netlink batch and one frame batch each, the first step a single VIP), then probes for
+    /// another holder and leaves the rest of the burst to the announce loop; releasing removes
+    /// every VIP (one batch) before it logs anything. One summary line per transition, with
+    /// the time to the first and the last VIP; the per-VIP detail is at debug.
     pub fn set_held(&self, hold: bool, reason: &str) {
         let inner = &self.inner;
         let mut state = inner.lock();
@@ -510,8 +538,26 @@ impl Vips {
         let now = Instant::now();
         let all: Vec<usize> = (0..state.slots.len()).collect();
         if hold {
-            let bound = inner.bind(&mut state.slots, &all);
-            inner.start_bursts(&mut state.slots, &bound, now, true);
+            // Bound and announced in steps of 1, 2, 4, ... VIPs (TAKEOVER_STEP_MAX at most):
+            // the first VIP is on the segment as fast as a lone one would be, and 200 take 9
+            // steps of one netlink datagram and one frame batch each.
+            let mut bound = Vec::with_capacity(all.len());
+            let mut first = None;
+            let mut step = 1;
+            let mut rest = all.as_slice();
+            while !rest.is_empty() {
+                let (these, later) = rest.split_at(step.min(rest.len()));
+                let now_bound = inner.bind(&mut state.slots, these);
+                inner.start_bursts(&mut state.slots, &now_bound, now, false);
+                if !now_bound.is_empty() {
+                    first.get_or_insert_with(|| now.elapsed());
+                }
+                bound.extend(now_bound);
+                rest = later;
+                step = (step * 2).min(TAKEOVER_STEP_MAX);
+            }
+            let last = now.elapsed();
+            inner.probe_now(&mut state.slots, &bound);
             for (i, slot) in state.slots.iter().enumerate() {
                 let to = if bound.contains(&i) {
                     "held"
@@ -520,7 +566,8 @@ impl Vips {
                 };
                 transition(&slot.vip, "released", to, reason);
             }
-            summary("held", state.slots.len(), bound.len(), reason);
+            let took = (first.unwrap_or(last), last);
+            summary("held", state.slots.len(), bound.len(), reason, took);
         } else {
             for slot in &mut state.slots {
                 slot.burst_left = 0;
@@ -535,10 +582,81 @@ impl Vips {
                 };
                 transition(&slot.vip, "held", to, reason);
             }
-            summary("released", state.slots.len(), removed.len(), reason);
+            let took = now.elapsed();
+            summary(
+                "released",
+                state.slots.len(),
+                removed.len(),
+                reason,
+                (took, took),
+            );
         }
         drop(state);
         inner.wake.notify_one();
+    }
+
+    /// Replaces the VIP set and the announce settings (a reload). A VIP no longer listed is
+    /// removed from the kernel if bound; a new one is bound and announced at once while
+    /// held; the others keep their state and counters. Returns true when the set changed
+    /// (the kernel watchers, which know the VIPs, must then be restarted).
+    pub fn set_vips(&self, vips: &[VipConfig], announce: &Announce) -> bool {
+        let inner = &self.inner;
+        *crate::sync::lock(&inner.cadence) = Cadence::of(announce);
+        let wanted: Vec<Vip> = vips.iter().map(Vip::from_config).collect();
+        let mut state = inner.lock();
+        let (mut kept, mut gone): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut state.slots)
+            .into_iter()
+            .partition(|slot| wanted.contains(&slot.vip));
+        let bound: Vec<usize> = (0..gone.len()).filter(|&i| gone[i].bound).collect();
+        let removed = inner.unbind(&mut gone, &bound);
+        for slot in &gone {
+            transition(&slot.vip, "configured", "removed", "reload");
+        }
+        if !gone.is_empty() {
+            let names: Vec<String> = gone.iter().map(|s| s.vip.to_string()).collect();
+            tracing::info!(
+                count = gone.len(),
+                released = removed.len(),
+                vips = %abbreviate(&names),
+                "VIPs removed from the config"
+            );
+        }
+        let mut added = Vec::new();
+        for (i, vip) in wanted.into_iter().enumerate() {
+            let slot = match kept.iter().position(|s| s.vip == vip) {
+                Some(at) => kept.swap_remove(at),
+                None => {
+                    added.push(i);
+                    Slot::new(vip)
+                }
+            };
+            state.slots.push(slot);
+        }
+        let now = Instant::now();
+        if !added.is_empty() {
+            let names: Vec<String> = added
+                .iter()
+                .map(|&i| state.slots[i].vip.to_string())
+                .collect();
+            let holding = inner.holding(&state, now);
+            let bound = if holding {
+                let bound = inner.bind(&mut state.slots, &added);
+                inner.start_bursts(&mut state.slots, &bound, now, true);
+                bound
+            } else {
+                Vec::new()
+            };
+            tracing::info!(
+                count = added.len(),
+                bound = bound.len(),
+                held = holding,
+                vips = %abbreviate(&names),
+                "VIPs added to the config"
+            );
+        }
+        drop(state);
+        inner.wake.notify_one();
+        !gone.is_empty() || !added.is_empty()
     }
 
     /// The fence deadline of the current hold (None: none known). Past it, renewals,
@@ -819,6 +937,10 @@ impl Vips {
 }
 
 impl Inner {
+    fn cadence(&self) -> Cadence {
+        *crate::sync::lock(&self.cadence)
+    }
+
     /// Held and not past the fence.
     fn holding(&self, state: &State, now: Instant) -> bool {
         state.held && crate::sync::lock(&self.hold_until).is_none_or(|until| now < until)
@@ -914,20 +1036,28 @@ impl Inner {
         let count = slots.len();
         for &i in which {
             let slot = &mut slots[i];
-            slot.burst_left = self.burst_count.saturating_sub(1);
-            self.schedule(slot, now, phase(self.refresh, i, count));
+            slot.burst_left = self.cadence().burst_count.saturating_sub(1);
+            self.schedule(slot, now, phase(self.cadence().refresh, i, count));
         }
         if probe {
-            let results = {
-                let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
-                self.announcer.probe_all(&vips)
-            };
-            for (&i, result) in which.iter().zip(results) {
-                let slot = &mut slots[i];
-                match result {
-                    Ok(()) => slot.announce_error.clear(&slot.vip),
-                    Err(e) => slot.announce_error.set(&slot.vip, &e),
-                }
+            self.probe_now(slots, which);
+        }
+    }
+
+    /// Asks the segment whether another box holds the VIPs `which` (one batch).
+    fn probe_now(&self, slots: &mut [Slot], which: &[usize]) {
+        if which.is_empty() {
+            return;
+        }
+        let results = {
+            let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
+            self.announcer.probe_all(&vips)
+        };
+        for (&i, result) in which.iter().zip(results) {
+            let slot = &mut slots[i];
+            match result {
+                Ok(()) => slot.announce_error.clear(&slot.vip),
+                Err(e) => slot.announce_error.set(&slot.vip, &e),
             }
         }
     }
@@ -954,9 +1084,9 @@ impl Inner {
     /// of all at once.
     fn schedule(&self, slot: &mut Slot, now: Instant, phase: Duration) {
         slot.next_announce = if slot.burst_left > 0 {
-            Some(now + self.burst_interval)
+            Some(now + self.cadence().burst_interval)
         } else {
-            self.refresh.map(|refresh| now + refresh + phase)
+            self.cadence().refresh.map(|refresh| now + refresh + phase)
         };
     }
 
@@ -1014,7 +1144,7 @@ impl Inner {
             // The last burst frame hands over to the refresh at this VIP's phase; later
             // refreshes keep it.
             let phase = if slot.burst_left > 0 {
-                phase(self.refresh, i, count)
+                phase(self.cadence().refresh, i, count)
             } else {
                 Duration::ZERO
             };
@@ -1048,16 +1178,22 @@ fn abbreviate(items: &[String]) -> String {
     text
 }
 
-/// The one line a hold or release writes, however many VIPs there are.
-fn summary(to: &str, total: usize, done: usize, reason: &str) {
+/// The one line a hold or release writes, however many VIPs there are. `took`: from the
+/// start to the first and to the last VIP done (announced, or removed), in µs in the log:
+/// how long the segment waited for the first, and the spread to the last (issue 12).
+fn summary(to: &str, total: usize, done: usize, reason: &str, took: (Duration, Duration)) {
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let (first_us, last_us) = (micros(took.0), micros(took.1));
     if done == total {
-        tracing::info!(vips = total, reason, "VIPs {to}");
+        tracing::info!(vips = total, reason, first_us, last_us, "VIPs {to}");
     } else {
         tracing::warn!(
             vips = total,
             ok = done,
             failed = total - done,
             reason,
+            first_us,
+            last_us,
             "VIPs {to}, some failed (see the VIP errors)"
         );
     }

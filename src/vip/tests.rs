@@ -656,3 +656,109 @@ fn a_deadline_moved_later_before_it_passes_keeps_the_vips_held_and_the_last_one_
     );
     cancel.cancel();
 }
+
+#[test]
+fn a_reloaded_set_binds_new_vips_at_once_and_releases_removed_ones_while_held() {
+    let (kept, gone, new) = ("198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32");
+    let r = rig(
+        &[config(kept, "eth0"), config(gone, "eth0")],
+        announce(1, 20, 0),
+    );
+    r.vips.set_held(true, "leader");
+    let changed = r.vips.set_vips(
+        &[config(kept, "eth0"), config(new, "eth0")],
+        &announce(1, 20, 0),
+    );
+    assert!(changed);
+    assert_eq!(r.control.bound(), [ip(kept), ip(new)].into());
+    assert_eq!(r.announcer.count(&Call::Announce(ip(new))), 1);
+    assert_eq!(r.announcer.count(&Call::Probe(ip(new))), 1);
+    // The kept VIP was neither re-added nor announced again.
+    assert_eq!(r.control.count(&Call::Add(ip(kept))), 1);
+    assert_eq!(r.announcer.count(&Call::Announce(ip(kept))), 1);
+    let listed: Vec<String> = r.vips.status().iter().map(|v| v.address.clone()).collect();
+    assert_eq!(listed, [kept, new]);
+}
+
+#[test]
+fn a_reloaded_set_binds_nothing_while_released() {
+    let r = rig(&[config(V4, "eth0")], announce(1, 20, 0));
+    assert!(r.vips.set_vips(
+        &[config(V4, "eth0"), config(V6, "eth0")],
+        &announce(1, 20, 0)
+    ));
+    assert!(r.control.bound().is_empty());
+    assert!(!r.vips.set_vips(
+        &[config(V4, "eth0"), config(V6, "eth0")],
+        &announce(2, 20, 0)
+    ));
+    r.vips.set_held(true, "leader");
+    assert_eq!(r.control.bound(), [ip(V4), ip(V6)].into());
+}
+
+#[test]
+fn the_vip_thread_applies_a_reloaded_set() {
+    let r = rig(&many(1), announce(1, 20, 0));
+    let cancel = CancellationToken::new();
+    let worker = VipWorker::spawn(r.vips.clone(), RECONCILE, cancel.clone()).unwrap();
+    worker.set_held(true, "leader");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    worker.set_vips(VipSet {
+        vips: many(2),
+        announce: announce(1, 20, 0),
+        reconcile: RECONCILE,
+    });
+    let start = Instant::now();
+    while r.control.bound().len() < 2 && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(r.control.bound().len(), 2, "the new VIP is bound");
+    cancel.cancel();
+}
+
+/// Records, for every announcement, how many VIPs the fake kernel had bound at that moment.
+struct BoundAtAnnounce {
+    control: Arc<FakeAddressControl>,
+    seen: Mutex<Vec<usize>>,
+}
+
+impl Announcer for BoundAtAnnounce {
+    fn announce(&self, _vip: &Vip) -> Result<(), VipError> {
+        let bound = self.control.bound().len();
+        crate::sync::lock(&self.seen).push(bound);
+        Ok(())
+    }
+    fn probe(&self, _vip: &Vip) -> Result<(), VipError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_takeover_announces_the_first_vip_before_binding_the_rest() {
+    let configs: Vec<VipConfig> = (1..=200)
+        .map(|i| config(&format!("198.51.100.{i}/32"), "eth0"))
+        .collect();
+    let control = Arc::new(FakeAddressControl::new());
+    let announcer = Arc::new(BoundAtAnnounce {
+        control: control.clone(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let vips = Vips::new(
+        &configs,
+        &announce(3, 20, 0),
+        control.clone(),
+        announcer.clone(),
+    );
+    vips.set_held(true, "leader");
+    let seen = crate::sync::lock(&announcer.seen).clone();
+    assert_eq!(seen.len(), 200, "each VIP announced once at once");
+    // The first VIP went out with only itself bound, the steps double up to one netlink
+    // datagram's worth, and every VIP is announced only once it is bound.
+    assert_eq!(seen[0], 1, "{seen:?}");
+    assert_eq!(&seen[1..3], &[3, 3], "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(seen.iter().enumerate().all(|(i, &b)| b > i), "{seen:?}");
+    let steps = seen.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(steps, 9, "1 2 4 8 16 32 64 64 9: {seen:?}");
+    assert_eq!(control.bound().len(), 200);
+}
