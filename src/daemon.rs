@@ -64,9 +64,6 @@ const SUPERVISOR_STOP_SLACK: Duration = Duration::from_millis(100);
 const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
-/// How often a running node checks that Raft has not stopped with a fatal error and that the
-/// health monitor still reports: a fatal stop is noticed within this.
-const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDaemonError {
@@ -729,17 +726,21 @@ fn ended<T: std::fmt::Debug>(result: Result<T, tokio::task::JoinError>) -> Strin
 }
 
 /// Completes with the reason when Raft has stopped with a fatal error (a store write failed)
-/// or the health monitor stopped reporting. Polled every [`LIVENESS_CHECK`] rather than on
-/// every metrics change: Raft's metrics change with every heartbeat.
-async fn first_fatal(raft: &Raft, health: Box<dyn HealthFeed>) -> String {
-    let mut tick = tokio::time::interval(LIVENESS_CHECK);
-    loop {
-        tick.tick().await;
-        if let Err(fatal) = &raft.metrics().borrow().running_state {
-            return format!("Raft stopped with a fatal error: {fatal}");
+/// or the health monitor stopped reporting. Driven by events, not a timer: both channels close
+/// when their task ends (openraft drops its metrics senders when its core returns, after it
+/// published the error). It watches Raft's server metrics, which change with the role, vote,
+/// leader and membership only, not the full metrics, which change with every heartbeat.
+async fn first_fatal(raft: &Raft, mut health: Box<dyn HealthFeed>) -> String {
+    let mut server = raft.server_metrics();
+    tokio::select! {
+        () = async { while server.changed().await.is_ok() {} } => {
+            match &raft.metrics().borrow().running_state {
+                Err(fatal) => format!("Raft stopped with a fatal error: {fatal}"),
+                Ok(()) => "Raft stopped".to_owned(),
+            }
         }
-        if health.is_closed() {
-            return "the health monitor stopped reporting".to_owned();
+        () = async { while health.changed().await {} } => {
+            "the health monitor stopped reporting".to_owned()
         }
     }
 }
@@ -757,5 +758,69 @@ async fn next_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option
     match hangup {
         Some(signal) => signal.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-node Raft on a fresh store in `dir`, with its network pointing nowhere.
+    async fn lone_raft(dir: &Path) -> Raft {
+        let config = Config::parse(&format!(
+            "cluster = \"t\"\nnode_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+             secret_file = \"/nonexistent\"\naccept_no_failover = true\n\
+             [[peer]]\nid = 1\naddress = \"127.0.0.1:9\"\n",
+            dir.display()
+        ))
+        .unwrap();
+        let (log, state_machine) = store::open(dir, "t", 1).unwrap();
+        let auth = Arc::new(Authenticator::new(Secret::new(vec![7; 32]), "t", 1));
+        let client = PeerClient::new(auth);
+        start_raft(&config, &client, &Arc::default(), log, state_machine)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn first_fatal_reports_raft_stopping_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = lone_raft(dir.path()).await;
+        let watcher = first_fatal(&raft, Box::new(NoHealthGate));
+        tokio::pin!(watcher);
+        // Nothing to report while Raft runs. 110 ms: just past where a 100 ms poll would
+        // have looked, so polling could not pass the bound below.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(110), &mut watcher)
+                .await
+                .is_err()
+        );
+        raft.shutdown().await.unwrap();
+        let why = tokio::time::timeout(Duration::from_millis(50), watcher)
+            .await
+            .expect("reported within 50 ms of Raft's end");
+        assert!(why.starts_with("Raft stopped"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn first_fatal_reports_a_health_monitor_that_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = lone_raft(dir.path()).await;
+        let (tx, rx) = watch::channel(crate::health::Health::initial());
+        let watcher = first_fatal(&raft, Box::new(rx));
+        tokio::pin!(watcher);
+        tx.send_modify(|h| h.healthy = true);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(110), &mut watcher)
+                .await
+                .is_err(),
+            "a new verdict is not a stop"
+        );
+        drop(tx);
+        let why = tokio::time::timeout(Duration::from_millis(50), watcher)
+            .await
+            .expect("reported within 50 ms of the monitor's end");
+        assert_eq!(why, "the health monitor stopped reporting");
+        raft.shutdown().await.unwrap();
     }
 }

@@ -671,6 +671,37 @@ fn a_successor_counts_no_duplicate_during_the_overlap_and_announces_again_on_req
 }
 
 #[test]
+fn a_deadline_moved_later_before_it_passes_keeps_the_vips_held_and_the_last_one_still_fences() {
+    let r = rig(&many(2), announce(3, 20, 0));
+    let cancel = CancellationToken::new();
+    let worker = VipWorker::spawn(r.vips.clone(), RECONCILE, cancel.clone()).unwrap();
+    let fence = Duration::from_millis(40);
+    worker.hold_until(Some(Instant::now() + fence));
+    worker.set_held(true, "leader");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    // A leader's acknowledgements: each moves the deadline later, without waking the thread.
+    let mut last = Instant::now();
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(5));
+        last = Instant::now() + fence;
+        worker.hold_until(Some(last));
+        assert_eq!(r.control.bound().len(), 2, "released although extended");
+    }
+    // They stop: released at the last deadline, not at an earlier one.
+    while r.control.bound().len() == 2 && Instant::now() < last + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let now = Instant::now();
+    assert!(now >= last, "released {:?} before the deadline", last - now);
+    assert!(
+        now < last + Duration::from_millis(20),
+        "released {:?} after the deadline",
+        now - last
+    );
+    cancel.cancel();
+}
+
+#[test]
 fn a_reloaded_set_binds_new_vips_at_once_and_releases_removed_ones_while_held() {
     let (kept, gone, new) = ("198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32");
     let r = rig(
