@@ -39,7 +39,10 @@ use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadConfigError, Secret};
 use crate::health::{HealthFeed, NoHealthGate};
+use crate::membership::{self, Members};
 use crate::notify::{Event, HookContext, Notifier};
+use crate::peer::handlers::MembersFuture;
+use crate::peer::wire::{MembersRequest, MembershipView, RemovedNotice};
 use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
@@ -172,8 +175,15 @@ async fn start(
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
+    let members = Members::new(
+        config.node_id,
+        raft.clone(),
+        peer_client.clone(),
+        membership::addresses(&config.peers),
+    );
+    tokio::spawn(members.clone().run(background.clone()));
 
-    let peers = SupervisorPeers::new(&config, peer_client.clone(), log.clone(), contacts.clone());
+    let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
     let notifier = Arc::new(Notifier::new(&config));
     let (state_tx, state_rx) = watch::channel(SupervisorState::default());
     let supervisor = Supervisor::new(
@@ -186,6 +196,7 @@ async fn start(
             peers: Arc::new(peers),
             state: state_tx,
             notifier: notifier.clone(),
+            member: members.voter(),
         },
     );
     let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
@@ -202,6 +213,7 @@ async fn start(
         timing,
         vote_gate,
         log,
+        members,
     };
     let (api, api_stop) = start_api((listener, status_listener), view, auth, peer_client);
     let (metrics, every) = (raft.metrics(), config.timing.reconcile());
@@ -412,12 +424,21 @@ async fn start_raft(
     )
     .await
     .map_err(|e| RunDaemonError::StartRaft(Box::new(e)))?;
-    initialize_membership(&raft, config).await?;
+    initialize_membership(&raft, config, peer_client).await?;
     Ok(raft)
 }
 
-/// Every node initialises the same static membership; all but the first see "not allowed".
-async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDaemonError> {
+/// Every founding node initialises the same membership; all but the first see "not allowed".
+/// A fresh box added to a running cluster does not: it waits for the leader to add it.
+async fn initialize_membership(
+    raft: &Raft,
+    config: &Config,
+    peer_client: &PeerClient,
+) -> Result<(), RunDaemonError> {
+    let file = membership::addresses(&config.peers);
+    if !membership::should_bootstrap(config.node_id, raft, peer_client, &file).await {
+        return Ok(());
+    }
     let members: BTreeMap<NodeId, BasicNode> = config
         .peers
         .iter()
@@ -440,19 +461,11 @@ struct SupervisorPeers {
 }
 
 impl SupervisorPeers {
-    fn new(
-        config: &Config,
-        client: PeerClient,
-        log: store::LogStore,
-        contacts: Arc<Contacts>,
-    ) -> Self {
-        let peers = config
-            .peers
-            .iter()
-            .map(|p| (p.id, p.address.to_string()))
-            .collect();
+    fn new(raft: &Raft, client: PeerClient, log: store::LogStore, contacts: Arc<Contacts>) -> Self {
+        let metrics = raft.metrics();
+        let voters = Box::new(move || MembershipView::of(&metrics.borrow()).voters());
         Self {
-            requests: PeerRequests::new(client, peers, log),
+            requests: PeerRequests::new(client, voters, log),
             contacts,
         }
     }
@@ -485,6 +498,7 @@ struct LiveNode {
     vote_gate: VoteGate,
     /// This node's log, which a pre-vote's candidate must not be behind.
     log: store::LogStore,
+    members: Arc<Members>,
 }
 
 impl StatusView for LiveNode {
@@ -493,6 +507,7 @@ impl StatusView for LiveNode {
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
         let health = self.health.status();
+        let members = MembershipView::of(&m);
         let role = match m.state {
             ServerState::Leader => RaftRole::Leader,
             ServerState::Candidate => RaftRole::Candidate,
@@ -518,15 +533,14 @@ impl StatusView for LiveNode {
             health,
             maintenance: cluster.in_maintenance(self.config.node_id),
             vips: self.vips.status(),
-            peers: self
-                .config
-                .peers
-                .iter()
-                .map(|p| PeerStatus {
-                    id: p.id,
-                    address: p.address.to_string(),
-                    last_contact_ms: self.contacts.age(p.id).map(|a| a.as_millis() as u64),
-                    maintenance: cluster.in_maintenance(p.id),
+            peers: members
+                .nodes
+                .into_iter()
+                .map(|(id, address)| PeerStatus {
+                    id,
+                    address,
+                    last_contact_ms: self.contacts.age(id).map(|a| a.as_millis() as u64),
+                    maintenance: cluster.in_maintenance(id),
                 })
                 .collect(),
             counters: Counters {
@@ -537,6 +551,7 @@ impl StatusView for LiveNode {
             },
             voters_may_fail: self.config.tolerance().may_fail as u64,
             failover_duration: sup.failover_duration.clone(),
+            membership: Some(self.members.status()),
         }
     }
 }
@@ -563,7 +578,18 @@ impl LocalNode for LiveNode {
     }
 
     fn peer_address(&self, id: NodeId) -> Option<String> {
-        self.config.peer(id).map(|p| p.address.to_string())
+        MembershipView::of(&self.raft.metrics().borrow())
+            .nodes
+            .remove(&id)
+    }
+
+    fn change_members(&self, request: MembersRequest) -> MembersFuture {
+        let members = self.members.clone();
+        Box::pin(async move { members.change(request).await.map_err(|e| e.to_string()) })
+    }
+
+    fn removed(&self, notice: RemovedNotice) {
+        self.members.removed(&notice);
     }
 
     fn grant_vote(&self) -> Result<(), String> {

@@ -4,7 +4,8 @@
 //! Raft's RPCs are handed to openraft and its `Result` is answered as JSON, so a remote Raft
 //! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
 //! node through [`LocalNode`]: whether it may lead (handover), whether it would vote
-//! (pre-vote, vote gate), and who its peers are (maintenance forwarded to the leader).
+//! (pre-vote, vote gate), who its peers are (maintenance forwarded to the leader), and the
+//! membership changes of a reload (`crate::membership`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -21,8 +22,9 @@ use super::client::PeerClient;
 use super::guard::{authenticate, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
-    MaintenanceRequest, PeerAnswer, PrevoteRequest, APPEND_PATH, ELECT_PATH, MAINTENANCE_PATH,
-    PREVOTE_PATH, SNAPSHOT_PATH, VOTE_PATH,
+    MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer, PrevoteRequest, RemovedNotice,
+    APPEND_PATH, ELECT_PATH, MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH,
+    REMOVED_PATH, SNAPSHOT_PATH, VOTE_PATH,
 };
 use super::Contacts;
 use crate::auth::Authenticator;
@@ -47,7 +49,16 @@ pub trait LocalNode: Send + Sync + 'static {
     fn grant_vote(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Makes the membership the `[[peer]]` list of a reload (see `crate::membership`); answers
+    /// the membership after the change, or why it was refused.
+    fn change_members(&self, request: MembersRequest) -> MembersFuture;
+    /// The leader removed this node from the cluster.
+    fn removed(&self, notice: RemovedNotice);
 }
+
+/// What [`LocalNode::change_members`] answers, later.
+pub type MembersFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<MembershipView, String>> + Send>>;
 
 /// Everything the signed routes share.
 pub struct PeerServer {
@@ -103,6 +114,9 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(ELECT_PATH, post(elect))
         .route(PREVOTE_PATH, post(prevote))
         .route(MAINTENANCE_PATH, post(maintenance))
+        .route(MEMBERS_PATH, post(members))
+        .route(MEMBERSHIP_PATH, post(membership))
+        .route(REMOVED_PATH, post(removed))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -164,6 +178,29 @@ async fn maintenance(
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
     s.set_maintenance(request).await.map(Json)
+}
+
+/// Makes the membership a reload's `[[peer]]` list (the leader does; a follower forwards).
+async fn members(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<MembersRequest>,
+) -> Result<Json<MembershipView>, (StatusCode, String)> {
+    s.node
+        .change_members(request)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::CONFLICT, e))
+}
+
+/// The membership this node replicates (empty on a fresh store).
+async fn membership(State(s): State<Arc<PeerServer>>) -> Json<MembershipView> {
+    Json(MembershipView::of(&s.raft.metrics().borrow()))
+}
+
+/// The leader says it removed this node.
+async fn removed(State(s): State<Arc<PeerServer>>, Json(notice): Json<RemovedNotice>) -> Json<()> {
+    s.node.removed(notice);
+    Json(())
 }
 
 impl PeerServer {

@@ -62,6 +62,9 @@ pub struct Inputs {
     /// Every VIP's interface could take it (present, up) and no add was refused (EPERM):
     /// only a box that can serve may lead.
     pub vips_bindable: bool,
+    /// A voter of the membership a change is heading to (see `crate::membership`): a box
+    /// waiting to be added, leaving or removed never leads.
+    pub member: bool,
 }
 
 /// What this node should be doing.
@@ -92,6 +95,7 @@ pub enum Reason {
     QuorumLost,
     LeaderWithQuorum,
     HandingOver,
+    NotMember,
 }
 
 impl std::fmt::Display for Reason {
@@ -106,6 +110,9 @@ impl std::fmt::Display for Reason {
             Reason::QuorumLost => "no quorum acknowledgement within the fence",
             Reason::LeaderWithQuorum => "leader with quorum and healthy HAProxy",
             Reason::HandingOver => "planned handover: holding until the successor is elected",
+            Reason::NotMember => {
+                "not a voter of the membership (waiting to be added, leaving or removed)"
+            }
         })
     }
 }
@@ -116,6 +123,8 @@ pub fn decide(i: &Inputs) -> Decision {
         Some(Reason::Witness)
     } else if i.stopping {
         Some(Reason::Stopping)
+    } else if !i.member {
+        Some(Reason::NotMember)
     } else if i.maintenance {
         Some(Reason::Maintenance)
     } else if !i.healthy {
@@ -136,7 +145,7 @@ pub fn decide(i: &Inputs) -> Decision {
         && i.vips_bindable
         && matches!(
             eligible_reason,
-            Some(Reason::Stopping | Reason::Maintenance)
+            Some(Reason::Stopping | Reason::Maintenance | Reason::NotMember)
         );
     let reason = match (eligible_reason, i.leader, acked) {
         _ if planned_handover => Reason::HandingOver,
@@ -296,6 +305,8 @@ pub enum Input {
     Health { healthy: bool },
     /// This node's replicated maintenance flag.
     Maintenance(bool),
+    /// Whether this node is a voter of the membership a change is heading to.
+    Member(bool),
     /// Why the VIPs cannot be bound here now (None: they can).
     Unbindable(Option<String>),
     /// This node accepted an append from a leader at this instant.
@@ -410,6 +421,7 @@ pub struct Core {
     ack: Option<Instant>,
     healthy: bool,
     maintenance: bool,
+    member: bool,
     unbindable: Option<String>,
     leader_contact: Option<Instant>,
     // What was decided.
@@ -445,6 +457,7 @@ impl Core {
             ack: None,
             healthy: false,
             maintenance: false,
+            member: true,
             unbindable: None,
             leader_contact: None,
             applied: None,
@@ -512,6 +525,7 @@ impl Core {
             Input::Raft(report) => self.observe_raft(now, report),
             Input::Health { healthy } => self.healthy = healthy,
             Input::Maintenance(on) => self.maintenance = on,
+            Input::Member(member) => self.member = member,
             Input::Unbindable(why) => {
                 if why != self.unbindable {
                     match &why {
@@ -577,6 +591,7 @@ impl Core {
             maintenance: self.maintenance,
             stopping: self.stopping != Stopping::No,
             vips_bindable: self.unbindable.is_none(),
+            member: self.member,
         }
     }
 

@@ -15,6 +15,7 @@ fn leader_healthy() -> Inputs {
         maintenance: false,
         stopping: false,
         vips_bindable: true,
+        member: true,
     }
 }
 
@@ -66,6 +67,8 @@ fn transitions_table() {
         ("unhealthy and unbindable: health named first", |i| { i.vips_bindable = false; i.healthy = false }, false, false, false, true, Reason::Unhealthy),
         ("stopping leader that cannot bind releases at once", |i| { i.stopping = true; i.vips_bindable = false }, false, false, false, true, Reason::Stopping),
         ("maintenance follower that cannot bind", |i| { i.maintenance = true; i.vips_bindable = false; i.leader = false }, false, false, true, false, Reason::Maintenance),
+        ("leader the membership drops holds while handing over", |i| i.member = false, true, false, false, true, Reason::HandingOver),
+        ("box not a voter never stands", |i| { i.member = false; i.leader = false }, false, false, true, false, Reason::NotMember),
     ];
     for (name, change, hold, may_lead, heartbeat, hand_over, reason) in cases {
         let mut inputs = leader_healthy();
@@ -82,8 +85,9 @@ fn transitions_table() {
 #[test]
 fn never_holds_without_leadership_quorum_and_health() {
     // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy,
-    // bindable VIPs and not a witness; maintenance and stopping only ever mean "hand over".
-    for bits in 0u32..128 {
+    // bindable VIPs and not a witness; maintenance, stopping and leaving the membership only
+    // ever mean "hand over".
+    for bits in 0u32..256 {
         let b = |n: u32| bits & (1 << n) != 0;
         let inputs = Inputs {
             witness: b(0),
@@ -94,11 +98,12 @@ fn never_holds_without_leadership_quorum_and_health() {
             maintenance: b(4),
             stopping: b(5),
             vips_bindable: b(6),
+            member: !b(7),
         };
         let d = decide(&inputs);
         let expected = !b(0) && b(1) && b(2) && b(3) && b(6);
         assert_eq!(d.hold_vips, expected, "{inputs:?}");
-        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6);
+        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7);
         assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
         assert!(!(d.may_lead && ineligible), "{inputs:?}");
     }
