@@ -1,4 +1,4 @@
-//! Subcommands: run, status, check-config, maintenance, release, import-keepalived.
+//! Subcommands: run, status, check-config, maintenance, members, release, import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use raftvip::api::client;
 use raftvip::auth::Authenticator;
 use raftvip::config::Config;
 use raftvip::daemon;
+use raftvip::membership;
 use raftvip::peer::PeerClient;
 use raftvip::release;
 
@@ -58,6 +59,13 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// Make the cluster's membership this file's [[peer]] list: the leader adds new boxes as
+    /// learners, then voters once caught up, and removes the boxes the list drops (a leader
+    /// it drops hands over first). docs/operations.md, membership.
+    Members {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Remove this box's configured VIPs (systemd's ExecStopPost=, or by hand after a crash).
     /// Exits 0 when nothing is left bound, also when nothing was.
     Release {
@@ -93,6 +101,7 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             node,
         } => maintenance(&config, state, node).await,
         Command::Release { config } => release(&config),
+        Command::Members { config } => members(&config).await,
         Command::ImportKeepalived { file } => import_keepalived(&file),
         Command::GenerateDocs { dir } => generate_docs(&dir),
     }
@@ -146,7 +155,9 @@ fn release(path: &Path) -> anyhow::Result<ExitCode> {
 async fn status(path: &Path, json: bool, all_vips: bool) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
     let address = config.status_listen.unwrap_or(config.listen);
-    let status = client::fetch_status(&address.to_string()).await?;
+    let mut status = client::fetch_status(&address.to_string()).await?;
+    // Against the file as it is now, so an edit not yet applied shows.
+    membership::file_differences(&mut status, &membership::addresses(&config.peers));
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -250,5 +261,27 @@ fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
         man.display(),
         completions.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `raftvip members`: sends this file's [[peer]] list to the local daemon, which makes it the
+/// membership (through the leader) and answers the membership after the change.
+async fn members(path: &Path) -> anyhow::Result<ExitCode> {
+    let (config, secret) = Config::load(path)?;
+    let peer_client = PeerClient::new(Arc::new(Authenticator::new(
+        secret,
+        &config.cluster,
+        config.node_id,
+    )));
+    let view = client::change_members(
+        &peer_client,
+        config.node_id,
+        &config.listen.to_string(),
+        membership::addresses(&config.peers),
+    )
+    .await
+    .context("changing the membership")?;
+    let voters: Vec<String> = view.configs.iter().map(|c| format!("{c:?}")).collect();
+    println!("membership {}", voters.join(" -> "));
     Ok(ExitCode::SUCCESS)
 }

@@ -48,7 +48,7 @@ use crate::peer::wire::{
 use crate::peer::PeerClient;
 use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::NodeId;
-use crate::status::MembershipStatus;
+use crate::status::{MembershipStatus, Status};
 
 /// How long the leader waits for a new box to catch up before it gives up making it a voter:
 /// the log is tiny (operator flags and memberships), so a running box catches up in
@@ -179,6 +179,24 @@ pub fn differences(file: &Addresses, now: &MembershipView) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Replaces the differences in `status` with those against `file` (the file on disk, read
+/// by `raftvip status`): an edit not applied yet shows at once.
+pub fn file_differences(status: &mut Status, file: &Addresses) {
+    let nodes = status
+        .peers
+        .iter()
+        .map(|p| (p.id, p.address.clone()))
+        .collect();
+    if let Some(m) = status.membership.as_mut() {
+        let view = MembershipView {
+            configs: m.voters.clone(),
+            nodes,
+        };
+        m.differences = differences(file, &view);
+        m.file = file.keys().copied().collect();
+    }
 }
 
 /// This node's place in the membership.

@@ -1,19 +1,23 @@
 //! What the `raftvip` CLI uses to talk to the local daemon.
 //!
-//! Status is a plain GET. Changes (maintenance) are signed like peer requests: the CLI reads
+//! Status is a plain GET. Changes (maintenance, membership) are signed like peer requests: the CLI reads
 //! the same config and secret as the daemon, so being able to read the secret file is what
 //! authorises an operator — no second credential to manage.
 
 use std::time::Duration;
 
 use super::STATUS_PATH;
-use crate::peer::wire::{MaintenanceRequest, MAINTENANCE_PATH};
+use crate::peer::wire::{
+    Addresses, MaintenanceRequest, MembersRequest, MembershipView, MAINTENANCE_PATH, MEMBERS_PATH,
+};
 use crate::peer::{PeerCallError, PeerClient};
 use crate::raft::NodeId;
 use crate::status::Status;
 
 /// Long enough for a busy box, short enough for an operator waiting at a prompt.
 const CLI_TIMEOUT: Duration = Duration::from_secs(3);
+/// A membership change: the peer port's 10 s request limit bounds it.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchStatusError {
@@ -78,5 +82,23 @@ pub async fn set_maintenance(
     };
     client
         .call(daemon, address, MAINTENANCE_PATH, &request, CLI_TIMEOUT)
+        .await
+}
+
+/// Asks the daemon `daemon` on `address` to make the membership `peers` (its file's list);
+/// answers the membership after the change. Waits longer than other calls: the leader may
+/// wait for a new box to catch up and hand over first.
+pub async fn change_members(
+    client: &PeerClient,
+    daemon: NodeId,
+    address: &str,
+    peers: Addresses,
+) -> Result<MembershipView, PeerCallError> {
+    let request = MembersRequest {
+        peers,
+        forwarded: false,
+    };
+    client
+        .call(daemon, address, MEMBERS_PATH, &request, MEMBERS_TIMEOUT)
         .await
 }
