@@ -175,13 +175,7 @@ async fn start(
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
-    let members = Members::new(
-        config.node_id,
-        raft.clone(),
-        peer_client.clone(),
-        membership::addresses(&config.peers),
-    );
-    tokio::spawn(members.clone().run(background.clone()));
+    let members = start_members(&config, &raft, &peer_client, background);
 
     let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
     let notifier = Arc::new(Notifier::new(&config));
@@ -426,6 +420,19 @@ async fn start_raft(
     .map_err(|e| RunDaemonError::StartRaft(Box::new(e)))?;
     initialize_membership(&raft, config, peer_client).await?;
     Ok(raft)
+}
+
+/// The membership side: follows Raft until the background token ends.
+fn start_members(
+    config: &Config,
+    raft: &Raft,
+    peer_client: &PeerClient,
+    background: &CancellationToken,
+) -> Arc<Members> {
+    let file = membership::addresses(&config.peers);
+    let members = Members::new(config.node_id, raft.clone(), peer_client.clone(), file);
+    tokio::spawn(members.clone().run(background.clone()));
+    members
 }
 
 /// Every founding node initialises the same membership; all but the first see "not allowed".

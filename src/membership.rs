@@ -255,6 +255,8 @@ pub struct Members {
     file: Mutex<Addresses>,
     leaving: AtomicBool,
     removed: AtomicBool,
+    /// This leader is making a change now (so [`Members::run`] does not "finish" it).
+    changing: AtomicBool,
     standing: watch::Sender<Standing>,
     /// `standing == Voter`, for the supervisor (which knows nothing of membership).
     voter: watch::Sender<bool>,
@@ -294,6 +296,7 @@ impl Members {
             file: Mutex::new(file),
             leaving: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            changing: AtomicBool::new(false),
             standing,
             voter,
         })
@@ -354,21 +357,34 @@ impl Members {
         }
         let view = MembershipView::of(&m);
         let plan = plan(self.me, &view, &file)?;
-        for (id, address) in &plan.learners {
-            self.add_learner(*id, address).await?;
-        }
-        if let Some(voters) = plan.voters {
-            tracing::info!(from = ?view.configs, to = ?voters, "changing the voters");
-            self.raft
-                .change_membership(voters, false)
-                .await
-                .map_err(|e| MembershipError::Raft(e.to_string()))?;
-            self.tell_removed(&view);
-        }
+        self.changing.store(true, Ordering::Relaxed);
+        let changed = self.change_voters(&view, &plan).await;
+        self.changing.store(false, Ordering::Relaxed);
+        changed?;
         if plan.leave {
             return self.leave(file).await;
         }
         Ok(MembershipView::of(&self.raft.metrics().borrow()))
+    }
+
+    /// Adds the plan's learners, then changes the voters.
+    async fn change_voters(
+        &self,
+        view: &MembershipView,
+        plan: &Plan,
+    ) -> Result<(), MembershipError> {
+        for (id, address) in &plan.learners {
+            self.add_learner(*id, address).await?;
+        }
+        if let Some(voters) = &plan.voters {
+            tracing::info!(from = ?view.configs, to = ?voters, "changing the voters");
+            self.raft
+                .change_membership(voters.clone(), false)
+                .await
+                .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            self.tell_removed(view);
+        }
+        Ok(())
     }
 
     /// Sends the list to the leader this node knows of.
@@ -525,11 +541,11 @@ impl Members {
         });
     }
 
-    /// Follows Raft: publishes where this node stands as the membership changes, and, as
-    /// leader, finishes a change a previous leader left in its joint phase.
+    /// Follows Raft: publishes where this node stands as the membership changes, and, on
+    /// becoming leader, finishes a change a previous leader left in its joint phase.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut metrics = self.raft.server_metrics();
-        let mut finishing = None;
+        let mut was_leader = false;
         loop {
             let (leader, view) = {
                 let m = metrics.borrow_and_update();
@@ -539,8 +555,8 @@ impl Members {
                 )
             };
             self.publish();
-            if leader && view.is_joint() && finishing != Some(view.configs.clone()) {
-                finishing = Some(view.configs.clone());
+            let changing = self.changing.load(Ordering::Relaxed);
+            if leader && !was_leader && view.is_joint() && !changing {
                 let (raft, target) = (self.raft.clone(), view.target().to_vec());
                 tracing::info!(to = ?target, "finishing a membership change a previous leader began");
                 tokio::spawn(async move {
@@ -550,6 +566,7 @@ impl Members {
                     }
                 });
             }
+            was_leader = leader;
             tokio::select! {
                 _ = stop.cancelled() => return,
                 changed = metrics.changed() => if changed.is_err() { return },
