@@ -269,9 +269,11 @@ pub async fn apply_file_peers(
     members: &Members,
     peers: &[Peer],
 ) -> Result<MembershipView, MembershipError> {
-    let file = addresses(peers);
-    *crate::sync::lock(&members.file) = file.clone();
-    members.apply(file, false).await
+    let request = MembersRequest {
+        peers: addresses(peers),
+        forwarded: false,
+    };
+    members.change(request).await
 }
 
 /// A `[[peer]]` list by id.
@@ -327,8 +329,8 @@ impl Members {
         }
     }
 
-    /// A list sent over the peer port: this box's own (from `raftvip members`, `forwarded`
-    /// false) or one a follower forwarded.
+    /// A `[[peer]]` list: this box's own (a reload, `raftvip members`: `forwarded` false),
+    /// remembered for status, or one a follower forwarded to this leader.
     pub async fn change(&self, request: MembersRequest) -> Result<MembershipView, MembershipError> {
         if !request.forwarded {
             *crate::sync::lock(&self.file) = request.peers.clone();
