@@ -614,3 +614,87 @@ fn the_watcher_ignores_our_own_changes_and_sees_everyone_elses() {
         );
     });
 }
+
+/// Issue 12/13 scale: 200 VIPs (one already present, put there by hand) are bound, renewed,
+/// found and removed in batches of several datagrams; also without a lifetime, where the
+/// present one answers EEXIST in the middle of a datagram and still counts as bound.
+#[test]
+fn two_hundred_vips_bind_and_release_in_one_batch_each() {
+    let bed = Testbed::create("m");
+    let a = bed.a.clone();
+    ip(&["-n", &a, "addr", "add", "198.51.100.100/32", "dev", "rvv0"]);
+    bed.run_in_a(move || async move {
+        let vips: Vec<Vip> = (1..=200)
+            .map(|i| {
+                let address = format!("198.51.100.{i}/32");
+                Vip::from_config(&vip_config(&address, "rvv0", Some("rvv0:v")))
+            })
+            .collect();
+        let refs: Vec<&Vip> = vips.iter().collect();
+        for lifetime in [0, 5] {
+            let control = NetlinkControl::connect()
+                .expect("netlink socket")
+                .with_lifetime(lifetime);
+            let mut adds = Vec::new();
+            let mut renews = Vec::new();
+            let mut removes = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let added = control.add_all(&refs);
+                adds.push(t.elapsed());
+                for result in &added {
+                    assert!(result.is_ok(), "lifetime {lifetime}: {result:?}");
+                }
+                let shown = ip(&["-n", &a, "-4", "-o", "addr", "show", "dev", "rvv0"]);
+                assert_eq!(shown.matches(" 198.51.100.").count(), 200, "{shown}");
+                let bound = control.bound_all(&refs);
+                assert!(bound.iter().all(|b| matches!(b, Ok(true))), "{bound:?}");
+                // All present: without a lifetime every add answers EEXIST (several datagrams'
+                // worth of errors), with one every add replaces.
+                let t = Instant::now();
+                let renewed = control.renew_all(&refs);
+                renews.push(t.elapsed());
+                assert!(renewed.iter().all(Result::is_ok), "{renewed:?}");
+                let t = Instant::now();
+                let removed = control.remove_all(&refs);
+                removes.push(t.elapsed());
+                assert!(removed.iter().all(Result::is_ok), "{removed:?}");
+                let shown = ip(&["-n", &a, "-4", "-o", "addr", "show", "dev", "rvv0"]);
+                assert!(!shown.contains(" 198.51.100."), "{shown}");
+                // Back to the start: the one added by hand is present again.
+                ip(&["-n", &a, "addr", "add", "198.51.100.100/32", "dev", "rvv0"]);
+            }
+            println!(
+                "200 VIPs, lifetime {lifetime}: add_all {adds:?}; renew_all {renews:?}; \
+                 remove_all {removes:?}"
+            );
+        }
+        // The executor: a takeover binds and announces all 200, a release removes all 200.
+        let configs: Vec<VipConfig> = (1..=200)
+            .map(|i| vip_config(&format!("198.51.100.{i}/32"), "rvv0", None))
+            .collect();
+        let executor = Vips::linux(&configs, &announce_config()).expect("netlink socket");
+        let mut takeovers = Vec::new();
+        let mut releases = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            executor.set_held(true, "test takeover");
+            takeovers.push(t.elapsed());
+            let status = executor.status();
+            assert!(
+                status.iter().all(|s| s.held && s.error.is_none()),
+                "{status:?}"
+            );
+            assert!(
+                status.iter().all(|s| s.announcements_sent >= 1),
+                "{status:?}"
+            );
+            let t = Instant::now();
+            executor.set_held(false, "test release");
+            releases.push(t.elapsed());
+            let shown = ip(&["-n", &a, "-4", "-o", "addr", "show", "dev", "rvv0"]);
+            assert!(!shown.contains(" 198.51.100."), "{shown}");
+        }
+        println!("200 VIPs: set_held(true) {takeovers:?}; set_held(false) {releases:?}");
+    });
+}

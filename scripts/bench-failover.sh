@@ -12,15 +12,20 @@
 #              HAProxy :80 on every box (VIP and own address) -> python backend
 #              raftvip, then keepalived (VRRP unicast between the boxes), one at a time
 #
-# The client probes http://VIP:80/ every 10 ms (50 ms timeout). For every run the outage is
-# the time from the fault to the first success after the last failure. The bed is created
+# The client probes http://VIP:80/ every 10 ms (50 ms timeout, a new TCP connection each). For
+# every run the outage is the time from the fault to the first success after the last failure;
+# a run also counts its failed probes and checks that the client's neighbour entry for the VIP
+# names the new holder's MAC once the client is served again. The bed is created
 # once; each run faults the current holder, measures, restores (link up, heal, restart what
 # was stopped) and waits for a steady state (one holder that the system agrees on, no VIP
 # change and no failed probe for a second) before the next. The cases of a system take turns,
 # run by run, so a change in the machine's load touches them all alike.
 #
-# Everything it creates (namespaces, processes, files under /run/raftvip-bed/) belongs to the
-# bed and is removed by lib.sh's bed_cleanup trap on every exit path.
+# It ends with one table per scenario, the systems side by side, and the goals checked
+# (bedtool.py failover-summary), and writes results.tsv (every run), summary.md and
+# failover.png (gnuplot: outage per scenario per system, bedtool.py failover-plot) to its
+# results directory. Everything it creates on the bed (namespaces, processes, files under
+# /run/raftvip-bed/) is removed by lib.sh's bed_cleanup trap on every exit path.
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # shellcheck source-path=SCRIPTDIR source=../integration/netns/keepalived.sh
@@ -33,6 +38,7 @@ CASES=(
     "rv-haproxy-kill|raftvip: HAProxy SIGKILLed on the holder"
     "rv-sigterm|raftvip: SIGTERM to raftvip on the holder (planned handover)"
     "rv-maintenance|raftvip: 'raftvip maintenance on' on the holder (planned handover)"
+    "rv-transfer|raftvip: 'raftvip transfer --to any' on the holder (planned handover)"
     "ka-box-loss|keepalived defaults (VRRPv2, advert_int 1, check fall 2 rise 2): link down"
     "ka-haproxy-kill|keepalived defaults: HAProxy SIGKILLed on the MASTER"
     "ka-graceful|keepalived defaults: SIGTERM to keepalived on the MASTER"
@@ -48,14 +54,20 @@ usage() {
 Usage: $0 [options] [CASE_PATTERN...]
 
 Measures client-observed outages on a 3-box netns bed (HAProxy on every box, a client
-probing the VIP every 10 ms) for raftvip and keepalived 2.2.7, and prints min / median / p90
-/ max per case. CASE_PATTERN: case names or shell patterns ('rv-*', '*-partition');
-default: every case. Needs root, ip, nft, haproxy, keepalived, python3.
+probing the VIP every 10 ms) for raftvip and keepalived 2.2.7, and prints per scenario the
+systems side by side: runs, min / median / p90 / max outage, failed probes, whether the
+client's neighbour entry names the successor; then the goals, met or missed. Renders the
+outage per scenario per system as a PNG. CASE_PATTERN: case names or shell patterns ('rv-*',
+'*-partition'); default: every case. Needs root, ip, nft, haproxy, keepalived, python3,
+gnuplot (apt-get install gnuplot-nox).
 
-  -n RUNS        runs per case (default $RUNS)
+  -n RUNS        runs per case (default $RUNS, as the goals ask)
+  -x PATTERN     leave out the cases PATTERN matches (repeatable)
   -P MS          how long a partition lasts before it heals (default $PARTITION_MS)
   -L LOAD        first wait (up to 10 min) for the 1-minute load average to drop below LOAD
-  -o DIR         write raw results (results.tsv) and the summary (summary.md) to DIR
+  -o DIR         results directory: results.tsv (every run), summary.md, failover.png
+                 (default target/bench/failover-DATE)
+  -p FILE        also copy the PNG to FILE (e.g. docs/img/failover.png)
   -k DIR         keep the bed's files (logs, configs, probe log) in DIR after the run
   -l             list the cases and exit
   --no-build     do not run cargo build --release (uses \$RAFTVIP or target/release/raftvip)
@@ -65,25 +77,30 @@ Cases:
 $(for c in "${CASES[@]}"; do printf '  %-16s %s\n' "${c%%|*}" "${c#*|}"; done)
 
 Examples:
-  sudo $0                          # everything, 10 runs per case (~9 min)
+  sudo $0                          # everything, 20 runs per case (~20 min)
   sudo $0 -n 3 'rv-*'              # raftvip only, 3 runs per case
-  sudo $0 -n 10 -L 1.0 -o /tmp/fo  # the documented run (docs/failover.md)
+  sudo $0 -L 1.0 -p docs/img/failover.png   # the documented run (docs/benchmarks.md)
 EOF
 }
 
-RUNS=10
+ARGS=("$@")
+RUNS=20
 PARTITION_MS=5000
 LOAD_MAX=""
 OUT_DIR=""
+PNG_COPY=""
 BUILD=1
 LIST=0
 PATTERNS=()
+EXCLUDES=()
 while (($#)); do
     case $1 in
         -n) RUNS=${2:?}; shift 2 ;;
+        -x) EXCLUDES+=("${2:?}"); shift 2 ;;
         -P) PARTITION_MS=${2:?}; shift 2 ;;
         -L) LOAD_MAX=${2:?}; shift 2 ;;
         -o) OUT_DIR=${2:?}; shift 2 ;;
+        -p) PNG_COPY=${2:?}; shift 2 ;;
         -k) export BED_KEEP=${2:?}; shift 2 ;;
         -l) LIST=1; shift ;;
         --no-build) BUILD=0; shift ;;
@@ -99,14 +116,22 @@ if ((LIST)); then
     exit 0
 fi
 
+# matches NAME PATTERN...: NAME matches one of the shell patterns.
+matches() {
+    local name=$1 pat
+    shift
+    for pat; do
+        # shellcheck disable=SC2053 # a pattern on purpose
+        [[ $name == $pat ]] && return 0
+    done
+    return 1
+}
 SELECTED=()
 for c in "${CASES[@]}"; do
     name=${c%%|*}
-    if ((${#PATTERNS[@]} == 0)); then SELECTED+=("$name"); continue; fi
-    for pat in "${PATTERNS[@]}"; do
-        # shellcheck disable=SC2053 # a pattern on purpose
-        [[ $name == $pat ]] && { SELECTED+=("$name"); break; }
-    done
+    ((${#PATTERNS[@]} == 0)) || matches "$name" "${PATTERNS[@]}" || continue
+    ((${#EXCLUDES[@]} == 0)) || ! matches "$name" "${EXCLUDES[@]}" || continue
+    SELECTED+=("$name")
 done
 ((${#SELECTED[@]})) || die "no case matches: ${PATTERNS[*]} (-l lists them)"
 
@@ -124,8 +149,13 @@ MOVE_TIMEOUT_MS=15000
 # ---------------------------------------------------------------- preconditions
 [[ $EUID -eq 0 ]] || die "must run as root (network namespaces, nftables, raw sockets)"
 command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
+command -v gnuplot >/dev/null || die "gnuplot renders the plot and is not installed (apt-get install gnuplot-nox)"
 use_raftvip "$BUILD"
-if [[ -n $OUT_DIR ]]; then mkdir -p "$OUT_DIR"; fi
+if [[ " ${SELECTED[*]} " == *" rv-transfer "* ]] && ! "$RAFTVIP" transfer --help >/dev/null 2>&1; then
+    die "rv-transfer needs the 'raftvip transfer' command, which $RAFTVIP does not have; leave the case out with -x rv-transfer"
+fi
+OUT_DIR=${OUT_DIR:-$REPO/target/bench/failover-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT_DIR"
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 wait_load() {
@@ -208,6 +238,9 @@ rv_maintenance_off() { bed_raftvip_cli "$1" maintenance off >/dev/null; }
 # restore waits for the exit before starting again.
 rv_sigterm() { kill -TERM "$(bed_raftvip_pid "$1")"; }
 rv_restart() { bed_kill_raftvip "$1" TERM; bed_start_raftvip "$1"; }
+# A transfer leaves every node running: nothing to restore; the next run transfers again.
+rv_transfer() { bed_raftvip_cli "$1" transfer --to any >/dev/null; }
+rv_nothing() { :; }
 
 # ---------------------------------------------------------------- keepalived
 KA_MODE=""   # defaults | tuned
@@ -219,19 +252,6 @@ ka_stop() {
     local b
     for b in 1 2 3; do ka_stop_box "$b"; done
     drop_vips
-}
-# Exactly one MASTER, the others BACKUP, and the MASTER holds the VIP.
-ka_agree() {
-    local b s masters=0 m=""
-    for b in 1 2 3; do
-        s=$(ka_state "$b")
-        case $s in
-            MASTER) masters=$((masters + 1)); m=$b ;;
-            BACKUP) ;;
-            *) return 1 ;;
-        esac
-    done
-    ((masters == 1)) && [[ $(bed_holders) == "$m" ]]
 }
 ka_steady_now() { one_holder && ka_agree && vip_quiet "$STEADY_QUIET_MS" && probe_quiet "$STEADY_QUIET_MS"; }
 ka_graceful() { kill -TERM "$(cat "$(bed_boxdir "$1")/keepalived.pid")"; }
@@ -258,9 +278,12 @@ steady() {
 }
 
 # move CASE RUN FAULT RESTORE: faults the holder, waits until another box holds the VIP and the
-# client has been served for a while, records the outage, restores.
+# client has been served for a while, records the outage, the failed probes and whether the
+# client's neighbour entry for the VIP names the new holder's MAC, restores. A planned
+# handover also records how long both boxes held the VIP (make-before-break's overlap; after
+# an unplanned fault the old box may keep it unreachable, so that would say nothing).
 move() {
-    local case=$1 run=$2 fault_fn=$3 restore_fn=$4 h n fault moved end out
+    local case=$1 run=$2 fault_fn=$3 restore_fn=$4 h n fault moved end out fails mac neigh both=""
     h=$(bed_holders)
     fault=$(bed_now_ms)
     "$fault_fn" "$h"
@@ -276,9 +299,23 @@ move() {
         # Attempts that started up to 100 ms ago have all been written (50 ms timeout).
         end=$(($(bed_now_ms) - 100))
         out=$(window_outage "$fault" "$end") || out=""
+        fails=$(probe_failures "$PROBE" "$fault" "$end")
+        # The holder now, not the first box seen with the VIP: a planned handover overlaps.
+        n=$(bed_holders)
+        mac=$(bed_client_neigh "$(bed_vip4)")
+        neigh=0
+        [[ -n $mac && $mac == "$(bed_box_mac "$n" 2>/dev/null)" ]] && neigh=1
+        case $case in
+            *-sigterm | *-maintenance | *-transfer | *-graceful)
+                read -r _ both <<<"$(bed_overlap "$(bed_vip4)" "$fault" "$end")" ;;
+        esac
         if [[ -n $out ]]; then
             record "$case" outage "$run" "$out"
-            log "  $case run $run: box$h->box$n outage ${out} ms (VIP on box$n at +$((moved - fault)) ms)"
+            record "$case" failed_probes "$run" "$fails"
+            record "$case" neigh_successor "$run" "$neigh"
+            [[ -z $both ]] || record "$case" two_holders "$run" "$both"
+            log "  $case run $run: box$h->box$n outage ${out} ms, $fails failed probes${both:+, two holders for $both ms} (VIP on box$n at +$((moved - fault)) ms)$(
+                ((neigh)) || echo "; the client's neighbour entry names '${mac:-nothing}' (box$(bed_box_of_mac "$mac")), not box$n")"
         else
             record "$case" failed "$run" 1
         fi
@@ -333,6 +370,7 @@ run_case() { # run_case CASE RUN
         rv-haproxy-kill) move "$case" "$run" bed_kill_haproxy haproxy_start ;;
         rv-sigterm) move "$case" "$run" rv_sigterm rv_restart ;;
         rv-maintenance) move "$case" "$run" rv_maintenance_on rv_maintenance_off ;;
+        rv-transfer) move "$case" "$run" rv_transfer rv_nothing ;;
         k?-box-loss) move "$case" "$run" bed_link_down bed_link_up ;;
         k?-haproxy-kill) move "$case" "$run" bed_kill_haproxy haproxy_start ;;
         k?-graceful) move "$case" "$run" ka_graceful ka_restart ;;
@@ -362,37 +400,13 @@ run_system() {
     esac
 }
 
-# ---------------------------------------------------------------- summary
-summary() {
-    local c
-    printf '| case | runs | outage min / median / p90 / max (ms) | other (min / median / p90 / max, ms) |\n'
-    printf '|---|---|---|---|\n'
-    for c in "${SELECTED[@]}"; do
-        awk -F'\t' -v c="$c" '
-            function stats(m,   n, i, j, t, a, med) {
-                n = cnt[m]; for (i = 1; i <= n; i++) a[i] = v[m, i]
-                for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-                med = (n % 2) ? a[(n + 1) / 2] : int((a[n / 2] + a[n / 2 + 1]) / 2 + 0.5)
-                return sprintf("%d / **%d** / %d / %d", a[1], med, a[int(0.9 * n + 0.9999)], a[n])
-            }
-            $1 == c { cnt[$2]++; v[$2, cnt[$2]] = $4 }
-            END {
-                other = ""
-                split("longest_gap old_holder_drop two_holders after_heal", ms, " ")
-                for (k = 1; k <= 4; k++) if (cnt[ms[k]]) other = other (other ? "; " : "") ms[k] " " stats(ms[k])
-                if (cnt["failed"]) other = other (other ? "; " : "") "**" cnt["failed"] " failed runs**"
-                printf "| %s | %d | %s | %s |\n", c, cnt["outage"], cnt["outage"] ? stats("outage") : "-", other
-            }' "$RESULTS"
-    done
-}
-
 # ---------------------------------------------------------------- main
 main() {
     [[ -z $LOAD_MAX ]] || wait_load "$LOAD_MAX"
     LOADS=("before $(loadavg)")
     local t0=$SECONDS
     bed_create 3
-    RESULTS=$BED_DIR/results.tsv
+    RESULTS=$OUT_DIR/results.tsv
     : >"$RESULTS"
     local b
     for b in 1 2 3; do haproxy_start "$b"; done
@@ -401,21 +415,24 @@ main() {
     for prefix in rv ka kt; do run_system "$prefix"; done
     LOADS+=("after $(loadavg)")
 
-    local out
+    local out machine
+    machine="$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
     out=$(
-        echo "raftvip $("$RAFTVIP" --version 2>/dev/null || echo '?'), $(keepalived --version 2>&1 | head -n 1), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
-        echo "$RUNS runs per case, partitions last $PARTITION_MS ms; $(date -u +%FT%TZ), $((SECONDS - t0)) s; $(nproc) CPUs"
+        echo "$("$RAFTVIP" --version 2>/dev/null || echo 'raftvip ?'), $(keepalived --version 2>&1 | head -n 1), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
+        echo "$RUNS runs per case, partitions last $PARTITION_MS ms; $(date -u +%FT%TZ), $((SECONDS - t0)) s; $machine"
         local loads; loads=$(IFS=';'; echo "${LOADS[*]}")
         echo "load average (1/5/15 min): ${loads//;/; }"
+        echo "command: $SCRIPT_NAME.sh ${ARGS[*]}"
         echo
-        summary
+        python3 "$BED_TOOL" failover-summary "$RESULTS"
     )
     printf '\n%s\n' "$out"
-    if [[ -n $OUT_DIR ]]; then
-        cp "$RESULTS" "$OUT_DIR/results.tsv"
-        printf '%s\n' "$out" >"$OUT_DIR/summary.md"
-        log "raw results and summary in $OUT_DIR"
-    fi
+    printf '%s\n' "$out" >"$OUT_DIR/summary.md"
+    python3 "$BED_TOOL" failover-plot "$RESULTS" "$OUT_DIR/failover.png" \
+        "$RUNS runs per case; $(date -u '+%F %H:%M') UTC; $machine; load ${LOADS[0]#before }" ||
+        die "gnuplot could not render $OUT_DIR/failover.png"
+    [[ -z $PNG_COPY ]] || cp "$OUT_DIR/failover.png" "$PNG_COPY"
+    log "every run, the summary and the plot: $OUT_DIR/{results.tsv,summary.md,failover.png}${PNG_COPY:+; plot copied to $PNG_COPY}"
 }
 
 main

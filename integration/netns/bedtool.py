@@ -46,6 +46,14 @@ scripts/bench-raft.sh's status probes of a cluster on loopback (PORT: a node's s
                            measured before the kill)
   raft-counters PORT...    per node: "NODE TERM LEADER_CHANGES ROLE FENCE_RELEASES"
   summarize LABEL          numbers on stdin -> "LABEL: n=N min / median / p90 / max ms"
+  raft-summary RESULTS     scripts/bench-raft.sh's figures (raftvip, keepalived defaults and tuned)
+                           side by side, a markdown table, from its results.tsv
+
+scripts/bench-failover.sh's report, from its results.tsv ("CASE METRIC RUN VALUE" lines):
+  failover-summary RESULTS one markdown table per scenario, the systems side by side, then the
+                           goals (issues 10 and 12), met or missed
+  failover-plot RESULTS PNG [SUBTITLE]
+                           the outage per scenario per system as a PNG, with gnuplot
 
 Times are Unix epoch milliseconds; every namespace shares the machine's clock, so the probe's
 times, the monitors' times and the fault times in bash ($EPOCHREALTIME) compare directly.
@@ -56,12 +64,14 @@ import datetime
 import errno
 import http.client
 import json
+import math
 import os
 import resource
 import select
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -686,16 +696,272 @@ def cmd_raft_counters(*ports):
               d["counters"]["fence_releases"])
 
 
+def dist(xs):
+    """(min, median, p90, max) of numbers; p90 by nearest rank (the ceil(0.9 n)-th smallest),
+    as in the benchmark tables."""
+    xs = sorted(xs)
+    return xs[0], statistics.median(xs), xs[math.ceil(0.9 * len(xs)) - 1], xs[-1]
+
+
+def fmt_dist(xs, unit=""):
+    lo, med, p90, hi = dist(xs)
+    return f"{lo:.0f} / **{med:.0f}** / {p90:.0f} / {hi:.0f}{unit}"
+
+
 def cmd_summarize(label):
-    xs = sorted(float(x) for x in sys.stdin.read().split())
+    xs = [float(x) for x in sys.stdin.read().split()]
     if not xs:
         sys.exit(f"summarize {label}: no numbers")
+    lo, med, p90, hi = dist(xs)
+    print(f"{label}: n={len(xs)} min {lo:.0f} / median {med:.0f} / p90 {p90:.0f} / max {hi:.0f} ms")
 
-    def q(f):
-        return xs[min(len(xs) - 1, int(round(f * (len(xs) - 1))))]
 
-    print(f"{label}: n={len(xs)} min {xs[0]:.0f} / median {statistics.median(xs):.0f} / "
-          f"p90 {q(0.9):.0f} / max {xs[-1]:.0f} ms")
+# scripts/bench-failover.sh's results: "CASE METRIC RUN VALUE" lines, CASE = SYSTEM-FAULT. Its
+# systems, and its faults grouped into scenarios: (key, title, what is done, the faults' names
+# per system). keepalived's planned handover is its graceful stop; it has no maintenance or
+# transfer command.
+FAILOVER_SYSTEMS = (("rv", "raftvip"), ("ka", "keepalived defaults"), ("kt", "keepalived tuned"))
+FAILOVER_SCENARIOS = (
+    ("box-loss", "box loss", "the holder's link goes down", ("box-loss",)),
+    ("haproxy-kill", "HAProxy SIGKILL", "every HAProxy process of the holder", ("haproxy-kill",)),
+    ("sigterm", "SIGTERM (planned stop)", "planned stop: SIGTERM to raftvip (keepalived: to keepalived) on the holder",
+     ("sigterm", "graceful")),
+    ("maintenance", "maintenance on", "`raftvip maintenance on` on the holder (keepalived has no such command)",
+     ("maintenance",)),
+    ("transfer", "transfer --to any", "`raftvip transfer --to any` on the holder (keepalived has no such command)",
+     ("transfer",)),
+    ("partition", "partition", "the holder is cut from its peers (nft), the client still reaches it; healed after -P ms",
+     ("partition",)),
+)
+# The goals the tables are checked against (issue 10: planned handover; issue 12: box loss,
+# HAProxy death, no two holders). Fewer runs than asked for are reported as such.
+GOAL_RUNS = 20
+
+
+def read_results(path):
+    """{case: {metric: [values in run order]}} of a results.tsv."""
+    res = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 4:
+                continue
+            case, metric, run, value = parts
+            res.setdefault(case, {}).setdefault(metric, []).append((int(run), float(value)))
+    return {c: {m: [v for _, v in sorted(rv)] for m, rv in ms.items()} for c, ms in res.items()}
+
+
+def scenario_cases(res, suffixes):
+    """[(system label, case)] of one scenario that the results have, in system order."""
+    out = []
+    for sys_key, label in FAILOVER_SYSTEMS:
+        for suffix in suffixes:
+            if f"{sys_key}-{suffix}" in res:
+                out.append((label, f"{sys_key}-{suffix}"))
+    return out
+
+
+def case_runs(m):
+    return len(m.get("outage", [])) + len(m.get("failed", []))
+
+
+def move_row(label, m, overlap):
+    n = case_runs(m)
+    runs = f"{n}" + (f" (**{len(m['failed'])} failed**)" if m.get("failed") else "")
+    outage = fmt_dist(m["outage"]) if m.get("outage") else "-"
+    fp = m.get("failed_probes", [])
+    if fp:
+        lo, med, _, hi = dist(fp)
+        probes = f"{lo:.0f} / {med:.0f} / {hi:.0f}"
+        zero = f"{sum(1 for x in fp if x == 0)}/{n}"
+    else:
+        probes = zero = "-"
+    ne = m.get("neigh_successor", [])
+    neigh = f"{sum(1 for x in ne if x == 1)}/{n}" if ne else "-"
+    both = (f" {fmt_dist(m['two_holders'])} |" if m.get("two_holders") else " - |") if overlap else ""
+    return f"| {label} | {runs} | {outage} | {probes} | {zero} | {neigh} |{both}"
+
+
+def partition_row(label, m):
+    def d(metric, none):
+        return fmt_dist(m[metric]) if m.get(metric) else none
+
+    n = case_runs(m) or len(m.get("two_holders", []))
+    return (f"| {label} | {n} | {d('outage', '-')} | {d('longest_gap', '-')} | "
+            f"{d('old_holder_drop', 'never (kept it until the heal)')} | {d('two_holders', '-')} | "
+            f"{d('after_heal', '-')} |")
+
+
+def goal_lines(res):
+    def runs_note(n):
+        return "" if n >= GOAL_RUNS else f" (in {n} runs; the goal asks {GOAL_RUNS})"
+
+    out = []
+    m = res.get("rv-box-loss")
+    if m and m.get("outage"):
+        _, med, p90, _ = dist(m["outage"])
+        ok = med <= 120 and p90 <= 150 and not m.get("failed")
+        out.append(f"- box loss <= 120 ms median, <= 150 ms p90 (issue 12): median {med:.0f}, p90 {p90:.0f}: "
+                   f"**{'met' if ok else 'missed'}**{runs_note(case_runs(m))}")
+    m = res.get("rv-haproxy-kill")
+    if m and m.get("outage"):
+        med = dist(m["outage"])[1]
+        out.append(f"- HAProxy death <= 20 ms median (issue 12): median {med:.0f}: "
+                   f"**{'met' if med <= 20 and not m.get('failed') else 'missed'}**{runs_note(case_runs(m))}")
+    for fault in ("sigterm", "maintenance", "transfer"):
+        m = res.get(f"rv-{fault}")
+        if not m:
+            continue
+        n = case_runs(m)
+        zero = sum(1 for x in m.get("failed_probes", []) if x == 0)
+        neigh = sum(1 for x in m.get("neigh_successor", []) if x == 1)
+        ok = n > 0 and zero == n and neigh == n
+        out.append(f"- planned handover, {fault}: 0 failed probes in every run and the client's neighbour entry "
+                   f"names the successor (issue 10): runs with 0 failed probes: {zero}/{n}; neighbour MAC = "
+                   f"successor: {neigh}/{n}: **{'met' if ok else 'missed'}**{runs_note(n)}")
+    m = res.get("rv-partition")
+    if m and m.get("two_holders"):
+        both = max(m["two_holders"])
+        out.append(f"- partition: never two holders (issue 12): longest two-holder time {both:.0f} ms over "
+                   f"{len(m['two_holders'])} runs: **{'met' if both == 0 else 'missed'}**")
+    return out
+
+
+def cmd_failover_summary(path):
+    res = read_results(path)
+    for key, title, what, suffixes in FAILOVER_SCENARIOS:
+        cases = scenario_cases(res, suffixes)
+        if not cases:
+            continue
+        print(f"### {title}\n\n{what}\n")
+        if key == "partition":
+            print("| system | runs | client outage (ms) | longest gap | old holder dropped the VIP after | "
+                  "two holders (ms) | outage after the heal |")
+            print("|---|---|---|---|---|---|---|")
+            for label, case in cases:
+                print(partition_row(label, res[case]))
+        else:
+            # Planned handovers: how long both boxes held the VIP (make-before-break).
+            overlap = any("two_holders" in res[c] for _, c in cases)
+            print("| system | runs | outage min / median / p90 / max (ms) | failed probes per run "
+                  "(min / median / max) | runs with 0 failed probes | neighbour entry = successor's MAC |"
+                  + (" VIP on two boxes (ms) |" if overlap else ""))
+            print("|---|---|---|---|---|---|" + ("---|" if overlap else ""))
+            for label, case in cases:
+                print(move_row(label, res[case], overlap))
+        print()
+    goals = goal_lines(res)
+    if goals:
+        print("### goals\n")
+        print("\n".join(goals))
+
+
+def cmd_raft_summary(path):
+    """scripts/bench-raft.sh's figures side by side: raftvip, keepalived defaults, keepalived
+    tuned, where the run measured them ("FIGURE WHO RUN VALUE" lines)."""
+    res = read_results(path)
+
+    def vals(figure, who):
+        return res.get(figure, {}).get(who, [])
+
+    def span(xs, unit):
+        if not xs:
+            return "-"
+        return f"{min(xs):.2f}{unit}" if min(xs) == max(xs) else f"{min(xs):.2f}–{max(xs):.2f}{unit}"
+
+    def leader(who):
+        xs = vals("new_leader_ms", who)
+        return f"{fmt_dist(xs)} ({len(xs)} runs)" if xs else "-"
+
+    rows = [("new leader after SIGKILL of the leader, ms (min / median / p90 / max)",
+             leader("rv"), leader("ka"), leader("kt"))]
+    rejoin = vals("rejoin_elections", "rv")
+    if rejoin:
+        runs = max(0, len(vals("new_leader_ms", "rv")) - 1)
+        rows.append(("a restarted node's rejoin started another election", f"{rejoin[0]:.0f} of {runs} runs", "-", "-"))
+    sat = res.get("saturated_leader_changes", {}).get("rv")
+    if sat:
+        fence = vals("saturated_fence_releases", "rv")
+        rows.append(("leader changes with both cores saturated (busy loops)", f"{sat[0]:.0f}", "-", "-"))
+        rows.append(("fence (quorum-lease) releases in that time", f"{fence[0]:.0f}" if fence else "-", "-", "-"))
+    if "idle_cpu_pct" in res:
+        rows.append(("idle CPU, leader / MASTER (% of a core)", span(vals("idle_cpu_pct", "rv-leader"), " %"),
+                     span(vals("idle_cpu_pct", "ka-master"), " %"), "-"))
+        rows.append(("idle CPU, followers / BACKUPs (% of a core)", span(vals("idle_cpu_pct", "rv-follower"), " %"),
+                     span(vals("idle_cpu_pct", "ka-backup"), " %"), "-"))
+        rv_rss = vals("idle_rss_mb", "rv-leader") + vals("idle_rss_mb", "rv-follower")
+        ka_rss = vals("idle_rss_mb", "ka-master") + vals("idle_rss_mb", "ka-backup")
+        rows.append(("RSS per node (MB)", span(rv_rss, ""), span(ka_rss, ""), "-"))
+    print("| figure | raftvip | keepalived defaults | keepalived tuned |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+# The plot's colours per system (colour-blind safe: green, vermilion, orange).
+PLOT_COLOURS = {"rv": "#009e73", "ka": "#d55e00", "kt": "#e69f00"}
+# Outages of 0 ms (no failed probe) are drawn here, on the log scale's bottom row.
+PLOT_ZERO_MS = 1
+
+
+def cmd_failover_plot(path, png, subtitle=""):
+    """A PNG of the outage per scenario per system with gnuplot: every run a dot, a box from
+    the median to p90, whiskers from min to max, the median printed above."""
+    res = read_results(path)
+    xtics, blocks, series, plots = [], [], [], []
+    x = 0
+    for _, title, _, suffixes in FAILOVER_SCENARIOS:
+        cases = scenario_cases(res, suffixes)
+        cases = [(label, c) for label, c in cases if res[c].get("outage")]
+        if not cases:
+            continue
+        xtics.append(f'"{title}" {x}')
+        for label, case in cases:
+            sys_key = case.split("-", 1)[0]
+            offset = {"rv": -0.27, "ka": 0.0, "kt": 0.27}[sys_key]
+            xs = res[case]["outage"]
+            lo, med, p90, hi = dist(xs)
+            cx = x + offset
+            name = case.replace("-", "_")
+            series.append((sys_key, name))
+            runs = "\n".join(f"{cx + (i % 7 - 3) * 0.018:.3f} {max(v, PLOT_ZERO_MS)}" for i, v in enumerate(xs))
+            blocks.append(f"$r_{name} << EOD\n{runs}\nEOD")
+            blocks.append(f"$s_{name} << EOD\n{cx:.3f} {max(lo, PLOT_ZERO_MS)} "
+                          f"{max(med, PLOT_ZERO_MS)} {max(p90, PLOT_ZERO_MS)} {max(hi, PLOT_ZERO_MS)} {med:.0f}\nEOD")
+        x += 1
+    if not xtics:
+        sys.exit(f"failover-plot: no outages in {path}")
+    seen = set()
+    for sys_key, name in series:
+        colour = PLOT_COLOURS[sys_key]
+        title = dict(FAILOVER_SYSTEMS)[sys_key] if sys_key not in seen else ""
+        seen.add(sys_key)
+        plots.append(f"$r_{name} using 1:2 with points pt 7 ps 0.45 lc rgb '{colour}' notitle")
+        plots.append(f"$s_{name} using 1:3:2:5:4 with candlesticks whiskerbars 0.6 lw 1.2 lc rgb '{colour}' "
+                     f"fs transparent solid 0.25 title '{title}'")
+        plots.append(f"$s_{name} using 1:3:3:3:3 with candlesticks lw 3 lc rgb '{colour}' notitle")
+        plots.append(f"$s_{name} using 1:($5*1.35):6 with labels font ',8' tc rgb '{colour}' notitle")
+    script = "\n".join([
+        "set terminal pngcairo size 1200,620 font 'sans,10'",
+        f"set output '{png}'",
+        "set title \"Client-observed outage per fault: raftvip vs keepalived 2.2.7, same bed, same run"
+        + (f"\\n{{/*0.8 {subtitle}}}" if subtitle else "") + '"',
+        "set ylabel 'outage (ms, log scale; 0 = no failed probe)'",
+        "set logscale y",
+        f"set yrange [{PLOT_ZERO_MS * 0.7}:30000]",
+        f"set ytics ('0' {PLOT_ZERO_MS}, '10' 10, '30' 30, '100' 100, '300' 300, '1000' 1000, '3000' 3000, "
+        "'10000' 10000)",
+        "set grid ytics lc rgb '#dddddd'",
+        f"set xtics ({', '.join(xtics)}) scale 0",
+        f"set xrange [-0.6:{x - 0.4}]",
+        "set boxwidth 0.2 absolute",
+        "set key top left box opaque",
+        "set label 1 'dots: each run; box: median to p90; whiskers: min to max; number: median (ms)' "
+        "at graph 0.99, graph 0.97 right font ',9'",
+        *blocks,
+        "plot " + ", \\\n     ".join(plots),
+    ])
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
 COMMANDS = {
@@ -718,6 +984,9 @@ COMMANDS = {
     "raft-failover": cmd_raft_failover,
     "raft-counters": cmd_raft_counters,
     "summarize": cmd_summarize,
+    "failover-summary": cmd_failover_summary,
+    "failover-plot": cmd_failover_plot,
+    "raft-summary": cmd_raft_summary,
 }
 
 if __name__ == "__main__":

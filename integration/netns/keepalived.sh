@@ -10,6 +10,8 @@
 #                           has entered a state
 #   ka_stop_box BOX         SIGTERM, waits until it is gone
 #   ka_state BOX            the last "Entering X STATE" of the box's current keepalived
+#   ka_agree                exactly one MASTER, the others BACKUP, and the MASTER alone holds
+#                           the VIP
 #
 # Files in the box's directory: keepalived-MODE.conf, ka-check.sh, keepalived.log (appended,
 # one "=== start" line per start), keepalived.pid (the process started), keepalived.pidfile
@@ -60,3 +62,16 @@ ka_state() {
          END { print s }' "$(bed_boxdir "$1")/keepalived.log"
 }
 ka_has_state() { [[ -n $(ka_state "$1") ]]; }
+
+ka_agree() {
+    local b s masters=0 m=""
+    for b in $(bed_boxes a); do
+        s=$(ka_state "$b")
+        case $s in
+            MASTER) masters=$((masters + 1)); m=$b ;;
+            BACKUP) ;;
+            *) return 1 ;;
+        esac
+    done
+    ((masters == 1)) && [[ $(bed_holders "${KA_VIP4:-$(bed_vip4)}") == "$m" ]]
+}

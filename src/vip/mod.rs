@@ -16,10 +16,12 @@
 //! wish through [`VipHolder`] and never hears of these repairs.
 //!
 //! Scale (issue 13): every operation works on all VIPs at once — one netlink batch for the
-//! adds or removes (all requests sent before any answer is read), one address dump per
+//! adds or removes (datagrams of many requests, see [`netlink`]), one address dump per
 //! interface for a reconcile, one frame batch per announcement round with interfaces resolved
 //! once — and logs one summary line per transition (per-VIP detail at debug). Refreshes of
-//! VIPs taken over together are spread across the refresh period. In the daemon all of it
+//! VIPs taken over together are spread across the refresh period. A takeover binds and
+//! announces in doubling steps (issue 12: the first VIP as fast as a lone one, the last of 50
+//! within 10 ms of the first). In the daemon all of it
 //! runs on its own thread ([`worker`]), never on the thread that carries Raft.
 //!
 //! Lease (issue 8): with [`Vips::linux_leased`] every VIP is bound with a kernel lifetime and
@@ -64,6 +66,9 @@ pub use worker::VipWorker;
 /// holder may answer every frame we send; without a gap two boxes would trade bursts
 /// back-to-back. One second still corrects a client's cache long before it times out.
 const DUPLICATE_REBURST_GAP: Duration = Duration::from_secs(1);
+
+/// The largest step of a takeover (see [`Vips::set_held`]): one netlink datagram's worth.
+const TAKEOVER_STEP_MAX: usize = netlink::BATCH_MAX;
 
 /// An Ethernet MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -504,10 +509,11 @@ impl Vips {
     }
 
     /// Hold or release every VIP. Idempotent and cheap when nothing changes (the supervisor
-    /// re-asserts on every loop). Holding binds every VIP in one netlink batch, announces each
-    /// once at once, probes for another holder and leaves the rest of the burst to the
-    /// announce loop; releasing removes every VIP (one batch) before it logs anything. One
-    /// summary line per transition; the per-VIP detail is at debug.
+    /// re-asserts on every loop). Holding binds and announces the VIPs in doubling steps (one
+    /// netlink batch and one frame batch each, the first step a single VIP), then probes for
+    /// another holder and leaves the rest of the burst to the announce loop; releasing removes
+    /// every VIP (one batch) before it logs anything. One summary line per transition, with
+    /// the time to the first and the last VIP; the per-VIP detail is at debug.
     pub fn set_held(&self, hold: bool, reason: &str) {
         let inner = &self.inner;
         let mut state = inner.lock();
@@ -518,8 +524,26 @@ impl Vips {
         let now = Instant::now();
         let all: Vec<usize> = (0..state.slots.len()).collect();
         if hold {
-            let bound = inner.bind(&mut state.slots, &all);
-            inner.start_bursts(&mut state.slots, &bound, now, true);
+            // Bound and announced in steps of 1, 2, 4, ... VIPs (TAKEOVER_STEP_MAX at most):
+            // the first VIP is on the segment as fast as a lone one would be, and 200 take 9
+            // steps of one netlink datagram and one frame batch each.
+            let mut bound = Vec::with_capacity(all.len());
+            let mut first = None;
+            let mut step = 1;
+            let mut rest = all.as_slice();
+            while !rest.is_empty() {
+                let (these, later) = rest.split_at(step.min(rest.len()));
+                let now_bound = inner.bind(&mut state.slots, these);
+                inner.start_bursts(&mut state.slots, &now_bound, now, false);
+                if !now_bound.is_empty() {
+                    first.get_or_insert_with(|| now.elapsed());
+                }
+                bound.extend(now_bound);
+                rest = later;
+                step = (step * 2).min(TAKEOVER_STEP_MAX);
+            }
+            let last = now.elapsed();
+            inner.probe_now(&mut state.slots, &bound);
             for (i, slot) in state.slots.iter().enumerate() {
                 let to = if bound.contains(&i) {
                     "held"
@@ -528,7 +552,8 @@ impl Vips {
                 };
                 transition(&slot.vip, "released", to, reason);
             }
-            summary("held", state.slots.len(), bound.len(), reason);
+            let took = (first.unwrap_or(last), last);
+            summary("held", state.slots.len(), bound.len(), reason, took);
         } else {
             for slot in &mut state.slots {
                 slot.burst_left = 0;
@@ -543,7 +568,14 @@ impl Vips {
                 };
                 transition(&slot.vip, "held", to, reason);
             }
-            summary("released", state.slots.len(), removed.len(), reason);
+            let took = now.elapsed();
+            summary(
+                "released",
+                state.slots.len(),
+                removed.len(),
+                reason,
+                (took, took),
+            );
         }
         drop(state);
         inner.wake.notify_one();
@@ -921,16 +953,24 @@ impl Inner {
             self.schedule(slot, now, phase(self.refresh, i, count));
         }
         if probe {
-            let results = {
-                let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
-                self.announcer.probe_all(&vips)
-            };
-            for (&i, result) in which.iter().zip(results) {
-                let slot = &mut slots[i];
-                match result {
-                    Ok(()) => slot.announce_error.clear(&slot.vip),
-                    Err(e) => slot.announce_error.set(&slot.vip, &e),
-                }
+            self.probe_now(slots, which);
+        }
+    }
+
+    /// Asks the segment whether another box holds the VIPs `which` (one batch).
+    fn probe_now(&self, slots: &mut [Slot], which: &[usize]) {
+        if which.is_empty() {
+            return;
+        }
+        let results = {
+            let vips: Vec<&Vip> = which.iter().map(|&i| &slots[i].vip).collect();
+            self.announcer.probe_all(&vips)
+        };
+        for (&i, result) in which.iter().zip(results) {
+            let slot = &mut slots[i];
+            match result {
+                Ok(()) => slot.announce_error.clear(&slot.vip),
+                Err(e) => slot.announce_error.set(&slot.vip, &e),
             }
         }
     }
@@ -1051,16 +1091,22 @@ fn abbreviate(items: &[String]) -> String {
     text
 }
 
-/// The one line a hold or release writes, however many VIPs there are.
-fn summary(to: &str, total: usize, done: usize, reason: &str) {
+/// The one line a hold or release writes, however many VIPs there are. `took`: from the
+/// start to the first and to the last VIP done (announced, or removed), in µs in the log:
+/// how long the segment waited for the first, and the spread to the last (issue 12).
+fn summary(to: &str, total: usize, done: usize, reason: &str, took: (Duration, Duration)) {
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let (first_us, last_us) = (micros(took.0), micros(took.1));
     if done == total {
-        tracing::info!(vips = total, reason, "VIPs {to}");
+        tracing::info!(vips = total, reason, first_us, last_us, "VIPs {to}");
     } else {
         tracing::warn!(
             vips = total,
             ok = done,
             failed = total - done,
             reason,
+            first_us,
+            last_us,
             "VIPs {to}, some failed (see the VIP errors)"
         );
     }

@@ -625,3 +625,50 @@ fn a_refused_add_keeps_the_box_unbindable_until_an_add_succeeds() {
     r.vips.set_held(true, "leader");
     assert_eq!(r.vips.unbindable(), None);
 }
+
+/// Records, for every announcement, how many VIPs the fake kernel had bound at that moment.
+struct BoundAtAnnounce {
+    control: Arc<FakeAddressControl>,
+    seen: Mutex<Vec<usize>>,
+}
+
+impl Announcer for BoundAtAnnounce {
+    fn announce(&self, _vip: &Vip) -> Result<(), VipError> {
+        let bound = self.control.bound().len();
+        crate::sync::lock(&self.seen).push(bound);
+        Ok(())
+    }
+    fn probe(&self, _vip: &Vip) -> Result<(), VipError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_takeover_announces_the_first_vip_before_binding_the_rest() {
+    let configs: Vec<VipConfig> = (1..=200)
+        .map(|i| config(&format!("198.51.100.{i}/32"), "eth0"))
+        .collect();
+    let control = Arc::new(FakeAddressControl::new());
+    let announcer = Arc::new(BoundAtAnnounce {
+        control: control.clone(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let vips = Vips::new(
+        &configs,
+        &announce(3, 20, 0),
+        control.clone(),
+        announcer.clone(),
+    );
+    vips.set_held(true, "leader");
+    let seen = crate::sync::lock(&announcer.seen).clone();
+    assert_eq!(seen.len(), 200, "each VIP announced once at once");
+    // The first VIP went out with only itself bound, the steps double up to one netlink
+    // datagram's worth, and every VIP is announced only once it is bound.
+    assert_eq!(seen[0], 1, "{seen:?}");
+    assert_eq!(&seen[1..3], &[3, 3], "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(seen.iter().enumerate().all(|(i, &b)| b > i), "{seen:?}");
+    let steps = seen.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(steps, 9, "1 2 4 8 16 32 64 64 9: {seen:?}");
+    assert_eq!(control.bound().len(), 200);
+}
