@@ -1,4 +1,4 @@
-//! Subcommands: run, status, check-config, maintenance, members, release, import-keepalived.
+//! Subcommands: run, status, check-config, maintenance, release, reload, import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,16 +59,17 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
-    /// Make the cluster's membership this file's [[peer]] list: the leader adds new boxes as
-    /// learners, then voters once caught up, and removes the boxes the list drops (a leader
-    /// it drops hands over first). docs/operations.md, membership.
-    Members {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
     /// Remove this box's configured VIPs (systemd's ExecStopPost=, or by hand after a crash).
     /// Exits 0 when nothing is left bound, also when nothing was.
     Release {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Make the running daemon re-read its config file (as SIGHUP does) and print what it
+    /// applied, or every problem and restart-only change it rejected (exit 1; the running
+    /// config is kept).
+    Reload {
+        /// The daemon's config file (the one it was started with).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -101,7 +102,7 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             node,
         } => maintenance(&config, state, node).await,
         Command::Release { config } => release(&config),
-        Command::Members { config } => members(&config).await,
+        Command::Reload { config } => reload(&config).await,
         Command::ImportKeepalived { file } => import_keepalived(&file),
         Command::GenerateDocs { dir } => generate_docs(&dir),
     }
@@ -264,24 +265,44 @@ fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `raftvip members`: sends this file's [[peer]] list to the local daemon, which makes it the
-/// membership (through the leader) and answers the membership after the change.
-async fn members(path: &Path) -> anyhow::Result<ExitCode> {
-    let (config, secret) = Config::load(path)?;
+/// `raftvip reload`: the file only needs to parse and name a readable secret for the CLI to
+/// reach and sign for the daemon; the daemon checks everything else and answers.
+async fn reload(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::read(path).with_context(|| {
+        "the daemon was not asked to reload (its address and secret are in this file); the running config is unchanged"
+    })?;
+    let secret = config.read_secret().map_err(|p| anyhow::anyhow!("{p}"))?;
     let peer_client = PeerClient::new(Arc::new(Authenticator::new(
         secret,
         &config.cluster,
         config.node_id,
     )));
-    let view = client::change_members(
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let outcome = client::reload(
         &peer_client,
         config.node_id,
         &config.listen.to_string(),
-        membership::addresses(&config.peers),
+        &shown.display().to_string(),
     )
     .await
-    .context("changing the membership")?;
-    let voters: Vec<String> = view.configs.iter().map(|c| format!("{c:?}")).collect();
-    println!("membership {}", voters.join(" -> "));
+    .context("asking the daemon to reload")?;
+    if !outcome.accepted() {
+        eprintln!(
+            "{}: reload rejected, the running config is kept:",
+            outcome.path
+        );
+        for problem in &outcome.problems {
+            eprintln!("  - {problem}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if outcome.applied.is_empty() {
+        println!("{}: reloaded, nothing changed", outcome.path);
+    } else {
+        println!("{}: reloaded", outcome.path);
+        for change in &outcome.applied {
+            println!("  - {change}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -50,7 +50,7 @@ const MAX_REFRESH_S: u64 = 86_400;
 /// An hour: a longer VIP lifetime no longer bounds how long a dead holder's address lingers.
 const MAX_LEASE_S: u64 = 3_600;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Cluster name; part of every request signature, so two clusters never talk.
@@ -89,7 +89,7 @@ pub struct Config {
 }
 
 /// Resource limits of the HTTP listeners.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Open connections per listener; beyond it a new one evicts the oldest unauthenticated.
@@ -130,7 +130,7 @@ pub enum MemberRole {
     Witness,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub id: NodeId,
@@ -140,7 +140,7 @@ pub struct Peer {
     pub role: Option<MemberRole>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
     /// `ADDRESS/PREFIX`, e.g. `192.0.2.100/32` or `2001:db8::100/128`; checked while parsing,
@@ -208,7 +208,7 @@ fn vip_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<VipA
     })
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HaproxyConfig {
     /// HAProxy's runtime API socket (`stats socket` in haproxy.cfg).
@@ -257,7 +257,7 @@ fn default_fall() -> u32 {
 }
 
 /// Raft and fencing timing. Defaults come from measurement: see docs/timing.md.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
     #[serde(default = "default_heartbeat_ms")]
@@ -326,7 +326,7 @@ impl Timing {
 }
 
 /// Gratuitous ARP / unsolicited NA announcements of a new holder.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Announce {
     /// Frames (of each form) sent on takeover.
@@ -364,7 +364,7 @@ impl Default for Announce {
 /// The kernel-enforced lease on every bound VIP: the holder binds each VIP with this valid
 /// and preferred lifetime and renews it several times per lifetime, so if raftvip dies or
 /// freezes the kernel itself removes the address once the lifetime runs out.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipLease {
     /// Seconds (the kernel's unit); 0 binds VIPs without a lifetime (the kernel keeps them
@@ -401,7 +401,7 @@ impl VipLease {
 /// Hooks run on state changes, as keepalived's notify scripts are (docs/operations.md): each
 /// value is a command line, a program's absolute path then arguments separated by spaces (no
 /// shell: no quoting, no variables).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     /// keepalived's generic `notify`: run on every event with `INSTANCE <cluster>

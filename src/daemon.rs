@@ -15,6 +15,10 @@
 //! any VIP still bound is removed. Bounded so the whole stop takes under a second, plus the
 //! hooks' own timeouts when hooks are configured.
 //!
+//! Reload (SIGHUP, `raftvip reload`): [`crate::reload`] re-reads the file; the handles it
+//! changes (VIP thread, health monitor settings, hooks, the supervisor's setup) are made here.
+//! SIGHUP is handled from the start, so a reload sent while the node starts never kills it.
+//!
 //! Fatal stop: a part that ends while the node runs — Raft with a fatal error (a store write
 //! failed: EIO, a read-only file system), the supervisor or API task, the health monitor —
 //! leaves a process that holds nothing and serves nothing but would never exit, so systemd
@@ -42,14 +46,16 @@ use crate::health::{HealthFeed, NoHealthGate};
 use crate::membership::{self, Members};
 use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::handlers::MembersFuture;
+use crate::peer::wire::ReloadOutcome;
 use crate::peer::wire::{MembersRequest, MembershipView, RemovedNotice};
 use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
+use crate::reload::{Live, Reloader};
 use crate::status::{Counters, PeerStatus, RaftRole, Status};
 use crate::supervisor::{
-    driver, Peers, PrevoteQuestion, Supervisor, SupervisorState, Timing, STOP_HANDOVER_BOUND,
+    driver, Peers, PrevoteQuestion, Setup, Supervisor, SupervisorState, Timing, STOP_HANDOVER_BOUND,
 };
 use crate::vip::{NoVips, VipHolder, VipWorker, Vips};
 
@@ -96,28 +102,32 @@ pub enum RunDaemonError {
 /// anything else (config, store, Raft, API) can fail, and whatever this run held is gone when
 /// it returns. Runs until `shutdown` completes, then stops in order.
 pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), RunDaemonError> {
+    let hangup = hangup_signal();
     let vips = Config::read(path)
         .map(|c| c.own_vips().to_vec())
         .unwrap_or_default();
     crate::release::release_and_log(&vips, "left by a previous run; this node holds nothing yet");
     let result = match Config::load(path) {
-        Ok((config, secret)) => run_node(config, secret, shutdown).await,
+        Ok((config, secret)) => run_node(path, config, secret, shutdown, hangup).await,
         Err(e) => Err(e.into()),
     };
     crate::release::release_and_log(&vips, "still bound at exit");
     result
 }
 
-/// Runs one node: starts every part, waits for `shutdown` or a fatal stop, stops in order.
+/// Runs one node: starts every part, waits for `shutdown` or a fatal stop, stops in order;
+/// reloads `path` on SIGHUP meanwhile.
 async fn run_node(
+    path: &Path,
     config: Config,
     secret: Secret,
     shutdown: impl Future<Output = ()>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
 ) -> Result<(), RunDaemonError> {
     // The VIP thread and the health monitor end with this token, after everything else.
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
-    let mut node = start(Arc::new(config), secret, &background).await?;
+    let mut node = start(path, Arc::new(config), secret, &background).await?;
     tracing::info!(
         node_id = node.config.node_id,
         cluster = %node.config.cluster,
@@ -125,11 +135,19 @@ async fn run_node(
         role = ?node.config.role,
         "raftvip running"
     );
-    let fatal = tokio::select! {
-        _ = shutdown => None,
-        result = &mut node.api => Some(format!("the API server {}", ended(result))),
-        result = &mut node.supervisor => Some(format!("the supervisor task {}", ended(result))),
-        why = first_fatal(&node.raft, node.health.boxed_clone()) => Some(why),
+    let mut shutdown = std::pin::pin!(shutdown);
+    let fatal = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            result = &mut node.api => break Some(format!("the API server {}", ended(result))),
+            result = &mut node.supervisor => {
+                break Some(format!("the supervisor task {}", ended(result)))
+            }
+            why = first_fatal(&node.raft, node.health.boxed_clone()) => break Some(why),
+            Some(()) = next_hangup(&mut hangup) => {
+                crate::reload::log(&node.reloader.reload(), "SIGHUP");
+            }
+        }
     };
     node.stop(fatal).await
 }
@@ -147,10 +165,12 @@ struct Node {
     api_stop: CancellationToken,
     health: Box<dyn HealthFeed>,
     notifier: Arc<Notifier>,
+    reloader: Arc<Reloader>,
 }
 
 /// Starts every part (see the module docs for the order).
 async fn start(
+    path: &Path,
     config: Arc<Config>,
     secret: Secret,
     background: &CancellationToken,
@@ -160,8 +180,9 @@ async fn start(
     let started = std::time::SystemTime::now();
     let (listener, status_listener) = bind_listeners(&config).await?;
     let vips = start_vips(&config, background)?;
-    let health = start_health(&config, background);
+    let (health, haproxy_settings) = start_health(&config, background);
     let (log, state_machine) = store::open(&config.data_dir, &config.cluster, config.node_id)?;
+    let reloadable_secret = secret.clone();
     let cluster = state_machine.subscribe();
     let timing = Timing::from_config(&config);
     let vote_gate = timing.vote_gate(state_machine.created_at_open(), Instant::now());
@@ -180,6 +201,7 @@ async fn start(
     let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
     let notifier = Arc::new(Notifier::new(&config));
     let (state_tx, state_rx) = watch::channel(SupervisorState::default());
+    let (setup_tx, setup_rx) = watch::channel(Setup::from_config(&config));
     let supervisor = Supervisor::new(
         &config,
         driver::Parts {
@@ -191,8 +213,21 @@ async fn start(
             state: state_tx,
             notifier: notifier.clone(),
             member: members.voter(),
+            reload: setup_rx,
         },
     );
+    let reloader = Arc::new(Reloader::new(
+        path,
+        config.clone(),
+        reloadable_secret,
+        Live {
+            vips: vips.clone(),
+            haproxy: haproxy_settings,
+            notifier: notifier.clone(),
+            supervisor: setup_tx,
+            members: membership::on_reload(members.clone()),
+        },
+    ));
     let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
 
     let view = LiveNode {
@@ -208,6 +243,7 @@ async fn start(
         vote_gate,
         log,
         members,
+        reloader: reloader.clone(),
     };
     let (api, api_stop) = start_api((listener, status_listener), view, auth, peer_client);
     let (metrics, every) = (raft.metrics(), config.timing.reconcile());
@@ -225,6 +261,7 @@ async fn start(
         api_stop,
         health,
         notifier,
+        reloader,
     })
 }
 
@@ -363,15 +400,15 @@ async fn bind_listeners(
 }
 
 /// The VIP layer: on its own thread so it never delays heartbeats (issue 13); nothing on a
-/// witness or without VIPs.
+/// witness. A voter without VIPs runs the thread too, so a reload can add its first VIP.
 fn start_vips(
     config: &Config,
     background: &CancellationToken,
 ) -> Result<Arc<dyn VipHolder>, RunDaemonError> {
-    let own = config.own_vips();
-    if own.is_empty() {
+    if config.is_witness() {
         return Ok(Arc::new(NoVips));
     }
+    let own = config.own_vips();
     let vips = Vips::linux_leased(own, &config.announce, &config.vip_lease)
         .map_err(RunDaemonError::SetUpVips)?;
     let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
@@ -379,14 +416,23 @@ fn start_vips(
     Ok(Arc::new(worker))
 }
 
-/// HAProxy's health monitor, or no gate (a witness, or no `[haproxy]`).
-fn start_health(config: &Config, background: &CancellationToken) -> Box<dyn HealthFeed> {
+/// HAProxy's health monitor and the sender of its settings (for reloads), or no gate (a
+/// witness, or no `[haproxy]`).
+fn start_health(
+    config: &Config,
+    background: &CancellationToken,
+) -> (
+    Box<dyn HealthFeed>,
+    Option<watch::Sender<crate::config::HaproxyConfig>>,
+) {
     match config.own_haproxy() {
-        Some(haproxy) => Box::new(crate::health::spawn_haproxy_monitor(
-            haproxy.clone(),
-            background.clone(),
-        )),
-        None => Box::new(NoHealthGate),
+        Some(haproxy) => {
+            let (settings, receiver) = watch::channel(haproxy.clone());
+            let monitor =
+                crate::health::spawn_reloadable_haproxy_monitor(receiver, background.clone());
+            (Box::new(monitor), Some(settings))
+        }
+        None => (Box::new(NoHealthGate), None),
     }
 }
 
@@ -506,6 +552,7 @@ struct LiveNode {
     /// This node's log, which a pre-vote's candidate must not be behind.
     log: store::LogStore,
     members: Arc<Members>,
+    reloader: Arc<Reloader>,
 }
 
 impl StatusView for LiveNode {
@@ -599,6 +646,12 @@ impl LocalNode for LiveNode {
         self.members.removed(&notice);
     }
 
+    fn reload(&self, path: &str) -> ReloadOutcome {
+        let outcome = self.reloader.reload_file(path);
+        crate::reload::log(&outcome, "raftvip reload");
+        outcome
+    }
+
     fn grant_vote(&self) -> Result<(), String> {
         let verdict = self
             .vote_gate
@@ -632,5 +685,21 @@ async fn first_fatal(raft: &Raft, health: Box<dyn HealthFeed>) -> String {
         if health.is_closed() {
             return "the health monitor stopped reporting".to_owned();
         }
+    }
+}
+
+/// SIGHUP, or None when it cannot be handled (then a reload needs a restart; logged).
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| tracing::error!(error = %e, "cannot handle SIGHUP: reload with a restart"))
+        .ok()
+}
+
+/// The next SIGHUP; never without a handler.
+async fn next_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangup {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -27,6 +27,8 @@
 //!   then voter; a leaving leader hands over first; removed boxes are told).
 //! - [`status`]: the JSON status document shared by the API and the CLI.
 //! - [`release`]: removing this box's VIPs outside the supervisor (start, exit, crash, panic).
+//! - [`reload`]: SIGHUP and `raftvip reload`: re-read the file, reject restart-only changes,
+//!   apply the rest live.
 //! - [`systemd`]: sd_notify readiness, status, stopping and watchdog pings.
 //! - [`keepalived`]: `import-keepalived`, keepalived.conf → raftvip.toml.
 //! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
@@ -47,6 +49,7 @@ pub mod peer;
 pub mod process_metrics;
 pub mod raft;
 pub mod release;
+pub mod reload;
 pub mod status;
 pub mod supervisor;
 pub mod sync;

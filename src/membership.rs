@@ -257,6 +257,9 @@ pub struct Members {
     removed: AtomicBool,
     /// This leader is making a change now (so [`Members::run`] does not "finish" it).
     changing: AtomicBool,
+    /// One change at a time: every box's reload may send the same list at once, and the
+    /// second must find the change made, not race it.
+    one_at_a_time: tokio::sync::Mutex<()>,
     standing: watch::Sender<Standing>,
     /// `standing == Voter`, for the supervisor (which knows nothing of membership).
     voter: watch::Sender<bool>,
@@ -274,6 +277,29 @@ pub async fn apply_file_peers(
         forwarded: false,
     };
     members.change(request).await
+}
+
+/// Called by a reload with its changed `[[peer]]` list.
+pub type OnReload = Box<dyn Fn(&[Peer]) + Send + Sync>;
+
+/// What a reload calls with a changed `[[peer]]` list: applies it in the background (the
+/// leader may wait for a new box to catch up, or hand over first) and logs the outcome.
+pub fn on_reload(members: Arc<Members>) -> OnReload {
+    Box::new(move |peers| {
+        let (members, peers) = (members.clone(), peers.to_vec());
+        tokio::spawn(async move {
+            match apply_file_peers(&members, &peers).await {
+                Ok(view) => tracing::info!(
+                    voters = ?view.configs,
+                    "the reloaded [[peer]] list is the membership"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "the reloaded [[peer]] list was not applied; raftvip status shows where the file and the cluster differ"
+                ),
+            }
+        });
+    })
 }
 
 /// A `[[peer]]` list by id.
@@ -299,6 +325,7 @@ impl Members {
             leaving: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             changing: AtomicBool::new(false),
+            one_at_a_time: tokio::sync::Mutex::new(()),
             standing,
             voter,
         })
@@ -357,7 +384,10 @@ impl Members {
             }
             return self.forward(&m, file).await;
         }
-        let view = MembershipView::of(&m);
+        // Only a leader waits here: a follower holding it while it forwards could deadlock
+        // with a leaving leader forwarding to it.
+        let _one = self.one_at_a_time.lock().await;
+        let view = MembershipView::of(&self.raft.metrics().borrow());
         let plan = plan(self.me, &view, &file)?;
         self.changing.store(true, Ordering::Relaxed);
         let changed = self.change_voters(&view, &plan).await;

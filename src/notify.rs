@@ -16,10 +16,13 @@
 //! its overflow rule: a send never waits, and a full channel overwrites its oldest value. Each hook gets `[notify] timeout_ms`; then its whole process group is killed, so a
 //! `sleep` it started dies with it, and the next hook runs. Its stdout and stderr go to the log,
 //! truncated, so a noisy script cannot flood the journal.
+//!
+//! A reload replaces the hooks ([`Notifier::reload`]): each event carries the hooks that were
+//! configured when it fired, so an event queued before the reload still runs the old ones.
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -90,12 +93,15 @@ struct Queued {
     seq: u64,
     event: Event,
     context: HookContext,
+    hooks: Arc<Hooks>,
 }
 
 /// Queues events for the hook task; without any hook configured, firing does nothing.
 #[derive(Debug)]
 pub struct Notifier {
-    queue: Option<Queue>,
+    /// The hooks configured now (None: none); replaced by a reload.
+    hooks: Mutex<Option<Arc<Hooks>>>,
+    queue: Queue,
 }
 
 #[derive(Debug)]
@@ -109,30 +115,41 @@ struct Queue {
 }
 
 impl Notifier {
-    /// Starts the hook task when at least one hook is configured. Call it inside a Tokio
+    /// Starts the hook task (idle until an event with hooks comes). Call it inside a Tokio
     /// runtime; the task ends once the notifier is dropped and the queued hooks have run.
     pub fn new(config: &Config) -> Notifier {
-        let Some(hooks) = Hooks::of(config) else {
-            return Notifier { queue: None };
-        };
-        for warning in config.notify.warnings() {
-            tracing::warn!("{warning}");
-        }
         let (sender, receiver) = broadcast::channel(QUEUE_CAPACITY);
         let (done_sender, done) = watch::channel(0);
-        tokio::spawn(consume(hooks, receiver, done_sender));
-        Notifier {
-            queue: Some(Queue {
+        tokio::spawn(consume(receiver, done_sender));
+        let notifier = Notifier {
+            hooks: Mutex::new(None),
+            queue: Queue {
                 sender,
                 last_fired: Mutex::new(0),
                 done,
-            }),
+            },
+        };
+        notifier.reload(config);
+        notifier
+    }
+
+    /// Takes the hooks of `config` for every event fired from now on (a reload).
+    pub fn reload(&self, config: &Config) {
+        let hooks = Hooks::of(config).map(Arc::new);
+        if hooks.is_some() {
+            for warning in config.notify.warnings() {
+                tracing::warn!("{warning}");
+            }
         }
+        *crate::sync::lock(&self.hooks) = hooks;
     }
 
     /// Queues the hooks of `event`; returns at once.
     pub fn fire(&self, event: Event, context: &HookContext) {
-        let Some(queue) = &self.queue else { return };
+        let Some(hooks) = crate::sync::lock(&self.hooks).clone() else {
+            return;
+        };
+        let queue = &self.queue;
         let mut last = queue
             .last_fired
             .lock()
@@ -142,6 +159,7 @@ impl Notifier {
             seq: *last,
             event,
             context: context.clone(),
+            hooks,
         };
         // Fails only once the hook task is gone, i.e. the runtime is shutting down.
         if queue.sender.send(queued).is_err() {
@@ -155,7 +173,7 @@ impl Notifier {
     /// Waits until the hooks of every event fired so far have run (each bounded by
     /// `[notify] timeout_ms`): at exit, so STOP's hooks are not killed with the runtime.
     pub async fn flush(&self) {
-        let Some(queue) = &self.queue else { return };
+        let queue = &self.queue;
         let target = *queue
             .last_fired
             .lock()
@@ -167,11 +185,11 @@ impl Notifier {
 }
 
 /// The single consumer: runs each event's hooks in turn, in queue order.
-async fn consume(hooks: Hooks, mut queue: broadcast::Receiver<Queued>, done: watch::Sender<u64>) {
+async fn consume(mut queue: broadcast::Receiver<Queued>, done: watch::Sender<u64>) {
     loop {
         match queue.recv().await {
             Ok(queued) => {
-                hooks.run_event(&queued).await;
+                queued.hooks.run_event(&queued).await;
                 done.send_replace(queued.seq);
             }
             Err(broadcast::error::RecvError::Lagged(dropped)) => tracing::warn!(
@@ -737,7 +755,7 @@ mod tests {
         let notifier = Notifier::new(&config(""));
         notifier.fire(Event::Master, &context(1));
         notifier.flush().await;
-        assert!(notifier.queue.is_none());
+        assert!(crate::sync::lock(&notifier.hooks).is_none());
     }
 
     #[tokio::test]

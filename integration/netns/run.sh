@@ -78,6 +78,7 @@ SCENARIOS=(
     "many_vips|200 more VIPs: one box holds all, no leader change for ${MANY_VIPS_STABLE_S} s, box loss moves all"
     "vip_interface_down|VIP interface (a second one, vip0) down on the holder -> it hands over, stands again when up; a box without vip0 never leads"
     "keepalived_notify|a stock keepalived notify script on every box: BACKUP at start, MASTER on the new holder and FAULT on the old when HAProxy dies, STOP on SIGTERM; term-guard refuses a stale MASTER"
+    "reload|on the holder, same pid: raftvip reload removes a VIP (released), SIGHUP adds it back (bound <= 1 s, served by HAProxy); a broken file and a restart-only change are rejected naming the problem, nothing changes; role = witness hands over"
     "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal; the removed box says so; status shows the file's differences"
 )
 
@@ -920,6 +921,86 @@ scn_keepalived_notify() {
     done
 }
 
+# ---- scenario: reload (issue 10 item 3) ----
+
+# Reloads must take effect within this on the holder (the issue's goal: 1 s).
+RELOAD_MAX_MS=1000
+
+# drop_vip6 FILE: the config without the [[vip]] table of cluster a's IPv6 VIP.
+drop_vip6() {
+    awk -v vip="$(bed_vip6)/128" '
+        /^\[\[vip\]\]$/ { held = $0; next }
+        held != "" { if (index($0, vip)) { skip = 1 } else { print held }; held = "" }
+        skip && /^interface/ { skip = 0; next }
+        !skip { print }' "$1"
+}
+# same_raftvip BOX PID: the box still runs the raftvip process PID.
+same_raftvip() { [[ $(bed_raftvip_pid "$1") == "$2" ]] && bed_pid_alive "$2"; }
+holds_both() { [[ $(bed_holders) == "$1" && $(bed_holders "$(bed_vip6)") == "$1" ]]; }
+reload_cli() { # reload_cli BOX: `raftvip reload`'s output (stdout and stderr) and exit code
+    local rc=0 out
+    out=$(bed_raftvip_cli "$1" reload 2>&1) || rc=$?
+    printf '%s\nexit=%s\n' "$out" "$rc"
+}
+
+scn_reload() {
+    setup 3
+    local h n pid cfg orig out t0 bound took
+    h=$(holder)
+    bed_wait 2000 holds_both "$h" || fail "box$h does not hold both VIPs"
+    pid=$(bed_raftvip_pid "$h")
+    cfg=$(bed_boxdir "$h")/raftvip-a.toml
+    orig=$(bed_boxdir "$h")/orig.toml
+    cp "$cfg" "$orig"
+
+    # A VIP removed from the file is released at once; the other stays.
+    drop_vip6 "$orig" >"$cfg"
+    out=$(reload_cli "$h")
+    [[ $out == *"removed (released if held)"* && $out == *exit=0 ]] || fail "reload (vip removed): $out"
+    bed_wait_no_holder "$RELOAD_MAX_MS" "$(bed_vip6)" || fail "the removed IPv6 VIP is still bound"
+    [[ $(bed_holders) == "$h" ]] || fail "the IPv4 VIP left box$h (holders: '$(bed_holders)')"
+
+    # SIGHUP with the VIP back in the file: bound within a second, and HAProxy serves it.
+    cp "$orig" "$cfg"
+    t0=$(bed_now_ms)
+    kill -HUP "$pid"
+    bed_wait_holder "$RELOAD_MAX_MS" "$(bed_vip6)" >/dev/null ||
+        fail "SIGHUP did not bind the IPv6 VIP within ${RELOAD_MAX_MS} ms"
+    bound=$(bed_events "$(bed_vip6)" | awk -v t="$t0" -v b="$h" '$1 >= t && $2 == b && $3 == "+" { print $1; exit }')
+    [[ -n $bound ]] || fail "no bind of the IPv6 VIP on box$h in the address timeline"
+    took=$((bound - t0))
+    ((took <= RELOAD_MAX_MS)) || fail "SIGHUP to bound took ${took} ms"
+    bed_wait_eq 3000 "box$h" http_get client "[$(bed_vip6)]" || fail "HAProxy on box$h does not serve the re-added VIP"
+    same_raftvip "$h" "$pid" || fail "raftvip on box$h restarted"
+    note "sighup_to_bound=${took}ms"
+
+    # A file check-config refuses: nothing changes, every problem is named.
+    { cat "$orig"; printf '[[vip]]\naddress = "%s/32"\ninterface = "eth0"\n' "$(bed_vip4)"; } >"$cfg"
+    out=$(reload_cli "$h")
+    [[ $out == *"reload rejected"* && $out == *"is listed twice"* && $out == *exit=1 ]] ||
+        fail "a broken file was not rejected by name: $out"
+    kill -HUP "$pid"
+    bed_wait 2000 grep -q "reload rejected.*SIGHUP" "$(bed_boxdir "$h")/raftvip.log" ||
+        fail "SIGHUP with a broken file logged no rejection"
+    # A restart-only key: rejected naming it, nothing applied (the VIP removal beside it neither).
+    { drop_vip6 "$orig"; printf '[timing]\nheartbeat_ms = 15\n'; } >"$cfg"
+    out=$(reload_cli "$h")
+    [[ $out == *"timing.heartbeat_ms: needs a restart"* && $out == *exit=1 ]] ||
+        fail "a restart-only change was not rejected by name: $out"
+    sleep 0.3
+    holds_both "$h" || fail "a rejected reload changed the VIPs (v4: '$(bed_holders)', v6: '$(bed_holders "$(bed_vip6)")')"
+
+    # role = witness: the holder no longer may lead and hands the VIPs over.
+    sed 's/^node_id = .*/&\nrole = "witness"/' "$orig" >"$cfg"
+    out=$(reload_cli "$h")
+    [[ $out == *"role: voter -> witness"* && $out == *exit=0 ]] || fail "reload (witness): $out"
+    n=$(wait_new_holder "$h")
+    bed_wait 2000 holds_both "$n" || fail "box$n does not hold both VIPs after the handover"
+    [[ $(bed_status "$h" candidate_for_leader) == false ]] || fail "box$h still stands after becoming a witness"
+    same_raftvip "$h" "$pid" || fail "raftvip on box$h restarted"
+    note "witness_reload=box$h->box$n"
+}
+
 # ---- scenarios: membership at run time (issue 10 item 4) ----
 
 # drop_peer BOX ID: the [[peer]] entry of node ID removed from BOX's config file.
@@ -963,7 +1044,7 @@ scn_membership_change() {
     [[ $out == *"file differs: node 4 ($(bed_addr4 4):$(bed_port a)) is in the file but not a member"* ]] ||
         fail "status does not show the edited file's difference: $out"
     for b in 1 2 3; do
-        out=$(bed_raftvip_cli "$b" members 2>&1) || fail "raftvip members on box$b: $out"
+        out=$(bed_raftvip_cli "$b" reload 2>&1) || fail "raftvip reload on box$b: $out"
     done
     for b in 1 2 3 4; do
         bed_wait_eq 3000 "[[1, 2, 3, 4]]" bed_status "$b" membership.voters ||
@@ -999,7 +1080,7 @@ scn_membership_change() {
     want=$(printf '%s, ' "${others[@]}")
     want="[[${want%, }]]"
     t0=$(bed_now_ms)
-    out=$(bed_raftvip_cli "${others[0]}" members 2>&1) || fail "raftvip members on box${others[0]}: $out"
+    out=$(bed_raftvip_cli "${others[0]}" reload 2>&1) || fail "raftvip reload on box${others[0]}: $out"
     n=$(wait_new_holder "$h")
     for b in "${others[@]}"; do
         bed_wait_eq 3000 "$want" bed_status "$b" membership.voters ||

@@ -1,23 +1,20 @@
 //! What the `raftvip` CLI uses to talk to the local daemon.
 //!
-//! Status is a plain GET. Changes (maintenance, membership) are signed like peer requests: the CLI reads
+//! Status is a plain GET. Changes (maintenance, reload) are signed like peer requests: the CLI reads
 //! the same config and secret as the daemon, so being able to read the secret file is what
 //! authorises an operator — no second credential to manage.
 
 use std::time::Duration;
 
 use super::STATUS_PATH;
-use crate::peer::wire::{
-    Addresses, MaintenanceRequest, MembersRequest, MembershipView, MAINTENANCE_PATH, MEMBERS_PATH,
-};
+use crate::peer::wire::{MaintenanceRequest, MAINTENANCE_PATH};
+use crate::peer::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use crate::peer::{PeerCallError, PeerClient};
 use crate::raft::NodeId;
 use crate::status::Status;
 
 /// Long enough for a busy box, short enough for an operator waiting at a prompt.
 const CLI_TIMEOUT: Duration = Duration::from_secs(3);
-/// A membership change: the peer port's 10 s request limit bounds it.
-const MEMBERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchStatusError {
@@ -85,20 +82,18 @@ pub async fn set_maintenance(
         .await
 }
 
-/// Asks the daemon `daemon` on `address` to make the membership `peers` (its file's list);
-/// answers the membership after the change. Waits longer than other calls: the leader may
-/// wait for a new box to catch up and hand over first.
-pub async fn change_members(
+/// Asks the daemon `daemon` on `address` to reload its config file, which must be `path`;
+/// returns what it applied or why it kept the running config.
+pub async fn reload(
     client: &PeerClient,
     daemon: NodeId,
     address: &str,
-    peers: Addresses,
-) -> Result<MembershipView, PeerCallError> {
-    let request = MembersRequest {
-        peers,
-        forwarded: false,
+    path: &str,
+) -> Result<ReloadOutcome, PeerCallError> {
+    let request = ReloadRequest {
+        path: path.to_owned(),
     };
     client
-        .call(daemon, address, MEMBERS_PATH, &request, MEMBERS_TIMEOUT)
+        .call(daemon, address, RELOAD_PATH, &request, CLI_TIMEOUT)
         .await
 }

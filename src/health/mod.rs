@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::clock::now_unix_ms;
 
 pub use haproxy::ParseError;
-pub use monitor::spawn_haproxy_monitor;
+pub use monitor::{spawn_haproxy_monitor, spawn_reloadable_haproxy_monitor};
 pub use verdict::{HealthFeed, HealthVerdict, NoHealthGate};
 
 /// What the supervisor sees: the debounced verdict plus numbers for status and metrics.
@@ -275,6 +275,13 @@ impl RiseFall {
             held: None,
             transitions: 0,
         }
+    }
+
+    /// New `rise` and `fall` (a reload); the current state and runs are kept, and the next
+    /// observation is judged against the new counts.
+    pub fn retune(&mut self, rise: u32, fall: u32) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
     }
 
     pub fn state(&self) -> HealthState {

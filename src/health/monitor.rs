@@ -37,6 +37,17 @@ pub fn spawn_haproxy_monitor(
     config: HaproxyConfig,
     cancel: CancellationToken,
 ) -> watch::Receiver<Health> {
+    spawn_reloadable_haproxy_monitor(watch::channel(config).1, cancel)
+}
+
+/// [`spawn_haproxy_monitor`] whose settings follow `settings` (a reload): a new socket path is
+/// used from the next check on, a new poll interval from the next tick, new `rise` / `fall`
+/// from the next verdict; the verdict itself is kept.
+pub fn spawn_reloadable_haproxy_monitor(
+    mut settings: watch::Receiver<HaproxyConfig>,
+    cancel: CancellationToken,
+) -> watch::Receiver<Health> {
+    let config = settings.borrow_and_update().clone();
     let (tx, rx) = watch::channel(Health::initial());
     let monitor = Monitor {
         rise_fall: RiseFall::new(config.rise, config.fall),
@@ -48,8 +59,16 @@ pub fn spawn_haproxy_monitor(
         tx,
         checks: 0,
     };
-    tokio::spawn(monitor.run(cancel));
+    tokio::spawn(monitor.run(settings, cancel));
     rx
+}
+
+/// The poll timer of `config`; a late tick is delayed, not bunched.
+fn poll_timer(config: &HaproxyConfig) -> tokio::time::Interval {
+    let period = Duration::from_millis(config.poll_interval_ms.max(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 /// A session HAProxy closes sooner than this after it opened (say, an operator's tiny
@@ -95,16 +114,30 @@ async fn session_closed(session: &mut Option<Session>) {
 }
 
 impl Monitor {
-    async fn run(mut self, cancel: CancellationToken) {
-        let period = Duration::from_millis(self.config.poll_interval_ms.max(1));
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    async fn run(
+        mut self,
+        mut settings: watch::Receiver<HaproxyConfig>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = poll_timer(&self.config);
         let tx = self.tx.clone();
+        let mut settings_open = true;
         loop {
             let wakeup = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = tx.closed() => break,
+                changed = settings.changed(), if settings_open => {
+                    settings_open = changed.is_ok();
+                    if settings_open {
+                        let new = settings.borrow_and_update().clone();
+                        if new.poll_interval_ms != self.config.poll_interval_ms {
+                            tick = poll_timer(&new);
+                        }
+                        self.reconfigure(new);
+                    }
+                    continue;
+                }
                 () = session_closed(&mut self.session) => Wakeup::SessionClosed,
                 _ = tick.tick() => Wakeup::Poll,
             };
@@ -128,6 +161,17 @@ impl Monitor {
             }
         }
         debug!("HAProxy health monitor stopped");
+    }
+
+    /// Takes reloaded settings: a session on another socket is dropped, so the next check
+    /// opens one on the new path.
+    fn reconfigure(&mut self, new: HaproxyConfig) {
+        if new.stats_socket != self.config.stats_socket {
+            self.session = None;
+        }
+        self.rise_fall.retune(new.rise, new.fall);
+        info!(socket = %new.stats_socket.display(), "HAProxy health settings reloaded");
+        self.config = new;
     }
 
     /// One check: on the open session if there is one and its worker is not stopping, else

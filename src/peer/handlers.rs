@@ -26,6 +26,7 @@ use super::wire::{
     APPEND_PATH, ELECT_PATH, MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH,
     REMOVED_PATH, SNAPSHOT_PATH, VOTE_PATH,
 };
+use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use super::Contacts;
 use crate::auth::Authenticator;
 use crate::raft::typ::{
@@ -54,6 +55,8 @@ pub trait LocalNode: Send + Sync + 'static {
     fn change_members(&self, request: MembersRequest) -> MembersFuture;
     /// The leader removed this node from the cluster.
     fn removed(&self, notice: RemovedNotice);
+    /// Re-reads the config file `path` (which must be this node's own) and applies it.
+    fn reload(&self, path: &str) -> ReloadOutcome;
 }
 
 /// What [`LocalNode::change_members`] answers, later.
@@ -117,6 +120,7 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(MEMBERS_PATH, post(members))
         .route(MEMBERSHIP_PATH, post(membership))
         .route(REMOVED_PATH, post(removed))
+        .route(RELOAD_PATH, post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -201,6 +205,14 @@ async fn membership(State(s): State<Arc<PeerServer>>) -> Json<MembershipView> {
 async fn removed(State(s): State<Arc<PeerServer>>, Json(notice): Json<RemovedNotice>) -> Json<()> {
     s.node.removed(notice);
     Json(())
+}
+
+/// `raftvip reload`: re-reads the config file and answers what was applied or why not.
+async fn reload(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<ReloadRequest>,
+) -> Json<ReloadOutcome> {
+    Json(s.node.reload(&request.path))
 }
 
 impl PeerServer {

@@ -25,6 +25,8 @@ pub const MEMBERS_PATH: &str = "/v1/members";
 pub const MEMBERSHIP_PATH: &str = "/v1/membership";
 /// "You were removed from the cluster": the leader tells a box it removed.
 pub const REMOVED_PATH: &str = "/v1/removed";
+/// "Re-read your config file": `raftvip reload` asks the daemon on its own box.
+pub const RELOAD_PATH: &str = "/v1/reload";
 
 /// The answer to "start an election now" and to a pre-vote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -139,6 +141,29 @@ pub struct RemovedNotice {
     pub by: NodeId,
     /// The voters after the change.
     pub voters: Vec<NodeId>,
+}
+
+/// A reload request: the config file the operator named, which must be the daemon's own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadRequest {
+    pub path: String,
+}
+
+/// What a reload did: the changes applied, or why nothing was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// The file that was read.
+    pub path: String,
+    /// One line per change applied (empty when rejected, or when nothing changed).
+    pub applied: Vec<String>,
+    /// Why the file was rejected; non-empty means nothing changed.
+    pub problems: Vec<String>,
+}
+
+impl ReloadOutcome {
+    pub fn accepted(&self) -> bool {
+        self.problems.is_empty()
+    }
 }
 
 #[cfg(test)]

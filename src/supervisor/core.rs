@@ -12,9 +12,10 @@
 //! VIPs, whether it may lead (stand in elections), and whether it must hand leadership over.
 //! Keeping it in one function is what makes "exactly one holder" reviewable:
 //!
-//! hold ⇔ leader ∧ quorum acknowledged within `fence` ∧ healthy ∧ VIPs bindable ∧ ¬witness.
+//! hold ⇔ leader ∧ quorum acknowledged within `fence` ∧ healthy ∧ VIPs bindable, and a
+//! witness, a node in maintenance or a stopping one never stands.
 //!
-//! Stopping or maintenance make a leader hand over: it keeps the VIPs (still healthy) until it
+//! Stopping, maintenance or a reload that makes it a witness make a leader hand over: it keeps the VIPs (still healthy) until it
 //! votes for its successor and steps down, so a planned handover has no gap nobody serves.
 //!
 //! The fence is a deadline, not a poll: quorum-ack instant + fence. openraft measures the ack
@@ -136,16 +137,16 @@ pub fn decide(i: &Inputs) -> Decision {
     };
     let eligible = eligible_reason.is_none();
     let acked = acked(i.quorum_ack_age, i.fence);
-    // A planned handover (stop, maintenance) with HAProxy still serving keeps the VIPs until
-    // this leader steps down, which it does when it votes for its successor — before the
-    // successor can bind them. The fence still bounds it: heartbeats are off meanwhile.
+    // A planned handover (stop, maintenance, a reload that made this node a witness) with
+    // HAProxy still serving keeps the VIPs until this leader steps down, which it does when
+    // it votes for its successor — before the successor can bind them. The fence still bounds it: heartbeats are off meanwhile.
     let planned_handover = i.leader
         && acked
         && i.healthy
         && i.vips_bindable
         && matches!(
             eligible_reason,
-            Some(Reason::Stopping | Reason::Maintenance | Reason::NotMember)
+            Some(Reason::Stopping | Reason::Maintenance | Reason::Witness | Reason::NotMember)
         );
     let reason = match (eligible_reason, i.leader, acked) {
         _ if planned_handover => Reason::HandingOver,
@@ -320,6 +321,8 @@ pub enum Input {
     Stop,
     /// Nothing new; [`Core::next_deadline`] has passed.
     Tick,
+    /// A reload changed this node's setup (its fence, or it became a witness).
+    Reload(Setup),
 }
 
 /// What the driver must do, in order.
@@ -561,6 +564,7 @@ impl Core {
                 }
             }
             Input::Tick => {}
+            Input::Reload(setup) => self.setup = setup,
         }
     }
 

@@ -54,6 +54,7 @@ pub struct Supervisor<P> {
     answer_tx: mpsc::Sender<Input>,
     /// The leader contact last given to the core.
     leader_contact: Option<Instant>,
+    reload: watch::Receiver<Setup>,
 }
 
 /// The parts a supervisor drives, built by the daemon.
@@ -66,6 +67,8 @@ pub struct Parts<P> {
     pub state: watch::Sender<SupervisorState>,
     /// Shared with the daemon, which fires STOP and waits for the hooks at exit.
     pub notifier: Arc<Notifier>,
+    /// This node's setup as a reload changes it (see [`crate::reload`]).
+    pub reload: watch::Receiver<Setup>,
     /// Whether this node is a voter of the membership a change is heading to.
     pub member: watch::Receiver<bool>,
 }
@@ -89,6 +92,7 @@ impl<P: Peers> Supervisor<P> {
             answers,
             answer_tx,
             leader_contact: None,
+            reload: parts.reload,
         }
     }
 
@@ -117,6 +121,7 @@ impl<P: Peers> Supervisor<P> {
             }
         }
         let (mut stop_sent, mut health_open, mut unbindable_open) = (false, true, true);
+        let mut reload_open = true;
         let mut member_open = true;
         loop {
             let deadline = self.core.next_deadline();
@@ -144,6 +149,10 @@ impl<P: Peers> Supervisor<P> {
                 changed = unbindable.changed(), if unbindable_open => {
                     unbindable_open = changed.is_ok();
                     Input::Unbindable(unbindable.borrow_and_update().clone())
+                }
+                changed = self.reload.changed(), if reload_open => {
+                    reload_open = changed.is_ok();
+                    Input::Reload(*self.reload.borrow_and_update())
                 }
             };
             if let Some(stopped) = self.feed(input).await {

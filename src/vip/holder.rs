@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::config::{Announce, VipConfig};
 use crate::status::VipStatus;
 
 /// What the supervisor needs from the VIP layer.
@@ -33,6 +34,18 @@ pub trait VipHolder: Send + Sync + 'static {
     fn unbindable(&self) -> watch::Receiver<Option<String>> {
         watch::channel(None).1
     }
+    /// A reload's new VIP set and settings: a VIP no longer listed is released if bound, a
+    /// new one bound and announced at once if held. The default has nothing to change.
+    fn set_vips(&self, _set: VipSet) {}
+}
+
+/// What a reload hands the VIP layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipSet {
+    pub vips: Vec<VipConfig>,
+    pub announce: Announce,
+    /// The period of the safety-net re-check (`timing.reconcile_ms`).
+    pub reconcile: Duration,
 }
 
 /// VIPs when none are configured (a witness, or a Raft-only test cluster).

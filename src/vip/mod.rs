@@ -59,7 +59,7 @@ use crate::status::VipStatus;
 
 #[cfg(test)]
 pub(crate) use fake::{FakeAddressControl, FakeAnnouncer};
-pub use holder::{NoVips, VipHolder};
+pub use holder::{NoVips, VipHolder, VipSet};
 pub use worker::VipWorker;
 
 /// Least time between two re-announcement bursts provoked by duplicate claims. The other
@@ -285,10 +285,8 @@ pub struct Vips {
 struct Inner {
     control: Arc<dyn AddressControl>,
     announcer: Arc<dyn Announcer>,
-    burst_count: u32,
-    burst_interval: Duration,
-    /// None: refresh turned off.
-    refresh: Option<Duration>,
+    /// The announce settings; a reload replaces them ([`Vips::set_vips`]).
+    cadence: Mutex<Cadence>,
     /// Start the netlink watcher and the duplicate listener in `spawn_background` (None with
     /// fakes: there is no kernel to watch); the watcher ignores address events stamped with
     /// these netlink ports, our own.
@@ -343,6 +341,49 @@ struct Slot {
     /// The last add was refused for lack of privilege: kept until an add succeeds, since
     /// nothing but a restart with the capability brings it back.
     denied: Option<String>,
+}
+
+impl Slot {
+    /// A VIP not bound, never announced.
+    fn new(vip: Vip) -> Self {
+        Self {
+            vip,
+            bound: false,
+            lost: false,
+            held_since: None,
+            burst_left: 0,
+            next_announce: None,
+            last_reburst: None,
+            announcements_sent: 0,
+            re_adds: 0,
+            duplicates: 0,
+            lease_until: None,
+            lease_expiries: 0,
+            address_error: ErrorLog::default(),
+            announce_error: ErrorLog::default(),
+            link_error: ErrorLog::default(),
+            denied: None,
+        }
+    }
+}
+
+/// `[announce]` as the announce loop uses it.
+#[derive(Debug, Clone, Copy)]
+struct Cadence {
+    burst_count: u32,
+    burst_interval: Duration,
+    /// None: refresh turned off.
+    refresh: Option<Duration>,
+}
+
+impl Cadence {
+    fn of(announce: &Announce) -> Self {
+        Self {
+            burst_count: announce.burst_count.max(1),
+            burst_interval: Duration::from_millis(announce.burst_interval_ms),
+            refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
+        }
+    }
 }
 
 /// Remembers the failure currently repeating, so it is logged when it starts, changes and
@@ -469,32 +510,13 @@ impl Vips {
     ) -> Self {
         let slots = vips
             .iter()
-            .map(|config| Slot {
-                vip: Vip::from_config(config),
-                bound: false,
-                lost: false,
-                held_since: None,
-                burst_left: 0,
-                next_announce: None,
-                last_reburst: None,
-                announcements_sent: 0,
-                re_adds: 0,
-                duplicates: 0,
-                lease_until: None,
-                lease_expiries: 0,
-                address_error: ErrorLog::default(),
-                announce_error: ErrorLog::default(),
-                link_error: ErrorLog::default(),
-                denied: None,
-            })
+            .map(|config| Slot::new(Vip::from_config(config)))
             .collect();
         Self {
             inner: Arc::new(Inner {
                 control,
                 announcer,
-                burst_count: announce.burst_count.max(1),
-                burst_interval: Duration::from_millis(announce.burst_interval_ms),
-                refresh: (announce.refresh_s > 0).then(|| Duration::from_secs(announce.refresh_s)),
+                cadence: Mutex::new(Cadence::of(announce)),
                 kernel_watch,
                 lease,
                 state: Mutex::new(State {
@@ -579,6 +601,70 @@ impl Vips {
         }
         drop(state);
         inner.wake.notify_one();
+    }
+
+    /// Replaces the VIP set and the announce settings (a reload). A VIP no longer listed is
+    /// removed from the kernel if bound; a new one is bound and announced at once while
+    /// held; the others keep their state and counters. Returns true when the set changed
+    /// (the kernel watchers, which know the VIPs, must then be restarted).
+    pub fn set_vips(&self, vips: &[VipConfig], announce: &Announce) -> bool {
+        let inner = &self.inner;
+        *crate::sync::lock(&inner.cadence) = Cadence::of(announce);
+        let wanted: Vec<Vip> = vips.iter().map(Vip::from_config).collect();
+        let mut state = inner.lock();
+        let (mut kept, mut gone): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut state.slots)
+            .into_iter()
+            .partition(|slot| wanted.contains(&slot.vip));
+        let bound: Vec<usize> = (0..gone.len()).filter(|&i| gone[i].bound).collect();
+        let removed = inner.unbind(&mut gone, &bound);
+        for slot in &gone {
+            transition(&slot.vip, "configured", "removed", "reload");
+        }
+        if !gone.is_empty() {
+            let names: Vec<String> = gone.iter().map(|s| s.vip.to_string()).collect();
+            tracing::info!(
+                count = gone.len(),
+                released = removed.len(),
+                vips = %abbreviate(&names),
+                "VIPs removed from the config"
+            );
+        }
+        let mut added = Vec::new();
+        for (i, vip) in wanted.into_iter().enumerate() {
+            let slot = match kept.iter().position(|s| s.vip == vip) {
+                Some(at) => kept.swap_remove(at),
+                None => {
+                    added.push(i);
+                    Slot::new(vip)
+                }
+            };
+            state.slots.push(slot);
+        }
+        let now = Instant::now();
+        if !added.is_empty() {
+            let names: Vec<String> = added
+                .iter()
+                .map(|&i| state.slots[i].vip.to_string())
+                .collect();
+            let holding = state.holding(now);
+            let bound = if holding {
+                let bound = inner.bind(&mut state.slots, &added);
+                inner.start_bursts(&mut state.slots, &bound, now, true);
+                bound
+            } else {
+                Vec::new()
+            };
+            tracing::info!(
+                count = added.len(),
+                bound = bound.len(),
+                held = holding,
+                vips = %abbreviate(&names),
+                "VIPs added to the config"
+            );
+        }
+        drop(state);
+        inner.wake.notify_one();
+        !gone.is_empty() || !added.is_empty()
     }
 
     /// The fence deadline of the current hold (None: none known). Past it, renewals,
@@ -859,6 +945,10 @@ impl Vips {
 }
 
 impl Inner {
+    fn cadence(&self) -> Cadence {
+        *crate::sync::lock(&self.cadence)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not stop releasing the VIPs: the state stays usable.
         crate::sync::lock(&self.state)
@@ -949,8 +1039,8 @@ impl Inner {
         let count = slots.len();
         for &i in which {
             let slot = &mut slots[i];
-            slot.burst_left = self.burst_count.saturating_sub(1);
-            self.schedule(slot, now, phase(self.refresh, i, count));
+            slot.burst_left = self.cadence().burst_count.saturating_sub(1);
+            self.schedule(slot, now, phase(self.cadence().refresh, i, count));
         }
         if probe {
             self.probe_now(slots, which);
@@ -997,9 +1087,9 @@ impl Inner {
     /// of all at once.
     fn schedule(&self, slot: &mut Slot, now: Instant, phase: Duration) {
         slot.next_announce = if slot.burst_left > 0 {
-            Some(now + self.burst_interval)
+            Some(now + self.cadence().burst_interval)
         } else {
-            self.refresh.map(|refresh| now + refresh + phase)
+            self.cadence().refresh.map(|refresh| now + refresh + phase)
         };
     }
 
@@ -1057,7 +1147,7 @@ impl Inner {
             // The last burst frame hands over to the refresh at this VIP's phase; later
             // refreshes keep it.
             let phase = if slot.burst_left > 0 {
-                phase(self.refresh, i, count)
+                phase(self.cadence().refresh, i, count)
             } else {
                 Duration::ZERO
             };

@@ -626,6 +626,65 @@ fn a_refused_add_keeps_the_box_unbindable_until_an_add_succeeds() {
     assert_eq!(r.vips.unbindable(), None);
 }
 
+#[test]
+fn a_reloaded_set_binds_new_vips_at_once_and_releases_removed_ones_while_held() {
+    let (kept, gone, new) = ("198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32");
+    let r = rig(
+        &[config(kept, "eth0"), config(gone, "eth0")],
+        announce(1, 20, 0),
+    );
+    r.vips.set_held(true, "leader");
+    let changed = r.vips.set_vips(
+        &[config(kept, "eth0"), config(new, "eth0")],
+        &announce(1, 20, 0),
+    );
+    assert!(changed);
+    assert_eq!(r.control.bound(), [ip(kept), ip(new)].into());
+    assert_eq!(r.announcer.count(&Call::Announce(ip(new))), 1);
+    assert_eq!(r.announcer.count(&Call::Probe(ip(new))), 1);
+    // The kept VIP was neither re-added nor announced again.
+    assert_eq!(r.control.count(&Call::Add(ip(kept))), 1);
+    assert_eq!(r.announcer.count(&Call::Announce(ip(kept))), 1);
+    let listed: Vec<String> = r.vips.status().iter().map(|v| v.address.clone()).collect();
+    assert_eq!(listed, [kept, new]);
+}
+
+#[test]
+fn a_reloaded_set_binds_nothing_while_released() {
+    let r = rig(&[config(V4, "eth0")], announce(1, 20, 0));
+    assert!(r.vips.set_vips(
+        &[config(V4, "eth0"), config(V6, "eth0")],
+        &announce(1, 20, 0)
+    ));
+    assert!(r.control.bound().is_empty());
+    assert!(!r.vips.set_vips(
+        &[config(V4, "eth0"), config(V6, "eth0")],
+        &announce(2, 20, 0)
+    ));
+    r.vips.set_held(true, "leader");
+    assert_eq!(r.control.bound(), [ip(V4), ip(V6)].into());
+}
+
+#[test]
+fn the_vip_thread_applies_a_reloaded_set() {
+    let r = rig(&many(1), announce(1, 20, 0));
+    let cancel = CancellationToken::new();
+    let worker = VipWorker::spawn(r.vips.clone(), RECONCILE, cancel.clone()).unwrap();
+    worker.set_held(true, "leader");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    worker.set_vips(VipSet {
+        vips: many(2),
+        announce: announce(1, 20, 0),
+        reconcile: RECONCILE,
+    });
+    let start = Instant::now();
+    while r.control.bound().len() < 2 && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(r.control.bound().len(), 2, "the new VIP is bound");
+    cancel.cancel();
+}
+
 /// Records, for every announcement, how many VIPs the fake kernel had bound at that moment.
 struct BoundAtAnnounce {
     control: Arc<FakeAddressControl>,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{VipHolder, Vips};
+use super::{VipHolder, VipSet, Vips};
 use crate::status::VipStatus;
 
 /// How often the VIP thread checks that every VIP's interface could take it.
@@ -49,6 +49,8 @@ pub struct VipWorker {
     applied: Arc<(Mutex<u64>, Condvar)>,
     /// Why this box could not bind its VIPs (None: it could).
     unbindable: watch::Receiver<Option<String>>,
+    /// A reload's new VIP set, for the thread to apply.
+    reloaded: watch::Sender<Option<VipSet>>,
 }
 
 impl VipWorker {
@@ -63,6 +65,7 @@ impl VipWorker {
         let (desired, desired_rx) = watch::channel(Desired::default());
         let applied = Arc::new((Mutex::new(0), Condvar::new()));
         let (unbindable_tx, unbindable) = watch::channel(vips.unbindable());
+        let (reloaded, reloaded_rx) = watch::channel(None);
         let (started, start) = std::sync::mpsc::sync_channel(1);
         let thread = Thread {
             vips: vips.clone(),
@@ -70,6 +73,7 @@ impl VipWorker {
             reconcile_every,
             applied: applied.clone(),
             unbindable: unbindable_tx,
+            reloaded: reloaded_rx,
         };
         std::thread::Builder::new()
             .name("raftvip-vips".to_owned())
@@ -85,7 +89,6 @@ impl VipWorker {
                     }
                 };
                 runtime.block_on(async move {
-                    thread.vips.spawn_background(cancel.clone());
                     let _ = started.send(Ok(()));
                     thread.serve(cancel).await;
                 });
@@ -98,6 +101,7 @@ impl VipWorker {
             desired,
             applied,
             unbindable,
+            reloaded,
         })
     }
 
@@ -139,6 +143,9 @@ impl VipHolder for VipWorker {
     fn unbindable(&self) -> watch::Receiver<Option<String>> {
         self.unbindable.clone()
     }
+    fn set_vips(&self, set: VipSet) {
+        self.reloaded.send_replace(Some(set));
+    }
 }
 
 /// The thread's side.
@@ -148,10 +155,15 @@ struct Thread {
     reconcile_every: Duration,
     applied: Arc<(Mutex<u64>, Condvar)>,
     unbindable: watch::Sender<Option<String>>,
+    reloaded: watch::Receiver<Option<VipSet>>,
 }
 
 impl Thread {
     async fn serve(mut self, cancel: CancellationToken) {
+        // The announce loop, the lease renewals and the kernel watchers, which know the VIP
+        // set: restarted with a new token when a reload changes the set.
+        let mut background = cancel.child_token();
+        self.vips.spawn_background(background.clone());
         // The fence runs here too, on this thread's own clock: a busy Raft thread cannot
         // delay the release past the deadline the supervisor last gave.
         let mut fenced_at: Option<Instant> = None;
@@ -198,16 +210,41 @@ impl Thread {
                 // Someone deleted or added one of our VIPs, or events were lost.
                 _ = self.vips.kernel_changed() => self.vips.reconcile(),
                 _ = reconcile.tick() => self.vips.reconcile(),
-                _ = link_check.tick() => {
-                    let why = self.vips.unbindable();
-                    self.unbindable.send_if_modified(|old| {
-                        let changed = *old != why;
-                        *old = why;
-                        changed
-                    });
+                _ = link_check.tick() => self.check_links(),
+                changed = self.reloaded.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let Some(set) = self.reloaded.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    if self.vips.set_vips(&set.vips, &set.announce) {
+                        background.cancel();
+                        background = cancel.child_token();
+                        self.vips.spawn_background(background.clone());
+                        self.vips.reconcile();
+                    }
+                    if set.reconcile != self.reconcile_every {
+                        self.reconcile_every = set.reconcile;
+                        reconcile = tokio::time::interval(set.reconcile);
+                        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    // A new VIP on a missing or down interface makes this box ineligible now,
+                    // not at the next link check.
+                    self.check_links();
                 }
                 _ = cancel.cancelled() => return,
             }
         }
+    }
+
+    /// Publishes whether every VIP's interface could take it now.
+    fn check_links(&self) {
+        let why = self.vips.unbindable();
+        self.unbindable.send_if_modified(|old| {
+            let changed = *old != why;
+            *old = why;
+            changed
+        });
     }
 }

@@ -61,7 +61,7 @@ fn transitions_table() {
         ("maintenance follower", |i| { i.maintenance = true; i.leader = false }, false, false, true, false, Reason::Maintenance),
         ("stopping follower", |i| { i.stopping = true; i.leader = false }, false, false, true, false, Reason::Stopping),
         ("witness never stands", |i| { i.witness = true; i.leader = false }, false, false, true, false, Reason::Witness),
-        ("witness that somehow leads hands over", |i| i.witness = true, false, false, false, true, Reason::Witness),
+        ("leader made a witness by a reload hands over, holding", |i| i.witness = true, true, false, false, true, Reason::HandingOver),
         ("leader whose VIP cannot be bound releases and hands over", |i| i.vips_bindable = false, false, false, false, true, Reason::VipUnbindable),
         ("follower whose VIP cannot be bound votes, does not stand", |i| { i.vips_bindable = false; i.leader = false; i.quorum_ack_age = None }, false, false, true, false, Reason::VipUnbindable),
         ("unhealthy and unbindable: health named first", |i| { i.vips_bindable = false; i.healthy = false }, false, false, false, true, Reason::Unhealthy),
@@ -84,8 +84,8 @@ fn transitions_table() {
 
 #[test]
 fn never_holds_without_leadership_quorum_and_health() {
-    // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy,
-    // bindable VIPs and not a witness; maintenance, stopping and leaving the membership only
+    // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy and
+    // bindable VIPs; maintenance, stopping, becoming a witness and leaving the membership only
     // ever mean "hand over".
     for bits in 0u32..256 {
         let b = |n: u32| bits & (1 << n) != 0;
@@ -101,7 +101,7 @@ fn never_holds_without_leadership_quorum_and_health() {
             member: !b(7),
         };
         let d = decide(&inputs);
-        let expected = !b(0) && b(1) && b(2) && b(3) && b(6);
+        let expected = b(1) && b(2) && b(3) && b(6);
         assert_eq!(d.hold_vips, expected, "{inputs:?}");
         let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7);
         assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
@@ -746,4 +746,40 @@ mod sequences {
             prop_assert!(done || is_done(&end), "{end:?}");
         }
     }
+}
+
+#[test]
+fn a_reload_that_makes_the_holder_a_witness_hands_over_while_holding() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let witness = Setup {
+        witness: true,
+        ..setup()
+    };
+    let actions = core.step(t0 + ms(1), Input::Reload(witness));
+    assert_eq!(held(&actions), None, "keeps the VIPs until it steps down");
+    assert!(actions.contains(&Action::HandOver { episode: 1 }));
+    let down = core.step(t0 + ms(2), follower(Some(2)));
+    assert_eq!(held(&down), Some(false));
+    assert_eq!(
+        core.state().can_lead(),
+        Err("witness: votes, never leads".to_owned())
+    );
+}
+
+#[test]
+fn a_reloaded_fence_moves_the_hold_deadline_at_once() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let shorter = FENCE - ms(20);
+    let mut tighter = setup();
+    tighter.timing.fence = shorter;
+    let actions = core.step(t0 + ms(1), Input::Reload(tighter));
+    assert!(
+        actions.contains(&Action::HoldUntil(Some(t0 + shorter))),
+        "{actions:?}"
+    );
+    assert_eq!(core.next_deadline(), Some(t0 + shorter));
+    let released = core.step(t0 + shorter + ms(1), Input::Tick);
+    assert_eq!(held(&released), Some(false));
 }
