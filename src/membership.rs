@@ -60,6 +60,11 @@ const HANDOVER_BOUND: Duration = Duration::from_secs(2);
 /// Timeout of a list forwarded to the leader: it may wait [`CATCH_UP_BOUND`] and a handover,
 /// under the peer port's 10 s request limit.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(9);
+/// How often a leaving leader asks its successor to remove it: leadership may move on once
+/// more right after a handover (a busy box), rarely twice.
+const LEAVE_ATTEMPTS: u32 = 3;
+/// Pause between those attempts: about one election.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Timeout of the questions a fresh box asks at start and of a removal notice.
 const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -476,28 +481,45 @@ impl Members {
         }
     }
 
-    /// This leader is dropped by `file`: hand over, then have the successor remove it.
+    /// This leader is dropped by `file`: hand over, then have the successor remove it. The
+    /// successor is asked again (up to [`LEAVE_ATTEMPTS`]) if leadership moved on meanwhile;
+    /// if it never agrees, this node stays a member that does not stand, and `status` shows
+    /// the difference until a member's reload completes the change.
     async fn leave(&self, file: Addresses) -> Result<MembershipView, MembershipError> {
         tracing::info!("this leader is not in the new [[peer]] list: handing over before the new leader removes it");
         self.leaving.store(true, Ordering::Relaxed);
         self.publish();
         let me = self.me;
-        let successor = self
-            .raft
-            .wait(Some(HANDOVER_BOUND))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != me),
-                "successor elected",
-            )
-            .await;
-        let Ok(m) = successor else {
-            self.leaving.store(false, Ordering::Relaxed);
-            self.publish();
-            return Err(MembershipError::NoSuccessor);
-        };
-        let view = self.forward(&m, file).await?;
-        self.mark_removed(m.current_leader.unwrap_or(me));
-        Ok(view)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let successor = self
+                .raft
+                .wait(Some(HANDOVER_BOUND))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != me),
+                    "successor elected",
+                )
+                .await;
+            let Ok(m) = successor else {
+                if self.raft.metrics().borrow().state == ServerState::Leader {
+                    self.leaving.store(false, Ordering::Relaxed);
+                    self.publish();
+                }
+                return Err(MembershipError::NoSuccessor);
+            };
+            match self.forward(&m, file.clone()).await {
+                Ok(view) => {
+                    self.mark_removed(m.current_leader.unwrap_or(me));
+                    return Ok(view);
+                }
+                Err(e) if attempt < LEAVE_ATTEMPTS => {
+                    tracing::info!(error = %e, attempt, "the new leader did not remove this node yet; asking again");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Tells each box `before` had and the membership now lacks that it was removed.
