@@ -1,4 +1,4 @@
-//! Subcommands: run, status, check-config, maintenance, release, reload, import-keepalived.
+//! Subcommands: run, status, check-config, maintenance, transfer, release, reload, import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// Move leadership and the VIPs to another node, make-before-break (no dropped
+    /// connection). Refused, with the reason, when the target cannot lead (unhealthy, in
+    /// maintenance, a witness, unreachable). Run on any node: a follower forwards to the leader.
+    Transfer {
+        /// The node to move to, or `any` (the first node after the leader that can lead).
+        #[arg(long)]
+        to: TransferTarget,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Remove this box's configured VIPs (systemd's ExecStopPost=, or by hand after a crash).
     /// Exits 0 when nothing is left bound, also when nothing was.
     Release {
@@ -101,6 +111,7 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             config,
             node,
         } => maintenance(&config, state, node).await,
+        Command::Transfer { to, config } => transfer(&config, to).await,
         Command::Release { config } => release(&config),
         Command::Reload { config } => reload(&config).await,
         Command::ImportKeepalived { file } => import_keepalived(&file),
@@ -304,5 +315,45 @@ async fn reload(path: &Path) -> anyhow::Result<ExitCode> {
             println!("  - {change}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--to ID|any` of `raftvip transfer`.
+#[derive(Clone, Copy)]
+struct TransferTarget(Option<u64>);
+
+impl std::str::FromStr for TransferTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "any" {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|id| Self(Some(id)))
+            .map_err(|_| format!("`{s}` is neither a node id nor `any`"))
+    }
+}
+
+async fn transfer(path: &Path, to: TransferTarget) -> anyhow::Result<ExitCode> {
+    let (config, secret) = Config::load(path)?;
+    if let Some(id) = to.0.filter(|id| config.peer(*id).is_none()) {
+        bail!("node {id} is not a [[peer]] in {}", path.display());
+    }
+    let peer_client = PeerClient::new(Arc::new(Authenticator::new(
+        secret,
+        &config.cluster,
+        config.node_id,
+    )));
+    let target =
+        to.0.map_or_else(|| "any node".to_owned(), |id| format!("node {id}"));
+    let leader = client::transfer(
+        &peer_client,
+        config.node_id,
+        &config.listen.to_string(),
+        to.0,
+    )
+    .await
+    .with_context(|| format!("transferring leadership to {target}"))?;
+    println!("node {leader} leads and holds the VIPs now");
     Ok(ExitCode::SUCCESS)
 }

@@ -45,17 +45,17 @@ use crate::config::{Config, LoadConfigError, Secret};
 use crate::health::{HealthFeed, NoHealthGate};
 use crate::membership::{self, Members};
 use crate::notify::{Event, HookContext, Notifier};
-use crate::peer::handlers::MembersFuture;
 use crate::peer::wire::ReloadOutcome;
 use crate::peer::wire::{MembersRequest, MembershipView, RemovedNotice};
-use crate::peer::{Contacts, LocalNode, Network, PeerClient, PeerRequests, PeerServer};
+use crate::peer::{Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
 use crate::reload::{Live, Reloader};
 use crate::status::{Counters, PeerStatus, RaftRole, Status};
 use crate::supervisor::{
-    driver, Peers, PrevoteQuestion, Setup, Supervisor, SupervisorState, Timing, STOP_HANDOVER_BOUND,
+    driver, Input, Peers, PrevoteQuestion, Reason, Setup, Supervisor, SupervisorState, Timing,
+    OVERLAP_BOUND, STOP_HANDOVER_BOUND, TRANSFER_BOUND,
 };
 use crate::vip::{NoVips, VipHolder, VipWorker, Vips};
 
@@ -228,6 +228,7 @@ async fn start(
             members: membership::on_reload(members.clone()),
         },
     ));
+    let inputs = supervisor.inputs();
     let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
 
     let view = LiveNode {
@@ -244,6 +245,7 @@ async fn start(
         log,
         members,
         reloader: reloader.clone(),
+        inputs,
     };
     let (api, api_stop) = start_api((listener, status_listener), view, auth, peer_client);
     let (metrics, every) = (raft.metrics(), config.timing.reconcile());
@@ -302,7 +304,7 @@ impl Node {
         };
         // Last, with nothing left to hand over: the hooks of STOP run to the end before the
         // runtime ends; STOP may run two (its own and the generic script), each bounded.
-        let hooks = self.config.notify.timeout() * 2;
+        let hooks = self.reloader.config().notify.timeout() * 2;
         if tokio::time::timeout(hooks, self.notifier.flush())
             .await
             .is_err()
@@ -525,8 +527,11 @@ impl SupervisorPeers {
 }
 
 impl Peers for SupervisorPeers {
-    async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
-        self.requests.hand_over(me).await
+    async fn hand_over(&self, me: NodeId, to: Option<NodeId>) -> Option<NodeId> {
+        self.requests.hand_over(me, to).await
+    }
+    async fn tell_held(&self, me: NodeId) -> Option<NodeId> {
+        self.requests.tell_held(me).await
     }
     async fn pre_vote(&self, me: NodeId) -> bool {
         self.requests.pre_vote(me).await
@@ -553,10 +558,14 @@ struct LiveNode {
     log: store::LogStore,
     members: Arc<Members>,
     reloader: Arc<Reloader>,
+    /// The supervisor's inputs, for what peers and the operator ask (handover, transfer).
+    inputs: tokio::sync::mpsc::Sender<Input>,
 }
 
 impl StatusView for LiveNode {
     fn status(&self) -> Status {
+        // The config in force: a reload may have made this node a witness.
+        let config = self.reloader.config();
         let m = self.raft.metrics().borrow().clone();
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
@@ -567,12 +576,12 @@ impl StatusView for LiveNode {
             ServerState::Candidate => RaftRole::Candidate,
             ServerState::Learner => RaftRole::Learner,
             ServerState::Shutdown => RaftRole::Shutdown,
-            ServerState::Follower if self.config.is_witness() => RaftRole::Witness,
+            ServerState::Follower if config.is_witness() => RaftRole::Witness,
             ServerState::Follower => RaftRole::Follower,
         };
         Status {
-            cluster: self.config.cluster.clone(),
-            node_id: self.config.node_id,
+            cluster: config.cluster.clone(),
+            node_id: config.node_id,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             role,
             leader_id: m.current_leader,
@@ -585,7 +594,7 @@ impl StatusView for LiveNode {
             candidate_for_leader: sup.may_lead,
             healthy: self.health.is_healthy(),
             health,
-            maintenance: cluster.in_maintenance(self.config.node_id),
+            maintenance: cluster.in_maintenance(config.node_id),
             vips: self.vips.status(),
             peers: members
                 .nodes
@@ -602,9 +611,12 @@ impl StatusView for LiveNode {
                 rejected_requests: self.rejected.load(Ordering::Relaxed),
                 handovers: sup.handovers,
                 fence_releases: sup.fence_releases,
+                planned_overlaps: sup.planned_overlaps,
             },
-            voters_may_fail: self.config.tolerance().may_fail as u64,
+            voters_may_fail: config.tolerance().may_fail as u64,
             failover_duration: sup.failover_duration.clone(),
+            planned_overlap: sup.planned_overlap,
+            overlap_duration: sup.overlap_duration.clone(),
             membership: Some(self.members.status()),
         }
     }
@@ -637,7 +649,10 @@ impl LocalNode for LiveNode {
             .remove(&id)
     }
 
-    fn change_members(&self, request: MembersRequest) -> MembersFuture {
+    fn change_members(
+        &self,
+        request: MembersRequest,
+    ) -> NodeFuture<Result<MembershipView, String>> {
         let members = self.members.clone();
         Box::pin(async move { members.change(request).await.map_err(|e| e.to_string()) })
     }
@@ -650,6 +665,74 @@ impl LocalNode for LiveNode {
         let outcome = self.reloader.reload_file(path);
         crate::reload::log(&outcome, "raftvip reload");
         outcome
+    }
+
+    fn asked_to_take_over(&self) {
+        let _ = self.inputs.try_send(Input::AskedToTakeOver);
+    }
+
+    fn successor_holds(&self, from: NodeId) -> NodeFuture<bool> {
+        let handing_over = matches!(
+            self.supervisor.borrow().reason,
+            Reason::HandingOver | Reason::PlannedOverlap
+        );
+        if !handing_over
+            || self
+                .inputs
+                .try_send(Input::SuccessorHolds { from })
+                .is_err()
+        {
+            return Box::pin(std::future::ready(false));
+        }
+        let (mut supervisor, vips) = (self.supervisor.clone(), self.vips.clone());
+        Box::pin(async move {
+            let bound = OVERLAP_BOUND + SUPERVISOR_STOP_SLACK;
+            let released = tokio::time::timeout(bound, supervisor.wait_for(|s| !s.holds_vips))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if released {
+                let _ =
+                    tokio::task::spawn_blocking(move || vips.wait_applied(VIP_RELEASE_DEADLINE))
+                        .await;
+            }
+            released
+        })
+    }
+
+    fn transfer(&self, to: NodeId) -> NodeFuture<Result<(), String>> {
+        let reason = self.supervisor.borrow().reason;
+        if reason != Reason::LeaderWithQuorum {
+            return Box::pin(std::future::ready(Err(format!(
+                "this leader cannot hand over now: {reason}"
+            ))));
+        }
+        if self
+            .inputs
+            .try_send(Input::Transfer { to: Some(to) })
+            .is_err()
+        {
+            return Box::pin(std::future::ready(Err(
+                "the supervisor is busy or stopping".to_owned(),
+            )));
+        }
+        let (mut metrics, mut supervisor) = (self.raft.metrics(), self.supervisor.clone());
+        Box::pin(async move {
+            // Done when `to` leads and this node released (its successor holds the VIPs).
+            let done = async {
+                metrics
+                    .wait_for(|m| m.current_leader == Some(to) && m.state != ServerState::Leader)
+                    .await
+                    .map(drop)?;
+                supervisor.wait_for(|s| !s.holds_vips).await.map(drop)
+            };
+            match tokio::time::timeout(TRANSFER_BOUND, done).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(format!(
+                    "node {to} did not take over within {} ms (see both nodes' logs)",
+                    TRANSFER_BOUND.as_millis()
+                )),
+            }
+        })
     }
 
     fn grant_vote(&self) -> Result<(), String> {

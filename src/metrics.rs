@@ -240,6 +240,12 @@ fn register_counters(r: &mut Registry, status: &Status) {
         "Times the VIPs were released because the quorum lease ran out",
         status.counters.fence_releases,
     );
+    counter(
+        r,
+        "planned_overlaps",
+        "Planned handovers in which this node kept the VIPs until its successor held them",
+        status.counters.planned_overlaps,
+    );
 }
 
 /// Per-VIP series, then totals.
@@ -337,6 +343,17 @@ fn register_cluster(r: &mut Registry, status: &Status) {
         "failover_duration_seconds",
         "Takeovers of the VIPs by this node: time since its last contact with the previous leader",
         StoredHistogram(status.failover_duration.clone()),
+    );
+    gauge(
+        r,
+        "planned_overlap",
+        "1 while this node keeps the VIPs for its successor in a planned handover",
+        i64::from(status.planned_overlap),
+    );
+    r.register(
+        "planned_overlap_duration_seconds",
+        "Planned overlaps as the old holder: step-down to release",
+        StoredHistogram(status.overlap_duration.clone()),
     );
 }
 

@@ -332,6 +332,11 @@ impl Reloader {
         }
     }
 
+    /// The config in force: the one started with, or the last reload applied.
+    pub fn config(&self) -> Arc<Config> {
+        crate::sync::lock(&self.running).0.clone()
+    }
+
     /// The file this node was started with.
     pub fn path(&self) -> &Path {
         &self.path

@@ -35,6 +35,13 @@ pub struct Status {
     pub voters_may_fail: u64,
     #[serde(default)]
     pub failover_duration: FailoverHistogram,
+    /// A planned overlap is in progress: this node stepped down for the successor it asked to
+    /// take over and keeps the VIPs until that successor holds them (make-before-break).
+    #[serde(default)]
+    pub planned_overlap: bool,
+    /// This node's planned overlaps as the old holder, step-down to release.
+    #[serde(default)]
+    pub overlap_duration: FailoverHistogram,
     /// The replicated membership, this node's place in it and where this box's file differs
     /// (None: a document from an older raftvip).
     #[serde(default)]
@@ -141,6 +148,9 @@ pub struct Counters {
     pub rejected_requests: u64,
     pub handovers: u64,
     pub fence_releases: u64,
+    /// Planned overlaps this node went through as the old holder.
+    #[serde(default)]
+    pub planned_overlaps: u64,
 }
 
 /// Upper bounds (seconds) of the failover-duration buckets; a last bucket takes the rest.
@@ -422,9 +432,12 @@ pub(crate) mod tests {
                 rejected_requests: 3,
                 handovers: 0,
                 fence_releases: 0,
+                planned_overlaps: 0,
             },
             voters_may_fail: 1,
             failover_duration: FailoverHistogram::default(),
+            planned_overlap: false,
+            overlap_duration: FailoverHistogram::default(),
             membership: Some(MembershipStatus {
                 standing: "voter".into(),
                 voters: vec![vec![1, 2]],

@@ -79,6 +79,10 @@ SCENARIOS=(
     "vip_interface_down|VIP interface (a second one, vip0) down on the holder -> it hands over, stands again when up; a box without vip0 never leads"
     "keepalived_notify|a stock keepalived notify script on every box: BACKUP at start, MASTER on the new holder and FAULT on the old when HAProxy dies, STOP on SIGTERM; term-guard refuses a stale MASTER"
     "reload|on the holder, same pid: raftvip reload removes a VIP (released), SIGHUP adds it back (bound <= 1 s, served by HAProxy); a broken file and a restart-only change are rejected naming the problem, nothing changes; role = witness hands over"
+    "mbb_sigterm|make-before-break: SIGTERM on the holder -> 0 failed client probes, the client's neighbour entry names the successor (MBB_RUNS runs)"
+    "mbb_maintenance|make-before-break: maintenance on (holder) -> 0 failed client probes, neighbour entry = successor, overlap counted (MBB_RUNS runs)"
+    "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
+    "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
     "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal; the removed box says so; status shows the file's differences"
 )
 
@@ -945,9 +949,13 @@ reload_cli() { # reload_cli BOX: `raftvip reload`'s output (stdout and stderr) a
 
 scn_reload() {
     setup 3
-    local h n pid cfg orig out t0 bound took
+    local h n pid cfg orig out t0 bound took probe start fails fault
     h=$(holder)
     bed_wait 2000 holds_both "$h" || fail "box$h does not hold both VIPs"
+    # The IPv4 VIP stays in every file below: no reload may disturb its clients.
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    start=$(bed_now_ms)
     pid=$(bed_raftvip_pid "$h")
     cfg=$(bed_boxdir "$h")/raftvip-a.toml
     orig=$(bed_boxdir "$h")/orig.toml
@@ -990,15 +998,124 @@ scn_reload() {
     sleep 0.3
     holds_both "$h" || fail "a rejected reload changed the VIPs (v4: '$(bed_holders)', v6: '$(bed_holders "$(bed_vip6)")')"
 
-    # role = witness: the holder no longer may lead and hands the VIPs over.
+    fails=$(probe_failures "$probe" "$start" "$(bed_now_ms)")
+    note "probe_failures_during_reloads=$fails"
+    ((fails == 0)) || fail "$fails failed probes of the untouched IPv4 VIP during the reloads"
+
+    # role = witness: the holder no longer may lead and hands the VIPs over, like a drain.
     sed 's/^node_id = .*/&\nrole = "witness"/' "$orig" >"$cfg"
+    fault=$(bed_now_ms)
     out=$(reload_cli "$h")
     [[ $out == *"role: voter -> witness"* && $out == *exit=0 ]] || fail "reload (witness): $out"
     n=$(wait_new_holder "$h")
+    served_again "$probe" "$fault" "$MAX_HANDOVER_OUTAGE_MS"
     bed_wait 2000 holds_both "$n" || fail "box$n does not hold both VIPs after the handover"
     [[ $(bed_status "$h" candidate_for_leader) == false ]] || fail "box$h still stands after becoming a witness"
+    bed_wait_eq 2000 witness bed_status "$h" role || fail "box$h's status says role $(bed_status "$h" role), not witness"
     same_raftvip "$h" "$pid" || fail "raftvip on box$h restarted"
     note "witness_reload=box$h->box$n"
+}
+
+# ---- scenarios: make-before-break planned handover and transfer (issue 10 items 1-2) ----
+
+# How many planned handovers one mbb_* scenario runs in its bed (the distribution in the note).
+MBB_RUNS=${MBB_RUNS:-3}
+
+others_of() { local b; for b in 1 2 3; do [[ $b == "$1" ]] || printf '%s ' "$b"; done; }
+mbb_sigterm_do() { bed_kill_raftvip "$1" TERM; }
+mbb_sigterm_undo() { bed_start_raftvip "$1"; }
+mbb_maintenance_do() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
+mbb_maintenance_undo() { bed_raftvip_cli "$1" maintenance off >/dev/null; }
+mbb_transfer_do() { # asked on one follower, to the other: forwarded to the leader
+    local f t
+    read -r f t <<<"$(others_of "$1")"
+    MBB_WANT=$t
+    bed_raftvip_cli "$f" transfer --to "$(bed_node_id "$t")" >/dev/null || fail "transfer to box$t failed"
+}
+mbb_transfer_undo() { :; }
+# mbb KIND: MBB_RUNS planned handovers of the holder (mbb_KIND_do, then mbb_KIND_undo), each
+# with 0 failed client probes from the action to 0.5 s after the successor alone holds the
+# VIP, the client's neighbour entry naming the successor, the old holder released because the
+# successor said it holds the VIPs (not at the bound), two holders for at most the bound.
+# Every run is recorded (the note is the distribution); any bad run fails the scenario.
+mbb() {
+    local kind=$1 run h n probe fault failed out max_multi multi_ms mac
+    local outages="" fails="" overlaps="" bad=""
+    setup 3
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    for run in $(seq 1 "$MBB_RUNS"); do
+        h=$(holder)
+        MBB_WANT=""
+        echo "=== mbb run $run" >>"$(bed_boxdir "$h")/raftvip.log"
+        sleep 0.3
+        fault=$(bed_now_ms)
+        "mbb_${kind}_do" "$h"
+        n=$(wait_new_holder "$h")
+        [[ -z $MBB_WANT || $n == "$MBB_WANT" ]] || bad+="run $run: box$n took the VIP, not box$MBB_WANT; "
+        sleep 0.5
+        failed=$(probe_failures "$probe" "$fault" "$(bed_now_ms)")
+        out=$(probe_outage "$probe" "$fault") || out="never"
+        read -r max_multi multi_ms <<<"$(bed_overlap "$(bed_vip4)" "$fault" "$(bed_now_ms)")"
+        outages+="$out "; fails+="$failed "; overlaps+="$multi_ms "
+        ((failed == 0)) || bad+="run $run box$h->box$n: $failed failed probes; "
+        ((multi_ms <= 250)) || bad+="run $run: two holders for ${multi_ms} ms; "
+        bed_wait_eq 1000 "$(bed_box_mac "$n")" bed_client_neigh "$(bed_vip4)" || {
+            mac=$(bed_client_neigh "$(bed_vip4)")
+            bad+="run $run: client neighbour entry $mac (box$(bed_box_of_mac "$mac")), not box$n; "
+        }
+        sed -n "/^=== mbb run $run\$/,\$p" "$(bed_boxdir "$h")/raftvip.log" |
+            grep -q "the successor holds the VIPs: releasing" ||
+            bad+="run $run: box$h did not release on its successor's word; "
+        "mbb_${kind}_undo" "$h"
+        bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle after the undo"
+    done
+    note "runs=$MBB_RUNS outage_ms=[${outages% }] failed=[${fails% }] two_holders_ms=[${overlaps% }]"
+    [[ -z $bad ]] || fail "${bad%; }"
+}
+scn_mbb_sigterm() { mbb sigterm; }
+scn_mbb_maintenance() { mbb maintenance; }
+scn_mbb_transfer() { mbb transfer; }
+
+# refused BOX TARGET WORDS: `raftvip transfer --to TARGET` run on BOX exits non-zero naming WORDS.
+refused() {
+    local out rc=0
+    out=$(bed_raftvip_cli "$1" transfer --to "$2" 2>&1) || rc=$?
+    ((rc != 0)) || fail "transfer to $2 was not refused: $out"
+    [[ $out == *"$3"* ]] || fail "transfer to $2 refused without naming '$3': $out"
+}
+scn_transfer_refused() {
+    bed_create 4
+    bed_witness 4
+    start_cluster_boxes a
+    local h a b probe t0 failed
+    h=$(holder)
+    read -r a b <<<"$(others_of "$h")"
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+    t0=$(bed_now_ms)
+    refused "$h" "$(bed_node_id "$h")" "already leads"
+    refused "$h" "$(bed_node_id 4)" "witness"
+    bed_raftvip_cli "$a" maintenance on >/dev/null
+    bed_wait_eq 3000 true bed_status "$a" maintenance || fail "box$a is not in maintenance"
+    refused "$b" "$(bed_node_id "$a")" "in maintenance"  # asked on a follower: forwarded
+    bed_kill_haproxy "$b"
+    bed_wait_eq 3000 false bed_status "$b" healthy || fail "box$b is still healthy"
+    refused "$h" "$(bed_node_id "$b")" "HAProxy unhealthy"
+    refused "$h" any "no node can take over"
+    bed_start_haproxy "$b"
+    bed_wait_eq 5000 true bed_status "$b" candidate_for_leader || fail "box$b does not stand again"
+    bed_link_down "$b"
+    refused "$h" "$(bed_node_id "$b")" "unreachable"
+    bed_link_up "$b"
+    [[ $(bed_holders) == "$h" ]] || fail "the VIP moved (holders: '$(bed_holders)')"
+    failed=$(probe_failures "$probe" "$t0" "$(bed_now_ms)")
+    ((failed == 0)) || fail "$failed client probes failed while transfers were refused"
+    # 'any' with one node able to lead: that one.
+    bed_wait 5000 all_follow a || fail "box$b did not rejoin"
+    bed_raftvip_cli "$h" transfer --to any >/dev/null || fail "transfer --to any failed"
+    [[ $(wait_new_holder "$h") == "$b" ]] || fail "transfer --to any did not pick box$b"
+    note "refused: witness, self, maintenance, unhealthy, any, unreachable; any->box$b"
 }
 
 # ---- scenarios: membership at run time (issue 10 item 4) ----

@@ -1,13 +1,13 @@
 //! What the `raftvip` CLI uses to talk to the local daemon.
 //!
-//! Status is a plain GET. Changes (maintenance, reload) are signed like peer requests: the CLI reads
-//! the same config and secret as the daemon, so being able to read the secret file is what
-//! authorises an operator — no second credential to manage.
+//! Status is a plain GET. Changes (maintenance, transfer, reload) are signed like peer requests:
+//! the CLI reads the same config and secret as the daemon, so being able to read the secret file
+//! is what authorises an operator — no second credential to manage.
 
 use std::time::Duration;
 
 use super::STATUS_PATH;
-use crate::peer::wire::{MaintenanceRequest, MAINTENANCE_PATH};
+use crate::peer::wire::{MaintenanceRequest, TransferRequest, MAINTENANCE_PATH, TRANSFER_PATH};
 use crate::peer::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use crate::peer::{PeerCallError, PeerClient};
 use crate::raft::NodeId;
@@ -95,5 +95,26 @@ pub async fn reload(
     };
     client
         .call(daemon, address, RELOAD_PATH, &request, CLI_TIMEOUT)
+        .await
+}
+
+/// How long `raftvip transfer` waits: the leader checks the target (up to half a second when
+/// it is unreachable), then waits up to a second for it to take over.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the daemon `daemon` on `address` to move leadership to `to` (None: any node that can
+/// lead); the new leader's id.
+pub async fn transfer(
+    client: &PeerClient,
+    daemon: NodeId,
+    address: &str,
+    to: Option<NodeId>,
+) -> Result<NodeId, PeerCallError> {
+    let request = TransferRequest {
+        to,
+        forwarded: false,
+    };
+    client
+        .call(daemon, address, TRANSFER_PATH, &request, TRANSFER_TIMEOUT)
         .await
 }

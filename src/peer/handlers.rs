@@ -4,9 +4,12 @@
 //! Raft's RPCs are handed to openraft and its `Result` is answered as JSON, so a remote Raft
 //! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
 //! node through [`LocalNode`]: whether it may lead (handover), whether it would vote
-//! (pre-vote, vote gate), who its peers are (maintenance forwarded to the leader), and the
-//! membership changes of a reload (`crate::membership`).
+//! (pre-vote, vote gate), who its peers are (maintenance forwarded to the leader), whether a
+//! successor's "I hold the VIPs" made it release (planned overlap), a transfer
+//! ([`super::transfer`]), and the membership changes of a reload (`crate::membership`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,9 +25,10 @@ use super::client::PeerClient;
 use super::guard::{authenticate, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
-    MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer, PrevoteRequest, RemovedNotice,
-    APPEND_PATH, ELECT_PATH, MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH,
-    REMOVED_PATH, SNAPSHOT_PATH, VOTE_PATH,
+    HeldRequest, MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer, PrevoteRequest,
+    RemovedNotice, TransferRequest, APPEND_PATH, CAN_LEAD_PATH, ELECT_PATH, HELD_PATH,
+    MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH, REMOVED_PATH, SNAPSHOT_PATH,
+    TRANSFER_PATH, VOTE_PATH,
 };
 use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use super::Contacts;
@@ -36,6 +40,9 @@ use crate::raft::{NodeId, Request as RaftRequest};
 
 /// Timeout of a maintenance request forwarded to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A future a [`LocalNode`] returns (the trait is used as `dyn`).
+pub type NodeFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What the peer handlers need from the running node beyond Raft itself.
 pub trait LocalNode: Send + Sync + 'static {
@@ -52,23 +59,35 @@ pub trait LocalNode: Send + Sync + 'static {
     }
     /// Makes the membership the `[[peer]]` list of a reload (see `crate::membership`); answers
     /// the membership after the change, or why it was refused.
-    fn change_members(&self, request: MembersRequest) -> MembersFuture;
+    fn change_members(&self, request: MembersRequest)
+        -> NodeFuture<Result<MembershipView, String>>;
     /// The leader removed this node from the cluster.
     fn removed(&self, notice: RemovedNotice);
     /// Re-reads the config file `path` (which must be this node's own) and applies it.
     fn reload(&self, path: &str) -> ReloadOutcome;
+    /// A leader handing over asked this node to take over (and it may): the overlap with
+    /// the old holder that follows is agreed.
+    fn asked_to_take_over(&self) {}
+    /// Peer `from` holds the VIPs now: if this node holds them in a planned handover, it
+    /// releases; completes with true once released, false if it held nothing to release.
+    fn successor_holds(&self, _from: NodeId) -> NodeFuture<bool> {
+        Box::pin(std::future::ready(false))
+    }
+    /// This leader hands leadership to `to` (checked: it can lead); completes once `to`
+    /// leads, or with why not.
+    fn transfer(&self, to: NodeId) -> NodeFuture<Result<(), String>> {
+        Box::pin(std::future::ready(Err(format!(
+            "this node cannot transfer leadership (to node {to})"
+        ))))
+    }
 }
-
-/// What [`LocalNode::change_members`] answers, later.
-pub type MembersFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<MembershipView, String>> + Send>>;
 
 /// Everything the signed routes share.
 pub struct PeerServer {
     pub(super) raft: Raft,
     pub(super) auth: Arc<Authenticator>,
-    client: PeerClient,
-    node: Arc<dyn LocalNode>,
+    pub(super) client: PeerClient,
+    pub(super) node: Arc<dyn LocalNode>,
     contacts: Arc<Contacts>,
     /// Rejected requests, shared with the status document.
     pub(super) rejected: Arc<AtomicU64>,
@@ -121,6 +140,9 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(MEMBERSHIP_PATH, post(membership))
         .route(REMOVED_PATH, post(removed))
         .route(RELOAD_PATH, post(reload))
+        .route(HELD_PATH, post(held))
+        .route(CAN_LEAD_PATH, post(can_lead))
+        .route(TRANSFER_PATH, post(transfer))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -176,6 +198,32 @@ async fn prevote(
     ))
 }
 
+/// A new holder says "I hold the VIPs now"; accepted means this node released for it.
+async fn held(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<HeldRequest>,
+) -> Json<PeerAnswer> {
+    let released = s.node.successor_holds(request.node_id).await;
+    Json(PeerAnswer::from_verdict(if released {
+        Ok(())
+    } else {
+        Err("held nothing to release".to_owned())
+    }))
+}
+
+/// A transfer's check: "could you lead now?", without starting anything.
+async fn can_lead(State(s): State<Arc<PeerServer>>) -> Json<PeerAnswer> {
+    Json(PeerAnswer::from_verdict(s.node.can_lead()))
+}
+
+/// Moves leadership (and the VIPs) to a node that can lead; answers the new leader's id.
+async fn transfer(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<TransferRequest>,
+) -> Result<Json<NodeId>, (StatusCode, String)> {
+    s.transfer(request).await.map(Json)
+}
+
 /// Sets a node's maintenance flag through the Raft log, forwarding to the leader if needed.
 async fn maintenance(
     State(s): State<Arc<PeerServer>>,
@@ -219,6 +267,7 @@ impl PeerServer {
     /// Starts an election if this node may lead.
     async fn elect_now(&self) -> Result<(), String> {
         self.node.can_lead()?;
+        self.node.asked_to_take_over();
         self.raft
             .trigger()
             .elect()
@@ -250,27 +299,38 @@ impl PeerServer {
         let leader = e
             .forward_to_leader::<openraft::BasicNode>()
             .and_then(|f| f.leader_id);
-        match leader.and_then(|id| Some((id, self.node.peer_address(id)?))) {
-            Some((leader, address)) if !request.forwarded => {
-                let forwarded = MaintenanceRequest {
-                    forwarded: true,
-                    ..request
-                };
-                self.client
-                    .call(
-                        leader,
-                        &address,
-                        MAINTENANCE_PATH,
-                        &forwarded,
-                        FORWARD_TIMEOUT,
-                    )
-                    .await
-                    .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
-            }
-            _ => Err((
+        let forwarded = MaintenanceRequest {
+            forwarded: true,
+            ..request
+        };
+        let answer = if request.forwarded {
+            None
+        } else {
+            self.forward(leader, MAINTENANCE_PATH, &forwarded, FORWARD_TIMEOUT)
+                .await
+        };
+        answer.unwrap_or_else(|| {
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("no leader to write to (is a quorum up?): {e}"),
-            )),
-        }
+            ))
+        })
+    }
+
+    /// Sends `request` on `path` once to `leader`; None without a leader whose address this
+    /// node knows. What a follower does with a request only the leader can carry out.
+    pub(super) async fn forward<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        leader: Option<NodeId>,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Option<Result<Resp, (StatusCode, String)>> {
+        let (leader, address) = leader.and_then(|id| Some((id, self.node.peer_address(id)?)))?;
+        let answer = self
+            .client
+            .call(leader, &address, path, request, timeout)
+            .await;
+        Some(answer.map_err(|e| (StatusCode::BAD_GATEWAY, format!("leader {leader}: {e}"))))
     }
 }

@@ -7,7 +7,8 @@
 //! - [`wire`]: the paths and messages both ends agree on;
 //! - [`client`]: the signed client, one shared connection pool for everything sent to a peer;
 //! - [`network`]: openraft's `RaftNetwork` over that client (a connect failure is `Unreachable`);
-//! - [`requests`]: raftvip's own asks (handover, pre-vote);
+//! - [`requests`]: raftvip's own asks (handover, "I hold the VIPs", pre-vote);
+//! - [`transfer`]: `raftvip transfer`, checked against the target and forwarded to the leader;
 //! - [`guard`]: authentication of every signed request and signing of every answer;
 //! - [`handlers`]: one short handler per signed route, asking the node through [`LocalNode`];
 //! - [`contacts`]: when each peer, and a leader, was last heard from;
@@ -26,11 +27,12 @@ pub mod handlers;
 pub mod network;
 pub mod reject_log;
 pub mod requests;
+pub mod transfer;
 pub mod wire;
 
 pub use client::{PeerCallError, PeerClient};
 pub use contacts::Contacts;
 pub use guard::{PeerConnectionMark, REQUEST_TIMEOUT};
-pub use handlers::{router, LocalNode, PeerServer};
+pub use handlers::{router, LocalNode, NodeFuture, PeerServer};
 pub use network::Network;
 pub use requests::PeerRequests;

@@ -1,4 +1,5 @@
-//! The asking side of raftvip's own peer calls: "take over now" (handover) and pre-votes.
+//! The asking side of raftvip's own peer calls: "take over now" (handover), "I hold the VIPs
+//! now" (the end of a planned overlap) and pre-votes.
 //!
 //! The supervisor decides *when* to ask; this says *whom* and how to count the answers. It is
 //! plain async methods over the signed client, so the supervisor's trait for it lives with the
@@ -7,7 +8,7 @@
 use std::time::Duration;
 
 use super::client::PeerClient;
-use super::wire::{PeerAnswer, PrevoteRequest, ELECT_PATH, PREVOTE_PATH};
+use super::wire::{HeldRequest, PeerAnswer, PrevoteRequest, ELECT_PATH, HELD_PATH, PREVOTE_PATH};
 use crate::raft::store::LogStore;
 use crate::raft::NodeId;
 
@@ -16,6 +17,9 @@ const ELECT_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 /// Timeout of a pre-vote round. Short: a peer that cannot answer this fast does not count,
 /// and the round is repeated after the next election timeout anyway.
 const PREVOTE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Timeout of "I hold the VIPs now": the old holder answers once it has released, which its
+/// overlap bound (200 ms) caps.
+const HELD_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Every voter, this node included: (id, `IP:PORT`), read at each request, so a membership
 /// changed at run time (`crate::membership`) is asked from then on.
@@ -27,10 +31,11 @@ pub struct PeerRequests {
     peers: Voters,
     /// This node's log, whose end each pre-vote names.
     log: LogStore,
-    /// [`ELECT_REQUEST_TIMEOUT`] and [`PREVOTE_TIMEOUT`]; fields so that tests on a loaded
+    /// [`ELECT_REQUEST_TIMEOUT`], [`PREVOTE_TIMEOUT`] and [`HELD_TIMEOUT`]; fields so that tests on a loaded
     /// machine can wait longer without changing what they check.
     elect_timeout: Duration,
     prevote_timeout: Duration,
+    held_timeout: Duration,
 }
 
 impl PeerRequests {
@@ -41,16 +46,17 @@ impl PeerRequests {
             log,
             elect_timeout: ELECT_REQUEST_TIMEOUT,
             prevote_timeout: PREVOTE_TIMEOUT,
+            held_timeout: HELD_TIMEOUT,
         }
     }
 
-    /// Asks peers, in id order starting after this node, to start an election now; returns
-    /// the first that accepted.
-    pub async fn hand_over(&self, me: NodeId) -> Option<NodeId> {
+    /// Asks `to`, or (None) the peers in id order starting after this node, to start an
+    /// election now; returns the first that accepted.
+    pub async fn hand_over(&self, me: NodeId, to: Option<NodeId>) -> Option<NodeId> {
         let peers = (self.peers)();
         let (before, after): (Vec<_>, Vec<_>) = peers
             .iter()
-            .filter(|(id, _)| *id != me)
+            .filter(|(id, _)| *id != me && to.is_none_or(|to| *id == to))
             .partition(|(id, _)| *id < me);
         for (id, address) in after.into_iter().chain(before) {
             let answer: Result<PeerAnswer, _> = self
@@ -73,6 +79,35 @@ impl PeerRequests {
             }
         }
         tracing::warn!("no peer can take over: no node will hold the VIPs until one is healthy");
+        None
+    }
+
+    /// Tells every other peer at once that this node holds the VIPs now; returns the first
+    /// that answers it released them (the old holder of a planned overlap), without waiting
+    /// for the rest.
+    pub async fn tell_held(&self, me: NodeId) -> Option<NodeId> {
+        let request = HeldRequest { node_id: me };
+        let peers = (self.peers)();
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, address) in peers.iter().filter(|(id, _)| *id != me) {
+            let (client, address, id) = (self.client.clone(), address.clone(), *id);
+            let (request, timeout) = (request.clone(), self.held_timeout);
+            asks.spawn(async move {
+                let answer: Result<PeerAnswer, _> = client
+                    .call(id, &address, HELD_PATH, &request, timeout)
+                    .await;
+                (id, answer)
+            });
+        }
+        while let Some(result) = asks.join_next().await {
+            match result {
+                Ok((id, Ok(PeerAnswer { accepted: true, .. }))) => return Some(id),
+                Ok((id, Err(e))) => {
+                    tracing::debug!(peer = id, error = %e, "\"I hold the VIPs\" unanswered")
+                }
+                _ => {}
+            }
+        }
         None
     }
 
@@ -148,6 +183,7 @@ mod tests {
             // Generous: a one-shot server on a machine busy compiling may take a while.
             elect_timeout: Duration::from_secs(5),
             prevote_timeout: Duration::from_secs(5),
+            held_timeout: Duration::from_secs(5),
             ..PeerRequests::new(
                 PeerClient::new(node(me)),
                 Box::new(move || addresses.clone()),
@@ -166,13 +202,31 @@ mod tests {
     #[tokio::test]
     async fn a_handover_asks_the_peers_after_this_node_first_and_stops_at_the_first_yes() {
         let (requests, _dir) = asking(2, &[(1, Some(YES)), (3, Some(NO)), (4, Some(YES))]).await;
-        assert_eq!(requests.hand_over(2).await, Some(4));
+        assert_eq!(requests.hand_over(2, None).await, Some(4));
     }
 
     #[tokio::test]
     async fn a_handover_without_a_willing_peer_names_none() {
         let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, None)]).await;
-        assert_eq!(requests.hand_over(1).await, None);
+        assert_eq!(requests.hand_over(1, None).await, None);
+    }
+
+    /// A transfer to node 3 asks node 3 only: node 2 would accept, but is not asked.
+    #[tokio::test]
+    async fn a_handover_to_a_named_peer_asks_only_that_peer() {
+        let (requests, _dir) = asking(1, &[(2, Some(YES)), (3, Some(NO))]).await;
+        assert_eq!(requests.hand_over(1, Some(3)).await, None);
+        let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, Some(YES))]).await;
+        assert_eq!(requests.hand_over(1, Some(3)).await, Some(3));
+    }
+
+    /// The old holder (3) says it released; a follower (2) says it held nothing.
+    #[tokio::test]
+    async fn held_names_the_peer_that_released() {
+        let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, Some(YES))]).await;
+        assert_eq!(requests.tell_held(1).await, Some(3));
+        let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, None)]).await;
+        assert_eq!(requests.tell_held(1).await, None);
     }
 
     /// Five nodes: this one and two yeses make three, a majority, whatever 4 and 5 say.

@@ -27,6 +27,13 @@ pub const MEMBERSHIP_PATH: &str = "/v1/membership";
 pub const REMOVED_PATH: &str = "/v1/removed";
 /// "Re-read your config file": `raftvip reload` asks the daemon on its own box.
 pub const RELOAD_PATH: &str = "/v1/reload";
+/// "I hold the VIPs now": a new holder tells its peers, so the old holder of a planned
+/// overlap releases (answer accepted: it released).
+pub const HELD_PATH: &str = "/v1/held";
+/// "Could you lead now?" (healthy, not in maintenance, not a witness): a transfer's check.
+pub const CAN_LEAD_PATH: &str = "/v1/can-lead";
+/// `raftvip transfer`: sent to the local daemon, forwarded to the leader.
+pub const TRANSFER_PATH: &str = "/v1/transfer";
 
 /// The answer to "start an election now" and to a pre-vote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -166,6 +173,22 @@ impl ReloadOutcome {
     }
 }
 
+/// "I hold the VIPs now", from `node_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldRequest {
+    pub node_id: NodeId,
+}
+
+/// A transfer of leadership to `to` (None: any node that can lead), as sent by
+/// `raftvip transfer` or forwarded to the leader. Answered with the id of the new leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferRequest {
+    pub to: Option<NodeId>,
+    /// Set when a follower forwards to the leader, so a request never loops.
+    #[serde(default)]
+    pub forwarded: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +206,9 @@ mod tests {
                 ELECT_PATH,
                 PREVOTE_PATH,
                 MAINTENANCE_PATH,
+                HELD_PATH,
+                CAN_LEAD_PATH,
+                TRANSFER_PATH,
                 MEMBERS_PATH,
                 MEMBERSHIP_PATH,
                 REMOVED_PATH
@@ -194,6 +220,9 @@ mod tests {
                 "/v1/elect",
                 "/v1/prevote",
                 "/v1/maintenance",
+                "/v1/held",
+                "/v1/can-lead",
+                "/v1/transfer",
                 "/v1/members",
                 "/v1/membership",
                 "/v1/removed"
@@ -216,6 +245,14 @@ mod tests {
             json(&PrevoteRequest { last_log_id: None }),
             r#"{"last_log_id":null}"#
         );
+        assert_eq!(json(&HeldRequest { node_id: 2 }), r#"{"node_id":2}"#);
+        assert_eq!(
+            json(&TransferRequest {
+                to: Some(3),
+                forwarded: false
+            }),
+            r#"{"to":3,"forwarded":false}"#
+        );
     }
 
     /// A request from a raftvip that predates forwarding has no `forwarded` field.
@@ -231,5 +268,27 @@ mod tests {
 
     fn json(value: &impl Serialize) -> String {
         serde_json::to_string(value).unwrap()
+    }
+
+    /// `raftvip reload` of one version asks a daemon of another during an upgrade.
+    #[test]
+    fn reload_messages_keep_their_wire_form() {
+        assert_eq!(RELOAD_PATH, "/v1/reload");
+        assert_eq!(
+            json(&ReloadRequest {
+                path: "/etc/raftvip/raftvip.toml".into()
+            }),
+            r#"{"path":"/etc/raftvip/raftvip.toml"}"#
+        );
+        let outcome = ReloadOutcome {
+            path: "/etc/raftvip/raftvip.toml".into(),
+            applied: vec![],
+            problems: vec!["listen: needs a restart".into()],
+        };
+        assert_eq!(
+            json(&outcome),
+            r#"{"path":"/etc/raftvip/raftvip.toml","applied":[],"problems":["listen: needs a restart"]}"#
+        );
+        assert!(!outcome.accepted());
     }
 }

@@ -15,8 +15,15 @@
 //! hold ⇔ leader ∧ quorum acknowledged within `fence` ∧ healthy ∧ VIPs bindable, and a
 //! witness, a node in maintenance or a stopping one never stands.
 //!
-//! Stopping, maintenance or a reload that makes it a witness make a leader hand over: it keeps the VIPs (still healthy) until it
-//! votes for its successor and steps down, so a planned handover has no gap nobody serves.
+//! Stopping, maintenance, a transfer or a reload that makes it a witness make a leader hand
+//! over, make-before-break (issue 10):
+//! it keeps the VIPs (still healthy) while it asks a peer to take over, and when it steps down
+//! for the successor it asked it keeps them still — a deliberate, bounded overlap
+//! ([`OVERLAP_BOUND`]) — until the successor says it holds them ([`Input::SuccessorHolds`]);
+//! the successor announces again once the old holder has released ([`Action::Reannounce`]).
+//! That overlap is the only time two nodes hold the VIPs, both healthy, both agreeing. A node
+//! that loses leadership any other way (fence, a step-down it did not ask for, another leader
+//! than the one it asked) releases at once, as before.
 //!
 //! The fence is a deadline, not a poll: quorum-ack instant + fence. openraft measures the ack
 //! from the *send* time of the heartbeat a quorum answered, and no voter that answered it grants
@@ -28,9 +35,9 @@
 //! a pre-vote ([`Timing::grant_prevote`]), the vote gate's window ([`Timing::vote_gate`]) —
 //! live here too, over the same [`Timing`], so the lease is derived from the config once.
 //!
-//! Room for issue 10's make-before-break handover: the handover is an explicit episode
-//! ([`Handover`]), so "successor took over, release now or at a bound" becomes one more state
-//! and one more input, not another flag in the driver.
+//! The handover is an explicit episode ([`Handover`]) and the overlap after it another
+//! ([`Overlap`]), so "successor took over, release now or at a bound" is a state and an input,
+//! not a flag in the driver.
 
 use std::time::{Duration, Instant};
 
@@ -44,10 +51,30 @@ use crate::raft::typ::LogId;
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::NodeId;
 use crate::status::FailoverHistogram;
+use crate::vip::VipOverlap;
 
 /// How long a stop may spend handing over before it gives up and just releases: a LAN
 /// handover takes a few ms, and the whole stop must stay under a second.
 pub const STOP_HANDOVER_BOUND: Duration = Duration::from_millis(600);
+
+/// Longest planned overlap: after stepping down for the successor it asked, the old holder
+/// keeps the VIPs at most this long waiting for "I hold them now". The successor binds a few
+/// ms after its election; the bound only matters when its message is lost.
+pub const OVERLAP_BOUND: Duration = Duration::from_millis(200);
+
+/// How long a transfer (`raftvip transfer`) may take before this leader gives up and leads on:
+/// the target's election and the overlap take well under this on a LAN.
+pub const TRANSFER_BOUND: Duration = Duration::from_millis(1000);
+
+/// How long the old holder keeps the VIPs after its successor said it holds them: clients
+/// switch to the successor's MAC at its first announcement, and requests already open with
+/// the old holder finish meanwhile (their answers leave from the VIP, which must still be
+/// bound). Within [`OVERLAP_BOUND`].
+pub const OVERLAP_DRAIN: Duration = Duration::from_millis(50);
+
+/// A node asked to take over expects the overlap (see [`VipOverlap::Taking`]) this long at
+/// most, should the takeover or the old holder's answer never come.
+const TAKEOVER_WINDOW: Duration = Duration::from_millis(1000);
 
 /// Everything the decision depends on, captured at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +87,11 @@ pub struct Inputs {
     pub healthy: bool,
     pub maintenance: bool,
     pub stopping: bool,
+    /// This leader was asked to transfer leadership (`raftvip transfer`).
+    pub transferring: bool,
+    /// This node stepped down for the successor it asked to take over and is within
+    /// [`OVERLAP_BOUND`] of that, the successor not yet holding the VIPs.
+    pub overlap: bool,
     /// Every VIP's interface could take it (present, up) and no add was refused (EPERM):
     /// only a box that can serve may lead.
     pub vips_bindable: bool,
@@ -96,6 +128,8 @@ pub enum Reason {
     QuorumLost,
     LeaderWithQuorum,
     HandingOver,
+    Transferring,
+    PlannedOverlap,
     NotMember,
 }
 
@@ -111,6 +145,10 @@ impl std::fmt::Display for Reason {
             Reason::QuorumLost => "no quorum acknowledgement within the fence",
             Reason::LeaderWithQuorum => "leader with quorum and healthy HAProxy",
             Reason::HandingOver => "planned handover: holding until the successor is elected",
+            Reason::Transferring => "transferring leadership on request",
+            Reason::PlannedOverlap => {
+                "planned handover: holding until the successor holds the VIPs (make-before-break)"
+            }
             Reason::NotMember => {
                 "not a voter of the membership (waiting to be added, leaving or removed)"
             }
@@ -128,6 +166,8 @@ pub fn decide(i: &Inputs) -> Decision {
         Some(Reason::NotMember)
     } else if i.maintenance {
         Some(Reason::Maintenance)
+    } else if i.transferring {
+        Some(Reason::Transferring)
     } else if !i.healthy {
         Some(Reason::Unhealthy)
     } else if !i.vips_bindable {
@@ -137,26 +177,40 @@ pub fn decide(i: &Inputs) -> Decision {
     };
     let eligible = eligible_reason.is_none();
     let acked = acked(i.quorum_ack_age, i.fence);
-    // A planned handover (stop, maintenance, a reload that made this node a witness) with
-    // HAProxy still serving keeps the VIPs until this leader steps down, which it does when
-    // it votes for its successor — before the successor can bind them. The fence still bounds it: heartbeats are off meanwhile.
+    // A planned handover (stop, maintenance, transfer, a reload that made this node a
+    // witness, a membership change that drops it) with HAProxy still serving keeps the
+    // VIPs while this leader asks its successor to take over. The fence still bounds it:
+    // heartbeats are off meanwhile.
     let planned_handover = i.leader
         && acked
         && i.healthy
         && i.vips_bindable
         && matches!(
             eligible_reason,
-            Some(Reason::Stopping | Reason::Maintenance | Reason::Witness | Reason::NotMember)
+            Some(
+                Reason::Stopping
+                    | Reason::Maintenance
+                    | Reason::Witness
+                    | Reason::Transferring
+                    | Reason::NotMember
+            )
         );
+    // Then, stepped down for that successor, it keeps them until the successor holds them
+    // (make-before-break), still only while it could serve them.
+    let planned_overlap = !i.leader && i.overlap && i.healthy && i.vips_bindable;
     let reason = match (eligible_reason, i.leader, acked) {
         _ if planned_handover => Reason::HandingOver,
+        _ if planned_overlap => Reason::PlannedOverlap,
         (Some(r), _, _) => r,
         (None, false, _) => Reason::NotLeader,
         (None, true, false) => Reason::QuorumLost,
         (None, true, true) => Reason::LeaderWithQuorum,
     };
     Decision {
-        hold_vips: matches!(reason, Reason::LeaderWithQuorum | Reason::HandingOver),
+        hold_vips: matches!(
+            reason,
+            Reason::LeaderWithQuorum | Reason::HandingOver | Reason::PlannedOverlap
+        ),
         may_lead: eligible,
         heartbeat: eligible || !i.leader,
         hand_over: i.leader && !eligible,
@@ -317,6 +371,15 @@ pub enum Input {
     PreVoteAnswer { won: bool },
     /// The answer to [`Action::HandOver`]: the peer that accepted to take over, if any.
     HandOverAnswer { episode: u64, to: Option<NodeId> },
+    /// A peer says it holds the VIPs now (it took over): an old holder in a planned overlap
+    /// releases.
+    SuccessorHolds { from: NodeId },
+    /// A leader handing over asked this node to take over (make-before-break expected).
+    AskedToTakeOver,
+    /// The answer to [`Action::TellHeld`]: the peer that released for this node, if any.
+    HeldAnswer { released_by: Option<NodeId> },
+    /// The operator asks this leader to hand leadership to `to` (None: any healthy peer).
+    Transfer { to: Option<NodeId> },
     /// Stop (SIGTERM): hand over if leader, then finish.
     Stop,
     /// Nothing new; [`Core::next_deadline`] has passed.
@@ -341,8 +404,16 @@ pub enum Action {
     RequestPreVote,
     /// Start an election now.
     Elect,
-    /// Ask a peer to take over; answer with [`Input::HandOverAnswer`] and this episode.
-    HandOver { episode: u64 },
+    /// Ask a peer (`to`, or any willing one) to take over; answer with
+    /// [`Input::HandOverAnswer`] and this episode.
+    HandOver { episode: u64, to: Option<NodeId> },
+    /// The VIP layer's part in a planned overlap.
+    VipOverlap(VipOverlap),
+    /// Once the VIPs are bound and announced, tell the peers "I hold the VIPs now"; answer
+    /// with [`Input::HeldAnswer`].
+    TellHeld,
+    /// Announce every held VIP again (the old holder of a planned overlap has released).
+    Reannounce,
     /// Run the notify hook.
     Notify(Event, HookContext),
     /// The live view changed; publish it for status, metrics and the API's grant rules.
@@ -350,6 +421,25 @@ pub enum Action {
     /// Stopping is complete (the release ordered); the driver returns the STOP hook's
     /// context, which the daemon fires once the VIP thread has confirmed the release.
     Done(HookContext),
+}
+
+/// The old holder's side of make-before-break, from its step-down to its release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Overlap {
+    until: Instant,
+    /// The successor that accepted (None: its answer is still to come, `asking` names the
+    /// episode).
+    to: Option<NodeId>,
+    asking: Option<u64>,
+    /// The successor said it holds the VIPs: `until` is the end of the drain.
+    confirmed: bool,
+}
+
+/// A transfer in progress (`raftvip transfer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Transfer {
+    to: Option<NodeId>,
+    until: Instant,
 }
 
 /// The episode of "a leader that must not lead": one request to a peer per episode.
@@ -378,6 +468,13 @@ pub struct SupervisorState {
     pub handovers: u64,
     pub fence_releases: u64,
     pub leader_changes: u64,
+    /// A planned overlap is in progress: this node stepped down for its successor and holds
+    /// the VIPs until the successor does.
+    pub planned_overlap: bool,
+    /// Planned overlaps this node went through as the old holder.
+    pub planned_overlaps: u64,
+    /// How long each planned overlap lasted, step-down to release.
+    pub overlap_duration: FailoverHistogram,
     /// Turns of the supervisor's loop, for the systemd watchdog (a count that stops means a
     /// wedged supervisor). Bumped by the driver without waking watchers.
     #[serde(skip)]
@@ -395,6 +492,9 @@ impl Default for SupervisorState {
             handovers: 0,
             fence_releases: 0,
             leader_changes: 0,
+            planned_overlap: false,
+            planned_overlaps: 0,
+            overlap_duration: FailoverHistogram::default(),
             iterations: 0,
             failover_duration: FailoverHistogram::default(),
         }
@@ -439,6 +539,19 @@ pub struct Core {
     prevote_pending: bool,
     handover: Handover,
     episodes: u64,
+    /// Make-before-break, the old holder's side.
+    overlap: Option<Overlap>,
+    /// The successor told us it holds the VIPs while we still lead (its news came before our
+    /// step-down): release at the step-down instead of overlapping.
+    successor_holds: bool,
+    transfer: Option<Transfer>,
+    /// Since when the applied decision is a planned overlap.
+    overlapping_since: Option<Instant>,
+    /// The VIP layer was told to yield (planned handover or overlap).
+    yielding: bool,
+    /// Asked to take over by a leader handing over: the VIP layer expects the overlap until
+    /// then (or until the old holder's answer).
+    taking_until: Option<Instant>,
     stopping: Stopping,
     /// When this node last stopped holding, so that regaining the VIPs without another
     /// leader in between is not timed as a failover.
@@ -471,6 +584,12 @@ impl Core {
             prevote_pending: false,
             handover: Handover::Idle,
             episodes: 0,
+            overlap: None,
+            successor_holds: false,
+            transfer: None,
+            overlapping_since: None,
+            yielding: false,
+            taking_until: None,
             stopping: Stopping::No,
             released_at: None,
             state: SupervisorState::default(),
@@ -486,6 +605,7 @@ impl Core {
             return out;
         }
         self.observe(now, input, &mut out);
+        self.expire(now, &mut out);
         let decision = decide(&self.inputs(now));
         self.apply(now, decision, &mut out);
         self.hand_over(decision, &mut out);
@@ -512,10 +632,19 @@ impl Core {
             Stopping::Until(at) => Some(at),
             _ => None,
         };
-        [self.hold_until, election, stop]
-            .into_iter()
-            .flatten()
-            .min()
+        let overlap = self.overlap.map(|o| o.until);
+        let transfer = self.transfer.map(|t| t.until);
+        [
+            self.hold_until,
+            election,
+            stop,
+            overlap,
+            transfer,
+            self.taking_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Where the decision stands (for tests and logs).
@@ -525,7 +654,11 @@ impl Core {
 
     fn observe(&mut self, now: Instant, input: Input, out: &mut Vec<Action>) {
         match input {
-            Input::Raft(report) => self.observe_raft(now, report),
+            Input::Raft(report) => {
+                let was_leader = self.raft.state == ServerState::Leader;
+                self.observe_raft(now, report);
+                self.overlap_on_raft(now, was_leader);
+            }
             Input::Health { healthy } => self.healthy = healthy,
             Input::Maintenance(on) => self.maintenance = on,
             Input::Member(member) => self.member = member,
@@ -557,6 +690,38 @@ impl Core {
                 if self.handover == (Handover::Asking { episode }) {
                     self.handover = Handover::Answered { to };
                 }
+                if to.is_none() && self.transfer.is_some() {
+                    tracing::warn!("transfer failed: the target did not take over; leading on");
+                    self.transfer = None;
+                }
+                self.overlap_answered(episode, to);
+            }
+            Input::SuccessorHolds { from } => self.successor_holds(now, from),
+            Input::AskedToTakeOver => {
+                if self.taking_until.replace(now + TAKEOVER_WINDOW).is_none() {
+                    out.push(Action::VipOverlap(VipOverlap::Taking));
+                }
+            }
+            Input::HeldAnswer { released_by } => {
+                if self.taking_until.take().is_some() {
+                    out.push(Action::VipOverlap(VipOverlap::None));
+                }
+                if let Some(peer) = released_by.filter(|_| self.state.holds_vips) {
+                    tracing::info!(peer, "the old holder released: announcing again");
+                    out.push(Action::Reannounce);
+                }
+            }
+            Input::Transfer { to } => {
+                let holding = self
+                    .applied
+                    .is_some_and(|d| d.reason == Reason::LeaderWithQuorum);
+                if holding && self.transfer.is_none() {
+                    tracing::info!(to = ?to, "transferring leadership on request");
+                    self.transfer = Some(Transfer {
+                        to,
+                        until: now + TRANSFER_BOUND,
+                    });
+                }
             }
             Input::Stop => {
                 if self.stopping == Stopping::No {
@@ -585,6 +750,134 @@ impl Core {
         self.raft = r;
     }
 
+    /// Starts the overlap when this leader steps down in a planned handover it started (its
+    /// successor accepted, or has yet to answer), and ends it when the facts contradict it:
+    /// it leads again, or a leader other than its successor leads.
+    fn overlap_on_raft(&mut self, now: Instant, was_leader: bool) {
+        let leader = self.raft.state == ServerState::Leader;
+        if was_leader && !leader {
+            let planned = self
+                .applied
+                .is_some_and(|d| d.reason == Reason::HandingOver);
+            let successor = match self.handover {
+                Handover::Asking { episode } => Some((None, Some(episode))),
+                Handover::Answered { to: Some(to) } => Some((Some(to), None)),
+                _ => None,
+            };
+            match successor {
+                Some((to, asking)) if planned => {
+                    let confirmed = self.successor_holds;
+                    tracing::info!(
+                        successor = ?to,
+                        successor_holds = confirmed,
+                        "stepped down for the successor: keeping the VIPs until it holds them (planned overlap)"
+                    );
+                    self.overlap = Some(Overlap {
+                        until: now
+                            + if confirmed {
+                                OVERLAP_DRAIN
+                            } else {
+                                OVERLAP_BOUND
+                            },
+                        to,
+                        asking,
+                        confirmed,
+                    });
+                }
+                _ => {}
+            }
+            self.successor_holds = false;
+        }
+        if let Some(o) = self.overlap {
+            let other = matches!((o.to, self.raft.leader), (Some(to), Some(l)) if l != to);
+            if leader || other {
+                tracing::warn!(
+                    leader = ?self.raft.leader,
+                    successor = ?o.to,
+                    "planned overlap ends: the successor is not the leader; releasing now"
+                );
+                self.overlap = None;
+            }
+        }
+    }
+
+    /// The successor's answer came after the step-down: nobody (release now) or its id.
+    fn overlap_answered(&mut self, episode: u64, to: Option<NodeId>) {
+        let Some(o) = self.overlap.as_mut().filter(|o| o.asking == Some(episode)) else {
+            return;
+        };
+        let other = matches!((to, self.raft.leader), (Some(to), Some(l)) if l != to);
+        if to.is_none() || other {
+            tracing::warn!(successor = ?to, leader = ?self.raft.leader, "planned overlap ends: the successor is not the leader; releasing now");
+            self.overlap = None;
+        } else {
+            o.to = to;
+            o.asking = None;
+        }
+    }
+
+    /// A peer says it holds the VIPs: an overlap ends after [`OVERLAP_DRAIN`] (whoever it
+    /// is: holding on longer would only make two holders longer); a leader still handing
+    /// over drains from its step-down.
+    fn successor_holds(&mut self, now: Instant, from: NodeId) {
+        if let Some(o) = self.overlap.as_mut().filter(|o| !o.confirmed) {
+            let took = self
+                .overlapping_since
+                .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            tracing::info!(
+                peer = from,
+                successor = ?o.to,
+                overlap_ms = took.as_millis() as u64,
+                drain_ms = OVERLAP_DRAIN.as_millis() as u64,
+                "the successor holds the VIPs: releasing once open requests had time to finish"
+            );
+            o.confirmed = true;
+            o.until = o.until.min(now + OVERLAP_DRAIN);
+        } else if self
+            .applied
+            .is_some_and(|d| d.reason == Reason::HandingOver)
+        {
+            tracing::info!(
+                peer = from,
+                "the successor holds the VIPs before this node saw itself step down: releasing at the step-down"
+            );
+            self.successor_holds = true;
+        } else {
+            tracing::debug!(
+                peer = from,
+                "a peer holds the VIPs; no planned overlap here"
+            );
+        }
+    }
+
+    /// Ends the overlap (drained, or at its bound), the expectation of one and the transfer
+    /// at their deadlines (and the transfer once this node no longer leads: it is done).
+    fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(o) = self.overlap.filter(|o| now >= o.until) {
+            if o.confirmed {
+                tracing::info!("planned overlap drained: releasing");
+            } else {
+                tracing::warn!(
+                    bound_ms = OVERLAP_BOUND.as_millis() as u64,
+                    "the successor did not say it holds the VIPs in time: releasing anyway"
+                );
+            }
+            self.overlap = None;
+        }
+        if self.taking_until.is_some_and(|at| now >= at) {
+            self.taking_until = None;
+            out.push(Action::VipOverlap(VipOverlap::None));
+        }
+        if let Some(t) = self.transfer {
+            if self.raft.state != ServerState::Leader {
+                self.transfer = None;
+            } else if now >= t.until {
+                tracing::warn!(to = ?t.to, "transfer did not finish in time: leading on");
+                self.transfer = None;
+            }
+        }
+    }
+
     fn inputs(&self, now: Instant) -> Inputs {
         Inputs {
             witness: self.setup.witness,
@@ -594,6 +887,8 @@ impl Core {
             healthy: self.healthy,
             maintenance: self.maintenance,
             stopping: self.stopping != Stopping::No,
+            transferring: self.transfer.is_some(),
+            overlap: self.overlap.is_some_and(|o| now < o.until),
             vips_bindable: self.unbindable.is_none(),
             member: self.member,
         }
@@ -613,14 +908,18 @@ impl Core {
         }
         // The VIP thread never holds past the fence. Order matters, as it may act on any
         // intermediate state: a deadline before a hold, a release before clearing it.
-        let deadline = self
-            .ack
-            .filter(|_| d.hold_vips)
-            .map(|at| at + self.setup.timing.fence);
+        let deadline = match self.overlap {
+            Some(o) if d.reason == Reason::PlannedOverlap => Some(o.until),
+            _ => self
+                .ack
+                .filter(|_| d.hold_vips)
+                .map(|at| at + self.setup.timing.fence),
+        };
         if deadline.is_some() && deadline != self.hold_until {
             out.push(Action::HoldUntil(deadline));
         }
         let was_holding = before.is_some_and(|b| b.hold_vips);
+        let takeover = d.hold_vips && !was_holding && self.raft.state == ServerState::Leader;
         if before.map(|b| b.hold_vips) != Some(d.hold_vips) {
             out.push(Action::SetHeld {
                 hold: d.hold_vips,
@@ -633,6 +932,11 @@ impl Core {
         }
         self.hold_until = deadline;
         self.notify(before, d, out);
+        self.account_overlap(now, d, out);
+        if takeover {
+            // Tell the peers, so an old holder in a planned overlap releases.
+            out.push(Action::TellHeld);
+        }
         if d.hand_over && !before.is_some_and(|b| b.hand_over) {
             tracing::info!(reason = %d.reason, "leader must not lead: handing over");
             self.state.handovers += 1;
@@ -669,6 +973,37 @@ impl Core {
         }
     }
 
+    /// Tells the VIP layer to yield from the start of a planned handover to the end of its
+    /// overlap (the successor's first frames may come before this node sees itself step
+    /// down), and counts and times the overlap.
+    fn account_overlap(&mut self, now: Instant, d: Decision, out: &mut Vec<Action>) {
+        let yielding = matches!(d.reason, Reason::HandingOver | Reason::PlannedOverlap);
+        if yielding != self.yielding {
+            self.yielding = yielding;
+            out.push(Action::VipOverlap(if yielding {
+                VipOverlap::Yielding
+            } else {
+                VipOverlap::None
+            }));
+        }
+        let overlapping = d.reason == Reason::PlannedOverlap;
+        match self.overlapping_since {
+            None if overlapping => {
+                self.overlapping_since = Some(now);
+                self.state.planned_overlaps += 1;
+            }
+            Some(since) if !overlapping => {
+                self.overlapping_since = None;
+                self.overlap = None;
+                self.state
+                    .overlap_duration
+                    .observe(now.saturating_duration_since(since));
+            }
+            _ => {}
+        }
+        self.state.planned_overlap = overlapping;
+    }
+
     /// BACKUP at start (unless holding), MASTER on every takeover, BACKUP on a release that is
     /// not a fault, FAULT once per episode of unhealthy or unbindable after the start.
     fn notify(&mut self, before: Option<Decision>, d: Decision, out: &mut Vec<Action>) {
@@ -701,6 +1036,7 @@ impl Core {
     fn hand_over(&mut self, d: Decision, out: &mut Vec<Action>) {
         if !d.hand_over {
             self.handover = Handover::Idle;
+            self.successor_holds = false;
         } else if self.handover == Handover::Idle {
             self.episodes += 1;
             self.handover = Handover::Asking {
@@ -708,6 +1044,7 @@ impl Core {
             };
             out.push(Action::HandOver {
                 episode: self.episodes,
+                to: self.transfer.and_then(|t| t.to),
             });
         }
     }
@@ -746,7 +1083,7 @@ impl Core {
         };
         let leader = self.raft.state == ServerState::Leader;
         let nobody = self.handover == (Handover::Answered { to: None });
-        if leader && !nobody && now < bound {
+        if (leader && !nobody || self.overlap.is_some()) && now < bound {
             return false;
         }
         if leader && !nobody {

@@ -26,11 +26,22 @@ use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::{ClusterState, NodeId};
 use crate::vip::VipHolder;
 
+/// How long a new holder waits for the VIP thread to bind and announce before it tells the
+/// peers it holds the VIPs (one netlink batch and one frame batch: milliseconds).
+const TELL_HELD_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What the supervisor asks its peers, and the one thing it learns from them.
 pub trait Peers: Send + Sync + 'static {
-    /// "Start an election now if you may lead": asks peers (not `me`) one by one; returns the
-    /// id of the first that accepted.
-    fn hand_over(&self, me: NodeId) -> impl Future<Output = Option<NodeId>> + Send;
+    /// "Start an election now if you may lead": asks `to`, or (None) the peers (not `me`) one
+    /// by one; returns the id of the first that accepted.
+    fn hand_over(
+        &self,
+        me: NodeId,
+        to: Option<NodeId>,
+    ) -> impl Future<Output = Option<NodeId>> + Send;
+    /// "I hold the VIPs now", to every peer; returns the one that released for it (the old
+    /// holder of a planned overlap), if any.
+    fn tell_held(&self, me: NodeId) -> impl Future<Output = Option<NodeId>> + Send;
     /// "Have you lost the leader too?": true if a majority, `me` included, says yes.
     fn pre_vote(&self, me: NodeId) -> impl Future<Output = bool> + Send;
     /// When this node last accepted an append from a leader (None: never since start).
@@ -76,8 +87,9 @@ pub struct Parts<P> {
 impl<P: Peers> Supervisor<P> {
     pub fn new(config: &Config, parts: Parts<P>) -> Self {
         let now = tokio::time::Instant::now().into_std();
-        // Two kinds of request, at most one of each in flight (plus stale ones).
-        let (answer_tx, answers) = mpsc::channel(4);
+        // Peers' answers (a few kinds, at most one of each in flight, plus stale ones) and
+        // what the peer handlers and the API pass on (see `Supervisor::inputs`).
+        let (answer_tx, answers) = mpsc::channel(16);
         Self {
             node_id: config.node_id,
             core: Core::new(Setup::from_config(config), now, rand::random()),
@@ -94,6 +106,12 @@ impl<P: Peers> Supervisor<P> {
             leader_contact: None,
             reload: parts.reload,
         }
+    }
+
+    /// Where others feed this supervisor: a successor saying it holds the VIPs, a leader
+    /// asking this node to take over, a transfer asked by the operator.
+    pub fn inputs(&self) -> mpsc::Sender<Input> {
+        self.answer_tx.clone()
     }
 
     /// Runs until `stop` is cancelled and the core says it is done: if leader, it hands over
@@ -221,13 +239,31 @@ impl<P: Peers> Supervisor<P> {
                         }
                     },
                 ),
-                Action::HandOver { episode } => self.ask(
+                Action::HandOver { episode, to } => self.ask(
                     Input::HandOverAnswer { episode, to: None },
                     move |peers, me| async move {
-                        let to = peers.hand_over(me).await;
+                        let to = peers.hand_over(me, to).await;
                         Input::HandOverAnswer { episode, to }
                     },
                 ),
+                Action::VipOverlap(overlap) => self.vips.set_overlap(overlap),
+                Action::TellHeld => {
+                    let vips = self.vips.clone();
+                    self.ask(
+                        Input::HeldAnswer { released_by: None },
+                        move |peers, me| async move {
+                            // Told once the VIP thread has bound and announced them.
+                            let bound = tokio::task::spawn_blocking(move || {
+                                vips.wait_applied(TELL_HELD_WAIT)
+                            });
+                            let _ = bound.await;
+                            Input::HeldAnswer {
+                                released_by: peers.tell_held(me).await,
+                            }
+                        },
+                    )
+                }
+                Action::Reannounce => self.vips.reannounce(),
                 Action::Elect => {
                     if let Err(e) = self.raft.trigger().elect().await {
                         tracing::warn!(error = %e, "cannot start an election");

@@ -15,6 +15,6 @@ pub mod driver;
 
 pub use self::core::{
     decide, failover_duration, Action, Core, Decision, Input, Inputs, PrevoteQuestion, RaftReport,
-    Reason, Setup, SupervisorState, Timing, STOP_HANDOVER_BOUND,
+    Reason, Setup, SupervisorState, Timing, OVERLAP_BOUND, STOP_HANDOVER_BOUND, TRANSFER_BOUND,
 };
 pub use driver::{Peers, Supervisor};

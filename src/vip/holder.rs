@@ -14,6 +14,19 @@ use tokio::sync::watch;
 use crate::config::{Announce, VipConfig};
 use crate::status::VipStatus;
 
+/// What the VIP layer is told about a planned overlap, so that it does not fight it: the
+/// old holder stops announcing, and neither side counts the other's frames as a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VipOverlap {
+    /// No overlap: another MAC claiming a held VIP is a duplicate.
+    #[default]
+    None,
+    /// The old holder of a planned handover: keep the VIPs bound, announce nothing.
+    Yielding,
+    /// The successor of a planned handover: announce as usual, expect the old holder.
+    Taking,
+}
+
 /// What the supervisor needs from the VIP layer.
 pub trait VipHolder: Send + Sync + 'static {
     /// Idempotent: bind + announce, or release, every VIP.
@@ -37,6 +50,10 @@ pub trait VipHolder: Send + Sync + 'static {
     /// A reload's new VIP set and settings: a VIP no longer listed is released if bound, a
     /// new one bound and announced at once if held. The default has nothing to change.
     fn set_vips(&self, _set: VipSet) {}
+    /// This node's part in a planned overlap (make-before-break handover).
+    fn set_overlap(&self, _overlap: VipOverlap) {}
+    /// Announce every held VIP again at once (a fresh burst, no probe).
+    fn reannounce(&self) {}
 }
 
 /// What a reload hands the VIP layer.

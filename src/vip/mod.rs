@@ -39,6 +39,7 @@ pub(crate) mod fake;
 mod holder;
 pub mod netlink;
 mod packet;
+pub mod rst_guard;
 pub mod worker;
 
 #[cfg(test)]
@@ -59,7 +60,7 @@ use crate::status::VipStatus;
 
 #[cfg(test)]
 pub(crate) use fake::{FakeAddressControl, FakeAnnouncer};
-pub use holder::{NoVips, VipHolder, VipSet};
+pub use holder::{NoVips, VipHolder, VipOverlap, VipSet};
 pub use worker::VipWorker;
 
 /// Least time between two re-announcement bursts provoked by duplicate claims. The other
@@ -293,6 +294,8 @@ struct Inner {
     kernel_watch: Option<Vec<u32>>,
     /// Kernel-enforced lifetime of bound VIPs and how often it is renewed (None: permanent).
     lease: Option<(Duration, Duration)>,
+    /// No resets from our VIPs while taking over in a planned overlap (kernel only).
+    rst_guard: Option<rst_guard::RstGuard>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,
     /// Wakes the announce loop when a schedule changed.
@@ -307,6 +310,8 @@ struct State {
     /// The fence as this thread knows it: past it nothing is bound, renewed or announced,
     /// whatever `held` says (None: no deadline given).
     hold_until: Option<Instant>,
+    /// This node's part in a planned overlap (make-before-break handover).
+    overlap: VipOverlap,
     slots: Vec<Slot>,
 }
 
@@ -517,11 +522,15 @@ impl Vips {
                 control,
                 announcer,
                 cadence: Mutex::new(Cadence::of(announce)),
+                rst_guard: kernel_watch
+                    .is_some()
+                    .then(|| rst_guard::RstGuard::new(vips.iter().map(|v| v.address.ip).collect())),
                 kernel_watch,
                 lease,
                 state: Mutex::new(State {
                     held: false,
                     hold_until: None,
+                    overlap: VipOverlap::None,
                     slots,
                 }),
                 wake: Notify::new(),
@@ -545,6 +554,7 @@ impl Vips {
         state.held = hold;
         let now = Instant::now();
         let all: Vec<usize> = (0..state.slots.len()).collect();
+        let mut guard_down = false;
         if hold {
             // Bound and announced in steps of 1, 2, 4, ... VIPs (TAKEOVER_STEP_MAX at most):
             // the first VIP is on the segment as fast as a lone one would be, and 200 take 9
@@ -577,6 +587,9 @@ impl Vips {
             let took = (first.unwrap_or(last), last);
             summary("held", state.slots.len(), bound.len(), reason, took);
         } else {
+            if std::mem::take(&mut state.overlap) == VipOverlap::Taking {
+                guard_down = true;
+            }
             for slot in &mut state.slots {
                 slot.burst_left = 0;
                 slot.next_announce = None;
@@ -601,6 +614,59 @@ impl Vips {
         }
         drop(state);
         inner.wake.notify_one();
+        if guard_down {
+            inner.set_rst_guard(false);
+        }
+    }
+
+    /// This node's part in a planned overlap. Yielding (the old holder) stops every burst and
+    /// refresh at once, so the successor's announcements are the last the segment hears;
+    /// ending a yield while still holding (the successor never came) announces again.
+    /// Either side takes the other's frames for what they are, not for a duplicate.
+    pub fn set_overlap(&self, overlap: VipOverlap) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let before = std::mem::replace(&mut state.overlap, overlap);
+        if before == overlap {
+            return;
+        }
+        tracing::debug!(?overlap, "planned overlap");
+        let now = Instant::now();
+        match overlap {
+            VipOverlap::Yielding => {
+                for slot in &mut state.slots {
+                    slot.burst_left = 0;
+                    slot.next_announce = None;
+                }
+            }
+            VipOverlap::None if before == VipOverlap::Yielding && state.holding(now) => {
+                let bound = bound_slots(&state.slots);
+                inner.start_bursts(&mut state.slots, &bound, now, false);
+            }
+            _ => {}
+        }
+        drop(state);
+        inner.wake.notify_one();
+        if (before == VipOverlap::Taking) != (overlap == VipOverlap::Taking) {
+            inner.set_rst_guard(overlap == VipOverlap::Taking);
+        }
+    }
+
+    /// A fresh burst (no probe) for every held VIP: the successor of a planned overlap does
+    /// this once the old holder has released, so no neighbour keeps the old MAC from an
+    /// answer the old holder gave during the overlap.
+    pub fn reannounce(&self) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let now = Instant::now();
+        if !state.holding(now) {
+            return;
+        }
+        let bound = bound_slots(&state.slots);
+        inner.start_bursts(&mut state.slots, &bound, now, false);
+        tracing::info!(vips = bound.len(), "VIPs announced again");
+        drop(state);
+        inner.wake.notify_one();
     }
 
     /// Replaces the VIP set and the announce settings (a reload). A VIP no longer listed is
@@ -611,6 +677,9 @@ impl Vips {
         let inner = &self.inner;
         *crate::sync::lock(&inner.cadence) = Cadence::of(announce);
         let wanted: Vec<Vip> = vips.iter().map(Vip::from_config).collect();
+        if let Some(guard) = &inner.rst_guard {
+            guard.set_vips(vips.iter().map(|v| v.address.ip).collect());
+        }
         let mut state = inner.lock();
         let (mut kept, mut gone): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut state.slots)
             .into_iter()
@@ -790,10 +859,15 @@ impl Vips {
         let Some(index) = state.slots.iter().position(|s| s.vip.addr.ip == ip) else {
             return false;
         };
+        let overlap = state.overlap;
         let slot = &mut state.slots[index];
         if !(held && slot.bound) {
             tracing::debug!(vip = %ip, %mac, "VIP claimed by its holder");
             return false;
+        }
+        if overlap != VipOverlap::None {
+            tracing::debug!(vip = %ip, %mac, ?overlap, "VIP claimed by the other side of a planned overlap");
+            return true;
         }
         slot.duplicates += 1;
         let now = Instant::now();
@@ -947,6 +1021,12 @@ impl Vips {
 impl Inner {
     fn cadence(&self) -> Cadence {
         *crate::sync::lock(&self.cadence)
+    }
+
+    fn set_rst_guard(&self, up: bool) {
+        if let Some(guard) = &self.rst_guard {
+            guard.set(up);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -1124,7 +1204,7 @@ impl Inner {
     /// Sends the burst and refresh frames that are due (one batch).
     fn announce_due(&self, now: Instant) {
         let mut state = self.lock();
-        let held = state.holding(now);
+        let held = state.holding(now) && state.overlap != VipOverlap::Yielding;
         let mut due = Vec::new();
         for (i, slot) in state.slots.iter_mut().enumerate() {
             if slot.next_announce.is_none_or(|at| at > now) {
@@ -1156,6 +1236,11 @@ impl Inner {
         }
         tracing::debug!(vips = due.len(), "announced");
     }
+}
+
+/// The indices of the VIPs bound now.
+fn bound_slots(slots: &[Slot]) -> Vec<usize> {
+    (0..slots.len()).filter(|&i| slots[i].bound).collect()
 }
 
 /// VIP `index` of `count` refreshes `index / count` of the way into the refresh period.

@@ -685,6 +685,50 @@ fn the_vip_thread_applies_a_reloaded_set() {
     cancel.cancel();
 }
 
+#[tokio::test]
+async fn a_yielding_holder_keeps_its_vips_announces_nothing_and_does_not_fight_the_successor() {
+    let r = rig(&[config(V4, "eth0")], announce(3, 5, 1));
+    let cancel = CancellationToken::new();
+    r.vips.spawn_background(cancel.clone());
+    r.vips.set_held(true, "leader");
+    r.vips.set_overlap(VipOverlap::Yielding);
+    let announced = r.announcer.count(&Call::Announce(ip(V4)));
+    let successor = Mac([2, 0, 0, 0, 0x0b, 2]);
+    assert!(r.vips.on_duplicate(ip(V4), successor));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        r.announcer.count(&Call::Announce(ip(V4))),
+        announced,
+        "no burst, no refresh, no answer to the successor's frames"
+    );
+    assert_eq!(r.vips.status()[0].duplicates, 0);
+    assert!(
+        r.vips.status()[0].held,
+        "still bound: it serves until it releases"
+    );
+    // The successor never came: leading on, it announces again at once.
+    r.vips.set_overlap(VipOverlap::None);
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), announced + 1);
+    cancel.cancel();
+}
+
+#[test]
+fn a_successor_counts_no_duplicate_during_the_overlap_and_announces_again_on_request() {
+    let r = rig(&[config(V4, "eth0")], announce(1, 5, 0));
+    r.vips.set_overlap(VipOverlap::Taking);
+    r.vips.set_held(true, "leader");
+    let old_holder = Mac([2, 0, 0, 0, 0x0b, 1]);
+    assert!(r.vips.on_duplicate(ip(V4), old_holder));
+    assert_eq!(r.vips.status()[0].duplicates, 0);
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 1);
+    r.vips.reannounce();
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 2);
+    // After the overlap a claim is a duplicate again.
+    r.vips.set_overlap(VipOverlap::None);
+    assert!(r.vips.on_duplicate(ip(V4), old_holder));
+    assert_eq!(r.vips.status()[0].duplicates, 1);
+}
+
 /// Records, for every announcement, how many VIPs the fake kernel had bound at that moment.
 struct BoundAtAnnounce {
     control: Arc<FakeAddressControl>,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{VipHolder, VipSet, Vips};
+use super::{VipHolder, VipOverlap, VipSet, Vips};
 use crate::status::VipStatus;
 
 /// How often the VIP thread checks that every VIP's interface could take it.
@@ -39,6 +39,9 @@ struct Desired {
     generation: u64,
     /// The fence deadline of the hold: this thread releases at it by itself.
     until: Option<Instant>,
+    overlap: VipOverlap,
+    /// Counts the supervisor's re-announce requests.
+    reannounce: u64,
 }
 
 /// The supervisor's handle on the VIP thread.
@@ -146,6 +149,16 @@ impl VipHolder for VipWorker {
     fn set_vips(&self, set: VipSet) {
         self.reloaded.send_replace(Some(set));
     }
+    fn set_overlap(&self, overlap: VipOverlap) {
+        self.desired.send_if_modified(|d| {
+            let changed = d.overlap != overlap;
+            d.overlap = overlap;
+            changed
+        });
+    }
+    fn reannounce(&self) {
+        self.desired.send_modify(|d| d.reannounce += 1);
+    }
 }
 
 /// The thread's side.
@@ -167,6 +180,7 @@ impl Thread {
         // The fence runs here too, on this thread's own clock: a busy Raft thread cannot
         // delay the release past the deadline the supervisor last gave.
         let mut fenced_at: Option<Instant> = None;
+        let mut reannounced = 0;
         let mut link_check = tokio::time::interval(LINK_CHECK);
         link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile = tokio::time::interval(self.reconcile_every);
@@ -197,7 +211,20 @@ impl Thread {
                     } else {
                         desired.reason.as_str()
                     };
-                    self.vips.set_held(desired.hold && !past, reason);
+                    let hold = desired.hold && !past;
+                    // The overlap is set before a hold (a successor's probe is answered at
+                    // once) and after a release (ending a yield while held announces).
+                    if hold {
+                        self.vips.set_overlap(desired.overlap);
+                    }
+                    self.vips.set_held(hold, reason);
+                    if !hold {
+                        self.vips.set_overlap(desired.overlap);
+                    }
+                    if desired.reannounce != reannounced {
+                        reannounced = desired.reannounce;
+                        self.vips.reannounce();
+                    }
                     fenced_at = None;
                     let (lock, changed) = &*self.applied;
                     *crate::sync::lock(lock) = desired.generation;

@@ -858,3 +858,30 @@ async fn a_session_that_never_stays_open_does_not_spin_the_monitor() {
     assert!(connections <= 40, "{connections} connections in 1 s");
     assert!(rx.borrow().healthy, "closed sessions are no failure");
 }
+
+#[tokio::test]
+async fn a_reloaded_socket_path_is_checked_from_then_on_and_the_verdict_kept() {
+    let (old, new) = (
+        Fake::start(|_| answer(SETTLED)).await,
+        Fake::start(|_| answer(SETTLED)).await,
+    );
+    let mut cfg = config(&old.path, &[], &[], 1);
+    cfg.poll_interval_ms = 20;
+    let (settings, receiver) = tokio::sync::watch::channel(cfg);
+    let cancel = CancellationToken::new();
+    let mut rx = crate::health::spawn_reloadable_haproxy_monitor(receiver, cancel.clone());
+    tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|h| h.healthy))
+        .await
+        .expect("healthy in time")
+        .unwrap();
+    settings.send_replace(config(&new.path, &[], &[], 1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The old HAProxy going away no longer matters: the monitor watches the new socket.
+    old.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    assert!(new.connections.load(Ordering::Relaxed) >= 1);
+    let health = rx.borrow().clone();
+    assert!(health.healthy, "{health:?}");
+    assert_eq!(health.transitions, 1, "the reload kept the verdict");
+}

@@ -14,6 +14,8 @@ fn leader_healthy() -> Inputs {
         healthy: true,
         maintenance: false,
         stopping: false,
+        transferring: false,
+        overlap: false,
         vips_bindable: true,
         member: true,
     }
@@ -67,6 +69,11 @@ fn transitions_table() {
         ("unhealthy and unbindable: health named first", |i| { i.vips_bindable = false; i.healthy = false }, false, false, false, true, Reason::Unhealthy),
         ("stopping leader that cannot bind releases at once", |i| { i.stopping = true; i.vips_bindable = false }, false, false, false, true, Reason::Stopping),
         ("maintenance follower that cannot bind", |i| { i.maintenance = true; i.vips_bindable = false; i.leader = false }, false, false, true, false, Reason::Maintenance),
+        ("transferring leader holds while handing over", |i| i.transferring = true, true, false, false, true, Reason::HandingOver),
+        ("stepped down for its successor: overlap", |i| { i.maintenance = true; i.leader = false; i.quorum_ack_age = None; i.overlap = true }, true, false, true, false, Reason::PlannedOverlap),
+        ("overlap of a healthy node after a transfer", |i| { i.leader = false; i.quorum_ack_age = None; i.overlap = true }, true, true, true, false, Reason::PlannedOverlap),
+        ("overlap ends when HAProxy fails", |i| { i.stopping = true; i.leader = false; i.overlap = true; i.healthy = false }, false, false, true, false, Reason::Stopping),
+        ("overlap ends when a VIP cannot be bound", |i| { i.leader = false; i.overlap = true; i.vips_bindable = false }, false, false, true, false, Reason::VipUnbindable),
         ("leader the membership drops holds while handing over", |i| i.member = false, true, false, false, true, Reason::HandingOver),
         ("box not a voter never stands", |i| { i.member = false; i.leader = false }, false, false, true, false, Reason::NotMember),
     ];
@@ -85,9 +92,9 @@ fn transitions_table() {
 #[test]
 fn never_holds_without_leadership_quorum_and_health() {
     // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy and
-    // bindable VIPs; maintenance, stopping, becoming a witness and leaving the membership only
-    // ever mean "hand over".
-    for bits in 0u32..256 {
+    // bindable VIPs, or the overlap after a planned step-down; maintenance, stopping, a
+    // transfer, becoming a witness and leaving the membership only ever mean "hand over".
+    for bits in 0u32..1024 {
         let b = |n: u32| bits & (1 << n) != 0;
         let inputs = Inputs {
             witness: b(0),
@@ -98,12 +105,17 @@ fn never_holds_without_leadership_quorum_and_health() {
             maintenance: b(4),
             stopping: b(5),
             vips_bindable: b(6),
-            member: !b(7),
+            transferring: b(7),
+            overlap: b(8),
+            member: !b(9),
         };
         let d = decide(&inputs);
-        let expected = b(1) && b(2) && b(3) && b(6);
+        // As leader, or in the overlap after a planned step-down: never unhealthy, never
+        // with a VIP that cannot be bound.
+        let serving = b(3) && b(6);
+        let expected = serving && (b(1) && b(2) || !b(1) && b(8));
         assert_eq!(d.hold_vips, expected, "{inputs:?}");
-        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7);
+        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7) || b(9);
         assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
         assert!(!(d.may_lead && ineligible), "{inputs:?}");
     }
@@ -374,6 +386,7 @@ fn a_new_leader_sets_the_fence_before_it_holds() {
             Action::HoldUntil(Some(ack + FENCE)),
             held_action(true, Reason::LeaderWithQuorum),
             hook(Event::Master, Some(1), 3, Reason::LeaderWithQuorum),
+            Action::TellHeld,
         ]
     );
     assert_eq!(core.next_deadline(), Some(ack + FENCE));
@@ -432,7 +445,10 @@ fn an_unhealthy_leader_releases_hands_over_once_and_faults_once_per_episode() {
             held_action(false, Reason::Unhealthy),
             Action::HoldUntil(None),
             hook(Event::Fault, Some(1), 3, Reason::Unhealthy),
-            Action::HandOver { episode: 1 },
+            Action::HandOver {
+                episode: 1,
+                to: None
+            },
         ]
     );
     assert_eq!(core.state().handovers, 1);
@@ -463,7 +479,10 @@ fn an_unhealthy_leader_releases_hands_over_once_and_faults_once_per_episode() {
     );
     let again = core.step(t0 + ms(12), Input::Health { healthy: false });
     assert_eq!(events(&again), vec![Event::Fault]);
-    assert!(again.contains(&Action::HandOver { episode: 2 }));
+    assert!(again.contains(&Action::HandOver {
+        episode: 2,
+        to: None
+    }));
 }
 
 #[test]
@@ -486,9 +505,13 @@ fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
         vec![
             Action::RaftElectionTimer(false),
             Action::Heartbeat(false),
-            Action::HandOver { episode: 1 },
+            Action::VipOverlap(VipOverlap::Yielding),
+            Action::HandOver {
+                episode: 1,
+                to: None
+            },
         ],
-        "keeps the VIPs while handing over"
+        "keeps the VIPs while handing over, no longer announcing them"
     );
     assert_eq!(core.state().reason, Reason::HandingOver);
     assert!(without_publish(core.step(
@@ -500,11 +523,30 @@ fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
     ))
     .is_empty());
     let stepped_down = without_publish(core.step(t0 + ms(3), follower(Some(2))));
-    assert_eq!(held(&stepped_down), Some(false));
-    assert_eq!(events(&stepped_down), vec![Event::Backup, Event::Stop]);
-    assert!(is_done(&stepped_down));
+    assert_eq!(
+        stepped_down,
+        vec![
+            Action::Heartbeat(true),
+            Action::HoldUntil(Some(t0 + ms(3) + OVERLAP_BOUND)),
+        ],
+        "keeps the VIPs, bounded, until the successor holds them"
+    );
+    assert!(core.state().planned_overlap);
+    let word = without_publish(core.step(t0 + ms(9), Input::SuccessorHolds { from: 2 }));
+    assert_eq!(
+        word,
+        vec![Action::HoldUntil(Some(t0 + ms(9) + OVERLAP_DRAIN))],
+        "open requests get the drain to finish"
+    );
+    let released = without_publish(core.step(t0 + ms(9) + OVERLAP_DRAIN, Input::Tick));
+    assert_eq!(held(&released), Some(false));
+    assert_eq!(events(&released), vec![Event::Backup, Event::Stop]);
+    assert!(released.contains(&Action::VipOverlap(VipOverlap::None)));
+    assert!(is_done(&released));
+    assert_eq!(core.state().planned_overlaps, 1);
+    assert!((core.state().overlap_duration.sum_seconds - 0.056).abs() < 1e-9);
     assert!(
-        core.step(t0 + ms(4), Input::Tick).is_empty(),
+        core.step(t0 + ms(100), Input::Tick).is_empty(),
         "done is final"
     );
     assert_eq!(core.next_deadline(), None);
@@ -560,7 +602,13 @@ fn a_stale_handover_answer_is_ignored() {
     core.step(t0 + ms(1), Input::Health { healthy: false });
     core.step(t0 + ms(2), Input::Health { healthy: true });
     let stop = core.step(t0 + ms(3), Input::Stop);
-    assert!(stop.contains(&Action::HandOver { episode: 2 }), "{stop:?}");
+    assert!(
+        stop.contains(&Action::HandOver {
+            episode: 2,
+            to: None
+        }),
+        "{stop:?}"
+    );
     // The first episode's "nobody" must not end the second.
     let stale = core.step(
         t0 + ms(4),
@@ -592,11 +640,262 @@ fn maintenance_on_a_leader_hands_over_while_holding() {
     let mut core = holding_leader(t0);
     let actions = core.step(t0 + ms(1), Input::Maintenance(true));
     assert_eq!(held(&actions), None, "keeps the VIPs until it steps down");
-    assert!(actions.contains(&Action::HandOver { episode: 1 }));
+    assert!(actions.contains(&Action::HandOver {
+        episode: 1,
+        to: None
+    }));
     assert_eq!(core.state().reason, Reason::HandingOver);
     let down = core.step(t0 + ms(2), follower(Some(2)));
+    assert_eq!(
+        held(&down),
+        None,
+        "overlap: the successor has not said it holds them"
+    );
+    assert_eq!(core.state().reason, Reason::PlannedOverlap);
+    assert_eq!(core.next_deadline(), Some(t0 + ms(2) + OVERLAP_BOUND));
+    // Its word never comes: released at the bound, on the VIP thread's deadline too.
+    let early = core.step(t0 + ms(2) + OVERLAP_BOUND - ms(1), Input::Tick);
+    assert_eq!(held(&early), None);
+    let bound = core.step(t0 + ms(2) + OVERLAP_BOUND, Input::Tick);
+    assert_eq!(held(&bound), Some(false));
+    assert_eq!(events(&bound), vec![Event::Backup]);
+    assert!(!core.state().planned_overlap);
+    assert_eq!(core.state().reason, Reason::Maintenance);
+}
+
+/// A leader in maintenance that has asked node 2 and been accepted.
+fn handing_over_to_2(t0: Instant) -> Core {
+    let mut core = holding_leader(t0);
+    core.step(t0 + ms(1), Input::Maintenance(true));
+    core.step(
+        t0 + ms(2),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: Some(2),
+        },
+    );
+    core
+}
+
+#[test]
+fn a_step_down_nobody_asked_for_releases_at_once() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let down = core.step(t0 + ms(5), follower(Some(2)));
     assert_eq!(held(&down), Some(false));
-    assert_eq!(events(&down), vec![Event::Backup]);
+    assert!(!core.state().planned_overlap);
+    assert_eq!(core.state().planned_overlaps, 0);
+}
+
+#[test]
+fn a_leader_other_than_the_successor_ends_the_overlap_at_once() {
+    let t0 = Instant::now();
+    let mut core = handing_over_to_2(t0);
+    // Stepped down, leader not known yet: overlap.
+    let down = core.step(t0 + ms(3), follower(None));
+    assert_eq!(held(&down), None);
+    let other = core.step(t0 + ms(4), follower(Some(3)));
+    assert_eq!(held(&other), Some(false));
+    assert_eq!(core.state().reason, Reason::Maintenance);
+}
+
+#[test]
+fn a_step_down_before_the_answer_overlaps_until_the_answer_says_nobody() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0 + ms(1), Input::Stop);
+    let down = core.step(t0 + ms(2), follower(None));
+    assert_eq!(held(&down), None, "its successor may be on the way");
+    let nobody = core.step(
+        t0 + ms(3),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: None,
+        },
+    );
+    assert_eq!(held(&nobody), Some(false));
+    assert!(is_done(&nobody));
+}
+
+#[test]
+fn a_step_down_before_the_answer_then_the_successor_holding_releases() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0 + ms(1), Input::Maintenance(true));
+    core.step(t0 + ms(2), follower(None));
+    let answer = core.step(
+        t0 + ms(3),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: Some(2),
+        },
+    );
+    assert_eq!(held(&answer), None);
+    let leader_known = core.step(t0 + ms(4), follower(Some(2)));
+    assert_eq!(
+        held(&leader_known),
+        None,
+        "the successor leads: overlap goes on"
+    );
+    let holds = core.step(t0 + ms(6), Input::SuccessorHolds { from: 2 });
+    assert_eq!(held(&holds), None, "drains first");
+    let drained = core.step(t0 + ms(6) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&drained), Some(false));
+}
+
+#[test]
+fn the_successor_holding_before_this_node_steps_down_drains_from_the_step_down() {
+    let t0 = Instant::now();
+    let mut core = handing_over_to_2(t0);
+    assert!(core
+        .step(t0 + ms(3), Input::SuccessorHolds { from: 2 })
+        .iter()
+        .all(|a| !matches!(a, Action::SetHeld { .. })));
+    let down = core.step(t0 + ms(4), follower(Some(2)));
+    assert_eq!(held(&down), None);
+    assert_eq!(core.next_deadline(), Some(t0 + ms(4) + OVERLAP_DRAIN));
+    let drained = core.step(t0 + ms(4) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&drained), Some(false));
+    assert_eq!(core.state().planned_overlaps, 1);
+}
+
+#[test]
+fn the_overlap_ends_at_once_when_haproxy_fails() {
+    let t0 = Instant::now();
+    let mut core = handing_over_to_2(t0);
+    core.step(t0 + ms(3), follower(Some(2)));
+    let sick = core.step(t0 + ms(4), Input::Health { healthy: false });
+    assert_eq!(held(&sick), Some(false));
+    assert!(sick.contains(&Action::HoldUntil(None)));
+}
+
+#[test]
+fn a_successor_asked_to_take_over_expects_the_overlap_tells_its_peers_and_announces_again() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let asked = core.step(t0 + ms(1), Input::AskedToTakeOver);
+    assert!(
+        asked.contains(&Action::VipOverlap(VipOverlap::Taking)),
+        "expects the overlap before it binds: {asked:?}"
+    );
+    let took = without_publish(core.step(t0 + ms(5), leader(3, 0)));
+    let position = |wanted: &Action| took.iter().position(|a| a == wanted);
+    let hold = position(&held_action(true, Reason::LeaderWithQuorum)).expect("holds");
+    let tell = position(&Action::TellHeld).expect("tells its peers");
+    assert!(hold < tell, "{took:?}");
+    let answer = without_publish(core.step(
+        t0 + ms(8),
+        Input::HeldAnswer {
+            released_by: Some(2),
+        },
+    ));
+    assert_eq!(
+        answer,
+        vec![Action::VipOverlap(VipOverlap::None), Action::Reannounce]
+    );
+}
+
+#[test]
+fn a_node_asked_to_take_over_that_never_does_stops_expecting_the_overlap() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    core.step(t0, Input::AskedToTakeOver);
+    assert!(core.next_deadline() <= Some(t0 + TAKEOVER_WINDOW));
+    let expired = core.step(t0 + TAKEOVER_WINDOW, Input::Tick);
+    assert!(expired.contains(&Action::VipOverlap(VipOverlap::None)));
+}
+
+#[test]
+fn an_unplanned_takeover_tells_the_peers_but_expects_no_overlap() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let took = core.step(t0 + ms(5), leader(3, 0));
+    assert!(took.contains(&Action::TellHeld));
+    assert!(!took.contains(&Action::VipOverlap(VipOverlap::Taking)));
+    let answer = core.step(t0 + ms(8), Input::HeldAnswer { released_by: None });
+    assert!(!answer.contains(&Action::Reannounce));
+}
+
+#[test]
+fn a_transfer_hands_over_to_its_target_and_overlaps_like_any_planned_handover() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    let asked = without_publish(core.step(t0 + ms(1), Input::Transfer { to: Some(3) }));
+    assert!(asked.contains(&Action::HandOver {
+        episode: 1,
+        to: Some(3)
+    }));
+    assert_eq!(held(&asked), None, "keeps serving while it asks");
+    assert_eq!(core.state().reason, Reason::HandingOver);
+    core.step(
+        t0 + ms(2),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: Some(3),
+        },
+    );
+    let down = core.step(t0 + ms(3), follower(Some(3)));
+    assert_eq!(held(&down), None);
+    assert_eq!(core.state().reason, Reason::PlannedOverlap);
+    core.step(t0 + ms(5), Input::SuccessorHolds { from: 3 });
+    let drained = core.step(t0 + ms(5) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&drained), Some(false));
+    assert_eq!(core.state().reason, Reason::NotLeader);
+    assert!(core.state().may_lead, "a transfer is no maintenance");
+}
+
+#[test]
+fn a_refused_transfer_leads_on() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0 + ms(1), Input::Transfer { to: Some(3) });
+    let refused = without_publish(core.step(
+        t0 + ms(2),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: None,
+        },
+    ));
+    assert!(refused.contains(&Action::Heartbeat(true)), "{refused:?}");
+    assert!(
+        refused.contains(&Action::VipOverlap(VipOverlap::None)),
+        "announces again: {refused:?}"
+    );
+    assert_eq!(core.state().reason, Reason::LeaderWithQuorum);
+    assert!(core.state().holds_vips);
+}
+
+#[test]
+fn a_transfer_that_does_not_finish_ends_at_its_bound() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0, Input::Transfer { to: Some(3) });
+    core.step(
+        t0 + ms(1),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: Some(3),
+        },
+    );
+    // The target never stands; the quorum stays fresh.
+    core.step(t0 + TRANSFER_BOUND - ms(10), leader(3, 0));
+    assert_eq!(core.next_deadline(), Some(t0 + TRANSFER_BOUND));
+    core.step(t0 + TRANSFER_BOUND, Input::Tick);
+    assert_eq!(core.state().reason, Reason::LeaderWithQuorum);
+}
+
+#[test]
+fn a_transfer_is_ignored_unless_this_node_leads_and_holds() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    let actions = core.step(t0 + ms(1), Input::Transfer { to: Some(3) });
+    assert!(!actions.iter().any(|a| matches!(a, Action::HandOver { .. })));
+    core.step(t0 + ms(2), leader(3, 0));
+    assert_eq!(
+        core.state().reason,
+        Reason::LeaderWithQuorum,
+        "no transfer pending"
+    );
 }
 
 #[test]
@@ -681,6 +980,12 @@ mod sequences {
             Just(Input::Stop),
             Just(Input::Tick),
             Just(Input::Tick),
+            Just(Input::SuccessorHolds { from: 2 }),
+            Just(Input::AskedToTakeOver),
+            any::<bool>().prop_map(|some| Input::HeldAnswer {
+                released_by: some.then_some(2)
+            }),
+            Just(Input::Transfer { to: Some(2) }),
         ]
     }
 
@@ -696,11 +1001,17 @@ mod sequences {
             let (mut healthy, mut bindable, mut leading) = (false, true, false);
             let mut ack: Option<Instant> = None;
             let mut last_episode = 0;
+            // When this node stepped down in a planned handover (the only start of an overlap).
+            let mut planned_step_down: Option<Instant> = None;
             for (advance, input) in steps {
                 now += ms(advance);
                 // Observe what the core is told.
                 match &input {
                     Input::Raft(r) => {
+                        let handing_over = core.state().reason == Reason::HandingOver;
+                        if leading && r.state != ServerState::Leader && handing_over {
+                            planned_step_down = Some(now);
+                        }
                         leading = r.state == ServerState::Leader;
                         ack = r.millis_since_quorum_ack.filter(|_| leading).map(|ms_| now - ms(ms_));
                     }
@@ -718,7 +1029,7 @@ mod sequences {
                             holding = Some(*hold);
                         }
                         Action::Elect => prop_assert!(won, "elect without a won pre-vote"),
-                        Action::HandOver { episode } => {
+                        Action::HandOver { episode, .. } => {
                             prop_assert!(*episode > last_episode);
                             last_episode = *episode;
                         }
@@ -732,11 +1043,17 @@ mod sequences {
                 }
                 let holding = holding == Some(true);
                 prop_assert_eq!(holding, core.state().holds_vips);
-                if holding {
+                if holding && leading {
                     let ack = ack.expect("holding without an ack");
-                    prop_assert!(leading && healthy && bindable);
+                    prop_assert!(healthy && bindable);
                     prop_assert!(now <= ack + FENCE, "held past the fence");
                     prop_assert!(core.next_deadline().is_some_and(|d| d <= ack + FENCE), "no wake-up at the fence");
+                } else if holding {
+                    // Only the bounded overlap after a planned step-down.
+                    let end = planned_step_down.expect("held after a step-down nobody planned") + OVERLAP_BOUND;
+                    prop_assert!(healthy && bindable);
+                    prop_assert!(now < end, "overlap past its bound");
+                    prop_assert!(core.next_deadline().is_some_and(|d| d <= end), "no wake-up at the bound");
                 }
             }
             prop_assert_eq!(stops, usize::from(done));
@@ -758,9 +1075,18 @@ fn a_reload_that_makes_the_holder_a_witness_hands_over_while_holding() {
     };
     let actions = core.step(t0 + ms(1), Input::Reload(witness));
     assert_eq!(held(&actions), None, "keeps the VIPs until it steps down");
-    assert!(actions.contains(&Action::HandOver { episode: 1 }));
+    assert!(actions.contains(&Action::HandOver {
+        episode: 1,
+        to: None
+    }));
     let down = core.step(t0 + ms(2), follower(Some(2)));
-    assert_eq!(held(&down), Some(false));
+    assert_eq!(
+        held(&down),
+        None,
+        "planned overlap until the successor holds"
+    );
+    let end = core.step(t0 + ms(2) + OVERLAP_BOUND, Input::Tick);
+    assert_eq!(held(&end), Some(false));
     assert_eq!(
         core.state().can_lead(),
         Err("witness: votes, never leads".to_owned())
