@@ -43,8 +43,10 @@ use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadConfigError, Secret};
 use crate::health::{HealthFeed, NoHealthGate};
+use crate::membership::{self, Members};
 use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::wire::ReloadOutcome;
+use crate::peer::wire::{MembersRequest, MembershipView, RemovedNotice};
 use crate::peer::{Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
@@ -194,8 +196,9 @@ async fn start(
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
+    let members = start_members(&config, &raft, &peer_client, background);
 
-    let peers = SupervisorPeers::new(&config, peer_client.clone(), log.clone(), contacts.clone());
+    let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
     let notifier = Arc::new(Notifier::new(&config));
     let (state_tx, state_rx) = watch::channel(SupervisorState::default());
     let (setup_tx, setup_rx) = watch::channel(Setup::from_config(&config));
@@ -209,6 +212,7 @@ async fn start(
             peers: Arc::new(peers),
             state: state_tx,
             notifier: notifier.clone(),
+            member: members.voter(),
             reload: setup_rx,
         },
     );
@@ -222,6 +226,7 @@ async fn start(
             haproxy: haproxy_settings,
             notifier: notifier.clone(),
             supervisor: setup_tx,
+            members: membership::on_reload(members.clone()),
         },
     ));
     let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
@@ -238,6 +243,7 @@ async fn start(
         timing,
         vote_gate,
         log,
+        members,
         reloader: reloader.clone(),
         inputs,
     };
@@ -462,12 +468,34 @@ async fn start_raft(
     )
     .await
     .map_err(|e| RunDaemonError::StartRaft(Box::new(e)))?;
-    initialize_membership(&raft, config).await?;
+    initialize_membership(&raft, config, peer_client).await?;
     Ok(raft)
 }
 
-/// Every node initialises the same static membership; all but the first see "not allowed".
-async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDaemonError> {
+/// The membership side: follows Raft until the background token ends.
+fn start_members(
+    config: &Config,
+    raft: &Raft,
+    peer_client: &PeerClient,
+    background: &CancellationToken,
+) -> Arc<Members> {
+    let file = membership::addresses(&config.peers);
+    let members = Members::new(config.node_id, raft.clone(), peer_client.clone(), file);
+    tokio::spawn(members.clone().run(background.clone()));
+    members
+}
+
+/// Every founding node initialises the same membership; all but the first see "not allowed".
+/// A fresh box added to a running cluster does not: it waits for the leader to add it.
+async fn initialize_membership(
+    raft: &Raft,
+    config: &Config,
+    peer_client: &PeerClient,
+) -> Result<(), RunDaemonError> {
+    let file = membership::addresses(&config.peers);
+    if !membership::should_bootstrap(config.node_id, raft, peer_client, &file).await {
+        return Ok(());
+    }
     let members: BTreeMap<NodeId, BasicNode> = config
         .peers
         .iter()
@@ -490,19 +518,11 @@ struct SupervisorPeers {
 }
 
 impl SupervisorPeers {
-    fn new(
-        config: &Config,
-        client: PeerClient,
-        log: store::LogStore,
-        contacts: Arc<Contacts>,
-    ) -> Self {
-        let peers = config
-            .peers
-            .iter()
-            .map(|p| (p.id, p.address.to_string()))
-            .collect();
+    fn new(raft: &Raft, client: PeerClient, log: store::LogStore, contacts: Arc<Contacts>) -> Self {
+        let metrics = raft.metrics();
+        let voters = Box::new(move || MembershipView::of(&metrics.borrow()).voters());
         Self {
-            requests: PeerRequests::new(client, peers, log),
+            requests: PeerRequests::new(client, voters, log),
             contacts,
         }
     }
@@ -538,6 +558,7 @@ struct LiveNode {
     vote_gate: VoteGate,
     /// This node's log, which a pre-vote's candidate must not be behind.
     log: store::LogStore,
+    members: Arc<Members>,
     reloader: Arc<Reloader>,
     /// The supervisor's inputs, for what peers and the operator ask (handover, transfer).
     inputs: tokio::sync::mpsc::Sender<Input>,
@@ -551,6 +572,7 @@ impl StatusView for LiveNode {
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
         let health = self.health.status();
+        let members = MembershipView::of(&m);
         let role = match m.state {
             ServerState::Leader => RaftRole::Leader,
             ServerState::Candidate => RaftRole::Candidate,
@@ -576,14 +598,14 @@ impl StatusView for LiveNode {
             health,
             maintenance: cluster.in_maintenance(config.node_id),
             vips: self.vips.status(),
-            peers: config
-                .peers
-                .iter()
-                .map(|p| PeerStatus {
-                    id: p.id,
-                    address: p.address.to_string(),
-                    last_contact_ms: self.contacts.age(p.id).map(|a| a.as_millis() as u64),
-                    maintenance: cluster.in_maintenance(p.id),
+            peers: members
+                .nodes
+                .into_iter()
+                .map(|(id, address)| PeerStatus {
+                    id,
+                    address,
+                    last_contact_ms: self.contacts.age(id).map(|a| a.as_millis() as u64),
+                    maintenance: cluster.in_maintenance(id),
                 })
                 .collect(),
             counters: Counters {
@@ -598,6 +620,7 @@ impl StatusView for LiveNode {
             planned_overlap: sup.planned_overlap,
             overlap_duration: sup.overlap_duration.clone(),
             scheduling: crate::realtime::effective(),
+            membership: Some(self.members.status()),
         }
     }
 }
@@ -628,7 +651,21 @@ impl LocalNode for LiveNode {
     }
 
     fn peer_address(&self, id: NodeId) -> Option<String> {
-        self.config.peer(id).map(|p| p.address.to_string())
+        MembershipView::of(&self.raft.metrics().borrow())
+            .nodes
+            .remove(&id)
+    }
+
+    fn change_members(
+        &self,
+        request: MembersRequest,
+    ) -> NodeFuture<Result<MembershipView, String>> {
+        let members = self.members.clone();
+        Box::pin(async move { members.change(request).await.map_err(|e| e.to_string()) })
+    }
+
+    fn removed(&self, notice: RemovedNotice) {
+        self.members.removed(&notice);
     }
 
     fn asked_to_take_over(&self) {

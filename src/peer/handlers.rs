@@ -5,8 +5,8 @@
 //! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
 //! node through [`LocalNode`]: whether it may lead (handover), whether it would vote
 //! (pre-vote, vote gate), who its peers are (maintenance forwarded to the leader), whether a
-//! successor's "I hold the VIPs" made it release (planned overlap), and a transfer
-//! ([`super::transfer`]).
+//! successor's "I hold the VIPs" made it release (planned overlap), a transfer
+//! ([`super::transfer`]), and the membership changes of a reload (`crate::membership`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,8 +26,9 @@ use super::client::PeerClient;
 use super::guard::{authenticate, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
-    HeldRequest, MaintenanceRequest, PeerAnswer, PrevoteRequest, TransferRequest, APPEND_PATH,
-    CAN_LEAD_PATH, ELECT_PATH, HELD_PATH, MAINTENANCE_PATH, PREVOTE_PATH, SNAPSHOT_PATH,
+    HeldRequest, MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer, PrevoteRequest,
+    RemovedNotice, TransferRequest, APPEND_PATH, CAN_LEAD_PATH, ELECT_PATH, HELD_PATH,
+    MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH, REMOVED_PATH, SNAPSHOT_PATH,
     TRANSFER_PATH, VOTE_PATH,
 };
 use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
@@ -57,6 +58,12 @@ pub trait LocalNode: Send + Sync + 'static {
     fn grant_vote(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Makes the membership the `[[peer]]` list of a reload (see `crate::membership`); answers
+    /// the membership after the change, or why it was refused.
+    fn change_members(&self, request: MembersRequest)
+        -> NodeFuture<Result<MembershipView, String>>;
+    /// The leader removed this node from the cluster.
+    fn removed(&self, notice: RemovedNotice);
     /// A leader handing over asked this node to take over (and it may): the overlap with
     /// the old holder that follows is agreed.
     fn asked_to_take_over(&self) {}
@@ -130,6 +137,9 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(ELECT_PATH, post(elect))
         .route(PREVOTE_PATH, post(prevote))
         .route(MAINTENANCE_PATH, post(maintenance))
+        .route(MEMBERS_PATH, post(members))
+        .route(MEMBERSHIP_PATH, post(membership))
+        .route(REMOVED_PATH, post(removed))
         .route(HELD_PATH, post(held))
         .route(CAN_LEAD_PATH, post(can_lead))
         .route(TRANSFER_PATH, post(transfer))
@@ -236,6 +246,29 @@ async fn maintenance(
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
     s.set_maintenance(request).await.map(Json)
+}
+
+/// Makes the membership a reload's `[[peer]]` list (the leader does; a follower forwards).
+async fn members(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<MembersRequest>,
+) -> Result<Json<MembershipView>, (StatusCode, String)> {
+    s.node
+        .change_members(request)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::CONFLICT, e))
+}
+
+/// The membership this node replicates (empty on a fresh store).
+async fn membership(State(s): State<Arc<PeerServer>>) -> Json<MembershipView> {
+    Json(MembershipView::of(&s.raft.metrics().borrow()))
+}
+
+/// The leader says it removed this node.
+async fn removed(State(s): State<Arc<PeerServer>>, Json(notice): Json<RemovedNotice>) -> Json<()> {
+    s.node.removed(notice);
+    Json(())
 }
 
 /// `raftvip reload`: re-reads the config file and answers what was applied or why not.

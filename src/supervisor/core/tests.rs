@@ -17,6 +17,7 @@ fn leader_healthy() -> Inputs {
         transferring: false,
         overlap: false,
         vips_bindable: true,
+        member: true,
     }
 }
 
@@ -73,6 +74,8 @@ fn transitions_table() {
         ("overlap of a healthy node after a transfer", |i| { i.leader = false; i.quorum_ack_age = None; i.overlap = true }, true, true, true, false, Reason::PlannedOverlap),
         ("overlap ends when HAProxy fails", |i| { i.stopping = true; i.leader = false; i.overlap = true; i.healthy = false }, false, false, true, false, Reason::Stopping),
         ("overlap ends when a VIP cannot be bound", |i| { i.leader = false; i.overlap = true; i.vips_bindable = false }, false, false, true, false, Reason::VipUnbindable),
+        ("leader the membership drops holds while handing over", |i| i.member = false, true, false, false, true, Reason::HandingOver),
+        ("box not a voter never stands", |i| { i.member = false; i.leader = false }, false, false, true, false, Reason::NotMember),
     ];
     for (name, change, hold, may_lead, heartbeat, hand_over, reason) in cases {
         let mut inputs = leader_healthy();
@@ -89,9 +92,9 @@ fn transitions_table() {
 #[test]
 fn never_holds_without_leadership_quorum_and_health() {
     // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy and
-    // bindable VIPs, or the overlap after a planned step-down; maintenance, stopping,
-    // transferring and becoming a witness only ever mean "hand over".
-    for bits in 0u32..512 {
+    // bindable VIPs, or the overlap after a planned step-down; maintenance, stopping, a
+    // transfer, becoming a witness and leaving the membership only ever mean "hand over".
+    for bits in 0u32..1024 {
         let b = |n: u32| bits & (1 << n) != 0;
         let inputs = Inputs {
             witness: b(0),
@@ -104,6 +107,7 @@ fn never_holds_without_leadership_quorum_and_health() {
             vips_bindable: b(6),
             transferring: b(7),
             overlap: b(8),
+            member: !b(9),
         };
         let d = decide(&inputs);
         // As leader, or in the overlap after a planned step-down: never unhealthy, never with
@@ -111,7 +115,7 @@ fn never_holds_without_leadership_quorum_and_health() {
         let serving = b(3) && b(6);
         let expected = serving && (b(1) && b(2) || !b(1) && b(8));
         assert_eq!(d.hold_vips, expected, "{inputs:?}");
-        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7);
+        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7) || b(9);
         assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
         assert!(!(d.may_lead && ineligible), "{inputs:?}");
     }
