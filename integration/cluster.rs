@@ -522,3 +522,90 @@ fn a_node_with_a_new_store_withholds_its_vote_for_one_election_cycle() {
     let (code, answer) = ask(&c);
     assert_eq!(code, 200, "a kept store withheld its vote: {answer}");
 }
+
+/// Runs `raftvip reload` with node `id`'s config; panics with its output if it fails.
+fn reload_cli(c: &Cluster, id: u64) -> String {
+    let config = c.config_path(id);
+    let (status, stdout, stderr) = run_cli(&["reload", "--config", config.to_str().unwrap()]);
+    assert!(status.success(), "raftvip reload on node {id}: {stderr}");
+    stdout
+}
+
+fn voters(s: &raftvip::status::Status) -> Vec<Vec<u64>> {
+    s.membership
+        .as_ref()
+        .map_or(Vec::new(), |m| m.voters.clone())
+}
+
+fn standing(s: &raftvip::status::Status) -> String {
+    s.membership
+        .as_ref()
+        .map_or(String::new(), |m| m.standing.clone())
+}
+
+/// Issue 10 item 4: a 4th node started with the new list waits instead of founding its own
+/// cluster, joins through a reload of a member's list (learner, then voter), and a leader the
+/// lists drop hands over, is removed by its successor and says so.
+#[test]
+fn a_node_joins_at_run_time_and_a_dropped_leader_is_removed() {
+    let mut c = Cluster::new(4, &[]);
+    let fourth = c.members.pop().expect("four members");
+    for id in 1..=3 {
+        c.write_config(id);
+        c.start(id);
+    }
+    c.wait_for_leader(&[1, 2, 3], DEADLINE);
+    c.members.push(fourth);
+    c.write_config(4);
+    c.start(4);
+    c.wait_for(&[4], DEADLINE, "node 4 waiting to be added", |s| {
+        standing(&s[0]).starts_with("waiting").then_some(())
+    });
+    for id in 1..=3 {
+        c.write_config(id);
+    }
+    let (_, stdout, _) = run_cli(&["status", "--config", c.config_path(1).to_str().unwrap()]);
+    assert!(
+        stdout.contains("file differs: node 4")
+            && stdout.contains("is in the file but not a member"),
+        "{stdout}"
+    );
+    let reloaded = reload_cli(&c, 2);
+    assert!(
+        reloaded.contains("peer: [1, 2, 3] -> [1, 2, 3, 4]"),
+        "{reloaded}"
+    );
+    let (leader, _) = c.wait_for(&c.ids(), DEADLINE, "4 voters and one leader", |s| {
+        s.iter()
+            .all(|s| voters(s) == [vec![1, 2, 3, 4]] && standing(s) == "voter")
+            .then(|| agreed_leader(s))
+            .flatten()
+    });
+
+    let rest = others(&c.ids(), leader);
+    for &id in &rest {
+        let text = c.config_text(id, &c.name, &c.data_dir(id));
+        let dropped = format!(
+            "[[peer]]\nid = {leader}\naddress = \"{}\"\n",
+            c.member(leader).address
+        );
+        std::fs::write(c.config_path(id), text.replace(&dropped, "")).unwrap();
+    }
+    reload_cli(&c, rest[0]);
+    let want = vec![rest.clone()];
+    let (successor, _) = c.wait_for(&rest, DEADLINE, "the others without the old leader", |s| {
+        s.iter()
+            .all(|s| voters(s) == want)
+            .then(|| agreed_leader(s))
+            .flatten()
+    });
+    assert_ne!(successor, leader);
+    let removed = c.status(leader).expect("the removed node still answers");
+    assert!(
+        standing(&removed).starts_with("removed from the cluster"),
+        "{}",
+        standing(&removed)
+    );
+    assert!(!removed.candidate_for_leader);
+    assert_ne!(removed.role, RaftRole::Leader);
+}

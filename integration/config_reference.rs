@@ -19,6 +19,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("notify.", "[notify]\n"),
     ("vip_lease.", "[vip_lease]\n"),
     ("limits.", "[limits]\n"),
+    ("process.", "[process]\n"),
 ];
 
 /// The keys the parser accepts in a section, from its unknown-field error.

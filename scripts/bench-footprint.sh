@@ -17,6 +17,9 @@
 # sample of "busy now", so it depends little on other load. Memory: VmRSS from
 # /proc/PID/status and Pss from /proc/PID/smaps_rollup (RSS with shared pages split among
 # their users) at the end of each window. keepalived is the parent plus its VRRP child.
+# Wake-ups: context switches of all of a process's threads per second over the window (each is
+# a return from epoll_wait or a futex sleep; at idle, what a process costs is mostly how often
+# it wakes).
 #
 # --hb-cost also measures the CPU cost of one heartbeat round trip on each side: the cluster is
 # restarted with heartbeat_ms halved (twice the heartbeats, all else equal), and the extra CPU
@@ -38,7 +41,7 @@ Usage: $0 [options]
 
 Measures the idle CPU and memory of a 3-box raftvip cluster and of keepalived running beside it
 on the same boxes, over RUNS windows, and prints one line per process and window plus a
-summary (min / median / max). Needs root, ip, haproxy, keepalived, python3. The binary is
+summary (min / median / p90 / max). Needs root, ip, haproxy, keepalived, python3. The binary is
 \$RAFTVIP, else target/release/raftvip.
 
   -n RUNS       measuring windows (default $RUNS)
@@ -73,6 +76,9 @@ cpu_ticks() { # PID -> utime + stime + cutime + cstime (keepalived forks its che
     awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat"
 }
 pss_kb() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
+wakeups() { # PID -> voluntary + involuntary context switches of all its threads
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print s + 0 }'
+}
 # nonces BOX: the box's nonce table size (signed peer requests of the last 10 s).
 nonces() {
     bed_exec "$1" python3 "$BED_TOOL" metrics "$(bed_status_url "$1")/metrics" raftvip_table_entries 2>/dev/null |
@@ -84,9 +90,10 @@ ka_vrrp_pid() { cat "$(bed_boxdir "$1")/keepalived.vrrp.pid" 2>/dev/null; }
 ka_holds_vip() { bed_exec "$1" ip -4 addr show dev eth0 | grep -q "$KA_VIP4/"; }
 
 # ---------------------------------------------------------------- one measuring window
-# window LABEL: prints "LABEL system box role cpu_pct rss_kb pss_kb" per node to stdout.
+# window LABEL: prints "LABEL system box role cpu_pct rss_kb pss_kb wakeups_per_s" per node to
+# stdout.
 window() {
-    local label=$1 b role k t0=() t1 leader
+    local label=$1 b role k t0=() t1 w0=() w1 leader
     leader=$(bed_leader a)
     declare -A roles
     for b in 1 2 3; do
@@ -102,6 +109,7 @@ window() {
     local keys=(rv1 rv2 rv3 ka1 ka2 ka3)
     for k in "${keys[@]}"; do
         t0+=("$(for p in ${pid[$k]}; do cpu_ticks "$p"; done | awk '{ s += $1 } END { print s }')")
+        w0+=("$(for p in ${pid[$k]}; do wakeups "$p"; done | awk '{ s += $1 } END { print s }')")
     done
     sleep "$WINDOW_S"
     # A window in which the leader changed measures an election, not idle: marked, not summed.
@@ -110,6 +118,7 @@ window() {
     local i=0
     for k in "${keys[@]}"; do
         t1=$(for p in ${pid[$k]}; do cpu_ticks "$p"; done | awk '{ s += $1 } END { print s }')
+        w1=$(for p in ${pid[$k]}; do wakeups "$p"; done | awk '{ s += $1 } END { print s }')
         local rss=0 pss=0 p
         for p in ${pid[$k]}; do
             rss=$((rss + $(bed_pid_rss_kb "$p")))
@@ -118,25 +127,26 @@ window() {
         role=${roles[$k]}
         [[ $k == ka* ]] || role+=$moved
         awk -v l="$label" -v s="${k:0:2}" -v b="${k:2}" -v r="$role" -v d=$((t1 - t0[i])) -v hz="$HZ" \
-            -v w="$WINDOW_S" -v rss="$rss" -v pss="$pss" \
-            'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\n", l, (s == "rv" ? "raftvip" : "keepalived"), b, r, d / hz / w * 100, rss, pss }'
+            -v w="$WINDOW_S" -v rss="$rss" -v pss="$pss" -v wk=$((w1 - w0[i])) \
+            'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%.1f\n", l, (s == "rv" ? "raftvip" : "keepalived"), b, r, d / hz / w * 100, rss, pss, wk / w }'
         i=$((i + 1))
     done
 }
 
-# summary FILE: min / median / max per system and role (leader/master vs follower/backup),
+# summary FILE: min / median / p90 / max per system and role (leader/master vs follower/backup),
 # without the windows in which the raftvip leader changed.
 summary() {
     awk -F'\t' '
         $4 ~ /[*]$/ { next }
         { g = $2 " " (($4 ~ /^(leader|master)/) ? ($2 == "raftvip" ? "leader" : "master") : ($2 == "raftvip" ? "followers" : "backups"))
-          n[g]++; cpu[g, n[g]] = $5; rss[g, n[g]] = $6; pss[g, n[g]] = $7 }
+          n[g]++; cpu[g, n[g]] = $5; rss[g, n[g]] = $6; pss[g, n[g]] = $7; wk[g, n[g]] = $8 }
         function sorted(a, g, k,   i, j, t) { for (i = 1; i <= n[g]; i++) v[i] = a[g, i]
             for (i = 2; i <= n[g]; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t } }
         function stat(a, g, scale, fmt) { sorted(a, g)
-            return sprintf(fmt " / " fmt " / " fmt, v[1] / scale, (v[int((n[g] + 1) / 2)] + v[int(n[g] / 2) + 1]) / 2 / scale, v[n[g]] / scale) }
-        END { for (g in n) printf "  %-22s n=%-2d CPU %% of a core %s   RSS MB %s   Pss MB %s\n", g, n[g],
-                  stat(cpu, g, 1, "%.2f"), stat(rss, g, 1024, "%.1f"), stat(pss, g, 1024, "%.1f") }' "$1" | sort
+            p90 = int(0.9 * n[g]); if (p90 < 0.9 * n[g]) p90++
+            return sprintf(fmt " / " fmt " / " fmt " / " fmt, v[1] / scale, (v[int((n[g] + 1) / 2)] + v[int(n[g] / 2) + 1]) / 2 / scale, v[p90] / scale, v[n[g]] / scale) }
+        END { for (g in n) printf "  %-22s n=%-2d CPU %% of a core %s   RSS MB %s   Pss MB %s   wake-ups/s %s\n", g, n[g],
+                  stat(cpu, g, 1, "%.2f"), stat(rss, g, 1024, "%.1f"), stat(pss, g, 1024, "%.1f"), stat(wk, g, 1, "%.0f") }' "$1" | sort
 }
 
 # ---------------------------------------------------------------- the run
@@ -155,9 +165,9 @@ out=$BED_DIR/footprint.tsv
 for ((r = 1; r <= RUNS; r++)); do
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     window "run$r" | tee -a "$out" | awk -F'\t' -v load="$load" \
-        '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  Pss %5.1f MB   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, load }'
+        '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  Pss %5.1f MB  wake-ups %5.1f/s   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, $8, load }'
 done
-echo "summary over $RUNS windows of ${WINDOW_S} s (min / median / max; windows marked * saw a leader change and are left out):"
+echo "summary over $RUNS windows of ${WINDOW_S} s (min / median / p90 / max; windows marked * saw a leader change and are left out):"
 summary "$out"
 
 if ((HB_COST)); then

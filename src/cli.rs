@@ -1,4 +1,5 @@
-//! Subcommands: run, status, check-config, maintenance, transfer, release, reload, import-keepalived.
+//! Subcommands: run, status, check-config, maintenance, transfer, release, reload,
+//! import-keepalived.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use raftvip::api::client;
 use raftvip::auth::Authenticator;
 use raftvip::config::Config;
 use raftvip::daemon;
+use raftvip::membership;
 use raftvip::peer::PeerClient;
 use raftvip::release;
 
@@ -166,7 +168,9 @@ fn release(path: &Path) -> anyhow::Result<ExitCode> {
 async fn status(path: &Path, json: bool, all_vips: bool) -> anyhow::Result<ExitCode> {
     let config = Config::read(path)?;
     let address = config.status_listen.unwrap_or(config.listen);
-    let status = client::fetch_status(&address.to_string()).await?;
+    let mut status = client::fetch_status(&address.to_string()).await?;
+    // Against the file as it is now, so an edit not yet applied shows.
+    membership::file_differences(&mut status, &membership::addresses(&config.peers));
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -86,6 +86,9 @@ pub struct Config {
     pub status_listen: Option<SocketAddr>,
     #[serde(default)]
     pub limits: Limits,
+    /// `[process]`: real-time scheduling and locked memory ([`crate::realtime`]).
+    #[serde(default)]
+    pub process: crate::realtime::ProcessConfig,
 }
 
 /// Resource limits of the HTTP listeners.
@@ -693,6 +696,7 @@ impl Config {
         self.role_problems(&mut problems);
         problems.extend(self.listener_problems());
         problems.extend(self.notify.problems());
+        problems.extend(self.process.problems());
         problems
     }
 

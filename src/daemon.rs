@@ -43,8 +43,10 @@ use crate::api::{self, ApiState, StatusView};
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadConfigError, Secret};
 use crate::health::{HealthFeed, NoHealthGate};
+use crate::membership::{self, Members};
 use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::wire::ReloadOutcome;
+use crate::peer::wire::{MembersRequest, MembershipView, RemovedNotice};
 use crate::peer::{Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
@@ -64,9 +66,6 @@ const SUPERVISOR_STOP_SLACK: Duration = Duration::from_millis(100);
 const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
-/// How often a running node checks that Raft has not stopped with a fatal error and that the
-/// health monitor still reports: a fatal stop is noticed within this.
-const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDaemonError {
@@ -176,6 +175,9 @@ async fn start(
     // Requests signed before this are refused (see auth): peers' requests queued in the listen
     // backlog while the node starts up were signed after it.
     let started = std::time::SystemTime::now();
+    // This (the runtime) thread carries heartbeats and the fence: real-time class first, so
+    // the VIP thread started next can take it too (crate::realtime).
+    crate::realtime::enter(&config.process);
     let (listener, status_listener) = bind_listeners(&config).await?;
     let vips = start_vips(&config, background)?;
     let (health, haproxy_settings) = start_health(&config, background);
@@ -194,8 +196,9 @@ async fn start(
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
+    let members = start_members(&config, &raft, &peer_client, background);
 
-    let peers = SupervisorPeers::new(&config, peer_client.clone(), log.clone(), contacts.clone());
+    let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
     let notifier = Arc::new(Notifier::new(&config));
     let (state_tx, state_rx) = watch::channel(SupervisorState::default());
     let (setup_tx, setup_rx) = watch::channel(Setup::from_config(&config));
@@ -209,9 +212,11 @@ async fn start(
             peers: Arc::new(peers),
             state: state_tx,
             notifier: notifier.clone(),
+            member: members.voter(),
             reload: setup_rx,
         },
     );
+    let inputs = supervisor.inputs();
     let reloader = Arc::new(Reloader::new(
         path,
         config.clone(),
@@ -221,9 +226,9 @@ async fn start(
             haproxy: haproxy_settings,
             notifier: notifier.clone(),
             supervisor: setup_tx,
+            members: membership::on_reload(members.clone()),
         },
     ));
-    let inputs = supervisor.inputs();
     let (supervisor, supervisor_stop) = spawn_stoppable(|stop| supervisor.run(stop));
 
     let view = LiveNode {
@@ -238,6 +243,7 @@ async fn start(
         timing,
         vote_gate,
         log,
+        members,
         reloader: reloader.clone(),
         inputs,
     };
@@ -405,8 +411,10 @@ fn start_vips(
         return Ok(Arc::new(NoVips));
     }
     let own = config.own_vips();
-    let vips = Vips::linux_leased(own, &config.announce, &config.vip_lease)
-        .map_err(RunDaemonError::SetUpVips)?;
+    // Its netlink router thread answers the VIP thread: in the same class.
+    let vips =
+        crate::realtime::inherited(|| Vips::linux_leased(own, &config.announce, &config.vip_lease))
+            .map_err(RunDaemonError::SetUpVips)?;
     let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
         .map_err(RunDaemonError::StartVipThread)?;
     Ok(Arc::new(worker))
@@ -460,12 +468,34 @@ async fn start_raft(
     )
     .await
     .map_err(|e| RunDaemonError::StartRaft(Box::new(e)))?;
-    initialize_membership(&raft, config).await?;
+    initialize_membership(&raft, config, peer_client).await?;
     Ok(raft)
 }
 
-/// Every node initialises the same static membership; all but the first see "not allowed".
-async fn initialize_membership(raft: &Raft, config: &Config) -> Result<(), RunDaemonError> {
+/// The membership side: follows Raft until the background token ends.
+fn start_members(
+    config: &Config,
+    raft: &Raft,
+    peer_client: &PeerClient,
+    background: &CancellationToken,
+) -> Arc<Members> {
+    let file = membership::addresses(&config.peers);
+    let members = Members::new(config.node_id, raft.clone(), peer_client.clone(), file);
+    tokio::spawn(members.clone().run(background.clone()));
+    members
+}
+
+/// Every founding node initialises the same membership; all but the first see "not allowed".
+/// A fresh box added to a running cluster does not: it waits for the leader to add it.
+async fn initialize_membership(
+    raft: &Raft,
+    config: &Config,
+    peer_client: &PeerClient,
+) -> Result<(), RunDaemonError> {
+    let file = membership::addresses(&config.peers);
+    if !membership::should_bootstrap(config.node_id, raft, peer_client, &file).await {
+        return Ok(());
+    }
     let members: BTreeMap<NodeId, BasicNode> = config
         .peers
         .iter()
@@ -488,19 +518,11 @@ struct SupervisorPeers {
 }
 
 impl SupervisorPeers {
-    fn new(
-        config: &Config,
-        client: PeerClient,
-        log: store::LogStore,
-        contacts: Arc<Contacts>,
-    ) -> Self {
-        let peers = config
-            .peers
-            .iter()
-            .map(|p| (p.id, p.address.to_string()))
-            .collect();
+    fn new(raft: &Raft, client: PeerClient, log: store::LogStore, contacts: Arc<Contacts>) -> Self {
+        let metrics = raft.metrics();
+        let voters = Box::new(move || MembershipView::of(&metrics.borrow()).voters());
         Self {
-            requests: PeerRequests::new(client, peers, log),
+            requests: PeerRequests::new(client, voters, log),
             contacts,
         }
     }
@@ -536,6 +558,7 @@ struct LiveNode {
     vote_gate: VoteGate,
     /// This node's log, which a pre-vote's candidate must not be behind.
     log: store::LogStore,
+    members: Arc<Members>,
     reloader: Arc<Reloader>,
     /// The supervisor's inputs, for what peers and the operator ask (handover, transfer).
     inputs: tokio::sync::mpsc::Sender<Input>,
@@ -549,6 +572,7 @@ impl StatusView for LiveNode {
         let sup = self.supervisor.borrow().clone();
         let cluster = self.cluster.borrow().clone();
         let health = self.health.status();
+        let members = MembershipView::of(&m);
         let role = match m.state {
             ServerState::Leader => RaftRole::Leader,
             ServerState::Candidate => RaftRole::Candidate,
@@ -574,14 +598,14 @@ impl StatusView for LiveNode {
             health,
             maintenance: cluster.in_maintenance(config.node_id),
             vips: self.vips.status(),
-            peers: config
-                .peers
-                .iter()
-                .map(|p| PeerStatus {
-                    id: p.id,
-                    address: p.address.to_string(),
-                    last_contact_ms: self.contacts.age(p.id).map(|a| a.as_millis() as u64),
-                    maintenance: cluster.in_maintenance(p.id),
+            peers: members
+                .nodes
+                .into_iter()
+                .map(|(id, address)| PeerStatus {
+                    id,
+                    address,
+                    last_contact_ms: self.contacts.age(id).map(|a| a.as_millis() as u64),
+                    maintenance: cluster.in_maintenance(id),
                 })
                 .collect(),
             counters: Counters {
@@ -595,6 +619,8 @@ impl StatusView for LiveNode {
             failover_duration: sup.failover_duration.clone(),
             planned_overlap: sup.planned_overlap,
             overlap_duration: sup.overlap_duration.clone(),
+            scheduling: crate::realtime::effective(),
+            membership: Some(self.members.status()),
         }
     }
 }
@@ -625,13 +651,21 @@ impl LocalNode for LiveNode {
     }
 
     fn peer_address(&self, id: NodeId) -> Option<String> {
-        self.config.peer(id).map(|p| p.address.to_string())
+        MembershipView::of(&self.raft.metrics().borrow())
+            .nodes
+            .remove(&id)
     }
 
-    fn reload(&self, path: &str) -> ReloadOutcome {
-        let outcome = self.reloader.reload_file(path);
-        crate::reload::log(&outcome, "raftvip reload");
-        outcome
+    fn change_members(
+        &self,
+        request: MembersRequest,
+    ) -> NodeFuture<Result<MembershipView, String>> {
+        let members = self.members.clone();
+        Box::pin(async move { members.change(request).await.map_err(|e| e.to_string()) })
+    }
+
+    fn removed(&self, notice: RemovedNotice) {
+        self.members.removed(&notice);
     }
 
     fn asked_to_take_over(&self) {
@@ -702,6 +736,12 @@ impl LocalNode for LiveNode {
         })
     }
 
+    fn reload(&self, path: &str) -> ReloadOutcome {
+        let outcome = self.reloader.reload_file(path);
+        crate::reload::log(&outcome, "raftvip reload");
+        outcome
+    }
+
     fn grant_vote(&self) -> Result<(), String> {
         let verdict = self
             .vote_gate
@@ -723,17 +763,21 @@ fn ended<T: std::fmt::Debug>(result: Result<T, tokio::task::JoinError>) -> Strin
 }
 
 /// Completes with the reason when Raft has stopped with a fatal error (a store write failed)
-/// or the health monitor stopped reporting. Polled every [`LIVENESS_CHECK`] rather than on
-/// every metrics change: Raft's metrics change with every heartbeat.
-async fn first_fatal(raft: &Raft, health: Box<dyn HealthFeed>) -> String {
-    let mut tick = tokio::time::interval(LIVENESS_CHECK);
-    loop {
-        tick.tick().await;
-        if let Err(fatal) = &raft.metrics().borrow().running_state {
-            return format!("Raft stopped with a fatal error: {fatal}");
+/// or the health monitor stopped reporting. Driven by events, not a timer: both channels close
+/// when their task ends (openraft drops its metrics senders when its core returns, after it
+/// published the error). It watches Raft's server metrics, which change with the role, vote,
+/// leader and membership only, not the full metrics, which change with every heartbeat.
+async fn first_fatal(raft: &Raft, mut health: Box<dyn HealthFeed>) -> String {
+    let mut server = raft.server_metrics();
+    tokio::select! {
+        () = async { while server.changed().await.is_ok() {} } => {
+            match &raft.metrics().borrow().running_state {
+                Err(fatal) => format!("Raft stopped with a fatal error: {fatal}"),
+                Ok(()) => "Raft stopped".to_owned(),
+            }
         }
-        if health.is_closed() {
-            return "the health monitor stopped reporting".to_owned();
+        () = async { while health.changed().await {} } => {
+            "the health monitor stopped reporting".to_owned()
         }
     }
 }
@@ -751,5 +795,69 @@ async fn next_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option
     match hangup {
         Some(signal) => signal.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-node Raft on a fresh store in `dir`, with its network pointing nowhere.
+    async fn lone_raft(dir: &Path) -> Raft {
+        let config = Config::parse(&format!(
+            "cluster = \"t\"\nnode_id = 1\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+             secret_file = \"/nonexistent\"\naccept_no_failover = true\n\
+             [[peer]]\nid = 1\naddress = \"127.0.0.1:9\"\n",
+            dir.display()
+        ))
+        .unwrap();
+        let (log, state_machine) = store::open(dir, "t", 1).unwrap();
+        let auth = Arc::new(Authenticator::new(Secret::new(vec![7; 32]), "t", 1));
+        let client = PeerClient::new(auth);
+        start_raft(&config, &client, &Arc::default(), log, state_machine)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn first_fatal_reports_raft_stopping_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = lone_raft(dir.path()).await;
+        let watcher = first_fatal(&raft, Box::new(NoHealthGate));
+        tokio::pin!(watcher);
+        // Nothing to report while Raft runs. 110 ms: just past where a 100 ms poll would
+        // have looked, so polling could not pass the bound below.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(110), &mut watcher)
+                .await
+                .is_err()
+        );
+        raft.shutdown().await.unwrap();
+        let why = tokio::time::timeout(Duration::from_millis(50), watcher)
+            .await
+            .expect("reported within 50 ms of Raft's end");
+        assert!(why.starts_with("Raft stopped"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn first_fatal_reports_a_health_monitor_that_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = lone_raft(dir.path()).await;
+        let (tx, rx) = watch::channel(crate::health::Health::initial());
+        let watcher = first_fatal(&raft, Box::new(rx));
+        tokio::pin!(watcher);
+        tx.send_modify(|h| h.healthy = true);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(110), &mut watcher)
+                .await
+                .is_err(),
+            "a new verdict is not a stop"
+        );
+        drop(tx);
+        let why = tokio::time::timeout(Duration::from_millis(50), watcher)
+            .await
+            .expect("reported within 50 ms of the monitor's end");
+        assert_eq!(why, "the health monitor stopped reporting");
+        raft.shutdown().await.unwrap();
     }
 }

@@ -23,6 +23,8 @@
 //!   and calls it).
 //! - [`metrics`]: Prometheus text rendered from the status document.
 //! - [`notify`]: keepalived-compatible hook scripts (MASTER / BACKUP / FAULT / STOP), run in order.
+//! - [`membership`]: a reload's `[[peer]]` list made the membership through Raft (learner,
+//!   then voter; a leaving leader hands over first; removed boxes are told).
 //! - [`status`]: the JSON status document shared by the API and the CLI.
 //! - [`release`]: removing this box's VIPs outside the supervisor (start, exit, crash, panic).
 //! - [`reload`]: SIGHUP and `raftvip reload`: re-read the file, reject restart-only changes,
@@ -32,6 +34,7 @@
 //! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
 //! - [`clock`]: wall-clock milliseconds, for times that leave the process.
 //! - [`sync`]: the poison-tolerant mutex lock.
+//! - [`realtime`]: `[process]`: real-time scheduling and locked memory for the lease's threads.
 
 pub mod api;
 pub mod auth;
@@ -40,11 +43,13 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod keepalived;
+pub mod membership;
 pub mod metrics;
 pub mod notify;
 pub mod peer;
 pub mod process_metrics;
 pub mod raft;
+pub mod realtime;
 pub mod release;
 pub mod reload;
 pub mod status;

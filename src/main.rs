@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
     // blocking pool, so a slow disk does not stall heartbeats.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(raftvip::realtime::raise_blocking_thread)
         .build()
     {
         Ok(runtime) => runtime,

@@ -140,6 +140,7 @@ fn register_status(r: &mut Registry, status: &Status) {
     register_counters(r, status);
     register_vips(r, status);
     register_cluster(r, status);
+    register_scheduling(r, status);
 }
 
 /// This node's role, term, leader, verdicts and health checks.
@@ -373,6 +374,22 @@ impl EncodeMetric for StoredHistogram {
     fn metric_type(&self) -> prometheus_client::metrics::MetricType {
         prometheus_client::metrics::MetricType::Histogram
     }
+}
+
+/// The real-time class and locked memory in effect ([`crate::realtime`]).
+fn register_scheduling(r: &mut Registry, status: &Status) {
+    gauge(
+        r,
+        "realtime_priority",
+        "SCHED_RR priority of the runtime and VIP threads (0: normal scheduling class)",
+        i64::from(status.scheduling.realtime_priority),
+    );
+    gauge(
+        r,
+        "memory_locked",
+        "1 if the daemon's memory is locked (mlockall)",
+        i64::from(status.scheduling.memory_locked),
+    );
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@
 //! - `[notify]` to the hook runner (events fired after the reload use the new hooks);
 //! - `timing.fence_ms` and `role` to the supervisor's core, which re-decides at once: a
 //!   holder that may no longer lead (it became a witness, or a new VIP cannot be bound
-//!   here) hands over like in maintenance.
+//!   here) hands over like in maintenance;
+//! - a changed `[[peer]]` list to the membership ([`crate::membership`]), which the leader
+//!   changes through Raft in the background (the reload answers before it is done).
 //!
 //! A live fence change keeps the fencing inequality (docs/timing.md): the new file passed
 //! check-config against the *running* `election_timeout_ms` (which cannot change live), so
@@ -115,12 +117,14 @@ const RESTART_ONLY: &[RestartOnly] = &[
         why: "a witness starts without a health monitor and a VIP thread",
     },
     RestartOnly {
-        key: "peer",
-        // RUNTIME MEMBERSHIP: when crate::membership lands, this entry goes (see the call
-        // site marked in `Reloader::apply`). Until then a changed [[peer]] list needs a restart.
-        changed: |a, b| a.peers != b.peers,
-        why: "membership is initialised from the file at first start and cannot change at \
-              run time in this build",
+        key: "process.realtime_priority",
+        changed: |a, b| a.process.realtime_priority != b.process.realtime_priority,
+        why: "the threads enter their scheduling class at start (crate::realtime)",
+    },
+    RestartOnly {
+        key: "process.lock_memory",
+        changed: |a, b| a.process.lock_memory != b.process.lock_memory,
+        why: "mlockall applies to every mapping from start on",
     },
 ];
 
@@ -153,6 +157,8 @@ pub struct Plan {
     pub haproxy: bool,
     pub notify: bool,
     pub supervisor: bool,
+    /// The `[[peer]]` list changed: it goes to the membership.
+    pub members: bool,
 }
 
 /// Compares `new` with `running`: the live changes, or every restart-only change (named by
@@ -226,6 +232,17 @@ pub fn plan(running: &Config, new: &Config, same_secret: bool) -> Result<Plan, V
         plan.changes.push(format!(
             "accept_no_failover: {} -> {}",
             running.accept_no_failover, new.accept_no_failover
+        ));
+    }
+    if running.peers != new.peers {
+        // The supervisor's setup counts the voters (a single voter elects by itself).
+        plan.supervisor = true;
+        plan.members = true;
+        let ids = |c: &Config| c.peers.iter().map(|p| p.id).collect::<Vec<_>>();
+        plan.changes.push(format!(
+            "peer: {:?} -> {:?} (the leader makes it the membership; raftvip status shows where the file and the cluster differ)",
+            ids(running),
+            ids(new)
         ));
     }
     // RAFTVIP_VIPS in the hooks' environment lists the VIPs.
@@ -304,6 +321,9 @@ pub struct Live {
     pub haproxy: Option<watch::Sender<HaproxyConfig>>,
     pub notifier: Arc<Notifier>,
     pub supervisor: watch::Sender<Setup>,
+    /// Takes a changed `[[peer]]` list to the membership (see
+    /// [`crate::membership::on_reload`]).
+    pub members: crate::membership::OnReload,
 }
 
 /// Reloads the file the daemon was started with.
@@ -417,9 +437,9 @@ impl Reloader {
         if plan.supervisor {
             live.supervisor.send_replace(Setup::from_config(new));
         }
-        // RUNTIME MEMBERSHIP: the call site of crate::membership::apply_file_peers(members,
-        // &new.peers) when the [[peer]] list changed (spawned: it is async and waits for Raft;
-        // its result goes to the log and status), once the `peer` entry of RESTART_ONLY goes.
+        if plan.members {
+            (live.members)(&new.peers);
+        }
     }
 }
 

@@ -42,6 +42,27 @@ pub struct Status {
     /// This node's planned overlaps as the old holder, step-down to release.
     #[serde(default)]
     pub overlap_duration: FailoverHistogram,
+    /// Real-time class and locked memory in effect ([`crate::realtime`]).
+    #[serde(default)]
+    pub scheduling: crate::realtime::Scheduling,
+    /// The replicated membership, this node's place in it and where this box's file differs
+    /// (None: a document from an older raftvip).
+    #[serde(default)]
+    pub membership: Option<MembershipStatus>,
+}
+
+/// The membership as this node sees it (see `crate::membership`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MembershipStatus {
+    /// This node's standing: voter, learner, waiting to be added, leaving or removed.
+    pub standing: String,
+    /// The replicated voter sets (two while a change is in progress: old, then new).
+    pub voters: Vec<Vec<NodeId>>,
+    pub learners: Vec<NodeId>,
+    /// The ids of this box's `[[peer]]` list.
+    pub file: Vec<NodeId>,
+    /// Where the file and the replicated membership differ (empty: they agree).
+    pub differences: Vec<String>,
 }
 
 /// This node's Raft state as status and metrics show it: openraft's server state, except that
@@ -196,7 +217,30 @@ impl Status {
         self.render_node(&mut out);
         self.render_vips(&mut out, all_vips);
         self.render_peers(&mut out);
+        self.render_membership(&mut out);
         out
+    }
+
+    /// The membership line, and each difference between the file and the cluster.
+    fn render_membership(&self, out: &mut String) {
+        let Some(m) = &self.membership else {
+            return;
+        };
+        let voters: Vec<String> = m.voters.iter().map(|c| format!("{c:?}")).collect();
+        let _ = writeln!(
+            out,
+            "membership {}{}  this node: {}",
+            voters.join(" -> "),
+            if m.learners.is_empty() {
+                String::new()
+            } else {
+                format!("  learners {:?}", m.learners)
+            },
+            m.standing
+        );
+        for difference in &m.differences {
+            let _ = writeln!(out, "  file differs: {difference}");
+        }
     }
 
     /// Role, health, the verdict on the VIPs and fault tolerance.
@@ -242,6 +286,10 @@ impl Status {
                 ""
             }
         );
+        let _ = writeln!(out, "scheduling: {}", self.scheduling.describe());
+        for problem in &self.scheduling.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
     }
 
     fn health_text(&self) -> String {
@@ -397,7 +445,41 @@ pub(crate) mod tests {
             failover_duration: FailoverHistogram::default(),
             planned_overlap: false,
             overlap_duration: FailoverHistogram::default(),
+            scheduling: crate::realtime::Scheduling::default(),
+            membership: Some(MembershipStatus {
+                standing: "voter".into(),
+                voters: vec![vec![1, 2]],
+                learners: vec![],
+                file: vec![1, 2],
+                differences: vec![],
+            }),
         }
+    }
+
+    #[test]
+    fn text_shows_the_membership_and_where_the_file_differs() {
+        assert!(sample()
+            .render_text()
+            .contains("membership [1, 2]  this node: voter\n"));
+        let changing = Status {
+            membership: Some(MembershipStatus {
+                standing: "voter".into(),
+                voters: vec![vec![1, 2], vec![1, 2, 3]],
+                learners: vec![4],
+                file: vec![1, 2, 3, 4],
+                differences: vec!["node 4 is in the file but only a learner (catching up)".into()],
+            }),
+            ..sample()
+        };
+        let text = changing.render_text();
+        assert!(
+            text.contains("membership [1, 2] -> [1, 2, 3]  learners [4]  this node: voter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  file differs: node 4 is in the file but only a learner"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! "stopping", and watchdog pings that prove the supervisor's loop still turns.
 //!
 //! - `READY=1` once the node has *joined its cluster*, meaning: Raft runs with the cluster's
-//!   membership applied (every node initialises the configured membership at start, so this
-//!   holds right after start-up unless the store or Raft failed). Not "knows a leader": a node
+//!   membership applied (every founding node initialises the configured membership at start,
+//!   so this holds right after start-up unless the store or Raft failed), or it waits to be
+//!   added to a running cluster (`crate::membership`: the operator reloads the members' lists
+//!   next, which may take longer than systemd's start timeout). Not "knows a leader": a node
 //!   started alone, or in a cluster whose HAProxys are all down, has no leader, and a unit
 //!   that never became ready would be killed and restarted in a loop for no benefit.
 //! - `STATUS=` role, term, leader, and whether this node holds the VIPs (with the
@@ -90,14 +92,10 @@ impl Heartbeat {
     }
 }
 
-/// Joined: Raft runs with a membership applied (see the module docs).
+/// Joined: Raft runs, with a membership applied or waiting to be added (see the module docs;
+/// the store initialises the membership before this runs, unless the box waits to be added).
 fn joined(m: &RaftMetrics) -> bool {
     m.running_state.is_ok()
-        && m.membership_config
-            .membership()
-            .voter_ids()
-            .next()
-            .is_some()
 }
 
 /// Sends readiness, status and watchdog pings until `stop`. `reconcile` is the supervisor's

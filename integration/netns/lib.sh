@@ -695,3 +695,20 @@ bed_extra_vip() { echo "$BED_EXTRA_NET4.$1"; }
 bed_extra_held() {
     ip -n "$(bed_ns "$1")" -o -4 addr show dev eth0 | grep -c " $BED_EXTRA_NET4\." || true
 }
+
+# Saturation ("both cores busy with other processes"): COUNT busy loops in the normal class,
+# each ending by itself after SECONDS at the latest, so an aborted run leaves none behind.
+BED_BUSY_PIDS=()
+bed_saturate() { # bed_saturate SECONDS COUNT
+    local i
+    for ((i = 0; i < $2; i++)); do
+        timeout "$1" bash -c 'while :; do :; done' &
+        BED_BUSY_PIDS+=($!)
+    done
+}
+bed_unsaturate() {
+    local pid
+    for pid in "${BED_BUSY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${BED_BUSY_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    BED_BUSY_PIDS=()
+}

@@ -83,6 +83,8 @@ SCENARIOS=(
     "mbb_maintenance|make-before-break: maintenance on (holder) -> 0 failed client probes, neighbour entry = successor, overlap counted (MBB_RUNS runs)"
     "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
     "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
+    "realtime_threads|[process]: runtime, VIP and netlink threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
+    "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal; the removed box says so; status shows the file's differences"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -1115,6 +1117,163 @@ scn_transfer_refused() {
     bed_raftvip_cli "$h" transfer --to any >/dev/null || fail "transfer --to any failed"
     [[ $(wait_new_holder "$h") == "$b" ]] || fail "transfer --to any did not pick box$b"
     note "refused: witness, self, maintenance, unhealthy, any, unreachable; any->box$b"
+}
+
+# ---- scenarios: real-time scheduling and locked memory (issue 12/13, src/realtime.rs) ----
+
+# thread_sched PID: "NAME POLICY RT_PRIORITY" for each of the process's threads, from
+# /proc/PID/task/*/stat (fields 41 and 40; SCHED_OTHER is 0, SCHED_RR 2).
+thread_sched() {
+    local t stat comm f
+    for t in /proc/"$1"/task/*; do
+        stat=$(<"$t/stat") || continue
+        comm=${stat#*(}; comm=${comm%)*}
+        read -ra f <<<"${stat##*) }"
+        echo "${comm// /_} ${f[38]} ${f[37]}"
+    done
+}
+# expect_sched BOX PRIORITY LOCKED: the runtime (main), VIP and netlink threads run SCHED_RR at
+# PRIORITY, the blocking pool (store) one below, every other thread normal (all normal when 0);
+# status says the same, and the memory is locked (VmLck > 0) exactly when LOCKED is true.
+expect_sched() {
+    local box=$1 prio=$2 locked=$3 pid name policy rt want lck seen=""
+    pid=$(bed_raftvip_pid "$box")
+    while read -r name policy rt; do
+        case $name in
+            raftvip | raftvip-vips) want=$prio; seen+="$name " ;;
+            tokio-*) want=$((prio > 1 ? prio - 1 : prio)) ;;
+            *) want=0 ;;
+        esac
+        [[ $policy == $((want > 0 ? 2 : 0)) && $rt == "$want" ]] ||
+            fail "box$box thread $name: policy $policy priority $rt, expected priority $want (SCHED_RR if > 0)"
+    done < <(thread_sched "$pid")
+    [[ $seen == *"raftvip "* && $seen == *raftvip-vips* ]] || fail "box$box: runtime or VIP thread missing: $seen"
+    [[ $(bed_status "$box" scheduling.realtime_priority) == "$prio" ]] ||
+        fail "box$box status shows realtime_priority $(bed_status "$box" scheduling.realtime_priority), expected $prio"
+    [[ $(bed_status "$box" scheduling.memory_locked) == "$locked" ]] ||
+        fail "box$box status shows memory_locked $(bed_status "$box" scheduling.memory_locked), expected $locked"
+    lck=$(awk '/^VmLck:/ { print $2 }' "/proc/$pid/status")
+    if [[ $locked == true ]]; then ((lck > 0)) || fail "box$box: memory_locked but VmLck is $lck kB"
+    else ((lck == 0)) || fail "box$box: VmLck is $lck kB with lock_memory = false"; fi
+    note "box$box:prio=$prio,rss=$(bed_pid_rss_kb "$pid")kB,locked=${lck}kB"
+}
+scn_realtime_threads() {
+    local b
+    bed_create 3
+    for b in 1 2 3; do bed_start_haproxy "$b"; done
+    bed_start_raftvip 1
+    bed_start_raftvip 2 $'[process]\nrealtime_priority = 0\nlock_memory = false'
+    bed_start_raftvip 3 $'[process]\nrealtime_priority = 7'
+    bed_wait 10000 all_follow a || fail "the cluster did not agree on a leader within 10 s"
+    holder >/dev/null
+    expect_sched 1 10 true
+    expect_sched 2 0 false
+    expect_sched 3 7 true
+    grep -q 'scheduling: real-time SCHED_RR priority 10' "$(bed_boxdir 1)/raftvip.log" ||
+        fail "box1's log does not state its scheduling"
+}
+
+# ---- scenarios: membership at run time (issue 10 item 4) ----
+
+# drop_peer BOX ID: the [[peer]] entry of node ID removed from BOX's config file.
+drop_peer() {
+    python3 - "$(bed_boxdir "$1")/raftvip-a.toml" "$2" <<'PY'
+import re, sys
+path, node = sys.argv[1], sys.argv[2]
+text = open(path).read()
+text = re.sub(r'\[\[peer\]\]\nid = %s\naddress = "[^"]*"\n(role = "[a-z]+"\n)?' % node, "", text)
+open(path, "w").write(text)
+PY
+}
+# vip_bound_since MS: how often the VIP was bound (on any box) since MS.
+vip_bound_since() { bed_events | awk -v s="$1" '$1 >= s && $3 == "+"' | wc -l; }
+# vip_moves_since MS BOX: how often the VIP was bound on another box than the one before since
+# MS, starting from BOX (a fence release re-bound on the same box is no move).
+vip_moves_since() {
+    bed_events | awk -v s="$1" -v last="$2" '$1 >= s && $3 == "+" { if ($2 != last) n++; last = $2 } END { print n + 0 }'
+}
+
+# Three boxes and a client probing. A 4th box starts with the 4-box list and waits; the
+# members' files are edited (status shows the difference) and reloaded: the 4th becomes a
+# voter with no failed probe. A maintenance handover gives the failed probes of one planned
+# handover in this cluster, for comparison. Then every other file drops the holder and one
+# follower reloads: the holder hands over (one planned handover: the VIP is bound once), its
+# successor removes it, and it reports removed and never stands again.
+scn_membership_change() {
+    bed_create 4
+    local b h n probe t0 t1 fails out want others=()
+    local waiting="waiting to be added (reload the [[peer]] lists)"
+    local removed="removed from the cluster: stop it and clear its data_dir"
+    bed_cluster a "$(bed_vip4 a)" "$(bed_vip6 a)" "$(bed_port a)" 1 2 3
+    start_cluster_boxes a
+    bed_start_haproxy 4
+    h=$(holder)
+    probe=$(bed_probe_start)
+    bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
+
+    t0=$(bed_now_ms)
+    bed_cluster a "$(bed_vip4 a)" "$(bed_vip6 a)" "$(bed_port a)" 1 2 3 4
+    bed_start_raftvip 4
+    bed_wait_eq 3000 "$waiting" bed_status 4 membership.standing ||
+        fail "box4 does not wait to be added: $(bed_status 4 membership.standing)"
+    for b in 1 2 3; do bed_write_config "$b" >/dev/null; done
+    out=$(bed_raftvip_cli 1 status)
+    [[ $out == *"file differs: node 4 ($(bed_addr4 4):$(bed_port a)) is in the file but not a member"* ]] ||
+        fail "status does not show the edited file's difference: $out"
+    for b in 1 2 3; do
+        out=$(bed_raftvip_cli "$b" reload 2>&1) || fail "raftvip reload on box$b: $out"
+    done
+    for b in 1 2 3 4; do
+        bed_wait_eq 3000 "[[1, 2, 3, 4]]" bed_status "$b" membership.voters ||
+            fail "box$b sees voters $(bed_status "$b" membership.voters), not [[1, 2, 3, 4]]"
+    done
+    [[ $(bed_status 4 membership.standing) == voter ]] || fail "box4 is $(bed_status 4 membership.standing)"
+    out=$(bed_raftvip_cli 1 status)
+    [[ $out == *"membership [1, 2, 3, 4]  this node: voter"* && $out != *"file differs"* ]] ||
+        fail "status still differs after the change: $out"
+    t1=$(bed_now_ms)
+    fails=$(probe_failures "$probe" "$t0" "$t1")
+    ((fails == 0)) || fail "$fails probes failed while box4 joined"
+    [[ $(bed_holders) == "$h" ]] || fail "the VIP left box$h while box4 joined (holders: '$(bed_holders)')"
+    note "add_box4=$((t1 - t0))ms failed_probes=0"
+
+    # For comparison: one planned handover (maintenance) in this 4-box cluster.
+    t0=$(bed_now_ms)
+    maintenance_on "$h"
+    n=$(wait_new_holder "$h")
+    bed_probe_wait_ok "$probe" 5000 || fail "the client is not served after the maintenance handover"
+    sleep 0.3
+    note "maintenance_handover=box$h->box$n failed_probes=$(probe_failures "$probe" "$t0" "$(bed_now_ms)")"
+    bed_raftvip_cli "$h" maintenance off >/dev/null
+    bed_wait_eq 3000 true bed_status "$h" candidate_for_leader || fail "box$h does not stand again after maintenance off"
+
+    h=$(holder)
+    [[ $(bed_status "$h" role) == leader ]] || fail "holder box$h is not the leader"
+    for b in 1 2 3 4; do
+        [[ $b == "$h" ]] && continue
+        drop_peer "$b" "$h"
+        others+=("$b")
+    done
+    want=$(printf '%s, ' "${others[@]}")
+    want="[[${want%, }]]"
+    t0=$(bed_now_ms)
+    out=$(bed_raftvip_cli "${others[0]}" reload 2>&1) || fail "raftvip reload on box${others[0]}: $out"
+    n=$(wait_new_holder "$h")
+    for b in "${others[@]}"; do
+        bed_wait_eq 3000 "$want" bed_status "$b" membership.voters ||
+            fail "box$b sees voters $(bed_status "$b" membership.voters), not $want"
+    done
+    bed_wait_eq 3000 "$removed" bed_status "$h" membership.standing ||
+        fail "box$h does not report its removal: $(bed_status "$h" membership.standing)"
+    grep -q "removed from the cluster" "$(bed_boxdir "$h")/raftvip.log" || fail "box$h did not log its removal"
+    served_again "$probe" "$t0" "$MAX_HANDOVER_OUTAGE_MS"
+    # The removed box never stands again: the VIP stays on the successor.
+    stays_for 1000 "$(bed_vip4 a)" "$n"
+    [[ $(bed_status "$h" candidate_for_leader) == false ]] || fail "removed box$h still stands"
+    out=$(vip_moves_since "$t0" "$h")
+    ((out == 1)) || fail "the VIP moved $out times during the removal; one planned handover moves it once"
+    fails=$(probe_failures "$probe" "$t0" "$(bed_now_ms)")
+    note "remove_holder=box$h->box$n failed_probes=$fails binds=$(vip_bound_since "$t0")"
 }
 
 if [[ ${1:-} == --one ]]; then

@@ -1,8 +1,8 @@
 //! What the `raftvip` CLI uses to talk to the local daemon.
 //!
-//! Status is a plain GET. Changes (maintenance, transfer, reload) are signed like peer requests:
-//! the CLI reads the same config and secret as the daemon, so being able to read the secret file
-//! is what authorises an operator — no second credential to manage.
+//! Status is a plain GET. Changes (maintenance, transfer, reload) are signed like peer requests: the CLI reads
+//! the same config and secret as the daemon, so being able to read the secret file is what
+//! authorises an operator — no second credential to manage.
 
 use std::time::Duration;
 
@@ -82,22 +82,6 @@ pub async fn set_maintenance(
         .await
 }
 
-/// Asks the daemon `daemon` on `address` to reload its config file, which must be `path`;
-/// returns what it applied or why it kept the running config.
-pub async fn reload(
-    client: &PeerClient,
-    daemon: NodeId,
-    address: &str,
-    path: &str,
-) -> Result<ReloadOutcome, PeerCallError> {
-    let request = ReloadRequest {
-        path: path.to_owned(),
-    };
-    client
-        .call(daemon, address, RELOAD_PATH, &request, CLI_TIMEOUT)
-        .await
-}
-
 /// How long `raftvip transfer` waits: the leader checks the target (up to half a second when
 /// it is unreachable), then waits up to a second for it to take over.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,5 +100,21 @@ pub async fn transfer(
     };
     client
         .call(daemon, address, TRANSFER_PATH, &request, TRANSFER_TIMEOUT)
+        .await
+}
+
+/// Asks the daemon `daemon` on `address` to reload its config file, which must be `path`;
+/// returns what it applied or why it kept the running config.
+pub async fn reload(
+    client: &PeerClient,
+    daemon: NodeId,
+    address: &str,
+    path: &str,
+) -> Result<ReloadOutcome, PeerCallError> {
+    let request = ReloadRequest {
+        path: path.to_owned(),
+    };
+    client
+        .call(daemon, address, RELOAD_PATH, &request, CLI_TIMEOUT)
         .await
 }

@@ -5,8 +5,8 @@
 //! error round-trips to the caller's [`super::network`]. raftvip's own calls ask the running
 //! node through [`LocalNode`]: whether it may lead (handover), whether it would vote
 //! (pre-vote, vote gate), who its peers are (maintenance forwarded to the leader), whether a
-//! successor's "I hold the VIPs" made it release (planned overlap), and a transfer
-//! ([`super::transfer`]).
+//! successor's "I hold the VIPs" made it release (planned overlap), a transfer
+//! ([`super::transfer`]), and the membership changes of a reload (`crate::membership`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
@@ -25,8 +26,9 @@ use super::client::PeerClient;
 use super::guard::{authenticate, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
-    HeldRequest, MaintenanceRequest, PeerAnswer, PrevoteRequest, TransferRequest, APPEND_PATH,
-    CAN_LEAD_PATH, ELECT_PATH, HELD_PATH, MAINTENANCE_PATH, PREVOTE_PATH, SNAPSHOT_PATH,
+    HeldRequest, MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer, PrevoteRequest,
+    RemovedNotice, TransferRequest, APPEND_PATH, CAN_LEAD_PATH, ELECT_PATH, HELD_PATH,
+    MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH, REMOVED_PATH, SNAPSHOT_PATH,
     TRANSFER_PATH, VOTE_PATH,
 };
 use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
@@ -56,8 +58,12 @@ pub trait LocalNode: Send + Sync + 'static {
     fn grant_vote(&self) -> Result<(), String> {
         Ok(())
     }
-    /// Re-reads the config file `path` (which must be this node's own) and applies it.
-    fn reload(&self, path: &str) -> ReloadOutcome;
+    /// Makes the membership the `[[peer]]` list of a reload (see `crate::membership`); answers
+    /// the membership after the change, or why it was refused.
+    fn change_members(&self, request: MembersRequest)
+        -> NodeFuture<Result<MembershipView, String>>;
+    /// The leader removed this node from the cluster.
+    fn removed(&self, notice: RemovedNotice);
     /// A leader handing over asked this node to take over (and it may): the overlap with
     /// the old holder that follows is agreed.
     fn asked_to_take_over(&self) {}
@@ -73,6 +79,8 @@ pub trait LocalNode: Send + Sync + 'static {
             "this node cannot transfer leadership (to node {to})"
         ))))
     }
+    /// Re-reads the config file `path` (which must be this node's own) and applies it.
+    fn reload(&self, path: &str) -> ReloadOutcome;
 }
 
 /// Everything the signed routes share.
@@ -129,18 +137,22 @@ pub fn router(state: Arc<PeerServer>) -> Router {
         .route(ELECT_PATH, post(elect))
         .route(PREVOTE_PATH, post(prevote))
         .route(MAINTENANCE_PATH, post(maintenance))
-        .route(RELOAD_PATH, post(reload))
+        .route(MEMBERS_PATH, post(members))
+        .route(MEMBERSHIP_PATH, post(membership))
+        .route(REMOVED_PATH, post(removed))
         .route(HELD_PATH, post(held))
         .route(CAN_LEAD_PATH, post(can_lead))
         .route(TRANSFER_PATH, post(transfer))
+        .route(RELOAD_PATH, post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
-async fn append(
-    State(s): State<Arc<PeerServer>>,
-    Json(rpc): Json<AppendEntriesRequest>,
-) -> Response {
+async fn append(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
+    let rpc: AppendEntriesRequest = match serde_json::from_slice(&body) {
+        Ok(rpc) => rpc,
+        Err(e) => return bad_body(&e),
+    };
     if let Some(leader) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(leader);
     }
@@ -152,7 +164,11 @@ async fn append(
     Json(answer).into_response()
 }
 
-async fn vote(State(s): State<Arc<PeerServer>>, Json(rpc): Json<VoteRequest>) -> Response {
+async fn vote(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
+    let rpc: VoteRequest = match serde_json::from_slice(&body) {
+        Ok(rpc) => rpc,
+        Err(e) => return bad_body(&e),
+    };
     if let Some(candidate) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(candidate);
     }
@@ -162,11 +178,21 @@ async fn vote(State(s): State<Arc<PeerServer>>, Json(rpc): Json<VoteRequest>) ->
     Json(s.raft.vote(rpc).await).into_response()
 }
 
-async fn snapshot(
-    State(s): State<Arc<PeerServer>>,
-    Json(rpc): Json<InstallSnapshotRequest>,
-) -> Response {
-    Json(s.raft.install_snapshot(rpc).await).into_response()
+async fn snapshot(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<InstallSnapshotRequest>(&body) {
+        Ok(rpc) => Json(s.raft.install_snapshot(rpc).await).into_response(),
+        Err(e) => bad_body(&e),
+    }
+}
+
+/// The answer to a Raft RPC whose body is not the request. The handlers read their body with
+/// serde_json itself: axum's `Json` extractor tracks the path of every field for its error
+/// messages, which cost about as much CPU as the rest of the extraction on every heartbeat;
+/// the body comes from a peer whose signature was just checked, so a bad one is a bug, and
+/// serde_json's message still says where it broke.
+fn bad_body(e: &serde_json::Error) -> Response {
+    let why = format!("not a valid Raft request: {e}");
+    (StatusCode::UNPROCESSABLE_ENTITY, why).into_response()
 }
 
 /// A leader handing over asks: "start an election now, if you may lead".
@@ -220,6 +246,29 @@ async fn maintenance(
     Json(request): Json<MaintenanceRequest>,
 ) -> Result<Json<()>, (StatusCode, String)> {
     s.set_maintenance(request).await.map(Json)
+}
+
+/// Makes the membership a reload's `[[peer]]` list (the leader does; a follower forwards).
+async fn members(
+    State(s): State<Arc<PeerServer>>,
+    Json(request): Json<MembersRequest>,
+) -> Result<Json<MembershipView>, (StatusCode, String)> {
+    s.node
+        .change_members(request)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::CONFLICT, e))
+}
+
+/// The membership this node replicates (empty on a fresh store).
+async fn membership(State(s): State<Arc<PeerServer>>) -> Json<MembershipView> {
+    Json(MembershipView::of(&s.raft.metrics().borrow()))
+}
+
+/// The leader says it removed this node.
+async fn removed(State(s): State<Arc<PeerServer>>, Json(notice): Json<RemovedNotice>) -> Json<()> {
+    s.node.removed(notice);
+    Json(())
 }
 
 /// `raftvip reload`: re-reads the config file and answers what was applied or why not.
@@ -299,5 +348,26 @@ impl PeerServer {
             .call(leader, &address, path, request, timeout)
             .await;
         Some(answer.map_err(|e| (StatusCode::BAD_GATEWAY, format!("leader {leader}: {e}"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_raft_rpc_body_is_refused_saying_where() {
+        let error =
+            serde_json::from_slice::<VoteRequest>(br#"{"vote":{"leader_id":7}}"#).unwrap_err();
+        let refused = bad_body(&error);
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let text = axum::body::to_bytes(refused.into_body(), 1024)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.starts_with("not a valid Raft request: invalid type: integer `7`"),
+            "{text}"
+        );
     }
 }

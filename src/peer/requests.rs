@@ -21,11 +21,14 @@ const PREVOTE_TIMEOUT: Duration = Duration::from_millis(50);
 /// overlap bound (200 ms) caps.
 const HELD_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Every voter, this node included: (id, `IP:PORT`), read at each request, so a membership
+/// changed at run time (`crate::membership`) is asked from then on.
+pub type Voters = Box<dyn Fn() -> Vec<(NodeId, String)> + Send + Sync>;
+
 /// This node's requests to its peers.
 pub struct PeerRequests {
     client: PeerClient,
-    /// Every member, this node included: (id, `IP:PORT`).
-    peers: Vec<(NodeId, String)>,
+    peers: Voters,
     /// This node's log, whose end each pre-vote names.
     log: LogStore,
     /// [`ELECT_REQUEST_TIMEOUT`], [`PREVOTE_TIMEOUT`] and [`HELD_TIMEOUT`]; fields so that tests on a loaded
@@ -36,7 +39,7 @@ pub struct PeerRequests {
 }
 
 impl PeerRequests {
-    pub fn new(client: PeerClient, peers: Vec<(NodeId, String)>, log: LogStore) -> Self {
+    pub fn new(client: PeerClient, peers: Voters, log: LogStore) -> Self {
         Self {
             client,
             peers,
@@ -50,8 +53,8 @@ impl PeerRequests {
     /// Asks `to`, or (None) the peers in id order starting after this node, to start an
     /// election now; returns the first that accepted.
     pub async fn hand_over(&self, me: NodeId, to: Option<NodeId>) -> Option<NodeId> {
-        let (before, after): (Vec<_>, Vec<_>) = self
-            .peers
+        let peers = (self.peers)();
+        let (before, after): (Vec<_>, Vec<_>) = peers
             .iter()
             .filter(|(id, _)| *id != me && to.is_none_or(|to| *id == to))
             .partition(|(id, _)| *id < me);
@@ -84,8 +87,9 @@ impl PeerRequests {
     /// for the rest.
     pub async fn tell_held(&self, me: NodeId) -> Option<NodeId> {
         let request = HeldRequest { node_id: me };
+        let peers = (self.peers)();
         let mut asks = tokio::task::JoinSet::new();
-        for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
+        for (id, address) in peers.iter().filter(|(id, _)| *id != me) {
             let (client, address, id) = (self.client.clone(), address.clone(), *id);
             let (request, timeout) = (request.clone(), self.held_timeout);
             asks.spawn(async move {
@@ -116,8 +120,9 @@ impl PeerRequests {
                 return false;
             }
         };
+        let peers = (self.peers)();
         let mut asks = tokio::task::JoinSet::new();
-        for (id, address) in self.peers.iter().filter(|(id, _)| *id != me) {
+        for (id, address) in peers.iter().filter(|(id, _)| *id != me) {
             let (client, address, id) = (self.client.clone(), address.clone(), *id);
             let (request, timeout) = (request.clone(), self.prevote_timeout);
             asks.spawn(async move {
@@ -127,7 +132,7 @@ impl PeerRequests {
                 (id, answer)
             });
         }
-        let majority = self.peers.len() / 2 + 1;
+        let majority = peers.len() / 2 + 1;
         let mut granted = 1;
         while let Some(result) = asks.join_next().await {
             match result {
@@ -179,7 +184,11 @@ mod tests {
             elect_timeout: Duration::from_secs(5),
             prevote_timeout: Duration::from_secs(5),
             held_timeout: Duration::from_secs(5),
-            ..PeerRequests::new(PeerClient::new(node(me)), addresses, log)
+            ..PeerRequests::new(
+                PeerClient::new(node(me)),
+                Box::new(move || addresses.clone()),
+                log,
+            )
         };
         (requests, dir)
     }

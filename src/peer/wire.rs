@@ -1,13 +1,15 @@
 //! What both ends of the peer wire agree on: the paths and the messages.
 //!
 //! The Raft RPCs carry openraft's own request and response types (JSON) on the three
-//! `/raft/` paths; raftvip's own calls (handover, pre-vote, maintenance) carry the small
+//! `/raft/` paths; raftvip's own calls (handover, pre-vote, maintenance, membership) carry the small
 //! messages below. Every path here is signed (see [`crate::auth`]); changing one breaks
 //! mixed-version clusters, so they are written once, here, for the client and the server.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::raft::typ::LogId;
+use crate::raft::typ::{LogId, RaftMetrics, StoredMembership};
 use crate::raft::NodeId;
 
 pub const APPEND_PATH: &str = "/raft/append";
@@ -17,8 +19,12 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const ELECT_PATH: &str = "/v1/elect";
 pub const PREVOTE_PATH: &str = "/v1/prevote";
 pub const MAINTENANCE_PATH: &str = "/v1/maintenance";
-/// "Re-read your config file": `raftvip reload` asks the daemon on its own box.
-pub const RELOAD_PATH: &str = "/v1/reload";
+/// "Make the membership this `[[peer]]` list": a reload forwards its file's list to the leader.
+pub const MEMBERS_PATH: &str = "/v1/members";
+/// "What membership do you replicate?": a fresh box asks before it bootstraps a cluster.
+pub const MEMBERSHIP_PATH: &str = "/v1/membership";
+/// "You were removed from the cluster": the leader tells a box it removed.
+pub const REMOVED_PATH: &str = "/v1/removed";
 /// "I hold the VIPs now": a new holder tells its peers, so the old holder of a planned
 /// overlap releases (answer accepted: it released).
 pub const HELD_PATH: &str = "/v1/held";
@@ -26,6 +32,8 @@ pub const HELD_PATH: &str = "/v1/held";
 pub const CAN_LEAD_PATH: &str = "/v1/can-lead";
 /// `raftvip transfer`: sent to the local daemon, forwarded to the leader.
 pub const TRANSFER_PATH: &str = "/v1/transfer";
+/// "Re-read your config file": `raftvip reload` asks the daemon on its own box.
+pub const RELOAD_PATH: &str = "/v1/reload";
 
 /// The answer to "start an election now" and to a pre-vote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -67,6 +75,97 @@ pub struct MaintenanceRequest {
     pub forwarded: bool,
 }
 
+/// "I hold the VIPs now", from `node_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldRequest {
+    pub node_id: NodeId,
+}
+
+/// A transfer of leadership to `to` (None: any node that can lead), as sent by
+/// `raftvip transfer` or forwarded to the leader. Answered with the id of the new leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferRequest {
+    pub to: Option<NodeId>,
+    /// Set when a follower forwards to the leader, so a request never loops.
+    #[serde(default)]
+    pub forwarded: bool,
+}
+
+/// Members by id, with their `IP:PORT`: a file's `[[peer]]` list or the replicated one.
+pub type Addresses = BTreeMap<NodeId, String>;
+
+/// A `[[peer]]` list for the leader to make the membership (see `crate::membership`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MembersRequest {
+    pub peers: Addresses,
+    /// Set when a follower forwards to the leader, so a request never loops.
+    #[serde(default)]
+    pub forwarded: bool,
+}
+
+/// The replicated membership as one node sees it: the answer to [`MEMBERSHIP_PATH`] and to a
+/// [`MembersRequest`] (the membership after the change).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MembershipView {
+    /// The voter sets: one, or two while a change is in its joint phase (old, then new).
+    pub configs: Vec<Vec<NodeId>>,
+    /// Every voter and learner, with its address.
+    pub nodes: Addresses,
+}
+
+impl MembershipView {
+    pub fn of(m: &RaftMetrics) -> Self {
+        Self::of_stored(&m.membership_config)
+    }
+
+    pub fn of_stored(stored: &StoredMembership) -> Self {
+        let membership = stored.membership();
+        Self {
+            configs: membership
+                .get_joint_config()
+                .iter()
+                .map(|c| c.iter().copied().collect())
+                .collect(),
+            nodes: membership
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect(),
+        }
+    }
+
+    /// No membership yet: a fresh store that has not bootstrapped nor been added.
+    pub fn is_empty(&self) -> bool {
+        self.configs.iter().all(Vec::is_empty)
+    }
+
+    /// Voters of every config (both, while joint), with their addresses.
+    pub fn voters(&self) -> Vec<(NodeId, String)> {
+        self.nodes
+            .iter()
+            .filter(|(id, _)| self.configs.iter().any(|c| c.contains(id)))
+            .map(|(id, address)| (*id, address.clone()))
+            .collect()
+    }
+
+    /// The voter set a change is heading to (the only one when not joint).
+    pub fn target(&self) -> &[NodeId] {
+        self.configs.last().map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_joint(&self) -> bool {
+        self.configs.len() > 1
+    }
+}
+
+/// Sent by the leader to a box it removed from the membership.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemovedNotice {
+    /// The leader that removed it.
+    pub by: NodeId,
+    /// The voters after the change.
+    pub voters: Vec<NodeId>,
+}
+
 /// A reload request: the config file the operator named, which must be the daemon's own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadRequest {
@@ -90,22 +189,6 @@ impl ReloadOutcome {
     }
 }
 
-/// "I hold the VIPs now", from `node_id`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct HeldRequest {
-    pub node_id: NodeId,
-}
-
-/// A transfer of leadership to `to` (None: any node that can lead), as sent by
-/// `raftvip transfer` or forwarded to the leader. Answered with the id of the new leader.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TransferRequest {
-    pub to: Option<NodeId>,
-    /// Set when a follower forwards to the leader, so a request never loops.
-    #[serde(default)]
-    pub forwarded: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +208,10 @@ mod tests {
                 MAINTENANCE_PATH,
                 HELD_PATH,
                 CAN_LEAD_PATH,
-                TRANSFER_PATH
+                TRANSFER_PATH,
+                MEMBERS_PATH,
+                MEMBERSHIP_PATH,
+                REMOVED_PATH
             ],
             [
                 "/raft/append",
@@ -136,7 +222,10 @@ mod tests {
                 "/v1/maintenance",
                 "/v1/held",
                 "/v1/can-lead",
-                "/v1/transfer"
+                "/v1/transfer",
+                "/v1/members",
+                "/v1/membership",
+                "/v1/removed"
             ]
         );
         assert_eq!(

@@ -126,12 +126,16 @@ fn openraft_timing_needs_a_restart_but_the_fence_reloads_live() {
 }
 
 #[test]
-fn a_changed_peer_list_needs_a_restart_until_runtime_membership() {
-    let new =
-        Config::parse(&text(&["192.0.2.100/32"], "").replace("192.0.2.13:7480", "192.0.2.14:7480"))
-            .unwrap();
-    let problems = plan(&base(), &new, true).unwrap_err();
-    assert_eq!(rejected_keys(&problems), ["peer"]);
+fn a_changed_peer_list_goes_to_the_membership() {
+    let fourth = "[[peer]]\nid = 4\naddress = \"192.0.2.14:7480\"\n";
+    let new = Config::parse(&text(&["192.0.2.100/32"], fourth)).unwrap();
+    let plan = plan(&base(), &new, true).unwrap();
+    assert!(plan.members && plan.supervisor && !plan.vips, "{plan:?}");
+    assert!(
+        plan.changes[0].starts_with("peer: [1, 2, 3] -> [1, 2, 3, 4]"),
+        "{plan:?}"
+    );
+    assert!(!super::plan(&base(), &base(), true).unwrap().members);
 }
 
 #[test]
@@ -244,6 +248,7 @@ async fn a_broken_file_changes_nothing_and_a_good_one_is_applied_against_the_run
             haproxy: None,
             notifier: Arc::new(Notifier::new(&running)),
             supervisor,
+            members: Box::new(|_| {}),
         },
     );
 
@@ -286,6 +291,7 @@ async fn a_reload_of_another_file_is_refused() {
             haproxy: None,
             notifier: Arc::new(Notifier::new(&running)),
             supervisor: watch::channel(Setup::from_config(&running)).0,
+            members: Box::new(|_| {}),
         },
     );
     let outcome = reloader.reload_file("/etc/other.toml");
@@ -294,4 +300,18 @@ async fn a_reload_of_another_file_is_refused() {
         path.display()
     )));
     assert!(reloader.reload_file(&path.display().to_string()).accepted());
+}
+
+#[test]
+fn the_scheduling_class_and_locked_memory_need_a_restart() {
+    let new = Config::parse(&text(
+        &["192.0.2.100/32"],
+        "[process]\nrealtime_priority = 0\nlock_memory = false\n",
+    ))
+    .unwrap();
+    let problems = plan(&base(), &new, true).unwrap_err();
+    assert_eq!(
+        rejected_keys(&problems),
+        ["process.realtime_priority", "process.lock_memory"]
+    );
 }

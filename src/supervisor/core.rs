@@ -95,6 +95,9 @@ pub struct Inputs {
     /// Every VIP's interface could take it (present, up) and no add was refused (EPERM):
     /// only a box that can serve may lead.
     pub vips_bindable: bool,
+    /// A voter of the membership a change is heading to (see `crate::membership`): a box
+    /// waiting to be added, leaving or removed never leads.
+    pub member: bool,
 }
 
 /// What this node should be doing.
@@ -127,6 +130,7 @@ pub enum Reason {
     HandingOver,
     Transferring,
     PlannedOverlap,
+    NotMember,
 }
 
 impl std::fmt::Display for Reason {
@@ -145,6 +149,9 @@ impl std::fmt::Display for Reason {
             Reason::PlannedOverlap => {
                 "planned handover: holding until the successor holds the VIPs (make-before-break)"
             }
+            Reason::NotMember => {
+                "not a voter of the membership (waiting to be added, leaving or removed)"
+            }
         })
     }
 }
@@ -155,6 +162,8 @@ pub fn decide(i: &Inputs) -> Decision {
         Some(Reason::Witness)
     } else if i.stopping {
         Some(Reason::Stopping)
+    } else if !i.member {
+        Some(Reason::NotMember)
     } else if i.maintenance {
         Some(Reason::Maintenance)
     } else if i.transferring {
@@ -168,8 +177,8 @@ pub fn decide(i: &Inputs) -> Decision {
     };
     let eligible = eligible_reason.is_none();
     let acked = acked(i.quorum_ack_age, i.fence);
-    // A planned handover (stop, maintenance, transfer, a
-    // reload that made this node a witness) with HAProxy still serving keeps the
+    // A planned handover (stop, maintenance, transfer, a reload that made this node a
+    // witness, a membership change that drops it) with HAProxy still serving keeps the
     // VIPs while this leader asks its successor to take over. The fence still bounds it:
     // heartbeats are off meanwhile.
     let planned_handover = i.leader
@@ -178,7 +187,13 @@ pub fn decide(i: &Inputs) -> Decision {
         && i.vips_bindable
         && matches!(
             eligible_reason,
-            Some(Reason::Stopping | Reason::Maintenance | Reason::Witness | Reason::Transferring)
+            Some(
+                Reason::Stopping
+                    | Reason::Maintenance
+                    | Reason::Witness
+                    | Reason::Transferring
+                    | Reason::NotMember
+            )
         );
     // Then, stepped down for that successor, it keeps them until the successor holds them
     // (make-before-break), still only while it could serve them.
@@ -391,6 +406,8 @@ pub enum Input {
     Health { healthy: bool },
     /// This node's replicated maintenance flag.
     Maintenance(bool),
+    /// Whether this node is a voter of the membership a change is heading to.
+    Member(bool),
     /// Why the VIPs cannot be bound here now (None: they can).
     Unbindable(Option<String>),
     /// This node accepted an append from a leader at this instant.
@@ -560,6 +577,7 @@ pub struct Core {
     ack: Option<Instant>,
     healthy: bool,
     maintenance: bool,
+    member: bool,
     unbindable: Option<String>,
     leader_contact: Option<Instant>,
     // What was decided.
@@ -612,6 +630,7 @@ impl Core {
             ack: None,
             healthy: false,
             maintenance: false,
+            member: true,
             unbindable: None,
             leader_contact: None,
             applied: None,
@@ -701,6 +720,7 @@ impl Core {
             }
             Input::Health { healthy } => self.healthy = healthy,
             Input::Maintenance(on) => self.maintenance = on,
+            Input::Member(member) => self.member = member,
             Input::Unbindable(why) => {
                 if why != self.unbindable {
                     match &why {
@@ -945,6 +965,7 @@ impl Core {
             transferring: self.transfer.is_some(),
             overlap: self.overlap.is_some_and(|o| now < o.until),
             vips_bindable: self.unbindable.is_none(),
+            member: self.member,
         }
     }
 

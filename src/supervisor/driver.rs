@@ -2,7 +2,7 @@
 //!
 //! No rule lives here. Each turn of the loop waits for one thing — the stop token, a peer's
 //! answer, a Raft metrics report, the core's next deadline, a health verdict, the replicated
-//! maintenance flag, the VIPs' bindability — turns it into an [`Input`], steps the core and
+//! maintenance flag, the membership standing, the VIPs' bindability — turns it into an [`Input`], steps the core and
 //! executes the returned [`Action`]s: VIP hold and fence deadline, openraft's runtime switches,
 //! requests to peers (spawned; their answers come back as inputs), notify hooks, and the
 //! [`SupervisorState`] published for status and the API.
@@ -55,6 +55,7 @@ pub struct Supervisor<P> {
     raft: Raft,
     health: Box<dyn HealthFeed>,
     cluster: watch::Receiver<ClusterState>,
+    member: watch::Receiver<bool>,
     vips: Arc<dyn VipHolder>,
     peers: Arc<P>,
     state: watch::Sender<SupervisorState>,
@@ -79,6 +80,8 @@ pub struct Parts<P> {
     pub notifier: Arc<Notifier>,
     /// This node's setup as a reload changes it (see [`crate::reload`]).
     pub reload: watch::Receiver<Setup>,
+    /// Whether this node is a voter of the membership a change is heading to.
+    pub member: watch::Receiver<bool>,
 }
 
 impl<P: Peers> Supervisor<P> {
@@ -93,6 +96,7 @@ impl<P: Peers> Supervisor<P> {
             raft: parts.raft,
             health: parts.health,
             cluster: parts.cluster,
+            member: parts.member,
             vips: parts.vips,
             peers: parts.peers,
             state: parts.state,
@@ -126,6 +130,7 @@ impl<P: Peers> Supervisor<P> {
             },
             Input::Raft(report(&metrics.borrow_and_update())),
             self.maintenance(),
+            Input::Member(*self.member.borrow_and_update()),
             Input::Unbindable(unbindable.borrow_and_update().clone()),
         ];
         for input in initial {
@@ -135,6 +140,7 @@ impl<P: Peers> Supervisor<P> {
         }
         let (mut stop_sent, mut health_open, mut unbindable_open) = (false, true, true);
         let mut reload_open = true;
+        let mut member_open = true;
         loop {
             let deadline = self.core.next_deadline();
             let input = tokio::select! {
@@ -154,6 +160,10 @@ impl<P: Peers> Supervisor<P> {
                     Ok(()) => self.maintenance(),
                     Err(_) => break,
                 },
+                changed = self.member.changed(), if member_open => {
+                    member_open = changed.is_ok();
+                    Input::Member(*self.member.borrow_and_update())
+                }
                 changed = unbindable.changed(), if unbindable_open => {
                     unbindable_open = changed.is_ok();
                     Input::Unbindable(unbindable.borrow_and_update().clone())

@@ -47,13 +47,13 @@ pub trait VipHolder: Send + Sync + 'static {
     fn unbindable(&self) -> watch::Receiver<Option<String>> {
         watch::channel(None).1
     }
-    /// A reload's new VIP set and settings: a VIP no longer listed is released if bound, a
-    /// new one bound and announced at once if held. The default has nothing to change.
-    fn set_vips(&self, _set: VipSet) {}
     /// This node's part in a planned overlap (make-before-break handover).
     fn set_overlap(&self, _overlap: VipOverlap) {}
     /// Announce every held VIP again at once (a fresh burst, no probe).
     fn reannounce(&self) {}
+    /// A reload's new VIP set and settings: a VIP no longer listed is released if bound, a
+    /// new one bound and announced at once if held. The default has nothing to change.
+    fn set_vips(&self, _set: VipSet) {}
 }
 
 /// What a reload hands the VIP layer.

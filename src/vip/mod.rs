@@ -298,6 +298,11 @@ struct Inner {
     rst_guard: Option<rst_guard::RstGuard>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,
+    /// The fence deadline of the current hold (None: none given): past it nothing is bound,
+    /// renewed or announced, whatever `held` says. Apart from `state`, whose lock is held
+    /// across netlink requests, so that the supervisor's thread can move it at every quorum
+    /// acknowledgement without waiting for this thread.
+    hold_until: Mutex<Option<Instant>>,
     /// Wakes the announce loop when a schedule changed.
     wake: Notify,
     /// Set by the address watcher when one of our VIPs changed in the kernel (or events were
@@ -307,19 +312,9 @@ struct Inner {
 
 struct State {
     held: bool,
-    /// The fence as this thread knows it: past it nothing is bound, renewed or announced,
-    /// whatever `held` says (None: no deadline given).
-    hold_until: Option<Instant>,
     /// This node's part in a planned overlap (make-before-break handover).
     overlap: VipOverlap,
     slots: Vec<Slot>,
-}
-
-impl State {
-    /// Held and not past the fence.
-    fn holding(&self, now: Instant) -> bool {
-        self.held && self.hold_until.is_none_or(|until| now < until)
-    }
 }
 
 struct Slot {
@@ -522,17 +517,18 @@ impl Vips {
                 control,
                 announcer,
                 cadence: Mutex::new(Cadence::of(announce)),
-                rst_guard: kernel_watch
-                    .is_some()
-                    .then(|| rst_guard::RstGuard::new(vips.iter().map(|v| v.address.ip).collect())),
+                rst_guard: kernel_watch.is_some().then(|| {
+                    let ips: Vec<IpAddr> = vips.iter().map(|v| v.address.ip).collect();
+                    rst_guard::RstGuard::new(&ips)
+                }),
                 kernel_watch,
                 lease,
                 state: Mutex::new(State {
                     held: false,
-                    hold_until: None,
                     overlap: VipOverlap::None,
                     slots,
                 }),
+                hold_until: Mutex::new(None),
                 wake: Notify::new(),
                 kernel_changed: Notify::new(),
             }),
@@ -639,7 +635,7 @@ impl Vips {
                     slot.next_announce = None;
                 }
             }
-            VipOverlap::None if before == VipOverlap::Yielding && state.holding(now) => {
+            VipOverlap::None if before == VipOverlap::Yielding && inner.holding(&state, now) => {
                 let bound = bound_slots(&state.slots);
                 inner.start_bursts(&mut state.slots, &bound, now, false);
             }
@@ -659,7 +655,7 @@ impl Vips {
         let inner = &self.inner;
         let mut state = inner.lock();
         let now = Instant::now();
-        if !state.holding(now) {
+        if !inner.holding(&state, now) {
             return;
         }
         let bound = bound_slots(&state.slots);
@@ -677,9 +673,6 @@ impl Vips {
         let inner = &self.inner;
         *crate::sync::lock(&inner.cadence) = Cadence::of(announce);
         let wanted: Vec<Vip> = vips.iter().map(Vip::from_config).collect();
-        if let Some(guard) = &inner.rst_guard {
-            guard.set_vips(vips.iter().map(|v| v.address.ip).collect());
-        }
         let mut state = inner.lock();
         let (mut kept, mut gone): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut state.slots)
             .into_iter()
@@ -715,7 +708,7 @@ impl Vips {
                 .iter()
                 .map(|&i| state.slots[i].vip.to_string())
                 .collect();
-            let holding = state.holding(now);
+            let holding = inner.holding(&state, now);
             let bound = if holding {
                 let bound = inner.bind(&mut state.slots, &added);
                 inner.start_bursts(&mut state.slots, &bound, now, true);
@@ -740,7 +733,7 @@ impl Vips {
     /// announcements and re-adds stop at once, even before the release itself: a box that
     /// resumes from a freeze must not renew or announce a VIP its fence has already given up.
     pub fn set_hold_until(&self, deadline: Option<Instant>) {
-        self.inner.lock().hold_until = deadline;
+        *crate::sync::lock(&self.inner.hold_until) = deadline;
     }
 
     /// Compares the kernel with the desired state and repairs it: a held VIP that vanished is
@@ -751,7 +744,7 @@ impl Vips {
         let inner = &self.inner;
         let mut state = inner.lock();
         let now = Instant::now();
-        let held = state.holding(now);
+        let held = inner.holding(&state, now);
         let present = {
             let vips: Vec<&Vip> = state.slots.iter().map(|s| &s.vip).collect();
             inner.control.bound_all(&vips)
@@ -1019,14 +1012,21 @@ impl Vips {
 }
 
 impl Inner {
+    /// For the VIPs configured now (a reload may have changed them).
+    fn set_rst_guard(&self, up: bool) {
+        if let Some(guard) = &self.rst_guard {
+            let ips: Vec<IpAddr> = self.lock().slots.iter().map(|s| s.vip.addr.ip).collect();
+            guard.set(up, &ips);
+        }
+    }
+
     fn cadence(&self) -> Cadence {
         *crate::sync::lock(&self.cadence)
     }
 
-    fn set_rst_guard(&self, up: bool) {
-        if let Some(guard) = &self.rst_guard {
-            guard.set(up);
-        }
+    /// Held and not past the fence.
+    fn holding(&self, state: &State, now: Instant) -> bool {
+        state.held && crate::sync::lock(&self.hold_until).is_none_or(|until| now < until)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -1190,7 +1190,7 @@ impl Inner {
     /// Renews the lifetime of every bound VIP while held (one batch of replacing adds).
     fn renew_leases(&self) {
         let mut state = self.lock();
-        if !state.holding(Instant::now()) {
+        if !self.holding(&state, Instant::now()) {
             return;
         }
         let bound: Vec<usize> = (0..state.slots.len())
@@ -1204,7 +1204,7 @@ impl Inner {
     /// Sends the burst and refresh frames that are due (one batch).
     fn announce_due(&self, now: Instant) {
         let mut state = self.lock();
-        let held = state.holding(now) && state.overlap != VipOverlap::Yielding;
+        let held = self.holding(&state, now) && state.overlap != VipOverlap::Yielding;
         let mut due = Vec::new();
         for (i, slot) in state.slots.iter_mut().enumerate() {
             if slot.next_announce.is_none_or(|at| at > now) {

@@ -24,38 +24,31 @@ use std::sync::Mutex;
 
 /// The guard of one set of VIPs, in the network namespace of the thread that uses it.
 pub struct RstGuard {
-    /// Named after the VIPs, so that two raftvip instances on one box do not share a table.
+    /// Named after the VIPs configured at start, so that two raftvip instances on one box do
+    /// not share a table (a reload changes the rule, not the name).
     table: String,
-    /// The VIPs of the config in force (a reload may change them; the table keeps its name).
-    vips: Mutex<Vec<IpAddr>>,
     /// (up, the last failure was logged)
     state: Mutex<(bool, bool)>,
 }
 
 impl RstGuard {
-    pub fn new(vips: Vec<IpAddr>) -> Self {
+    pub fn new(vips: &[IpAddr]) -> Self {
         let mut hasher = DefaultHasher::new();
         vips.hash(&mut hasher);
         Self {
             table: format!("raftvip_overlap_{:08x}", hasher.finish() as u32),
-            vips: Mutex::new(vips),
             state: Mutex::new((false, false)),
         }
     }
 
-    /// A reload's VIPs: covered from the guard's next raising on.
-    pub fn set_vips(&self, vips: Vec<IpAddr>) {
-        *crate::sync::lock(&self.vips) = vips;
-    }
-
-    /// Puts the guard up or takes it down (idempotent).
-    pub fn set(&self, up: bool) {
+    /// Puts the guard up for `vips` or takes it down (idempotent).
+    pub fn set(&self, up: bool, vips: &[IpAddr]) {
         let mut state = crate::sync::lock(&self.state);
         if state.0 == up {
             return;
         }
         let script = if up {
-            self.up_script()
+            self.up_script(vips)
         } else {
             self.down_script()
         };
@@ -78,8 +71,7 @@ impl RstGuard {
         }
     }
 
-    fn up_script(&self) -> String {
-        let vips = crate::sync::lock(&self.vips);
+    fn up_script(&self, vips: &[IpAddr]) -> String {
         let set = |v6: bool| {
             let ips: Vec<String> = vips
                 .iter()
@@ -143,15 +135,12 @@ mod tests {
 
     #[test]
     fn the_table_drops_resets_from_each_family_of_vips() {
-        let guard = RstGuard::new(vec![
-            "192.0.2.100".parse().unwrap(),
-            "2001:db8::100".parse().unwrap(),
-            "192.0.2.101".parse().unwrap(),
-        ]);
-        let script = guard.up_script();
-        assert!(
-            script.contains("ip saddr { 192.0.2.100, 192.0.2.101 } tcp flags & rst == rst drop")
-        );
+        let vips: Vec<IpAddr> = ["192.0.2.100", "2001:db8::100", "192.0.2.101"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let guard = RstGuard::new(&vips);
+        let script = guard.up_script(&vips);
         assert!(script.contains("ip6 saddr { 2001:db8::100 } tcp flags & rst == rst drop"));
         assert!(script.contains("type filter hook output priority 0; policy accept;"));
         assert!(guard.table.starts_with("raftvip_overlap_"));
@@ -162,7 +151,7 @@ mod tests {
 
     #[test]
     fn only_the_families_present_get_a_rule() {
-        let guard = RstGuard::new(vec!["192.0.2.100".parse().unwrap()]);
-        assert!(!guard.up_script().contains("ip6"));
+        let vips: Vec<IpAddr> = vec!["192.0.2.100".parse().unwrap()];
+        assert!(!RstGuard::new(&vips).up_script(&vips).contains("ip6"));
     }
 }

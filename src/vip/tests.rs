@@ -626,6 +626,81 @@ fn a_refused_add_keeps_the_box_unbindable_until_an_add_succeeds() {
     assert_eq!(r.vips.unbindable(), None);
 }
 
+#[tokio::test]
+async fn a_yielding_holder_keeps_its_vips_announces_nothing_and_does_not_fight_the_successor() {
+    let r = rig(&[config(V4, "eth0")], announce(3, 5, 1));
+    let cancel = CancellationToken::new();
+    r.vips.spawn_background(cancel.clone());
+    r.vips.set_held(true, "leader");
+    r.vips.set_overlap(VipOverlap::Yielding);
+    let announced = r.announcer.count(&Call::Announce(ip(V4)));
+    let successor = Mac([2, 0, 0, 0, 0x0b, 2]);
+    assert!(r.vips.on_duplicate(ip(V4), successor));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        r.announcer.count(&Call::Announce(ip(V4))),
+        announced,
+        "no burst, no refresh, no answer to the successor's frames"
+    );
+    assert_eq!(r.vips.status()[0].duplicates, 0);
+    assert!(
+        r.vips.status()[0].held,
+        "still bound: it serves until it releases"
+    );
+    // The successor never came: leading on, it announces again at once.
+    r.vips.set_overlap(VipOverlap::None);
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), announced + 1);
+    cancel.cancel();
+}
+
+#[test]
+fn a_successor_counts_no_duplicate_during_the_overlap_and_announces_again_on_request() {
+    let r = rig(&[config(V4, "eth0")], announce(1, 5, 0));
+    r.vips.set_overlap(VipOverlap::Taking);
+    r.vips.set_held(true, "leader");
+    let old_holder = Mac([2, 0, 0, 0, 0x0b, 1]);
+    assert!(r.vips.on_duplicate(ip(V4), old_holder));
+    assert_eq!(r.vips.status()[0].duplicates, 0);
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 1);
+    r.vips.reannounce();
+    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 2);
+    // After the overlap a claim is a duplicate again.
+    r.vips.set_overlap(VipOverlap::None);
+    assert!(r.vips.on_duplicate(ip(V4), old_holder));
+    assert_eq!(r.vips.status()[0].duplicates, 1);
+}
+
+#[test]
+fn a_deadline_moved_later_before_it_passes_keeps_the_vips_held_and_the_last_one_still_fences() {
+    let r = rig(&many(2), announce(3, 20, 0));
+    let cancel = CancellationToken::new();
+    let worker = VipWorker::spawn(r.vips.clone(), RECONCILE, cancel.clone()).unwrap();
+    let fence = Duration::from_millis(40);
+    worker.hold_until(Some(Instant::now() + fence));
+    worker.set_held(true, "leader");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    // A leader's acknowledgements: each moves the deadline later, without waking the thread.
+    let mut last = Instant::now();
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(5));
+        last = Instant::now() + fence;
+        worker.hold_until(Some(last));
+        assert_eq!(r.control.bound().len(), 2, "released although extended");
+    }
+    // They stop: released at the last deadline, not at an earlier one.
+    while r.control.bound().len() == 2 && Instant::now() < last + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let now = Instant::now();
+    assert!(now >= last, "released {:?} before the deadline", last - now);
+    assert!(
+        now < last + Duration::from_millis(20),
+        "released {:?} after the deadline",
+        now - last
+    );
+    cancel.cancel();
+}
+
 #[test]
 fn a_reloaded_set_binds_new_vips_at_once_and_releases_removed_ones_while_held() {
     let (kept, gone, new) = ("198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32");
@@ -683,50 +758,6 @@ fn the_vip_thread_applies_a_reloaded_set() {
     }
     assert_eq!(r.control.bound().len(), 2, "the new VIP is bound");
     cancel.cancel();
-}
-
-#[tokio::test]
-async fn a_yielding_holder_keeps_its_vips_announces_nothing_and_does_not_fight_the_successor() {
-    let r = rig(&[config(V4, "eth0")], announce(3, 5, 1));
-    let cancel = CancellationToken::new();
-    r.vips.spawn_background(cancel.clone());
-    r.vips.set_held(true, "leader");
-    r.vips.set_overlap(VipOverlap::Yielding);
-    let announced = r.announcer.count(&Call::Announce(ip(V4)));
-    let successor = Mac([2, 0, 0, 0, 0x0b, 2]);
-    assert!(r.vips.on_duplicate(ip(V4), successor));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(
-        r.announcer.count(&Call::Announce(ip(V4))),
-        announced,
-        "no burst, no refresh, no answer to the successor's frames"
-    );
-    assert_eq!(r.vips.status()[0].duplicates, 0);
-    assert!(
-        r.vips.status()[0].held,
-        "still bound: it serves until it releases"
-    );
-    // The successor never came: leading on, it announces again at once.
-    r.vips.set_overlap(VipOverlap::None);
-    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), announced + 1);
-    cancel.cancel();
-}
-
-#[test]
-fn a_successor_counts_no_duplicate_during_the_overlap_and_announces_again_on_request() {
-    let r = rig(&[config(V4, "eth0")], announce(1, 5, 0));
-    r.vips.set_overlap(VipOverlap::Taking);
-    r.vips.set_held(true, "leader");
-    let old_holder = Mac([2, 0, 0, 0, 0x0b, 1]);
-    assert!(r.vips.on_duplicate(ip(V4), old_holder));
-    assert_eq!(r.vips.status()[0].duplicates, 0);
-    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 1);
-    r.vips.reannounce();
-    assert_eq!(r.announcer.count(&Call::Announce(ip(V4))), 2);
-    // After the overlap a claim is a duplicate again.
-    r.vips.set_overlap(VipOverlap::None);
-    assert!(r.vips.on_duplicate(ip(V4), old_holder));
-    assert_eq!(r.vips.status()[0].duplicates, 1);
 }
 
 /// Records, for every announcement, how many VIPs the fake kernel had bound at that moment.

@@ -81,6 +81,8 @@ impl VipWorker {
         std::thread::Builder::new()
             .name("raftvip-vips".to_owned())
             .spawn(move || {
+                // It releases the VIPs at the fence deadline: as punctual as the runtime thread.
+                crate::realtime::raise_this_thread("VIP");
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -130,11 +132,30 @@ impl VipHolder for VipWorker {
             d.generation += 1;
         });
     }
+    /// A later deadline for the same hold (each quorum acknowledgement moves it, about a
+    /// hundred times a second on a leader) is recorded without waking the thread: the thread
+    /// wakes at the deadline it knows, finds the later one and sleeps on, so the fence costs a
+    /// wake-up per fence period instead of one per acknowledgement. Any other change, and an
+    /// earlier deadline, wakes the thread.
+    ///
+    /// The VIP layer's own copy of a deadline (what renewals and announcements obey) is set
+    /// here at once, before the hold it bounds is asked for. No deadline (after a release)
+    /// leaves the last one in place: clearing it while the release is on its way would let a
+    /// renewal slip past the fence, and every hold comes with a deadline of its own.
     fn hold_until(&self, deadline: Option<Instant>) {
+        if deadline.is_some() {
+            self.vips.set_hold_until(deadline);
+        }
         self.desired.send_if_modified(|d| {
-            let changed = d.until != deadline;
+            // The clock is read under the channel's lock, which the thread's fence check also
+            // takes: had the thread found the known deadline passed and released, it did so
+            // after `known`, so this is later still and wakes it to hold again.
+            let wake = match (d.until, deadline) {
+                (Some(known), Some(new)) => new < known || Instant::now() >= known,
+                (known, new) => known != new,
+            };
             d.until = deadline;
-            changed
+            wake
         });
     }
     fn status(&self) -> Vec<VipStatus> {
@@ -146,9 +167,6 @@ impl VipHolder for VipWorker {
     fn unbindable(&self) -> watch::Receiver<Option<String>> {
         self.unbindable.clone()
     }
-    fn set_vips(&self, set: VipSet) {
-        self.reloaded.send_replace(Some(set));
-    }
     fn set_overlap(&self, overlap: VipOverlap) {
         self.desired.send_if_modified(|d| {
             let changed = d.overlap != overlap;
@@ -158,6 +176,9 @@ impl VipHolder for VipWorker {
     }
     fn reannounce(&self) {
         self.desired.send_modify(|d| d.reannounce += 1);
+    }
+    fn set_vips(&self, set: VipSet) {
+        self.reloaded.send_replace(Some(set));
     }
 }
 
@@ -204,7 +225,6 @@ impl Thread {
                         return;
                     }
                     let desired = self.desired.borrow_and_update().clone();
-                    self.vips.set_hold_until(desired.until);
                     let past = desired.until.is_some_and(|at| Instant::now() >= at);
                     let reason = if desired.hold && past {
                         "fence deadline passed"
@@ -231,6 +251,10 @@ impl Thread {
                     changed.notify_all();
                 }
                 _ = fence => {
+                    // Extended meanwhile (see `hold_until`): sleep on until the new deadline.
+                    if self.desired.borrow().until > until {
+                        continue;
+                    }
                     fenced_at = until;
                     self.vips.set_held(false, "fence deadline passed (VIP thread)");
                 }

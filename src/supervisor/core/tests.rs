@@ -17,6 +17,7 @@ fn leader_healthy() -> Inputs {
         transferring: false,
         overlap: false,
         vips_bindable: true,
+        member: true,
     }
 }
 
@@ -73,6 +74,8 @@ fn transitions_table() {
         ("overlap of a healthy node after a transfer", |i| { i.leader = false; i.quorum_ack_age = None; i.overlap = true }, true, true, true, false, Reason::PlannedOverlap),
         ("overlap ends when HAProxy fails", |i| { i.stopping = true; i.leader = false; i.overlap = true; i.healthy = false }, false, false, true, false, Reason::Stopping),
         ("overlap ends when a VIP cannot be bound", |i| { i.leader = false; i.overlap = true; i.vips_bindable = false }, false, false, true, false, Reason::VipUnbindable),
+        ("leader the membership drops holds while handing over", |i| i.member = false, true, false, false, true, Reason::HandingOver),
+        ("box not a voter never stands", |i| { i.member = false; i.leader = false }, false, false, true, false, Reason::NotMember),
     ];
     for (name, change, hold, may_lead, heartbeat, hand_over, reason) in cases {
         let mut inputs = leader_healthy();
@@ -90,8 +93,8 @@ fn transitions_table() {
 fn never_holds_without_leadership_quorum_and_health() {
     // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy and
     // bindable VIPs, or the overlap after a planned step-down; maintenance, stopping, a
-    // transfer and becoming a witness only ever mean "hand over".
-    for bits in 0u32..512 {
+    // transfer, becoming a witness and leaving the membership only ever mean "hand over".
+    for bits in 0u32..1024 {
         let b = |n: u32| bits & (1 << n) != 0;
         let inputs = Inputs {
             witness: b(0),
@@ -104,14 +107,15 @@ fn never_holds_without_leadership_quorum_and_health() {
             vips_bindable: b(6),
             transferring: b(7),
             overlap: b(8),
+            member: !b(9),
         };
         let d = decide(&inputs);
-        // As leader, or in the overlap after a planned step-down: never unhealthy, never
-        // with a VIP that cannot be bound.
+        // As leader, or in the overlap after a planned step-down: never unhealthy, never with
+        // a VIP that cannot be bound.
         let serving = b(3) && b(6);
         let expected = serving && (b(1) && b(2) || !b(1) && b(8));
         assert_eq!(d.hold_vips, expected, "{inputs:?}");
-        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7);
+        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7) || b(9);
         assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
         assert!(!(d.may_lead && ineligible), "{inputs:?}");
     }
@@ -1270,14 +1274,14 @@ fn a_reload_that_makes_the_holder_a_witness_hands_over_while_holding() {
         episode: 1,
         to: None
     }));
+    // Make-before-break, like any planned handover: it keeps them until its successor
+    // holds them, then drains.
     let down = core.step(t0 + ms(2), follower(Some(2)));
-    assert_eq!(
-        held(&down),
-        None,
-        "planned overlap until the successor holds"
-    );
-    let end = core.step(t0 + ms(2) + OVERLAP_BOUND, Input::Tick);
-    assert_eq!(held(&end), Some(false));
+    assert_eq!(held(&down), None);
+    assert_eq!(core.state().reason, Reason::PlannedOverlap);
+    core.step(t0 + ms(3), Input::SuccessorHolds { from: 2 });
+    let released = core.step(t0 + ms(3) + OVERLAP_DRAIN, Input::Tick);
+    assert_eq!(held(&released), Some(false));
     assert_eq!(
         core.state().can_lead(),
         Err("witness: votes, never leads".to_owned())
