@@ -234,20 +234,26 @@ pub fn plan(running: &Config, new: &Config, same_secret: bool) -> Result<Plan, V
             running.accept_no_failover, new.accept_no_failover
         ));
     }
-    if running.peers != new.peers {
+    if let Some(change) = peer_change(running, new) {
         // The supervisor's setup counts the voters (a single voter elects by itself).
-        plan.supervisor = true;
-        plan.members = true;
-        let ids = |c: &Config| c.peers.iter().map(|p| p.id).collect::<Vec<_>>();
-        plan.changes.push(format!(
-            "peer: {:?} -> {:?} (the leader makes it the membership; raftvip status shows where the file and the cluster differ)",
-            ids(running),
-            ids(new)
-        ));
+        (plan.supervisor, plan.members) = (true, true);
+        plan.changes.push(change);
     }
     // RAFTVIP_VIPS in the hooks' environment lists the VIPs.
     plan.notify |= running.vips != new.vips;
     Ok(plan)
+}
+
+/// The "peer: [1, 2, 3] -> [1, 2, 3, 4]" line when the `[[peer]]` list changed.
+fn peer_change(running: &Config, new: &Config) -> Option<String> {
+    let ids = |c: &Config| c.peers.iter().map(|p| p.id).collect::<Vec<_>>();
+    (running.peers != new.peers).then(|| {
+        format!(
+            "peer: {:?} -> {:?} (the leader makes it the membership; raftvip status shows where the file and the cluster differ)",
+            ids(running),
+            ids(new)
+        )
+    })
 }
 
 /// "vip 192.0.2.50/32 on eth0: added" lines for this node's own VIPs (none for a node that
