@@ -75,21 +75,6 @@ say() {
     [[ -z $OUT ]] || printf '%s\n' "$*" >>"$OUT"
 }
 
-# Busy loops for -s, each bounded by the whole measurement's length.
-BUSY_PIDS=()
-saturate_start() {
-    local seconds=$1
-    for _ in 1 2; do
-        timeout "$seconds" bash -c 'while :; do :; done' &
-        BUSY_PIDS+=($!)
-    done
-}
-saturate_stop() {
-    local pid
-    for pid in "${BUSY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    BUSY_PIDS=()
-}
-
 # cpu_ticks PID: "utime stime" in clock ticks.
 cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
@@ -120,7 +105,7 @@ one_config() {
         # shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
         source "$REPO/integration/netns/lib.sh"
         bed_create "$nboxes" 2>/dev/null
-        ((SATURATE)) && saturate_start $((STABLE_S + 60))
+        ((SATURATE)) && bed_saturate $((STABLE_S + 60)) 2  # each loop bounded by the whole measurement
         for b in $(seq 1 "$nboxes"); do bed_start_haproxy "$b"; done
         for b in $(seq 1 "$nboxes"); do bed_start_raftvip "$b"; done
         t0=$(bed_now_ms)
@@ -135,7 +120,7 @@ one_config() {
         term1=$(bed_status 1 term)
         fr1=$(bed_status "$leader" counters.fence_releases 2>/dev/null || echo '?')
         [[ $fr0$fr1 =~ ^[0-9]+$ ]] && fr1=$((fr1 - fr0)) || fr1='?'
-        ((SATURATE)) && saturate_stop
+        ((SATURATE)) && bed_unsaturate
         h=$(bed_leader)
         pid=$(bed_raftvip_pid "$h")
         c0=$(cpu_ticks "$pid"); sleep "$IDLE_S"; c1=$(cpu_ticks "$pid")

@@ -1177,13 +1177,13 @@ scn_realtime_threads() {
 
 # drop_peer BOX ID: the [[peer]] entry of node ID removed from BOX's config file.
 drop_peer() {
-    python3 - "$(bed_boxdir "$1")/raftvip-a.toml" "$2" <<'PY'
-import re, sys
-path, node = sys.argv[1], sys.argv[2]
-text = open(path).read()
-text = re.sub(r'\[\[peer\]\]\nid = %s\naddress = "[^"]*"\n(role = "[a-z]+"\n)?' % node, "", text)
-open(path, "w").write(text)
-PY
+    local file
+    file="$(bed_boxdir "$1")/raftvip-a.toml"
+    awk -v id="$2" '
+        /^\[\[peer\]\]$/ { held = $0; skip = 0; next }
+        held != "" { if ($0 == "id = " id) { skip = 1 } else { print held; print }; held = ""; next }
+        skip && /^(address|role) = / { next }
+        { skip = 0; print }' "$file" >"$file.new" && mv "$file.new" "$file"
 }
 # vip_bound_since MS: how often the VIP was bound (on any box) since MS.
 vip_bound_since() { bed_events | awk -v s="$1" '$1 >= s && $3 == "+"' | wc -l; }
