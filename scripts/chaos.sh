@@ -36,7 +36,10 @@ Usage: $0 [options]
   --max-two-holder-ms MS    fail if a two-holder episode lasts longer (default 1500:
                             the 1 s address lifetime + 0.5 s)
   --max-two-holder-other N  fail past N two-holder episodes after faults other than
-                            kill and stop (default 0)
+                            kill, stop and term (default 0)
+  --max-planned-overlap-ms MS
+                            fail if the two-holder episode of a SIGTERM's make-before-break
+                            handover lasts longer (default 250: the 200 ms bound + 50 ms)
   --max-panics N            fail past N panics in the raftvip logs (default 0)
                             (always: fail unless one box holds the VIP 5 s after the last heal)
   --keep DIR                copy the bed's files (logs, timelines, probe) to DIR
@@ -52,7 +55,7 @@ die() { echo "chaos.sh: $*" >&2; exit 2; }
 
 seed="" duration=60 faults=$ALL_FAULTS holder_share=75 keep=""
 limits=(--min-availability=99.9 --max-outage-ms=300 --max-two-holder-ms=1500
-    --max-two-holder-other=0 --max-panics=0)
+    --max-two-holder-other=0 --max-planned-overlap-ms=250 --max-panics=0)
 set_limit() { # set_limit NAME VALUE: replaces the default of --NAME
     local i
     for i in "${!limits[@]}"; do
@@ -65,7 +68,8 @@ while (($#)); do
         --duration) duration=${2:?--duration needs seconds}; shift 2 ;;
         --faults) faults=${2:?--faults needs a list}; shift 2 ;;
         --holder-share) holder_share=${2:?--holder-share needs a percentage}; shift 2 ;;
-        --min-availability | --max-outage-ms | --max-two-holder-ms | --max-two-holder-other | --max-panics)
+        --min-availability | --max-outage-ms | --max-two-holder-ms | --max-two-holder-other | \
+            --max-planned-overlap-ms | --max-panics)
             set_limit "${1#--}" "${2:?$1 needs a value}"; shift 2 ;;
         --keep) keep=${2:?--keep needs a directory}; shift 2 ;;
         -h | --help) usage; exit 0 ;;

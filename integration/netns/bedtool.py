@@ -297,7 +297,8 @@ CHAOS_LIMITS = {
     "min-availability": "availability %, at least",
     "max-outage-ms": "longest client outage",
     "max-two-holder-ms": "longest two-holder episode (any fault)",
-    "max-two-holder-other": "two-holder episodes after faults other than kill/stop",
+    "max-two-holder-other": "two-holder episodes after faults other than kill/stop/term",
+    "max-planned-overlap-ms": "longest two-holder episode after a SIGTERM (make-before-break)",
     "max-panics": "panics in the raftvip logs",
     "panics": "(input) panics counted by chaos.sh",
     "errors": "(input) ERROR lines counted by chaos.sh",
@@ -364,7 +365,11 @@ def cmd_chaos_report(probe, faults_file, vip, start, end, *args):
     check("min-availability", round(availability, 3), lambda v, l: v >= l)
     check("max-outage-ms", longest(outs), lambda v, l: v <= l)
     check("max-two-holder-ms", longest(two), lambda v, l: v <= l)
-    other = [e for e in two if fault_at(faults, e[0]) not in ("kill", "stop")]
+    # A SIGTERM hands over make-before-break: the old holder keeps the VIP until its successor
+    # holds it (src/supervisor/core.rs, OVERLAP_BOUND), an overlap both agree on.
+    planned = [e for e in two if fault_at(faults, e[0]) == "term"]
+    check("max-planned-overlap-ms", longest(planned), lambda v, l: v <= l)
+    other = [e for e in two if fault_at(faults, e[0]) not in ("kill", "stop", "term")]
     check("max-two-holder-other", len(other), lambda v, l: v <= l)
     check("max-panics", int(limits.get("panics", 0)), lambda v, l: v <= l)
     for b in broken:
