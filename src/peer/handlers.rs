@@ -21,6 +21,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use openraft::ServerState;
 
 use super::client::PeerClient;
 use super::guard::{authenticate, REJECT_LOG_EVERY};
@@ -41,6 +42,8 @@ use crate::raft::{NodeId, Request as RaftRequest};
 
 /// Timeout of a maintenance request forwarded to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// A handover's second election waits this long past the voters' lease, so that it is over.
+const LEASE_SLACK: Duration = Duration::from_millis(5);
 
 /// A future a [`LocalNode`] returns (the trait is used as `dyn`).
 pub type NodeFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -290,7 +293,33 @@ impl PeerServer {
             .await
             .map_err(|e| format!("raft is stopping: {e}"))?;
         tracing::info!("starting an election at the leader's request (handover)");
+        self.retry_after_the_lease();
         Ok(())
+    }
+
+    /// With more than three voters the old leader's vote and this node's are not a majority,
+    /// and the other voters refuse every vote until their leader lease (`election_timeout_max`
+    /// after the old leader's last heartbeat, which it stopped sending when it handed over)
+    /// has run out. If this election is still undecided then, stand once more: otherwise a
+    /// later pre-vote of another node (the old leader's, for one) wins, and the handover picked
+    /// the wrong successor.
+    fn retry_after_the_lease(&self) {
+        let raft = self.raft.clone();
+        let lease = Duration::from_millis(raft.config().election_timeout_max) + LEASE_SLACK;
+        tokio::spawn(async move {
+            tokio::time::sleep(lease).await;
+            let undecided = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.state == ServerState::Candidate && m.current_leader.is_none()
+            };
+            if undecided {
+                tracing::info!(
+                    "the handover's election is undecided after the voters' lease: standing again"
+                );
+                let _ = raft.trigger().elect().await;
+            }
+        });
     }
 
     /// Writes the flag if this node leads, else forwards the request to the leader once.

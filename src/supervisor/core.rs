@@ -1124,12 +1124,14 @@ impl Core {
         }
     }
 
-    /// Stands in elections: may lead, not leader, and not a single voter (openraft's own
-    /// timer runs those).
+    /// Stands in elections: may lead, not leader, not a single voter (openraft's own timer
+    /// runs those), and not in a planned overlap (the successor it asked is being elected:
+    /// competing would move the VIPs to the wrong node, or back).
     fn standing(&self) -> bool {
         !self.setup.single_voter
             && self.applied.is_some_and(|d| d.may_lead)
             && self.raft.state != ServerState::Leader
+            && self.overlap.is_none()
     }
 
     /// `lease + stagger` after the last leader contact (or the start, which may follow a

@@ -1304,3 +1304,27 @@ fn a_reloaded_fence_moves_the_hold_deadline_at_once() {
     let released = core.step(t0 + shorter + ms(1), Input::Tick);
     assert_eq!(held(&released), Some(false));
 }
+
+#[test]
+fn an_old_holder_does_not_stand_against_its_successor_during_the_overlap() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    core.step(t0 + ms(1), Input::Transfer { to: Some(3) });
+    core.step(
+        t0 + ms(2),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: Some(3),
+        },
+    );
+    // Stepped down for node 3, whose election is not decided yet (no leader known).
+    core.step(t0 + ms(3), follower(None));
+    assert_eq!(core.state().reason, Reason::PlannedOverlap);
+    assert!(core.state().may_lead, "a transfer is no maintenance");
+    // Past its own lease, but the successor it asked is still being elected.
+    let tick = core.step(t0 + ms(3) + OVERLAP_BOUND - ms(1), Input::Tick);
+    assert!(!tick.contains(&Action::RequestPreVote), "{tick:?}");
+    // Once the overlap is over (here: at its bound) it stands again.
+    let after = core.step(t0 + ms(3) + OVERLAP_BOUND + LEASE, Input::Tick);
+    assert!(after.contains(&Action::RequestPreVote), "{after:?}");
+}
