@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use raftvip::config::{Announce, VipConfig};
 use raftvip::vip::announce::PacketAnnouncer;
 use raftvip::vip::netlink::{AddressEvent, AddressWatcher, NetlinkControl};
-use raftvip::vip::{AddressControl, Announcer, Cause, Vip, VipHolder, VipWorker, Vips};
+use raftvip::vip::{AddressControl, Announcer, Cause, Vip, VipHolder, VipOverlap, VipWorker, Vips};
 use tokio_util::sync::CancellationToken;
 
 const MAC_A: &str = "02:00:00:00:0a:01";
@@ -697,4 +697,177 @@ fn two_hundred_vips_bind_and_release_in_one_batch_each() {
         }
         println!("200 VIPs: set_held(true) {takeovers:?}; set_held(false) {releases:?}");
     });
+}
+
+/// Three namespaces on one bridge (in a fourth): the successor A (the code under test), the
+/// old holder B and a client C, each on `rvv0`; deleted (exactly these) on drop.
+struct Segment {
+    bridge: String,
+    boxes: [String; 3],
+}
+
+const MAC_C: &str = "02:00:00:00:0c:01";
+
+impl Segment {
+    fn create(tag: &str) -> Segment {
+        require_root_and_iproute2();
+        let pid = std::process::id();
+        let name = |part: &str| format!("rvv{pid}{tag}{part}");
+        let segment = Segment {
+            bridge: name("br"),
+            boxes: [name("a"), name("b"), name("c")],
+        };
+        ip(&["netns", "add", &segment.bridge]);
+        let br = segment.bridge.as_str();
+        ip(&["-n", br, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", br, "link", "set", "br0", "up"]);
+        let addresses = [
+            (MAC_A, "192.0.2.1/24"),
+            (MAC_B, "192.0.2.2/24"),
+            (MAC_C, "192.0.2.3/24"),
+        ];
+        for (i, (ns, (mac, address))) in segment.boxes.iter().zip(addresses).enumerate() {
+            ip(&["netns", "add", ns]);
+            let port = format!("p{i}");
+            ip(&[
+                "-n", ns, "link", "add", "rvv0", "address", mac, "type", "veth", "peer", "name",
+                &port, "netns", br,
+            ]);
+            ip(&["-n", br, "link", "set", &port, "master", "br0", "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", "rvv0", "up"]);
+            ip(&["-n", ns, "addr", "add", address, "dev", "rvv0"]);
+        }
+        segment
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        for ns in self.boxes.iter().chain([&self.bridge]) {
+            let deleted = Command::new("ip").args(["netns", "del", ns]).status();
+            if !deleted.as_ref().is_ok_and(|s| s.success()) {
+                eprintln!("could not delete netns {ns}: {deleted:?}");
+            }
+        }
+    }
+}
+
+/// A TCP server in namespace `ns` on VIP4:8080 that reads a line and answers `name`; killed
+/// on drop.
+struct LineServer(std::process::Child);
+
+impl LineServer {
+    fn start(ns: &str, name: &str) -> LineServer {
+        let program = "import socketserver, sys\n\
+            class H(socketserver.StreamRequestHandler):\n\
+            \x20   def handle(self):\n\
+            \x20       self.rfile.readline()\n\
+            \x20       self.wfile.write(sys.argv[1].encode() + b'\\n')\n\
+            socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
+            socketserver.ThreadingTCPServer(('192.0.2.100', 8080), H).serve_forever()\n";
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", program, name])
+            .spawn()
+            .expect("python3 for the test's TCP server");
+        LineServer(child)
+    }
+}
+
+impl Drop for LineServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The client in namespace `ns`: opens a connection to VIP4:8080 while its neighbour entry
+/// names `first_mac`, then points the entry at `then_mac` (the switch a successor's
+/// announcement makes) and sends its request. Prints the answer, or what went wrong.
+fn request_across_a_switch(ns: &str, first_mac: &str, then_mac: &str) -> String {
+    let program = "import socket, subprocess, sys, time\n\
+        def neigh(mac):\n\
+        \x20   subprocess.run(['ip', 'neigh', 'replace', '192.0.2.100', 'lladdr', mac, 'dev', 'rvv0', 'nud', 'permanent'], check=True)\n\
+        neigh(sys.argv[1])\n\
+        deadline = time.monotonic() + 3\n\
+        while True:\n\
+        \x20   try:\n\
+        \x20       s = socket.create_connection(('192.0.2.100', 8080), timeout=1)\n\
+        \x20       break\n\
+        \x20   except OSError:\n\
+        \x20       if time.monotonic() > deadline: raise\n\
+        \x20       time.sleep(0.05)\n\
+        neigh(sys.argv[2])\n\
+        s.sendall(b'hello\\n')\n\
+        try:\n\
+        \x20   print(s.recv(64).decode().strip() or 'closed')\n\
+        except OSError as e:\n\
+        \x20   print(type(e).__name__)\n";
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "python3", "-c", program, first_mac, then_mac,
+        ])
+        .output()
+        .expect("python3 for the test's client");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
+    let segment = Segment::create("o");
+    let [a, b, c] = segment.boxes.clone();
+    ip(&["-n", &b, "addr", "add", "192.0.2.100/32", "dev", "rvv0"]);
+    let _servers = [LineServer::start(&a, "a"), LineServer::start(&b, "b")];
+    let path = format!("/run/netns/{a}");
+    let tables_in_a = move || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &a, "nft", "list", "tables"])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let thread = std::thread::spawn(move || {
+        enter_netns(&path);
+        let vips = Vips::linux(
+            &[vip_config("192.0.2.100/32", "rvv0", None)],
+            &announce_config(),
+        )
+        .expect("netlink socket");
+        vips.set_held(true, "successor of a planned handover");
+        // Without the overlap guard the successor resets the old holder's connection.
+        let unguarded = request_across_a_switch(&c, MAC_B, MAC_A);
+        assert_eq!(unguarded, "ConnectionResetError", "the test's control");
+        vips.set_overlap(VipOverlap::Taking {
+            old_holder: "192.0.2.2".parse().unwrap(),
+        });
+        // The guard's tables change on a thread of their own.
+        let tables_are = |present: bool| {
+            let deadline = Instant::now() + PATIENCE;
+            while tables_in_a().contains("raftvip_overlap_") != present {
+                assert!(Instant::now() < deadline, "tables: {}", tables_in_a());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        tables_are(true);
+        // The request of a connection opened with the old holder is answered by it...
+        assert_eq!(request_across_a_switch(&c, MAC_B, MAC_A), "b");
+        // ...one opened with the successor stays with the successor.
+        assert_eq!(request_across_a_switch(&c, MAC_A, MAC_A), "a");
+        vips.set_overlap(VipOverlap::None);
+        tables_are(false);
+        // After the overlap the old holder's connections are reset again.
+        assert_eq!(
+            request_across_a_switch(&c, MAC_B, MAC_A),
+            "ConnectionResetError"
+        );
+        vips.set_held(false, "end of test");
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic); // the Segment still drops while unwinding
+    }
 }

@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -668,8 +669,8 @@ impl LocalNode for LiveNode {
         self.members.removed(&notice);
     }
 
-    fn asked_to_take_over(&self) {
-        let _ = self.inputs.try_send(Input::AskedToTakeOver);
+    fn asked_to_take_over(&self, old_holder: IpAddr) {
+        let _ = self.inputs.try_send(Input::AskedToTakeOver { old_holder });
     }
 
     fn successor_holds(&self, from: NodeId) -> NodeFuture<bool> {

@@ -9,13 +9,14 @@
 //! ([`super::transfer`]), and the membership changes of a reload (`crate::membership`).
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -67,9 +68,9 @@ pub trait LocalNode: Send + Sync + 'static {
         -> NodeFuture<Result<MembershipView, String>>;
     /// The leader removed this node from the cluster.
     fn removed(&self, notice: RemovedNotice);
-    /// A leader handing over asked this node to take over (and it may): the overlap with
-    /// the old holder that follows is agreed.
-    fn asked_to_take_over(&self) {}
+    /// A leader handing over, from `old_holder`, asked this node to take over (and it may):
+    /// the overlap with the old holder that follows is agreed.
+    fn asked_to_take_over(&self, _old_holder: IpAddr) {}
     /// Peer `from` holds the VIPs now: if this node holds them in a planned handover, it
     /// releases; completes with true once released, false if it held nothing to release.
     fn successor_holds(&self, _from: NodeId) -> NodeFuture<bool> {
@@ -199,8 +200,13 @@ fn bad_body(e: &serde_json::Error) -> Response {
 }
 
 /// A leader handing over asks: "start an election now, if you may lead".
-async fn elect(State(s): State<Arc<PeerServer>>) -> Json<PeerAnswer> {
-    Json(PeerAnswer::from_verdict(s.elect_now().await))
+async fn elect(
+    State(s): State<Arc<PeerServer>>,
+    ConnectInfo(leader): ConnectInfo<SocketAddr>,
+) -> Json<PeerAnswer> {
+    Json(PeerAnswer::from_verdict(
+        s.elect_now(leader.ip().to_canonical()).await,
+    ))
 }
 
 /// Pre-vote (Raft thesis §9.6): "would you vote, i.e. have you lost your leader too, and is
@@ -283,10 +289,10 @@ async fn reload(
 }
 
 impl PeerServer {
-    /// Starts an election if this node may lead.
-    async fn elect_now(&self) -> Result<(), String> {
+    /// Starts an election if this node may lead, at the request of the leader at `leader`.
+    async fn elect_now(&self, leader: IpAddr) -> Result<(), String> {
         self.node.can_lead()?;
-        self.node.asked_to_take_over();
+        self.node.asked_to_take_over(leader);
         self.raft
             .trigger()
             .elect()

@@ -39,6 +39,7 @@
 //! ([`Overlap`]), so "successor took over, release now or at a bound" is a state and an input,
 //! not a flag in the driver.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
@@ -420,8 +421,9 @@ pub enum Input {
     /// A peer says it holds the VIPs now (it took over): an old holder in a planned overlap
     /// releases.
     SuccessorHolds { from: NodeId },
-    /// A leader handing over asked this node to take over (make-before-break expected).
-    AskedToTakeOver,
+    /// A leader handing over, from `old_holder` (the address it asked from), asked this node
+    /// to take over (make-before-break expected).
+    AskedToTakeOver { old_holder: IpAddr },
     /// The answer to [`Action::TellHeld`]: the peer that released for this node, if any.
     HeldAnswer { released_by: Option<NodeId> },
     /// The operator asks this leader to hand leadership to `to` (None: any healthy peer).
@@ -767,9 +769,9 @@ impl Core {
                 self.overlap_answered(episode, to);
             }
             Input::SuccessorHolds { from } => self.successor_holds(now, from),
-            Input::AskedToTakeOver => {
+            Input::AskedToTakeOver { old_holder } => {
                 if self.taking_until.replace(now + TAKEOVER_WINDOW).is_none() {
-                    out.push(Action::VipOverlap(VipOverlap::Taking));
+                    out.push(Action::VipOverlap(VipOverlap::Taking { old_holder }));
                 }
             }
             Input::HeldAnswer { released_by } => {

@@ -7,6 +7,7 @@
 //! ([`super::VipWorker`]) without the supervisor being told: none of it changes what the
 //! supervisor decides.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -23,8 +24,20 @@ pub enum VipOverlap {
     None,
     /// The old holder of a planned handover: keep the VIPs bound, announce nothing.
     Yielding,
-    /// The successor of a planned handover: announce as usual, expect the old holder.
-    Taking,
+    /// The successor of a planned handover: announce as usual, expect the old holder, and
+    /// pass it the segments of connections still open with it (`old_holder`: the address it
+    /// asked from).
+    Taking { old_holder: IpAddr },
+}
+
+impl VipOverlap {
+    /// The old holder, when this node is the successor.
+    pub fn old_holder(self) -> Option<IpAddr> {
+        match self {
+            VipOverlap::Taking { old_holder } => Some(old_holder),
+            _ => None,
+        }
+    }
 }
 
 /// What the supervisor needs from the VIP layer.

@@ -38,8 +38,8 @@ pub mod duplicate;
 pub(crate) mod fake;
 mod holder;
 pub mod netlink;
+pub mod overlap_guard;
 mod packet;
-pub mod rst_guard;
 pub mod worker;
 
 #[cfg(test)]
@@ -295,7 +295,7 @@ struct Inner {
     /// Kernel-enforced lifetime of bound VIPs and how often it is renewed (None: permanent).
     lease: Option<(Duration, Duration)>,
     /// No resets from our VIPs while taking over in a planned overlap (kernel only).
-    rst_guard: Option<rst_guard::RstGuard>,
+    overlap_guard: Option<overlap_guard::OverlapGuard>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,
     /// The fence deadline of the current hold (None: none given): past it nothing is bound,
@@ -517,9 +517,9 @@ impl Vips {
                 control,
                 announcer,
                 cadence: Mutex::new(Cadence::of(announce)),
-                rst_guard: kernel_watch.is_some().then(|| {
+                overlap_guard: kernel_watch.is_some().then(|| {
                     let ips: Vec<IpAddr> = vips.iter().map(|v| v.address.ip).collect();
-                    rst_guard::RstGuard::new(&ips)
+                    overlap_guard::OverlapGuard::new(&ips)
                 }),
                 kernel_watch,
                 lease,
@@ -583,7 +583,7 @@ impl Vips {
             let took = (first.unwrap_or(last), last);
             summary("held", state.slots.len(), bound.len(), reason, took);
         } else {
-            if std::mem::take(&mut state.overlap) == VipOverlap::Taking {
+            if std::mem::take(&mut state.overlap).old_holder().is_some() {
                 guard_down = true;
             }
             for slot in &mut state.slots {
@@ -611,7 +611,7 @@ impl Vips {
         drop(state);
         inner.wake.notify_one();
         if guard_down {
-            inner.set_rst_guard(false);
+            inner.set_overlap_guard(None);
         }
     }
 
@@ -643,8 +643,8 @@ impl Vips {
         }
         drop(state);
         inner.wake.notify_one();
-        if (before == VipOverlap::Taking) != (overlap == VipOverlap::Taking) {
-            inner.set_rst_guard(overlap == VipOverlap::Taking);
+        if before.old_holder() != overlap.old_holder() {
+            inner.set_overlap_guard(overlap.old_holder());
         }
     }
 
@@ -1012,11 +1012,18 @@ impl Vips {
 }
 
 impl Inner {
-    /// For the VIPs configured now (a reload may have changed them).
-    fn set_rst_guard(&self, up: bool) {
-        if let Some(guard) = &self.rst_guard {
-            let ips: Vec<IpAddr> = self.lock().slots.iter().map(|s| s.vip.addr.ip).collect();
-            guard.set(up, &ips);
+    /// Up, passing segments on to `old_holder`, or down (None); for the VIPs configured now
+    /// (a reload may have changed them).
+    fn set_overlap_guard(&self, old_holder: Option<IpAddr>) {
+        let Some(guard) = &self.overlap_guard else {
+            return;
+        };
+        match old_holder {
+            Some(old_holder) => {
+                let vips: Vec<Vip> = self.lock().slots.iter().map(|s| s.vip.clone()).collect();
+                guard.up(vips, old_holder);
+            }
+            None => guard.down(),
         }
     }
 

@@ -656,7 +656,9 @@ async fn a_yielding_holder_keeps_its_vips_announces_nothing_and_does_not_fight_t
 #[test]
 fn a_successor_counts_no_duplicate_during_the_overlap_and_announces_again_on_request() {
     let r = rig(&[config(V4, "eth0")], announce(1, 5, 0));
-    r.vips.set_overlap(VipOverlap::Taking);
+    r.vips.set_overlap(VipOverlap::Taking {
+        old_holder: "192.0.2.11".parse().unwrap(),
+    });
     r.vips.set_held(true, "leader");
     let old_holder = Mac([2, 0, 0, 0, 0x0b, 1]);
     assert!(r.vips.on_duplicate(ip(V4), old_holder));

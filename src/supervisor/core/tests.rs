@@ -150,6 +150,17 @@ const LEASE: Duration = Duration::from_millis(100);
 const ET_MIN: Duration = Duration::from_millis(50);
 const STAGGER: Duration = Duration::from_millis(10);
 
+/// The address the old holder asks a successor from.
+fn old_holder() -> std::net::IpAddr {
+    "192.0.2.11".parse().unwrap()
+}
+
+fn asked_to_take_over() -> Input {
+    Input::AskedToTakeOver {
+        old_holder: old_holder(),
+    }
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -853,9 +864,11 @@ fn the_overlap_ends_at_once_when_haproxy_fails() {
 fn a_successor_asked_to_take_over_expects_the_overlap_tells_its_peers_and_announces_again() {
     let t0 = Instant::now();
     let mut core = healthy_follower(t0);
-    let asked = core.step(t0 + ms(1), Input::AskedToTakeOver);
+    let asked = core.step(t0 + ms(1), asked_to_take_over());
     assert!(
-        asked.contains(&Action::VipOverlap(VipOverlap::Taking)),
+        asked.contains(&Action::VipOverlap(VipOverlap::Taking {
+            old_holder: old_holder()
+        })),
         "expects the overlap before it binds: {asked:?}"
     );
     let took = without_publish(core.step(t0 + ms(5), leader(3, 0)));
@@ -879,7 +892,7 @@ fn a_successor_asked_to_take_over_expects_the_overlap_tells_its_peers_and_announ
 fn a_node_asked_to_take_over_that_never_does_stops_expecting_the_overlap() {
     let t0 = Instant::now();
     let mut core = healthy_follower(t0);
-    core.step(t0, Input::AskedToTakeOver);
+    core.step(t0, asked_to_take_over());
     assert!(core.next_deadline() <= Some(t0 + TAKEOVER_WINDOW));
     let expired = core.step(t0 + TAKEOVER_WINDOW, Input::Tick);
     assert!(expired.contains(&Action::VipOverlap(VipOverlap::None)));
@@ -891,7 +904,9 @@ fn an_unplanned_takeover_tells_the_peers_but_expects_no_overlap() {
     let mut core = healthy_follower(t0);
     let took = core.step(t0 + ms(5), leader(3, 0));
     assert!(took.contains(&Action::TellHeld));
-    assert!(!took.contains(&Action::VipOverlap(VipOverlap::Taking)));
+    assert!(!took
+        .iter()
+        .any(|a| matches!(a, Action::VipOverlap(VipOverlap::Taking { .. }))));
     let answer = core.step(t0 + ms(8), Input::HeldAnswer { released_by: None });
     assert!(!answer.contains(&Action::Reannounce));
 }
@@ -1074,7 +1089,7 @@ mod sequences {
             Just(Input::Tick),
             Just(Input::Tick),
             Just(Input::SuccessorHolds { from: 2 }),
-            Just(Input::AskedToTakeOver),
+            Just(asked_to_take_over()),
             any::<bool>().prop_map(|some| Input::HeldAnswer {
                 released_by: some.then_some(2)
             }),
