@@ -192,6 +192,16 @@ struct Thread {
     reloaded: watch::Receiver<Option<VipSet>>,
 }
 
+/// Why the VIP thread lets go at the deadline it was given: the old holder of a planned
+/// overlap holds until the overlap's end, every other holder until its fence.
+fn deadline_reason(overlap: VipOverlap) -> &'static str {
+    if overlap == VipOverlap::Yielding {
+        "planned overlap ended (VIP thread)"
+    } else {
+        "fence deadline passed (VIP thread)"
+    }
+}
+
 impl Thread {
     async fn serve(mut self, cancel: CancellationToken) {
         // The announce loop, the lease renewals and the kernel watchers, which know the VIP
@@ -227,7 +237,7 @@ impl Thread {
                     let desired = self.desired.borrow_and_update().clone();
                     let past = desired.until.is_some_and(|at| Instant::now() >= at);
                     let reason = if desired.hold && past {
-                        "fence deadline passed"
+                        deadline_reason(desired.overlap)
                     } else {
                         desired.reason.as_str()
                     };
@@ -256,7 +266,8 @@ impl Thread {
                         continue;
                     }
                     fenced_at = until;
-                    self.vips.set_held(false, "fence deadline passed (VIP thread)");
+                    let overlap = self.desired.borrow().overlap;
+                    self.vips.set_held(false, deadline_reason(overlap));
                 }
                 // Someone deleted or added one of our VIPs, or events were lost.
                 _ = self.vips.kernel_changed() => self.vips.reconcile(),
