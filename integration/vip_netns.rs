@@ -838,28 +838,33 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
             &announce_config(),
         )
         .expect("netlink socket");
-        vips.set_held(true, "successor of a planned handover");
+        vips.set_held(true, "an unplanned takeover");
         // Without the overlap guard the successor resets the old holder's connection.
         let unguarded = request_across_a_switch(&c, MAC_B, MAC_A);
         assert_eq!(unguarded, "ConnectionResetError", "the test's control");
+        vips.set_held(false, "the test's control is over");
+
+        // Asked to take over, then elected: the VIP is bound only once the guard is up.
         vips.set_overlap(VipOverlap::Taking {
             old_holder: "192.0.2.2".parse().unwrap(),
         });
-        // The guard's tables change on a thread of their own.
-        let tables_are = |present: bool| {
-            let deadline = Instant::now() + PATIENCE;
-            while tables_in_a().contains("raftvip_overlap_") != present {
-                assert!(Instant::now() < deadline, "tables: {}", tables_in_a());
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
-        tables_are(true);
+        vips.set_held(true, "successor of a planned handover");
+        assert!(
+            tables_in_a().contains("raftvip_overlap_"),
+            "bound before the guard was up: {}",
+            tables_in_a()
+        );
         // The request of a connection opened with the old holder is answered by it...
         assert_eq!(request_across_a_switch(&c, MAC_B, MAC_A), "b");
         // ...one opened with the successor stays with the successor.
         assert_eq!(request_across_a_switch(&c, MAC_A, MAC_A), "a");
         vips.set_overlap(VipOverlap::None);
-        tables_are(false);
+        // The guard comes down on its own thread.
+        let deadline = Instant::now() + PATIENCE;
+        while tables_in_a().contains("raftvip_overlap_") {
+            assert!(Instant::now() < deadline, "tables: {}", tables_in_a());
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // After the overlap the old holder's connections are reset again.
         assert_eq!(
             request_across_a_switch(&c, MAC_B, MAC_A),

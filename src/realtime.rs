@@ -182,9 +182,10 @@ pub fn raise_blocking_thread() {
 
 /// Runs `f` on the calling real-time thread with `SCHED_RESET_ON_FORK` cleared, so the
 /// threads `f` starts take the real-time class too: for the netlink router thread, which
-/// receives the kernel's answers to the VIP thread's requests. `f` must not start anything
-/// else (no blocking-pool work). Clearing the flag needs `CAP_SYS_NICE`; without it the
-/// threads stay in the normal class.
+/// receives the kernel's answers to the VIP thread's requests. Any other thread `f` starts
+/// must leave the class first thing ([`lower_this_thread`]), and `f` must do no
+/// blocking-pool work. Clearing the flag needs `CAP_SYS_NICE`; without it the threads stay
+/// in the normal class.
 pub fn inherited<T>(f: impl FnOnce() -> T) -> T {
     let Some(&priority) = PRIORITY.get() else {
         return f();
@@ -200,6 +201,17 @@ pub fn inherited<T>(f: impl FnOnce() -> T) -> T {
         }
     }
     result
+}
+
+/// Puts the calling thread back in the normal class: for a thread started inside
+/// [`inherited`] that the lease does not wait for (the planned overlap's guard, which waits
+/// for `nft`).
+pub fn lower_this_thread() {
+    if PRIORITY.get().is_some() {
+        if let Err(why) = set_policy(libc::SCHED_OTHER, 0) {
+            tracing::warn!("a thread outside the lease's path stays in the real-time class: {why}");
+        }
+    }
 }
 
 /// What [`enter`] put in effect (the default before it ran: normal class, nothing locked).

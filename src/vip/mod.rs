@@ -70,6 +70,10 @@ const DUPLICATE_REBURST_GAP: Duration = Duration::from_secs(1);
 
 /// The largest step of a takeover (see [`Vips::set_held`]): one netlink datagram's worth.
 const TAKEOVER_STEP_MAX: usize = netlink::BATCH_MAX;
+/// Longest a successor waits for its planned overlap's guard before binding anyway: well
+/// inside the old holder's bound (200 ms after its step-down), which `nft` normally takes
+/// 10–30 ms of.
+const OVERLAP_GUARD_WAIT: Duration = Duration::from_millis(100);
 
 /// An Ethernet MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -543,6 +547,9 @@ impl Vips {
     /// the time to the first and the last VIP; the per-VIP detail is at debug.
     pub fn set_held(&self, hold: bool, reason: &str) {
         let inner = &self.inner;
+        if hold {
+            inner.wait_for_overlap_guard();
+        }
         let mut state = inner.lock();
         if state.held == hold {
             return;
@@ -1024,6 +1031,23 @@ impl Inner {
                 guard.up(vips, old_holder);
             }
             None => guard.down(),
+        }
+    }
+
+    /// A successor of a planned overlap binds once its guard is up (or has failed, or
+    /// [`OVERLAP_GUARD_WAIT`] passed): a VIP bound before would reset the connections still
+    /// open with the old holder. The guard is asked for when this node is asked to take over,
+    /// so most of its start-up falls into the election.
+    fn wait_for_overlap_guard(&self) {
+        let taking = self.lock().overlap.old_holder().is_some();
+        let Some(guard) = self.overlap_guard.as_ref().filter(|_| taking) else {
+            return;
+        };
+        if !guard.wait_settled(OVERLAP_GUARD_WAIT) {
+            tracing::warn!(
+                waited_ms = OVERLAP_GUARD_WAIT.as_millis() as u64,
+                "the planned overlap's guard is not up yet: binding anyway (connections open with the old holder may be reset)"
+            );
         }
     }
 

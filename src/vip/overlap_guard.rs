@@ -32,15 +32,22 @@ use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::Vip;
 
 /// The guard of one set of VIPs, in the network namespace of the thread that creates it.
-/// Its tables change on a thread of its own: `nft` is a process to start and wait for, and
-/// the VIP thread, which enforces the fence, never waits for one.
+/// Its tables change on a thread of its own: `nft` is a process to start and wait for
+/// (10–30 ms), and the VIP thread, which enforces the fence, waits for it only before a
+/// successor binds, and only for a bounded time ([`OverlapGuard::wait_settled`]).
 pub struct OverlapGuard {
-    wishes: mpsc::Sender<Wish>,
+    wishes: mpsc::Sender<(u64, Wish)>,
+    /// Wishes sent so far.
+    sent: AtomicU64,
+    /// The last wish the guard's thread carried out or gave up on.
+    settled: Arc<(Mutex<u64>, Condvar)>,
 }
 
 enum Wish {
@@ -70,23 +77,48 @@ impl OverlapGuard {
     pub fn new(vips: &[IpAddr]) -> Self {
         let tables = Tables::named(vips);
         let (wishes, received) = mpsc::channel();
+        let settled = Arc::new((Mutex::new(0), Condvar::new()));
+        let reported = settled.clone();
         let started = std::thread::Builder::new()
             .name("raftvip-overlap".into())
-            .spawn(move || tables.serve(&received));
+            .spawn(move || {
+                crate::realtime::lower_this_thread();
+                tables.serve(&received, &reported);
+            });
         if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start the planned overlap's guard thread: requests open with the old holder at a planned handover may be lost");
         }
-        Self { wishes }
+        Self {
+            wishes,
+            sent: AtomicU64::new(0),
+            settled,
+        }
     }
 
     /// Puts the guard up for `vips`, passing segments on to `old_holder` (idempotent).
     pub fn up(&self, vips: Vec<Vip>, old_holder: IpAddr) {
-        let _ = self.wishes.send(Wish::Up { vips, old_holder });
+        self.send(Wish::Up { vips, old_holder });
     }
 
     /// Takes the guard down (idempotent).
     pub fn down(&self) {
-        let _ = self.wishes.send(Wish::Down);
+        self.send(Wish::Down);
+    }
+
+    fn send(&self, wish: Wish) {
+        let number = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = self.wishes.send((number, wish));
+    }
+
+    /// Waits (at most `limit`) until every wish sent so far is carried out or given up on;
+    /// false on timeout.
+    pub fn wait_settled(&self, limit: Duration) -> bool {
+        let sent = self.sent.load(Ordering::SeqCst);
+        let (lock, changed) = &*self.settled;
+        let settled = crate::sync::lock(lock);
+        changed
+            .wait_timeout_while(settled, limit, |settled| *settled < sent)
+            .is_ok_and(|(_, timeout)| !timeout.timed_out())
     }
 }
 
@@ -102,7 +134,7 @@ impl Tables {
     }
 
     /// Applies the latest wish until the VIP layer is gone, then takes the tables down.
-    fn serve(mut self, wishes: &mpsc::Receiver<Wish>) {
+    fn serve(mut self, wishes: &mpsc::Receiver<(u64, Wish)>, settled: &(Mutex<u64>, Condvar)) {
         match nft(&self.down_script()) {
             Err(NftError::Missing(_)) | Ok(()) => {}
             Err(why) => {
@@ -113,10 +145,14 @@ impl Tables {
             while let Ok(later) = wishes.try_recv() {
                 wish = later;
             }
+            let (number, wish) = wish;
             match wish {
                 Wish::Up { vips, old_holder } => self.up(&vips, old_holder),
                 Wish::Down => self.apply(false, &self.down_script(), || {}),
             }
+            let (lock, changed) = settled;
+            *crate::sync::lock(lock) = number;
+            changed.notify_all();
         }
         self.apply(false, &self.down_script(), || {});
     }
