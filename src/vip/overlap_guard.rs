@@ -260,29 +260,23 @@ fn on_link(interface: &str, ip: IpAddr) -> bool {
     let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
         return false;
     };
+    let bits = |ip: IpAddr| match ip {
+        IpAddr::V4(ip) => (false, u128::from(ip.to_bits())),
+        IpAddr::V6(ip) => (true, ip.to_bits()),
+    };
+    let (v6, ip) = bits(ip);
     addresses
         .filter(|a| a.interface_name == interface)
-        .any(|a| match (ip, a.address, a.netmask) {
-            (IpAddr::V4(ip), Some(addr), Some(mask)) => {
-                match (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-                    (Some(addr), Some(mask)) => {
-                        let mask = mask.ip().to_bits();
-                        addr.ip().to_bits() & mask == ip.to_bits() & mask
-                    }
-                    _ => false,
-                }
-            }
-            (IpAddr::V6(ip), Some(addr), Some(mask)) => {
-                match (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-                    (Some(addr), Some(mask)) => {
-                        let mask = mask.ip().to_bits();
-                        addr.ip().to_bits() & mask == ip.to_bits() & mask
-                    }
-                    _ => false,
-                }
-            }
-            _ => false,
+        .filter_map(|a| Some((socket_ip(a.address?)?, socket_ip(a.netmask?)?)))
+        .any(|(address, mask)| {
+            let ((address_v6, address), (_, mask)) = (bits(address), bits(mask));
+            address_v6 == v6 && address & mask == ip & mask
         })
+}
+
+fn socket_ip(address: nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    let v4 = address.as_sockaddr_in().map(|a| IpAddr::V4(a.ip()));
+    v4.or_else(|| address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
 }
 
 /// Why `nft` did not apply a script.
