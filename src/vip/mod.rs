@@ -298,7 +298,8 @@ struct Inner {
     kernel_watch: Option<Vec<u32>>,
     /// Kernel-enforced lifetime of bound VIPs and how often it is renewed (None: permanent).
     lease: Option<(Duration, Duration)>,
-    /// No resets from our VIPs while taking over in a planned overlap (kernel only).
+    /// While taking over in a planned overlap: the old holder's open connections are passed
+    /// on to it, not reset (kernel only).
     overlap_guard: Option<overlap_guard::OverlapGuard>,
     /// A std Mutex: held only for short, non-async work (a few netlink requests or frames).
     state: Mutex<State>,

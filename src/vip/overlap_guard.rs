@@ -60,7 +60,8 @@ struct Tables {
     /// Named after the VIPs configured at start, so that two raftvip instances on one box do
     /// not share a table (a reload changes the rules, not the name).
     name: String,
-    up: bool,
+    /// The up script in force (None: down): a new old holder or VIP set changes the rules.
+    applied: Option<String>,
     failure_logged: bool,
 }
 
@@ -128,7 +129,7 @@ impl Tables {
         vips.hash(&mut hasher);
         Self {
             name: format!("raftvip_overlap_{:08x}", hasher.finish() as u32),
-            up: false,
+            applied: None,
             failure_logged: false,
         }
     }
@@ -148,13 +149,13 @@ impl Tables {
             let (number, wish) = wish;
             match wish {
                 Wish::Up { vips, old_holder } => self.up(&vips, old_holder),
-                Wish::Down => self.apply(false, &self.down_script(), || {}),
+                Wish::Down => self.apply(None, || {}),
             }
             let (lock, changed) = settled;
             *crate::sync::lock(lock) = number;
             changed.notify_all();
         }
-        self.apply(false, &self.down_script(), || {});
+        self.apply(None, || {});
     }
 
     fn up(&mut self, vips: &[Vip], old_holder: IpAddr) {
@@ -171,7 +172,7 @@ impl Tables {
             .iter()
             .filter(|g| g.forward_through.is_some())
             .count();
-        self.apply(true, &self.up_script(&guarded, old_holder), || {
+        self.apply(Some(self.up_script(&guarded, old_holder)), || {
             tracing::info!(
                 %old_holder,
                 forwarded,
@@ -181,15 +182,17 @@ impl Tables {
         });
     }
 
-    fn apply(&mut self, up: bool, script: &str, applied: impl FnOnce()) {
-        if self.up == up {
+    /// Puts the `up` script in force, or takes the tables down (None); nothing if in force.
+    fn apply(&mut self, up: Option<String>, applied: impl FnOnce()) {
+        if self.applied == up {
             return;
         }
-        match nft(script) {
+        let script = up.clone().unwrap_or_else(|| self.down_script());
+        match nft(&script) {
             Ok(()) => {
-                self.up = up;
+                tracing::debug!(table = %self.name, up = up.is_some(), "overlap guard");
+                self.applied = up;
                 self.failure_logged = false;
-                tracing::debug!(table = %self.name, up, "overlap guard");
                 applied();
             }
             // Unchanged: a failed take-down is tried again next time.
