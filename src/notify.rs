@@ -673,27 +673,40 @@ mod tests {
     /// The log lines written while `body` runs (single-threaded runtime: the hook task logs on
     /// this thread).
     async fn logged<F: std::future::Future<Output = ()>>(body: F) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
+        // One global subscriber that writes to the capture of the thread logging, if any: a
+        // subscriber set per test raced with callsites other test threads registered at the
+        // same moment, which then cached "nobody listens" (CI lost "notify hook ran" so).
+        thread_local! {
+            static CAPTURE: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+        }
+        struct ThreadCapture;
+        impl std::io::Write for ThreadCapture {
             fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
+                CAPTURE.with(|c| {
+                    if let Some(buffer) = c.borrow_mut().as_mut() {
+                        buffer.extend_from_slice(bytes);
+                    }
+                });
                 Ok(bytes.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
                 Ok(())
             }
         }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadCapture)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the unit tests");
+        });
+        tracing::callsite::rebuild_interest_cache();
+        CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
         body.await;
-        let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
-        text
+        let captured = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+        String::from_utf8_lossy(&captured).into_owned()
     }
 
     #[tokio::test]
