@@ -844,11 +844,16 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
         assert_eq!(unguarded, "ConnectionResetError", "the test's control");
         vips.set_held(false, "the test's control is over");
 
-        // Asked to take over, then elected: the VIP is bound only once the guard is up.
-        vips.set_overlap(VipOverlap::Taking {
+        // The VIP thread from here on, as in the daemon. Asked to take over, then elected:
+        // the VIP is bound only once the guard is up.
+        let cancel = CancellationToken::new();
+        let worker = VipWorker::spawn(vips, NO_TIMER, cancel.clone()).expect("VIP thread");
+        let old_holder = VipOverlap::Taking {
             old_holder: "192.0.2.2".parse().unwrap(),
-        });
-        vips.set_held(true, "successor of a planned handover");
+        };
+        worker.set_overlap(old_holder);
+        worker.set_held(true, "successor of a planned handover");
+        assert!(worker.wait_applied(PATIENCE));
         assert!(
             tables_in_a().contains("raftvip_overlap_"),
             "bound before the guard was up: {}",
@@ -858,7 +863,9 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
         assert_eq!(request_across_a_switch(&c, MAC_B, MAC_A), "b");
         // ...one opened with the successor stays with the successor.
         assert_eq!(request_across_a_switch(&c, MAC_A, MAC_A), "a");
-        vips.set_overlap(VipOverlap::None);
+        worker.set_held(false, "the old holder released");
+        worker.set_overlap(VipOverlap::None);
+        assert!(worker.wait_applied(PATIENCE));
         // The guard comes down on its own thread.
         let deadline = Instant::now() + PATIENCE;
         while tables_in_a().contains("raftvip_overlap_") {
@@ -866,11 +873,39 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
             std::thread::sleep(Duration::from_millis(5));
         }
         // After the overlap the old holder's connections are reset again.
+        worker.set_held(true, "an unplanned takeover");
+        assert!(worker.wait_applied(PATIENCE));
         assert_eq!(
             request_across_a_switch(&c, MAC_B, MAC_A),
             "ConnectionResetError"
         );
-        vips.set_held(false, "end of test");
+        worker.set_held(false, "the check is over");
+        assert!(worker.wait_applied(PATIENCE));
+
+        // A successor stopped while its guard comes up (`nft` takes 10-30 ms) never binds:
+        // the old holder still holds, and a bind now would make two holders.
+        let monitor = Command::new("ip")
+            .args(["-o", "monitor", "address"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip monitor");
+        std::thread::sleep(Duration::from_millis(50)); // the monitor listens
+        worker.set_overlap(old_holder);
+        worker.set_held(true, "successor of a planned handover");
+        std::thread::sleep(Duration::from_millis(2)); // the VIP thread waits for the guard
+        worker.set_held(false, "stopping");
+        worker.set_overlap(VipOverlap::None);
+        assert!(worker.wait_applied(PATIENCE));
+        std::thread::sleep(Duration::from_millis(50)); // a bind would have been reported
+        let mut monitor = monitor;
+        let _ = monitor.kill();
+        let seen = monitor.wait_with_output().expect("ip monitor output");
+        let seen = String::from_utf8_lossy(&seen.stdout);
+        assert!(
+            !seen.contains(VIP4),
+            "a successor stopped during its guard's start bound the VIP:\n{seen}"
+        );
+        cancel.cancel();
     });
     if let Err(panic) = thread.join() {
         std::panic::resume_unwind(panic); // the Segment still drops while unwinding

@@ -252,14 +252,19 @@ impl<P: Peers> Supervisor<P> {
                     self.ask(
                         Input::HeldAnswer { released_by: None },
                         move |peers, me| async move {
-                            // Told once the VIP thread has bound and announced them.
-                            let bound = tokio::task::spawn_blocking(move || {
-                                vips.wait_applied(TELL_HELD_WAIT)
+                            // Told once the VIP thread has bound and announced them; not
+                            // at all if it released them meanwhile (this node is stopping):
+                            // the old holder holds on until its overlap's bound.
+                            let held = tokio::task::spawn_blocking(move || {
+                                vips.wait_applied(TELL_HELD_WAIT);
+                                let status = vips.status();
+                                status.is_empty() || status.iter().any(|vip| vip.held)
                             });
-                            let _ = bound.await;
-                            Input::HeldAnswer {
-                                released_by: peers.tell_held(me).await,
-                            }
+                            let released_by = match held.await {
+                                Ok(true) => peers.tell_held(me).await,
+                                _ => None,
+                            };
+                            Input::HeldAnswer { released_by }
                         },
                     )
                 }

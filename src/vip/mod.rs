@@ -540,6 +540,25 @@ impl Vips {
         }
     }
 
+    /// A successor of a planned overlap binds once its guard is up (or has failed, or
+    /// [`OVERLAP_GUARD_WAIT`] passed): a VIP bound before would reset the connections still
+    /// open with the old holder. The guard is asked for when this node is asked to take over,
+    /// so most of its start-up falls into the election. The caller binds with [`Vips::set_held`]
+    /// after this returns, unless a newer wish (a release) came meanwhile.
+    pub fn wait_for_overlap_guard(&self) {
+        let inner = &self.inner;
+        let taking = inner.lock().overlap.old_holder().is_some();
+        let Some(guard) = inner.overlap_guard.as_ref().filter(|_| taking) else {
+            return;
+        };
+        if !guard.wait_settled(OVERLAP_GUARD_WAIT) {
+            tracing::warn!(
+                waited_ms = OVERLAP_GUARD_WAIT.as_millis() as u64,
+                "the planned overlap's guard is not up yet: binding anyway (connections open with the old holder may be reset)"
+            );
+        }
+    }
+
     /// Hold or release every VIP. Idempotent and cheap when nothing changes (the supervisor
     /// re-asserts on every loop). Holding binds and announces the VIPs in doubling steps (one
     /// netlink batch and one frame batch each, the first step a single VIP), then probes for
@@ -548,9 +567,6 @@ impl Vips {
     /// the time to the first and the last VIP; the per-VIP detail is at debug.
     pub fn set_held(&self, hold: bool, reason: &str) {
         let inner = &self.inner;
-        if hold {
-            inner.wait_for_overlap_guard();
-        }
         let mut state = inner.lock();
         if state.held == hold {
             return;
@@ -1032,23 +1048,6 @@ impl Inner {
                 guard.up(vips, old_holder);
             }
             None => guard.down(),
-        }
-    }
-
-    /// A successor of a planned overlap binds once its guard is up (or has failed, or
-    /// [`OVERLAP_GUARD_WAIT`] passed): a VIP bound before would reset the connections still
-    /// open with the old holder. The guard is asked for when this node is asked to take over,
-    /// so most of its start-up falls into the election.
-    fn wait_for_overlap_guard(&self) {
-        let taking = self.lock().overlap.old_holder().is_some();
-        let Some(guard) = self.overlap_guard.as_ref().filter(|_| taking) else {
-            return;
-        };
-        if !guard.wait_settled(OVERLAP_GUARD_WAIT) {
-            tracing::warn!(
-                waited_ms = OVERLAP_GUARD_WAIT.as_millis() as u64,
-                "the planned overlap's guard is not up yet: binding anyway (connections open with the old holder may be reset)"
-            );
         }
     }
 

@@ -246,6 +246,12 @@ impl Thread {
                     // once) and after a release (ending a yield while held announces).
                     if hold {
                         self.vips.set_overlap(desired.overlap);
+                        // A successor stopped while its guard came up must not bind after
+                        // all: the release that came meanwhile is the wish to carry out.
+                        self.vips.wait_for_overlap_guard();
+                        if self.desired.has_changed().unwrap_or(false) {
+                            continue;
+                        }
                     }
                     self.vips.set_held(hold, reason);
                     if !hold {
