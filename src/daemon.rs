@@ -530,8 +530,13 @@ impl SupervisorPeers {
 }
 
 impl Peers for SupervisorPeers {
-    async fn hand_over(&self, me: NodeId, to: Option<NodeId>) -> Option<NodeId> {
-        self.requests.hand_over(me, to).await
+    async fn hand_over(
+        &self,
+        me: NodeId,
+        to: Option<NodeId>,
+        keeping_vips: bool,
+    ) -> Option<NodeId> {
+        self.requests.hand_over(me, to, keeping_vips).await
     }
     async fn tell_held(&self, me: NodeId) -> Option<NodeId> {
         self.requests.tell_held(me).await

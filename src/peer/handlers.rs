@@ -28,10 +28,10 @@ use super::client::PeerClient;
 use super::guard::{authenticate, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
-    HeldRequest, MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer, PrevoteRequest,
-    RemovedNotice, TransferRequest, APPEND_PATH, CAN_LEAD_PATH, ELECT_PATH, HELD_PATH,
-    MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH, REMOVED_PATH, SNAPSHOT_PATH,
-    TRANSFER_PATH, VOTE_PATH,
+    ElectRequest, HeldRequest, MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer,
+    PrevoteRequest, RemovedNotice, TransferRequest, APPEND_PATH, CAN_LEAD_PATH, ELECT_PATH,
+    HELD_PATH, MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH, REMOVED_PATH,
+    SNAPSHOT_PATH, TRANSFER_PATH, VOTE_PATH,
 };
 use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use super::Contacts;
@@ -203,10 +203,13 @@ fn bad_body(e: &serde_json::Error) -> Response {
 async fn elect(
     State(s): State<Arc<PeerServer>>,
     ConnectInfo(leader): ConnectInfo<SocketAddr>,
+    Json(request): Json<Option<ElectRequest>>,
 ) -> Json<PeerAnswer> {
-    Json(PeerAnswer::from_verdict(
-        s.elect_now(leader.ip().to_canonical()).await,
-    ))
+    let old_holder_keeps_vips = request.is_none_or(|r| r.old_holder_keeps_vips);
+    let verdict = s
+        .elect_now(leader.ip().to_canonical(), old_holder_keeps_vips)
+        .await;
+    Json(PeerAnswer::from_verdict(verdict))
 }
 
 /// Pre-vote (Raft thesis §9.6): "would you vote, i.e. have you lost your leader too, and is
@@ -289,10 +292,13 @@ async fn reload(
 }
 
 impl PeerServer {
-    /// Starts an election if this node may lead, at the request of the leader at `leader`.
-    async fn elect_now(&self, leader: IpAddr) -> Result<(), String> {
+    /// Starts an election if this node may lead, at the request of the leader at `leader`;
+    /// an overlap with it follows if it keeps the VIPs meanwhile.
+    async fn elect_now(&self, leader: IpAddr, old_holder_keeps_vips: bool) -> Result<(), String> {
         self.node.can_lead()?;
-        self.node.asked_to_take_over(leader);
+        if old_holder_keeps_vips {
+            self.node.asked_to_take_over(leader);
+        }
         self.raft
             .trigger()
             .elect()

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use super::client::PeerClient;
-use super::wire::{HeldRequest, PeerAnswer, PrevoteRequest, ELECT_PATH, HELD_PATH, PREVOTE_PATH};
+use super::wire::{
+    ElectRequest, HeldRequest, PeerAnswer, PrevoteRequest, ELECT_PATH, HELD_PATH, PREVOTE_PATH,
+};
 use crate::raft::store::LogStore;
 use crate::raft::NodeId;
 
@@ -51,8 +53,16 @@ impl PeerRequests {
     }
 
     /// Asks `to`, or (None) the peers in id order starting after this node, to start an
-    /// election now; returns the first that accepted.
-    pub async fn hand_over(&self, me: NodeId, to: Option<NodeId>) -> Option<NodeId> {
+    /// election now; returns the first that accepted. `keeping_vips`: see [`ElectRequest`].
+    pub async fn hand_over(
+        &self,
+        me: NodeId,
+        to: Option<NodeId>,
+        keeping_vips: bool,
+    ) -> Option<NodeId> {
+        let request = ElectRequest {
+            old_holder_keeps_vips: keeping_vips,
+        };
         let peers = (self.peers)();
         let (before, after): (Vec<_>, Vec<_>) = peers
             .iter()
@@ -61,7 +71,7 @@ impl PeerRequests {
         for (id, address) in after.into_iter().chain(before) {
             let answer: Result<PeerAnswer, _> = self
                 .client
-                .call(*id, address, ELECT_PATH, &(), self.elect_timeout)
+                .call(*id, address, ELECT_PATH, &request, self.elect_timeout)
                 .await;
             match answer {
                 Ok(PeerAnswer { accepted: true, .. }) => {
@@ -202,22 +212,22 @@ mod tests {
     #[tokio::test]
     async fn a_handover_asks_the_peers_after_this_node_first_and_stops_at_the_first_yes() {
         let (requests, _dir) = asking(2, &[(1, Some(YES)), (3, Some(NO)), (4, Some(YES))]).await;
-        assert_eq!(requests.hand_over(2, None).await, Some(4));
+        assert_eq!(requests.hand_over(2, None, true).await, Some(4));
     }
 
     #[tokio::test]
     async fn a_handover_without_a_willing_peer_names_none() {
         let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, None)]).await;
-        assert_eq!(requests.hand_over(1, None).await, None);
+        assert_eq!(requests.hand_over(1, None, true).await, None);
     }
 
     /// A transfer to node 3 asks node 3 only: node 2 would accept, but is not asked.
     #[tokio::test]
     async fn a_handover_to_a_named_peer_asks_only_that_peer() {
         let (requests, _dir) = asking(1, &[(2, Some(YES)), (3, Some(NO))]).await;
-        assert_eq!(requests.hand_over(1, Some(3)).await, None);
+        assert_eq!(requests.hand_over(1, Some(3), true).await, None);
         let (requests, _dir) = asking(1, &[(2, Some(NO)), (3, Some(YES))]).await;
-        assert_eq!(requests.hand_over(1, Some(3)).await, Some(3));
+        assert_eq!(requests.hand_over(1, Some(3), true).await, Some(3));
     }
 
     /// The old holder (3) says it released; a follower (2) says it held nothing.

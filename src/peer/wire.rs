@@ -58,6 +58,16 @@ impl PeerAnswer {
     }
 }
 
+/// "Start an election now", from a leader handing over. An older peer sent no message
+/// (`null`): it is read as a planned handover, which was the only guarded kind then.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ElectRequest {
+    /// The asking leader keeps the VIPs until this node holds them (a planned handover): the
+    /// successor guards the connections still open with it. False when it released them
+    /// already (its HAProxy is unhealthy): there is no overlap to guard or wait for.
+    pub old_holder_keeps_vips: bool,
+}
+
 /// A pre-vote: the end of the asking node's log, so a node whose log is behind is refused
 /// here, before it starts an election it cannot win.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

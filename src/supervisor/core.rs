@@ -455,8 +455,14 @@ pub enum Action {
     /// the term after would depose as it wins (issue 12's second-round tail).
     Elect { term: u64 },
     /// Ask a peer (`to`, or any willing one) to take over; answer with
-    /// [`Input::HandOverAnswer`] and this episode.
-    HandOver { episode: u64, to: Option<NodeId> },
+    /// [`Input::HandOverAnswer`] and this episode. `keeping_vips`: this node keeps the VIPs
+    /// until the successor holds them (a planned handover), so the successor guards the
+    /// overlap; false when it released them already (unhealthy), with nothing to guard.
+    HandOver {
+        episode: u64,
+        to: Option<NodeId>,
+        keeping_vips: bool,
+    },
     /// The VIP layer's part in a planned overlap.
     VipOverlap(VipOverlap),
     /// Once the VIPs are bound and announced, tell the peers "I hold the VIPs now"; answer
@@ -1122,6 +1128,7 @@ impl Core {
             out.push(Action::HandOver {
                 episode: self.episodes,
                 to: self.transfer.and_then(|t| t.to),
+                keeping_vips: d.hold_vips,
             });
         }
     }

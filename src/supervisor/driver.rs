@@ -38,6 +38,7 @@ pub trait Peers: Send + Sync + 'static {
         &self,
         me: NodeId,
         to: Option<NodeId>,
+        keeping_vips: bool,
     ) -> impl Future<Output = Option<NodeId>> + Send;
     /// "I hold the VIPs now", to every peer; returns the one that released for it (the old
     /// holder of a planned overlap), if any.
@@ -239,10 +240,14 @@ impl<P: Peers> Supervisor<P> {
                         }
                     },
                 ),
-                Action::HandOver { episode, to } => self.ask(
+                Action::HandOver {
+                    episode,
+                    to,
+                    keeping_vips,
+                } => self.ask(
                     Input::HandOverAnswer { episode, to: None },
                     move |peers, me| async move {
-                        let to = peers.hand_over(me, to).await;
+                        let to = peers.hand_over(me, to, keeping_vips).await;
                         Input::HandOverAnswer { episode, to }
                     },
                 ),

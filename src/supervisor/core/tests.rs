@@ -538,7 +538,8 @@ fn an_unhealthy_leader_releases_hands_over_once_and_faults_once_per_episode() {
             hook(Event::Fault, Some(1), 3, Reason::Unhealthy),
             Action::HandOver {
                 episode: 1,
-                to: None
+                to: None,
+                keeping_vips: false,
             },
         ]
     );
@@ -572,7 +573,8 @@ fn an_unhealthy_leader_releases_hands_over_once_and_faults_once_per_episode() {
     assert_eq!(events(&again), vec![Event::Fault]);
     assert!(again.contains(&Action::HandOver {
         episode: 2,
-        to: None
+        to: None,
+        keeping_vips: false,
     }));
 }
 
@@ -599,7 +601,8 @@ fn stop_on_a_leader_hands_over_holds_until_it_steps_down_then_says_stop() {
             Action::VipOverlap(VipOverlap::Yielding),
             Action::HandOver {
                 episode: 1,
-                to: None
+                to: None,
+                keeping_vips: true,
             },
         ],
         "keeps the VIPs while handing over, no longer announcing them"
@@ -696,7 +699,8 @@ fn a_stale_handover_answer_is_ignored() {
     assert!(
         stop.contains(&Action::HandOver {
             episode: 2,
-            to: None
+            to: None,
+            keeping_vips: true,
         }),
         "{stop:?}"
     );
@@ -733,7 +737,8 @@ fn maintenance_on_a_leader_hands_over_while_holding() {
     assert_eq!(held(&actions), None, "keeps the VIPs until it steps down");
     assert!(actions.contains(&Action::HandOver {
         episode: 1,
-        to: None
+        to: None,
+        keeping_vips: true,
     }));
     assert_eq!(core.state().reason, Reason::HandingOver);
     let down = core.step(t0 + ms(2), follower(Some(2)));
@@ -918,7 +923,8 @@ fn a_transfer_hands_over_to_its_target_and_overlaps_like_any_planned_handover() 
     let asked = without_publish(core.step(t0 + ms(1), Input::Transfer { to: Some(3) }));
     assert!(asked.contains(&Action::HandOver {
         episode: 1,
-        to: Some(3)
+        to: Some(3),
+        keeping_vips: true,
     }));
     assert_eq!(held(&asked), None, "keeps serving while it asks");
     assert_eq!(core.state().reason, Reason::HandingOver);
@@ -1287,7 +1293,8 @@ fn a_reload_that_makes_the_holder_a_witness_hands_over_while_holding() {
     assert_eq!(held(&actions), None, "keeps the VIPs until it steps down");
     assert!(actions.contains(&Action::HandOver {
         episode: 1,
-        to: None
+        to: None,
+        keeping_vips: true,
     }));
     // Make-before-break, like any planned handover: it keeps them until its successor
     // holds them, then drains.
