@@ -753,32 +753,39 @@ impl Drop for Segment {
     }
 }
 
-/// A TCP server in namespace `ns` on VIP4:8080 that reads a line and answers `name`; killed
-/// on drop.
-struct LineServer(std::process::Child);
+/// A process the test started, killed on drop: one left running would keep its deleted
+/// namespace alive.
+struct Background(std::process::Child);
 
-impl LineServer {
-    fn start(ns: &str, name: &str) -> LineServer {
-        let program = "import socketserver, sys\n\
-            class H(socketserver.StreamRequestHandler):\n\
-            \x20   def handle(self):\n\
-            \x20       self.rfile.readline()\n\
-            \x20       self.wfile.write(sys.argv[1].encode() + b'\\n')\n\
-            socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
-            socketserver.ThreadingTCPServer(('192.0.2.100', 8080), H).serve_forever()\n";
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", program, name])
-            .spawn()
-            .expect("python3 for the test's TCP server");
-        LineServer(child)
+impl Background {
+    fn spawn(command: &mut Command) -> Background {
+        Background(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("{command:?}: {e}")),
+        )
     }
 }
 
-impl Drop for LineServer {
+impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A TCP server in namespace `ns` on VIP4:8080 that reads a line and answers `name`.
+fn line_server(ns: &str, name: &str) -> Background {
+    let program = "import socketserver, sys\n\
+        class H(socketserver.StreamRequestHandler):\n\
+        \x20   def handle(self):\n\
+        \x20       self.rfile.readline()\n\
+        \x20       self.wfile.write(sys.argv[1].encode() + b'\\n')\n\
+        socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
+        socketserver.ThreadingTCPServer(('192.0.2.100', 8080), H).serve_forever()\n";
+    Background::spawn(
+        Command::new("ip").args(["netns", "exec", ns, "python3", "-c", program, name]),
+    )
 }
 
 /// The client in namespace `ns`: opens a connection to VIP4:8080 while its neighbour entry
@@ -822,7 +829,7 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
     let segment = Segment::create("o");
     let [a, b, c] = segment.boxes.clone();
     ip(&["-n", &b, "addr", "add", "192.0.2.100/32", "dev", "rvv0"]);
-    let _servers = [LineServer::start(&a, "a"), LineServer::start(&b, "b")];
+    let _servers = [line_server(&a, "a"), line_server(&b, "b")];
     let path = format!("/run/netns/{a}");
     let tables_in_a = move || {
         let out = Command::new("ip")
@@ -884,11 +891,12 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
 
         // A successor stopped while its guard comes up (`nft` takes 10-30 ms) never binds:
         // the old holder still holds, and a bind now would make two holders.
-        let monitor = Command::new("ip")
-            .args(["-o", "monitor", "address"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("ip monitor");
+        let seen = tempfile::NamedTempFile::new().expect("a file for ip monitor");
+        let monitor = Background::spawn(
+            Command::new("ip")
+                .args(["-o", "monitor", "address"])
+                .stdout(seen.reopen().expect("ip monitor's output")),
+        );
         std::thread::sleep(Duration::from_millis(50)); // the monitor listens
         worker.set_overlap(old_holder);
         worker.set_held(true, "successor of a planned handover");
@@ -897,10 +905,8 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
         worker.set_overlap(VipOverlap::None);
         assert!(worker.wait_applied(PATIENCE));
         std::thread::sleep(Duration::from_millis(50)); // a bind would have been reported
-        let mut monitor = monitor;
-        let _ = monitor.kill();
-        let seen = monitor.wait_with_output().expect("ip monitor output");
-        let seen = String::from_utf8_lossy(&seen.stdout);
+        drop(monitor);
+        let seen = std::fs::read_to_string(seen.path()).expect("ip monitor's output");
         assert!(
             !seen.contains(VIP4),
             "a successor stopped during its guard's start bound the VIP:\n{seen}"

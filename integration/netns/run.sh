@@ -453,8 +453,9 @@ haproxy_move() { # ACTION breaks the holder's health
     local h n probe fault
     vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS"
     # The unhealthy holder released at once: its successor has no overlap to guard or wait for.
-    ! grep -q "planned overlap" "$(bed_boxdir "$n")/raftvip.log" ||
-        fail "box$n guarded an overlap with an old holder that had released: $(grep "planned overlap" "$(bed_boxdir "$n")/raftvip.log" | head -n 2)"
+    local overlap
+    overlap=$(grep -m 2 "planned overlap" "$(bed_boxdir "$n")/raftvip.log") || return 0
+    fail "box$n guarded an overlap with an old holder that had released: $overlap"
 }
 scn_haproxy_kill() { haproxy_move bed_kill_haproxy; }
 scn_backend_down() { haproxy_move bed_stop_backend; }
