@@ -712,7 +712,8 @@ impl Segment {
     fn create(tag: &str) -> Segment {
         require_root_and_iproute2();
         let pid = std::process::id();
-        let name = |part: &str| format!("rvv{pid}{tag}{part}");
+        // "s" keeps these apart from the two-namespace Testbeds of the same tag.
+        let name = |part: &str| format!("rvv{pid}s{tag}{part}");
         let segment = Segment {
             bridge: name("br"),
             boxes: [name("a"), name("b"), name("c")],
@@ -910,6 +911,142 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
         assert!(
             !seen.contains(VIP4),
             "a successor stopped during its guard's start bound the VIP:\n{seen}"
+        );
+        cancel.cancel();
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic); // the Segment still drops while unwinding
+    }
+}
+
+/// The client in namespace `ns`: returns once it is about to connect to VIP4:8080 (3 s
+/// timeout); then it sends a line, and [`TimedRequest::outcome`] is the answer (or the
+/// error) and how long it took from the connect on.
+struct TimedRequest {
+    client: Background,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TimedRequest {
+    fn start(ns: &str) -> TimedRequest {
+        use std::io::BufRead;
+        let program = "import socket, time\n\
+            print('connecting', flush=True)\n\
+            t = time.monotonic()\n\
+            try:\n\
+            \x20   s = socket.create_connection(('192.0.2.100', 8080), timeout=3)\n\
+            \x20   s.sendall(b'hello\\n')\n\
+            \x20   answer = s.recv(64).decode().strip() or 'closed'\n\
+            except OSError as e:\n\
+            \x20   answer = type(e).__name__\n\
+            print(answer, int((time.monotonic() - t) * 1000), flush=True)\n";
+        let mut client = Background::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "python3", "-c", program])
+                .stdout(std::process::Stdio::piped()),
+        );
+        let stdout = client.0.stdout.take().expect("the client's stdout");
+        let mut output = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        output.read_line(&mut line).expect("the client starts");
+        assert_eq!(line.trim(), "connecting", "the test's client");
+        TimedRequest { client, output }
+    }
+
+    fn outcome(mut self) -> (String, u64) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.output
+            .read_line(&mut line)
+            .expect("the client's answer");
+        drop(self.client);
+        let (answer, ms) = line.trim().rsplit_once(' ').unwrap_or(("", ""));
+        let ms = ms
+            .parse()
+            .unwrap_or_else(|_| panic!("the client printed {line:?}"));
+        (answer.to_owned(), ms)
+    }
+}
+
+#[test]
+fn a_released_holder_passes_a_syn_that_reached_it_on_to_the_successor() {
+    let segment = Segment::create("r");
+    let [a, b, c] = segment.boxes.clone();
+    // The successor's server listens before it holds the VIP, as HAProxy does with
+    // ip_nonlocal_bind.
+    ip(&[
+        "netns",
+        "exec",
+        &b,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_nonlocal_bind=1",
+    ]);
+    let _server = line_server(&b, "b");
+    // The client's SYN reaches the old holder A after A released, before B announced.
+    let handover = move |a_vips: &dyn Fn(bool)| {
+        a_vips(true);
+        ip(&[
+            "-n",
+            &c,
+            "neigh",
+            "replace",
+            VIP4,
+            "lladdr",
+            MAC_A,
+            "dev",
+            "rvv0",
+            "nud",
+            "reachable",
+        ]);
+        a_vips(false);
+        let client = TimedRequest::start(&c);
+        std::thread::sleep(Duration::from_millis(100)); // its SYN reached A
+
+        let path = format!("/run/netns/{b}");
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            let successor = Vips::linux(
+                &[vip_config("192.0.2.100/32", "rvv0", None)],
+                &announce_config(),
+            )
+            .expect("netlink socket in B");
+            successor.set_held(true, "elected");
+            let answer = client.outcome();
+            successor.set_held(false, "the handover is over");
+            answer
+        })
+        .join()
+        .expect("the successor's thread")
+    };
+    let path = format!("/run/netns/{a}");
+    let thread = std::thread::spawn(move || {
+        enter_netns(&path);
+        let vips = Vips::linux(
+            &[vip_config("192.0.2.100/32", "rvv0", None)],
+            &announce_config(),
+        )
+        .expect("netlink socket");
+        // The control: released without the VIP thread's runtime, A relays nothing, and the
+        // SYN is lost until TCP retries it after a second.
+        let (answer, ms) = handover(&|hold| vips.set_held(hold, "the control"));
+        assert_eq!(answer, "b", "the control's client");
+        assert!(
+            ms >= 1000,
+            "the control's SYN was not lost: answered in {ms} ms"
+        );
+
+        // The VIP thread, as in the daemon: the SYN waits at A for B's announcement.
+        let cancel = CancellationToken::new();
+        let worker = VipWorker::spawn(vips, NO_TIMER, cancel.clone()).expect("VIP thread");
+        let (answer, ms) = handover(&|hold| {
+            worker.set_held(hold, "HAProxy unhealthy");
+            assert!(worker.wait_applied(PATIENCE));
+        });
+        assert_eq!(answer, "b");
+        assert!(
+            ms < 900,
+            "the SYN was retried rather than relayed: answered in {ms} ms"
         );
         cancel.cancel();
     });

@@ -112,18 +112,32 @@ impl Listener {
     where
         F: FnMut(IpAddr, Claim),
     {
-        let fail = |cause| VipError::Listen { cause };
         let mut buf = vec![0u8; FRAME_BUF];
         loop {
-            let ready = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
+                claim = self.next_claim(&mut buf) => {
+                    let (ip, claim, _) = claim?;
+                    on_claim(ip, claim);
+                }
+            }
+        }
+    }
+
+    /// The next claim on a VIP, received on the VIP's interface (its index is returned too),
+    /// by a MAC that is not that interface's own. Cancel-safe: frames not read yet stay
+    /// queued for the next call.
+    pub async fn next_claim(&self, buf: &mut [u8]) -> Result<(IpAddr, Claim, u32), VipError> {
+        let fail = |cause| VipError::Listen { cause };
+        loop {
+            let ready = tokio::select! {
                 ready = readable(self.arp.as_ref()) => ready,
                 ready = readable(self.nd.as_ref()) => ready,
             };
             let mut ready = ready.map_err(|e| fail(Cause::Os(e)))?;
-            // Drain what is queued, then wait again.
+            // Drain what is queued up to the first claim, then wait again.
             loop {
-                let received = match ready.try_io(|socket| socket.get_ref().recv(&mut buf)) {
+                let received = match ready.try_io(|socket| socket.get_ref().recv(buf)) {
                     Ok(Ok(received)) => received,
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Ok(Err(e)) => return Err(fail(Cause::Os(e))),
@@ -147,13 +161,15 @@ impl Listener {
                     continue;
                 }
                 tracing::debug!(vip = %claim.ip, mac = %claim.mac, %interface, "VIP claimed");
-                on_claim(claim.ip, claim);
+                return Ok((claim.ip, claim, received.ifindex));
             }
         }
     }
 }
 
-fn open(
+/// A non-blocking receiver of `ethertype` frames (see [`PacketSocket::receiver`]) registered
+/// with the runtime.
+pub(super) fn open(
     ethertype: u16,
     filter: Option<&[libc::sock_filter]>,
 ) -> Result<AsyncFd<PacketSocket>, Cause> {
@@ -163,7 +179,7 @@ fn open(
 }
 
 /// Waits until `socket` is readable; never completes for an absent socket.
-async fn readable(
+pub(super) async fn readable(
     socket: Option<&AsyncFd<PacketSocket>>,
 ) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, PacketSocket>> {
     match socket {

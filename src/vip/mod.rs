@@ -5,7 +5,9 @@
 //! (gratuitous ARP / unsolicited NA, [`announce`]) with a short burst against a lost first
 //! frame and a periodic refresh for switches with long ARP timeouts, and a probe for a
 //! second holder. Releasing means removing every VIP at once — it is on the fencing path, so
-//! it never waits behind a running burst (bursts sleep without holding any lock).
+//! it never waits behind a running burst (bursts sleep without holding any lock). What clients
+//! still send here after a release waits for the successor's announcement and is passed on
+//! to it ([`relay`]), so a SYN caught between the two boxes is delayed, not lost.
 //!
 //! The kernel side sits behind two small sync traits, [`AddressControl`] and [`Announcer`]
 //! (a netlink request or an AF_PACKET send takes ~0.1 ms, so nothing here needs async), with
@@ -40,6 +42,7 @@ mod holder;
 pub mod netlink;
 pub mod overlap_guard;
 mod packet;
+mod relay;
 pub mod worker;
 
 #[cfg(test)]
@@ -205,6 +208,11 @@ pub enum VipError {
         #[source]
         cause: Cause,
     },
+    #[error("cannot relay frames for the released VIPs: {cause}")]
+    Relay {
+        #[source]
+        cause: Cause,
+    },
     #[error("{vip} could not be bound on {interface}: {cause}")]
     Unusable {
         vip: VipAddr,
@@ -226,6 +234,7 @@ impl VipError {
             | VipError::Probe { cause, .. }
             | VipError::Watch { cause }
             | VipError::Listen { cause }
+            | VipError::Relay { cause }
             | VipError::Unusable { cause, .. } => cause,
         }
     }
@@ -313,6 +322,9 @@ struct Inner {
     /// Set by the address watcher when one of our VIPs changed in the kernel (or events were
     /// lost): the VIP thread reconciles.
     kernel_changed: Notify,
+    /// Ends the handover relay of the last release ([`relay`]; kernel only): holding again,
+    /// or a newer release, stops it.
+    relay: Mutex<Option<CancellationToken>>,
 }
 
 struct State {
@@ -536,6 +548,7 @@ impl Vips {
                 hold_until: Mutex::new(None),
                 wake: Notify::new(),
                 kernel_changed: Notify::new(),
+                relay: Mutex::new(None),
             }),
         }
     }
@@ -575,6 +588,10 @@ impl Vips {
         let now = Instant::now();
         let all: Vec<usize> = (0..state.slots.len()).collect();
         let mut guard_down = false;
+        // Frames for the VIPs are ours again, or those of the successor of this release.
+        if let Some(relay) = crate::sync::lock(&inner.relay).take() {
+            relay.cancel();
+        }
         if hold {
             // Bound and announced in steps of 1, 2, 4, ... VIPs (TAKEOVER_STEP_MAX at most):
             // the first VIP is on the segment as fast as a lone one would be, and 200 take 9
@@ -631,6 +648,7 @@ impl Vips {
                 reason,
                 (took, took),
             );
+            inner.start_relay(&state.slots);
         }
         drop(state);
         inner.wake.notify_one();
@@ -1048,6 +1066,30 @@ impl Inner {
                 guard.up(vips, old_holder);
             }
             None => guard.down(),
+        }
+    }
+
+    /// After a release: passes what clients still send here on to the successor ([`relay`]).
+    /// Kernel only, and only on a runtime (the VIP thread's).
+    fn start_relay(&self, slots: &[Slot]) {
+        if self.kernel_watch.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let _entered = runtime.enter();
+        let vips = slots
+            .iter()
+            .map(|s| (s.vip.addr.ip, s.vip.interface.clone()))
+            .collect();
+        let cancel = CancellationToken::new();
+        match relay::spawn(&vips, cancel.clone()) {
+            Ok(()) => *crate::sync::lock(&self.relay) = Some(cancel),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "clients' frames that still reach this box are dropped until the successor's announcement reaches them"
+            ),
         }
     }
 

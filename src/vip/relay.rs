@@ -1,0 +1,632 @@
+//! Passing on what clients still send to a VIP this node has just released.
+//!
+//! After an unplanned release (HAProxy died, the fence fell) clients keep sending to this
+//! box's MAC until the successor's announcement reaches them: an election and a first quorum
+//! acknowledgement later, ~5 ms after an HAProxy death. The kernel drops those frames (the
+//! address is gone), and a lost SYN is retried only after TCP's initial timeout of one
+//! second. The relay keeps them instead: from the release on, every frame addressed to a VIP
+//! that reaches this box on the VIP's interface is held until a frame from another MAC
+//! claims a VIP on that interface (the successor's gratuitous ARP or unsolicited NA), then
+//! sent on to that MAC unchanged but for its Ethernet addresses; so is every later one, until
+//! [`RELAY_FOR`] after the release (clients that missed the announcement). The client sees a
+//! few milliseconds of delay instead of a lost SYN.
+//!
+//! Bounded: at most [`WAITING_FRAMES_MAX`] frames wait for a successor; the rest, and all
+//! that wait when none announces in time, are dropped as the kernel would have. Never sent on:
+//! a frame from the successor's own MAC (its overlap guard passes segments of the old
+//! holder's connections to this box; sending them back would loop), and anything once this
+//! node holds the VIPs again (the relay is cancelled). A planned handover releases only after
+//! the successor holds the VIPs, so there it has little to do.
+//!
+//! Sockets: one AF_PACKET receiver per address family with a kernel filter that passes only
+//! packets to a VIP (nothing else of the box's traffic is copied), the duplicate listener's
+//! ARP/NA sockets for the claims, one sender. All of it lives [`RELAY_FOR`] at most.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::ipv6::Ipv6Packet;
+use pnet_packet::tcp::{self, MutableTcpPacket};
+use pnet_packet::udp::{self, MutableUdpPacket};
+use pnet_packet::Packet;
+use tokio::io::unix::AsyncFd;
+use tokio_util::sync::CancellationToken;
+
+use super::duplicate::{self, Listener};
+use super::packet::{self, PacketSocket};
+use super::{Mac, VipError};
+
+/// How long after a release frames are passed on. The successor announces within
+/// milliseconds and repeats its announcement for a few hundred; two seconds also covers a
+/// client that missed the whole burst and retransmits once.
+pub const RELAY_FOR: Duration = Duration::from_secs(2);
+
+/// Frames kept while no successor has announced itself: a few milliseconds of a busy VIP's
+/// new connections (a SYN is ~70 bytes; a full-size frame 1.5 KB, 0.75 MB in all).
+pub const WAITING_FRAMES_MAX: usize = 512;
+
+/// Frames sent on per release at most: a busy VIP's new connections for well over the few
+/// milliseconds that matter, while a flood cannot keep the VIP thread (real-time class)
+/// sending for the whole [`RELAY_FOR`].
+pub const RELAYED_FRAMES_MAX: u64 = 20_000;
+
+/// Largest frame read: a GRO-merged TCP segment can reach 64 KiB. One that large cannot be
+/// sent on (it exceeds the MTU) and counts as dropped.
+const FRAME_BUF: usize = 65_536;
+
+/// The relay's decisions, without sockets: which frames wait, which go where.
+#[derive(Debug, Default)]
+pub struct Relay {
+    /// Per interface index: the MAC that last claimed a VIP there.
+    successors: HashMap<u32, Mac>,
+    /// Frames that came before any claim on their interface, oldest first.
+    waiting: Vec<(u32, Vec<u8>)>,
+    /// Frames sent on.
+    pub relayed: u64,
+    /// Frames given up: no room to wait, from the successor itself, never claimed, or
+    /// refused by the kernel (larger than the MTU).
+    pub dropped: u64,
+}
+
+impl Relay {
+    /// A frame addressed to a VIP arrived on `ifindex`: the MAC to send it on to now, or None
+    /// (it waits for a claim, or is dropped).
+    pub fn on_frame(&mut self, ifindex: u32, frame: &[u8]) -> Option<Mac> {
+        match self.successors.get(&ifindex) {
+            Some(&to) if source(frame) == Some(to) || self.relayed >= RELAYED_FRAMES_MAX => {
+                self.dropped += 1;
+                None
+            }
+            Some(&to) => Some(to),
+            None if self.waiting.len() < WAITING_FRAMES_MAX => {
+                self.waiting.push((ifindex, frame.to_vec()));
+                None
+            }
+            None => {
+                self.dropped += 1;
+                None
+            }
+        }
+    }
+
+    /// `mac` claimed a VIP on `ifindex`: frames arriving there go to it from now on, and the
+    /// ones that waited for it are returned, oldest first, to be sent on. A later claim by
+    /// another MAC (a successor's successor) takes over.
+    pub fn on_claim(&mut self, ifindex: u32, mac: Mac) -> Vec<Vec<u8>> {
+        self.successors.insert(ifindex, mac);
+        let (mine, others) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(at, _)| *at == ifindex);
+        self.waiting = others;
+        let mut out = Vec::with_capacity(mine.len());
+        for (_, frame) in mine {
+            if source(&frame) == Some(mac) {
+                self.dropped += 1;
+            } else {
+                out.push(frame);
+            }
+        }
+        out
+    }
+
+    /// Counts a frame [`Self::on_frame`] or [`Self::on_claim`] gave out: `sent`, or refused.
+    pub fn sent(&mut self, sent: bool) {
+        match sent {
+            true => self.relayed += 1,
+            false => self.dropped += 1,
+        }
+    }
+
+    /// The relay ends: whatever still waits is dropped.
+    pub fn finish(&mut self) {
+        self.dropped += self.waiting.len() as u64;
+        self.waiting.clear();
+    }
+}
+
+/// The Ethernet source of `frame`.
+fn source(frame: &[u8]) -> Option<Mac> {
+    frame.get(6..12).and_then(|s| s.try_into().ok()).map(Mac)
+}
+
+/// `frame` readdressed from `from` to `to`, as this box forwards it.
+fn readdress(frame: &mut [u8], to: Mac, from: Mac) {
+    if frame.len() >= 12 {
+        frame[..6].copy_from_slice(&to.0);
+        frame[6..12].copy_from_slice(&from.0);
+    }
+}
+
+/// The IP destination of an IPv4 or IPv6 frame.
+fn destination(frame: &[u8]) -> Option<IpAddr> {
+    let eth = EthernetPacket::new(frame)?;
+    match eth.get_ethertype() {
+        EtherTypes::Ipv4 => Some(Ipv4Packet::new(eth.payload())?.get_destination().into()),
+        EtherTypes::Ipv6 => Some(Ipv6Packet::new(eth.payload())?.get_destination().into()),
+        _ => None,
+    }
+}
+
+/// Completes the TCP or UDP checksum of a frame whose sender left it to the hardware
+/// (checksum offload: the field holds only the pseudo-header's sum). This box's kernel
+/// accepts such a frame as it is, but the successor receives it as a new frame and would
+/// drop it as corrupt. Other frames are left alone.
+fn fill_checksum(frame: &mut [u8]) {
+    let Some(ethertype) = EthernetPacket::new(frame).map(|e| e.get_ethertype()) else {
+        return;
+    };
+    let ip = &mut frame[ETHERNET_HEADER_LEN..];
+    let (protocol, source, destination, l4) = match ethertype {
+        EtherTypes::Ipv4 => {
+            let Some(packet) = Ipv4Packet::new(ip) else {
+                return;
+            };
+            let header_len = usize::from(packet.get_header_length()) * 4;
+            let end = usize::from(packet.get_total_length()).min(ip.len());
+            let protocol = packet.get_next_level_protocol();
+            let (source, destination) = (packet.get_source(), packet.get_destination());
+            (
+                protocol,
+                source.into(),
+                destination.into(),
+                ip.get_mut(header_len..end),
+            )
+        }
+        EtherTypes::Ipv6 => {
+            let Some(packet) = Ipv6Packet::new(ip) else {
+                return;
+            };
+            let end = (IPV6_HEADER_LEN + usize::from(packet.get_payload_length())).min(ip.len());
+            let protocol = packet.get_next_header();
+            let (source, destination) = (packet.get_source(), packet.get_destination());
+            (
+                protocol,
+                source.into(),
+                destination.into(),
+                ip.get_mut(IPV6_HEADER_LEN..end),
+            )
+        }
+        _ => return,
+    };
+    let Some(l4) = l4 else {
+        return;
+    };
+    match (protocol, source, destination) {
+        (IpNextHeaderProtocols::Tcp, IpAddr::V4(s), IpAddr::V4(d)) => {
+            if let Some(mut tcp) = MutableTcpPacket::new(l4) {
+                tcp.set_checksum(tcp::ipv4_checksum(&tcp.to_immutable(), &s, &d));
+            }
+        }
+        (IpNextHeaderProtocols::Tcp, IpAddr::V6(s), IpAddr::V6(d)) => {
+            if let Some(mut tcp) = MutableTcpPacket::new(l4) {
+                tcp.set_checksum(tcp::ipv6_checksum(&tcp.to_immutable(), &s, &d));
+            }
+        }
+        (IpNextHeaderProtocols::Udp, IpAddr::V4(s), IpAddr::V4(d)) => {
+            if let Some(mut udp) = MutableUdpPacket::new(l4) {
+                udp.set_checksum(udp::ipv4_checksum(&udp.to_immutable(), &s, &d));
+            }
+        }
+        (IpNextHeaderProtocols::Udp, IpAddr::V6(s), IpAddr::V6(d)) => {
+            if let Some(mut udp) = MutableUdpPacket::new(l4) {
+                udp.set_checksum(udp::ipv6_checksum(&udp.to_immutable(), &s, &d));
+            }
+        }
+        _ => {}
+    }
+}
+
+const ETHERNET_HEADER_LEN: usize = 14;
+const IPV6_HEADER_LEN: usize = 40;
+
+/// Where a VIP lives: its interface's index, name and MAC (the source of relayed frames).
+#[derive(Debug, Clone)]
+struct Port {
+    ifindex: u32,
+    interface: String,
+    mac: Mac,
+}
+
+/// The open sockets of one relay.
+struct Sockets {
+    ports: HashMap<IpAddr, Port>,
+    v4: Option<AsyncFd<PacketSocket>>,
+    v6: Option<AsyncFd<PacketSocket>>,
+    claims: Listener,
+    sender: PacketSocket,
+}
+
+/// Starts relaying for `vips` (each VIP and its interface) on the current tokio runtime (the
+/// caller must be in one), until [`RELAY_FOR`] passed or `cancel` fired. A VIP whose
+/// interface is gone is left out; an error opening the sockets is returned.
+pub fn spawn(vips: &HashMap<IpAddr, String>, cancel: CancellationToken) -> Result<(), VipError> {
+    let sockets = Sockets::open(vips)?;
+    tokio::spawn(run(sockets, cancel));
+    Ok(())
+}
+
+impl Sockets {
+    fn open(vips: &HashMap<IpAddr, String>) -> Result<Self, VipError> {
+        let ports: HashMap<IpAddr, Port> = vips
+            .iter()
+            .filter_map(|(ip, interface)| {
+                let port = Port {
+                    ifindex: packet::ifindex(interface).ok()?,
+                    interface: interface.clone(),
+                    mac: packet::mac_of(interface).ok()?,
+                };
+                Some((*ip, port))
+            })
+            .collect();
+        let v4: Vec<Ipv4Addr> = ports.keys().filter_map(|ip| v4(*ip)).collect();
+        let v6: Vec<Ipv6Addr> = ports.keys().filter_map(|ip| v6(*ip)).collect();
+        let receiver = |ethertype: u16, filter: Vec<libc::sock_filter>| {
+            duplicate::open(ethertype, Some(&filter)).map_err(|cause| VipError::Relay { cause })
+        };
+        let v4 = match v4.is_empty() {
+            true => None,
+            false => Some(receiver(
+                libc::ETH_P_IP as u16,
+                packet::ipv4_destination_filter(&v4),
+            )?),
+        };
+        let v6 = match v6.is_empty() {
+            true => None,
+            false => Some(receiver(
+                libc::ETH_P_IPV6 as u16,
+                packet::ipv6_destination_filter(&v6),
+            )?),
+        };
+        let named = ports
+            .iter()
+            .map(|(ip, port)| (*ip, port.interface.clone()))
+            .collect();
+        Ok(Self {
+            ports,
+            v4,
+            v6,
+            claims: Listener::open(named)?,
+            sender: PacketSocket::sender().map_err(|cause| VipError::Relay { cause })?,
+        })
+    }
+
+    /// The next frame to a VIP that reached this box on the VIP's interface, complete (see
+    /// [`fill_checksum`]): its interface index and length in `buf`.
+    async fn next_frame(&self, buf: &mut [u8]) -> std::io::Result<(u32, usize)> {
+        loop {
+            let mut ready = tokio::select! {
+                ready = duplicate::readable(self.v4.as_ref()) => ready?,
+                ready = duplicate::readable(self.v6.as_ref()) => ready?,
+            };
+            loop {
+                let received = match ready.try_io(|socket| socket.get_ref().recv(buf)) {
+                    Ok(Ok(received)) => received,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_would_block) => break,
+                };
+                if received.pkttype != libc::PACKET_HOST {
+                    continue;
+                }
+                let len = received.len.min(buf.len());
+                let frame = &mut buf[..len];
+                let port = destination(frame).and_then(|ip| self.ports.get(&ip));
+                if port.is_some_and(|p| p.ifindex == received.ifindex) {
+                    if received.checksum_pending {
+                        fill_checksum(frame);
+                    }
+                    return Ok((received.ifindex, len));
+                }
+            }
+        }
+    }
+
+    /// Sends `frame`, which reached `ifindex`, on to `to`.
+    fn send_on(&self, ifindex: u32, frame: &mut [u8], to: Mac) -> bool {
+        let Some(port) = self.ports.values().find(|p| p.ifindex == ifindex) else {
+            return false;
+        };
+        readdress(frame, to, port.mac);
+        let ethertype = EthernetPacket::new(frame).map_or(0, |e| e.get_ethertype().0);
+        match self
+            .sender
+            .send_to(frame, ifindex, ethertype, &port.interface)
+        {
+            Ok(()) => true,
+            Err(cause) => {
+                tracing::debug!(%cause, len = frame.len(), "a frame for a released VIP could not be passed on");
+                false
+            }
+        }
+    }
+}
+
+async fn run(sockets: Sockets, cancel: CancellationToken) {
+    let until = tokio::time::Instant::now() + RELAY_FOR;
+    let mut relay = Relay::default();
+    let mut frame_buf = vec![0u8; FRAME_BUF];
+    let mut claim_buf = vec![0u8; 2048];
+    let mut successor = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep_until(until) => break,
+            claim = sockets.claims.next_claim(&mut claim_buf) => {
+                let (_, claim, ifindex) = match claim {
+                    Ok(claim) => claim,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the handover relay stopped early");
+                        break;
+                    }
+                };
+                successor = Some(claim.mac);
+                for mut frame in relay.on_claim(ifindex, claim.mac) {
+                    let sent = sockets.send_on(ifindex, &mut frame, claim.mac);
+                    relay.sent(sent);
+                }
+            }
+            frame = sockets.next_frame(&mut frame_buf) => {
+                let (ifindex, len) = match frame {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the handover relay stopped early");
+                        break;
+                    }
+                };
+                let frame = &mut frame_buf[..len];
+                if let Some(to) = relay.on_frame(ifindex, frame) {
+                    let sent = sockets.send_on(ifindex, frame, to);
+                    relay.sent(sent);
+                }
+            }
+        }
+    }
+    relay.finish();
+    if relay.relayed + relay.dropped > 0 {
+        tracing::info!(
+            relayed = relay.relayed,
+            dropped = relay.dropped,
+            successor = successor.map(|m| m.to_string()),
+            "handover relay over: frames clients still sent here after the release went on to the successor (relayed) or were dropped"
+        );
+    }
+}
+
+fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(ip: IpAddr) -> Option<Ipv6Addr> {
+    match ip {
+        IpAddr::V6(ip) => Some(ip),
+        IpAddr::V4(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pnet_packet::ethernet::MutableEthernetPacket;
+    use pnet_packet::ipv4::{self, MutableIpv4Packet};
+    use pnet_packet::ipv6::MutableIpv6Packet;
+
+    const CLIENT: Mac = Mac([0x02, 0, 0, 0, 0x0c, 0x01]);
+    const SUCCESSOR: Mac = Mac([0x02, 0, 0, 0, 0x0b, 0x01]);
+    const LATER: Mac = Mac([0x02, 0, 0, 0, 0x0d, 0x01]);
+    const ETH0: u32 = 2;
+    const ETH1: u32 = 3;
+
+    /// A frame from `from`; its bytes after the Ethernet source tell frames apart.
+    fn frame(from: Mac, tag: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[6..12].copy_from_slice(&from.0);
+        f[20] = tag;
+        f
+    }
+
+    #[test]
+    fn frames_wait_for_the_successors_claim_then_go_straight_to_it() {
+        let mut relay = Relay::default();
+        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 1)), None);
+        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 2)), None);
+        let out = relay.on_claim(ETH0, SUCCESSOR);
+        assert_eq!(
+            out,
+            vec![frame(CLIENT, 1), frame(CLIENT, 2)],
+            "oldest first"
+        );
+        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 3)), Some(SUCCESSOR));
+        assert!(relay.on_claim(ETH0, SUCCESSOR).is_empty(), "sent once");
+    }
+
+    #[test]
+    fn each_interface_waits_for_a_claim_on_it() {
+        let mut relay = Relay::default();
+        relay.on_frame(ETH0, &frame(CLIENT, 1));
+        relay.on_frame(ETH1, &frame(CLIENT, 2));
+        assert_eq!(relay.on_claim(ETH1, SUCCESSOR), vec![frame(CLIENT, 2)]);
+        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 3)), None);
+        assert_eq!(
+            relay.on_claim(ETH0, LATER),
+            vec![frame(CLIENT, 1), frame(CLIENT, 3)]
+        );
+    }
+
+    #[test]
+    fn a_later_claim_takes_over() {
+        let mut relay = Relay::default();
+        relay.on_claim(ETH0, SUCCESSOR);
+        relay.on_claim(ETH0, LATER);
+        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 1)), Some(LATER));
+    }
+
+    #[test]
+    fn nothing_goes_back_to_the_mac_it_came_from() {
+        let mut relay = Relay::default();
+        relay.on_frame(ETH0, &frame(SUCCESSOR, 1));
+        relay.on_frame(ETH0, &frame(CLIENT, 2));
+        assert_eq!(relay.on_claim(ETH0, SUCCESSOR), vec![frame(CLIENT, 2)]);
+        assert_eq!(relay.on_frame(ETH0, &frame(SUCCESSOR, 3)), None);
+        assert_eq!(relay.dropped, 2);
+    }
+
+    #[test]
+    fn waiting_and_sending_are_bounded_and_what_is_left_is_dropped() {
+        let mut relay = Relay::default();
+        for i in 0..WAITING_FRAMES_MAX + 5 {
+            relay.on_frame(ETH0, &frame(CLIENT, i as u8));
+        }
+        assert_eq!(relay.dropped, 5);
+        relay.finish();
+        assert_eq!(relay.dropped, 5 + WAITING_FRAMES_MAX as u64);
+        assert!(relay.on_claim(ETH0, SUCCESSOR).is_empty());
+
+        let mut relay = Relay::default();
+        relay.on_claim(ETH0, SUCCESSOR);
+        for _ in 0..RELAYED_FRAMES_MAX {
+            assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 0)), Some(SUCCESSOR));
+            relay.sent(true);
+        }
+        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 0)), None);
+        assert_eq!((relay.relayed, relay.dropped), (RELAYED_FRAMES_MAX, 1));
+    }
+
+    #[test]
+    fn readdressing_changes_only_the_ethernet_addresses() {
+        let mut f = frame(CLIENT, 7);
+        readdress(&mut f, SUCCESSOR, LATER);
+        assert_eq!(&f[..6], &SUCCESSOR.0);
+        assert_eq!(&f[6..12], &LATER.0);
+        assert_eq!(f[20], 7);
+    }
+
+    /// An Ethernet frame carrying `l4` (TCP or UDP, checksum field as given) from `source`
+    /// to `destination`.
+    fn ip_frame(source: IpAddr, destination: IpAddr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+        let ip_len = match source {
+            IpAddr::V4(_) => 20,
+            IpAddr::V6(_) => IPV6_HEADER_LEN,
+        };
+        let mut f = vec![0u8; ETHERNET_HEADER_LEN + ip_len + l4.len()];
+        let mut eth = MutableEthernetPacket::new(&mut f).unwrap();
+        eth.set_source(CLIENT.0.into());
+        match (source, destination) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                eth.set_ethertype(EtherTypes::Ipv4);
+                let mut ip = MutableIpv4Packet::new(&mut f[ETHERNET_HEADER_LEN..]).unwrap();
+                ip.set_version(4);
+                ip.set_header_length(5);
+                ip.set_total_length((20 + l4.len()) as u16);
+                ip.set_ttl(64);
+                ip.set_next_level_protocol(pnet_packet::ip::IpNextHeaderProtocol(protocol));
+                ip.set_source(s);
+                ip.set_destination(d);
+                let sum = ipv4::checksum(&ip.to_immutable());
+                ip.set_checksum(sum);
+                ip.set_payload(l4);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                eth.set_ethertype(EtherTypes::Ipv6);
+                let mut ip = MutableIpv6Packet::new(&mut f[ETHERNET_HEADER_LEN..]).unwrap();
+                ip.set_version(6);
+                ip.set_payload_length(l4.len() as u16);
+                ip.set_next_header(pnet_packet::ip::IpNextHeaderProtocol(protocol));
+                ip.set_hop_limit(64);
+                ip.set_source(s);
+                ip.set_destination(d);
+                ip.set_payload(l4);
+            }
+            _ => unreachable!("one family"),
+        }
+        f
+    }
+
+    /// A SYN's TCP header and a small UDP datagram, checksums zero.
+    fn segments() -> [(u8, Vec<u8>); 2] {
+        let mut syn = vec![0u8; 20];
+        syn[..4].copy_from_slice(&[0xc3, 0x50, 0x1f, 0x90]); // 50000 -> 8080
+        syn[12] = 5 << 4;
+        syn[13] = 0x02;
+        syn[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        let mut datagram = vec![0u8; 12];
+        datagram[..4].copy_from_slice(&[0xc3, 0x50, 0x00, 0x35]);
+        datagram[4..6].copy_from_slice(&12u16.to_be_bytes());
+        datagram[8..].copy_from_slice(b"ping");
+        [(6, syn), (17, datagram)]
+    }
+
+    #[test]
+    fn a_checksum_left_to_the_hardware_is_filled_in() {
+        let families: [(IpAddr, IpAddr); 2] = [
+            (
+                "192.0.2.50".parse().unwrap(),
+                "192.0.2.100".parse().unwrap(),
+            ),
+            (
+                "2001:db8::50".parse().unwrap(),
+                "2001:db8::100".parse().unwrap(),
+            ),
+        ];
+        for (source, destination) in families {
+            for (protocol, l4) in segments() {
+                let mut frame = ip_frame(source, destination, protocol, &l4);
+                let checksum_at = frame.len() - l4.len() + if protocol == 6 { 16 } else { 6 };
+                // What offload leaves: a partial sum, not the checksum.
+                frame[checksum_at..checksum_at + 2].copy_from_slice(&[0x12, 0x34]);
+                fill_checksum(&mut frame);
+                let sum = u16::from_be_bytes([frame[checksum_at], frame[checksum_at + 1]]);
+                let ip = &frame[ETHERNET_HEADER_LEN..];
+                let want = match (source, destination, protocol) {
+                    (IpAddr::V4(s), IpAddr::V4(d), 6) => {
+                        let p = Ipv4Packet::new(ip).unwrap();
+                        tcp::ipv4_checksum(&tcp::TcpPacket::new(p.payload()).unwrap(), &s, &d)
+                    }
+                    (IpAddr::V6(s), IpAddr::V6(d), 6) => {
+                        let p = Ipv6Packet::new(ip).unwrap();
+                        tcp::ipv6_checksum(&tcp::TcpPacket::new(p.payload()).unwrap(), &s, &d)
+                    }
+                    (IpAddr::V4(s), IpAddr::V4(d), _) => {
+                        let p = Ipv4Packet::new(ip).unwrap();
+                        udp::ipv4_checksum(&udp::UdpPacket::new(p.payload()).unwrap(), &s, &d)
+                    }
+                    (IpAddr::V6(s), IpAddr::V6(d), _) => {
+                        let p = Ipv6Packet::new(ip).unwrap();
+                        udp::ipv6_checksum(&udp::UdpPacket::new(p.payload()).unwrap(), &s, &d)
+                    }
+                    _ => unreachable!(),
+                };
+                assert_ne!(sum, 0x1234, "{source} protocol {protocol}: not filled in");
+                assert_eq!(sum, want, "{source} protocol {protocol}");
+                assert_eq!(super::destination(&frame), Some(destination));
+            }
+        }
+    }
+
+    #[test]
+    fn frames_that_are_not_tcp_or_udp_over_ip_are_left_alone() {
+        let arp = crate::vip::announce::garp_request(CLIENT, "192.0.2.100".parse().unwrap());
+        let mut copy = arp.to_vec();
+        fill_checksum(&mut copy);
+        assert_eq!(copy, arp.to_vec());
+        let icmp = ip_frame(
+            "192.0.2.50".parse().unwrap(),
+            "192.0.2.100".parse().unwrap(),
+            1,
+            &[8, 0, 0x12, 0x34, 0, 1, 0, 1],
+        );
+        let mut copy = icmp.clone();
+        fill_checksum(&mut copy);
+        assert_eq!(copy, icmp);
+        let mut short = icmp[..20].to_vec();
+        fill_checksum(&mut short);
+        assert_eq!(short, icmp[..20].to_vec());
+    }
+}
