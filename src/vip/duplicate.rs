@@ -117,8 +117,8 @@ impl Listener {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 claim = self.next_claim(&mut buf) => {
-                    let (ip, claim, _) = claim?;
-                    on_claim(ip, claim);
+                    let (claim, _) = claim?;
+                    on_claim(claim.ip, claim);
                 }
             }
         }
@@ -127,7 +127,7 @@ impl Listener {
     /// The next claim on a VIP, received on the VIP's interface (its index is returned too),
     /// by a MAC that is not that interface's own. Cancel-safe: frames not read yet stay
     /// queued for the next call.
-    pub async fn next_claim(&self, buf: &mut [u8]) -> Result<(IpAddr, Claim, u32), VipError> {
+    pub async fn next_claim(&self, buf: &mut [u8]) -> Result<(Claim, u32), VipError> {
         let fail = |cause| VipError::Listen { cause };
         loop {
             let ready = tokio::select! {
@@ -161,7 +161,7 @@ impl Listener {
                     continue;
                 }
                 tracing::debug!(vip = %claim.ip, mac = %claim.mac, %interface, "VIP claimed");
-                return Ok((claim.ip, claim, received.ifindex));
+                return Ok((claim, received.ifindex));
             }
         }
     }

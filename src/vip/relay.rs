@@ -357,7 +357,7 @@ async fn run(sockets: Sockets, cancel: CancellationToken) {
             () = cancel.cancelled() => break,
             () = tokio::time::sleep_until(until) => break,
             claim = sockets.claims.next_claim(&mut claim_buf) => {
-                let (_, claim, ifindex) = match claim {
+                let (claim, ifindex) = match claim {
                     Ok(claim) => claim,
                     Err(e) => {
                         tracing::warn!(error = %e, "the handover relay stopped early");
