@@ -46,8 +46,12 @@ use super::{Mac, VipError};
 pub const RELAY_FOR: Duration = Duration::from_secs(2);
 
 /// Frames kept while no successor has announced itself: a few milliseconds of a busy VIP's
-/// new connections (a SYN is ~70 bytes; a full-size frame 1.5 KB, 0.75 MB in all).
+/// new connections (a SYN is ~70 bytes)...
 pub const WAITING_FRAMES_MAX: usize = 512;
+
+/// ...and the bytes they may take: received segments merged by the kernel (GRO) reach 64 KiB,
+/// and 512 of those would hold 32 MB for a moment.
+pub const WAITING_BYTES_MAX: usize = 1 << 20;
 
 /// Frames sent on per release at most: a busy VIP's new connections for well over the few
 /// milliseconds that matter, while a flood cannot keep the VIP thread (real-time class)
@@ -82,7 +86,9 @@ impl Relay {
                 None
             }
             Some(&to) => Some(to),
-            None if self.waiting.len() < WAITING_FRAMES_MAX => {
+            None if self.waiting.len() < WAITING_FRAMES_MAX
+                && self.waiting_bytes() + frame.len() <= WAITING_BYTES_MAX =>
+            {
                 self.waiting.push((ifindex, frame.to_vec()));
                 None
             }
@@ -119,6 +125,10 @@ impl Relay {
             true => self.relayed += 1,
             false => self.dropped += 1,
         }
+    }
+
+    fn waiting_bytes(&self) -> usize {
+        self.waiting.iter().map(|(_, frame)| frame.len()).sum()
     }
 
     /// The relay ends: whatever still waits is dropped.
@@ -488,6 +498,15 @@ mod tests {
         relay.finish();
         assert_eq!(relay.dropped, 5 + WAITING_FRAMES_MAX as u64);
         assert!(relay.on_claim(ETH0, SUCCESSOR).is_empty());
+
+        let mut relay = Relay::default();
+        let merged = vec![0u8; 65_536];
+        let fit = WAITING_BYTES_MAX / merged.len();
+        for _ in 0..fit + 1 {
+            relay.on_frame(ETH0, &merged);
+        }
+        assert_eq!(relay.dropped, 1, "bytes are bounded too");
+        assert_eq!(relay.on_claim(ETH0, SUCCESSOR).len(), fit);
 
         let mut relay = Relay::default();
         relay.on_claim(ETH0, SUCCESSOR);
