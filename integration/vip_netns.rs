@@ -1048,6 +1048,16 @@ fn a_released_holder_passes_a_syn_that_reached_it_on_to_the_successor() {
             ms < 900,
             "the SYN was retried rather than relayed: answered in {ms} ms"
         );
+        // Counted for the operator (status, metrics) once the relay is over.
+        let deadline = Instant::now() + PATIENCE;
+        while worker.status()[0].relayed_frames == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "not counted: {:?}",
+                worker.status()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         cancel.cancel();
     });
     if let Err(panic) = thread.join() {

@@ -255,6 +255,8 @@ fn register_vips(r: &mut Registry, status: &Status) {
     let announcements = Family::<VipLabel, Counter>::default();
     let re_adds = Family::<VipLabel, Counter>::default();
     let duplicates = Family::<VipLabel, Counter>::default();
+    let relayed = Family::<VipLabel, Counter>::default();
+    let relay_dropped = Family::<VipLabel, Counter>::default();
     let errors = Family::<VipLabel, Gauge>::default();
     for vip in &status.vips {
         let label = VipLabel {
@@ -267,6 +269,10 @@ fn register_vips(r: &mut Registry, status: &Status) {
             .inc_by(vip.announcements_sent);
         re_adds.get_or_create(&label).inc_by(vip.re_adds);
         duplicates.get_or_create(&label).inc_by(vip.duplicates);
+        relayed.get_or_create(&label).inc_by(vip.relayed_frames);
+        relay_dropped
+            .get_or_create(&label)
+            .inc_by(vip.relay_dropped_frames);
         errors
             .get_or_create(&label)
             .set(i64::from(vip.error.is_some()));
@@ -286,6 +292,16 @@ fn register_vips(r: &mut Registry, status: &Status) {
         "vip_duplicates",
         "Times another MAC answered for the VIP",
         duplicates,
+    );
+    r.register(
+        "vip_relayed_frames",
+        "Frames clients sent here for the VIP after this node released it, passed on to the successor",
+        relayed,
+    );
+    r.register(
+        "vip_relay_dropped_frames",
+        "Frames clients sent here for the VIP after this node released it that could not be passed on",
+        relay_dropped,
     );
     r.register(
         "vip_error",
@@ -407,6 +423,8 @@ mod tests {
             "raftvip_rejected_requests_total 3",
             "raftvip_vip_held{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_vip_re_adds_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
+            "raftvip_vip_relayed_frames_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 3",
+            "raftvip_vip_relay_dropped_frames_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 0",
             "raftvip_peer_last_contact_age_seconds{peer=\"2\"} 0.018",
             "raftvip_quorum_ack_age_seconds 0.012",
             "raftvip_health_check_duration_seconds 0.00031",

@@ -123,6 +123,12 @@ pub struct VipStatus {
     pub announcements_sent: u64,
     pub re_adds: u64,
     pub duplicates: u64,
+    /// Frames clients sent here for it after this node released it, passed on to the
+    /// successor / dropped (the handover relay).
+    #[serde(default)]
+    pub relayed_frames: u64,
+    #[serde(default)]
+    pub relay_dropped_frames: u64,
     /// The last error binding/announcing it (interface missing, no permission, …).
     pub error: Option<String>,
     /// Time left before the kernel drops it unless renewed (`[vip_lease]`; None: not held, or
@@ -327,7 +333,7 @@ impl Status {
         {
             let _ = writeln!(
                 out,
-                "  {} on {}: {}{}{}  announcements {}  re-adds {}  duplicates {}",
+                "  {} on {}: {}{}{}  announcements {}  re-adds {}  duplicates {}  relayed {}",
                 vip.address,
                 vip.interface,
                 if vip.held { "HELD" } else { "released" },
@@ -340,7 +346,8 @@ impl Status {
                     .unwrap_or_default(),
                 vip.announcements_sent,
                 vip.re_adds,
-                vip.duplicates
+                vip.duplicates,
+                vip.relayed_frames
             );
         }
         if !all_vips && self.vips.len() > VIP_LINES {
@@ -416,6 +423,8 @@ pub(crate) mod tests {
                 announcements_sent: 6,
                 re_adds: 1,
                 duplicates: 0,
+                relayed_frames: 3,
+                relay_dropped_frames: 0,
                 error: None,
                 lease_remaining_ms: Some(700),
                 lease_expiries: 0,

@@ -348,6 +348,9 @@ struct Slot {
     announcements_sent: u64,
     re_adds: u64,
     duplicates: u64,
+    /// Frames for it that clients sent here after a release: passed on to the successor, or
+    /// dropped ([`relay`]).
+    relayed: relay::Tally,
     /// When the kernel drops it unless renewed (bound with a lifetime).
     lease_until: Option<Instant>,
     lease_expiries: u64,
@@ -374,6 +377,7 @@ impl Slot {
             announcements_sent: 0,
             re_adds: 0,
             duplicates: 0,
+            relayed: relay::Tally::default(),
             lease_until: None,
             lease_expiries: 0,
             address_error: ErrorLog::default(),
@@ -648,7 +652,7 @@ impl Vips {
                 reason,
                 (took, took),
             );
-            inner.start_relay(&state.slots);
+            self.start_relay(&state.slots);
         }
         drop(state);
         inner.wake.notify_one();
@@ -946,6 +950,8 @@ impl Vips {
                     announcements_sent: slot.announcements_sent,
                     re_adds: slot.re_adds,
                     duplicates: slot.duplicates,
+                    relayed_frames: slot.relayed.relayed,
+                    relay_dropped_frames: slot.relayed.dropped,
                     error: slot
                         .address_error
                         .message()
@@ -1046,6 +1052,44 @@ impl Vips {
         }
     }
 
+    /// After a release: passes what clients still send here on to the successor ([`relay`]).
+    /// Kernel only, and only on a runtime (the VIP thread's).
+    fn start_relay(&self, slots: &[Slot]) {
+        if self.inner.kernel_watch.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let _entered = runtime.enter();
+        let vips = slots
+            .iter()
+            .map(|s| (s.vip.addr.ip, s.vip.interface.clone()))
+            .collect();
+        let cancel = CancellationToken::new();
+        let counts = self.clone();
+        match relay::spawn(&vips, cancel.clone(), move |tally| {
+            counts.count_relayed(tally)
+        }) {
+            Ok(()) => *crate::sync::lock(&self.inner.relay) = Some(cancel),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "clients' frames that still reach this box are dropped until the successor's announcement reaches them"
+            ),
+        }
+    }
+
+    /// Adds a relay's tally to its VIPs' counters.
+    fn count_relayed(&self, tally: &HashMap<IpAddr, relay::Tally>) {
+        let mut state = self.inner.lock();
+        for slot in &mut state.slots {
+            if let Some(t) = tally.get(&slot.vip.addr.ip) {
+                slot.relayed.relayed += t.relayed;
+                slot.relayed.dropped += t.dropped;
+            }
+        }
+    }
+
     /// Completes when the address watcher saw one of our VIPs change in the kernel (or lost
     /// events) since the last call: time to [`Self::reconcile`].
     async fn kernel_changed(&self) {
@@ -1066,30 +1110,6 @@ impl Inner {
                 guard.up(vips, old_holder);
             }
             None => guard.down(),
-        }
-    }
-
-    /// After a release: passes what clients still send here on to the successor ([`relay`]).
-    /// Kernel only, and only on a runtime (the VIP thread's).
-    fn start_relay(&self, slots: &[Slot]) {
-        if self.kernel_watch.is_none() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let _entered = runtime.enter();
-        let vips = slots
-            .iter()
-            .map(|s| (s.vip.addr.ip, s.vip.interface.clone()))
-            .collect();
-        let cancel = CancellationToken::new();
-        match relay::spawn(&vips, cancel.clone()) {
-            Ok(()) => *crate::sync::lock(&self.relay) = Some(cancel),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "clients' frames that still reach this box are dropped until the successor's announcement reaches them"
-            ),
         }
     }
 

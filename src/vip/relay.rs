@@ -62,79 +62,102 @@ pub const RELAYED_FRAMES_MAX: u64 = 20_000;
 /// sent on (it exceeds the MTU) and counts as dropped.
 const FRAME_BUF: usize = 65_536;
 
+/// What became of the frames for one VIP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Sent on to the successor.
+    pub relayed: u64,
+    /// Given up: no room to wait, from the successor itself, never claimed, over
+    /// [`RELAYED_FRAMES_MAX`], or refused by the kernel (larger than the MTU).
+    pub dropped: u64,
+}
+
+/// A frame held for a successor: where it arrived, the VIP it is for, its bytes.
+type Waiting = (u32, IpAddr, Vec<u8>);
+
 /// The relay's decisions, without sockets: which frames wait, which go where.
 #[derive(Debug, Default)]
 pub struct Relay {
     /// Per interface index: the MAC that last claimed a VIP there.
     successors: HashMap<u32, Mac>,
     /// Frames that came before any claim on their interface, oldest first.
-    waiting: Vec<(u32, Vec<u8>)>,
-    /// Frames sent on.
-    pub relayed: u64,
-    /// Frames given up: no room to wait, from the successor itself, never claimed, or
-    /// refused by the kernel (larger than the MTU).
-    pub dropped: u64,
+    waiting: Vec<Waiting>,
+    /// Per VIP.
+    pub tally: HashMap<IpAddr, Tally>,
 }
 
 impl Relay {
-    /// A frame addressed to a VIP arrived on `ifindex`: the MAC to send it on to now, or None
-    /// (it waits for a claim, or is dropped).
-    pub fn on_frame(&mut self, ifindex: u32, frame: &[u8]) -> Option<Mac> {
+    /// A frame for `vip` arrived on `ifindex`: the MAC to send it on to now, or None (it
+    /// waits for a claim, or is dropped).
+    pub fn on_frame(&mut self, ifindex: u32, vip: IpAddr, frame: &[u8]) -> Option<Mac> {
         match self.successors.get(&ifindex) {
-            Some(&to) if source(frame) == Some(to) || self.relayed >= RELAYED_FRAMES_MAX => {
-                self.dropped += 1;
+            Some(&to)
+                if source(frame) == Some(to) || self.total().relayed >= RELAYED_FRAMES_MAX =>
+            {
+                self.tally.entry(vip).or_default().dropped += 1;
                 None
             }
             Some(&to) => Some(to),
             None if self.waiting.len() < WAITING_FRAMES_MAX
                 && self.waiting_bytes() + frame.len() <= WAITING_BYTES_MAX =>
             {
-                self.waiting.push((ifindex, frame.to_vec()));
+                self.waiting.push((ifindex, vip, frame.to_vec()));
                 None
             }
             None => {
-                self.dropped += 1;
+                self.tally.entry(vip).or_default().dropped += 1;
                 None
             }
         }
     }
 
     /// `mac` claimed a VIP on `ifindex`: frames arriving there go to it from now on, and the
-    /// ones that waited for it are returned, oldest first, to be sent on. A later claim by
-    /// another MAC (a successor's successor) takes over.
-    pub fn on_claim(&mut self, ifindex: u32, mac: Mac) -> Vec<Vec<u8>> {
+    /// ones that waited for it are returned with their VIP, oldest first, to be sent on. A
+    /// later claim by another MAC (a successor's successor) takes over.
+    pub fn on_claim(&mut self, ifindex: u32, mac: Mac) -> Vec<(IpAddr, Vec<u8>)> {
         self.successors.insert(ifindex, mac);
-        let (mine, others) = std::mem::take(&mut self.waiting)
+        let (mine, others): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|(at, _)| *at == ifindex);
+            .partition(|(at, _, _)| *at == ifindex);
         self.waiting = others;
         let mut out = Vec::with_capacity(mine.len());
-        for (_, frame) in mine {
+        for (_, vip, frame) in mine {
             if source(&frame) == Some(mac) {
-                self.dropped += 1;
+                self.tally.entry(vip).or_default().dropped += 1;
             } else {
-                out.push(frame);
+                out.push((vip, frame));
             }
         }
         out
     }
 
-    /// Counts a frame [`Self::on_frame`] or [`Self::on_claim`] gave out: `sent`, or refused.
-    pub fn sent(&mut self, sent: bool) {
+    /// Counts a frame for `vip` that [`Self::on_frame`] or [`Self::on_claim`] gave out:
+    /// `sent`, or refused.
+    pub fn sent(&mut self, vip: IpAddr, sent: bool) {
+        let tally = self.tally.entry(vip).or_default();
         match sent {
-            true => self.relayed += 1,
-            false => self.dropped += 1,
+            true => tally.relayed += 1,
+            false => tally.dropped += 1,
         }
     }
 
+    /// All VIPs together.
+    pub fn total(&self) -> Tally {
+        self.tally.values().fold(Tally::default(), |sum, t| Tally {
+            relayed: sum.relayed + t.relayed,
+            dropped: sum.dropped + t.dropped,
+        })
+    }
+
     fn waiting_bytes(&self) -> usize {
-        self.waiting.iter().map(|(_, frame)| frame.len()).sum()
+        self.waiting.iter().map(|(_, _, frame)| frame.len()).sum()
     }
 
     /// The relay ends: whatever still waits is dropped.
     pub fn finish(&mut self) {
-        self.dropped += self.waiting.len() as u64;
-        self.waiting.clear();
+        for (_, vip, _) in std::mem::take(&mut self.waiting) {
+            self.tally.entry(vip).or_default().dropped += 1;
+        }
     }
 }
 
@@ -251,11 +274,22 @@ struct Sockets {
 }
 
 /// Starts relaying for `vips` (each VIP and its interface) on the current tokio runtime (the
-/// caller must be in one), until [`RELAY_FOR`] passed or `cancel` fired. A VIP whose
-/// interface is gone is left out; an error opening the sockets is returned.
-pub fn spawn(vips: &HashMap<IpAddr, String>, cancel: CancellationToken) -> Result<(), VipError> {
+/// caller must be in one), until [`RELAY_FOR`] passed or `cancel` fired; then `report` gets
+/// the tally per VIP. A VIP whose interface is gone is left out; an error opening the
+/// sockets is returned.
+pub fn spawn<R>(
+    vips: &HashMap<IpAddr, String>,
+    cancel: CancellationToken,
+    report: R,
+) -> Result<(), VipError>
+where
+    R: FnOnce(&HashMap<IpAddr, Tally>) + Send + 'static,
+{
     let sockets = Sockets::open(vips)?;
-    tokio::spawn(run(sockets, cancel));
+    tokio::spawn(async move {
+        let tally = run(sockets, cancel).await;
+        report(&tally);
+    });
     Ok(())
 }
 
@@ -305,8 +339,8 @@ impl Sockets {
     }
 
     /// The next frame to a VIP that reached this box on the VIP's interface, complete (see
-    /// [`fill_checksum`]): its interface index and length in `buf`.
-    async fn next_frame(&self, buf: &mut [u8]) -> std::io::Result<(u32, usize)> {
+    /// [`fill_checksum`]): its interface index, the VIP and its length in `buf`.
+    async fn next_frame(&self, buf: &mut [u8]) -> std::io::Result<(u32, IpAddr, usize)> {
         loop {
             let mut ready = tokio::select! {
                 ready = duplicate::readable(self.v4.as_ref()) => ready?,
@@ -324,12 +358,18 @@ impl Sockets {
                 }
                 let len = received.len.min(buf.len());
                 let frame = &mut buf[..len];
-                let port = destination(frame).and_then(|ip| self.ports.get(&ip));
-                if port.is_some_and(|p| p.ifindex == received.ifindex) {
+                let Some(vip) = destination(frame) else {
+                    continue;
+                };
+                if self
+                    .ports
+                    .get(&vip)
+                    .is_some_and(|p| p.ifindex == received.ifindex)
+                {
                     if received.checksum_pending {
                         fill_checksum(frame);
                     }
-                    return Ok((received.ifindex, len));
+                    return Ok((received.ifindex, vip, len));
                 }
             }
         }
@@ -355,7 +395,8 @@ impl Sockets {
     }
 }
 
-async fn run(sockets: Sockets, cancel: CancellationToken) {
+/// Relays until the time is up or `cancel` fires; returns the tally per VIP.
+async fn run(sockets: Sockets, cancel: CancellationToken) -> HashMap<IpAddr, Tally> {
     let until = tokio::time::Instant::now() + RELAY_FOR;
     let mut relay = Relay::default();
     let mut frame_buf = vec![0u8; FRAME_BUF];
@@ -375,13 +416,13 @@ async fn run(sockets: Sockets, cancel: CancellationToken) {
                     }
                 };
                 successor = Some(claim.mac);
-                for mut frame in relay.on_claim(ifindex, claim.mac) {
+                for (vip, mut frame) in relay.on_claim(ifindex, claim.mac) {
                     let sent = sockets.send_on(ifindex, &mut frame, claim.mac);
-                    relay.sent(sent);
+                    relay.sent(vip, sent);
                 }
             }
             frame = sockets.next_frame(&mut frame_buf) => {
-                let (ifindex, len) = match frame {
+                let (ifindex, vip, len) = match frame {
                     Ok(frame) => frame,
                     Err(e) => {
                         tracing::warn!(error = %e, "the handover relay stopped early");
@@ -389,22 +430,24 @@ async fn run(sockets: Sockets, cancel: CancellationToken) {
                     }
                 };
                 let frame = &mut frame_buf[..len];
-                if let Some(to) = relay.on_frame(ifindex, frame) {
+                if let Some(to) = relay.on_frame(ifindex, vip, frame) {
                     let sent = sockets.send_on(ifindex, frame, to);
-                    relay.sent(sent);
+                    relay.sent(vip, sent);
                 }
             }
         }
     }
     relay.finish();
-    if relay.relayed + relay.dropped > 0 {
+    let total = relay.total();
+    if total.relayed + total.dropped > 0 {
         tracing::info!(
-            relayed = relay.relayed,
-            dropped = relay.dropped,
+            relayed = total.relayed,
+            dropped = total.dropped,
             successor = successor.map(|m| m.to_string()),
             "handover relay over: frames clients still sent here after the release went on to the successor (relayed) or were dropped"
         );
     }
+    relay.tally
 }
 
 fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
@@ -433,6 +476,12 @@ mod tests {
     const LATER: Mac = Mac([0x02, 0, 0, 0, 0x0d, 0x01]);
     const ETH0: u32 = 2;
     const ETH1: u32 = 3;
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100));
+    const VIP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100));
+
+    fn frames(out: Vec<(IpAddr, Vec<u8>)>) -> Vec<Vec<u8>> {
+        out.into_iter().map(|(_, frame)| frame).collect()
+    }
 
     /// A frame from `from`; its bytes after the Ethernet source tell frames apart.
     fn frame(from: Mac, tag: u8) -> Vec<u8> {
@@ -445,27 +494,33 @@ mod tests {
     #[test]
     fn frames_wait_for_the_successors_claim_then_go_straight_to_it() {
         let mut relay = Relay::default();
-        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 1)), None);
-        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 2)), None);
-        let out = relay.on_claim(ETH0, SUCCESSOR);
+        assert_eq!(relay.on_frame(ETH0, VIP, &frame(CLIENT, 1)), None);
+        assert_eq!(relay.on_frame(ETH0, VIP, &frame(CLIENT, 2)), None);
+        let out = frames(relay.on_claim(ETH0, SUCCESSOR));
         assert_eq!(
             out,
             vec![frame(CLIENT, 1), frame(CLIENT, 2)],
             "oldest first"
         );
-        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 3)), Some(SUCCESSOR));
+        assert_eq!(
+            relay.on_frame(ETH0, VIP, &frame(CLIENT, 3)),
+            Some(SUCCESSOR)
+        );
         assert!(relay.on_claim(ETH0, SUCCESSOR).is_empty(), "sent once");
     }
 
     #[test]
     fn each_interface_waits_for_a_claim_on_it() {
         let mut relay = Relay::default();
-        relay.on_frame(ETH0, &frame(CLIENT, 1));
-        relay.on_frame(ETH1, &frame(CLIENT, 2));
-        assert_eq!(relay.on_claim(ETH1, SUCCESSOR), vec![frame(CLIENT, 2)]);
-        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 3)), None);
+        relay.on_frame(ETH0, VIP, &frame(CLIENT, 1));
+        relay.on_frame(ETH1, VIP, &frame(CLIENT, 2));
         assert_eq!(
-            relay.on_claim(ETH0, LATER),
+            frames(relay.on_claim(ETH1, SUCCESSOR)),
+            vec![frame(CLIENT, 2)]
+        );
+        assert_eq!(relay.on_frame(ETH0, VIP, &frame(CLIENT, 3)), None);
+        assert_eq!(
+            frames(relay.on_claim(ETH0, LATER)),
             vec![frame(CLIENT, 1), frame(CLIENT, 3)]
         );
     }
@@ -475,47 +530,84 @@ mod tests {
         let mut relay = Relay::default();
         relay.on_claim(ETH0, SUCCESSOR);
         relay.on_claim(ETH0, LATER);
-        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 1)), Some(LATER));
+        assert_eq!(relay.on_frame(ETH0, VIP, &frame(CLIENT, 1)), Some(LATER));
     }
 
     #[test]
     fn nothing_goes_back_to_the_mac_it_came_from() {
         let mut relay = Relay::default();
-        relay.on_frame(ETH0, &frame(SUCCESSOR, 1));
-        relay.on_frame(ETH0, &frame(CLIENT, 2));
-        assert_eq!(relay.on_claim(ETH0, SUCCESSOR), vec![frame(CLIENT, 2)]);
-        assert_eq!(relay.on_frame(ETH0, &frame(SUCCESSOR, 3)), None);
-        assert_eq!(relay.dropped, 2);
+        relay.on_frame(ETH0, VIP, &frame(SUCCESSOR, 1));
+        relay.on_frame(ETH0, VIP, &frame(CLIENT, 2));
+        assert_eq!(
+            frames(relay.on_claim(ETH0, SUCCESSOR)),
+            vec![frame(CLIENT, 2)]
+        );
+        assert_eq!(relay.on_frame(ETH0, VIP, &frame(SUCCESSOR, 3)), None);
+        assert_eq!(relay.total().dropped, 2);
     }
 
     #[test]
     fn waiting_and_sending_are_bounded_and_what_is_left_is_dropped() {
         let mut relay = Relay::default();
         for i in 0..WAITING_FRAMES_MAX + 5 {
-            relay.on_frame(ETH0, &frame(CLIENT, i as u8));
+            relay.on_frame(ETH0, VIP, &frame(CLIENT, i as u8));
         }
-        assert_eq!(relay.dropped, 5);
+        assert_eq!(relay.total().dropped, 5);
         relay.finish();
-        assert_eq!(relay.dropped, 5 + WAITING_FRAMES_MAX as u64);
+        assert_eq!(relay.total().dropped, 5 + WAITING_FRAMES_MAX as u64);
         assert!(relay.on_claim(ETH0, SUCCESSOR).is_empty());
 
         let mut relay = Relay::default();
         let merged = vec![0u8; 65_536];
         let fit = WAITING_BYTES_MAX / merged.len();
         for _ in 0..fit + 1 {
-            relay.on_frame(ETH0, &merged);
+            relay.on_frame(ETH0, VIP, &merged);
         }
-        assert_eq!(relay.dropped, 1, "bytes are bounded too");
+        assert_eq!(relay.total().dropped, 1, "bytes are bounded too");
         assert_eq!(relay.on_claim(ETH0, SUCCESSOR).len(), fit);
 
         let mut relay = Relay::default();
         relay.on_claim(ETH0, SUCCESSOR);
         for _ in 0..RELAYED_FRAMES_MAX {
-            assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 0)), Some(SUCCESSOR));
-            relay.sent(true);
+            assert_eq!(
+                relay.on_frame(ETH0, VIP, &frame(CLIENT, 0)),
+                Some(SUCCESSOR)
+            );
+            relay.sent(VIP, true);
         }
-        assert_eq!(relay.on_frame(ETH0, &frame(CLIENT, 0)), None);
-        assert_eq!((relay.relayed, relay.dropped), (RELAYED_FRAMES_MAX, 1));
+        assert_eq!(relay.on_frame(ETH0, VIP, &frame(CLIENT, 0)), None);
+        let want = Tally {
+            relayed: RELAYED_FRAMES_MAX,
+            dropped: 1,
+        };
+        assert_eq!(relay.total(), want);
+    }
+
+    #[test]
+    fn each_vip_has_its_own_tally() {
+        let mut relay = Relay::default();
+        relay.on_frame(ETH0, VIP, &frame(CLIENT, 1));
+        relay.on_frame(ETH0, VIP6, &frame(CLIENT, 2));
+        relay.on_frame(ETH0, VIP6, &frame(CLIENT, 3));
+        for (vip, _) in relay.on_claim(ETH0, SUCCESSOR) {
+            relay.sent(vip, vip == VIP);
+        }
+        relay.on_frame(ETH1, VIP6, &frame(CLIENT, 4));
+        relay.finish();
+        assert_eq!(
+            relay.tally[&VIP],
+            Tally {
+                relayed: 1,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            relay.tally[&VIP6],
+            Tally {
+                relayed: 0,
+                dropped: 3
+            }
+        );
     }
 
     #[test]
