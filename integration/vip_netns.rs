@@ -775,6 +775,15 @@ impl Drop for Background {
     }
 }
 
+/// The VIP layer for VIP4 on `rvv0`, in the calling thread's namespace.
+fn vip4_on_rvv0() -> Vips {
+    Vips::linux(
+        &[vip_config("192.0.2.100/32", "rvv0", None)],
+        &announce_config(),
+    )
+    .expect("an rtnetlink socket")
+}
+
 /// A TCP server in namespace `ns` on VIP4:8080 that reads a line and answers `name`.
 fn line_server(ns: &str, name: &str) -> Background {
     let program = "import socketserver, sys\n\
@@ -841,11 +850,7 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
     };
     let thread = std::thread::spawn(move || {
         enter_netns(&path);
-        let vips = Vips::linux(
-            &[vip_config("192.0.2.100/32", "rvv0", None)],
-            &announce_config(),
-        )
-        .expect("netlink socket");
+        let vips = vip4_on_rvv0();
         vips.set_held(true, "an unplanned takeover");
         // Without the overlap guard the successor resets the old holder's connection.
         let unguarded = request_across_a_switch(&c, MAC_B, MAC_A);
@@ -1006,11 +1011,7 @@ fn a_released_holder_passes_a_syn_that_reached_it_on_to_the_successor() {
         let path = format!("/run/netns/{b}");
         std::thread::spawn(move || {
             enter_netns(&path);
-            let successor = Vips::linux(
-                &[vip_config("192.0.2.100/32", "rvv0", None)],
-                &announce_config(),
-            )
-            .expect("netlink socket in B");
+            let successor = vip4_on_rvv0();
             successor.set_held(true, "elected");
             let answer = client.outcome();
             successor.set_held(false, "the handover is over");
@@ -1022,11 +1023,7 @@ fn a_released_holder_passes_a_syn_that_reached_it_on_to_the_successor() {
     let path = format!("/run/netns/{a}");
     let thread = std::thread::spawn(move || {
         enter_netns(&path);
-        let vips = Vips::linux(
-            &[vip_config("192.0.2.100/32", "rvv0", None)],
-            &announce_config(),
-        )
-        .expect("netlink socket");
+        let vips = vip4_on_rvv0();
         // The control: released without the VIP thread's runtime, A relays nothing, and the
         // SYN is lost until TCP retries it after a second.
         let (answer, ms) = handover(&|hold| vips.set_held(hold, "the control"));
