@@ -33,6 +33,14 @@ struct VipLabel {
     interface: String,
 }
 
+/// A VIP and what became of the frames the handover relay saw for it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RelayLabel {
+    address: String,
+    interface: String,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabel {
     peer: String,
@@ -255,8 +263,7 @@ fn register_vips(r: &mut Registry, status: &Status) {
     let announcements = Family::<VipLabel, Counter>::default();
     let re_adds = Family::<VipLabel, Counter>::default();
     let duplicates = Family::<VipLabel, Counter>::default();
-    let relayed = Family::<VipLabel, Counter>::default();
-    let relay_dropped = Family::<VipLabel, Counter>::default();
+    let relay = Family::<RelayLabel, Counter>::default();
     let errors = Family::<VipLabel, Gauge>::default();
     for vip in &status.vips {
         let label = VipLabel {
@@ -269,10 +276,17 @@ fn register_vips(r: &mut Registry, status: &Status) {
             .inc_by(vip.announcements_sent);
         re_adds.get_or_create(&label).inc_by(vip.re_adds);
         duplicates.get_or_create(&label).inc_by(vip.duplicates);
-        relayed.get_or_create(&label).inc_by(vip.relayed_frames);
-        relay_dropped
-            .get_or_create(&label)
-            .inc_by(vip.relay_dropped_frames);
+        for (outcome, frames) in [
+            ("relayed", vip.relayed_frames),
+            ("dropped", vip.relay_dropped_frames),
+        ] {
+            let label = RelayLabel {
+                address: label.address.clone(),
+                interface: label.interface.clone(),
+                outcome,
+            };
+            relay.get_or_create(&label).inc_by(frames);
+        }
         errors
             .get_or_create(&label)
             .set(i64::from(vip.error.is_some()));
@@ -294,14 +308,9 @@ fn register_vips(r: &mut Registry, status: &Status) {
         duplicates,
     );
     r.register(
-        "vip_relayed_frames",
-        "Frames clients sent here for the VIP after this node released it, passed on to the successor",
-        relayed,
-    );
-    r.register(
-        "vip_relay_dropped_frames",
-        "Frames clients sent here for the VIP after this node released it that could not be passed on",
-        relay_dropped,
+        "vip_relay_frames",
+        "Frames clients sent here for the VIP after this node released it: passed on to the successor (outcome relayed) or not (dropped)",
+        relay,
     );
     r.register(
         "vip_error",
@@ -423,8 +432,8 @@ mod tests {
             "raftvip_rejected_requests_total 3",
             "raftvip_vip_held{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_vip_re_adds_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
-            "raftvip_vip_relayed_frames_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 3",
-            "raftvip_vip_relay_dropped_frames_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 0",
+            "raftvip_vip_relay_frames_total{address=\"192.0.2.100/32\",interface=\"eth0\",outcome=\"relayed\"} 3",
+            "raftvip_vip_relay_frames_total{address=\"192.0.2.100/32\",interface=\"eth0\",outcome=\"dropped\"} 0",
             "raftvip_peer_last_contact_age_seconds{peer=\"2\"} 0.018",
             "raftvip_quorum_ack_age_seconds 0.012",
             "raftvip_health_check_duration_seconds 0.00031",

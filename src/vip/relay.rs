@@ -21,8 +21,7 @@
 //! Sockets: one AF_PACKET receiver per address family with a kernel filter that passes only
 //! packets to a VIP (nothing else of the box's traffic is copied), the duplicate listener's
 //! ARP/NA sockets for the claims, one sender. All of it lives [`RELAY_FOR`] at most.
-//! The outcome is logged once and counted per VIP (`raftvip_vip_relayed_frames_total`,
-//! `raftvip_vip_relay_dropped_frames_total`).
+//! The outcome is logged once and counted per VIP (`raftvip_vip_relay_frames_total`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
