@@ -31,9 +31,7 @@ use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
 use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::ipv6::Ipv6Packet;
-use pnet_packet::tcp::{self, MutableTcpPacket};
-use pnet_packet::udp::{self, MutableUdpPacket};
-use pnet_packet::Packet;
+use pnet_packet::{util, Packet};
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
@@ -81,8 +79,11 @@ type Waiting = (u32, IpAddr, Vec<u8>);
 pub struct Relay {
     /// Per interface index: the MAC that last claimed a VIP there.
     successors: HashMap<u32, Mac>,
-    /// Frames that came before any claim on their interface, oldest first.
+    /// Frames that came before any claim on their interface, oldest first, and their bytes.
     waiting: Vec<Waiting>,
+    waiting_bytes: usize,
+    /// Frames sent on, all VIPs together (against [`RELAYED_FRAMES_MAX`], per frame).
+    relayed: u64,
     /// Per VIP.
     pub tally: HashMap<IpAddr, Tally>,
 }
@@ -92,16 +93,15 @@ impl Relay {
     /// waits for a claim, or is dropped).
     pub fn on_frame(&mut self, ifindex: u32, vip: IpAddr, frame: &[u8]) -> Option<Mac> {
         match self.successors.get(&ifindex) {
-            Some(&to)
-                if source(frame) == Some(to) || self.total().relayed >= RELAYED_FRAMES_MAX =>
-            {
+            Some(&to) if source(frame) == Some(to) || self.relayed >= RELAYED_FRAMES_MAX => {
                 self.tally.entry(vip).or_default().dropped += 1;
                 None
             }
             Some(&to) => Some(to),
             None if self.waiting.len() < WAITING_FRAMES_MAX
-                && self.waiting_bytes() + frame.len() <= WAITING_BYTES_MAX =>
+                && self.waiting_bytes + frame.len() <= WAITING_BYTES_MAX =>
             {
+                self.waiting_bytes += frame.len();
                 self.waiting.push((ifindex, vip, frame.to_vec()));
                 None
             }
@@ -123,6 +123,7 @@ impl Relay {
         self.waiting = others;
         let mut out = Vec::with_capacity(mine.len());
         for (_, vip, frame) in mine {
+            self.waiting_bytes -= frame.len();
             if source(&frame) == Some(mac) {
                 self.tally.entry(vip).or_default().dropped += 1;
             } else {
@@ -137,7 +138,10 @@ impl Relay {
     pub fn sent(&mut self, vip: IpAddr, sent: bool) {
         let tally = self.tally.entry(vip).or_default();
         match sent {
-            true => tally.relayed += 1,
+            true => {
+                tally.relayed += 1;
+                self.relayed += 1;
+            }
             false => tally.dropped += 1,
         }
     }
@@ -150,12 +154,9 @@ impl Relay {
         })
     }
 
-    fn waiting_bytes(&self) -> usize {
-        self.waiting.iter().map(|(_, _, frame)| frame.len()).sum()
-    }
-
     /// The relay ends: whatever still waits is dropped.
     pub fn finish(&mut self) {
+        self.waiting_bytes = 0;
         for (_, vip, _) in std::mem::take(&mut self.waiting) {
             self.tally.entry(vip).or_default().dropped += 1;
         }
@@ -229,29 +230,26 @@ fn fill_checksum(frame: &mut [u8]) {
     let Some(l4) = l4 else {
         return;
     };
-    match (protocol, source, destination) {
-        (IpNextHeaderProtocols::Tcp, IpAddr::V4(s), IpAddr::V4(d)) => {
-            if let Some(mut tcp) = MutableTcpPacket::new(l4) {
-                tcp.set_checksum(tcp::ipv4_checksum(&tcp.to_immutable(), &s, &d));
-            }
-        }
-        (IpNextHeaderProtocols::Tcp, IpAddr::V6(s), IpAddr::V6(d)) => {
-            if let Some(mut tcp) = MutableTcpPacket::new(l4) {
-                tcp.set_checksum(tcp::ipv6_checksum(&tcp.to_immutable(), &s, &d));
-            }
-        }
-        (IpNextHeaderProtocols::Udp, IpAddr::V4(s), IpAddr::V4(d)) => {
-            if let Some(mut udp) = MutableUdpPacket::new(l4) {
-                udp.set_checksum(udp::ipv4_checksum(&udp.to_immutable(), &s, &d));
-            }
-        }
-        (IpNextHeaderProtocols::Udp, IpAddr::V6(s), IpAddr::V6(d)) => {
-            if let Some(mut udp) = MutableUdpPacket::new(l4) {
-                udp.set_checksum(udp::ipv6_checksum(&udp.to_immutable(), &s, &d));
-            }
-        }
-        _ => {}
+    // The checksum's 16-bit word and the shortest header that has it (as pnet_packet's
+    // TcpPacket / UdpPacket ask).
+    let (checksum_word, header_len) = match protocol {
+        IpNextHeaderProtocols::Tcp => (8, 20),
+        IpNextHeaderProtocols::Udp => (3, 8),
+        _ => return,
+    };
+    if l4.len() < header_len {
+        return;
     }
+    let sum = match (source, destination) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            util::ipv4_checksum(l4, checksum_word, &[], &s, &d, protocol)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            util::ipv6_checksum(l4, checksum_word, &[], &s, &d, protocol)
+        }
+        _ => return,
+    };
+    l4[checksum_word * 2..checksum_word * 2 + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
 const ETHERNET_HEADER_LEN: usize = 14;
@@ -376,16 +374,16 @@ impl Sockets {
         }
     }
 
-    /// Sends `frame`, which reached `ifindex`, on to `to`.
-    fn send_on(&self, ifindex: u32, frame: &mut [u8], to: Mac) -> bool {
-        let Some(port) = self.ports.values().find(|p| p.ifindex == ifindex) else {
+    /// Sends `frame` for `vip`, which reached the VIP's interface, on to `to`.
+    fn send_on(&self, vip: IpAddr, frame: &mut [u8], to: Mac) -> bool {
+        let Some(port) = self.ports.get(&vip) else {
             return false;
         };
         readdress(frame, to, port.mac);
         let ethertype = EthernetPacket::new(frame).map_or(0, |e| e.get_ethertype().0);
         match self
             .sender
-            .send_to(frame, ifindex, ethertype, &port.interface)
+            .send_to(frame, port.ifindex, ethertype, &port.interface)
         {
             Ok(()) => true,
             Err(cause) => {
@@ -418,7 +416,7 @@ async fn run(sockets: Sockets, cancel: CancellationToken) -> HashMap<IpAddr, Tal
                 };
                 successor = Some(claim.mac);
                 for (vip, mut frame) in relay.on_claim(ifindex, claim.mac) {
-                    let sent = sockets.send_on(ifindex, &mut frame, claim.mac);
+                    let sent = sockets.send_on(vip, &mut frame, claim.mac);
                     relay.sent(vip, sent);
                 }
             }
@@ -432,7 +430,7 @@ async fn run(sockets: Sockets, cancel: CancellationToken) -> HashMap<IpAddr, Tal
                 };
                 let frame = &mut frame_buf[..len];
                 if let Some(to) = relay.on_frame(ifindex, vip, frame) {
-                    let sent = sockets.send_on(ifindex, frame, to);
+                    let sent = sockets.send_on(vip, frame, to);
                     relay.sent(vip, sent);
                 }
             }
@@ -471,6 +469,7 @@ mod tests {
     use pnet_packet::ethernet::MutableEthernetPacket;
     use pnet_packet::ipv4::{self, MutableIpv4Packet};
     use pnet_packet::ipv6::MutableIpv6Packet;
+    use pnet_packet::{tcp, udp};
 
     const CLIENT: Mac = Mac([0x02, 0, 0, 0, 0x0c, 0x01]);
     const SUCCESSOR: Mac = Mac([0x02, 0, 0, 0, 0x0b, 0x01]);
