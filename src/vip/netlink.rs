@@ -24,8 +24,10 @@
 //! below the socket's default receive buffer. The kernel stamps the IPv4 address events these
 //! requests cause with the sender's netlink port, and a socket filter on the watcher drops
 //! events stamped with our ports in the kernel, so our own changes do not even wake the
-//! watcher. (IPv6 events carry port 0; those the watcher discards by looking.) neli's router
-//! remains for address dumps, whose multi-part answers it assembles.
+//! watcher. (IPv6 events carry port 0; those the watcher discards by looking.) Address dumps
+//! go out on the same socket and read their multi-part answer up to NLMSG_DONE: neli's router
+//! would assemble it, but keeps a reader thread that wakes ten times a second on every node
+//! for nothing (issue 12's idle footprint).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -36,10 +38,9 @@ use std::sync::Mutex;
 use neli::consts::nl::{NlmF, NlmsgerrAttr};
 use neli::consts::rtnl::{Ifa, IfaF, RtAddrFamily, RtScope, Rtm};
 use neli::consts::socket::NlFamily;
-use neli::err::{RouterError, SocketError};
+use neli::err::SocketError;
 use neli::nl::NlmsghdrBuilder;
 use neli::nl::{NlPayload, Nlmsghdr};
-use neli::router::synchronous::NlRouter;
 use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, RtattrBuilder};
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
@@ -57,25 +58,23 @@ const BATCH_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Requests per datagram (see the module docs).
 pub const BATCH_MAX: usize = 64;
 
-/// Adds, removes and checks VIPs through two rtnetlink sockets: one for the batches (see the
-/// module docs), neli's router (one reader thread) for dumps. Needs CAP_NET_ADMIN for add and
-/// remove.
+/// Adds, removes and checks VIPs through one rtnetlink socket (see the module docs). Needs
+/// CAP_NET_ADMIN for add and remove.
 pub struct NetlinkControl {
-    router: NlRouter,
     /// Valid and preferred lifetime (seconds) given to every add; None: permanent.
     lifetime_s: Option<u32>,
     /// The interface index each VIP was bound on: removal goes there even if the interface
     /// was renamed since (a std Mutex: held for a map update only).
     bound_on: Mutex<HashMap<IpAddr, u32>>,
-    /// A plain socket for the batches (see the module docs), with its next sequence number.
+    /// The socket for batches and dumps (see the module docs), with its next sequence number.
     batches: Mutex<(NlSocketHandle, u32)>,
 }
 
 impl std::fmt::Debug for NetlinkControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetlinkControl")
-            .field("pid", &self.router.pid())
-            .finish()
+            .field("lifetime_s", &self.lifetime_s)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,25 +84,19 @@ impl NetlinkControl {
         let open = |e: String| VipError::Open {
             cause: Cause::Netlink(e),
         };
-        let (router, _multicast) = NlRouter::connect(NlFamily::Route, None, Groups::empty())
+        let batches = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
             .map_err(|e| open(e.to_string()))?;
         // Extended ACKs put the kernel's own explanation into error messages; strict
         // checking makes the kernel honour the interface filter of address dumps.
-        router
-            .enable_ext_ack(true)
-            .map_err(|e| open(e.to_string()))?;
-        router
-            .enable_strict_checking(true)
-            .map_err(|e| open(e.to_string()))?;
-        let batches = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
-            .map_err(|e| open(e.to_string()))?;
         batches
             .enable_ext_ack(true)
+            .map_err(|e| open(e.to_string()))?;
+        batches
+            .enable_strict_checking(true)
             .map_err(|e| open(e.to_string()))?;
         set_receive_timeout(batches.as_raw_fd(), BATCH_ANSWER_TIMEOUT)
             .map_err(|e| open(e.to_string()))?;
         Ok(Self {
-            router,
             lifetime_s: None,
             bound_on: Mutex::new(HashMap::new()),
             batches: Mutex::new((batches, 1)),
@@ -113,8 +106,7 @@ impl NetlinkControl {
     /// The netlink ports this control sends from: the address events its own changes cause
     /// carry them (IPv4), so a watcher can ignore those ([`AddressWatcher::subscribe`]).
     pub fn ports(&self) -> Vec<u32> {
-        let batches = crate::sync::lock(&self.batches);
-        vec![self.router.pid(), batches.0.pid()]
+        vec![crate::sync::lock(&self.batches).0.pid()]
     }
 
     /// Every add binds with this valid and preferred lifetime (0: permanent) and replaces an
@@ -161,35 +153,54 @@ impl NetlinkControl {
         Ok(attrs)
     }
 
-    /// Every (address, prefix length) on interface `ifindex` of `vip`'s family.
+    /// Every (address, prefix length) on interface `ifindex` of `vip`'s family: one dump
+    /// request on the batch socket, its multi-part answer read up to NLMSG_DONE.
     fn dump(&self, vip: &Vip, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, Cause> {
         let msg = Self::header(vip, ifindex, IfaF::empty())
             .ifa_prefixlen(0)
             .build()
             .map_err(|e| Cause::Netlink(e.to_string()))?;
-        let answers = self
-            .router
-            .send::<_, _, Rtm, Ifaddrmsg>(Rtm::Getaddr, NlmF::DUMP, NlPayload::Payload(msg))
+        let mut batches = crate::sync::lock(&self.batches);
+        let (socket, next_seq) = &mut *batches;
+        let seq = *next_seq;
+        *next_seq = seq.wrapping_add(1);
+        let request = NlmsghdrBuilder::default()
+            .nl_type(Rtm::Getaddr)
+            .nl_flags(NlmF::REQUEST | NlmF::DUMP)
+            .nl_seq(seq)
+            .nl_payload(NlPayload::Payload(msg))
+            .build()
+            .map_err(|e| Cause::Netlink(e.to_string()))?;
+        socket
+            .send(&request)
             .map_err(|e| Cause::Netlink(e.to_string()))?;
         let mut found = Vec::new();
-        for answer in answers {
-            let answer: Nlmsghdr<Rtm, Ifaddrmsg> = match answer {
-                Ok(answer) => answer,
-                Err(RouterError::Nlmsgerr(e)) => {
-                    return Err(errno_cause(-*e.error(), None, &vip.interface, ""))
-                }
-                Err(e) => return Err(Cause::Netlink(e.to_string())),
-            };
-            if let NlPayload::Payload(addr) = answer.nl_payload() {
-                if *addr.ifa_index() != ifindex {
+        loop {
+            let (answers, _) = socket
+                .recv::<Rtm, Ifaddrmsg>()
+                .map_err(|e| Cause::Netlink(e.to_string()))?;
+            for answer in answers {
+                let answer = answer.map_err(|e| Cause::Netlink(e.to_string()))?;
+                // A late answer to a batch that timed out is not this dump's.
+                if *answer.nl_seq() != seq {
                     continue;
                 }
-                if let Some(ip) = address_of(addr) {
-                    found.push((ip, *addr.ifa_prefixlen()));
+                if u16::from(*answer.nl_type()) == libc::NLMSG_DONE as u16 {
+                    return Ok(found);
+                }
+                match answer.nl_payload() {
+                    NlPayload::Payload(addr) if *addr.ifa_index() == ifindex => {
+                        if let Some(ip) = address_of(addr) {
+                            found.push((ip, *addr.ifa_prefixlen()));
+                        }
+                    }
+                    NlPayload::Err(e) => {
+                        return Err(errno_cause(-*e.error(), None, &vip.interface, ""))
+                    }
+                    _ => {}
                 }
             }
         }
-        Ok(found)
     }
 }
 
