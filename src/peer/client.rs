@@ -69,6 +69,11 @@ impl PeerClient {
             // Keep connections open between heartbeats: a new TCP handshake per heartbeat
             // would cost more CPU than the heartbeat itself.
             .pool_idle_timeout(Duration::from_secs(30))
+            // A peer never redirects (a redirect would be a forgery taking a signed request
+            // elsewhere), and a Raft RPC is never retried: openraft sends the next one. Without
+            // a retry policy reqwest also does not copy each request's body to replay it.
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()
             .expect("a reqwest client without TLS always builds");
         Self { http, auth }
