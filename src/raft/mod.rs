@@ -8,6 +8,7 @@
 //! protocol nor the API, so both can build on it).
 
 pub mod store;
+pub mod tick_gate;
 pub mod typ;
 pub mod vote_gate;
 

@@ -15,6 +15,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = super::tick_gate::TickGatedRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use openraft::ServerState;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,7 @@ use super::core::{Action, Core, Input, RaftReport, Setup, SupervisorState};
 use crate::config::Config;
 use crate::health::HealthFeed;
 use crate::notify::{HookContext, Notifier};
+use crate::raft::tick_gate::TickDemand;
 use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::{ClusterState, NodeId};
 use crate::vip::VipHolder;
@@ -67,6 +69,11 @@ pub struct Supervisor<P> {
     /// The leader contact last given to the core.
     leader_contact: Option<Instant>,
     reload: watch::Receiver<Setup>,
+    /// openraft's tick is needed only while leading or running openraft's election timer
+    /// (see `crate::raft::tick_gate`).
+    ticks: TickDemand,
+    leading: bool,
+    election_timer: bool,
 }
 
 /// The parts a supervisor drives, built by the daemon.
@@ -106,6 +113,9 @@ impl<P: Peers> Supervisor<P> {
             answer_tx,
             leader_contact: None,
             reload: parts.reload,
+            ticks: TickDemand::new(),
+            leading: false,
+            election_timer: false,
         }
     }
 
@@ -215,8 +225,13 @@ impl<P: Peers> Supervisor<P> {
             let actions = self.core.step(now, Input::LeaderContact(at));
             done = self.execute(actions).await;
         }
+        if let Input::Raft(report) = &input {
+            self.leading = report.state == ServerState::Leader;
+        }
         let actions = self.core.step(now, input);
-        self.execute(actions).await.or(done)
+        let done = self.execute(actions).await.or(done);
+        self.ticks.set(self.leading || self.election_timer);
+        done
     }
 
     async fn execute(&mut self, actions: Vec<Action>) -> Option<HookContext> {
@@ -228,6 +243,7 @@ impl<P: Peers> Supervisor<P> {
                 Action::SetHeld { hold, reason } => self.vips.set_held(hold, &reason.to_string()),
                 Action::RaftElectionTimer(on) => {
                     self.raft.runtime_config().elect(on);
+                    self.election_timer = on;
                 }
                 Action::Heartbeat(on) => {
                     self.raft.runtime_config().heartbeat(on);
