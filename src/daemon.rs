@@ -412,10 +412,8 @@ fn start_vips(
         return Ok(Arc::new(NoVips));
     }
     let own = config.own_vips();
-    // Its netlink router thread answers the VIP thread: in the same class.
-    let vips =
-        crate::realtime::inherited(|| Vips::linux_leased(own, &config.announce, &config.vip_lease))
-            .map_err(RunDaemonError::SetUpVips)?;
+    let vips = Vips::linux_leased(own, &config.announce, &config.vip_lease)
+        .map_err(RunDaemonError::SetUpVips)?;
     let worker = VipWorker::spawn(vips, config.timing.reconcile(), background.clone())
         .map_err(RunDaemonError::StartVipThread)?;
     Ok(Arc::new(worker))

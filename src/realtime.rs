@@ -12,9 +12,8 @@
 //! - The two threads whose latency the lease depends on run `SCHED_RR` at a modest priority:
 //!   the runtime thread (Raft, heartbeats sent and answered, the peer server and client, the
 //!   supervisor and its fence) and the VIP thread (which releases the VIPs at the fence
-//!   deadline by itself, and binds and announces them), with the netlink router thread that
-//!   hands it the kernel's answers. They sleep almost all the time, so they cost other
-//!   processes next to nothing.
+//!   deadline by itself, and binds and announces them). They sleep almost all the time, so
+//!   they cost other processes next to nothing.
 //! - The blocking pool (redb: saving the vote, appending the log) runs one priority lower: an
 //!   election and a new leader's first commit wait for it, and at the normal class it waited
 //!   behind the busy processes; one step lower, it can never delay the threads above.
@@ -176,40 +175,6 @@ pub fn raise_blocking_thread() {
     if let Some(&priority) = PRIORITY.get() {
         if let Err(why) = set_realtime(priority.saturating_sub(1).max(1)) {
             tracing::debug!("a blocking-pool thread stays in the normal class: {why}");
-        }
-    }
-}
-
-/// Runs `f` on the calling real-time thread with `SCHED_RESET_ON_FORK` cleared, so the
-/// threads `f` starts take the real-time class too: for the netlink router thread, which
-/// receives the kernel's answers to the VIP thread's requests. Any other thread `f` starts
-/// must leave the class first thing ([`lower_this_thread`]), and `f` must do no
-/// blocking-pool work. Clearing the flag needs `CAP_SYS_NICE`; without it the threads stay
-/// in the normal class.
-pub fn inherited<T>(f: impl FnOnce() -> T) -> T {
-    let Some(&priority) = PRIORITY.get() else {
-        return f();
-    };
-    let cleared = set_policy(libc::SCHED_RR, priority).is_ok();
-    if !cleared {
-        tracing::debug!("threads started for the VIP layer stay in the normal class");
-    }
-    let result = f();
-    if cleared {
-        if let Err(why) = set_realtime(priority) {
-            tracing::warn!("{why}");
-        }
-    }
-    result
-}
-
-/// Puts the calling thread back in the normal class: for a thread started inside
-/// [`inherited`] that the lease does not wait for (the planned overlap's guard, which waits
-/// for `nft`).
-pub fn lower_this_thread() {
-    if PRIORITY.get().is_some() {
-        if let Err(why) = set_policy(libc::SCHED_OTHER, 0) {
-            tracing::warn!("a thread outside the lease's path stays in the real-time class: {why}");
         }
     }
 }

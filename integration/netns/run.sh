@@ -83,7 +83,7 @@ SCENARIOS=(
     "mbb_maintenance|make-before-break: maintenance on (holder) -> 0 failed client probes, neighbour entry = successor, overlap counted (MBB_RUNS runs)"
     "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
     "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
-    "realtime_threads|[process]: runtime, VIP and netlink threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
+    "realtime_threads|[process]: runtime and VIP threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
     "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal; the removed box says so; status shows the file's differences"
 )
 

@@ -82,10 +82,7 @@ impl OverlapGuard {
         let reported = settled.clone();
         let started = std::thread::Builder::new()
             .name("raftvip-overlap".into())
-            .spawn(move || {
-                crate::realtime::lower_this_thread();
-                tables.serve(&received, &reported);
-            });
+            .spawn(move || tables.serve(&received, &reported));
         if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start the planned overlap's guard thread: requests open with the old holder at a planned handover may be lost");
         }
