@@ -784,6 +784,19 @@ fn vip4_on_rvv0() -> Vips {
     .expect("an rtnetlink socket")
 }
 
+/// A server in `ns` may listen on the VIP before `ns` holds it, as HAProxy does with
+/// ip_nonlocal_bind (else its bind races the VIP's).
+fn allow_nonlocal_bind(ns: &str) {
+    ip(&[
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_nonlocal_bind=1",
+    ]);
+}
+
 /// A TCP server in namespace `ns` on VIP4:8080 that reads a line and answers `name`.
 fn line_server(ns: &str, name: &str) -> Background {
     let program = "import socketserver, sys\n\
@@ -839,6 +852,7 @@ fn a_successor_passes_requests_of_the_old_holders_connections_on_to_it() {
     let segment = Segment::create("o");
     let [a, b, c] = segment.boxes.clone();
     ip(&["-n", &b, "addr", "add", "192.0.2.100/32", "dev", "rvv0"]);
+    allow_nonlocal_bind(&a);
     let _servers = [line_server(&a, "a"), line_server(&b, "b")];
     let path = format!("/run/netns/{a}");
     let tables_in_a = move || {
@@ -977,16 +991,7 @@ impl TimedRequest {
 fn a_released_holder_passes_a_syn_that_reached_it_on_to_the_successor() {
     let segment = Segment::create("r");
     let [a, b, c] = segment.boxes.clone();
-    // The successor's server listens before it holds the VIP, as HAProxy does with
-    // ip_nonlocal_bind.
-    ip(&[
-        "netns",
-        "exec",
-        &b,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_nonlocal_bind=1",
-    ]);
+    allow_nonlocal_bind(&b);
     let _server = line_server(&b, "b");
     // The client's SYN reaches the old holder A after A released, before B announced.
     let handover = move |a_vips: &dyn Fn(bool)| {
