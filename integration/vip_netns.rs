@@ -371,6 +371,22 @@ fn failures_name_the_problem() {
             err.to_string(),
             "cannot announce 192.0.2.102/32 on rvv1: interface rvv1 is down"
         );
+        // The link check (is this box able to hold its VIPs?) names the same causes, and
+        // passes an interface that is up, however many VIPs are on it.
+        let up = vip("192.0.2.103/32", "rvv0");
+        let checked = control.usable_all(&[&missing, &down, &up, &up]);
+        let cause = |n: usize| checked[n].as_ref().map_err(|e| e.cause());
+        assert!(
+            matches!(cause(0), Err(Cause::InterfaceMissing(name)) if name == "rvvnope"),
+            "{:?}",
+            checked[0]
+        );
+        assert!(
+            matches!(cause(1), Err(Cause::LinkDown(name)) if name == "rvv1"),
+            "{:?}",
+            checked[1]
+        );
+        assert!(checked[2].is_ok() && checked[3].is_ok(), "{checked:?}");
         // Removal finds the address whatever its prefix length (one left behind as /24 by
         // an older config is removed by a /32 VIP); removing again is success too.
         control.remove(&down).unwrap();

@@ -535,14 +535,23 @@ impl AddressControl for NetlinkControl {
             .collect()
     }
 
-    /// One link dump for all VIPs. (Adding to a down interface succeeds, so the add's errno
-    /// cannot tell; the link flags can.)
+    /// One link lookup per interface for all VIPs. (Adding to a down interface succeeds, so
+    /// the add's errno cannot tell; the link flags can.)
     fn usable_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
-        let links = packet::link_flags().map_err(|cause| cause.to_string());
+        let links = packet::LinkStates::open().map_err(|cause| cause.to_string());
+        // Asked once per usable interface (Cause is not Clone: a failure is asked per VIP).
+        let mut usable: HashSet<&str> = HashSet::new();
         vips.iter()
             .map(|vip| {
                 let cause = match &links {
-                    Ok(links) => packet::link_usable(links, &vip.interface).err(),
+                    _ if usable.contains(vip.interface.as_str()) => None,
+                    Ok(links) => match links.usable(&vip.interface) {
+                        Ok(()) => {
+                            usable.insert(&vip.interface);
+                            None
+                        }
+                        Err(cause) => Some(cause),
+                    },
                     Err(e) => Some(Cause::Netlink(e.clone())),
                 };
                 cause.map_or(Ok(()), |cause| {

@@ -7,7 +7,6 @@
 //! re-addressed (new MAC) while the daemon runs, and a cached value would announce the wrong
 //! MAC.
 
-use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -15,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::ifaddrs::getifaddrs;
-use nix::net::if_::{if_nametoindex, InterfaceFlags};
+use nix::net::if_::if_nametoindex;
 
 use super::{Cause, Mac};
 
@@ -51,23 +50,52 @@ pub fn mac_of(interface: &str) -> Result<Mac, Cause> {
     }
 }
 
-/// The flags of every interface, from one `getifaddrs` (one netlink dump) however many
-/// interfaces are asked about.
-pub fn link_flags() -> Result<HashMap<String, InterfaceFlags>, Cause> {
-    let addrs = getifaddrs().map_err(|errno| Cause::Os(io::Error::from(errno)))?;
-    Ok(addrs.map(|a| (a.interface_name, a.flags)).collect())
+/// Link states by interface name: one `SIOCGIFFLAGS` per interface on one socket. Not
+/// `getifaddrs`, which dumps every address of the box (hundreds on a box with many VIPs) and
+/// opens a netlink socket each time, five times a second on every node.
+pub struct LinkStates {
+    socket: OwnedFd,
 }
 
-/// Whether `interface` could carry a VIP now, from [`link_flags`]: present, up
-/// (`ip link set … up`) and with carrier (IFF_RUNNING: the kernel's operational state).
-pub fn link_usable(links: &HashMap<String, InterfaceFlags>, interface: &str) -> Result<(), Cause> {
-    let flags = links
-        .get(interface)
-        .ok_or_else(|| Cause::InterfaceMissing(interface.to_owned()))?;
-    if flags.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING) {
-        Ok(())
-    } else {
-        Err(Cause::LinkDown(interface.to_owned()))
+impl LinkStates {
+    /// A socket for the lookups, in the calling thread's network namespace.
+    pub fn open() -> Result<Self, Cause> {
+        // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(Cause::Os(io::Error::last_os_error()));
+        }
+        Ok(Self {
+            // SAFETY: `fd` is a new descriptor nothing else owns.
+            socket: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Whether `interface` could carry a VIP now: present, up (`ip link set … up`) and with
+    /// carrier (IFF_RUNNING: the kernel's operational state).
+    pub fn usable(&self, interface: &str) -> Result<(), Cause> {
+        // SAFETY: an all-zero ifreq is valid (an empty name, zero flags).
+        let mut request: libc::ifreq = unsafe { zeroed() };
+        let name = interface.as_bytes();
+        if name.is_empty() || name.len() >= request.ifr_name.len() || name.contains(&0) {
+            return Err(Cause::InterfaceMissing(interface.to_owned()));
+        }
+        for (slot, &byte) in request.ifr_name.iter_mut().zip(name) {
+            *slot = byte as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes the flags into
+        // `request`, which lives across the call.
+        if unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+            return Err(cause_of(io::Error::last_os_error(), interface));
+        }
+        // SAFETY: SIOCGIFFLAGS filled the union's flags member.
+        let flags = libc::c_int::from(unsafe { request.ifr_ifru.ifru_flags });
+        let wanted = libc::IFF_UP | libc::IFF_RUNNING;
+        if flags & wanted == wanted {
+            Ok(())
+        } else {
+            Err(Cause::LinkDown(interface.to_owned()))
+        }
     }
 }
 

@@ -16,8 +16,9 @@
 //!
 //! It also tells the supervisor whether this box could bind its VIPs at all
 //! ([`Vips::unbindable`], checked every [`LINK_CHECK`]): polled rather than driven by link
-//! events because one `getifaddrs` costs well under a millisecond and a poll cannot miss a
-//! change, while the handover it triggers takes longer than the poll period anyway.
+//! events because the check is one `SIOCGIFFLAGS` per interface (microseconds) and a poll
+//! cannot miss a change, while the handover it triggers takes longer than the poll period
+//! anyway.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
