@@ -224,7 +224,11 @@ impl Bed {
             if let Some(pid) = self.answering_pid().await.filter(|p| Some(*p) != before) {
                 return pid;
             }
-            assert!(Instant::now() < deadline, "no new worker after a reload");
+            assert!(
+                Instant::now() < deadline,
+                "no new worker within 5 s of a reload; HAProxy's log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
