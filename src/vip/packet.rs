@@ -60,15 +60,15 @@ pub struct LinkStates {
 impl LinkStates {
     /// A socket for the lookups, in the calling thread's network namespace.
     pub fn open() -> Result<Self, Cause> {
-        // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(Cause::Os(io::Error::last_os_error()));
-        }
-        Ok(Self {
-            // SAFETY: `fd` is a new descriptor nothing else owns.
-            socket: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map(|socket| Self { socket })
+        .map_err(|errno| Cause::Os(io::Error::from(errno)))
     }
 
     /// Whether `interface` could carry a VIP now: present, up (`ip link set … up`) and with
