@@ -1083,9 +1083,8 @@ impl Vips {
     fn count_relayed(&self, tally: &HashMap<IpAddr, relay::Tally>) {
         let mut state = self.inner.lock();
         for slot in &mut state.slots {
-            if let Some(t) = tally.get(&slot.vip.addr.ip) {
-                slot.relayed.relayed += t.relayed;
-                slot.relayed.dropped += t.dropped;
+            if let Some(&t) = tally.get(&slot.vip.addr.ip) {
+                slot.relayed += t;
             }
         }
     }

@@ -71,6 +71,13 @@ pub struct Tally {
     pub dropped: u64,
 }
 
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Self) {
+        self.relayed += other.relayed;
+        self.dropped += other.dropped;
+    }
+}
+
 /// A frame held for a successor: where it arrived, the VIP it is for, its bytes.
 type Waiting = (u32, IpAddr, Vec<u8>);
 
@@ -148,10 +155,11 @@ impl Relay {
 
     /// All VIPs together.
     pub fn total(&self) -> Tally {
-        self.tally.values().fold(Tally::default(), |sum, t| Tally {
-            relayed: sum.relayed + t.relayed,
-            dropped: sum.dropped + t.dropped,
-        })
+        let mut total = Tally::default();
+        for &tally in self.tally.values() {
+            total += tally;
+        }
+        total
     }
 
     /// The relay ends: whatever still waits is dropped.
