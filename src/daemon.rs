@@ -197,7 +197,21 @@ async fn start(
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
-    let members = start_members(&config, &raft, &peer_client, background);
+    let removed_by = log
+        .removed_by()
+        .map_err(|source| store::OpenStoreError::Read {
+            path: config.data_dir.join(store::DB_FILE),
+            what: "removal record",
+            source,
+        })?;
+    let members = start_members(
+        &config,
+        &raft,
+        &peer_client,
+        log.clone(),
+        removed_by,
+        background,
+    );
 
     let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
     let notifier = Arc::new(Notifier::new(&config));
@@ -476,10 +490,19 @@ fn start_members(
     config: &Config,
     raft: &Raft,
     peer_client: &PeerClient,
+    store: store::LogStore,
+    removed_by: Option<NodeId>,
     background: &CancellationToken,
 ) -> Arc<Members> {
     let file = membership::addresses(&config.peers);
-    let members = Members::new(config.node_id, raft.clone(), peer_client.clone(), file);
+    let members = Members::new(
+        config.node_id,
+        raft.clone(),
+        peer_client.clone(),
+        file,
+        store,
+        removed_by,
+    );
     tokio::spawn(members.clone().run(background.clone()));
     members
 }

@@ -19,7 +19,8 @@
 //! - A removed box is told so ([`REMOVED_PATH`]); it never stands again, holds nothing, and
 //!   its status says "removed from the cluster". Stop it and clear its `data_dir` before it
 //!   joins any cluster again. (openraft stops replicating to a removed box at once, so without
-//!   the notice it might never learn.)
+//!   the notice it might never learn.) The removal is stored in its `data_dir`, so a restart
+//!   does not make it a voter again: its own log may lack the entry that removed it.
 //! - A fresh box (empty store) whose peers already replicate a membership without it does not
 //!   bootstrap a cluster of its own: it waits to be added ([`should_bootstrap`]).
 //! - A change left half-done (a joint config: the leader changed mid-change) is finished by
@@ -46,6 +47,7 @@ use crate::peer::wire::{
     REMOVED_PATH,
 };
 use crate::peer::PeerClient;
+use crate::raft::store::LogStore;
 use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::NodeId;
 use crate::status::{MembershipStatus, Status};
@@ -260,6 +262,8 @@ pub struct Members {
     file: Mutex<Addresses>,
     leaving: AtomicBool,
     removed: AtomicBool,
+    /// Where a removal is recorded.
+    store: LogStore,
     /// This leader is making a change now (so [`Members::run`] does not "finish" it).
     changing: AtomicBool,
     /// One change at a time: every box's reload may send the same list at once, and the
@@ -316,10 +320,21 @@ pub fn addresses(peers: &[Peer]) -> Addresses {
 }
 
 impl Members {
-    /// `file` is this box's `[[peer]]` list at start.
-    pub fn new(me: NodeId, raft: Raft, client: PeerClient, file: Addresses) -> Arc<Self> {
+    /// `file` is this box's `[[peer]]` list at start; `removed_by` the leader that removed
+    /// this node in an earlier run, as `store` recorded it.
+    pub fn new(
+        me: NodeId,
+        raft: Raft,
+        client: PeerClient,
+        file: Addresses,
+        store: LogStore,
+        removed_by: Option<NodeId>,
+    ) -> Arc<Self> {
+        if let Some(by) = removed_by {
+            tracing::warn!(by, "this node was removed from the cluster before this start: it does not stand and holds nothing; stop it and clear its data_dir before it joins a cluster again");
+        }
         let view = MembershipView::of(&raft.metrics().borrow());
-        let standing = Standing::of(me, &view, false, false);
+        let standing = Standing::of(me, &view, false, removed_by.is_some());
         let (voter, _) = watch::channel(standing == Standing::Voter);
         let (standing, _) = watch::channel(standing);
         Arc::new(Self {
@@ -328,7 +343,8 @@ impl Members {
             client,
             file: Mutex::new(file),
             leaving: AtomicBool::new(false),
-            removed: AtomicBool::new(false),
+            removed: AtomicBool::new(removed_by.is_some()),
+            store,
             changing: AtomicBool::new(false),
             one_at_a_time: tokio::sync::Mutex::new(()),
             standing,
@@ -564,6 +580,19 @@ impl Members {
     fn mark_removed(&self, by: NodeId) {
         if !self.removed.swap(true, Ordering::Relaxed) {
             tracing::warn!(by, "removed from the cluster: this node no longer stands and holds nothing; stop it and clear its data_dir");
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let recorded = tokio::task::spawn_blocking(move || store.mark_removed(by)).await;
+                match recorded {
+                    Ok(Ok(())) => tracing::info!(by, "recorded the removal in data_dir"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot record the removal in data_dir: a restart would make this node a voter again; stop it and clear its data_dir")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record the removal in data_dir: a restart would make this node a voter again; stop it and clear its data_dir")
+                    }
+                }
+            });
         }
         self.publish();
     }

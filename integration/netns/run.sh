@@ -84,7 +84,7 @@ SCENARIOS=(
     "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
     "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
     "realtime_threads|[process]: runtime and VIP threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
-    "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal; the removed box says so; status shows the file's differences"
+    "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal; the removed box says so, also after a restart; status shows the file's differences"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -1202,7 +1202,7 @@ vip_moves_since() {
 # voter with no failed probe. A maintenance handover gives the failed probes of one planned
 # handover in this cluster, for comparison. Then every other file drops the holder and one
 # follower reloads: the holder hands over (one planned handover: the VIP is bound once), its
-# successor removes it, and it reports removed and never stands again.
+# successor removes it, and it reports removed and never stands again, also after a restart.
 scn_membership_change() {
     bed_create 4
     local b h n probe t0 t1 fails out want others=()
@@ -1278,6 +1278,16 @@ scn_membership_change() {
     ((out == 1)) || fail "the VIP moved $out times during the removal; one planned handover moves it once"
     fails=$(probe_failures "$probe" "$t0" "$(bed_now_ms)")
     note "remove_holder=box$h->box$n failed_probes=$fails binds=$(vip_bound_since "$t0")"
+
+    # The removal outlives a restart (its own log may still list the box as a voter).
+    bed_kill_raftvip "$h" TERM
+    bed_start_raftvip "$h"
+    [[ $(bed_status "$h" membership.standing) == "$removed" ]] ||
+        fail "box$h forgot its removal when it restarted: $(bed_status "$h" membership.standing)"
+    grep -q "removed from the cluster before this start" "$(bed_boxdir "$h")/raftvip.log" ||
+        fail "box$h did not log its earlier removal at start"
+    stays_for 1000 "$(bed_vip4 a)" "$n"
+    [[ $(bed_status "$h" candidate_for_leader) == false ]] || fail "restarted removed box$h stands"
 }
 
 if [[ ${1:-} == --one ]]; then

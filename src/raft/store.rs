@@ -16,7 +16,7 @@
 //!
 //! Layout of `data_dir/raft.redb`:
 //! - table `meta`: `identity` (cluster, node id, format version), `vote`, `committed`,
-//!   `last_purged`, all JSON;
+//!   `last_purged`, `removed` (the leader that removed this node from the cluster), all JSON;
 //! - table `log`: log index → JSON [`Entry`];
 //! - table `state_machine`: `applied` (last applied log id, last membership, [`ClusterState`]),
 //!   `snapshot_meta` and `snapshot_data` (the current snapshot).
@@ -67,6 +67,7 @@ const KEY_IDENTITY: &str = "identity";
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
+const KEY_REMOVED: &str = "removed";
 const KEY_APPLIED: &str = "applied";
 const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
@@ -460,6 +461,20 @@ impl LogStore {
     /// pre-vote compares, since openraft's metrics give the last index but not its term.
     pub fn last_log_id(&self) -> Result<Option<LogId>, DbError> {
         Ok(read_log_state(&self.db)?.last_log_id)
+    }
+
+    /// The leader that removed this node from its cluster, if one did: a removal outlives a
+    /// restart (the removed node may lack the log entry that removed it, so its own log
+    /// could still list it as a voter).
+    pub fn removed_by(&self) -> Result<Option<NodeId>, DbError> {
+        read_value(&self.db, META, KEY_REMOVED)
+    }
+
+    /// Records that leader `by` removed this node (durably, so it blocks: call it off the
+    /// runtime thread).
+    pub fn mark_removed(&self, by: NodeId) -> Result<(), DbError> {
+        let value = serde_json::to_vec(&by)?;
+        write_values(&self.db, META, &[(KEY_REMOVED, &value)])
     }
 }
 
@@ -960,6 +975,18 @@ mod tests {
         assert_eq!(snapshot.meta, snapshot_meta);
         let data: ClusterState = serde_json::from_slice(snapshot.snapshot.get_ref()).unwrap();
         assert_eq!(data, expected_state());
+    }
+
+    #[test]
+    fn a_removal_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _sm) = open(dir.path(), "c", 4).unwrap();
+            assert_eq!(log.removed_by().unwrap(), None);
+            log.mark_removed(2).unwrap();
+        }
+        let (log, _sm) = open(dir.path(), "c", 4).unwrap();
+        assert_eq!(log.removed_by().unwrap(), Some(2));
     }
 
     #[tokio::test]
