@@ -13,6 +13,7 @@ use raftvip::auth::Authenticator;
 use raftvip::config::Config;
 use raftvip::daemon;
 use raftvip::membership;
+use raftvip::peer::wire::MembershipOutcome;
 use raftvip::peer::PeerClient;
 use raftvip::release;
 
@@ -314,6 +315,22 @@ async fn reload(path: &Path) -> anyhow::Result<ExitCode> {
         println!("{}: reloaded", outcome.path);
         for change in &outcome.applied {
             println!("  - {change}");
+        }
+    }
+    match &outcome.membership {
+        None => {}
+        Some(MembershipOutcome::Applied(voters)) => {
+            println!("  - membership: the [[peer]] list is the membership, voters {voters:?}");
+        }
+        Some(MembershipOutcome::Pending) => println!(
+            "  - membership: the change is still under way; the log says how it ends, and raftvip status shows where the file and the cluster differ"
+        ),
+        Some(MembershipOutcome::Failed(reason)) => {
+            eprintln!(
+                "{}: the [[peer]] list was not made the membership (the rest of the file is in force): {reason}",
+                outcome.path
+            );
+            return Ok(ExitCode::FAILURE);
         }
     }
     Ok(ExitCode::SUCCESS)

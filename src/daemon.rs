@@ -46,8 +46,9 @@ use crate::config::{Config, LoadConfigError, Secret};
 use crate::health::{HealthFeed, NoHealthGate};
 use crate::membership::{self, Members};
 use crate::notify::{Event, HookContext, Notifier};
-use crate::peer::wire::ReloadOutcome;
-use crate::peer::wire::{MembersRequest, MembershipView, RemovedNotice};
+use crate::peer::wire::{
+    MembersRequest, MembershipOutcome, MembershipView, ReloadOutcome, RemovedNotice,
+};
 use crate::peer::{Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
@@ -143,7 +144,7 @@ async fn run_node(
             }
             why = first_fatal(&node.raft, node.health.boxed_clone()) => break Some(why),
             Some(()) = next_hangup(&mut hangup) => {
-                crate::reload::log(&node.reloader.reload(), "SIGHUP");
+                crate::reload::log(&node.reloader.reload().outcome, "SIGHUP");
             }
         }
     };
@@ -763,10 +764,17 @@ impl LocalNode for LiveNode {
         })
     }
 
-    fn reload(&self, path: &str) -> ReloadOutcome {
-        let outcome = self.reloader.reload_file(path);
-        crate::reload::log(&outcome, "raftvip reload");
-        outcome
+    fn reload(&self, path: &str) -> NodeFuture<ReloadOutcome> {
+        let reloaded = self.reloader.reload_file(path);
+        crate::reload::log(&reloaded.outcome, "raftvip reload");
+        let mut outcome = reloaded.outcome;
+        Box::pin(async move {
+            if let Some(change) = reloaded.membership {
+                let waited = tokio::time::timeout(membership::RELOAD_WAIT, change).await;
+                outcome.membership = Some(waited.unwrap_or(MembershipOutcome::Pending));
+            }
+            outcome
+        })
     }
 
     fn grant_vote(&self) -> Result<(), String> {

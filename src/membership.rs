@@ -32,6 +32,8 @@
 //! `[[peer]] role`), so adding or removing a witness is the same procedure.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,8 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Peer;
 use crate::peer::wire::{
-    Addresses, MembersRequest, MembershipView, RemovedNotice, MEMBERSHIP_PATH, MEMBERS_PATH,
-    REMOVED_PATH,
+    Addresses, MembersRequest, MembershipOutcome, MembershipView, RemovedNotice, MEMBERSHIP_PATH,
+    MEMBERS_PATH, REMOVED_PATH,
 };
 use crate::peer::PeerClient;
 use crate::raft::store::LogStore;
@@ -288,26 +290,45 @@ pub async fn apply_file_peers(
     members.change(request).await
 }
 
+/// A reload's membership change under way: completes with its outcome.
+pub type PendingChange = Pin<Box<dyn Future<Output = MembershipOutcome> + Send>>;
+
 /// Called by a reload with its changed `[[peer]]` list.
-pub type OnReload = Box<dyn Fn(&[Peer]) + Send + Sync>;
+pub type OnReload = Box<dyn Fn(&[Peer]) -> PendingChange + Send + Sync>;
+
+/// How long `raftvip reload` waits for its membership change (a leader may wait
+/// [`CATCH_UP_BOUND`] for a new box, or hand over first), under the peer port's request limit.
+pub const RELOAD_WAIT: Duration = FORWARD_TIMEOUT;
 
 /// What a reload calls with a changed `[[peer]]` list: applies it in the background (the
-/// leader may wait for a new box to catch up, or hand over first) and logs the outcome.
+/// leader may wait for a new box to catch up, or hand over first), logs the outcome and hands
+/// it to whoever waits (`raftvip reload`; SIGHUP does not wait).
 pub fn on_reload(members: Arc<Members>) -> OnReload {
     Box::new(move |peers| {
         let (members, peers) = (members.clone(), peers.to_vec());
-        tokio::spawn(async move {
+        let change = tokio::spawn(async move {
             match apply_file_peers(&members, &peers).await {
-                Ok(view) => tracing::info!(
-                    voters = ?view.configs,
-                    "the reloaded [[peer]] list is the membership"
-                ),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "the reloaded [[peer]] list was not applied; raftvip status shows where the file and the cluster differ"
-                ),
+                Ok(view) => {
+                    tracing::info!(
+                        voters = ?view.configs,
+                        "the reloaded [[peer]] list is the membership"
+                    );
+                    MembershipOutcome::Applied(view.configs)
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "the reloaded [[peer]] list was not applied; raftvip status shows where the file and the cluster differ"
+                    );
+                    MembershipOutcome::Failed(e.to_string())
+                }
             }
         });
+        Box::pin(async move {
+            change
+                .await
+                .unwrap_or_else(|e| MembershipOutcome::Failed(format!("the change stopped: {e}")))
+        })
     })
 }
 

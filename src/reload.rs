@@ -17,7 +17,8 @@
 //!   holder that may no longer lead (it became a witness, or a new VIP cannot be bound
 //!   here) hands over like in maintenance;
 //! - a changed `[[peer]]` list to the membership ([`crate::membership`]), which the leader
-//!   changes through Raft in the background (the reload answers before it is done).
+//!   changes through Raft in the background: `raftvip reload` waits for the outcome (up to
+//!   [`crate::membership::RELOAD_WAIT`]), SIGHUP leaves it to the log.
 //!
 //! A live fence change keeps the fencing inequality (docs/timing.md): the new file passed
 //! check-config against the *running* `election_timeout_ms` (which cannot change live), so
@@ -31,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::{Config, HaproxyConfig, LoadConfigError, Secret};
+use crate::membership::PendingChange;
 use crate::notify::Notifier;
 use crate::peer::wire::ReloadOutcome;
 use crate::supervisor::Setup;
@@ -360,28 +362,32 @@ impl Reloader {
 
     /// Reads the file again and applies what changed (see the module docs). One reload at
     /// a time: a second waits for the first.
-    pub fn reload(&self) -> ReloadOutcome {
+    pub fn reload(&self) -> Reloaded {
         let mut running = crate::sync::lock(&self.running);
-        let mut outcome = ReloadOutcome {
-            path: self.path.display().to_string(),
-            ..ReloadOutcome::default()
+        let mut reloaded = Reloaded {
+            outcome: ReloadOutcome {
+                path: self.path.display().to_string(),
+                ..ReloadOutcome::default()
+            },
+            membership: None,
         };
+        let outcome = &mut reloaded.outcome;
         let (new, secret) = match Config::load(&self.path) {
             Ok(loaded) => loaded,
             Err(LoadConfigError::Invalid { problems, .. }) => {
                 outcome.problems = problems.iter().map(ToString::to_string).collect();
-                return outcome;
+                return reloaded;
             }
             Err(e) => {
                 outcome.problems = vec![e.to_string()];
-                return outcome;
+                return reloaded;
             }
         };
         let same_secret = secret.as_bytes() == running.1.as_bytes();
         match plan(&running.0, &new, same_secret) {
             Err(problems) => outcome.problems = problems,
             Ok(plan) => {
-                self.apply(&plan, &running.0, &new);
+                reloaded.membership = self.apply(&plan, &running.0, &new);
                 outcome.applied = plan.changes;
                 for warning in new.warnings() {
                     outcome.applied.push(format!("warning: {warning}"));
@@ -389,12 +395,12 @@ impl Reloader {
                 *running = (Arc::new(new), secret);
             }
         }
-        outcome
+        reloaded
     }
 
     /// [`Self::reload`] asked for by `raftvip reload`, which names the file it means: it
     /// must be this node's own, since a later restart (and SIGHUP) reads that one.
-    pub fn reload_file(&self, path: &str) -> ReloadOutcome {
+    pub fn reload_file(&self, path: &str) -> Reloaded {
         let same = match (
             std::fs::canonicalize(path),
             std::fs::canonicalize(&self.path),
@@ -405,17 +411,21 @@ impl Reloader {
         if same {
             return self.reload();
         }
-        ReloadOutcome {
-            path: self.path.display().to_string(),
-            applied: Vec::new(),
-            problems: vec![format!(
-                "this daemon runs from {}, not {path}: edit that file and reload it (a restart reads it too)",
-                self.path.display()
-            )],
+        Reloaded {
+            outcome: ReloadOutcome {
+                path: self.path.display().to_string(),
+                problems: vec![format!(
+                    "this daemon runs from {}, not {path}: edit that file and reload it (a restart reads it too)",
+                    self.path.display()
+                )],
+                ..ReloadOutcome::default()
+            },
+            membership: None,
         }
     }
 
-    fn apply(&self, plan: &Plan, running: &Config, new: &Config) {
+    /// Applies `plan`; the membership change it started, if any.
+    fn apply(&self, plan: &Plan, running: &Config, new: &Config) -> Option<PendingChange> {
         let live = &self.live;
         if plan.vips {
             // A node that becomes a witness keeps its VIPs listed: the supervisor releases
@@ -443,10 +453,16 @@ impl Reloader {
         if plan.supervisor {
             live.supervisor.send_replace(Setup::from_config(new));
         }
-        if plan.members {
-            (live.members)(&new.peers);
-        }
+        plan.members.then(|| (live.members)(&new.peers))
     }
+}
+
+/// What [`Reloader::reload`] did, with the membership change it started (when the
+/// `[[peer]]` list changed) still running: `raftvip reload` waits for it, SIGHUP does not
+/// (the change logs its own outcome).
+pub struct Reloaded {
+    pub outcome: ReloadOutcome,
+    pub membership: Option<PendingChange>,
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ SCENARIOS=(
     "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
     "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
     "realtime_threads|[process]: runtime and VIP threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
-    "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal; the removed box says so, also after a restart; status shows the file's differences"
+    "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal, each reported by raftvip reload; the removed box says so, also after a restart; a change that cannot be made fails the reload; status shows the file's differences"
 )
 
 # ---- helpers for scenarios (run inside the scenario's own process) ----
@@ -1224,8 +1224,11 @@ scn_membership_change() {
     out=$(bed_raftvip_cli 1 status)
     [[ $out == *"file differs: node 4 ($(bed_addr4 4):$(bed_port a)) is in the file but not a member"* ]] ||
         fail "status does not show the edited file's difference: $out"
+    # Each reload answers once the list is the membership (the first one makes the change).
     for b in 1 2 3; do
         out=$(bed_raftvip_cli "$b" reload 2>&1) || fail "raftvip reload on box$b: $out"
+        [[ $out == *"membership: the [[peer]] list is the membership, voters [[1, 2, 3, 4]]"* ]] ||
+            fail "raftvip reload on box$b does not report the new membership: $out"
     done
     for b in 1 2 3 4; do
         bed_wait_eq 3000 "[[1, 2, 3, 4]]" bed_status "$b" membership.voters ||
@@ -1262,6 +1265,8 @@ scn_membership_change() {
     want="[[${want%, }]]"
     t0=$(bed_now_ms)
     out=$(bed_raftvip_cli "${others[0]}" reload 2>&1) || fail "raftvip reload on box${others[0]}: $out"
+    [[ $out == *"membership: the [[peer]] list is the membership, voters $want"* ]] ||
+        fail "raftvip reload on box${others[0]} does not report the membership without box$h: $out"
     n=$(wait_new_holder "$h")
     for b in "${others[@]}"; do
         bed_wait_eq 3000 "$want" bed_status "$b" membership.voters ||
@@ -1288,6 +1293,15 @@ scn_membership_change() {
         fail "box$h did not log its earlier removal at start"
     stays_for 1000 "$(bed_vip4 a)" "$n"
     [[ $(bed_status "$h" candidate_for_leader) == false ]] || fail "restarted removed box$h stands"
+
+    # A change the leader cannot make fails the reload, naming why: a 5th box that never runs.
+    printf '\n[[peer]]\nid = 5\naddress = "%s:%s"\n' "$(bed_addr4 5)" "$(bed_port a)" \
+        >>"$(bed_boxdir "${others[0]}")/raftvip-a.toml"
+    out=$(reload_cli "${others[0]}")
+    [[ $out == *"was not made the membership"*"node 5"*"has not caught up"* && $out == *exit=1 ]] ||
+        fail "a reload adding a box that never runs: $out"
+    [[ $(bed_status "${others[0]}" membership.voters) == "$want" ]] ||
+        fail "the failed change moved the voters: $(bed_status "${others[0]}" membership.voters)"
 }
 
 if [[ ${1:-} == --one ]]; then

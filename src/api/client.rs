@@ -15,6 +15,10 @@ use crate::status::Status;
 
 /// Long enough for a busy box, short enough for an operator waiting at a prompt.
 const CLI_TIMEOUT: Duration = Duration::from_secs(3);
+/// A reload that changes the `[[peer]]` list waits for the membership change
+/// ([`crate::membership::RELOAD_WAIT`]).
+const RELOAD_TIMEOUT: Duration =
+    Duration::from_secs(crate::membership::RELOAD_WAIT.as_secs() + CLI_TIMEOUT.as_secs());
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchStatusError {
@@ -115,6 +119,6 @@ pub async fn reload(
         path: path.to_owned(),
     };
     client
-        .call(daemon, address, RELOAD_PATH, &request, CLI_TIMEOUT)
+        .call(daemon, address, RELOAD_PATH, &request, RELOAD_TIMEOUT)
         .await
 }

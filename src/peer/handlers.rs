@@ -83,8 +83,9 @@ pub trait LocalNode: Send + Sync + 'static {
             "this node cannot transfer leadership (to node {to})"
         ))))
     }
-    /// Re-reads the config file `path` (which must be this node's own) and applies it.
-    fn reload(&self, path: &str) -> ReloadOutcome;
+    /// Re-reads the config file `path` (which must be this node's own) and applies it;
+    /// answers once a changed `[[peer]]` list is the membership (or why not), or after a bound.
+    fn reload(&self, path: &str) -> NodeFuture<ReloadOutcome>;
 }
 
 /// Everything the signed routes share.
@@ -288,7 +289,7 @@ async fn reload(
     State(s): State<Arc<PeerServer>>,
     Json(request): Json<ReloadRequest>,
 ) -> Json<ReloadOutcome> {
-    Json(s.node.reload(&request.path))
+    Json(s.node.reload(&request.path).await)
 }
 
 impl PeerServer {

@@ -191,6 +191,22 @@ pub struct ReloadOutcome {
     pub applied: Vec<String>,
     /// Why the file was rejected; non-empty means nothing changed.
     pub problems: Vec<String>,
+    /// What became of a changed `[[peer]]` list (None: it did not change, or an older daemon
+    /// answered, which did not wait for the membership).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipOutcome>,
+}
+
+/// The membership change a reload's `[[peer]]` list asked for, as far as the reload waited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipOutcome {
+    /// The membership is the list now: its voter sets.
+    Applied(Vec<Vec<NodeId>>),
+    /// The change was not made, and why.
+    Failed(String),
+    /// Still under way when the reload stopped waiting: the log and `status` tell the rest.
+    Pending,
 }
 
 impl ReloadOutcome {
@@ -294,11 +310,22 @@ mod tests {
             path: "/etc/raftvip/raftvip.toml".into(),
             applied: vec![],
             problems: vec!["listen: needs a restart".into()],
+            membership: None,
         };
+        // Also what a daemon that did not wait for the membership answered.
+        let older = r#"{"path":"/etc/raftvip/raftvip.toml","applied":[],"problems":["listen: needs a restart"]}"#;
+        assert_eq!(json(&outcome), older);
         assert_eq!(
-            json(&outcome),
-            r#"{"path":"/etc/raftvip/raftvip.toml","applied":[],"problems":["listen: needs a restart"]}"#
+            serde_json::from_str::<ReloadOutcome>(older).unwrap(),
+            outcome
         );
         assert!(!outcome.accepted());
+        let applied = MembershipOutcome::Applied(vec![vec![1, 2, 3, 4]]);
+        assert_eq!(json(&applied), r#"{"applied":[[1,2,3,4]]}"#);
+        assert_eq!(
+            json(&MembershipOutcome::Failed("no leader".into())),
+            r#"{"failed":"no leader"}"#
+        );
+        assert_eq!(json(&MembershipOutcome::Pending), r#""pending""#);
     }
 }

@@ -2,6 +2,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::*;
+use crate::peer::wire::MembershipOutcome;
 use crate::status::VipStatus;
 
 /// Node 1 of a three-box cluster with one VIP and HAProxy; `extra` is appended (later keys
@@ -138,6 +139,53 @@ fn a_changed_peer_list_goes_to_the_membership() {
     assert!(!super::plan(&base(), &base(), true).unwrap().members);
 }
 
+/// `raftvip reload` answers with what the membership change made of the list; a reload that
+/// leaves the list alone starts none.
+#[tokio::test]
+async fn a_reload_hands_over_its_membership_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &["192.0.2.100/32"], false);
+    let (running, secret) = Config::load(&path).unwrap();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let reloader = Reloader::new(
+        &path,
+        Arc::new(running.clone()),
+        secret,
+        Live {
+            vips: Arc::new(RecordingVips::default()),
+            haproxy: None,
+            notifier: Arc::new(Notifier::new(&running)),
+            supervisor: watch::channel(Setup::from_config(&running)).0,
+            members: {
+                let asked = asked.clone();
+                Box::new(move |peers| {
+                    let ids: Vec<crate::raft::NodeId> = peers.iter().map(|p| p.id).collect();
+                    crate::sync::lock(&asked).push(ids.clone());
+                    Box::pin(std::future::ready(MembershipOutcome::Applied(vec![ids])))
+                })
+            },
+        },
+    );
+    assert!(reloader.reload().membership.is_none());
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}\n[[peer]]\nid = 4\naddress = \"192.0.2.14:7480\"\n"),
+    )
+    .unwrap();
+    let reloaded = reloader.reload();
+    assert!(reloaded.outcome.accepted(), "{:?}", reloaded.outcome);
+    let change = reloaded
+        .membership
+        .expect("a changed [[peer]] list starts a change");
+    assert_eq!(
+        change.await,
+        MembershipOutcome::Applied(vec![vec![1, 2, 3, 4]])
+    );
+    assert_eq!(*crate::sync::lock(&asked), [vec![1, 2, 3, 4]]);
+}
+
 #[test]
 fn haproxy_settings_reload_but_adding_or_removing_the_section_does_not() {
     let new = Config::parse(&text(&["192.0.2.100/32"], "").replace(
@@ -248,12 +296,12 @@ async fn a_broken_file_changes_nothing_and_a_good_one_is_applied_against_the_run
             haproxy: None,
             notifier: Arc::new(Notifier::new(&running)),
             supervisor,
-            members: Box::new(|_| {}),
+            members: Box::new(|_| Box::pin(std::future::ready(MembershipOutcome::Pending))),
         },
     );
 
     write_config(dir.path(), &["192.0.2.101/32"], true);
-    let outcome = reloader.reload();
+    let outcome = reloader.reload().outcome;
     assert!(!outcome.accepted());
     assert!(outcome.applied.is_empty());
     assert!(
@@ -266,7 +314,7 @@ async fn a_broken_file_changes_nothing_and_a_good_one_is_applied_against_the_run
     assert!(crate::sync::lock(&vips.sets).is_empty());
 
     write_config(dir.path(), &["192.0.2.100/32", "192.0.2.101/32"], false);
-    let outcome = reloader.reload();
+    let outcome = reloader.reload().outcome;
     assert_eq!(
         outcome.applied,
         ["vip 192.0.2.101/32 on eth0: added (bound at once if held)"]
@@ -291,15 +339,18 @@ async fn a_reload_of_another_file_is_refused() {
             haproxy: None,
             notifier: Arc::new(Notifier::new(&running)),
             supervisor: watch::channel(Setup::from_config(&running)).0,
-            members: Box::new(|_| {}),
+            members: Box::new(|_| Box::pin(std::future::ready(MembershipOutcome::Pending))),
         },
     );
-    let outcome = reloader.reload_file("/etc/other.toml");
+    let outcome = reloader.reload_file("/etc/other.toml").outcome;
     assert!(outcome.problems[0].starts_with(&format!(
         "this daemon runs from {}, not /etc/other.toml",
         path.display()
     )));
-    assert!(reloader.reload_file(&path.display().to_string()).accepted());
+    assert!(reloader
+        .reload_file(&path.display().to_string())
+        .outcome
+        .accepted());
 }
 
 #[test]
