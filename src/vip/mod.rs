@@ -158,7 +158,7 @@ pub enum Cause {
 /// A failed VIP operation, named after the operation.
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
-    #[error("cannot open the rtnetlink socket: {cause}")]
+    #[error("cannot open a socket for VIP control (rtnetlink, link checks): {cause}")]
     Open {
         #[source]
         cause: Cause,

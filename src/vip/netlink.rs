@@ -68,6 +68,8 @@ pub struct NetlinkControl {
     bound_on: Mutex<HashMap<IpAddr, u32>>,
     /// The socket for batches and dumps (see the module docs), with its next sequence number.
     batches: Mutex<(NlSocketHandle, u32)>,
+    /// The socket of the link checks, opened once: they run five times a second.
+    links: packet::LinkStates,
 }
 
 impl std::fmt::Debug for NetlinkControl {
@@ -96,10 +98,12 @@ impl NetlinkControl {
             .map_err(|e| open(e.to_string()))?;
         set_receive_timeout(batches.as_raw_fd(), BATCH_ANSWER_TIMEOUT)
             .map_err(|e| open(e.to_string()))?;
+        let links = packet::LinkStates::open().map_err(|cause| VipError::Open { cause })?;
         Ok(Self {
             lifetime_s: None,
             bound_on: Mutex::new(HashMap::new()),
             batches: Mutex::new((batches, 1)),
+            links,
         })
     }
 
@@ -538,21 +542,20 @@ impl AddressControl for NetlinkControl {
     /// One link lookup per interface for all VIPs. (Adding to a down interface succeeds, so
     /// the add's errno cannot tell; the link flags can.)
     fn usable_all(&self, vips: &[&Vip]) -> Vec<Result<(), VipError>> {
-        let links = packet::LinkStates::open().map_err(|cause| cause.to_string());
         // Asked once per usable interface (Cause is not Clone: a failure is asked per VIP).
         let mut usable: HashSet<&str> = HashSet::new();
         vips.iter()
             .map(|vip| {
-                let cause = match &links {
-                    _ if usable.contains(vip.interface.as_str()) => None,
-                    Ok(links) => match links.usable(&vip.interface) {
+                let cause = if usable.contains(vip.interface.as_str()) {
+                    None
+                } else {
+                    match self.links.usable(&vip.interface) {
                         Ok(()) => {
                             usable.insert(&vip.interface);
                             None
                         }
                         Err(cause) => Some(cause),
-                    },
-                    Err(e) => Some(Cause::Netlink(e.clone())),
+                    }
                 };
                 cause.map_or(Ok(()), |cause| {
                     Err(VipError::Unusable {
