@@ -145,27 +145,16 @@ fn a_changed_peer_list_goes_to_the_membership() {
 async fn a_reload_hands_over_its_membership_change() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &["192.0.2.100/32"], false);
-    let (running, secret) = Config::load(&path).unwrap();
     let asked = Arc::new(Mutex::new(Vec::new()));
-    let reloader = Reloader::new(
-        &path,
-        Arc::new(running.clone()),
-        secret,
-        Live {
-            vips: Arc::new(RecordingVips::default()),
-            haproxy: None,
-            notifier: Arc::new(Notifier::new(&running)),
-            supervisor: watch::channel(Setup::from_config(&running)).0,
-            members: {
-                let asked = asked.clone();
-                Box::new(move |peers| {
-                    let ids: Vec<crate::raft::NodeId> = peers.iter().map(|p| p.id).collect();
-                    crate::sync::lock(&asked).push(ids.clone());
-                    Box::pin(std::future::ready(MembershipOutcome::Applied(vec![ids])))
-                })
-            },
-        },
-    );
+    let members: crate::membership::OnReload = {
+        let asked = asked.clone();
+        Box::new(move |peers| {
+            let ids: Vec<crate::raft::NodeId> = peers.iter().map(|p| p.id).collect();
+            crate::sync::lock(&asked).push(ids.clone());
+            Box::pin(std::future::ready(MembershipOutcome::Applied(vec![ids])))
+        })
+    };
+    let (reloader, _) = reloader_of(&path, Arc::default(), members);
     assert!(reloader.reload().membership.is_none());
 
     let text = std::fs::read_to_string(&path).unwrap();
@@ -264,6 +253,31 @@ impl VipHolder for RecordingVips {
 
 /// A config file and its secret in `dir`, with `vips`; `broken` appends a problem
 /// check-config finds (a VIP listed twice).
+/// A reloader of the file at `path` (loaded now) whose VIP changes go to `vips` and
+/// membership changes to `members`; with the supervisor setup it publishes.
+fn reloader_of(
+    path: &Path,
+    vips: Arc<RecordingVips>,
+    members: crate::membership::OnReload,
+) -> (Reloader, watch::Receiver<Setup>) {
+    let (running, secret) = Config::load(path).unwrap();
+    let (supervisor, setup) = watch::channel(Setup::from_config(&running));
+    let live = Live {
+        vips,
+        haproxy: None,
+        notifier: Arc::new(Notifier::new(&running)),
+        supervisor,
+        members,
+    };
+    (Reloader::new(path, Arc::new(running), secret, live), setup)
+}
+
+/// Membership changes that report themselves still under way (for tests whose `[[peer]]`
+/// list stays).
+fn no_membership() -> crate::membership::OnReload {
+    Box::new(|_| Box::pin(std::future::ready(MembershipOutcome::Pending)))
+}
+
 fn write_config(dir: &Path, vips: &[&str], broken: bool) -> std::path::PathBuf {
     let secret = dir.join("secret");
     std::fs::write(&secret, "s".repeat(40)).unwrap();
@@ -284,21 +298,8 @@ fn write_config(dir: &Path, vips: &[&str], broken: bool) -> std::path::PathBuf {
 async fn a_broken_file_changes_nothing_and_a_good_one_is_applied_against_the_running_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &["192.0.2.100/32"], false);
-    let (running, secret) = Config::load(&path).unwrap();
     let vips = Arc::new(RecordingVips::default());
-    let (supervisor, setup) = watch::channel(Setup::from_config(&running));
-    let reloader = Reloader::new(
-        &path,
-        Arc::new(running.clone()),
-        secret,
-        Live {
-            vips: vips.clone(),
-            haproxy: None,
-            notifier: Arc::new(Notifier::new(&running)),
-            supervisor,
-            members: Box::new(|_| Box::pin(std::future::ready(MembershipOutcome::Pending))),
-        },
-    );
+    let (reloader, setup) = reloader_of(&path, vips.clone(), no_membership());
 
     write_config(dir.path(), &["192.0.2.101/32"], true);
     let outcome = reloader.reload().outcome;
@@ -329,19 +330,7 @@ async fn a_broken_file_changes_nothing_and_a_good_one_is_applied_against_the_run
 async fn a_reload_of_another_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &["192.0.2.100/32"], false);
-    let (running, secret) = Config::load(&path).unwrap();
-    let reloader = Reloader::new(
-        &path,
-        Arc::new(running.clone()),
-        secret,
-        Live {
-            vips: Arc::new(RecordingVips::default()),
-            haproxy: None,
-            notifier: Arc::new(Notifier::new(&running)),
-            supervisor: watch::channel(Setup::from_config(&running)).0,
-            members: Box::new(|_| Box::pin(std::future::ready(MembershipOutcome::Pending))),
-        },
-    );
+    let (reloader, _) = reloader_of(&path, Arc::default(), no_membership());
     let outcome = reloader.reload_file("/etc/other.toml").outcome;
     assert!(outcome.problems[0].starts_with(&format!(
         "this daemon runs from {}, not /etc/other.toml",
