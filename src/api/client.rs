@@ -6,7 +6,11 @@
 
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Uri};
+
 use super::STATUS_PATH;
+use crate::peer::client::{lan_client, with_causes};
 use crate::peer::wire::{MaintenanceRequest, TransferRequest, MAINTENANCE_PATH, TRANSFER_PATH};
 use crate::peer::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use crate::peer::{PeerCallError, PeerClient};
@@ -22,50 +26,52 @@ const RELOAD_TIMEOUT: Duration =
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchStatusError {
-    #[error("cannot reach raftvip at {url} (is it running?): {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("raftvip at {url} answered with something that is not a status document: {source}")]
-    Decode {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("cannot reach raftvip at {url} (is it running?): {reason}")]
+    Connect { url: String, reason: String },
+    #[error("raftvip at {url} answered with something that is not a status document: {reason}")]
+    Decode { url: String, reason: String },
 }
 
 /// Fetches the status document of the daemon listening on `address`.
 pub async fn fetch_status(address: &str) -> Result<Status, FetchStatusError> {
     let url = format!("http://{address}{STATUS_PATH}");
+    let unreachable = |reason: String| FetchStatusError::Connect {
+        url: url.clone(),
+        reason,
+    };
+    let not_status = |reason: String| FetchStatusError::Decode {
+        url: url.clone(),
+        reason,
+    };
+    let uri = Uri::try_from(url.as_str()).map_err(|e| unreachable(e.to_string()))?;
+    let request = Request::get(uri)
+        .body(Full::default())
+        .map_err(|e| unreachable(e.to_string()))?;
     // Like the peer client, never through HTTP_PROXY: the daemon is on this box or its LAN,
     // and an operator's proxy settings must not decide whether `status` works.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|source| FetchStatusError::Connect {
-            url: url.clone(),
-            source,
-        })?;
-    let response = client
-        .get(&url)
-        .timeout(CLI_TIMEOUT)
-        .send()
+    let fetch = async {
+        let response = lan_client()
+            .request(request)
+            .await
+            .map_err(|e| unreachable(with_causes(&e)))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(with_causes(&e)))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(not_status(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| not_status(e.to_string()))
+    };
+    tokio::time::timeout(CLI_TIMEOUT, fetch)
         .await
-        .map_err(|source| FetchStatusError::Connect {
-            url: url.clone(),
-            source,
-        })?;
-    response
-        .error_for_status()
-        .map_err(|source| FetchStatusError::Decode {
-            url: url.clone(),
-            source,
-        })?
-        .json()
-        .await
-        .map_err(|source| FetchStatusError::Decode { url, source })
+        .map_err(|_| unreachable(format!("no answer within {CLI_TIMEOUT:?}")))?
 }
 
 /// Asks the daemon `daemon` on `address` to put `node_id` into (or out of) maintenance.

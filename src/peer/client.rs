@@ -1,4 +1,4 @@
-//! The signed client: one shared reqwest client, JSON bodies, every request signed for the
+//! The signed client: one shared HTTP/1 client, JSON bodies, every request signed for the
 //! node it is sent to, and every answer checked to be signed by that node over the request's
 //! nonce (an unsigned or mismatched answer is an error, never a vote or an ack).
 //!
@@ -6,10 +6,23 @@
 //! handover and pre-vote ([`super::requests`]), a maintenance change forwarded to the leader,
 //! and the CLI's `raftvip maintenance`. One client means one connection pool, kept warm
 //! between heartbeats.
+//!
+//! Why hyper's own client and not reqwest (docs/design.md, "The peer client"): a heartbeat is
+//! a few hundred bytes between two boxes that never redirect, proxy or compress, and reqwest
+//! 0.13 spent a third of an idle leader's CPU around them (its redirect layer alone parses
+//! every request's URL again, with IDNA, even with redirects off). hyper-util's pooled client
+//! is the layer reqwest itself sends through.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -21,18 +34,19 @@ use crate::raft::NodeId;
 pub enum PeerCallError {
     #[error("{url} is not a valid peer URL: {reason}")]
     BadAddress { url: String, reason: String },
-    #[error("cannot connect to {url}: {source}")]
+    /// (The causes are in the message, so `error` is not a `source` as well.)
+    #[error("cannot connect to {url}: {}", with_causes(.error.as_ref()))]
     Connect {
         url: String,
-        #[source]
-        source: reqwest::Error,
+        error: Box<hyper_util::client::legacy::Error>,
     },
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {}", with_causes(.error.as_ref()))]
     Request {
         url: String,
-        #[source]
-        source: reqwest::Error,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("{url} did not answer within {after:?}")]
+    TimedOut { url: String, after: Duration },
     #[error("{url} answered something that is not the expected JSON: {reason}")]
     Decode { url: String, reason: String },
     #[error("{url} rejected the request as unauthenticated (is secret_file and cluster the same on both nodes, and are clocks in sync?)")]
@@ -41,51 +55,74 @@ pub enum PeerCallError {
     UntrustedAnswer {
         url: String,
         node: NodeId,
-        status: reqwest::StatusCode,
+        status: StatusCode,
         reason: crate::auth::VerifyResponseError,
     },
     #[error("{url} answered HTTP {status}: {body}")]
     Status {
         url: String,
-        status: reqwest::StatusCode,
+        status: StatusCode,
         body: String,
     },
+}
+
+/// `error` and its causes: hyper's client errors say only "client error (Connect)" and keep
+/// the reason ("Connection refused") in their source.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+/// The HTTP/1 client of every call to a raftvip (peers and the CLI's status): keep-alive, and
+/// nothing a LAN peer never needs — no proxy, no redirect, no retry (openraft sends the next
+/// RPC itself; a redirect would be a forgery taking a signed request elsewhere).
+pub fn lan_client() -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        // Keep connections open between heartbeats: a new TCP handshake per heartbeat
+        // would cost more CPU than the heartbeat itself.
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(TokioTimer::new())
+        .retry_canceled_requests(false)
+        .build(connector)
 }
 
 /// Signs and sends requests to peers. Cheap to clone: the connection pool is shared.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    http: Client<HttpConnector, Full<Bytes>>,
     auth: Arc<Authenticator>,
 }
 
 impl PeerClient {
     pub fn new(auth: Arc<Authenticator>) -> Self {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            // Peers are on the LAN: an HTTP_PROXY in the environment must never carry votes
-            // (and looking proxies up costs CPU on every heartbeat).
-            .no_proxy()
-            // Keep connections open between heartbeats: a new TCP handshake per heartbeat
-            // would cost more CPU than the heartbeat itself.
-            .pool_idle_timeout(Duration::from_secs(30))
-            // A peer never redirects (a redirect would be a forgery taking a signed request
-            // elsewhere), and a Raft RPC is never retried: openraft sends the next one. Without
-            // a retry policy reqwest also does not copy each request's body to replay it.
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never().max_retries_per_request(0))
-            .build()
-            .expect("a reqwest client without TLS always builds");
-        Self { http, auth }
+        Self {
+            http: lan_client(),
+            auth,
+        }
     }
 
     /// The URL of `path` on the peer at `address` (`IP:PORT`).
-    pub fn url(address: &str, path: &str) -> Result<reqwest::Url, PeerCallError> {
+    pub fn url(address: &str, path: &str) -> Result<Uri, PeerCallError> {
         let text = format!("http://{address}{path}");
-        reqwest::Url::parse(&text).map_err(|e| PeerCallError::BadAddress {
-            url: text,
+        let uri = Uri::try_from(text.as_str()).map_err(|e| PeerCallError::BadAddress {
+            url: text.clone(),
             reason: e.to_string(),
-        })
+        })?;
+        if uri.port_u16().is_none() {
+            return Err(PeerCallError::BadAddress {
+                url: text,
+                reason: "no port".to_owned(),
+            });
+        }
+        Ok(uri)
     }
 
     /// POSTs `body` as JSON to node `to` at `http://{address}{path}` and decodes its answer.
@@ -101,12 +138,12 @@ impl PeerClient {
             .await
     }
 
-    /// POSTs `body` as JSON to a prepared URL (parsing a URL per heartbeat costs more CPU
-    /// than signing it) and decodes the JSON answer.
+    /// POSTs `body` as JSON to a prepared URL (parsed once per peer, not per heartbeat) and
+    /// decodes the JSON answer; all within `timeout`.
     pub async fn call_url<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         to: NodeId,
-        url: &reqwest::Url,
+        url: &Uri,
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
@@ -114,82 +151,91 @@ impl PeerClient {
         let signature = self
             .auth
             .sign(to, "POST", url.path(), &body, SystemTime::now());
-        let mut request = self
-            .http
-            .post(url.clone())
-            .timeout(timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(url.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in signature.headers() {
             request = request.header(name, value);
         }
-        let url = url.as_str();
-        let response = request.body(body).send().await.map_err(|source| {
-            if source.is_connect() {
-                PeerCallError::Connect {
-                    url: url.to_owned(),
-                    source,
+        let request =
+            request
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| PeerCallError::Request {
+                    url: url.to_string(),
+                    error: e.into(),
+                })?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|error| {
+                if error.is_connect() {
+                    PeerCallError::Connect {
+                        url: url.to_string(),
+                        error: Box::new(error),
+                    }
+                } else {
+                    PeerCallError::Request {
+                        url: url.to_string(),
+                        error: error.into(),
+                    }
                 }
-            } else {
-                PeerCallError::Request {
-                    url: url.to_owned(),
-                    source,
-                }
-            }
-        })?;
-        self.trusted_answer(to, &signature.nonce, url, response)
+            })?;
+            let (head, body) = response.into_parts();
+            let answer = body
+                .collect()
+                .await
+                .map_err(|e| PeerCallError::Request {
+                    url: url.to_string(),
+                    error: e.into(),
+                })?
+                .to_bytes();
+            Ok((head, answer))
+        };
+        let (head, answer) = tokio::time::timeout(timeout, exchange)
             .await
+            .map_err(|_| PeerCallError::TimedOut {
+                url: url.to_string(),
+                after: timeout,
+            })??;
+        self.trusted_answer(to, &signature.nonce, url, &head, &answer)
     }
 
     /// Decodes a successful answer that node `to` signed over the request's `nonce`; an
     /// unsigned, forged or unsuccessful answer is an error.
-    async fn trusted_answer<Resp: DeserializeOwned>(
+    fn trusted_answer<Resp: DeserializeOwned>(
         &self,
         to: NodeId,
         nonce: &str,
-        url: &str,
-        response: reqwest::Response,
+        url: &Uri,
+        head: &hyper::http::response::Parts,
+        answer: &[u8],
     ) -> Result<Resp, PeerCallError> {
-        let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+        let status = head.status;
+        if status == StatusCode::UNAUTHORIZED {
             return Err(PeerCallError::Unauthorized {
-                url: url.to_owned(),
+                url: url.to_string(),
             });
         }
-        let answer_signature = response
-            .headers()
+        let answer_signature = head
+            .headers
             .get(SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let answer = response
-            .bytes()
-            .await
-            .map_err(|source| PeerCallError::Request {
-                url: url.to_owned(),
-                source,
-            })?;
+            .and_then(|v| v.to_str().ok());
         self.auth
-            .verify_response(
-                to,
-                nonce,
-                status.as_u16(),
-                answer_signature.as_deref(),
-                &answer,
-            )
+            .verify_response(to, nonce, status.as_u16(), answer_signature, answer)
             .map_err(|reason| PeerCallError::UntrustedAnswer {
-                url: url.to_owned(),
+                url: url.to_string(),
                 node: to,
                 status,
                 reason,
             })?;
         if !status.is_success() {
             return Err(PeerCallError::Status {
-                url: url.to_owned(),
+                url: url.to_string(),
                 status,
-                body: String::from_utf8_lossy(&answer).into_owned(),
+                body: String::from_utf8_lossy(answer).into_owned(),
             });
         }
-        serde_json::from_slice(&answer).map_err(|e| PeerCallError::Decode {
-            url: url.to_owned(),
+        serde_json::from_slice(answer).map_err(|e| PeerCallError::Decode {
+            url: url.to_string(),
             reason: e.to_string(),
         })
     }

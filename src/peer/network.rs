@@ -67,7 +67,7 @@ enum Rpc {
 pub struct PeerConnection {
     target: NodeId,
     /// Append, vote and snapshot URLs, parsed once (or why the address is unusable).
-    urls: Result<[reqwest::Url; 3], PeerCallError>,
+    urls: Result<[hyper::Uri; 3], PeerCallError>,
     client: PeerClient,
     contacts: Arc<Contacts>,
 }
