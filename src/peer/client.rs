@@ -80,8 +80,10 @@ pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The HTTP/1 client of every call to a raftvip (peers and the CLI's status): keep-alive, and
-/// nothing a LAN peer never needs — no proxy, no redirect, no retry (openraft sends the next
-/// RPC itself; a redirect would be a forgery taking a signed request elsewhere).
+/// nothing a LAN peer never needs — no proxy, no redirect (a redirect would be a forgery taking
+/// a signed request elsewhere), no retry of a request the peer may have seen (openraft sends
+/// the next RPC itself). hyper does resend a request it never wrote because the pooled
+/// connection had closed meanwhile (a restarted peer), as reqwest did.
 pub fn lan_client() -> Client<HttpConnector, Full<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -90,7 +92,6 @@ pub fn lan_client() -> Client<HttpConnector, Full<Bytes>> {
         // would cost more CPU than the heartbeat itself.
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_timer(TokioTimer::new())
-        .retry_canceled_requests(false)
         .build(connector)
 }
 
