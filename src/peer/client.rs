@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::guard::MAX_ANSWER;
 use crate::auth::{Authenticator, SIGNATURE_HEADER};
 use crate::raft::NodeId;
 
@@ -181,12 +182,14 @@ impl PeerClient {
                 }
             })?;
             let (head, body) = response.into_parts();
-            let answer = body
+            // As much as a raftvip answers at most: whoever listens at a peer's address cannot
+            // make this node buffer more before the answer's signature is checked.
+            let answer = Limited::new(body, MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| PeerCallError::Request {
+                .map_err(|error| PeerCallError::Request {
                     url: url.to_string(),
-                    error: e.into(),
+                    error,
                 })?
                 .to_bytes();
             Ok((head, answer))
@@ -324,6 +327,32 @@ pub(super) mod tests {
                     ..
                 }
             ),
+            "{error}"
+        );
+    }
+
+    /// Whoever listens at a peer's address cannot make this node buffer an endless answer.
+    #[tokio::test]
+    async fn an_answer_larger_than_any_raftvip_sends_is_refused_unread() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let length = 64 * MAX_ANSWER;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..length / chunk.len() {
+                if stream.write_all(&chunk).await.is_err() {
+                    return; // the client hung up, as it should
+                }
+            }
+        });
+        let error = ask(&address).await.unwrap_err();
+        assert!(
+            error.to_string().contains("length limit exceeded"),
             "{error}"
         );
     }

@@ -32,8 +32,8 @@ const MAX_APPEND_BODY: usize = 512 << 10;
 /// Largest vote, pre-vote, elect or maintenance request (they are a few dozen bytes).
 const MAX_SMALL_BODY: usize = 16 << 10;
 /// Largest answer this node signs (its own answers are small; a bound keeps one bug from
-/// buffering without limit).
-const MAX_ANSWER: usize = 1 << 20;
+/// buffering without limit), and so the most the peer client reads of one.
+pub(super) const MAX_ANSWER: usize = 1 << 20;
 
 /// A rejected source is logged at most this often; the counter still counts every request.
 pub const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
