@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, Uri};
 
 use super::STATUS_PATH;
@@ -23,6 +23,10 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(3);
 /// ([`crate::membership::RELOAD_WAIT`]).
 const RELOAD_TIMEOUT: Duration =
     Duration::from_secs(crate::membership::RELOAD_WAIT.as_secs() + CLI_TIMEOUT.as_secs());
+
+/// Most of a status document `status` reads (one with hundreds of VIPs and peers is well
+/// under a megabyte), so whatever answers on the address cannot make the CLI buffer more.
+const MAX_STATUS: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchStatusError {
@@ -55,11 +59,10 @@ pub async fn fetch_status(address: &str) -> Result<Status, FetchStatusError> {
             .await
             .map_err(|e| unreachable(with_causes(&e)))?;
         let status = response.status();
-        let body = response
-            .into_body()
+        let body = Limited::new(response.into_body(), MAX_STATUS)
             .collect()
             .await
-            .map_err(|e| unreachable(with_causes(&e)))?
+            .map_err(|e| not_status(with_causes(e.as_ref())))?
             .to_bytes();
         if !status.is_success() {
             return Err(not_status(format!(
@@ -127,4 +130,36 @@ pub async fn reload(
     client
         .call(daemon, address, RELOAD_PATH, &request, RELOAD_TIMEOUT)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Whatever answers on the daemon's address cannot make `raftvip status` buffer without
+    /// bound: it says what it got instead.
+    #[tokio::test]
+    async fn an_endless_status_answer_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                4 * MAX_STATUS
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b' '; 64 << 10];
+            while stream.write_all(&chunk).await.is_ok() {}
+        });
+        let error = fetch_status(&address).await.unwrap_err();
+        assert!(
+            matches!(&error, FetchStatusError::Decode { reason, .. } if reason == "length limit exceeded"),
+            "{error}"
+        );
+    }
 }
