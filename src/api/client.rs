@@ -134,28 +134,14 @@ pub async fn reload(
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use super::*;
+    use crate::peer::client::tests::answer_endlessly;
 
     /// Whatever answers on the daemon's address cannot make `raftvip status` buffer without
     /// bound: it says what it got instead.
     #[tokio::test]
     async fn an_endless_status_answer_is_refused() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
-                4 * MAX_STATUS
-            );
-            stream.write_all(head.as_bytes()).await.unwrap();
-            let chunk = vec![b' '; 64 << 10];
-            while stream.write_all(&chunk).await.is_ok() {}
-        });
+        let address = answer_endlessly(4 * MAX_STATUS).await;
         let error = fetch_status(&address).await.unwrap_err();
         assert!(
             matches!(&error, FetchStatusError::Decode { reason, .. } if reason == "length limit exceeded"),

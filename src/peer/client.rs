@@ -246,7 +246,7 @@ impl PeerClient {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::auth::{FROM_HEADER, NONCE_HEADER};
     use crate::config::Secret;
@@ -331,25 +331,31 @@ pub(super) mod tests {
         );
     }
 
-    /// Whoever listens at a peer's address cannot make this node buffer an endless answer.
-    #[tokio::test]
-    async fn an_answer_larger_than_any_raftvip_sends_is_refused_unread() {
+    /// A one-shot HTTP server that answers 200 with a body of `length` bytes, sent until the
+    /// client hangs up.
+    pub(crate) async fn answer_endlessly(length: usize) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf).await;
-            let length = 64 * MAX_ANSWER;
             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
             stream.write_all(head.as_bytes()).await.unwrap();
-            let chunk = vec![b'x'; 64 << 10];
+            let chunk = vec![b' '; 64 << 10];
             for _ in 0..length / chunk.len() {
                 if stream.write_all(&chunk).await.is_err() {
                     return; // the client hung up, as it should
                 }
             }
         });
+        address
+    }
+
+    /// Whoever listens at a peer's address cannot make this node buffer an endless answer.
+    #[tokio::test]
+    async fn an_answer_larger_than_any_raftvip_sends_is_refused_unread() {
+        let address = answer_endlessly(64 * MAX_ANSWER).await;
         let error = ask(&address).await.unwrap_err();
         assert!(
             error.to_string().contains("length limit exceeded"),
