@@ -364,38 +364,32 @@ impl Reloader {
     /// a time: a second waits for the first.
     pub fn reload(&self) -> Reloaded {
         let mut running = crate::sync::lock(&self.running);
-        let mut reloaded = Reloaded {
-            outcome: ReloadOutcome {
-                path: self.path.display().to_string(),
-                ..ReloadOutcome::default()
-            },
-            membership: None,
-        };
-        let outcome = &mut reloaded.outcome;
         let (new, secret) = match Config::load(&self.path) {
             Ok(loaded) => loaded,
             Err(LoadConfigError::Invalid { problems, .. }) => {
-                outcome.problems = problems.iter().map(ToString::to_string).collect();
-                return reloaded;
+                return self.rejected(problems.iter().map(ToString::to_string).collect());
             }
-            Err(e) => {
-                outcome.problems = vec![e.to_string()];
-                return reloaded;
-            }
+            Err(e) => return self.rejected(vec![e.to_string()]),
         };
         let same_secret = secret.as_bytes() == running.1.as_bytes();
-        match plan(&running.0, &new, same_secret) {
-            Err(problems) => outcome.problems = problems,
-            Ok(plan) => {
-                reloaded.membership = self.apply(&plan, &running.0, &new);
-                outcome.applied = plan.changes;
-                for warning in new.warnings() {
-                    outcome.applied.push(format!("warning: {warning}"));
-                }
-                *running = (Arc::new(new), secret);
-            }
+        let plan = match plan(&running.0, &new, same_secret) {
+            Ok(plan) => plan,
+            Err(problems) => return self.rejected(problems),
+        };
+        let membership = self.apply(&plan, &running.0, &new);
+        let mut applied = plan.changes;
+        for warning in new.warnings() {
+            applied.push(format!("warning: {warning}"));
         }
-        reloaded
+        *running = (Arc::new(new), secret);
+        Reloaded {
+            outcome: ReloadOutcome {
+                path: self.path.display().to_string(),
+                applied,
+                ..ReloadOutcome::default()
+            },
+            membership,
+        }
     }
 
     /// [`Self::reload`] asked for by `raftvip reload`, which names the file it means: it
@@ -411,13 +405,18 @@ impl Reloader {
         if same {
             return self.reload();
         }
+        self.rejected(vec![format!(
+            "this daemon runs from {}, not {path}: edit that file and reload it (a restart reads it too)",
+            self.path.display()
+        )])
+    }
+
+    /// A reload that changed nothing, for `problems`.
+    fn rejected(&self, problems: Vec<String>) -> Reloaded {
         Reloaded {
             outcome: ReloadOutcome {
                 path: self.path.display().to_string(),
-                problems: vec![format!(
-                    "this daemon runs from {}, not {path}: edit that file and reload it (a restart reads it too)",
-                    self.path.display()
-                )],
+                problems,
                 ..ReloadOutcome::default()
             },
             membership: None,
