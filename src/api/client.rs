@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::{Request, Uri};
 
 use super::STATUS_PATH;
-use crate::peer::client::{lan_client, with_causes};
+use crate::peer::client::{exchange, lan_client, with_causes, ExchangeError};
 use crate::peer::wire::{MaintenanceRequest, TransferRequest, MAINTENANCE_PATH, TRANSFER_PATH};
 use crate::peer::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use crate::peer::{PeerCallError, PeerClient};
@@ -53,28 +53,21 @@ pub async fn fetch_status(address: &str) -> Result<Status, FetchStatusError> {
         .map_err(|e| unreachable(e.to_string()))?;
     // Like the peer client, never through HTTP_PROXY: the daemon is on this box or its LAN,
     // and an operator's proxy settings must not decide whether `status` works.
-    let fetch = async {
-        let response = lan_client()
-            .request(request)
-            .await
-            .map_err(|e| unreachable(with_causes(&e)))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_STATUS)
-            .collect()
-            .await
-            .map_err(|e| not_status(with_causes(e.as_ref())))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(not_status(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&body)
-            )));
-        }
-        serde_json::from_slice(&body).map_err(|e| not_status(e.to_string()))
-    };
-    tokio::time::timeout(CLI_TIMEOUT, fetch)
+    let (head, body) = exchange(&lan_client(), request, MAX_STATUS, CLI_TIMEOUT)
         .await
-        .map_err(|_| unreachable(format!("no answer within {CLI_TIMEOUT:?}")))?
+        .map_err(|e| match e {
+            ExchangeError::Connect(e) | ExchangeError::Request(e) => unreachable(with_causes(&e)),
+            ExchangeError::Body(e) => not_status(with_causes(e.as_ref())),
+            ExchangeError::TimedOut => unreachable(format!("no answer within {CLI_TIMEOUT:?}")),
+        })?;
+    if !head.status.is_success() {
+        return Err(not_status(format!(
+            "HTTP {}: {}",
+            head.status,
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| not_status(e.to_string()))
 }
 
 /// Asks the daemon `daemon` on `address` to put `node_id` into (or out of) maintenance.

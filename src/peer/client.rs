@@ -96,6 +96,46 @@ pub fn lan_client() -> Client<HttpConnector, Full<Bytes>> {
         .build(connector)
 }
 
+/// Why [`exchange`] got no complete answer.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// No connection: refused, unreachable.
+    Connect(hyper_util::client::legacy::Error),
+    /// The request failed on its connection.
+    Request(hyper_util::client::legacy::Error),
+    /// The answer's body broke off, or ran past the limit.
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    TimedOut,
+}
+
+/// Sends `request` and reads the whole answer, at most `limit` bytes of body, all within
+/// `timeout`: whatever answers cannot make the caller wait or buffer more.
+pub async fn exchange(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(hyper::http::response::Parts, Bytes), ExchangeError> {
+    let exchange = async {
+        let response = client.request(request).await.map_err(|error| {
+            if error.is_connect() {
+                ExchangeError::Connect(error)
+            } else {
+                ExchangeError::Request(error)
+            }
+        })?;
+        let (head, body) = response.into_parts();
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(ExchangeError::Body)?;
+        Ok((head, body.to_bytes()))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ExchangeError::TimedOut)?
+}
+
 /// Signs and sends requests to peers. Cheap to clone: the connection pool is shared.
 #[derive(Clone)]
 pub struct PeerClient {
@@ -167,39 +207,28 @@ impl PeerClient {
                     url: url.to_string(),
                     error: e.into(),
                 })?;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|error| {
-                if error.is_connect() {
-                    PeerCallError::Connect {
-                        url: url.to_string(),
+        // As much as a raftvip answers at most: whoever listens at a peer's address cannot
+        // make this node buffer more before the answer's signature is checked.
+        let (head, answer) = exchange(&self.http, request, MAX_ANSWER, timeout)
+            .await
+            .map_err(|e| {
+                let url = url.to_string();
+                match e {
+                    ExchangeError::Connect(error) => PeerCallError::Connect {
+                        url,
                         error: Box::new(error),
-                    }
-                } else {
-                    PeerCallError::Request {
-                        url: url.to_string(),
+                    },
+                    ExchangeError::Request(error) => PeerCallError::Request {
+                        url,
                         error: error.into(),
-                    }
+                    },
+                    ExchangeError::Body(error) => PeerCallError::Request { url, error },
+                    ExchangeError::TimedOut => PeerCallError::TimedOut {
+                        url,
+                        after: timeout,
+                    },
                 }
             })?;
-            let (head, body) = response.into_parts();
-            // As much as a raftvip answers at most: whoever listens at a peer's address cannot
-            // make this node buffer more before the answer's signature is checked.
-            let answer = Limited::new(body, MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|error| PeerCallError::Request {
-                    url: url.to_string(),
-                    error,
-                })?
-                .to_bytes();
-            Ok((head, answer))
-        };
-        let (head, answer) = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| PeerCallError::TimedOut {
-                url: url.to_string(),
-                after: timeout,
-            })??;
         self.trusted_answer(to, &signature.nonce, url, &head, &answer)
     }
 
