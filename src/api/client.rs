@@ -21,8 +21,7 @@ use crate::status::Status;
 const CLI_TIMEOUT: Duration = Duration::from_secs(3);
 /// A reload that changes the `[[peer]]` list waits for the membership change
 /// ([`crate::membership::RELOAD_WAIT`]).
-const RELOAD_TIMEOUT: Duration =
-    Duration::from_secs(crate::membership::RELOAD_WAIT.as_secs() + CLI_TIMEOUT.as_secs());
+const RELOAD_TIMEOUT: Duration = crate::membership::RELOAD_WAIT.saturating_add(CLI_TIMEOUT);
 
 /// Most of a status document `status` reads (one with hundreds of VIPs and peers is well
 /// under a megabyte), so whatever answers on the address cannot make the CLI buffer more.
