@@ -66,8 +66,8 @@ pub struct NetlinkControl {
     /// The interface index each VIP was bound on: removal goes there even if the interface
     /// was renamed since (a std Mutex: held for a map update only).
     bound_on: Mutex<HashMap<IpAddr, u32>>,
-    /// The socket for batches and dumps (see the module docs), with its next sequence number.
-    batches: Mutex<(NlSocketHandle, u32)>,
+    /// The socket for batches and dumps (see the module docs).
+    batches: Mutex<RequestSocket>,
     /// The socket of the link checks, opened once: they run five times a second.
     links: packet::LinkStates,
 }
@@ -77,6 +77,23 @@ impl std::fmt::Debug for NetlinkControl {
         f.debug_struct("NetlinkControl")
             .field("lifetime_s", &self.lifetime_s)
             .finish_non_exhaustive()
+    }
+}
+
+/// The socket requests go out on, with the sequence number its next request takes: answers
+/// are matched to requests by it, and a late answer to a request that timed out is skipped.
+struct RequestSocket {
+    socket: NlSocketHandle,
+    next_seq: u32,
+}
+
+impl RequestSocket {
+    /// Takes `count` consecutive sequence numbers and returns the first.
+    fn take_seqs(&mut self, count: usize) -> u32 {
+        let first = self.next_seq;
+        // Wraps like the kernel's own counter; `count` is at most BATCH_MAX.
+        self.next_seq = first.wrapping_add(count as u32);
+        first
     }
 }
 
@@ -102,7 +119,10 @@ impl NetlinkControl {
         Ok(Self {
             lifetime_s: None,
             bound_on: Mutex::new(HashMap::new()),
-            batches: Mutex::new((batches, 1)),
+            batches: Mutex::new(RequestSocket {
+                socket: batches,
+                next_seq: 1,
+            }),
             links,
         })
     }
@@ -110,7 +130,7 @@ impl NetlinkControl {
     /// The netlink ports this control sends from: the address events its own changes cause
     /// carry them (IPv4), so a watcher can ignore those ([`AddressWatcher::subscribe`]).
     pub fn ports(&self) -> Vec<u32> {
-        vec![crate::sync::lock(&self.batches).0.pid()]
+        vec![crate::sync::lock(&self.batches).socket.pid()]
     }
 
     /// Every add binds with this valid and preferred lifetime (0: permanent) and replaces an
@@ -165,9 +185,8 @@ impl NetlinkControl {
             .build()
             .map_err(|e| Cause::Netlink(e.to_string()))?;
         let mut batches = crate::sync::lock(&self.batches);
-        let (socket, next_seq) = &mut *batches;
-        let seq = *next_seq;
-        *next_seq = seq.wrapping_add(1);
+        let seq = batches.take_seqs(1);
+        let socket = &batches.socket;
         let request = NlmsghdrBuilder::default()
             .nl_type(Rtm::Getaddr)
             .nl_flags(NlmF::REQUEST | NlmF::DUMP)
@@ -269,13 +288,11 @@ impl NetlinkControl {
         results: &mut [Result<(), Cause>],
     ) {
         let mut batches = crate::sync::lock(&self.batches);
-        let (socket, next_seq) = &mut *batches;
         let mut requests = requests.into_iter().peekable();
         while requests.peek().is_some() {
             let chunk: Vec<(usize, Ifaddrmsg)> = requests.by_ref().take(BATCH_MAX).collect();
-            let base = *next_seq;
-            // At most BATCH_MAX: the cast cannot truncate.
-            *next_seq = base.wrapping_add(chunk.len() as u32);
+            let base = batches.take_seqs(chunk.len());
+            let socket = &batches.socket;
             let owners: Vec<usize> = chunk.iter().map(|&(vip, _)| vip).collect();
             let last = chunk.len() - 1;
             let mut datagram = io::Cursor::new(Vec::new());
