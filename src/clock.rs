@@ -4,8 +4,10 @@
 //! Monotonic `Instant`s drive every timer; wall-clock milliseconds appear only where a time
 //! leaves the process (request signatures checked by another box, `held_since_unix_ms` and
 //! check ages in the status document), because an `Instant` means nothing elsewhere.
+//!
+//! Also the periodic timer every loop uses ([`every`]), so all of them treat a stall alike.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `time` in ms since the Unix epoch: 0 for a clock set before 1970, `u64::MAX` past the
 /// year 584 million (neither panics: a wrong clock must not stop a failover daemon).
@@ -19,10 +21,17 @@ pub fn now_unix_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
 
+/// A periodic timer whose first tick is at once and which, after a stall, waits a whole
+/// period again instead of firing the missed ticks in a burst.
+pub fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn clocks_before_the_epoch_or_far_ahead_do_not_panic() {

@@ -119,8 +119,7 @@ pub async fn run(
             );
         }
     }
-    let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::MAX / 4));
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping = crate::clock::every(watchdog.unwrap_or(Duration::MAX / 4));
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut ready = false;
     let mut last_status = String::new();

@@ -65,10 +65,7 @@ pub fn spawn_reloadable_haproxy_monitor(
 
 /// The poll timer of `config`; a late tick is delayed, not bunched.
 fn poll_timer(config: &HaproxyConfig) -> tokio::time::Interval {
-    let period = Duration::from_millis(config.poll_interval_ms.max(1));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick
+    crate::clock::every(Duration::from_millis(config.poll_interval_ms.max(1)))
 }
 
 /// A session HAProxy closes sooner than this after it opened (say, an operator's tiny

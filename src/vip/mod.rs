@@ -1399,8 +1399,7 @@ async fn announce_loop(inner: Arc<Inner>, cancel: CancellationToken) {
 
 /// Renews the lease of every held VIP every `every`, until cancelled.
 async fn renew_loop(inner: Arc<Inner>, every: Duration, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::clock::every(every);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

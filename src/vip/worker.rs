@@ -213,10 +213,8 @@ impl Thread {
         // delay the release past the deadline the supervisor last gave.
         let mut fenced_at: Option<Instant> = None;
         let mut reannounced = 0;
-        let mut link_check = tokio::time::interval(LINK_CHECK);
-        link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reconcile = tokio::time::interval(self.reconcile_every);
-        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut link_check = crate::clock::every(LINK_CHECK);
+        let mut reconcile = crate::clock::every(self.reconcile_every);
         loop {
             let (hold, until) = {
                 let d = self.desired.borrow();
@@ -236,36 +234,10 @@ impl Thread {
                         return;
                     }
                     let desired = self.desired.borrow_and_update().clone();
-                    let past = desired.until.is_some_and(|at| Instant::now() >= at);
-                    let reason = if desired.hold && past {
-                        deadline_reason(desired.overlap)
-                    } else {
-                        desired.reason.as_str()
-                    };
-                    let hold = desired.hold && !past;
-                    // The overlap is set before a hold (a successor's probe is answered at
-                    // once) and after a release (ending a yield while held announces).
-                    if hold {
-                        self.vips.set_overlap(desired.overlap);
-                        // A successor stopped while its guard came up must not bind after
-                        // all: the release that came meanwhile is the wish to carry out.
-                        self.vips.wait_for_overlap_guard();
-                        if self.desired.has_changed().unwrap_or(false) {
-                            continue;
-                        }
-                    }
-                    self.vips.set_held(hold, reason);
-                    if !hold {
-                        self.vips.set_overlap(desired.overlap);
-                    }
-                    if desired.reannounce != reannounced {
-                        reannounced = desired.reannounce;
-                        self.vips.reannounce();
+                    if !self.carry_out(&desired, &mut reannounced) {
+                        continue;
                     }
                     fenced_at = None;
-                    let (lock, changed) = &*self.applied;
-                    *crate::sync::lock(lock) = desired.generation;
-                    changed.notify_all();
                 }
                 _ = fence => {
                     // Extended meanwhile (see `hold_until`): sleep on until the new deadline.
@@ -295,8 +267,7 @@ impl Thread {
                     }
                     if set.reconcile != self.reconcile_every {
                         self.reconcile_every = set.reconcile;
-                        reconcile = tokio::time::interval(set.reconcile);
-                        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        reconcile = crate::clock::every(set.reconcile);
                     }
                     // A new VIP on a missing or down interface makes this box ineligible now,
                     // not at the next link check.
@@ -305,6 +276,42 @@ impl Thread {
                 _ = cancel.cancelled() => return,
             }
         }
+    }
+
+    /// Carries out the supervisor's wish `desired` and reports it applied; false when a newer
+    /// wish came meanwhile (it is carried out next instead). A hold whose deadline has passed
+    /// is a release.
+    fn carry_out(&self, desired: &Desired, reannounced: &mut u64) -> bool {
+        let past = desired.until.is_some_and(|at| Instant::now() >= at);
+        let reason = if desired.hold && past {
+            deadline_reason(desired.overlap)
+        } else {
+            desired.reason.as_str()
+        };
+        let hold = desired.hold && !past;
+        // The overlap is set before a hold (a successor's probe is answered at once) and
+        // after a release (ending a yield while held announces).
+        if hold {
+            self.vips.set_overlap(desired.overlap);
+            // A successor stopped while its guard came up must not bind after all: the
+            // release that came meanwhile is the wish to carry out.
+            self.vips.wait_for_overlap_guard();
+            if self.desired.has_changed().unwrap_or(false) {
+                return false;
+            }
+        }
+        self.vips.set_held(hold, reason);
+        if !hold {
+            self.vips.set_overlap(desired.overlap);
+        }
+        if desired.reannounce != *reannounced {
+            *reannounced = desired.reannounce;
+            self.vips.reannounce();
+        }
+        let (lock, changed) = &*self.applied;
+        *crate::sync::lock(lock) = desired.generation;
+        changed.notify_all();
+        true
     }
 
     /// Publishes whether every VIP's interface could take it now.
