@@ -198,21 +198,7 @@ async fn start(
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
     let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
-    let removed_by = log
-        .removed_by()
-        .map_err(|source| store::OpenStoreError::Read {
-            path: config.data_dir.join(store::DB_FILE),
-            what: "removal record",
-            source,
-        })?;
-    let members = start_members(
-        &config,
-        &raft,
-        &peer_client,
-        log.clone(),
-        removed_by,
-        background,
-    );
+    let members = start_members(&config, &raft, &peer_client, log.clone(), background)?;
 
     let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
     let notifier = Arc::new(Notifier::new(&config));
@@ -492,9 +478,8 @@ fn start_members(
     raft: &Raft,
     peer_client: &PeerClient,
     store: store::LogStore,
-    removed_by: Option<NodeId>,
     background: &CancellationToken,
-) -> Arc<Members> {
+) -> Result<Arc<Members>, RunDaemonError> {
     let file = membership::addresses(&config.peers);
     let members = Members::new(
         config.node_id,
@@ -502,10 +487,14 @@ fn start_members(
         peer_client.clone(),
         file,
         store,
-        removed_by,
-    );
+    )
+    .map_err(|source| store::OpenStoreError::Read {
+        path: config.data_dir.join(store::DB_FILE),
+        what: "removal record",
+        source,
+    })?;
     tokio::spawn(members.clone().run(background.clone()));
-    members
+    Ok(members)
 }
 
 /// Every founding node initialises the same membership; all but the first see "not allowed".

@@ -49,7 +49,7 @@ use crate::peer::wire::{
     MEMBERS_PATH, REMOVED_PATH,
 };
 use crate::peer::PeerClient;
-use crate::raft::store::LogStore;
+use crate::raft::store::{DbError, LogStore};
 use crate::raft::typ::{Raft, RaftMetrics};
 use crate::raft::NodeId;
 use crate::status::{MembershipStatus, Status};
@@ -341,16 +341,16 @@ pub fn addresses(peers: &[Peer]) -> Addresses {
 }
 
 impl Members {
-    /// `file` is this box's `[[peer]]` list at start; `removed_by` the leader that removed
-    /// this node in an earlier run, as `store` recorded it.
+    /// `file` is this box's `[[peer]]` list at start. Reads from `store` whether a leader
+    /// removed this node in an earlier run; fails only if the store cannot be read.
     pub fn new(
         me: NodeId,
         raft: Raft,
         client: PeerClient,
         file: Addresses,
         store: LogStore,
-        removed_by: Option<NodeId>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, DbError> {
+        let removed_by = store.removed_by()?;
         if let Some(by) = removed_by {
             tracing::warn!(by, "this node was removed from the cluster before this start: it does not stand and holds nothing; stop it and clear its data_dir before it joins a cluster again");
         }
@@ -358,7 +358,7 @@ impl Members {
         let standing = Standing::of(me, &view, false, removed_by.is_some());
         let (voter, _) = watch::channel(standing == Standing::Voter);
         let (standing, _) = watch::channel(standing);
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             me,
             raft,
             client,
@@ -370,7 +370,7 @@ impl Members {
             one_at_a_time: tokio::sync::Mutex::new(()),
             standing,
             voter,
-        })
+        }))
     }
 
     /// Whether this node is a voter of the membership a change is heading to: only then may
