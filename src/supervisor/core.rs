@@ -729,41 +729,11 @@ impl Core {
             Input::Health { healthy } => self.healthy = healthy,
             Input::Maintenance(on) => self.maintenance = on,
             Input::Member(member) => self.member = member,
-            Input::Unbindable(why) => {
-                if why != self.unbindable {
-                    match &why {
-                        Some(why) => {
-                            tracing::warn!(%why, "this box cannot serve its VIPs: not eligible to lead")
-                        }
-                        None => tracing::info!("every VIP can be bound again: eligible to lead"),
-                    }
-                }
-                self.unbindable = why;
-            }
+            Input::Unbindable(why) => self.observe_unbindable(why),
             Input::LeaderContact(at) => {
                 self.leader_contact = Some(self.leader_contact.map_or(at, |seen| seen.max(at)));
             }
-            Input::PreVoteAnswer { won } => {
-                self.prevote_pending = false;
-                // Act only if still eligible, no leader spoke since the attempt began, and no
-                // peer's election began meanwhile: electing in the term after it would depose
-                // the peer as it wins, and cost the cluster another election.
-                let may_lead = self.applied.is_some_and(|d| d.may_lead);
-                let leader_spoke = self.leader_contact.is_some_and(|at| at > self.last_attempt);
-                let term_moved = self.raft.term != self.attempt_term;
-                if won && may_lead && !leader_spoke && term_moved {
-                    tracing::info!(
-                        term = self.raft.term,
-                        "a peer's election began during this pre-vote: leaving it the term"
-                    );
-                } else if won && may_lead && !leader_spoke {
-                    tracing::info!("leader lost and a majority agrees: starting an election");
-                    out.push(Action::Elect {
-                        term: self.attempt_term,
-                    });
-                    self.state.elected_at = Some(now);
-                }
-            }
+            Input::PreVoteAnswer { won } => self.prevote_answered(now, won, out),
             Input::HandOverAnswer { episode, to } => {
                 if self.handover == (Handover::Asking { episode }) {
                     self.handover = Handover::Answered { to };
@@ -809,6 +779,43 @@ impl Core {
             Input::Tick => {}
             Input::Reload(setup) => self.setup = setup,
         }
+    }
+
+    /// Records whether this box could bind its VIPs, logging a change.
+    fn observe_unbindable(&mut self, why: Option<String>) {
+        if why != self.unbindable {
+            match &why {
+                Some(why) => {
+                    tracing::warn!(%why, "this box cannot serve its VIPs: not eligible to lead")
+                }
+                None => tracing::info!("every VIP can be bound again: eligible to lead"),
+            }
+        }
+        self.unbindable = why;
+    }
+
+    /// The pre-vote's outcome: elect only if still eligible, no leader spoke since the attempt
+    /// began, and no peer's election began meanwhile (electing in the term after it would
+    /// depose the peer as it wins, and cost the cluster another election).
+    fn prevote_answered(&mut self, now: Instant, won: bool, out: &mut Vec<Action>) {
+        self.prevote_pending = false;
+        let may_lead = self.applied.is_some_and(|d| d.may_lead);
+        let leader_spoke = self.leader_contact.is_some_and(|at| at > self.last_attempt);
+        if !won || !may_lead || leader_spoke {
+            return;
+        }
+        if self.raft.term != self.attempt_term {
+            tracing::info!(
+                term = self.raft.term,
+                "a peer's election began during this pre-vote: leaving it the term"
+            );
+            return;
+        }
+        tracing::info!("leader lost and a majority agrees: starting an election");
+        out.push(Action::Elect {
+            term: self.attempt_term,
+        });
+        self.state.elected_at = Some(now);
     }
 
     /// Logs role and leader transitions, counts leader changes and moves the ack instant.
