@@ -91,7 +91,7 @@ impl RequestSocket {
     /// Takes `count` consecutive sequence numbers and returns the first.
     fn take_seqs(&mut self, count: usize) -> u32 {
         let first = self.next_seq;
-        // Wraps like the kernel's own counter; `count` is at most BATCH_MAX.
+        // Wraps around; `count` is at most BATCH_MAX, so the cast cannot truncate.
         self.next_seq = first.wrapping_add(count as u32);
         first
     }
