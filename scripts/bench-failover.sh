@@ -73,6 +73,9 @@ gnuplot (apt-get install gnuplot-nox).
   --no-build     do not run cargo build --release (uses \$RAFTVIP or target/release/raftvip)
   -h, --help     this help
 
+RAFTVIP_HEARTBEAT_MS, RAFTVIP_ELECTION_TIMEOUT_MS (MIN,MAX) and RAFTVIP_FENCE_MS run raftvip
+with another [timing] than its defaults (the goals are stated for the defaults).
+
 Cases:
 $(for c in "${CASES[@]}"; do printf '  %-16s %s\n' "${c%%|*}" "${c#*|}"; done)
 
@@ -221,7 +224,7 @@ rv_all_follow() { # every node names the same leader, and that is the holder
 }
 rv_start() {
     local b
-    for b in 1 2 3; do bed_start_raftvip "$b"; done
+    for b in 1 2 3; do bed_start_raftvip "$b" "$(timing_toml)"; done
 }
 rv_stop() {
     local b l
@@ -237,7 +240,7 @@ rv_maintenance_off() { bed_raftvip_cli "$1" maintenance off >/dev/null; }
 # The planned stops only signal (the handover is measured, not the process's exit); the
 # restore waits for the exit before starting again.
 rv_sigterm() { kill -TERM "$(bed_raftvip_pid "$1")"; }
-rv_restart() { bed_kill_raftvip "$1" TERM; bed_start_raftvip "$1"; }
+rv_restart() { bed_kill_raftvip "$1" TERM; bed_start_raftvip "$1" "$(timing_toml)"; }
 # A transfer leaves every node running: nothing to restore; the next run transfers again.
 rv_transfer() { bed_raftvip_cli "$1" transfer --to any >/dev/null; }
 rv_nothing() { :; }
@@ -423,6 +426,7 @@ main() {
         local loads; loads=$(IFS=';'; echo "${LOADS[*]}")
         echo "load average (1/5/15 min): ${loads//;/; }"
         echo "command: $SCRIPT_NAME.sh ${ARGS[*]}"
+        echo "raftvip timing: $(timing_line)$(timing_is_default && echo ' (the defaults)' || echo ' (not the defaults the goals are stated for)')"
         echo
         python3 "$BED_TOOL" failover-summary "$RESULTS"
     )

@@ -50,6 +50,10 @@ summary (min / median / p90 / max). Needs root, ip, haproxy, keepalived, python3
   --hb-cost     then restart raftvip with heartbeat_ms halved and report the CPU cost of one
                 heartbeat round trip on the leader and on a follower
   -h            this help
+
+RAFTVIP_HEARTBEAT_MS, RAFTVIP_ELECTION_TIMEOUT_MS (MIN,MAX) and RAFTVIP_FENCE_MS run raftvip
+with another [timing] than its defaults (the goals are stated for the defaults), e.g.
+  RAFTVIP_HEARTBEAT_MS=40 RAFTVIP_ELECTION_TIMEOUT_MS=120,180 $0
 EOF
 }
 
@@ -152,10 +156,11 @@ summary() {
 # ---------------------------------------------------------------- the run
 bed_create 3
 for b in 1 2 3; do bed_start_haproxy "$b"; done
-for b in 1 2 3; do bed_start_raftvip "$b"; done
+for b in 1 2 3; do bed_start_raftvip "$b" "$(timing_toml)"; done
 for b in 1 2 3; do ka_start_box "$b" defaults; done
 bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s"
 bed_log "raftvip $("$RAFTVIP" --version | awk '{ print $2 }') ($RAFTVIP), keepalived $(keepalived --version 2>&1 | awk 'NR == 1 { print $2 }'), $(nproc) cores"
+bed_log "raftvip timing: $(timing_line)$(timing_is_default && echo ' (the defaults)')"
 bed_log "warming up ${WARMUP_S} s, then $RUNS windows of ${WINDOW_S} s"
 sleep "$WARMUP_S"
 for b in 1 2 3; do [[ -n $(ka_vrrp_pid "$b") ]] || die "keepalived on box$b did not start: $(tail -n 3 "$(bed_boxdir "$b")/keepalived.log")"; done
@@ -184,9 +189,9 @@ if ((HB_COST)); then
             '$2 == "raftvip" { if ($4 ~ /^leader/) l = $5; else { f += $5; nf++ } } END { print l, f / nf, req }' "$BED_DIR/$label.tsv"
     }
     read -r l1 f1 q1 <<<"$(rate_and_cpu hb-default)"
-    hb=20 # raftvip's default heartbeat_ms
+    hb=$HEARTBEAT_MS
     for b in 1 2 3; do bed_kill_raftvip "$b" TERM; done
-    for b in 1 2 3; do bed_start_raftvip "$b" "$(printf '[timing]\nheartbeat_ms = %s' $((hb / 2)))"; done
+    for b in 1 2 3; do bed_start_raftvip "$b" "$(HEARTBEAT_MS=$((hb / 2)) timing_toml)"; done
     bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s after the restart"
     sleep "$WARMUP_S"
     read -r l2 f2 q2 <<<"$(rate_and_cpu hb-half)"

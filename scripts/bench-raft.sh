@@ -65,10 +65,6 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#PHASES[@]} -gt 0 ]] || PHASES=(failover saturation idle)
 
-HEARTBEAT_MS=${RAFTVIP_HEARTBEAT_MS:-20}
-ELECTION_TIMEOUT_MS=${RAFTVIP_ELECTION_TIMEOUT_MS:-60,90}
-FENCE_MS=${RAFTVIP_FENCE_MS:-}
-
 # ---------------------------------------------------------------- preconditions
 command -v python3 >/dev/null || die "python3 is needed for the status probe"
 use_raftvip "$BUILD"
@@ -119,10 +115,7 @@ for i in 1 2 3; do
         for j in 1 2 3; do
             printf '[[peer]]\nid = %d\naddress = "127.0.0.1:%d"\n' "$j" "${PORTS[j - 1]}"
         done
-        echo "[timing]"
-        echo "heartbeat_ms = $HEARTBEAT_MS"
-        echo "election_timeout_ms = [$ELECTION_TIMEOUT_MS]"
-        [[ -z $FENCE_MS ]] || echo "fence_ms = $FENCE_MS"
+        timing_toml
     } >"$RUN_DIR/node$i.toml"
 done
 "$BIN" check-config --config "$RUN_DIR/node1.toml" >/dev/null ||
@@ -144,7 +137,7 @@ agreed_leader() {
 }
 
 
-echo "raftvip $("$BIN" --version | awk '{print $2}'): heartbeat ${HEARTBEAT_MS} ms, election timeout [${ELECTION_TIMEOUT_MS}] ms${FENCE_MS:+, fence ${FENCE_MS} ms}; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "raftvip $("$BIN" --version | awk '{print $2}'): $(timing_line); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 for i in 1 2 3; do start_node "$i"; done
 agreed_leader >/dev/null
@@ -337,7 +330,7 @@ for phase in "${PHASES[@]}"; do
 done
 
 summary=$(
-    echo "$("$BIN" --version), heartbeat ${HEARTBEAT_MS} ms, election timeout [${ELECTION_TIMEOUT_MS}] ms${FENCE_MS:+, fence ${FENCE_MS} ms}$(
+    echo "$("$BIN" --version), $(timing_line)$(
         [[ $KEEPALIVED -eq 0 ]] || echo "; $(keepalived --version 2>&1 | head -n 1)")"
     echo "$(date -u +%FT%TZ); $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "command: $SCRIPT_NAME.sh ${ARGS[*]}"

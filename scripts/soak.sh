@@ -19,7 +19,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BOXES=3
 MINUTES=60
 INTERVAL_S=60
-HEARTBEAT_MS=""
 OUT=""
 
 usage() {
@@ -36,6 +35,9 @@ python3. The binary is \$RAFTVIP, else target/release/raftvip.
   --heartbeat-ms MS   raftvip's [timing] heartbeat_ms (default: raftvip's default), to age faster
   -o FILE             also write the raw samples (TSV) to FILE and the table to FILE.md
   -h                  this help
+
+RAFTVIP_HEARTBEAT_MS, RAFTVIP_ELECTION_TIMEOUT_MS (MIN,MAX) and RAFTVIP_FENCE_MS set the
+whole [timing] (--heartbeat-ms wins over the first).
 EOF
 }
 
@@ -52,7 +54,7 @@ while (($#)); do
 done
 [[ $BOXES =~ ^[1-9]$ && $MINUTES =~ ^[0-9]+$ && $INTERVAL_S =~ ^[1-9][0-9]*$ ]] ||
     die "bad -n, -m or -i"
-[[ -z $HEARTBEAT_MS || $HEARTBEAT_MS =~ ^[1-9][0-9]*$ ]] || die "bad --heartbeat-ms"
+[[ $HEARTBEAT_MS =~ ^[1-9][0-9]*$ ]] || die "bad --heartbeat-ms"
 use_raftvip 0
 
 # tables BOX: "nonces=N reject_log=N ..." from /metrics ("-" if the binary has none).
@@ -63,12 +65,9 @@ tables() {
     echo "${out:--}"
 }
 
-extra=""
-[[ -z $HEARTBEAT_MS ]] || extra=$(printf '[timing]\nheartbeat_ms = %s' "$HEARTBEAT_MS")
-
 bed_create "$BOXES"
 for b in $(bed_boxes a); do bed_start_haproxy "$b"; done
-for b in $(bed_boxes a); do bed_start_raftvip "$b" "$extra"; done
+for b in $(bed_boxes a); do bed_start_raftvip "$b" "$(timing_toml)"; done
 bed_wait 10000 bed_one_leader || die "no leader within 10 s"
 probe=$(bed_probe_start "$(bed_vip4 a)")
 bed_probe_wait_ok "$probe" 5000 || die "the client cannot reach the VIP"
@@ -77,7 +76,7 @@ raw=$BED_DIR/soak.tsv
 printf 'minute\tbox\trole\trss_kb\ttables\n' >"$raw"
 start=$(bed_now_ms)
 samples=$((MINUTES * 60 / INTERVAL_S))
-bed_log "soak: $BOXES boxes, $MINUTES min, sample every $INTERVAL_S s, heartbeat_ms=${HEARTBEAT_MS:-default}, binary $RAFTVIP"
+bed_log "soak: $BOXES boxes, $MINUTES min, sample every $INTERVAL_S s, $(timing_line), binary $RAFTVIP"
 for ((i = 1; i <= samples; i++)); do
     # Sleep to the sample's due time (sampling itself takes a moment).
     due=$((start + i * INTERVAL_S * 1000))
@@ -103,7 +102,7 @@ done
 # The Markdown table: one row per sample, one column per box ("RSS MB (role)"), then each
 # box's tables at the first and last sample.
 {
-    echo "soak: $BOXES boxes, $MINUTES min, heartbeat_ms=${HEARTBEAT_MS:-default}, binary $RAFTVIP"
+    echo "soak: $BOXES boxes, $MINUTES min, $(timing_line), binary $RAFTVIP"
     echo "probes: $attempts, failed: $failed; leader changes seen per node: $changes"
     echo
     printf '| minute |'; for b in $(bed_boxes a); do printf ' box%s |' "$b"; done; echo
