@@ -251,8 +251,6 @@ impl VipHolder for RecordingVips {
     }
 }
 
-/// A config file and its secret in `dir`, with `vips`; `broken` appends a problem
-/// check-config finds (a VIP listed twice).
 /// A reloader of the file at `path` (loaded now) whose VIP changes go to `vips` and
 /// membership changes to `members`; with the supervisor setup it publishes.
 fn reloader_of(
@@ -278,6 +276,8 @@ fn no_membership() -> crate::membership::OnReload {
     Box::new(|_| Box::pin(std::future::ready(MembershipOutcome::Pending)))
 }
 
+/// A config file and its secret in `dir`, with `vips`; `broken` appends a problem
+/// check-config finds (a VIP listed twice).
 fn write_config(dir: &Path, vips: &[&str], broken: bool) -> std::path::PathBuf {
     let secret = dir.join("secret");
     std::fs::write(&secret, "s".repeat(40)).unwrap();
