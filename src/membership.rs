@@ -603,12 +603,7 @@ impl Members {
             tracing::warn!(by, "removed from the cluster: this node no longer stands and holds nothing; stop it and clear its data_dir");
             let store = self.store.clone();
             tokio::spawn(async move {
-                let recorded =
-                    match tokio::task::spawn_blocking(move || store.mark_removed(by)).await {
-                        Ok(written) => written.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                match recorded {
+                match store.mark_removed(by).await {
                     Ok(()) => tracing::info!(by, "recorded the removal in data_dir"),
                     Err(error) => {
                         tracing::error!(%error, "cannot record the removal in data_dir: a restart would make this node a voter again; stop it and clear its data_dir")

@@ -470,11 +470,14 @@ impl LogStore {
         read_value(&self.db, META, KEY_REMOVED)
     }
 
-    /// Records that leader `by` removed this node (durably, so it blocks: call it off the
-    /// runtime thread).
-    pub fn mark_removed(&self, by: NodeId) -> Result<(), DbError> {
-        let value = serde_json::to_vec(&by)?;
-        write_values(&self.db, META, &[(KEY_REMOVED, &value)])
+    /// Records, durably and on the blocking pool, that leader `by` removed this node.
+    pub async fn mark_removed(&self, by: NodeId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        blocking(ErrorSubject::Store, ErrorVerb::Write, move || {
+            let value = serde_json::to_vec(&by)?;
+            write_values(&db, META, &[(KEY_REMOVED, &value)])
+        })
+        .await
     }
 }
 
@@ -977,13 +980,13 @@ mod tests {
         assert_eq!(data, expected_state());
     }
 
-    #[test]
-    fn a_removal_survives_reopen() {
+    #[tokio::test]
+    async fn a_removal_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (log, _sm) = open(dir.path(), "c", 4).unwrap();
             assert_eq!(log.removed_by().unwrap(), None);
-            log.mark_removed(2).unwrap();
+            log.mark_removed(2).await.unwrap();
         }
         let (log, _sm) = open(dir.path(), "c", 4).unwrap();
         assert_eq!(log.removed_by().unwrap(), Some(2));
