@@ -49,7 +49,9 @@ use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::wire::{
     MembersRequest, MembershipOutcome, MembershipView, ReloadOutcome, RemovedNotice,
 };
-use crate::peer::{Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer};
+use crate::peer::{
+    Contacts, HeartbeatRota, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer,
+};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
@@ -440,7 +442,8 @@ fn start_health(
     }
 }
 
-/// Starts Raft with elections off (the supervisor switches them) and the static membership.
+/// Starts Raft with elections off (the supervisor switches them), the static membership and
+/// heartbeats in turn.
 async fn start_raft(
     config: &Config,
     peer_client: &PeerClient,
@@ -459,15 +462,19 @@ async fn start_raft(
     }
     .validate()
     .map_err(|e| RunDaemonError::RaftConfig(Box::new(e)))?;
+    let rota = Arc::new(HeartbeatRota::new(Duration::from_millis(
+        config.timing.heartbeat_ms,
+    )));
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(peer_client.clone(), contacts.clone()),
+        Network::new(peer_client.clone(), contacts.clone(), rota.clone()),
         log,
         state_machine,
     )
     .await
     .map_err(|e| RunDaemonError::StartRaft(Box::new(e)))?;
+    rota.follow(raft.metrics());
     initialize_membership(&raft, config, peer_client).await?;
     Ok(raft)
 }
