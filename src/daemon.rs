@@ -49,9 +49,7 @@ use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::wire::{
     MembersRequest, MembershipOutcome, MembershipView, ReloadOutcome, RemovedNotice,
 };
-use crate::peer::{
-    Contacts, HeartbeatRota, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer,
-};
+use crate::peer::{Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
@@ -442,8 +440,7 @@ fn start_health(
     }
 }
 
-/// Starts Raft with elections off (the supervisor switches them), the static membership and
-/// heartbeats in turn.
+/// Starts Raft with elections off (the supervisor switches them) and the static membership.
 async fn start_raft(
     config: &Config,
     peer_client: &PeerClient,
@@ -462,19 +459,15 @@ async fn start_raft(
     }
     .validate()
     .map_err(|e| RunDaemonError::RaftConfig(Box::new(e)))?;
-    let rota = Arc::new(HeartbeatRota::new(Duration::from_millis(
-        config.timing.heartbeat_ms,
-    )));
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(peer_client.clone(), contacts.clone(), rota.clone()),
+        Network::new(peer_client.clone(), contacts.clone()),
         log,
         state_machine,
     )
     .await
     .map_err(|e| RunDaemonError::StartRaft(Box::new(e)))?;
-    rota.follow(raft.metrics());
     initialize_membership(&raft, config, peer_client).await?;
     Ok(raft)
 }

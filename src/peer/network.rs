@@ -4,8 +4,7 @@
 //! A remote Raft error travels back as the JSON `Result` the handler answered (see
 //! [`super::handlers`]), so it round-trips as `RemoteError`. A peer that cannot be connected
 //! to is reported to openraft as `Unreachable`, so openraft backs off instead of hammering a
-//! dead box; any other failure is a `NetworkError` (retry at once). Appends pass the
-//! [`HeartbeatRota`] first, which holds back the heartbeats a tick does not need.
+//! dead box; any other failure is a `NetworkError` (retry at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{PeerCallError, PeerClient};
-use super::heartbeat_rota::{Decision, HeartbeatRota};
 use super::wire::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::Contacts;
 use crate::raft::typ::{
@@ -30,25 +28,15 @@ use crate::raft::NodeId;
 /// box should rejoin (and be able to take over) quickly; each retry is one cheap connect.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
 
-/// A heartbeat the rota held back, as openraft is told (openraft drops a heartbeat's error).
-#[derive(Debug, thiserror::Error)]
-#[error("heartbeat held back: other followers hear this tick, and this one has no news")]
-struct HeldBack;
-
 /// Creates one [`PeerConnection`] per target for openraft.
 pub struct Network {
     client: PeerClient,
     contacts: Arc<Contacts>,
-    rota: Arc<HeartbeatRota>,
 }
 
 impl Network {
-    pub fn new(client: PeerClient, contacts: Arc<Contacts>, rota: Arc<HeartbeatRota>) -> Self {
-        Self {
-            client,
-            contacts,
-            rota,
-        }
+    pub fn new(client: PeerClient, contacts: Arc<Contacts>) -> Self {
+        Self { client, contacts }
     }
 }
 
@@ -63,7 +51,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .and_then(|append| Ok([append, url(VOTE_PATH)?, url(SNAPSHOT_PATH)?])),
             client: self.client.clone(),
             contacts: self.contacts.clone(),
-            rota: self.rota.clone(),
         }
     }
 }
@@ -83,7 +70,6 @@ pub struct PeerConnection {
     urls: Result<[hyper::Uri; 3], PeerCallError>,
     client: PeerClient,
     contacts: Arc<Contacts>,
-    rota: Arc<HeartbeatRota>,
 }
 
 impl PeerConnection {
@@ -122,14 +108,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        let ticket = match self.rota.decide(self.target, &rpc) {
-            Decision::Send(ticket) => ticket,
-            Decision::HoldBack => return Err(RPCError::Network(NetworkError::new(&HeldBack))),
-        };
-        let answer = self.rpc(Rpc::Append, &rpc, &option).await;
-        let acknowledged = matches!(answer, Ok(AppendEntriesResponse::Success));
-        self.rota.answered(self.target, ticket, acknowledged);
-        answer
+        self.rpc(Rpc::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
