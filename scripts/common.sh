@@ -31,8 +31,10 @@ use_raftvip() {
 # The [timing] raftvip runs with, from the environment, raftvip's defaults when unset:
 # RAFTVIP_HEARTBEAT_MS, RAFTVIP_ELECTION_TIMEOUT_MS (MIN,MAX), RAFTVIP_FENCE_MS (raftvip's
 # default: 10 ms under MAX). raftvip check-config judges the values when a node starts.
-HEARTBEAT_MS=${RAFTVIP_HEARTBEAT_MS:-20}
-ELECTION_TIMEOUT_MS=${RAFTVIP_ELECTION_TIMEOUT_MS:-60,90}
+DEFAULT_HEARTBEAT_MS=20
+DEFAULT_ELECTION_TIMEOUT_MS=60,90
+HEARTBEAT_MS=${RAFTVIP_HEARTBEAT_MS:-$DEFAULT_HEARTBEAT_MS}
+ELECTION_TIMEOUT_MS=${RAFTVIP_ELECTION_TIMEOUT_MS:-$DEFAULT_ELECTION_TIMEOUT_MS}
 FENCE_MS=${RAFTVIP_FENCE_MS:-}
 # timing_toml: that [timing] table, for a node's config.
 timing_toml() {
@@ -44,7 +46,9 @@ timing_line() {
     echo "heartbeat ${HEARTBEAT_MS} ms, election timeout [${ELECTION_TIMEOUT_MS}] ms${FENCE_MS:+, fence ${FENCE_MS} ms}"
 }
 # timing_is_default: true when the environment leaves raftvip's defaults.
-timing_is_default() { [[ $HEARTBEAT_MS == 20 && $ELECTION_TIMEOUT_MS == 60,90 && -z $FENCE_MS ]]; }
+timing_is_default() {
+    [[ $HEARTBEAT_MS == "$DEFAULT_HEARTBEAT_MS" && $ELECTION_TIMEOUT_MS == "$DEFAULT_ELECTION_TIMEOUT_MS" && -z $FENCE_MS ]]
+}
 
 # shellcheck source-path=SCRIPTDIR source=../integration/netns/lib.sh
 source "$REPO/integration/netns/lib.sh"
