@@ -1,5 +1,5 @@
-//! HAProxy's stats socket: the client (tokio `UnixStream`), pure parsers for `show info` and
-//! `show stat`, and the pure judgement of one snapshot.
+//! HAProxy's stats socket: the client (a Unix socket on tokio's reactor), pure parsers for
+//! `show info` and `show stat`, and the pure judgement of one snapshot.
 //!
 //! Why the stats socket: it is what HAProxy itself knows — whether it is up, whether it is
 //! stopping, which frontends listen and which servers its own health checks see — and it
@@ -28,6 +28,14 @@
 //!   alternative, a reserved descriptor closed just before each connect, would race with the
 //!   peer server's accept loop for the freed slot, and would still cost a connect per check.
 //!
+//! The session's socket is registered with the runtime for read readiness only
+//! ([`StatsStream`]). tokio's `UnixStream` also asks for write readiness, and a Unix stream
+//! socket signals it each time the peer consumes what was written: HAProxy reading the 20-byte
+//! command woke the runtime thread twice more per check, about twenty needless wake-ups a
+//! second on every box at the default check interval. A command is a few dozen bytes written
+//! once per answer, so it always fits the socket's buffer: it is written without waiting, and
+//! a full buffer is an error that ends the session.
+//!
 //! Framing: in prompt mode HAProxy ends the output of each command with `\n> ` instead of
 //! closing. A quoted `show stat` field could contain that text, so an answer is complete only
 //! at the second prompt *and* when its `show stat` part holds an even number of `"` (HAProxy
@@ -47,11 +55,13 @@
 //! Cost, measured against HAProxy 2.6 with a small config: see `integration/haproxy_health.rs`
 //! (`a_check_costs_well_under_a_millisecond_of_cpu`).
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
@@ -648,27 +658,66 @@ fn io_error(path: &Path, stage: Stage, error: std::io::Error) -> Unhealthy {
     }
 }
 
+/// A connection to the stats socket that wakes the runtime only when there is something to
+/// read (module docs: why not tokio's `UnixStream`).
+#[derive(Debug)]
+struct StatsStream(AsyncFd<std::os::unix::net::UnixStream>);
+
+impl StatsStream {
+    fn new(stream: UnixStream) -> std::io::Result<Self> {
+        // `into_std` leaves the socket non-blocking.
+        let stream = stream.into_std()?;
+        // SAFETY: the std stream owns its descriptor until the AsyncFd drops it.
+        let registered = unsafe { AsyncFd::register_with_interest(stream, Interest::READABLE) };
+        Ok(Self(registered.map_err(|e| e.into_parts().1)?))
+    }
+
+    /// Writes all of `bytes` at once, or fails: never waits (module docs).
+    fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut stream = self.0.get_ref();
+        match stream.write(bytes)? {
+            n if n == bytes.len() => Ok(()),
+            n => Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("the socket took {n} of the command's {} bytes", bytes.len()),
+            )),
+        }
+    }
+
+    /// Appends what arrives to `buf`, at most `max` bytes, once some has; Ok(0) at the end of
+    /// the stream.
+    async fn read_more(&self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        self.0
+            .async_io(Interest::READABLE, |mut stream| {
+                let start = buf.len();
+                buf.resize(start + max, 0);
+                let read = stream.read(&mut buf[start..]);
+                buf.truncate(start + *read.as_ref().unwrap_or(&0));
+                read
+            })
+            .await
+    }
+}
+
 /// Sends `command` on `stream`, then reads until the answer is [`framed`] (after `skip`
 /// prompts), all before `deadline`; returns the answer in one-shot form.
 async fn exchange(
-    stream: &mut UnixStream,
+    stream: &StatsStream,
     command: &str,
     skip: usize,
     path: &Path,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Vec<u8>, Unhealthy> {
-    tokio::time::timeout_at(deadline, stream.write_all(command.as_bytes()))
-        .await
-        .map_err(|_| timed_out(path, Stage::Write, timeout))?
+    stream
+        .send(command.as_bytes())
         .map_err(|e| io_error(path, Stage::Write, e))?;
     let mut buf = Vec::with_capacity(READ_CHUNK);
     loop {
         if buf.len() > MAX_ANSWER_BYTES {
             return Err(ParseError::TooLarge.into());
         }
-        buf.reserve(READ_CHUNK);
-        let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf))
+        let n = tokio::time::timeout_at(deadline, stream.read_more(&mut buf, READ_CHUNK))
             .await
             .map_err(|_| timed_out(path, Stage::Read, timeout))?
             .map_err(|e| io_error(path, Stage::Read, e))?;
@@ -730,7 +779,7 @@ impl Probe {
 /// owner drops it as soon as its worker reports `Stopping` (after a reload).
 #[derive(Debug)]
 pub struct Session {
-    stream: UnixStream,
+    stream: StatsStream,
     pid: u32,
 }
 
@@ -746,13 +795,14 @@ impl Session {
         let connected = tokio::time::timeout_at(deadline, UnixStream::connect(path))
             .await
             .map_err(|_| timed_out(path, Stage::Connect, timeout))
-            .and_then(|r| r.map_err(|e| connect_error(path, e)));
-        let mut stream = match connected {
+            .and_then(|r| r.map_err(|e| connect_error(path, e)))
+            .and_then(|s| StatsStream::new(s).map_err(|e| io_error(path, Stage::Connect, e)));
+        let stream = match connected {
             Ok(stream) => stream,
             Err(why) => return (Probe::failed(why, start), None),
         };
         let exchanged = exchange(
-            &mut stream,
+            &stream,
             SESSION_OPEN_COMMAND,
             SESSION_OPEN_PROMPTS,
             path,
@@ -777,7 +827,7 @@ impl Session {
         let timeout = Duration::from_millis(config.timeout_ms);
         let path = &config.stats_socket;
         let exchanged = exchange(
-            &mut self.stream,
+            &self.stream,
             CHECK_COMMAND,
             0,
             path,
@@ -796,9 +846,10 @@ impl Session {
     /// Resolves when HAProxy closes the session (EOF or error). Cancel-safe: it only reads
     /// and discards, and HAProxy sends nothing between answers.
     pub async fn closed(&mut self) {
-        let mut sink = [0u8; 512];
+        let mut sink = Vec::with_capacity(512);
         loop {
-            match self.stream.read(&mut sink).await {
+            sink.clear();
+            match self.stream.read_more(&mut sink, 512).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
