@@ -300,7 +300,8 @@ impl Default for Timing {
 
 /// Time between a lost quorum ack reaching the fence and the VIP being gone: the metrics
 /// delivery to the supervisor plus the netlink delete (≈ 0.1 ms measured; kept generous for a
-/// loaded box). Part of the fencing inequality in docs/timing.md.
+/// loaded box), and up to 1 ms by which the supervisor may place the ack late (openraft
+/// reports its age in whole milliseconds). Part of the fencing inequality in docs/timing.md.
 pub const FENCE_SLACK_MS: u64 = 5;
 
 /// The default fence sits this far under `election_timeout_max`: twice [`FENCE_SLACK_MS`].

@@ -77,6 +77,11 @@ pub const OVERLAP_DRAIN: Duration = Duration::from_millis(50);
 /// most, should the takeover or the old holder's answer never come.
 const TAKEOVER_WINDOW: Duration = Duration::from_millis(1000);
 
+/// openraft reports the age of the quorum's last acknowledgement in whole milliseconds, so two
+/// reports of the same acknowledgement place it up to this far apart (the fence stays put
+/// within it: see [`Core::observe_raft`]).
+const ACK_REPORT_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// Everything the decision depends on, captured at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inputs {
@@ -833,10 +838,27 @@ impl Core {
         if r.term > before.term {
             self.last_attempt = self.last_attempt.max(now);
         }
-        self.ack = (r.state == ServerState::Leader)
+        let reported = (r.state == ServerState::Leader)
             .then_some(r.millis_since_quorum_ack)
             .flatten()
             .map(|ms| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now));
+        // A leader gets a report after each of its ticks and each answer, three or more per
+        // acknowledgement, and the whole milliseconds make them jitter around it. One within
+        // the resolution of the acknowledgement in force is that one again: the fence stays
+        // where it is instead of moving back and forth, each move back waking the VIP thread
+        // for nothing. Kept where it was, it is at most 1 ms late, well within
+        // FENCE_SLACK_MS; a new acknowledgement comes a heartbeat later, well outside.
+        let same_term_as_leader = before.state == ServerState::Leader
+            && r.state == ServerState::Leader
+            && before.term == r.term;
+        self.ack = match (self.ack, reported) {
+            (Some(known), Some(at))
+                if same_term_as_leader && at.max(known) - at.min(known) < ACK_REPORT_RESOLUTION =>
+            {
+                Some(known)
+            }
+            _ => reported,
+        };
         self.raft = r;
     }
 

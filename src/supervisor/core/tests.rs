@@ -524,6 +524,28 @@ fn a_fresh_ack_moves_the_fence_and_a_healed_partition_says_master_again() {
 }
 
 #[test]
+fn reports_of_the_same_ack_leave_the_fence_where_it_is() {
+    let t0 = Instant::now();
+    let mut core = holding_leader(t0);
+    // openraft's whole milliseconds: the same acknowledgement reported 0.6 ms later as 0 ms
+    // old (0.6 ms later than it was), then 1.4 ms later as 1 ms old (0.4 ms).
+    let us = Duration::from_micros;
+    assert_eq!(without_publish(core.step(t0 + us(600), leader(3, 0))), []);
+    assert_eq!(without_publish(core.step(t0 + us(1400), leader(3, 1))), []);
+    assert_eq!(core.next_deadline(), Some(t0 + FENCE));
+    // The next acknowledgement, a heartbeat later, moves it; so does a new term's first.
+    assert_eq!(
+        without_publish(core.step(t0 + ms(30), leader(3, 0))),
+        [Action::HoldUntil(Some(t0 + ms(30) + FENCE))]
+    );
+    let new_term = without_publish(core.step(t0 + us(30_500), leader(4, 0)));
+    assert!(
+        new_term.contains(&Action::HoldUntil(Some(t0 + us(30_500) + FENCE))),
+        "{new_term:?}"
+    );
+}
+
+#[test]
 fn an_unhealthy_leader_releases_hands_over_once_and_faults_once_per_episode() {
     let t0 = Instant::now();
     let mut core = holding_leader(t0);
