@@ -684,17 +684,10 @@ impl StatsStream {
         }
     }
 
-    /// Appends what arrives to `buf`, at most `max` bytes, once some has; Ok(0) at the end of
-    /// the stream.
-    async fn read_more(&self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    /// Reads what has arrived into `buf` once some has; Ok(0) at the end of the stream.
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0
-            .async_io(Interest::READABLE, |mut stream| {
-                let start = buf.len();
-                buf.resize(start + max, 0);
-                let read = stream.read(&mut buf[start..]);
-                buf.truncate(start + *read.as_ref().unwrap_or(&0));
-                read
-            })
+            .async_io(Interest::READABLE, |mut stream| stream.read(buf))
             .await
     }
 }
@@ -717,10 +710,13 @@ async fn exchange(
         if buf.len() > MAX_ANSWER_BYTES {
             return Err(ParseError::TooLarge.into());
         }
-        let n = tokio::time::timeout_at(deadline, stream.read_more(&mut buf, READ_CHUNK))
+        let filled = buf.len();
+        buf.resize(filled + READ_CHUNK, 0);
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..]))
             .await
             .map_err(|_| timed_out(path, Stage::Read, timeout))?
             .map_err(|e| io_error(path, Stage::Read, e))?;
+        buf.truncate(filled + n);
         if n == 0 {
             return Err(Unhealthy::Closed {
                 path: path.to_path_buf(),
@@ -846,10 +842,9 @@ impl Session {
     /// Resolves when HAProxy closes the session (EOF or error). Cancel-safe: it only reads
     /// and discards, and HAProxy sends nothing between answers.
     pub async fn closed(&mut self) {
-        let mut sink = Vec::with_capacity(512);
+        let mut sink = [0u8; 512];
         loop {
-            sink.clear();
-            match self.stream.read_more(&mut sink, 512).await {
+            match self.stream.read(&mut sink).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
