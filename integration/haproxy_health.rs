@@ -215,9 +215,36 @@ impl Bed {
         }
     }
 
-    /// SIGUSR2 to the master, then waits until a new worker answers.
+    /// Waits until the master catches SIGUSR2. HAProxy 2.6's master ignores it for a few
+    /// milliseconds after its first worker already answers (measured: a reload signalled at
+    /// once was lost 10 times in 10), so a reload signalled that early never happens.
+    async fn wait_reloadable(&self) {
+        let status = format!("/proc/{}/status", self.master.id());
+        let usr2 = 1u64 << (Signal::SIGUSR2 as i32 - 1);
+        let catches_usr2 = || {
+            std::fs::read_to_string(&status)
+                .ok()
+                .and_then(|s| {
+                    let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                    u64::from_str_radix(mask.trim(), 16).ok()
+                })
+                .is_some_and(|mask| mask & usr2 != 0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !catches_usr2() {
+            assert!(
+                Instant::now() < deadline,
+                "HAProxy's master did not catch SIGUSR2 within 5 s; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// SIGUSR2 to the master once it catches it, then waits until a new worker answers.
     async fn reload(&self) -> u32 {
         let before = self.answering_pid().await;
+        self.wait_reloadable().await;
         kill(self.master_pid(), Signal::SIGUSR2).expect("signal the master");
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -813,6 +840,8 @@ async fn fd_starved_child() {
     wait_for(&mut rx, Duration::from_secs(5), "healthy", |h| h.healthy).await;
     let first_worker = bed.answering_pid().await.expect("a worker");
     let timeline = record(rx.clone());
+    // Before the descriptors run out: it reads /proc.
+    bed.wait_reloadable().await;
 
     let starved = Starved::now();
     // Checks go on over the open session: real verdicts, no descriptor needed.

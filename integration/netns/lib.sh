@@ -303,11 +303,21 @@ bed_haproxy_pids() {
     return 0
 }
 # bed_reload_haproxy BOX: master-worker reload (SIGUSR2 to the master); waits for a new worker.
+# HAProxy 2.6's master ignores SIGUSR2 for a few ms after its first worker answers, so the
+# signal waits until the master catches it.
 bed_reload_haproxy() {
-    local box=$1 before
+    local box=$1 before master
     before=$(bed_haproxy_cmd "$box" "show info" | awk '/^Pid:/ { print $2 }')
-    kill -USR2 "$(bed_haproxy_master_pid "$box")"
+    master=$(bed_haproxy_master_pid "$box")
+    bed_wait 3000 bed_pid_catches_usr2 "$master" || bed_die "HAProxy's master on box$box does not catch SIGUSR2"
+    kill -USR2 "$master"
     bed_wait 3000 bed_haproxy_new_worker "$box" "$before" || bed_die "HAProxy reload on box$box produced no new worker"
+}
+# bed_pid_catches_usr2 PID: PID has a handler for SIGUSR2 (bit 12 of SigCgt).
+bed_pid_catches_usr2() {
+    local mask
+    mask=$(awk '/^SigCgt:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+    [[ -n $mask ]] && (( (16#$mask >> 11) & 1 ))
 }
 bed_haproxy_new_worker() {
     local pid
