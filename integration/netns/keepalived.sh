@@ -22,6 +22,13 @@ KA_TEMPLATE=$BED_LIB_DIR/keepalived.cfg.in
 # beside raftvip at the same time, as scripts/bench-footprint.sh does).
 KA_VIP4=${KA_VIP4:-}
 
+# ka_priority BOX -> the box's VRRP priority: 250, 210, 170 ... (keepalived.cfg.in says why the
+# steps are this wide).
+ka_priority() {
+    (($1 >= 1 && $1 <= 7)) || bed_die "keepalived priorities are laid out for boxes 1-7, not box$1"
+    echo $((250 - 40 * ($1 - 1)))
+}
+
 # ka_config BOX MODE -> the path of the box's config for MODE.
 ka_config() {
     local box=$1 mode=$2 dir ver adv fall rise peers="" b
@@ -37,7 +44,7 @@ ka_config() {
     chmod 755 "$dir/ka-check.sh"
     # Comment lines are dropped first: they name the placeholders too.
     sed -e '/^[[:space:]]*#/d' -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|$ver|" -e "s|@ADVERT_INT@|$adv|" \
-        -e "s|@PRIORITY@|$((101 - box))|" -e "s|@VIP@|${KA_VIP4:-$(bed_vip4)}/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
+        -e "s|@PRIORITY@|$(ka_priority "$box")|" -e "s|@VIP@|${KA_VIP4:-$(bed_vip4)}/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
         -e "s|@SRC@|$(bed_addr4 "$box")|" -e "s|@PEERS@|${peers%\\n}|" -e "s|@FALL@|$fall|" -e "s|@RISE@|$rise|" \
         "$KA_TEMPLATE" >"$dir/keepalived-$mode.conf"
     echo "$dir/keepalived-$mode.conf"
