@@ -31,7 +31,9 @@ ka_priority() {
 
 # ka_config BOX MODE -> the path of the box's config for MODE.
 ka_config() {
-    local box=$1 mode=$2 dir ver adv fall rise peers="" b
+    local box=$1 mode=$2 dir ver adv fall rise peers="" b priority
+    # (Not inside sed's arguments: there a failed substitution would go unnoticed.)
+    priority=$(ka_priority "$box") || return 1
     dir=$(bed_boxdir "$box")
     case $mode in
         defaults) ver=2 adv=1 fall=2 rise=2 ;;
@@ -44,7 +46,7 @@ ka_config() {
     chmod 755 "$dir/ka-check.sh"
     # Comment lines are dropped first: they name the placeholders too.
     sed -e '/^[[:space:]]*#/d' -e "s|@ROUTER_ID@|$BED_ID-box$box|" -e "s|@VRRP_VERSION@|$ver|" -e "s|@ADVERT_INT@|$adv|" \
-        -e "s|@PRIORITY@|$(ka_priority "$box")|" -e "s|@VIP@|${KA_VIP4:-$(bed_vip4)}/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
+        -e "s|@PRIORITY@|$priority|" -e "s|@VIP@|${KA_VIP4:-$(bed_vip4)}/32|" -e "s|@CHECK@|$dir/ka-check.sh|" \
         -e "s|@SRC@|$(bed_addr4 "$box")|" -e "s|@PEERS@|${peers%\\n}|" -e "s|@FALL@|$fall|" -e "s|@RISE@|$rise|" \
         "$KA_TEMPLATE" >"$dir/keepalived-$mode.conf"
     echo "$dir/keepalived-$mode.conf"
