@@ -10,7 +10,8 @@
 #              +----|-----------|-----------|----------------+
 #              192.0.2.11    .12          .13
 #   every box: HAProxy, raftvip (default timing and health poll, VIP 192.0.2.100) and
-#              keepalived 2.2.7 defaults (VRRPv2 advert_int 1, check every 1 s, VIP 192.0.2.200)
+#              keepalived 2.2.7 at its defaults (VRRPv2 advert_int 1, check every 1 s) or, with
+#              -k tuned, as bench-failover.sh tunes it (VRRPv3 advert_int 0.1), VIP 192.0.2.200
 #
 # CPU is CPU time consumed in each window (utime + stime + cutime + cstime from /proc/PID/stat,
 # so keepalived's forked checks count), over the window's wall time: a CPU-time measure, not a
@@ -34,6 +35,7 @@ RUNS=3
 WARMUP_S=20
 WINDOW_S=60
 HB_COST=0
+KA_MODE=defaults
 
 usage() {
     cat <<EOF
@@ -47,6 +49,8 @@ summary (min / median / p90 / max). Needs root, ip, haproxy, keepalived, python3
   -n RUNS       measuring windows (default $RUNS)
   -w SECONDS    warm-up before the first window (default $WARMUP_S)
   -m SECONDS    window length (default $WINDOW_S)
+  -k MODE       keepalived's config: defaults (default) or tuned (VRRPv3, advert_int 0.1, the
+                failover benchmarks' "keepalived tuned"), integration/netns/keepalived.sh
   --hb-cost     then restart raftvip with heartbeat_ms halved and report the CPU cost of one
                 heartbeat round trip on the leader and on a follower
   -h            this help
@@ -62,12 +66,14 @@ while (($#)); do
         -n) RUNS=$2; shift 2 ;;
         -w) WARMUP_S=$2; shift 2 ;;
         -m) WINDOW_S=$2; shift 2 ;;
+        -k) KA_MODE=$2; shift 2 ;;
         --hb-cost) HB_COST=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP_S =~ ^[0-9]+$ && $WINDOW_S =~ ^[1-9][0-9]*$ ]] || die "bad -n, -w or -m"
+[[ $KA_MODE == defaults || $KA_MODE == tuned ]] || die "-k takes defaults or tuned, not '$KA_MODE'"
 command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
 use_raftvip 0
 # shellcheck source-path=SCRIPTDIR source=../integration/netns/keepalived.sh
@@ -89,7 +95,7 @@ nonces() {
         awk '/table="nonces"/ { print $2 }'
 }
 
-# ---------------------------------------------------------------- keepalived (defaults)
+# ---------------------------------------------------------------- keepalived
 ka_vrrp_pid() { cat "$(bed_boxdir "$1")/keepalived.vrrp.pid" 2>/dev/null; }
 ka_holds_vip() { bed_exec "$1" ip -4 addr show dev eth0 | grep -q "$KA_VIP4/"; }
 
@@ -157,9 +163,9 @@ summary() {
 bed_create 3
 for b in 1 2 3; do bed_start_haproxy "$b"; done
 for b in 1 2 3; do bed_start_raftvip "$b" "$(timing_toml)"; done
-for b in 1 2 3; do ka_start_box "$b" defaults; done
+for b in 1 2 3; do ka_start_box "$b" "$KA_MODE"; done
 bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s"
-bed_log "raftvip $("$RAFTVIP" --version | awk '{ print $2 }') ($RAFTVIP), keepalived $(keepalived --version 2>&1 | awk 'NR == 1 { print $2 }'), $(nproc) cores"
+bed_log "raftvip $("$RAFTVIP" --version | awk '{ print $2 }') ($RAFTVIP), keepalived $(keepalived --version 2>&1 | awk 'NR == 1 { print $2 }') ($KA_MODE), $(nproc) cores"
 bed_log "raftvip timing: $(timing_line)$(timing_is_default && echo ' (the defaults)')"
 bed_log "warming up ${WARMUP_S} s, then $RUNS windows of ${WINDOW_S} s"
 sleep "$WARMUP_S"
