@@ -11,6 +11,7 @@
 #              192.0.2.11  192.0.2.12  192.0.2.13  192.0.2.50   VIP 192.0.2.100
 #              HAProxy :80 on every box (VIP and own address) -> python backend
 #              raftvip, then keepalived (VRRP unicast between the boxes), one at a time
+#              (-b 5: five boxes, box4 and box5 at .14 and .15)
 #
 # The client probes http://VIP:80/ every 10 ms (50 ms timeout, a new TCP connection each). For
 # every run the outage is the time from the fault to the first success after the last failure;
@@ -53,15 +54,16 @@ usage() {
     cat <<EOF
 Usage: $0 [options] [CASE_PATTERN...]
 
-Measures client-observed outages on a 3-box netns bed (HAProxy on every box, a client
-probing the VIP every 10 ms) for raftvip and keepalived 2.2.7, and prints per scenario the
-systems side by side: runs, min / median / p90 / max outage, failed probes, whether the
-client's neighbour entry names the successor; then the goals, met or missed. Renders the
-outage per scenario per system as a PNG. CASE_PATTERN: case names or shell patterns ('rv-*',
+Measures client-observed outages on a netns bed of 3 boxes (-b: up to 7; HAProxy on every
+box, a client probing the VIP every 10 ms) for raftvip and keepalived 2.2.7, and prints per
+scenario the systems side by side: runs, min / median / p90 / max outage, failed probes,
+whether the client's neighbour entry names the successor; then the goals, met or missed.
+Renders the outage per scenario per system as a PNG. CASE_PATTERN: case names or shell patterns ('rv-*',
 '*-partition'); default: every case. Needs root, ip, nft, haproxy, keepalived, python3,
 gnuplot (apt-get install gnuplot-nox).
 
   -n RUNS        runs per case (default $RUNS, as the goals ask)
+  -b BOXES       boxes in the cluster, 3 to 7 (default $BOXES; issue 12's goals hold for 5 too)
   -x PATTERN     leave out the cases PATTERN matches (repeatable)
   -P MS          how long a partition lasts before it heals (default $PARTITION_MS)
   -L LOAD        first wait (up to 10 min) for the 1-minute load average to drop below LOAD
@@ -88,6 +90,7 @@ EOF
 
 ARGS=("$@")
 RUNS=20
+BOXES=3
 PARTITION_MS=5000
 LOAD_MAX=""
 OUT_DIR=""
@@ -99,6 +102,7 @@ EXCLUDES=()
 while (($#)); do
     case $1 in
         -n) RUNS=${2:?}; shift 2 ;;
+        -b) BOXES=${2:?}; shift 2 ;;
         -x) EXCLUDES+=("${2:?}"); shift 2 ;;
         -P) PARTITION_MS=${2:?}; shift 2 ;;
         -L) LOAD_MAX=${2:?}; shift 2 ;;
@@ -113,6 +117,7 @@ while (($#)); do
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "-n wants a positive number, not '$RUNS'"
+[[ $BOXES =~ ^[3-7]$ ]] || die "-b wants 3 to 7 boxes (keepalived's priorities are laid out for 7), not '$BOXES'"
 [[ $PARTITION_MS =~ ^[1-9][0-9]*$ ]] || die "-P wants milliseconds, not '$PARTITION_MS'"
 if ((LIST)); then
     for c in "${CASES[@]}"; do printf '%-16s %s\n' "${c%%|*}" "${c#*|}"; done
@@ -215,7 +220,7 @@ one_holder() { local h; h=$(bed_holders); [[ -n $h && $h != *" "* ]]; }
 # ---------------------------------------------------------------- raftvip
 rv_all_follow() { # every node names the same leader, and that is the holder
     local b l first=""
-    for b in 1 2 3; do
+    for b in $(seq "$BOXES"); do
         l=$(bed_status "$b" leader_id) || return 1
         [[ $l != null && ( -z $first || $l == "$first" ) ]] || return 1
         first=$l
@@ -224,13 +229,13 @@ rv_all_follow() { # every node names the same leader, and that is the holder
 }
 rv_start() {
     local b
-    for b in 1 2 3; do bed_start_raftvip "$b" "$(timing_toml)"; done
+    for b in $(seq "$BOXES"); do bed_start_raftvip "$b" "$(timing_toml)"; done
 }
 rv_stop() {
     local b l
     l=$(bed_holders)
     # Followers first, the holder last: nothing hands over to a node about to stop.
-    for b in 1 2 3; do [[ $b == "$l" ]] || bed_kill_raftvip "$b" TERM; done
+    for b in $(seq "$BOXES"); do [[ $b == "$l" ]] || bed_kill_raftvip "$b" TERM; done
     [[ -z $l ]] || bed_kill_raftvip "$l" TERM
     drop_vips
 }
@@ -249,11 +254,11 @@ rv_nothing() { :; }
 KA_MODE=""   # defaults | tuned
 ka_start() {
     local b
-    for b in 1 2 3; do ka_start_box "$b" "$KA_MODE"; done
+    for b in $(seq "$BOXES"); do ka_start_box "$b" "$KA_MODE"; done
 }
 ka_stop() {
     local b
-    for b in 1 2 3; do ka_stop_box "$b"; done
+    for b in $(seq "$BOXES"); do ka_stop_box "$b"; done
     drop_vips
 }
 ka_steady_now() { one_holder && ka_agree && vip_quiet "$STEADY_QUIET_MS" && probe_quiet "$STEADY_QUIET_MS"; }
@@ -276,7 +281,7 @@ SYS=""   # rv | ka
 steady() {
     bed_wait "$STEADY_TIMEOUT_MS" "${SYS}_steady_now" && return 0
     log "  no steady state within $((STEADY_TIMEOUT_MS / 1000)) s: holders '$(bed_holders)'$(
-        [[ $SYS == ka ]] && for b in 1 2 3; do printf ' box%s=%s' "$b" "$(ka_state "$b")"; done)"
+        [[ $SYS == ka ]] && for b in $(seq "$BOXES"); do printf ' box%s=%s' "$b" "$(ka_state "$b")"; done)"
     return 1
 }
 
@@ -408,11 +413,11 @@ main() {
     [[ -z $LOAD_MAX ]] || wait_load "$LOAD_MAX"
     LOADS=("before $(loadavg)")
     local t0=$SECONDS
-    bed_create 3
+    bed_create "$BOXES"
     RESULTS=$OUT_DIR/results.tsv
     : >"$RESULTS"
     local b
-    for b in 1 2 3; do haproxy_start "$b"; done
+    for b in $(seq "$BOXES"); do haproxy_start "$b"; done
     PROBE=$(bed_probe_start "$(bed_vip4)")
     local prefix
     for prefix in rv ka kt; do run_system "$prefix"; done
@@ -422,7 +427,7 @@ main() {
     machine="$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
     out=$(
         echo "$("$RAFTVIP" --version 2>/dev/null || echo 'raftvip ?'), $(keepalived --version 2>&1 | head -n 1), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
-        echo "$RUNS runs per case, partitions last $PARTITION_MS ms; $(date -u +%FT%TZ), $((SECONDS - t0)) s; $machine"
+        echo "$RUNS runs per case, $BOXES boxes, partitions last $PARTITION_MS ms; $(date -u +%FT%TZ), $((SECONDS - t0)) s; $machine"
         local loads; loads=$(IFS=';'; echo "${LOADS[*]}")
         echo "load average (1/5/15 min): ${loads//;/; }"
         echo "command: $SCRIPT_NAME.sh ${ARGS[*]}"
@@ -433,7 +438,7 @@ main() {
     printf '\n%s\n' "$out"
     printf '%s\n' "$out" >"$OUT_DIR/summary.md"
     python3 "$BED_TOOL" failover-plot "$RESULTS" "$OUT_DIR/failover.png" \
-        "$RUNS runs per case; $(date -u '+%F %H:%M') UTC; $machine; load ${LOADS[0]#before }" ||
+        "$RUNS runs per case, $BOXES boxes; $(date -u '+%F %H:%M') UTC; $machine; load ${LOADS[0]#before }" ||
         die "gnuplot could not render $OUT_DIR/failover.png"
     [[ -z $PNG_COPY ]] || cp "$OUT_DIR/failover.png" "$PNG_COPY"
     log "every run, the summary and the plot: $OUT_DIR/{results.tsv,summary.md,failover.png}${PNG_COPY:+; plot copied to $PNG_COPY}"
