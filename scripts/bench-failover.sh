@@ -58,9 +58,9 @@ Measures client-observed outages on a netns bed of 3 boxes (-b: up to 7; HAProxy
 box, a client probing the VIP every 10 ms) for raftvip and keepalived 2.2.7, and prints per
 scenario the systems side by side: runs, min / median / p90 / max outage, failed probes,
 whether the client's neighbour entry names the successor; then the goals, met or missed.
-Renders the outage per scenario per system as a PNG. CASE_PATTERN: case names or shell patterns ('rv-*',
-'*-partition'); default: every case. Needs root, ip, nft, haproxy, keepalived, python3,
-gnuplot (apt-get install gnuplot-nox).
+Renders the outage per scenario per system as a PNG. CASE_PATTERN: case names or shell
+patterns ('rv-*', '*-partition'); default: every case. Needs root, ip, nft, haproxy,
+keepalived, python3, gnuplot (apt-get install gnuplot-nox).
 
   -n RUNS        runs per case (default $RUNS, as the goals ask)
   -b BOXES       boxes in the cluster, 3 to 7 (default $BOXES; issue 12's goals hold for 5 too)
