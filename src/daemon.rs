@@ -717,7 +717,7 @@ impl LocalNode for LiveNode {
         })
     }
 
-    fn transfer(&self, to: NodeId) -> NodeFuture<Result<(), String>> {
+    fn transfer(&self, to: NodeId, or_any: bool) -> NodeFuture<Result<NodeId, String>> {
         let reason = self.supervisor.borrow().reason;
         if reason != Reason::LeaderWithQuorum {
             return Box::pin(std::future::ready(Err(format!(
@@ -734,17 +734,27 @@ impl LocalNode for LiveNode {
             )));
         }
         let (mut metrics, mut supervisor) = (self.raft.metrics(), self.supervisor.clone());
+        let me = metrics.borrow().id;
         Box::pin(async move {
-            // Done when `to` leads and this node released (its successor holds the VIPs).
+            // Done when another node leads and this node released (its successor holds the
+            // VIPs). With five or more voters another follower may win the election `to`
+            // stood in (their leases refuse `to` until they run out, and then they stand
+            // too): fine for `any`, reported for a named target.
             let done = async {
-                metrics
-                    .wait_for(|m| m.current_leader == Some(to) && m.state != ServerState::Leader)
+                let leader = metrics
+                    .wait_for(|m| {
+                        m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me)
+                    })
                     .await
-                    .map(drop)?;
-                supervisor.wait_for(|s| !s.holds_vips).await.map(drop)
+                    .map(|m| m.current_leader)?;
+                supervisor.wait_for(|s| !s.holds_vips).await.map(|_| leader)
             };
             match tokio::time::timeout(TRANSFER_BOUND, done).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(Some(leader))) if leader == to || or_any => Ok(leader),
+                Ok(Ok(Some(leader))) => Err(format!(
+                    "node {leader} won the election instead of node {to}, and the VIPs went \
+                     with it (see both nodes' logs)"
+                )),
                 _ => Err(format!(
                     "node {to} did not take over within {} ms (see both nodes' logs)",
                     TRANSFER_BOUND.as_millis()

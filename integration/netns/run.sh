@@ -19,6 +19,11 @@ MAX_HANDOVER_OUTAGE_MS=${MAX_HANDOVER_OUTAGE_MS:-1000}
 FENCE_ASSERT_MS=500
 # many_vips: how long the settled cluster must keep its leader (issue 13 asks 30 s).
 MANY_VIPS_STABLE_S=${MANY_VIPS_STABLE_S:-30}
+# How many transfers transfer_any_five makes. With 5 voters the target's first election is
+# refused by the other followers' leases, and when they run out another follower may stand and
+# win first. Before the transfer accepted that winner for `any`, the command failed then ("node
+# N did not take over"): in both 5-box bench-failover runs of 2026-11-29, within three transfers.
+TRANSFER_FIVE_RUNS=${TRANSFER_FIVE_RUNS:-8}
 # A hand-deleted VIP must be back within this.
 READD_MS=100
 
@@ -82,6 +87,7 @@ SCENARIOS=(
     "mbb_sigterm|make-before-break: SIGTERM on the holder -> 0 failed client probes, the client's neighbour entry names the successor (MBB_RUNS runs)"
     "mbb_maintenance|make-before-break: maintenance on (holder) -> 0 failed client probes, neighbour entry = successor, overlap counted (MBB_RUNS runs)"
     "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
+    "transfer_any_five|5 boxes: raftvip transfer --to any, ${TRANSFER_FIVE_RUNS} times in a row, each exits 0 naming the node that now holds the VIP, even when another follower wins the election"
     "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
     "realtime_threads|[process]: runtime and VIP threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
     "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal, each reported by raftvip reload; the removed box says so, also after a restart; a change that cannot be made fails the reload; status shows the file's differences"
@@ -1081,6 +1087,22 @@ mbb() {
 scn_mbb_sigterm() { mbb sigterm; }
 scn_mbb_maintenance() { mbb maintenance; }
 scn_mbb_transfer() { mbb transfer; }
+
+scn_transfer_any_five() {
+    setup 5
+    local run h n out won=0
+    for run in $(seq 1 "$TRANSFER_FIVE_RUNS"); do
+        h=$(holder)
+        out=$(bed_raftvip_cli "$h" transfer --to any 2>&1) || fail "run $run: transfer --to any on box$h failed: $out"
+        n=$(wait_new_holder "$h")
+        [[ $out == "node $(bed_node_id "$n") leads and holds the VIPs now" ]] ||
+            fail "run $run: box$n holds the VIP, but the transfer said: $out"
+        # The first voter after the holder (in id order) is the one asked; count other winners.
+        [[ $(bed_node_id "$n") == $(($(bed_node_id "$h") % 5 + 1)) ]] || won=$((won + 1))
+        bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle"
+    done
+    note "runs=$TRANSFER_FIVE_RUNS won_by_another_follower=$won"
+}
 
 # refused BOX TARGET WORDS: `raftvip transfer --to TARGET` run on BOX exits non-zero naming WORDS.
 refused() {

@@ -76,9 +76,9 @@ pub trait LocalNode: Send + Sync + 'static {
     fn successor_holds(&self, _from: NodeId) -> NodeFuture<bool> {
         Box::pin(std::future::ready(false))
     }
-    /// This leader hands leadership to `to` (checked: it can lead); completes once `to`
-    /// leads, or with why not.
-    fn transfer(&self, to: NodeId) -> NodeFuture<Result<(), String>> {
+    /// This leader hands leadership to `to` (checked: it can lead); completes with the new
+    /// leader once `to` leads (or, if `or_any`, any other node), or with why not.
+    fn transfer(&self, to: NodeId, _or_any: bool) -> NodeFuture<Result<NodeId, String>> {
         Box::pin(std::future::ready(Err(format!(
             "this node cannot transfer leadership (to node {to})"
         ))))

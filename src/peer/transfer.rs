@@ -7,7 +7,8 @@
 //! unreachable target is refused as such — then hands over to it through its supervisor,
 //! make-before-break like any planned handover ([`LocalNode::transfer`]). `any` takes the
 //! first voter, in id order after the leader, that can lead: the same order a stopping
-//! leader asks its peers in.
+//! leader asks its peers in. With five or more voters another healthy follower may win the
+//! election instead; for `any` that is a success, and the answer names it.
 
 use std::time::Duration;
 
@@ -57,10 +58,9 @@ impl PeerServer {
         };
         tracing::info!(to = target, "transfer: handing leadership over on request");
         self.node
-            .transfer(target)
+            .transfer(target, request.to.is_none())
             .await
-            .map_err(|why| (StatusCode::CONFLICT, why))?;
-        Ok(target)
+            .map_err(|why| (StatusCode::CONFLICT, why))
     }
 
     /// Sends the request once to the leader this node knows.
