@@ -26,7 +26,8 @@ Moves the VIPs off their holder on purpose and reports what a client saw:
      healthy peer), waits for the new holder, lets the probe run --settle seconds more,
   4. takes the old holder out of maintenance again (also on failure or Ctrl-C),
   5. prints the old and new holder, the handover time and the probe's outage.
-raftvip has no 'transfer' command yet; when it lands, the drill will use it for step 3.
+Step 3 uses maintenance rather than 'raftvip transfer', so the old holder cannot be elected
+again before step 4.
 
   --config FILE       raftvip config (default: $RAFTVIP_CONFIG)
   --probe URL         what the client fetches (default: http://FIRST-VIP/)
