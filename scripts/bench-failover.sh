@@ -220,7 +220,7 @@ one_holder() { local h; h=$(bed_holders); [[ -n $h && $h != *" "* ]]; }
 # ---------------------------------------------------------------- raftvip
 rv_all_follow() { # every node names the same leader, and that is the holder
     local b l first=""
-    for b in $(seq "$BOXES"); do
+    for b in $(bed_boxes); do
         l=$(bed_status "$b" leader_id) || return 1
         [[ $l != null && ( -z $first || $l == "$first" ) ]] || return 1
         first=$l
@@ -229,13 +229,13 @@ rv_all_follow() { # every node names the same leader, and that is the holder
 }
 rv_start() {
     local b
-    for b in $(seq "$BOXES"); do bed_start_raftvip "$b" "$(timing_toml)"; done
+    for b in $(bed_boxes); do bed_start_raftvip "$b" "$(timing_toml)"; done
 }
 rv_stop() {
     local b l
     l=$(bed_holders)
     # Followers first, the holder last: nothing hands over to a node about to stop.
-    for b in $(seq "$BOXES"); do [[ $b == "$l" ]] || bed_kill_raftvip "$b" TERM; done
+    for b in $(bed_boxes); do [[ $b == "$l" ]] || bed_kill_raftvip "$b" TERM; done
     [[ -z $l ]] || bed_kill_raftvip "$l" TERM
     drop_vips
 }
@@ -254,11 +254,11 @@ rv_nothing() { :; }
 KA_MODE=""   # defaults | tuned
 ka_start() {
     local b
-    for b in $(seq "$BOXES"); do ka_start_box "$b" "$KA_MODE"; done
+    for b in $(bed_boxes); do ka_start_box "$b" "$KA_MODE"; done
 }
 ka_stop() {
     local b
-    for b in $(seq "$BOXES"); do ka_stop_box "$b"; done
+    for b in $(bed_boxes); do ka_stop_box "$b"; done
     drop_vips
 }
 ka_steady_now() { one_holder && ka_agree && vip_quiet "$STEADY_QUIET_MS" && probe_quiet "$STEADY_QUIET_MS"; }
@@ -281,7 +281,7 @@ SYS=""   # rv | ka
 steady() {
     bed_wait "$STEADY_TIMEOUT_MS" "${SYS}_steady_now" && return 0
     log "  no steady state within $((STEADY_TIMEOUT_MS / 1000)) s: holders '$(bed_holders)'$(
-        [[ $SYS == ka ]] && for b in $(seq "$BOXES"); do printf ' box%s=%s' "$b" "$(ka_state "$b")"; done)"
+        [[ $SYS == ka ]] && for b in $(bed_boxes); do printf ' box%s=%s' "$b" "$(ka_state "$b")"; done)"
     return 1
 }
 
@@ -417,7 +417,7 @@ main() {
     RESULTS=$OUT_DIR/results.tsv
     : >"$RESULTS"
     local b
-    for b in $(seq "$BOXES"); do haproxy_start "$b"; done
+    for b in $(bed_boxes); do haproxy_start "$b"; done
     PROBE=$(bed_probe_start "$(bed_vip4)")
     local prefix
     for prefix in rv ka kt; do run_system "$prefix"; done

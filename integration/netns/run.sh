@@ -1089,8 +1089,8 @@ scn_mbb_maintenance() { mbb maintenance; }
 scn_mbb_transfer() { mbb transfer; }
 
 scn_transfer_any_five() {
-    setup 5
-    local run h n out won=0
+    local voters=5 run h n out won=0
+    setup "$voters"
     for run in $(seq 1 "$TRANSFER_FIVE_RUNS"); do
         h=$(holder)
         out=$(bed_raftvip_cli "$h" transfer --to any 2>&1) || fail "run $run: transfer --to any on box$h failed: $out"
@@ -1098,7 +1098,7 @@ scn_transfer_any_five() {
         [[ $out == "node $(bed_node_id "$n") leads and holds the VIPs now" ]] ||
             fail "run $run: box$n holds the VIP, but the transfer said: $out"
         # The first voter after the holder (in id order) is the one asked; count other winners.
-        [[ $(bed_node_id "$n") == $(($(bed_node_id "$h") % 5 + 1)) ]] || won=$((won + 1))
+        [[ $(bed_node_id "$n") == $(($(bed_node_id "$h") % voters + 1)) ]] || won=$((won + 1))
         bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle"
     done
     note "runs=$TRANSFER_FIVE_RUNS won_by_another_follower=$won"
