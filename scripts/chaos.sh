@@ -36,7 +36,8 @@ Usage: $0 [options]
   --max-two-holder-ms MS    fail if a two-holder episode lasts longer (default 1500:
                             the 1 s address lifetime + 0.5 s)
   --max-two-holder-other N  fail past N two-holder episodes after faults other than
-                            kill, stop and term (default 0)
+                            kill, stop and term (default 0); a restart_all counts as term
+                            until it starts the raftvips again
   --max-planned-overlap-ms MS
                             fail if the two-holder episode of a SIGTERM's make-before-break
                             handover lasts longer (default 250: the 200 ms bound + 50 ms)
@@ -120,6 +121,7 @@ apply() {
                 bed_wait 1000 bed_all_gone "${pids[@]}" || die "a raftvip survived SIGKILL"
             fi
             for b in $(seq 1 "$BOXES"); do rm -f "$(bed_boxdir "$b")/raftvip.pid"; done
+            restarted=$(bed_now_ms)
             start_raftvip_all ;;
     esac
 }
@@ -141,7 +143,7 @@ main() {
     for b in $(seq 1 "$BOXES"); do bed_start_haproxy "$b"; done
     start_raftvip_all
     bed_wait_holder 10000 >/dev/null || die "no single holder 10 s after start"
-    local probe faults_log="$BED_DIR/faults.log" start end now kind target holders gap hold t0
+    local probe faults_log="$BED_DIR/faults.log" start end now kind target holders gap hold t0 restarted
     probe=$(bed_probe_start "$(bed_vip4)" probe)
     bed_probe_wait_ok "$probe" 3000 || die "the client cannot reach the VIP"
     : >"$faults_log"
@@ -161,11 +163,11 @@ main() {
         fi
         [[ $kind == restart_all ]] && target=all
         (($(bed_now_ms) + hold < end)) || break
-        t0=$(bed_now_ms)
+        t0=$(bed_now_ms) restarted=""
         apply "$kind" "$target"
         [[ $kind == restart_all ]] || sleep "$(printf '%d.%03d' $((hold / 1000)) $((hold % 1000)))"
         heal "$kind" "$target"
-        echo "$t0 $(bed_now_ms) $kind $target" >>"$faults_log"
+        echo "$t0 $(bed_now_ms) $kind $target${restarted:+ $restarted}" >>"$faults_log"
         printf '  +%5d ms %-11s box %-3s healed after %d ms (holders before: %s)\n' \
             "$((t0 - start))" "$kind" "$target" "$(($(bed_now_ms) - t0))" "${holders:-none}"
         now=$(bed_now_ms)

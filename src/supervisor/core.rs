@@ -104,6 +104,8 @@ pub struct Inputs {
     /// A voter of the membership a change is heading to (see `crate::membership`): a box
     /// waiting to be added, leaving or removed never leads.
     pub member: bool,
+    /// This node holds the VIPs now (the decision applied last).
+    pub holding: bool,
 }
 
 /// What this node should be doing.
@@ -186,8 +188,12 @@ pub fn decide(i: &Inputs) -> Decision {
     // A planned handover (stop, maintenance, transfer, a reload that made this node a
     // witness, a membership change that drops it) with HAProxy still serving keeps the
     // VIPs while this leader asks its successor to take over. The fence still bounds it:
-    // heartbeats are off meanwhile.
+    // heartbeats are off meanwhile. It keeps them, never takes them: a node elected by a
+    // handover it accepted just before its own stop (every box stopped at once) must not
+    // bind the VIPs for the moment it takes to find nobody to hand them to, beside the old
+    // holder still keeping them.
     let planned_handover = i.leader
+        && i.holding
         && acked
         && i.healthy
         && i.vips_bindable
@@ -203,7 +209,7 @@ pub fn decide(i: &Inputs) -> Decision {
         );
     // Then, stepped down for that successor, it keeps them until the successor holds them
     // (make-before-break), still only while it could serve them.
-    let planned_overlap = !i.leader && i.overlap && i.healthy && i.vips_bindable;
+    let planned_overlap = !i.leader && i.holding && i.overlap && i.healthy && i.vips_bindable;
     let reason = match (eligible_reason, i.leader, acked) {
         _ if planned_handover => Reason::HandingOver,
         _ if planned_overlap => Reason::PlannedOverlap,
@@ -1003,6 +1009,7 @@ impl Core {
             overlap: self.overlap.is_some_and(|o| now < o.until),
             vips_bindable: self.unbindable.is_none(),
             member: self.member,
+            holding: self.state.holds_vips,
         }
     }
 

@@ -18,6 +18,7 @@ fn leader_healthy() -> Inputs {
         overlap: false,
         vips_bindable: true,
         member: true,
+        holding: true,
     }
 }
 
@@ -58,6 +59,9 @@ fn transitions_table() {
         ("unhealthy follower still votes, does not stand", |i| { i.healthy = false; i.leader = false }, false, false, true, false, Reason::Unhealthy),
         ("maintenance leader holds while handing over", |i| i.maintenance = true, true, false, false, true, Reason::HandingOver),
         ("stopping leader holds while handing over", |i| i.stopping = true, true, false, false, true, Reason::HandingOver),
+        ("stopping leader not holding yet takes nothing", |i| { i.stopping = true; i.holding = false }, false, false, false, true, Reason::Stopping),
+        ("maintenance leader not holding yet takes nothing", |i| { i.maintenance = true; i.holding = false }, false, false, false, true, Reason::Maintenance),
+        ("new leader with a quorum takes the VIPs", |i| i.holding = false, true, true, true, false, Reason::LeaderWithQuorum),
         ("stopping leader whose fence ran out", |i| { i.stopping = true; i.quorum_ack_age = Some(FENCE * 2) }, false, false, false, true, Reason::Stopping),
         ("stopping unhealthy leader releases at once", |i| { i.stopping = true; i.healthy = false }, false, false, false, true, Reason::Stopping),
         ("maintenance follower", |i| { i.maintenance = true; i.leader = false }, false, false, true, false, Reason::Maintenance),
@@ -93,8 +97,9 @@ fn transitions_table() {
 fn never_holds_without_leadership_quorum_and_health() {
     // Exhaustive over the boolean inputs: holding implies leader, fresh quorum, healthy and
     // bindable VIPs, or the overlap after a planned step-down; maintenance, stopping, a
-    // transfer, becoming a witness and leaving the membership only ever mean "hand over".
-    for bits in 0u32..1024 {
+    // transfer, becoming a witness and leaving the membership only ever mean "hand over",
+    // keeping VIPs already held but never taking them.
+    for bits in 0u32..2048 {
         let b = |n: u32| bits & (1 << n) != 0;
         let inputs = Inputs {
             witness: b(0),
@@ -108,14 +113,17 @@ fn never_holds_without_leadership_quorum_and_health() {
             transferring: b(7),
             overlap: b(8),
             member: !b(9),
+            holding: b(10),
         };
         let d = decide(&inputs);
         // As leader, or in the overlap after a planned step-down: never unhealthy, never with
         // a VIP that cannot be bound.
         let serving = b(3) && b(6);
-        let expected = serving && (b(1) && b(2) || !b(1) && b(8));
+        let handing_over = b(0) || b(4) || b(5) || b(7) || b(9);
+        let expected =
+            serving && (b(1) && b(2) && (!handing_over || b(10)) || !b(1) && b(8) && b(10));
         assert_eq!(d.hold_vips, expected, "{inputs:?}");
-        let ineligible = b(0) || !b(3) || b(4) || b(5) || !b(6) || b(7) || b(9);
+        let ineligible = handing_over || !b(3) || !b(6);
         assert_eq!(d.hand_over, b(1) && ineligible, "{inputs:?}");
         assert!(!(d.may_lead && ineligible), "{inputs:?}");
     }
@@ -683,6 +691,44 @@ fn stop_with_nobody_to_take_over_releases_at_once() {
     assert_eq!(held(&answer), Some(false));
     assert_eq!(events(&answer), vec![Event::Backup, Event::Stop]);
     assert!(is_done(&answer));
+}
+
+/// Every box stopped at once (chaos's `restart_all`): this node accepted the holder's handover
+/// just before its own SIGTERM, won, and its first quorum acknowledgement came after the stop.
+/// It must not bind the VIPs for the moment it takes to find nobody to hand them to: the old
+/// holder still keeps them, and that moment was a two-holder episode.
+#[test]
+fn a_node_elected_as_it_stops_takes_no_vips() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    core.step(t0 + ms(1), asked_to_take_over());
+    let won = core.step(
+        t0 + ms(2),
+        Input::Raft(RaftReport {
+            state: ServerState::Leader,
+            leader: Some(1),
+            term: 3,
+            millis_since_quorum_ack: None,
+        }),
+    );
+    assert_eq!(held(&won), None, "no quorum acknowledgement yet");
+    let stop = core.step(t0 + ms(3), Input::Stop);
+    assert!(
+        stop.iter().any(|a| matches!(a, Action::HandOver { .. })),
+        "{stop:?}"
+    );
+    let acked = core.step(t0 + ms(4), leader(3, 0));
+    assert_eq!(held(&acked), None, "{acked:?}");
+    assert!(!core.state().holds_vips);
+    let nobody = core.step(
+        t0 + ms(5),
+        Input::HandOverAnswer {
+            episode: 1,
+            to: None,
+        },
+    );
+    assert_eq!(held(&nobody), None, "held nothing, releases nothing");
+    assert!(is_done(&nobody));
 }
 
 #[test]
