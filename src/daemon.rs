@@ -664,6 +664,10 @@ impl LocalNode for LiveNode {
             candidate: m.state == ServerState::Candidate,
             may_lead: supervisor.may_lead,
             own_election_age: supervisor.elected_at.map(|at| at.elapsed()),
+            other_candidate: self
+                .contacts
+                .last_candidate()
+                .map(|c| (c.id, c.at.elapsed(), c.last_log)),
         })
     }
 

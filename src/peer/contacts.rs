@@ -1,13 +1,15 @@
-//! When this node last heard from each peer, and from a leader.
+//! When this node last heard from each peer, from a leader and from a candidate.
 //!
 //! Both sides of the wire feed it (a signed request from a peer, a signed answer to one of
 //! ours), and three readers need it: the status document (each peer's last contact), the
-//! pre-vote ("is a leader alive?") and the vote gate ("has a leader restored my term?").
+//! pre-vote ("is a leader alive?", "is an election under way?") and the vote gate ("has a
+//! leader restored my term?").
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::raft::typ::LogId;
 use crate::raft::NodeId;
 
 /// Contacts remembered at most: node ids come from signed requests, so only peers choose
@@ -20,6 +22,15 @@ const MAX_CONTACTS: usize = 64;
 pub struct Contacts {
     peers: Mutex<HashMap<NodeId, Instant>>,
     leader: Mutex<Option<Instant>>,
+    candidate: Mutex<Option<CandidateSeen>>,
+}
+
+/// The last vote request from a candidate: who, when, and where its log ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidateSeen {
+    pub id: NodeId,
+    pub at: Instant,
+    pub last_log: Option<LogId>,
 }
 
 impl Contacts {
@@ -51,6 +62,18 @@ impl Contacts {
     /// When an append from a leader was last accepted (None: never since start).
     pub fn last_leader_contact(&self) -> Option<Instant> {
         *crate::sync::lock(&self.leader)
+    }
+    /// Candidate `id`, whose log ends at `last_log`, asked for this node's vote just now.
+    pub fn touch_candidate(&self, id: NodeId, last_log: Option<LogId>) {
+        *crate::sync::lock(&self.candidate) = Some(CandidateSeen {
+            id,
+            at: Instant::now(),
+            last_log,
+        });
+    }
+    /// The last candidate that asked for this node's vote (None: none since start).
+    pub fn last_candidate(&self) -> Option<CandidateSeen> {
+        *crate::sync::lock(&self.candidate)
     }
 }
 

@@ -176,6 +176,7 @@ async fn vote(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
     };
     if let Some(candidate) = rpc.vote.leader_id().voted_for() {
         s.contacts.touch(candidate);
+        s.contacts.touch_candidate(candidate, rpc.last_log_id);
     }
     if let Err(reason) = s.node.grant_vote() {
         return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
@@ -315,18 +316,31 @@ impl PeerServer {
     /// after the old leader's last heartbeat, which it stopped sending when it handed over)
     /// has run out. If this election is still undecided then, stand once more: otherwise a
     /// later pre-vote of another node (the old leader's, for one) wins, and the handover picked
-    /// the wrong successor.
+    /// the wrong successor. The other voters heard that heartbeat when this node did, so the
+    /// first try is timed from this node's own last leader contact, before the next follower
+    /// in the stagger stands; the second from now, should a voter have heard it later.
     fn retry_after_the_lease(&self) {
         let raft = self.raft.clone();
         let lease = Duration::from_millis(raft.config().election_timeout_max) + LEASE_SLACK;
+        let now = Instant::now();
+        let heard = self.contacts.last_leader_contact().unwrap_or(now);
+        let (first, second) = (heard + lease, now + lease);
+        let tries = if first > now && first + LEASE_SLACK < second {
+            vec![first, second]
+        } else {
+            vec![second]
+        };
         tokio::spawn(async move {
-            tokio::time::sleep(lease).await;
-            let undecided = {
-                let m = raft.metrics();
-                let m = m.borrow();
-                m.state == ServerState::Candidate && m.current_leader.is_none()
-            };
-            if undecided {
+            for at in tries {
+                tokio::time::sleep_until(at.into()).await;
+                let undecided = {
+                    let m = raft.metrics();
+                    let m = m.borrow();
+                    m.state == ServerState::Candidate && m.current_leader.is_none()
+                };
+                if !undecided {
+                    return;
+                }
                 tracing::info!(
                     "the handover's election is undecided after the voters' lease: standing again"
                 );

@@ -319,6 +319,22 @@ impl Timing {
                     .to_owned(),
             );
         }
+        // Another node's election, under way: a handover's successor stands at once, and
+        // with more than three voters stands again right after the other voters' leases,
+        // which refused its first election. A pre-vote granted meanwhile makes a second
+        // candidate that wins in the term after, and the VIPs go to a node nobody chose.
+        // Only for a lease after its vote request, and only if its log is as recent as the
+        // asker's (else the asker may be the only one that can win).
+        if let Some((id, age, log)) = q.other_candidate {
+            if age < self.lease && log >= q.candidate_last_log {
+                return Err(format!(
+                    "node {id} asked for this node's vote {} ms ago and its log is as recent \
+                     as yours (grants {} ms after)",
+                    age.as_millis(),
+                    self.lease.as_millis()
+                ));
+            }
+        }
         match q.leader_contact_age {
             Some(age) if age < self.lease => Err(format!(
                 "heard from leader {} {} ms ago (grants {} ms after)",
@@ -360,6 +376,9 @@ pub struct PrevoteQuestion {
     pub may_lead: bool,
     /// Since this node last started an election after a won pre-vote.
     pub own_election_age: Option<Duration>,
+    /// The last other node that asked for this node's vote: its id, how long ago, and where
+    /// its log ends.
+    pub other_candidate: Option<(NodeId, Duration, Option<LogId>)>,
 }
 
 /// "T3-N1-7" for a log id, "empty" for none.

@@ -1093,6 +1093,7 @@ fn grant_prevote_rules() {
         candidate: false,
         may_lead: true,
         own_election_age: None,
+        other_candidate: None,
     };
     // (change, granted, what the refusal says)
     type Case = (fn(&mut PrevoteQuestion), Result<(), &'static str>);
@@ -1118,6 +1119,12 @@ fn grant_prevote_rules() {
         (|q| { q.candidate = true; q.own_election_age = Some(ms(1)); q.may_lead = false }, Ok(())),
         (|q| { q.candidate = true; q.own_election_age = Some(ms(1)); q.my_last_log = log(2, 9) }, Ok(())),
         (|q| q.candidate = true, Ok(())),
+        // Another node asked for this node's vote: its election (a handover's) is under way
+        // for a lease, unless the asker's log is ahead of that candidate's.
+        (|q| q.other_candidate = Some((3, LEASE - ms(1), log(2, 10))), Err("node 3 asked for this node's vote 99 ms ago")),
+        (|q| q.other_candidate = Some((3, ms(1), log(3, 1))), Err("its log is as recent as yours")),
+        (|q| q.other_candidate = Some((3, LEASE, log(2, 10))), Ok(())),
+        (|q| q.other_candidate = Some((3, ms(1), log(2, 9))), Ok(())),
     ];
     for (change, expected) in cases {
         let mut q = open;
@@ -1329,6 +1336,7 @@ mod election_timing {
                                 candidate: false,
                                 may_lead: true,
                                 own_election_age: None,
+                                other_candidate: None,
                             };
                             prop_assert_eq!(timing.grant_prevote(&peer), Ok(()));
                             if let Some(before) = last_ask {
