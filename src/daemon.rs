@@ -647,7 +647,11 @@ impl LocalNode for LiveNode {
         self.supervisor.borrow().can_lead()
     }
 
-    fn grant_prevote(&self, candidate_last_log: Option<LogId>) -> Result<(), String> {
+    fn grant_prevote(
+        &self,
+        candidate: NodeId,
+        candidate_last_log: Option<LogId>,
+    ) -> Result<(), String> {
         let my_last_log = self
             .log
             .last_log_id()
@@ -667,6 +671,7 @@ impl LocalNode for LiveNode {
             other_candidate: self
                 .contacts
                 .last_candidate()
+                .filter(|c| c.id != candidate)
                 .map(|c| (c.id, c.at.elapsed(), c.last_log)),
         })
     }

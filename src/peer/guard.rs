@@ -23,6 +23,7 @@ use super::handlers::PeerServer;
 use super::reject_log::{self, LogVerdict};
 use super::wire::{APPEND_PATH, SNAPSHOT_PATH};
 use crate::auth::{Authenticator, SignedHeaders, VerifyRequestError, SIGNATURE_HEADER};
+use crate::raft::NodeId;
 
 /// Largest snapshot request: the state machine holds operator flags and the membership, a
 /// few KB; 4 MiB leaves room and bounds memory per request.
@@ -59,6 +60,10 @@ fn body_limit(path: &str) -> usize {
     }
 }
 
+/// The node whose signature a request carried, for the handlers that need to know who asks.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Signer(pub NodeId);
+
 /// Why a signed route refused a request; all answer the same 401.
 #[derive(Debug, thiserror::Error)]
 enum RefuseError {
@@ -79,7 +84,7 @@ pub(super) async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let (signed, bytes) = match check(&state.auth, &parts, body, &path).await {
         Ok(accepted) => accepted,
@@ -88,6 +93,7 @@ pub(super) async fn authenticate(
     if let Some(Extension(connection)) = connection {
         connection.mark_authenticated();
     }
+    parts.extensions.insert(Signer(signed.from));
     let answer = next.run(Request::from_parts(parts, Body::from(bytes)));
     match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
         Ok(answer) => sign_answer(&state.auth, &signed, answer).await,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use openraft::ServerState;
 
 use super::client::PeerClient;
-use super::guard::{authenticate, REJECT_LOG_EVERY};
+use super::guard::{authenticate, Signer, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
     ElectRequest, HeldRequest, MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer,
@@ -53,9 +53,14 @@ pub type NodeFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub trait LocalNode: Send + Sync + 'static {
     /// Ok if this node may lead now (healthy, not in maintenance, not a witness, not stopping).
     fn can_lead(&self) -> Result<(), String>;
-    /// Ok if this node would vote for a new leader whose log ends at `candidate_last_log`: it
-    /// has no live leader and its own log is not ahead (see `prevote`).
-    fn grant_prevote(&self, candidate_last_log: Option<LogId>) -> Result<(), String>;
+    /// Ok if this node would vote for `candidate`, whose log ends at `candidate_last_log`: it
+    /// has no live leader, no other election is under way, and its own log is not ahead (see
+    /// `prevote`).
+    fn grant_prevote(
+        &self,
+        candidate: NodeId,
+        candidate_last_log: Option<LogId>,
+    ) -> Result<(), String>;
     /// The address of a peer, for forwarding writes to the leader.
     fn peer_address(&self, id: NodeId) -> Option<String>;
     /// Ok if this node may grant a Raft vote now (see `raft::vote_gate`).
@@ -221,10 +226,11 @@ async fn elect(
 /// (two candidates bumping terms in turn can otherwise keep each other from winning).
 async fn prevote(
     State(s): State<Arc<PeerServer>>,
+    Extension(Signer(candidate)): Extension<Signer>,
     Json(request): Json<PrevoteRequest>,
 ) -> Json<PeerAnswer> {
     Json(PeerAnswer::from_verdict(
-        s.node.grant_prevote(request.last_log_id),
+        s.node.grant_prevote(candidate, request.last_log_id),
     ))
 }
 

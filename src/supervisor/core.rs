@@ -376,8 +376,8 @@ pub struct PrevoteQuestion {
     pub may_lead: bool,
     /// Since this node last started an election after a won pre-vote.
     pub own_election_age: Option<Duration>,
-    /// The last other node that asked for this node's vote: its id, how long ago, and where
-    /// its log ends.
+    /// The last node other than the asker that asked for this node's vote: its id, how long
+    /// ago, and where its log ends.
     pub other_candidate: Option<(NodeId, Duration, Option<LogId>)>,
 }
 
