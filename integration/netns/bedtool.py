@@ -283,22 +283,25 @@ def outages(rows):
     return out
 
 
+def latest_fault(faults, t):
+    """The latest fault started at or before t (None before the first)."""
+    latest = None
+    for fault in faults:
+        if fault[0] <= t:
+            latest = fault
+    return latest
+
+
 def fault_at(faults, t):
     """The type of the latest fault started at or before t ("none" before the first)."""
-    kind = "none"
-    for start, _, k, _, _ in faults:
-        if start <= t:
-            kind = k
-    return kind
+    latest = latest_fault(faults, t)
+    return "none" if latest is None else latest[2]
 
 
 def sigterm_phase(faults, t):
     """Whether t falls where SIGTERM's make-before-break handover may overlap: after a term,
     or in a restart_all before its raftvips were started again (every box was stopping)."""
-    latest = None
-    for fault in faults:
-        if fault[0] <= t:
-            latest = fault
+    latest = latest_fault(faults, t)
     if latest is None:
         return False
     _, _, kind, _, restarted = latest
