@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::handlers::PeerServer;
 use super::reject_log::{self, LogVerdict};
-use super::wire::{APPEND_PATH, SNAPSHOT_PATH};
+use super::wire::{APPEND_PATH, PREVOTE_PATH, SNAPSHOT_PATH};
 use crate::auth::{Authenticator, SignedHeaders, VerifyRequestError, SIGNATURE_HEADER};
 use crate::raft::NodeId;
 
@@ -60,7 +60,7 @@ fn body_limit(path: &str) -> usize {
     }
 }
 
-/// The node whose signature a request carried, for the handlers that need to know who asks.
+/// The node whose signature a pre-vote request carried (the handler needs to know who asks).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Signer(pub NodeId);
 
@@ -93,7 +93,10 @@ pub(super) async fn authenticate(
     if let Some(Extension(connection)) = connection {
         connection.mark_authenticated();
     }
-    parts.extensions.insert(Signer(signed.from));
+    // Only the pre-vote asks who signed; heartbeats skip the extension's allocation.
+    if path == PREVOTE_PATH {
+        parts.extensions.insert(Signer(signed.from));
+    }
     let answer = next.run(Request::from_parts(parts, Body::from(bytes)));
     match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
         Ok(answer) => sign_answer(&state.auth, &signed, answer).await,
