@@ -746,9 +746,9 @@ impl LocalNode for LiveNode {
         let me = metrics.borrow().id;
         Box::pin(async move {
             // Done when another node leads and this node released (its successor holds the
-            // VIPs). With five or more voters another follower may win the election `to`
-            // stood in (their leases refuse `to` until they run out, and then they stand
-            // too): fine for `any`, reported for a named target.
+            // VIPs). With five or more voters the others' leases refuse `to` until they run
+            // out; should `to` still not win then, another follower may: fine for `any`,
+            // reported for a named target.
             let done = async {
                 let leader = metrics
                     .wait_for(|m| {

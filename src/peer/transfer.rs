@@ -7,8 +7,9 @@
 //! unreachable target is refused as such — then hands over to it through its supervisor,
 //! make-before-break like any planned handover ([`LocalNode::transfer`]). `any` takes the
 //! first voter, in id order after the leader, that can lead: the same order a stopping
-//! leader asks its peers in. With five or more voters another healthy follower may win the
-//! election instead; for `any` that is a success, and the answer names it.
+//! leader asks its peers in. With five or more voters another healthy follower can still win
+//! the election should the target fail to; for `any` that is a success, and the answer names
+//! it.
 
 use std::time::Duration;
 
