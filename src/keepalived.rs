@@ -325,7 +325,7 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     for inst in &instances {
         found.read_instance(inst);
     }
-    let mut warnings = Vec::new();
+    let mut warnings = std::mem::take(&mut found.conflicts);
     if instances.len() > 1 {
         warnings.push(format!(
             "{} vrrp_instances merged into one raftvip cluster: the leader holds every VIP. \
@@ -337,8 +337,9 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     found.skip_top_level(nodes);
     let haproxy_check = found.haproxy_check(nodes);
 
-    let mut all: Vec<IpAddr> = found.peers.iter().copied().collect();
-    if let Some(me) = found.this_box {
+    let members = found.members.take().unwrap_or_default();
+    let mut all: Vec<IpAddr> = members.peers.iter().copied().collect();
+    if let Some(me) = members.this_box {
         if !all.contains(&me) {
             all.push(me);
         }
@@ -346,7 +347,7 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     all.sort();
 
     let mut out = String::new();
-    write_header(&mut out, source, &warnings, found.this_box, &all);
+    write_header(&mut out, source, &warnings, members.this_box, &all);
     write_peers(&mut out, &all, &mut warnings);
     write_vips(&mut out, &found.vips, &mut warnings);
     write_haproxy(&mut out, haproxy_check.as_deref());
@@ -372,13 +373,35 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     })
 }
 
+/// The boxes one `vrrp_instance` names.
+#[derive(Default, PartialEq)]
+struct Members {
+    /// `unicast_src_ip`: the box this file belongs to.
+    this_box: Option<IpAddr>,
+    /// `unicast_peer`: the other boxes.
+    peers: BTreeSet<IpAddr>,
+}
+
+impl Members {
+    fn describe(&self) -> String {
+        let peers: Vec<String> = self.peers.iter().map(IpAddr::to_string).collect();
+        match self.this_box {
+            Some(me) => format!("unicast_src_ip {me}, unicast_peer {}", peers.join(" ")),
+            None => format!("unicast_peer {}", peers.join(" ")),
+        }
+    }
+}
+
 /// What the `vrrp_instance`s say, merged, and every line that does not map.
 #[derive(Default)]
 struct Found {
     vips: Vec<Vip>,
-    /// `unicast_src_ip`: the box this file belongs to.
-    this_box: Option<IpAddr>,
-    peers: BTreeSet<IpAddr>,
+    /// The boxes, as the first instance that names any (with its name): a raftvip box has one
+    /// peer address, so instances that name other addresses cannot all be followed.
+    members: Option<Members>,
+    first_named_by: String,
+    /// Instances whose boxes differ from those of the first, for the warnings.
+    conflicts: Vec<String>,
     /// `track_script` names.
     tracked: Vec<String>,
     /// (keepalived key, its command line).
@@ -392,13 +415,24 @@ impl Found {
     fn read_instance(&mut self, inst: &Node) {
         let name = inst.arg(0).unwrap_or("?");
         let interface = inst.child("interface").and_then(|n| n.arg(0));
+        let mut members = Members::default();
         for child in inst.children.iter().flatten() {
             match child.key.as_str() {
                 "interface" => {}
                 "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
                     for entry in child.children.iter().flatten() {
                         match vip_of(entry, interface) {
-                            Ok(mut vip) => {
+                            Ok((mut vip, dropped)) => {
+                                if !dropped.is_empty() {
+                                    self.skipped.push(format!(
+                                        "{}: {} — imported as {} on {} without `{}`: raftvip binds a VIP with the kernel's defaults",
+                                        entry.at,
+                                        entry.line(),
+                                        vip.address,
+                                        vip.interface,
+                                        dropped.join(" ")
+                                    ));
+                                }
                                 vip.from = format!("vrrp_instance {name}");
                                 self.vips.push(vip);
                             }
@@ -410,7 +444,7 @@ impl Found {
                     }
                 }
                 "unicast_src_ip" => match child.arg(0).and_then(|a| a.parse().ok()) {
-                    Some(ip) => self.this_box = Some(ip),
+                    Some(ip) => members.this_box = Some(ip),
                     None => self.skipped.push(format!(
                         "{}: {} (not an address)",
                         child.at,
@@ -421,7 +455,15 @@ impl Found {
                     for entry in child.children.iter().flatten() {
                         match entry.key.parse() {
                             Ok(ip) => {
-                                self.peers.insert(ip);
+                                members.peers.insert(ip);
+                                if !entry.args.is_empty() {
+                                    self.skipped.push(format!(
+                                        "{}: unicast_peer {} — `{}`: VRRP transport detail, raftvip peers talk over TCP",
+                                        entry.at,
+                                        entry.line(),
+                                        entry.args.join(" ")
+                                    ));
+                                }
                             }
                             Err(_) => self.skipped.push(format!(
                                 "{}: unicast_peer {} (not an address)",
@@ -455,6 +497,24 @@ impl Found {
                         .push(format!("{}: {} — {why}", child.at, child.line()));
                 }
             }
+        }
+        if members == Members::default() {
+            return;
+        }
+        match &self.members {
+            None => {
+                self.members = Some(members);
+                self.first_named_by = name.to_owned();
+            }
+            Some(first) if *first == members => {}
+            Some(first) => self.conflicts.push(format!(
+                "vrrp_instance {name} names other boxes ({}) than vrrp_instance {} ({}): a raftvip box has one \
+                 peer address, so the [[peer]] list below comes from {} alone; check it on every box",
+                members.describe(),
+                self.first_named_by,
+                first.describe(),
+                self.first_named_by
+            )),
         }
     }
 
@@ -683,8 +743,9 @@ fn socket(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// One `virtual_ipaddress` line: `ADDR[/PREFIX] [dev IF] [label L] [brd …] [scope …]`.
-fn vip_of(entry: &Node, interface: Option<&str>) -> Result<Vip, String> {
+/// One `virtual_ipaddress` line: `ADDR[/PREFIX] [dev IF] [label L] [brd …] [scope …] …`,
+/// and the options that are not carried over.
+fn vip_of(entry: &Node, interface: Option<&str>) -> Result<(Vip, Vec<String>), String> {
     let (ip, prefix) = match entry.key.split_once('/') {
         Some((ip, prefix)) => (ip, Some(prefix)),
         None => (entry.key.as_str(), None),
@@ -699,19 +760,27 @@ fn vip_of(entry: &Node, interface: Option<&str>) -> Result<Vip, String> {
         interface: interface.unwrap_or_default().to_owned(),
         ..Vip::default()
     };
+    let mut dropped = Vec::new();
     let mut args = entry.args.iter();
     while let Some(word) = args.next() {
-        match (word.as_str(), args.next()) {
-            ("dev", Some(dev)) => vip.interface = dev.clone(),
-            ("label", Some(label)) => vip.label = Some(label.clone()),
-            // brd, scope, no_track…: the kernel defaults are right for a VIP.
-            _ => {}
+        // keepalived's options that take a value; the rest are flags (no_track, noprefixroute…).
+        if !["dev", "label", "brd", "scope", "peer", "track_group"].contains(&word.as_str()) {
+            dropped.push(word.clone());
+            continue;
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("`{word}` without a value"))?;
+        match word.as_str() {
+            "dev" => vip.interface = value.clone(),
+            "label" => vip.label = Some(value.clone()),
+            _ => dropped.push(format!("{word} {value}")),
         }
     }
     if vip.interface.is_empty() {
         return Err("no interface: neither `dev` nor the instance's `interface`".into());
     }
-    Ok(vip)
+    Ok((vip, dropped))
 }
 
 #[cfg(test)]
@@ -881,6 +950,63 @@ mod tests {
             c.warnings
         );
         crate::config::Config::parse(t).unwrap();
+    }
+
+    /// Two instances over two networks: box 1 and box 2 must still get the same [[peer]] list,
+    /// taken from the first instance, and hear about the other.
+    #[test]
+    fn instances_naming_other_boxes_do_not_mix_their_addresses() {
+        let conf = |me: u8, a: u8, b: u8| {
+            format!(
+                "vrrp_instance A {{\n interface eth0\n unicast_src_ip 192.0.2.{me}\n \
+                 unicast_peer {{\n  192.0.2.{a}\n  192.0.2.{b}\n }}\n \
+                 virtual_ipaddress {{\n  192.0.2.100\n }}\n}}\n\
+                 vrrp_instance B {{\n interface eth1\n unicast_src_ip 198.51.100.{me}\n \
+                 unicast_peer {{\n  198.51.100.{a}\n  198.51.100.{b}\n }}\n \
+                 virtual_ipaddress {{\n  198.51.100.100\n }}\n}}\n"
+            )
+        };
+        let box1 = import(&conf(11, 12, 13));
+        let box2 = import(&conf(12, 11, 13));
+        let peers = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.starts_with("address = \"") && l.ends_with(":7480\""))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            peers(&box1.toml),
+            ["192.0.2.11", "192.0.2.12", "192.0.2.13"].map(|ip| format!("address = \"{ip}:7480\""))
+        );
+        assert_eq!(peers(&box1.toml), peers(&box2.toml));
+        assert!(box1.toml.contains("node_id = 1 "), "{}", box1.toml);
+        assert!(box2.toml.contains("node_id = 2 "), "{}", box2.toml);
+        assert!(
+            box1.warnings
+                .iter()
+                .any(|w| w.contains("vrrp_instance B names other boxes")),
+            "{:?}",
+            box1.warnings
+        );
+    }
+
+    #[test]
+    fn options_that_are_not_carried_over_are_named() {
+        let c = import(
+            "vrrp_instance A {\n interface eth0\n unicast_src_ip 192.0.2.11\n \
+             unicast_peer {\n  192.0.2.12 min_ttl 1\n  192.0.2.13\n }\n \
+             virtual_ipaddress {\n  192.0.2.100/32 dev eth0 noprefixroute\n  \
+             192.0.2.101 track_group G no_track\n  192.0.2.102 192.0.2.103\n }\n}\n",
+        );
+        let t = &c.toml;
+        for dropped in [
+            "without `noprefixroute`",
+            "without `track_group G no_track`",
+            "without `192.0.2.103`",
+            "`min_ttl 1`: VRRP transport detail",
+        ] {
+            assert!(t.contains(dropped), "{dropped}: {t}");
+        }
     }
 
     #[test]
