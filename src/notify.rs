@@ -380,20 +380,46 @@ impl Ran {
     }
 }
 
+/// Kills a hook's process group (its group id is its pid: `process_group(0)`) unless the hook
+/// ended first: on the timeout, and when the daemon exits with the hook still running (the
+/// runtime drops [`supervise`] then), so nothing it started outlives the daemon.
+struct HookGroup(Option<nix::unistd::Pid>);
+
+impl HookGroup {
+    fn kill(&mut self) {
+        if let Some(group) = self.0.take() {
+            // ESRCH: all gone already.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for HookGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Waits for the hook (killing its process group at the timeout) while draining its output.
 async fn supervise(mut child: Child, timeout: Duration) -> Ran {
+    let mut group = HookGroup(
+        child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(nix::unistd::Pid::from_raw),
+    );
     let exited = CancellationToken::new();
     let stdout = capture(child.stdout.take(), exited.clone());
     let stderr = capture(child.stderr.take(), exited.clone());
     let wait = async {
         let status = match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => Some(status),
+            Ok(status) => {
+                // It ended by itself: what it left running in the background is its business.
+                group.0 = None;
+                Some(status)
+            }
             Err(_) => {
-                if let Some(pid) = child.id() {
-                    // The group id is the hook's pid (process_group(0)); ESRCH: all gone.
-                    let group = nix::unistd::Pid::from_raw(pid as i32);
-                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                }
+                group.kill();
                 let _ = child.wait().await;
                 None
             }
@@ -506,6 +532,44 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// A hook still running when the daemon exits (its supervising task dropped with the
+    /// runtime) is killed with everything it started, not left behind.
+    #[tokio::test]
+    async fn a_hook_dropped_at_exit_takes_its_process_group_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let hook = script(
+            dir.path(),
+            "hang",
+            &format!("sleep 30 & echo $! > {}\nsleep 30", pid_file.display()),
+        );
+        let child = Command::new(hook)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let supervised = tokio::spawn(supervise(child, Duration::from_secs(60)));
+        let background = loop {
+            match std::fs::read_to_string(&pid_file).map(|t| t.trim().parse::<i32>()) {
+                Ok(Ok(pid)) => break nix::unistd::Pid::from_raw(pid),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        supervised.abort();
+        let _ = supervised.await;
+        for _ in 0..100 {
+            // Gone, or a zombie waiting for its (test-process) parent: killed either way.
+            let state = std::fs::read_to_string(format!("/proc/{background}/stat")).ok();
+            if state.is_none_or(|s| s.split_whitespace().nth(2) == Some("Z")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the hook's background process {background} outlived it");
     }
 
     #[tokio::test]
