@@ -60,13 +60,13 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub secret_file: PathBuf,
-    #[serde(default)]
-    pub role: MemberRole,
+    /// This node's own role; unset, its [[peer]] entry's (a voter if that says nothing).
+    pub role: Option<MemberRole>,
     #[serde(rename = "peer", default)]
     pub peers: Vec<Peer>,
     #[serde(rename = "vip", default)]
     pub vips: Vec<VipConfig>,
-    /// Required unless this node is a witness.
+    /// The health gate; without it the node always counts as healthy (check-config notes it).
     pub haproxy: Option<HaproxyConfig>,
     #[serde(default)]
     pub timing: Timing,
@@ -123,14 +123,23 @@ pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 8..=16_384;
 
 /// What a member is configured to be (`role`, `[[peer]] role`); its Raft state at run time is
 /// [`crate::status::RaftRole`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberRole {
     /// Stands in elections (while healthy) and holds the VIP when leader.
-    #[default]
     Voter,
     /// Votes, never leads, needs neither HAProxy nor a VIP: the third vote of a 2-box site.
     Witness,
+}
+
+impl MemberRole {
+    /// The name the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Witness => "witness",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -194,7 +203,38 @@ impl std::str::FromStr for VipAddr {
                 return Err(format!("{ip} is the broadcast address"));
             }
         }
+        if prefix_len == 0 {
+            return Err(
+                "prefix length 0 would make every address on-link through the VIP's interface"
+                    .to_owned(),
+            );
+        }
+        if let Some(why) = not_a_host_address(ip, prefix_len) {
+            return Err(why);
+        }
         Ok(Self { ip, prefix_len })
+    }
+}
+
+/// Why `ip` cannot be one host's address in `ip/prefix_len`: the network or broadcast address
+/// of an IPv4 subnet that has those (/30 and wider), or an IPv4-mapped IPv6 address (the
+/// kernel and the peers see it as the IPv4 address, which every check here would miss).
+fn not_a_host_address(ip: IpAddr, prefix_len: u8) -> Option<String> {
+    match ip {
+        IpAddr::V4(v4) if prefix_len <= 30 => {
+            let host_bits = u32::MAX >> prefix_len;
+            match u32::from(v4) & host_bits {
+                0 => Some(format!("{ip} is the network address of {ip}/{prefix_len}")),
+                bits if bits == host_bits => Some(format!(
+                    "{ip} is the broadcast address of {ip}/{prefix_len}"
+                )),
+                _ => None,
+            }
+        }
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| format!("{ip} is an IPv4-mapped address; write it as {v4}")),
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -266,7 +306,10 @@ pub struct Timing {
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// `[min, max]`: each node picks its election timeout in this range.
-    #[serde(default = "default_election_timeout_ms")]
+    #[serde(
+        default = "default_election_timeout_ms",
+        deserialize_with = "min_max_ms"
+    )]
     pub election_timeout_ms: [u64; 2],
     /// A leader whose quorum has not acknowledged it for this long drops the VIPs. Default:
     /// [`DEFAULT_FENCE_MARGIN_MS`] under the maximum election timeout.
@@ -275,6 +318,17 @@ pub struct Timing {
     /// the fence is a precise deadline, not polled).
     #[serde(default = "default_reconcile_ms")]
     pub reconcile_ms: u64,
+}
+
+/// Deserialises `[min, max]`: exactly two numbers (a fixed-size array would ignore a third).
+fn min_max_ms<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<[u64; 2], D::Error> {
+    let values = Vec::<u64>::deserialize(deserializer)?;
+    <[u64; 2]>::try_from(values.as_slice()).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "expected [min, max], two numbers of milliseconds, got {} number(s)",
+            values.len()
+        ))
+    })
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -506,18 +560,30 @@ impl Notify {
     /// Hook programs that would not run now. Warnings, not problems: a missing hook must not
     /// keep the daemon (and failover) from starting, and the file may be installed later.
     pub fn warnings(&self) -> Vec<String> {
-        self.commands()
-            .into_iter()
-            .filter_map(|(key, line)| {
-                let (program, _) = split_hook_command(line?)?;
-                // A relative path is a problem already.
-                let program = Some(Path::new(program)).filter(|p| p.is_absolute())?;
-                let (what, fix) = hook_program_unusable(program)?;
-                Some(format!("{key}: {what}; it will not run ({fix})"))
+        let unusable = self.commands().into_iter().filter_map(|(key, line)| {
+            let (program, _) = split_hook_command(line?)?;
+            // A relative path is a problem already.
+            let program = Some(Path::new(program)).filter(|p| p.is_absolute())?;
+            let (what, fix) = hook_program_unusable(program)?;
+            Some(format!("{key}: {what}; it will not run ({fix})"))
+        });
+        let shell = self.commands().into_iter().filter_map(|(key, line)| {
+            let line = line?;
+            let found: String = SHELL_SYNTAX.chars().filter(|c| line.contains(*c)).collect();
+            (!found.is_empty()).then(|| {
+                format!(
+                    "{key}: {line:?} contains shell syntax ({found}), but hooks run without a shell: \
+                     the words are split at white space and passed as they are, quotes included; \
+                     put the command line into a script and name that"
+                )
             })
-            .collect()
+        });
+        unusable.chain(shell).collect()
     }
 }
+
+/// Characters a shell would interpret in a hook's command line; raftvip passes them on.
+const SHELL_SYNTAX: &str = "'\"\\`$|;&<>*?~(){}";
 
 /// Splits a hook command line into its program and arguments; None when it is blank.
 pub fn split_hook_command(line: &str) -> Option<(&str, Vec<&str>)> {
@@ -650,9 +716,16 @@ impl Config {
     /// Reads and parses `path` without validating it or reading the secret (enough for the
     /// read-only `raftvip status`).
     pub fn read(path: &Path) -> Result<Config, LoadConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadConfigError::Read {
+        let read_error = |source| LoadConfigError::Read {
             path: path.to_owned(),
             source,
+        };
+        let bytes = read_regular_file(path, MAX_CONFIG_BYTES).map_err(read_error)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "it is not UTF-8 text",
+            ))
         })?;
         Self::parse(&text).map_err(|message| LoadConfigError::Parse {
             path: path.to_owned(),
@@ -676,8 +749,10 @@ impl Config {
                 "give the cluster a name, e.g. cluster = \"lb-prod\"",
             ));
         }
+        self.path_problems(&mut problems);
         self.peer_problems(&mut problems);
         self.vip_problems(&mut problems);
+        self.haproxy_problems(&mut problems);
         self.timing_problems(&mut problems);
         // Numbers: every key has bounds, so no arithmetic on them can overflow.
         for k in self.numeric_keys() {
@@ -727,7 +802,7 @@ impl Config {
                     "give every peer its own IP:PORT",
                 ));
             }
-            if peer.address.ip().is_unspecified() || peer.address.port() == 0 {
+            if !reachable_unicast(peer.address.ip()) || peer.address.port() == 0 {
                 problems.push(Problem::new(
                     format!("peer[{i}].address"),
                     format!("{} is not an address other nodes can reach", peer.address),
@@ -753,6 +828,93 @@ impl Config {
             )),
             _ => {}
         }
+        let listen_ip = self.listen.ip();
+        if let Some(other) = self.listen_elsewhere().and_then(|_| {
+            self.peers
+                .iter()
+                .find(|p| p.id != self.node_id && p.address.ip() == listen_ip)
+        }) {
+            problems.push(Problem::new(
+                "listen",
+                format!(
+                    "{listen_ip} is node {}'s address, not this node's (node {}): a file copied from another box?",
+                    other.id, self.node_id
+                ),
+                "listen on this node's own [[peer]] address (or 0.0.0.0 / [::])",
+            ));
+        }
+        if self.vips.iter().any(|v| v.address.ip == listen_ip) {
+            problems.push(Problem::new(
+                "listen",
+                format!("{listen_ip} is a VIP: only one box holds it at a time"),
+                "listen on this node's own [[peer]] address (or 0.0.0.0 / [::])",
+            ));
+        }
+    }
+
+    /// This node's [[peer]] address when `listen` names another specific IP.
+    fn listen_elsewhere(&self) -> Option<SocketAddr> {
+        let me = self.peer(self.node_id)?;
+        let ip = self.listen.ip();
+        (!ip.is_unspecified() && ip != me.address.ip()).then_some(me.address)
+    }
+
+    /// Paths the daemon resolves at start: absolute, so they do not depend on the directory
+    /// it was started in.
+    fn path_problems(&self, problems: &mut Vec<Problem>) {
+        for (key, path) in [
+            ("data_dir", &self.data_dir),
+            ("secret_file", &self.secret_file),
+        ] {
+            if !path.is_absolute() {
+                problems.push(Problem::new(
+                    key,
+                    format!(
+                        "'{}' is not an absolute path: it would depend on the directory raftvip starts in",
+                        path.display()
+                    ),
+                    format!("use an absolute path, e.g. {}", default_path(key)),
+                ));
+            }
+        }
+    }
+
+    /// `[haproxy]`: an absolute socket path and proxy names each given once.
+    fn haproxy_problems(&self, problems: &mut Vec<Problem>) {
+        let Some(haproxy) = &self.haproxy else {
+            return;
+        };
+        if !haproxy.stats_socket.is_absolute() {
+            problems.push(Problem::new(
+                "haproxy.stats_socket",
+                format!(
+                    "'{}' is not an absolute path",
+                    haproxy.stats_socket.display()
+                ),
+                "use the path of haproxy.cfg's `stats socket`, e.g. /run/haproxy/admin.sock",
+            ));
+        }
+        for (key, names) in [
+            ("haproxy.backends", &haproxy.backends),
+            ("haproxy.frontends", &haproxy.frontends),
+        ] {
+            let mut seen = HashSet::new();
+            for name in names {
+                if name.trim().is_empty() {
+                    problems.push(Problem::new(
+                        key,
+                        "holds an empty name",
+                        "list the proxy names as haproxy.cfg spells them",
+                    ));
+                } else if !seen.insert(name) {
+                    problems.push(Problem::new(
+                        key,
+                        format!("lists '{name}' twice"),
+                        "list each name once",
+                    ));
+                }
+            }
+        }
     }
 
     /// VIPs: each once, never a peer address; interface names and labels the kernel takes.
@@ -774,15 +936,25 @@ impl Config {
                     "peers must talk over their own fixed addresses, never the VIP",
                 ));
             }
-            if vip.interface.is_empty() || vip.interface.len() > MAX_LABEL_LEN {
+            if !valid_interface_name(&vip.interface) {
                 problems.push(Problem::new(
                     format!("vip[{i}].interface"),
-                    format!("'{}' is not a valid interface name", vip.interface),
+                    format!(
+                        "'{}' is not an interface name the kernel accepts (1 to {MAX_LABEL_LEN} characters, \
+                         no '/', ':' or white space, not . or ..)",
+                        vip.interface
+                    ),
                     "name the interface that faces the clients, e.g. \"eth0\"",
                 ));
             }
             if let Some(label) = &vip.label {
-                if label.is_empty()
+                if ip.is_ipv6() {
+                    problems.push(Problem::new(
+                        format!("vip[{i}].label"),
+                        "labels exist only for IPv4 addresses",
+                        "remove the label from this IPv6 VIP",
+                    ));
+                } else if label.is_empty()
                     || label.len() > MAX_LABEL_LEN
                     || !label.starts_with(vip.interface.as_str())
                 {
@@ -844,16 +1016,17 @@ impl Config {
 
     /// Roles and fault tolerance (docs/two-box-sites.md).
     fn role_problems(&self, problems: &mut Vec<Problem>) {
-        if let Some(Peer {
-            role: Some(MemberRole::Voter),
-            ..
-        }) = self.peer(self.node_id)
-        {
-            if self.role == MemberRole::Witness {
+        let entry = self.peer(self.node_id).and_then(|me| me.role);
+        if let (Some(own), Some(entry)) = (self.role, entry) {
+            if own != entry {
                 problems.push(Problem::new(
                     "role",
-                    "is \"witness\" but this node's [[peer]] entry says role = \"voter\"",
-                    "make role and this node's [[peer]] role agree",
+                    format!(
+                        "is \"{}\" but this node's [[peer]] entry says role = \"{}\"",
+                        own.name(),
+                        entry.name()
+                    ),
+                    "make role and this node's [[peer]] role agree, or drop one of them",
                 ));
             }
         }
@@ -877,7 +1050,7 @@ impl Config {
     /// Apart from [`Config::validate`] because it reads a file, which `check-config` does but
     /// pure checks of the values need not.
     pub fn read_secret(&self) -> Result<Secret, Problem> {
-        let bytes = std::fs::read(&self.secret_file).map_err(|e| {
+        let bytes = read_regular_file(&self.secret_file, MAX_SECRET_BYTES).map_err(|e| {
             Problem::new(
                 "secret_file",
                 format!("cannot read {}: {e}", self.secret_file.display()),
@@ -962,7 +1135,54 @@ impl Config {
 
     fn peer_is_witness(&self, peer: &Peer) -> bool {
         peer.role == Some(MemberRole::Witness)
-            || (peer.id == self.node_id && self.role == MemberRole::Witness)
+            || (peer.id == self.node_id && self.role == Some(MemberRole::Witness))
+    }
+
+    /// What `check-config` finds wrong on this box rather than in the values: a `data_dir`
+    /// that the user running it could not create or write. Not part of [`Config::validate`],
+    /// which the other commands run too (an operator's `raftvip transfer` needs no data_dir).
+    pub fn host_problems(&self) -> Vec<Problem> {
+        let dir = &self.data_dir;
+        if !dir.is_absolute() {
+            return Vec::new(); // named by `validate`
+        }
+        // The directory, or the nearest ancestor the daemon would create it in.
+        let existing = dir
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let what = if !existing.is_dir() {
+            Some(format!("{} is not a directory", existing.display()))
+        } else {
+            use nix::unistd::{access, AccessFlags};
+            access(existing, AccessFlags::W_OK | AccessFlags::X_OK)
+                .err()
+                .map(|e| format!("{} is not writable by this user: {e}", existing.display()))
+        };
+        what.map(|what| {
+            Problem::new(
+                "data_dir",
+                what,
+                "use a directory the service user owns, e.g. /var/lib/raftvip, and run check-config as that user",
+            )
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// What may be wrong on this box or only where it runs: an interface of this box's VIPs
+    /// that does not exist here (fine when checking the file on another machine).
+    pub fn host_warnings(&self) -> Vec<String> {
+        self.own_vips()
+            .iter()
+            .filter(|v| nix::net::if_::if_nametoindex(v.interface.as_str()).is_err())
+            .map(|v| {
+                format!(
+                    "interface {} of VIP {} does not exist on this box: until it does, this node cannot hold the VIPs and does not stand",
+                    v.interface, v.address
+                )
+            })
+            .collect()
     }
 
     /// Legal choices that weaken the cluster, printed by `check-config` as warnings (it still
@@ -980,6 +1200,15 @@ impl Config {
             ));
         }
         warnings.extend(self.notify.warnings());
+        if let Some(peer_address) = self.listen_elsewhere() {
+            let listen = self.listen.ip();
+            if !self.peers.iter().any(|p| p.address.ip() == listen) {
+                warnings.push(format!(
+                    "listen {listen} is not this node's [[peer]] address {}: right only if the peers reach it there through NAT",
+                    peer_address.ip()
+                ));
+            }
+        }
         if self.accept_no_failover {
             if t.may_fail == 0 {
                 warnings.push(format!(
@@ -1028,7 +1257,16 @@ impl Config {
     pub fn is_witness(&self) -> bool {
         self.peer(self.node_id)
             .is_some_and(|me| self.peer_is_witness(me))
-            || self.role == MemberRole::Witness
+            || self.role == Some(MemberRole::Witness)
+    }
+
+    /// This node's role as it runs: the one [`Config::is_witness`] decides.
+    pub fn own_role(&self) -> MemberRole {
+        if self.is_witness() {
+            MemberRole::Witness
+        } else {
+            MemberRole::Voter
+        }
     }
 
     /// The VIPs this box may hold: none on a witness, whose [[vip]] entries are ignored (one
@@ -1180,6 +1418,61 @@ impl Tolerance {
     }
 }
 
+/// Largest config file read: one with hundreds of VIPs is tens of KB.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// Largest secret file read: a secret is tens of bytes.
+const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// Reads `path` if it is a regular file of at most `limit` bytes. Checked before opening, so a
+/// FIFO or a device (`/dev/zero`) is refused instead of blocking or filling memory.
+fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("it is larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// An address other nodes can send to: not unspecified, multicast, broadcast or IPv4-mapped.
+fn reachable_unicast(ip: IpAddr) -> bool {
+    let v4_broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    let v4_mapped = matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+    !(ip.is_unspecified() || ip.is_multicast() || v4_broadcast || v4_mapped)
+}
+
+/// The kernel's rule for interface names (`dev_valid_name`).
+fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_LABEL_LEN
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// The packaged default of a path key, for fixes.
+fn default_path(key: &str) -> &'static str {
+    if key == "data_dir" {
+        "/var/lib/raftvip"
+    } else {
+        "/etc/raftvip/secret"
+    }
+}
+
 /// Refuses a secret that others could read or replace: its mode grants nothing to group and
 /// others, and its owner is root or the user running raftvip. Err: (what, fix).
 fn secret_file_exposure(path: &Path) -> Result<(), (String, String)> {
@@ -1237,6 +1530,14 @@ impl Config {
                     key: "status_listen".into(),
                     what: format!("{status} is the peer port ({})", self.listen),
                     fix: "use another port, e.g. status_listen = \"127.0.0.1:7481\", or remove the key to serve status on the peer port".into(),
+                });
+            }
+            if self.vips.iter().any(|v| v.address.ip == status.ip()) {
+                problems.push(Problem {
+                    key: "status_listen".into(),
+                    what: format!("{} is a VIP: only one box holds it at a time", status.ip()),
+                    fix: "use a fixed address of this box, e.g. status_listen = \"127.0.0.1:7481\""
+                        .into(),
                 });
             }
             if status.port() == 0 {
@@ -1452,6 +1753,187 @@ stats_socket = "/run/haproxy/admin.sock"
     }
 
     #[test]
+    fn vips_that_are_no_single_host_address_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = valid(dir.path());
+        for (bad, what) in [
+            ("192.0.2.100/0", "prefix length 0"),
+            ("192.0.2.0/24", "network address"),
+            ("192.0.2.255/24", "broadcast address of 192.0.2.255/24"),
+            ("192.0.2.100/30", "network address"),
+            ("::ffff:192.0.2.12/128", "write it as 192.0.2.12"),
+        ] {
+            let err = Config::parse(&base.replace("192.0.2.100/32", bad)).unwrap_err();
+            assert!(err.contains(what), "{bad}: {err}");
+        }
+        for good in [
+            "192.0.2.101/30",
+            "192.0.2.100/31",
+            "192.0.2.255/32",
+            "2001:db8::/64",
+        ] {
+            let text = base.replace("192.0.2.100/32", good);
+            assert_eq!(keys(&text), Vec::<String>::new(), "{good}");
+        }
+    }
+
+    #[test]
+    fn interface_names_and_labels_the_kernel_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = valid(dir.path());
+        for bad in [
+            "",
+            "eth 0",
+            "eth0/x",
+            "eth0:1",
+            ".",
+            "..",
+            "a-name-over-15-chars",
+        ] {
+            let text = base.replace("interface = \"eth0\"", &format!("interface = \"{bad}\""));
+            assert_eq!(keys(&text), vec!["vip[0].interface"], "{bad:?}");
+        }
+        let v6_label = base.replace("192.0.2.100/32", "2001:db8::100/128").replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\nlabel = \"eth0:vip\"",
+        );
+        assert_eq!(keys(&v6_label), vec!["vip[0].label"]);
+    }
+
+    #[test]
+    fn addresses_that_belong_to_another_node_or_to_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = valid(dir.path());
+        // A file copied from box 1 to box 2 with only node_id changed.
+        let copied = base.replace("node_id = 1", "node_id = 2");
+        let problems = problems_of(&copied);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "listen");
+        assert!(
+            problems[0].what.contains("node 1's address"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            keys(&base.replace("listen = \"192.0.2.11:7480\"", "listen = \"0.0.0.0:7480\"")),
+            Vec::<String>::new()
+        );
+        let elsewhere = base.replace(
+            "listen = \"192.0.2.11:7480\"",
+            "listen = \"203.0.113.11:7480\"",
+        );
+        assert_eq!(keys(&elsewhere), Vec::<String>::new());
+        let warnings = Config::parse(&elsewhere).unwrap().warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("through NAT")),
+            "{warnings:?}"
+        );
+        // Several nodes on one host: one IP, a port each.
+        let one_host = base
+            .replace("192.0.2.11:7480", "127.0.0.1:7481")
+            .replace("192.0.2.12:7480", "127.0.0.1:7482")
+            .replace("192.0.2.13:7480", "127.0.0.1:7483");
+        assert_eq!(keys(&one_host), Vec::<String>::new());
+        let on_vip = base.replace(
+            "listen = \"192.0.2.11:7480\"",
+            "listen = \"192.0.2.100:7480\"",
+        );
+        assert_eq!(keys(&on_vip), vec!["listen"]);
+        let status_on_vip = base.replace(
+            "node_id = 1",
+            "node_id = 1\nstatus_listen = \"192.0.2.100:7481\"",
+        );
+        assert_eq!(keys(&status_on_vip), vec!["status_listen"]);
+        for bad in [
+            "224.0.0.1:7480",
+            "255.255.255.255:7480",
+            "[::ffff:192.0.2.13]:7480",
+        ] {
+            let text = base.replace("192.0.2.13:7480", bad);
+            assert_eq!(keys(&text), vec!["peer[2].address"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_and_proxy_names_that_cannot_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = valid(dir.path());
+        let data = format!("data_dir = \"{}/data\"", dir.path().display());
+        for (from, to, key) in [
+            (data.as_str(), "data_dir = \"\"", "data_dir"),
+            (data.as_str(), "data_dir = \"var/lib/raftvip\"", "data_dir"),
+            (
+                "stats_socket = \"/run/haproxy/admin.sock\"",
+                "stats_socket = \"admin.sock\"",
+                "haproxy.stats_socket",
+            ),
+            (
+                "stats_socket = \"/run/haproxy/admin.sock\"",
+                "stats_socket = \"/run/haproxy/admin.sock\"\nbackends = [\"app\", \"app\", \"\"]",
+                "haproxy.backends",
+            ),
+        ] {
+            let text = base.replace(from, to);
+            assert!(
+                keys(&text).iter().all(|k| k == key),
+                "{to}: {:?}",
+                keys(&text)
+            );
+            assert!(!keys(&text).is_empty(), "{to}");
+        }
+        let longer = base.replace(
+            "[haproxy]",
+            "[timing]\nelection_timeout_ms = [60, 90, 120]\n[haproxy]",
+        );
+        let err = Config::parse(&longer).unwrap_err();
+        assert!(err.contains("got 3 number(s)"), "{err}");
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_or_not_writable_is_a_host_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&valid(dir.path())).unwrap();
+        assert!(
+            config.host_problems().is_empty(),
+            "its parent exists and is writable"
+        );
+        std::fs::write(dir.path().join("data"), "x").unwrap();
+        let problems = config.host_problems();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].what.contains("is not a directory"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn special_and_oversized_files_are_refused_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let err = Config::read(path).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+        }
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let err = Config::read(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn shell_syntax_in_a_hook_is_warned_about() {
+        let notify = Notify {
+            master: Some("/bin/true --flag 'two words'".into()),
+            backup: Some("/bin/true plain words".into()),
+            ..Notify::default()
+        };
+        let warnings = notify.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("notify.master:"), "{warnings:?}");
+        assert!(warnings[0].contains("without a shell"), "{warnings:?}");
+    }
+
+    #[test]
     fn haproxy_and_vips_are_optional_and_noted() {
         let dir = tempfile::tempdir().unwrap();
         let base = valid(dir.path());
@@ -1598,6 +2080,10 @@ stats_socket = "/run/haproxy/admin.sock"
         let contradiction = with_members(dir.path(), &[(1, "voter"), (2, "voter"), (3, "voter")])
             .replace("node_id = 1", "node_id = 1\nrole = \"witness\"");
         assert_eq!(keys(&contradiction), vec!["role"]);
+        let other_way = trio.replace("node_id = 1", "node_id = 1\nrole = \"voter\"");
+        assert_eq!(keys(&other_way), vec!["role"]);
+        assert_eq!(witness.own_role(), MemberRole::Witness);
+        assert_eq!(voter.own_role(), MemberRole::Voter);
     }
 
     #[test]

@@ -18,6 +18,9 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 fn main() -> std::process::ExitCode {
     small_heap();
     let args = cli::Args::parse();
+    if !args.runs_daemon() {
+        quiet_on_closed_pipe();
+    }
     let filter = EnvFilter::try_from_env("RAFTVIP_LOG")
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
@@ -67,6 +70,18 @@ fn describe(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// A command whose output goes into a pipe that closes early (`raftvip import-keepalived … |
+/// head`) ends quietly, as other command-line tools do, instead of panicking in `println!`.
+/// Rust ignores SIGPIPE so that a write returns EPIPE; the daemon keeps that (a peer that
+/// hangs up must not kill it), the printing commands get the default action back.
+fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition; no handler runs, no other thread exists yet.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("raftvip: cannot restore SIGPIPE's default action: {e}");
+    }
 }
 
 /// Blocks at least this large are mapped on their own and given back when freed, and a free
