@@ -10,11 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use raftvip::api::client;
 use raftvip::auth::Authenticator;
-use raftvip::config::Config;
+use raftvip::config::{Config, LoadConfigError};
 use raftvip::daemon;
 use raftvip::membership;
 use raftvip::peer::wire::MembershipOutcome;
-use raftvip::peer::PeerClient;
+use raftvip::peer::{PeerCallError, PeerClient};
 use raftvip::release;
 
 const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
@@ -27,6 +27,13 @@ const DEFAULT_CONFIG: &str = "/etc/raftvip/raftvip.toml";
 pub struct Args {
     #[command(subcommand)]
     command: Command,
+}
+
+impl Args {
+    /// `raftvip run`, as opposed to a command that prints and exits.
+    pub fn runs_daemon(&self) -> bool {
+        matches!(self.command, Command::Run { .. })
+    }
 }
 
 #[derive(Subcommand)]
@@ -60,6 +67,10 @@ enum Command {
         /// The node to change (default: this node).
         #[arg(long)]
         node: Option<u64>,
+        /// Turn it on even when the node leads and no other node can take the VIPs over
+        /// (refused without it: the VIPs would go down).
+        #[arg(long)]
+        force: bool,
     },
     /// Move leadership and the VIPs to another node, make-before-break (no dropped
     /// connection). Refused, with the reason, when the target cannot lead (unhealthy, in
@@ -112,7 +123,8 @@ pub async fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             state,
             config,
             node,
-        } => maintenance(&config, state, node).await,
+            force,
+        } => maintenance(&config, state, node, force).await,
         Command::Transfer { to, config } => transfer(&config, to).await,
         Command::Release { config } => release(&config),
         Command::Reload { config } => reload(&config).await,
@@ -181,7 +193,18 @@ async fn status(path: &Path, json: bool, all_vips: bool) -> anyhow::Result<ExitC
 }
 
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
+    let loaded = Config::load(path).and_then(|(config, secret)| {
+        let problems = config.host_problems();
+        if problems.is_empty() {
+            Ok((config, secret))
+        } else {
+            Err(LoadConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    });
+    match loaded {
         Ok((config, _)) => {
             println!(
                 "{}: ok (node {} of {}, {} peer(s), {} VIP(s))",
@@ -194,7 +217,7 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             for note in config.notes() {
                 println!("note: {note}");
             }
-            for warning in config.warnings() {
+            for warning in config.warnings().into_iter().chain(config.host_warnings()) {
                 println!("warning: {warning}");
             }
             Ok(ExitCode::SUCCESS)
@@ -206,7 +229,12 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Result<ExitCode> {
+async fn maintenance(
+    path: &Path,
+    state: OnOff,
+    node: Option<u64>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let (config, secret) = Config::load(path)?;
     let node_id = node.unwrap_or(config.node_id);
     if config.peer(node_id).is_none() {
@@ -224,6 +252,7 @@ async fn maintenance(path: &Path, state: OnOff, node: Option<u64>) -> anyhow::Re
         &config.listen.to_string(),
         node_id,
         on,
+        force,
     )
     .await
     .with_context(|| {
@@ -291,14 +320,25 @@ async fn reload(path: &Path) -> anyhow::Result<ExitCode> {
         config.node_id,
     )));
     let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let outcome = client::reload(
+    let outcome = match client::reload(
         &peer_client,
         config.node_id,
         &config.listen.to_string(),
         &shown.display().to_string(),
     )
     .await
-    .context("asking the daemon to reload")?;
+    {
+        Ok(outcome) => outcome,
+        Err(PeerCallError::Unauthorized { .. }) => {
+            eprintln!(
+                "{}: reload rejected, the running config is kept:",
+                shown.display()
+            );
+            eprintln!("  - {}", refused_signature(&config).await);
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("asking the daemon to reload")),
+    };
     if !outcome.accepted() {
         eprintln!(
             "{}: reload rejected, the running config is kept:",
@@ -317,6 +357,9 @@ async fn reload(path: &Path) -> anyhow::Result<ExitCode> {
             println!("  - {change}");
         }
     }
+    for warning in config.host_warnings() {
+        println!("warning: {warning}");
+    }
     match &outcome.membership {
         None => {}
         Some(MembershipOutcome::Applied(voters)) => {
@@ -334,6 +377,22 @@ async fn reload(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why the daemon refused a reload request signed with the edited file's `cluster` and
+/// secret: both are restart-only, so a file that changes either cannot even ask.
+async fn refused_signature(config: &Config) -> String {
+    const RESTART: &str = "needs a restart: change it on every node, then restart them one by one (docs/operations.md)";
+    let address = config.status_listen.unwrap_or(config.listen).to_string();
+    match client::fetch_status(&address).await {
+        Ok(status) if status.cluster != config.cluster => format!(
+            "cluster: {:?} -> {:?} {RESTART}",
+            status.cluster, config.cluster
+        ),
+        _ => format!(
+            "the daemon refused this file's signature: the content of secret_file differs from the secret it runs with, which {RESTART}"
+        ),
+    }
 }
 
 /// `--to ID|any` of `raftvip transfer`.

@@ -82,9 +82,10 @@ scn_ops_drain() {
     ops_expect 0
     ops_run "$h" cluster-status.sh
     ops_expect 0 "(VIPs on node $n)"
-    # Every box in maintenance (the raw CLI, which does not refuse): nobody holds; drain.sh off
-    # on one box waits until the VIPs are back on it.
-    for b in 1 2 3; do bed_raftvip_cli "$b" maintenance on >/dev/null; done
+    # Every box in maintenance (the raw CLI with --force, which refuses the leader without it
+    # when no other box can take over): nobody holds; drain.sh off on one box waits until the
+    # VIPs are back on it.
+    for b in 1 2 3; do bed_raftvip_cli "$b" maintenance on --force >/dev/null; done
     bed_wait_no_holder 5000 || fail "the VIPs stayed on box$(bed_holders) with every box in maintenance"
     ops_run "$h" drain.sh off
     ops_expect 0 "node $h: back in service; VIPs held by node $h"

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::{Request, Uri};
+use hyper::{Request, StatusCode, Uri};
 
 use super::STATUS_PATH;
 use crate::peer::client::{exchange, lan_client, with_causes, ExchangeError};
@@ -76,16 +76,41 @@ pub async fn set_maintenance(
     address: &str,
     node_id: NodeId,
     on: bool,
+    force: bool,
 ) -> Result<(), PeerCallError> {
     let request = MaintenanceRequest {
         node_id,
         on,
+        force,
         forwarded: false,
     };
-    client
-        .call(daemon, address, MAINTENANCE_PATH, &request, CLI_TIMEOUT)
-        .await
+    // Writing the flag needs a leader: during an election (the handover that the previous
+    // command started, say) there is none for a moment, so try again until there is. The
+    // write is idempotent, so a try whose answer was lost does no harm.
+    let deadline = tokio::time::Instant::now() + NO_LEADER_WAIT;
+    loop {
+        let answer = client
+            .call(daemon, address, MAINTENANCE_PATH, &request, CLI_TIMEOUT)
+            .await;
+        match answer {
+            Err(PeerCallError::Status { status, .. })
+                if matches!(
+                    status,
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(NO_LEADER_RETRY).await;
+            }
+            answer => return answer,
+        }
+    }
 }
+
+/// How long `raftvip maintenance` keeps trying while the cluster has no leader: an election
+/// takes about a hundred ms, one that falls back on a last resort about a second.
+const NO_LEADER_WAIT: Duration = Duration::from_secs(3);
+/// The pause between those tries.
+const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
 
 /// How long `raftvip transfer` waits: the leader checks the target (up to half a second when
 /// it is unreachable), then waits up to a second for it to take over.

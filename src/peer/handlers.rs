@@ -45,6 +45,9 @@ use crate::raft::{NodeId, Request as RaftRequest};
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// A handover's second election waits this long past the voters' lease, so that it is over.
 const LEASE_SLACK: Duration = Duration::from_millis(5);
+/// Longest a handover's successor waits for its log to reach the leader's before it stands
+/// (a LAN replicates an entry in about a millisecond; the leader waits 200 ms for the answer).
+const HANDOVER_CATCH_UP: Duration = Duration::from_millis(50);
 
 /// A future a [`LocalNode`] returns (the trait is used as `dyn`).
 pub type NodeFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -212,9 +215,14 @@ async fn elect(
     ConnectInfo(leader): ConnectInfo<SocketAddr>,
     Json(request): Json<Option<ElectRequest>>,
 ) -> Json<PeerAnswer> {
-    let old_holder_keeps_vips = request.is_none_or(|r| r.old_holder_keeps_vips);
+    let old_holder_keeps_vips = request.as_ref().is_none_or(|r| r.old_holder_keeps_vips);
+    let leader_log = request.and_then(|r| r.leader_last_log_index);
     let verdict = s
-        .elect_now(leader.ip().to_canonical(), old_holder_keeps_vips)
+        .elect_now(
+            leader.ip().to_canonical(),
+            old_holder_keeps_vips,
+            leader_log,
+        )
         .await;
     Json(PeerAnswer::from_verdict(verdict))
 }
@@ -302,10 +310,28 @@ async fn reload(
 impl PeerServer {
     /// Starts an election if this node may lead, at the request of the leader at `leader`;
     /// an overlap with it follows if it keeps the VIPs meanwhile.
-    async fn elect_now(&self, leader: IpAddr, old_holder_keeps_vips: bool) -> Result<(), String> {
+    async fn elect_now(
+        &self,
+        leader: IpAddr,
+        old_holder_keeps_vips: bool,
+        leader_log: Option<u64>,
+    ) -> Result<(), String> {
         self.node.can_lead()?;
         if old_holder_keeps_vips {
             self.node.asked_to_take_over(leader);
+        }
+        if let Some(index) = leader_log {
+            let caught_up = self
+                .raft
+                .wait(Some(HANDOVER_CATCH_UP))
+                .log_index_at_least(Some(index), "handover catch-up")
+                .await;
+            if caught_up.is_err() {
+                tracing::warn!(
+                    leader_log = index,
+                    "this node's log did not reach the leader's in time; standing anyway"
+                );
+            }
         }
         self.raft
             .trigger()
@@ -367,6 +393,23 @@ impl PeerServer {
                 format!("node {} is not a member of this cluster", request.node_id),
             ));
         }
+        let m = self.raft.metrics().borrow().clone();
+        if request.on && !request.force && m.state == ServerState::Leader && m.id == request.node_id
+        {
+            // The leader holds the VIPs: in maintenance it hands them over, to nobody if no
+            // other node can lead (as `transfer` and drain.sh refuse to).
+            let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
+            if let Err((status, why)) = self.first_that_can_lead(m.id, voters).await {
+                return Err((
+                    status,
+                    format!(
+                        "{why}: node {} leads, and in maintenance no node would hold the VIPs \
+                         (`raftvip maintenance on --force` does it anyway)",
+                        m.id
+                    ),
+                ));
+            }
+        }
         let write = RaftRequest::SetMaintenance {
             node_id: request.node_id,
             on: request.on,
@@ -390,7 +433,7 @@ impl PeerServer {
         answer.unwrap_or_else(|| {
             Err((
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("no leader to write to (is a quorum up?): {e}"),
+                "no leader to write to: an election is under way, or no majority of the members is up".to_owned(),
             ))
         })
     }

@@ -60,8 +60,16 @@ impl PeerRequests {
         to: Option<NodeId>,
         keeping_vips: bool,
     ) -> Option<NodeId> {
+        let leader_last_log_index = match self.log.last_log_id() {
+            Ok(last) => last.map(|id| id.index),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the end of the log for a handover");
+                None
+            }
+        };
         let request = ElectRequest {
             old_holder_keeps_vips: keeping_vips,
+            leader_last_log_index,
         };
         let peers = (self.peers)();
         let (before, after): (Vec<_>, Vec<_>) = peers

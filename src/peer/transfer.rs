@@ -89,7 +89,7 @@ impl PeerServer {
     }
 
     /// The first voter after `me` (in id order, wrapping) that can lead; else every reason.
-    async fn first_that_can_lead(
+    pub(super) async fn first_that_can_lead(
         &self,
         me: NodeId,
         mut voters: Vec<NodeId>,

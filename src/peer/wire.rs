@@ -66,6 +66,12 @@ pub struct ElectRequest {
     /// successor guards the connections still open with it. False when it released them
     /// already (its HAProxy is unhealthy): there is no overlap to guard or wait for.
     pub old_holder_keeps_vips: bool,
+    /// Where the asking leader's log ends. The successor waits (briefly) until its own log
+    /// reaches it before it stands: a log one entry behind (the maintenance flag the leader
+    /// just wrote, say) loses every vote, and once the leader has stepped down for the new
+    /// term nobody would bring it up to date. Absent from older peers.
+    #[serde(default)]
+    pub leader_last_log_index: Option<u64>,
 }
 
 /// A pre-vote: the end of the asking node's log, so a node whose log is behind is refused
@@ -80,6 +86,9 @@ pub struct PrevoteRequest {
 pub struct MaintenanceRequest {
     pub node_id: NodeId,
     pub on: bool,
+    /// Turn it on even if this takes the VIPs from the leader with nobody to hand them to.
+    #[serde(default)]
+    pub force: bool,
     /// Set when a follower forwards to the leader, so a request never loops.
     #[serde(default)]
     pub forwarded: bool,
