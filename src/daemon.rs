@@ -131,7 +131,7 @@ async fn run_node(
         node_id = node.config.node_id,
         cluster = %node.config.cluster,
         listen = %node.config.listen,
-        role = ?node.config.role,
+        role = node.config.own_role().name(),
         "raftvip running"
     );
     let mut shutdown = std::pin::pin!(shutdown);
@@ -656,6 +656,10 @@ impl LocalNode for LiveNode {
             .log
             .last_log_id()
             .map_err(|e| format!("cannot read this node's log: {e}"))?;
+        if candidate_last_log < my_last_log {
+            // It cannot win: if nobody who may lead can, this node may have to stand.
+            let _ = self.inputs.try_send(Input::CandidateBehind);
+        }
         let m = self.raft.metrics().borrow().clone();
         let supervisor = self.supervisor.borrow().clone();
         self.timing.grant_prevote(&PrevoteQuestion {

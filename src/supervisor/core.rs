@@ -58,6 +58,18 @@ use crate::vip::VipOverlap;
 /// handover takes a few ms, and the whole stop must stay under a second.
 pub const STOP_HANDOVER_BOUND: Duration = Duration::from_millis(600);
 
+/// How long a voter that may not lead (in maintenance, unhealthy, unable to bind its VIPs, a
+/// witness) goes without hearing from a leader before it stands all the same — only after it
+/// refused the pre-vote of a candidate whose log is behind its own. Raft elects only a node
+/// whose log is as recent as a majority's; when every such node is one that may not lead (a
+/// maintenance flag written just before its leader handed over to a follower that had not
+/// received it yet), the nodes that may lead can never win, and nobody else would stand.
+/// Elected this way, a node takes no VIPs and hands leadership over at once to a node that
+/// may lead, whose log it brings up to date ([`decide`]: a leader that may not lead hands
+/// over). Long against a failover (ten leases), so it does not compete with a node that may
+/// lead and can win; short against an outage.
+pub const LAST_RESORT_AFTER: Duration = Duration::from_secs(1);
+
 /// Longest planned overlap: after stepping down for the successor it asked, the old holder
 /// keeps the VIPs at most this long waiting for "I hold them now". The successor binds a few
 /// ms after its election; the bound only matters when its message is lost.
@@ -460,6 +472,9 @@ pub enum Input {
     Transfer { to: Option<NodeId> },
     /// Stop (SIGTERM): hand over if leader, then finish.
     Stop,
+    /// This node refused a candidate's pre-vote because the candidate's log is behind its own
+    /// (a reason to stand as a last resort: [`LAST_RESORT_AFTER`]).
+    CandidateBehind,
     /// Nothing new; [`Core::next_deadline`] has passed.
     Tick,
     /// A reload changed this node's setup (its fence, or it became a witness).
@@ -626,6 +641,8 @@ pub struct Core {
     // Election timer (multi-voter clusters): an election is due `lease + stagger` after the
     // last leader contact (or the start), and `lease + timeout` after the last election.
     started: Instant,
+    /// When this node last refused a candidate whose log is behind its own.
+    candidate_behind: Option<Instant>,
     /// The last election: this node's pre-vote, or a term change (a peer's election).
     last_attempt: Instant,
     /// The Raft term when this node's pending pre-vote was asked.
@@ -675,6 +692,7 @@ impl Core {
             hold_until: None,
             in_fault: false,
             started: now,
+            candidate_behind: None,
             last_attempt: now,
             attempt_term: 0,
             timeout,
@@ -806,6 +824,7 @@ impl Core {
                     self.stopping = Stopping::Until(now + STOP_HANDOVER_BOUND);
                 }
             }
+            Input::CandidateBehind => self.candidate_behind = Some(now),
             Input::Tick => {}
             Input::Reload(setup) => self.setup = setup,
         }
@@ -829,9 +848,10 @@ impl Core {
     /// depose the peer as it wins, and cost the cluster another election).
     fn prevote_answered(&mut self, now: Instant, won: bool, out: &mut Vec<Action>) {
         self.prevote_pending = false;
-        let may_lead = self.applied.is_some_and(|d| d.may_lead);
         let leader_spoke = self.leader_contact.is_some_and(|at| at > self.last_attempt);
-        if !won || !may_lead || leader_spoke {
+        let last_resort_due = now >= self.heard() + LAST_RESORT_AFTER;
+        let may_lead = self.applied.is_some_and(|d| d.may_lead);
+        if !won || !(may_lead || self.may_stand() && last_resort_due) || leader_spoke {
             return;
         }
         if self.raft.term != self.attempt_term {
@@ -841,7 +861,14 @@ impl Core {
             );
             return;
         }
-        tracing::info!("leader lost and a majority agrees: starting an election");
+        match self.applied.filter(|d| !d.may_lead) {
+            None => tracing::info!("leader lost and a majority agrees: starting an election"),
+            Some(d) => tracing::warn!(
+                reason = %d.reason,
+                "no leader for {} s: standing although this node may not lead, to hand leadership to one that may",
+                LAST_RESORT_AFTER.as_secs()
+            ),
+        }
         out.push(Action::Elect {
             term: self.attempt_term,
         });
@@ -1188,18 +1215,38 @@ impl Core {
         }
     }
 
-    /// Stands in elections: may lead, not leader, not a single voter (openraft's own timer
+    /// Stands in elections: may lead (or stands as a last resort), not leader, not a single voter (openraft's own timer
     /// runs those), and not in a planned overlap (the successor it asked is being elected:
     /// competing would move the VIPs to the wrong node, or back).
     fn standing(&self) -> bool {
         !self.setup.single_voter
-            && self.applied.is_some_and(|d| d.may_lead)
+            && self.may_stand()
             && self.raft.state != ServerState::Leader
             && self.overlap.is_none()
     }
 
+    /// May lead, or may stand as a last resort ([`LAST_RESORT_AFTER`]): a voter that is only
+    /// kept from leading by its own state, and that refused a candidate whose log is behind
+    /// its own since it last heard from a leader. Never a stopping node, nor one outside the
+    /// membership (it could not win).
+    fn may_stand(&self) -> bool {
+        let behind_since_leader = self.candidate_behind.is_some_and(|at| at >= self.heard());
+        self.applied.is_some_and(|d| {
+            d.may_lead
+                || behind_since_leader
+                    && matches!(
+                        d.reason,
+                        Reason::Maintenance
+                            | Reason::Unhealthy
+                            | Reason::VipUnbindable
+                            | Reason::Witness
+                    )
+        })
+    }
+
     /// `lease + stagger` after the last leader contact (or the start, which may follow a
-    /// contact this node forgot), but no sooner than `lease + timeout` after the last
+    /// contact this node forgot; [`LAST_RESORT_AFTER`] instead of the lease for a node that
+    /// may not lead), but no sooner than `lease + timeout` after the last
     /// election. Not stacked on the first attempt: a survivor stands as soon as the lease it
     /// and its peers hold for the lost leader runs out — no voter could grant a vote before,
     /// and the fence has released by then (docs/timing.md). The attempts after it are spaced
@@ -1208,9 +1255,20 @@ impl Core {
     /// whose round trips took longer than it bumped the term in turn), and no pre-vote storm
     /// from a node that is merely cut off.
     fn election_due(&self) -> Instant {
-        let heard = self.leader_contact.unwrap_or(self.started);
-        let lost = heard + self.setup.timing.lease + self.setup.timing.stagger;
-        lost.max(self.last_attempt + self.setup.timing.lease + self.timeout)
+        let heard = self.heard();
+        let timing = self.setup.timing;
+        let wait = if self.applied.is_some_and(|d| d.may_lead) {
+            timing.lease
+        } else {
+            LAST_RESORT_AFTER
+        };
+        let lost = heard + wait + timing.stagger;
+        lost.max(self.last_attempt + timing.lease + self.timeout)
+    }
+
+    /// The last leader contact, or the start.
+    fn heard(&self) -> Instant {
+        self.leader_contact.unwrap_or(self.started)
     }
 
     /// Pre-vote first, so a node that is merely cut off never burns a term.

@@ -1175,6 +1175,7 @@ mod sequences {
                 released_by: some.then_some(2)
             }),
             Just(Input::Transfer { to: Some(2) }),
+            Just(Input::CandidateBehind),
         ]
     }
 
@@ -1425,4 +1426,55 @@ fn an_old_holder_does_not_stand_against_its_successor_during_the_overlap() {
     // Once the overlap is over (here: at its bound) it stands again.
     let after = core.step(t0 + ms(3) + OVERLAP_BOUND + LEASE, Input::Tick);
     assert!(after.contains(&Action::RequestPreVote), "{after:?}");
+}
+
+#[test]
+fn a_node_that_may_not_lead_stands_only_as_a_last_resort_and_then_hands_over() {
+    let t0 = Instant::now();
+    let mut core = healthy_follower(t0);
+    core.step(t0, Input::Maintenance(true));
+    let heard = t0 + ms(500);
+    core.step(heard, Input::LeaderContact(heard));
+    assert_eq!(core.next_deadline(), None, "nothing says it must stand");
+    core.step(heard + ms(300), Input::CandidateBehind);
+    let due = core.next_deadline().expect("a last-resort election timer");
+    assert_eq!(due, heard + LAST_RESORT_AFTER + STAGGER);
+    assert!(!core
+        .step(due - ms(1), Input::Tick)
+        .contains(&Action::RequestPreVote));
+    assert!(core
+        .step(due, Input::Tick)
+        .contains(&Action::RequestPreVote));
+    let answer = core.step(due + ms(1), Input::PreVoteAnswer { won: true });
+    assert!(answer.contains(&Action::Elect { term: 2 }), "{answer:?}");
+    // Elected: it takes no VIPs and asks a peer that may lead to take over.
+    let elected = core.step(due + ms(5), leader(3, 0));
+    assert!(!core.state().holds_vips);
+    assert!(
+        elected.iter().any(|a| matches!(
+            a,
+            Action::HandOver {
+                keeping_vips: false,
+                ..
+            }
+        )),
+        "{elected:?}"
+    );
+}
+
+#[test]
+fn a_stopping_node_or_one_outside_the_membership_never_stands() {
+    let t0 = Instant::now();
+    let mut outside = healthy_follower(t0);
+    outside.step(t0, Input::Member(false));
+    outside.step(t0, Input::CandidateBehind);
+    let mut stopping = healthy_follower(t0);
+    stopping.step(t0, Input::Stop);
+    stopping.step(t0, Input::CandidateBehind);
+    for core in [&mut outside, &mut stopping] {
+        let later = t0 + LAST_RESORT_AFTER * 3;
+        assert!(!core
+            .step(later, Input::Tick)
+            .contains(&Action::RequestPreVote));
+    }
 }
