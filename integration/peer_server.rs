@@ -95,6 +95,74 @@ fn an_oversized_body_is_refused_before_it_is_read() {
     assert!(start.elapsed() < Duration::from_secs(1), "answered at once");
 }
 
+/// Resident memory of node `id`'s process, in KiB.
+fn rss_kib(c: &Cluster, id: u64) -> u64 {
+    let pid = c.nodes[id as usize - 1].as_ref().expect("running").pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Headers that pass every check before the body (a stranger can make such: the signature is
+/// well-formed but over another body), announcing a 4 MiB snapshot, and all but its last byte:
+/// without a budget each such connection made the node buffer 4 MiB.
+#[test]
+fn a_flood_of_large_unverified_bodies_stays_within_the_budget() {
+    const CONNECTIONS: usize = 40;
+    const BODY: usize = 4 << 20;
+    let mut c = Cluster::new(1, &[]);
+    c.start_all();
+    c.wait_for_leader(&[1], DEADLINE);
+    let before = rss_kib(&c, 1);
+    let auth = c.signer(1);
+    let chunk = vec![b'x'; 64 << 10];
+    let mut open = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let headers = auth
+            .sign(
+                1,
+                "POST",
+                "/raft/snapshot",
+                b"another body",
+                SystemTime::now(),
+            )
+            .headers()
+            .to_vec();
+        let Ok(mut stream) = TcpStream::connect(c.member(1).address) else {
+            continue;
+        };
+        stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut head =
+            format!("POST /raft/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n");
+        for (name, value) in &headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = stream.write_all(head.as_bytes());
+        let mut left = BODY - 1;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if stream.write_all(&chunk[..n]).is_err() {
+                break; // refused (budget used up) or the server stopped reading
+            }
+            left -= n;
+        }
+        open.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let during = rss_kib(&c, 1);
+    drop(open);
+    assert!(
+        during < before + 32 * 1024,
+        "{CONNECTIONS} unverified 4 MiB bodies grew the node from {before} to {during} KiB"
+    );
+}
+
 /// Open descriptors of node `id`'s process.
 fn open_fds(c: &Cluster, id: u64) -> usize {
     let pid = c.nodes[id as usize - 1].as_ref().expect("running").pid();

@@ -32,6 +32,13 @@ const MAX_SNAPSHOT_BODY: usize = 4 << 20;
 const MAX_APPEND_BODY: usize = 512 << 10;
 /// Largest vote, pre-vote, elect or maintenance request (they are a few dozen bytes).
 const MAX_SMALL_BODY: usize = 16 << 10;
+/// KiB of larger bodies (appends with entries, snapshots) read at once before their signature
+/// is known: headers that merely look signed cost a stranger nothing, so without a bound
+/// every connection could make this node buffer a 4 MiB snapshot (hundreds of MiB of locked
+/// memory, a leader too busy to heartbeat). Two snapshots' worth; a heartbeat or a small
+/// append (≤ `MAX_SMALL_BODY`) never waits for it, and a peer's larger request that finds it
+/// used up is refused and sent again by openraft.
+pub(super) const UNVERIFIED_BODY_KIB: usize = 2 * (MAX_SNAPSHOT_BODY >> 10);
 /// Largest answer this node signs (its own answers are small; a bound keeps one bug from
 /// buffering without limit), and so the most the peer client reads of one.
 pub(super) const MAX_ANSWER: usize = 1 << 20;
@@ -73,6 +80,8 @@ enum RefuseError {
     TooLarge { length: usize, limit: usize },
     #[error("the body did not arrive in time or was cut short")]
     BodyRead,
+    #[error("{0} bytes of body, and other large unverified bodies are being read")]
+    Busy(usize),
     #[error(transparent)]
     Auth(#[from] VerifyRequestError),
 }
@@ -86,7 +95,7 @@ pub(super) async fn authenticate(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let (signed, bytes) = match check(&state.auth, &parts, body, &path).await {
+    let (signed, bytes) = match check(&state, &parts, body, &path).await {
         Ok(accepted) => accepted,
         Err(error) => return refuse(&state, source, &path, &error),
     };
@@ -113,8 +122,9 @@ pub(super) async fn authenticate(
 }
 
 /// Checks length and signature headers before reading the body, then the body's signature.
+/// A body larger than a small request is read only within [`UNVERIFIED_BODY_KIB`].
 async fn check(
-    auth: &Authenticator,
+    state: &PeerServer,
     parts: &axum::http::request::Parts,
     body: Body,
     path: &str,
@@ -129,6 +139,7 @@ async fn check(
     if length > limit {
         return Err(RefuseError::TooLarge { length, limit });
     }
+    let auth = &state.auth;
     let signed = auth.check_headers(
         |name| {
             parts
@@ -139,6 +150,13 @@ async fn check(
         },
         SystemTime::now(),
     )?;
+    let _reading = if length > MAX_SMALL_BODY {
+        let kib = u32::try_from(length.div_ceil(1 << 10)).map_err(|_| RefuseError::Busy(length))?;
+        let permit = state.unverified_bodies.try_acquire_many(kib);
+        Some(permit.map_err(|_| RefuseError::Busy(length))?)
+    } else {
+        None
+    };
     let bytes = tokio::time::timeout(REQUEST_TIMEOUT, axum::body::to_bytes(body, length))
         .await
         .map_err(|_| RefuseError::BodyRead)?

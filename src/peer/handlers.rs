@@ -106,6 +106,9 @@ pub struct PeerServer {
     /// Rejected requests, shared with the status document.
     pub(super) rejected: Arc<AtomicU64>,
     pub(super) reject_log: Mutex<RejectLog>,
+    /// KiB of request bodies larger than a small request that are being read before their
+    /// signature can be checked (see `guard`).
+    pub(super) unverified_bodies: tokio::sync::Semaphore,
 }
 
 impl PeerServer {
@@ -125,6 +128,7 @@ impl PeerServer {
             contacts,
             rejected,
             reject_log: Mutex::new(RejectLog::new(REJECT_LOG_EVERY)),
+            unverified_bodies: tokio::sync::Semaphore::new(super::guard::UNVERIFIED_BODY_KIB),
         }
     }
 
