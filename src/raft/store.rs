@@ -233,21 +233,16 @@ pub fn open(
     // operator's evidence: it is put back as it was (the store is small; the copy is cheap).
     let before = std::fs::read(&path).ok();
     // redb asserts instead of returning an error on some damaged files (a truncated one, for
-    // instance): a panic while opening or reading is reported as corruption too.
-    let opened =
-        std::panic::catch_unwind(|| open_existing(&path, &expected)).unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Err(OpenStoreError::Corrupt {
-                path: path.clone(),
-                source: DatabaseError::Storage(redb::StorageError::Corrupted(format!(
-                    "redb panicked while opening: {message}"
-                ))),
-            })
-        });
+    // instance): a panic while opening or reading is reported as corruption too, and only so
+    // (the panic hook's report with its backtrace would read as a crash of raftvip).
+    let opened = quietly(|| open_existing(&path, &expected)).unwrap_or_else(|message| {
+        Err(OpenStoreError::Corrupt {
+            path: path.clone(),
+            source: DatabaseError::Storage(redb::StorageError::Corrupted(format!(
+                "redb panicked while opening: {message}"
+            ))),
+        })
+    });
     if let (Err(refused), Some(before)) = (&opened, &before) {
         // Locked: another raftvip owns the file; never write to it.
         if !matches!(refused, OpenStoreError::Locked { .. })
@@ -277,13 +272,37 @@ pub fn open(
     ))
 }
 
+/// Runs `f` at start-up, before any other thread, turning a panic into its message without
+/// the panic hook's report.
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic")
+            .to_owned()
+    })
+}
+
 /// Opens an existing database and reads what the state machine needs, after checking that the
-/// file is this node's.
+/// file is this node's. Every log entry is read once here: a damaged page found now is a
+/// refused file with advice, found later by openraft it would be a panic in the daemon.
 fn open_existing(path: &Path, expected: &Identity) -> Result<(Database, Applied), OpenStoreError> {
     let db = Database::builder()
         .open(path)
         .map_err(|e| classify_open_error(path, e))?;
     check_identity(&db, path, expected)?;
+    read_whole_log(&db).map_err(|e| OpenStoreError::Corrupt {
+        path: path.to_path_buf(),
+        source: DatabaseError::Storage(redb::StorageError::Corrupted(format!(
+            "its log cannot be read: {e}"
+        ))),
+    })?;
     let applied: Applied = read_value(&db, SM, KEY_APPLIED)
         .map_err(|source| OpenStoreError::Read {
             path: path.to_path_buf(),
@@ -479,6 +498,17 @@ impl LogStore {
         })
         .await
     }
+}
+
+/// Reads and decodes every log entry and the log's bounds.
+fn read_whole_log(db: &Database) -> Result<(), DbError> {
+    read_log_state(db)?;
+    let txn = db.begin_read()?;
+    for item in txn.open_table(LOG)?.iter()? {
+        let (_, v) = item?;
+        let _: Entry = serde_json::from_slice(v.value())?;
+    }
+    Ok(())
 }
 
 fn read_log_state(db: &Database) -> Result<LogState, DbError> {
@@ -1166,12 +1196,25 @@ mod tests {
         use proptest::prelude::*;
         use std::sync::OnceLock;
 
-        /// The bytes of a freshly created database, made once.
+        /// The bytes of a database with a log of a few pages (so that damage can hit the log
+        /// too, which openraft reads only after the open), made once.
         fn valid_file() -> &'static [u8] {
             static VALID: OnceLock<Vec<u8>> = OnceLock::new();
             VALID.get_or_init(|| {
                 let dir = tempfile::tempdir().unwrap();
-                std::fs::read(create(&dir)).unwrap()
+                let path = create(&dir);
+                let db = Database::builder().open(&path).unwrap();
+                let txn = db.begin_write().unwrap();
+                {
+                    let mut log = txn.open_table(LOG).unwrap();
+                    for index in 1..=300 {
+                        let entry = serde_json::to_vec(&blank(1, index)).unwrap();
+                        log.insert(index, entry.as_slice()).unwrap();
+                    }
+                }
+                txn.commit().unwrap();
+                drop(db);
+                std::fs::read(&path).unwrap()
             })
         }
 
