@@ -74,7 +74,7 @@ main() {
     local json=0
     while (($#)); do
         case $1 in
-            --config) RAFTVIP_CONFIG=${2:?--config needs a file}; shift 2 ;;
+            --config) need_value "$@"; RAFTVIP_CONFIG=$2; shift 2 ;;
             --json) json=1; shift ;;
             -h | --help) usage; exit 0 ;;
             *) usage >&2; exit 3 ;;

@@ -108,10 +108,10 @@ main() {
     while (($#)); do
         case $1 in
             on | off) action=$1; shift ;;
-            --node) node=${2:?--node needs an id}; shift 2 ;;
-            --config) RAFTVIP_CONFIG=${2:?--config needs a file}; shift 2 ;;
-            --timeout) TIMEOUT_S=${2:?}; shift 2 ;;
-            --drain-timeout) DRAIN_TIMEOUT_S=${2:?}; shift 2 ;;
+            --node) need_value "$@"; node=$2; shift 2 ;;
+            --config) need_value "$@"; RAFTVIP_CONFIG=$2; shift 2 ;;
+            --timeout) need_seconds "$@"; TIMEOUT_S=$2; shift 2 ;;
+            --drain-timeout) need_seconds "$@"; DRAIN_TIMEOUT_S=$2; shift 2 ;;
             -h | --help) usage; exit 0 ;;
             *) usage >&2; exit 3 ;;
         esac

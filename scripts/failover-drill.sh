@@ -70,12 +70,12 @@ one_holder_other_than() {
 main() {
     while (($#)); do
         case $1 in
-            --config) RAFTVIP_CONFIG=${2:?}; shift 2 ;;
-            --probe) PROBE_URL=${2:?}; shift 2 ;;
-            --probe-cmd) PROBE_CMD=${2:?}; shift 2 ;;
-            --probe-timeout) PROBE_TIMEOUT_S=${2:?}; shift 2 ;;
-            --timeout) TIMEOUT_S=${2:?}; shift 2 ;;
-            --settle) SETTLE_S=${2:?}; shift 2 ;;
+            --config) need_value "$@"; RAFTVIP_CONFIG=$2; shift 2 ;;
+            --probe) need_value "$@"; PROBE_URL=$2; shift 2 ;;
+            --probe-cmd) need_value "$@"; PROBE_CMD=$2; shift 2 ;;
+            --probe-timeout) need_value "$@"; PROBE_TIMEOUT_S=$2; shift 2 ;;
+            --timeout) need_seconds "$@"; TIMEOUT_S=$2; shift 2 ;;
+            --settle) need_seconds "$@"; SETTLE_S=$2; shift 2 ;;
             -h | --help) usage; exit 0 ;;
             *) usage >&2; exit 3 ;;
         esac

@@ -18,6 +18,9 @@ STATUS_TIMEOUT_S=${STATUS_TIMEOUT_S:-2}
 
 die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit "${DIE_CODE:-3}"; }
 say() { printf '%s\n' "$*"; }
+# Option checks, before anything is done: a usage error (exit 3) names the option.
+need_value() { [[ -n ${2-} ]] || die "$1 needs a value"; }
+need_seconds() { [[ ${2-} =~ ^[0-9]+$ ]] || die "$1 takes whole seconds, not '${2-}'"; }
 # cmd: echoes a command that changes state, then runs it (wg-quick style).
 cmd() { printf '[#] %s\n' "$*" >&2; "$@"; }
 now_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }

@@ -76,14 +76,14 @@ main() {
     local package="" binary=""
     while (($#)); do
         case $1 in
-            --package) package=${2:?}; shift 2 ;;
-            --binary) binary=${2:?}; shift 2 ;;
-            --config) RAFTVIP_CONFIG=${2:?}; shift 2 ;;
-            --exec-cmd) EXEC_CMD=${2:?}; shift 2 ;;
-            --host) HOSTS[${2%%=*}]=${2#*=}; shift 2 ;;
-            --install-path) INSTALL_PATH=${2:?}; shift 2 ;;
-            --restart-cmd) RESTART_CMD=${2:?}; shift 2 ;;
-            --timeout) TIMEOUT_S=${2:?}; shift 2 ;;
+            --package) need_value "$@"; package=$2; shift 2 ;;
+            --binary) need_value "$@"; binary=$2; shift 2 ;;
+            --config) need_value "$@"; RAFTVIP_CONFIG=$2; shift 2 ;;
+            --exec-cmd) need_value "$@"; EXEC_CMD=$2; shift 2 ;;
+            --host) need_value "$@"; HOSTS[${2%%=*}]=${2#*=}; shift 2 ;;
+            --install-path) need_value "$@"; INSTALL_PATH=$2; shift 2 ;;
+            --restart-cmd) need_value "$@"; RESTART_CMD=$2; shift 2 ;;
+            --timeout) need_seconds "$@"; TIMEOUT_S=$2; shift 2 ;;
             -h | --help) usage; exit 0 ;;
             *) usage >&2; exit 3 ;;
         esac
