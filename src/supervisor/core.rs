@@ -13,7 +13,8 @@
 //! Keeping it in one function is what makes "exactly one holder" reviewable:
 //!
 //! hold ⇔ leader ∧ quorum acknowledged within `fence` ∧ healthy ∧ VIPs bindable, and a
-//! witness, a node in maintenance or a stopping one never stands.
+//! stopping node never stands; a witness, an unhealthy node or one in maintenance stands only
+//! as a last resort ([`LAST_RESORT_AFTER`]), and elected so it holds nothing and hands over.
 //!
 //! Stopping, maintenance, a transfer or a reload that makes it a witness make a leader hand
 //! over, make-before-break (issue 10):
