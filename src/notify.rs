@@ -553,6 +553,8 @@ mod tests {
             .spawn()
             .unwrap();
         let supervised = tokio::spawn(supervise(child, Duration::from_secs(60)));
+        // Let it start supervising (in the daemon it does at once, in the same task).
+        tokio::task::yield_now().await;
         let background = loop {
             match std::fs::read_to_string(&pid_file).map(|t| t.trim().parse::<i32>()) {
                 Ok(Ok(pid)) => break nix::unistd::Pid::from_raw(pid),
