@@ -629,7 +629,7 @@ impl StatusView for LiveNode {
                 leader_changes: sup.leader_changes,
                 rejected_requests: self.rejected.load(Ordering::Relaxed),
                 handovers: sup.handovers,
-                fence_releases: sup.fence_releases,
+                fence_releases: self.vips.fence_releases(),
                 planned_overlaps: sup.planned_overlaps,
             },
             voters_may_fail: config.tolerance().may_fail as u64,

@@ -568,7 +568,6 @@ pub struct SupervisorState {
     pub may_lead: bool,
     pub reason: Reason,
     pub handovers: u64,
-    pub fence_releases: u64,
     pub leader_changes: u64,
     /// A planned overlap is in progress: this node stepped down for its successor and holds
     /// the VIPs until the successor does.
@@ -596,7 +595,6 @@ impl Default for SupervisorState {
             may_lead: false,
             reason: Reason::NotLeader,
             handovers: 0,
-            fence_releases: 0,
             leader_changes: 0,
             planned_overlap: false,
             planned_overlaps: 0,
@@ -1112,7 +1110,7 @@ impl Core {
         self.state.reason = d.reason;
     }
 
-    /// Logs a hold change, times a takeover and counts fence releases.
+    /// Logs a hold change and times a takeover.
     fn account_hold_change(&mut self, now: Instant, was_holding: bool, d: Decision) {
         if was_holding || d.hold_vips {
             tracing::info!(
@@ -1125,9 +1123,6 @@ impl Core {
         }
         if was_holding {
             self.released_at = Some(now);
-            if d.reason == Reason::QuorumLost {
-                self.state.fence_releases += 1;
-            }
         } else if let Some(took) =
             failover_duration(self.leader_contact, self.released_at, now).filter(|_| d.hold_vips)
         {

@@ -19,7 +19,7 @@ use openraft::ServerState;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::core::{Action, Core, Input, RaftReport, Setup, SupervisorState};
+use super::core::{Action, Core, Input, RaftReport, Reason, Setup, SupervisorState};
 use crate::config::Config;
 use crate::health::HealthFeed;
 use crate::notify::{HookContext, Notifier};
@@ -240,6 +240,10 @@ impl<P: Peers> Supervisor<P> {
             match action {
                 Action::HoldUntil(deadline) => self.vips.hold_until(deadline),
                 // Drift after this (someone deleting the VIP) is repaired by the VIP layer.
+                Action::SetHeld {
+                    hold: false,
+                    reason: reason @ Reason::QuorumLost,
+                } => self.vips.release_at_fence(&reason.to_string()),
                 Action::SetHeld { hold, reason } => self.vips.set_held(hold, &reason.to_string()),
                 Action::RaftElectionTimer(on) => {
                     self.raft.runtime_config().elect(on);

@@ -44,6 +44,18 @@ impl VipOverlap {
 pub trait VipHolder: Send + Sync + 'static {
     /// Idempotent: bind + announce, or release, every VIP.
     fn set_held(&self, hold: bool, reason: &str);
+    /// Releases every VIP because the fence ran out (the supervisor found its quorum lost):
+    /// `set_held(false, reason)`, counted in [`VipHolder::fence_releases`] if any was held.
+    fn release_at_fence(&self, reason: &str) {
+        self.set_held(false, reason);
+    }
+    /// Times VIPs held were released because the fence ran out, counted where the release
+    /// happens: on the VIP thread at its own deadline too, which the supervisor never sees
+    /// when a late acknowledgement reaches it first (a leader starved of CPU: the VIPs flap
+    /// while its decision stays "holder").
+    fn fence_releases(&self) -> u64 {
+        0
+    }
     fn status(&self) -> Vec<VipStatus>;
     /// Waits (at most `limit`) until the last `set_held` has been carried out; false on
     /// timeout. Implementations that execute on another thread make `set_held` return at

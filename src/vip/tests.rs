@@ -558,14 +558,30 @@ fn the_vip_thread_releases_at_the_fence_deadline_by_itself() {
         start.elapsed()
     );
     let announced = r.announcer.count(&Call::Announce(ip("198.51.100.1/32")));
+    assert_eq!(worker.fence_releases(), 1);
+    // The supervisor finds its quorum lost too: the same release, counted once.
+    worker.release_at_fence("no quorum");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    assert_eq!(worker.fence_releases(), 1);
     // A fresh deadline (a quorum acknowledged again): held again.
     worker.hold_until(Some(Instant::now() + Duration::from_secs(10)));
+    worker.set_held(true, "leader");
     let start = Instant::now();
     while r.control.bound().len() < 3 && start.elapsed() < Duration::from_secs(1) {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(r.control.bound().len(), 3);
     assert!(r.announcer.count(&Call::Announce(ip("198.51.100.1/32"))) > announced);
+    // The supervisor's release at the fence, first this time: counted; any other release not.
+    worker.release_at_fence("no quorum");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    assert!(r.control.bound().is_empty());
+    assert_eq!(worker.fence_releases(), 2);
+    worker.set_held(true, "leader");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    worker.set_held(false, "in maintenance");
+    assert!(worker.wait_applied(Duration::from_secs(1)));
+    assert_eq!(worker.fence_releases(), 2);
     cancel.cancel();
 }
 

@@ -20,6 +20,7 @@
 //! cannot miss a change, while the handover it triggers takes longer than the poll period
 //! anyway.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ const LINK_CHECK: Duration = Duration::from_millis(200);
 struct Desired {
     hold: bool,
     reason: String,
+    /// A release because the fence ran out ([`VipHolder::release_at_fence`]).
+    fence: bool,
     generation: u64,
     /// The fence deadline of the hold: this thread releases at it by itself.
     until: Option<Instant>,
@@ -55,6 +58,8 @@ pub struct VipWorker {
     unbindable: watch::Receiver<Option<String>>,
     /// A reload's new VIP set, for the thread to apply.
     reloaded: watch::Sender<Option<VipSet>>,
+    /// See [`VipHolder::fence_releases`].
+    fence_releases: Arc<AtomicU64>,
 }
 
 impl VipWorker {
@@ -70,6 +75,7 @@ impl VipWorker {
         let applied = Arc::new((Mutex::new(0), Condvar::new()));
         let (unbindable_tx, unbindable) = watch::channel(vips.unbindable());
         let (reloaded, reloaded_rx) = watch::channel(None);
+        let fence_releases = Arc::new(AtomicU64::new(0));
         let (started, start) = std::sync::mpsc::sync_channel(1);
         let thread = Thread {
             vips: vips.clone(),
@@ -78,6 +84,7 @@ impl VipWorker {
             applied: applied.clone(),
             unbindable: unbindable_tx,
             reloaded: reloaded_rx,
+            fence_releases: fence_releases.clone(),
         };
         std::thread::Builder::new()
             .name("raftvip-vips".to_owned())
@@ -108,6 +115,7 @@ impl VipWorker {
             applied,
             unbindable,
             reloaded,
+            fence_releases,
         })
     }
 
@@ -130,8 +138,20 @@ impl VipHolder for VipWorker {
         self.desired.send_modify(|d| {
             d.hold = hold;
             d.reason = reason.to_owned();
+            d.fence = false;
             d.generation += 1;
         });
+    }
+    fn release_at_fence(&self, reason: &str) {
+        self.desired.send_modify(|d| {
+            d.hold = false;
+            d.reason = reason.to_owned();
+            d.fence = true;
+            d.generation += 1;
+        });
+    }
+    fn fence_releases(&self) -> u64 {
+        self.fence_releases.load(Ordering::Relaxed)
     }
     /// A later deadline for the same hold (each quorum acknowledgement moves it, about a
     /// hundred times a second on a leader) is recorded without waking the thread: the thread
@@ -191,6 +211,7 @@ struct Thread {
     applied: Arc<(Mutex<u64>, Condvar)>,
     unbindable: watch::Sender<Option<String>>,
     reloaded: watch::Receiver<Option<VipSet>>,
+    fence_releases: Arc<AtomicU64>,
 }
 
 /// Why the VIP thread lets go at the deadline it was given: the old holder of a planned
@@ -246,6 +267,7 @@ impl Thread {
                     }
                     fenced_at = until;
                     let overlap = self.desired.borrow().overlap;
+                    self.count_fence_release(overlap);
                     self.vips.set_held(false, deadline_reason(overlap));
                 }
                 // Someone deleted or added one of our VIPs, or events were lost.
@@ -289,6 +311,9 @@ impl Thread {
             desired.reason.as_str()
         };
         let hold = desired.hold && !past;
+        if desired.hold && past || !desired.hold && desired.fence {
+            self.count_fence_release(desired.overlap);
+        }
         // The overlap is set before a hold (a successor's probe is answered at once) and
         // after a release (ending a yield while held announces).
         if hold {
@@ -312,6 +337,15 @@ impl Thread {
         *crate::sync::lock(lock) = desired.generation;
         changed.notify_all();
         true
+    }
+
+    /// Counts a release at the fence if a VIP is held now (the VIP thread at its deadline and
+    /// the supervisor's "quorum lost" may both release the same hold) and it is not the end
+    /// of a planned overlap, which is no fence.
+    fn count_fence_release(&self, overlap: VipOverlap) {
+        if overlap != VipOverlap::Yielding && self.vips.status().iter().any(|vip| vip.held) {
+            self.fence_releases.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Publishes whether every VIP's interface could take it now.
