@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::client::PeerClient;
+use super::client::{PeerCallError, PeerClient};
 use super::wire::{
     ElectRequest, HeldRequest, PeerAnswer, PrevoteRequest, ELECT_PATH, HELD_PATH, PREVOTE_PATH,
 };
@@ -38,7 +38,13 @@ pub struct PeerRequests {
     elect_timeout: Duration,
     prevote_timeout: Duration,
     held_timeout: Duration,
+    /// When a peer last refused this node's signature in a pre-vote was logged.
+    refused_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// A peer refusing this node's signature is logged at most this often (it repeats at every
+/// election attempt, several times a second).
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl PeerRequests {
     pub fn new(client: PeerClient, peers: Voters, log: LogStore) -> Self {
@@ -49,6 +55,19 @@ impl PeerRequests {
             elect_timeout: ELECT_REQUEST_TIMEOUT,
             prevote_timeout: PREVOTE_TIMEOUT,
             held_timeout: HELD_TIMEOUT,
+            refused_logged: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Logs, at most every [`REFUSED_LOG_EVERY`], that `peer` refused this node's signature:
+    /// a node with another secret or cluster name hears nothing and wins nothing, and
+    /// without this only its peers' logs would say why.
+    fn log_refused(&self, peer: NodeId, error: &PeerCallError) {
+        let now = std::time::Instant::now();
+        let mut last = crate::sync::lock(&self.refused_logged);
+        if last.is_none_or(|at| now.duration_since(at) >= REFUSED_LOG_EVERY) {
+            *last = Some(now);
+            tracing::warn!(peer, %error, "a peer refuses this node's requests as unauthenticated");
         }
     }
 
@@ -162,6 +181,7 @@ impl PeerRequests {
                         "pre-vote refused"
                     )
                 }
+                Ok((id, Err(e @ PeerCallError::Unauthorized { .. }))) => self.log_refused(id, &e),
                 Ok((id, Err(e))) => tracing::debug!(peer = id, error = %e, "pre-vote unanswered"),
                 Err(_) => {}
             }
