@@ -1173,7 +1173,8 @@ impl Config {
     /// What may be wrong on this box or only where it runs: an interface of this box's VIPs
     /// that does not exist here (fine when checking the file on another machine).
     pub fn host_warnings(&self) -> Vec<String> {
-        self.own_vips()
+        let interfaces = self
+            .own_vips()
             .iter()
             .filter(|v| nix::net::if_::if_nametoindex(v.interface.as_str()).is_err())
             .map(|v| {
@@ -1181,8 +1182,19 @@ impl Config {
                     "interface {} of VIP {} does not exist on this box: until it does, this node cannot hold the VIPs and does not stand",
                     v.interface, v.address
                 )
+            });
+        // Absent is fine (HAProxy may not run yet); present and no socket is a wrong path.
+        let socket = self.own_haproxy().and_then(|h| {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = std::fs::metadata(&h.stats_socket).ok()?.file_type();
+            (!kind.is_socket()).then(|| {
+                format!(
+                    "haproxy.stats_socket {} is not a socket: the path of haproxy.cfg's `stats socket`?",
+                    h.stats_socket.display()
+                )
             })
-            .collect()
+        });
+        interfaces.chain(socket).collect()
     }
 
     /// Legal choices that weaken the cluster, printed by `check-config` as warnings (it still
@@ -1902,6 +1914,20 @@ stats_socket = "/run/haproxy/admin.sock"
         assert!(
             problems[0].what.contains("is not a directory"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_stats_socket_path_that_is_no_socket_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = valid(dir.path()).replace(
+            "/run/haproxy/admin.sock",
+            &dir.path().join("secret").display().to_string(),
+        );
+        let warnings = Config::parse(&text).unwrap().host_warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("is not a socket")),
+            "{warnings:?}"
         );
     }
 
