@@ -215,6 +215,18 @@ pub fn open(
         node_id,
     };
 
+    // A link whose target is gone is a file lost, not a fresh node: creating a database would
+    // replace the link and forget this node's vote and log without a word.
+    if path.is_symlink() && !path.exists() {
+        return Err(OpenStoreError::OpenDatabase {
+            path: path.clone(),
+            source: DatabaseError::Storage(redb::StorageError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                "it is a symbolic link to a file that does not exist: restore the file, or \
+                 remove the link to start this node empty",
+            ))),
+        });
+    }
     let exists = path
         .try_exists()
         .map_err(|e| OpenStoreError::OpenDatabase {
@@ -1094,6 +1106,16 @@ mod tests {
             assert_corrupt_and_untouched(&dir, &valid[..len]);
         }
         assert!(path.exists());
+    }
+
+    #[test]
+    fn a_link_to_a_lost_database_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        std::os::unix::fs::symlink(dir.path().join("gone/raft.redb"), &path).unwrap();
+        let err = open(dir.path(), "a", 1).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(path.is_symlink(), "the link was replaced");
     }
 
     #[test]
