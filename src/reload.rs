@@ -184,15 +184,30 @@ pub fn plan(running: &Config, new: &Config, same_secret: bool) -> Result<Plan, V
     let mut plan = Plan::default();
     vip_changes(running, new, &mut plan.changes);
     if running.announce != new.announce {
-        plan.changes.push(format!(
-            "announce: burst_count {} -> {}, burst_interval_ms {} -> {}, refresh_s {} -> {}",
-            running.announce.burst_count,
-            new.announce.burst_count,
-            running.announce.burst_interval_ms,
-            new.announce.burst_interval_ms,
-            running.announce.refresh_s,
-            new.announce.refresh_s
-        ));
+        let (old, now) = (&running.announce, &new.announce);
+        let changed: Vec<String> = [
+            (
+                "burst_count",
+                old.burst_count.to_string(),
+                now.burst_count.to_string(),
+            ),
+            (
+                "burst_interval_ms",
+                old.burst_interval_ms.to_string(),
+                now.burst_interval_ms.to_string(),
+            ),
+            (
+                "refresh_s",
+                old.refresh_s.to_string(),
+                now.refresh_s.to_string(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(name, a, b)| format!("{name} {a} -> {b}"))
+        .collect();
+        plan.changes
+            .push(format!("announce: {}", changed.join(", ")));
     }
     if running.timing.reconcile_ms != new.timing.reconcile_ms {
         plan.changes.push(format!(

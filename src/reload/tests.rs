@@ -228,7 +228,7 @@ fn announce_hooks_and_reconcile_reload_live() {
     assert_eq!(
         plan.changes,
         [
-            "announce: burst_count 3 -> 5, burst_interval_ms 20 -> 20, refresh_s 10 -> 10",
+            "announce: burst_count 3 -> 5",
             "timing.reconcile_ms: 1000 -> 500",
             "notify: hooks replaced (events from now on use them)",
         ]
