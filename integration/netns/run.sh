@@ -24,6 +24,8 @@ MANY_VIPS_STABLE_S=${MANY_VIPS_STABLE_S:-30}
 # win first. Before the transfer accepted that winner for `any`, the command failed then ("node
 # N did not take over"): in both 5-box bench-failover runs of 2026-11-29, within three transfers.
 TRANSFER_FIVE_RUNS=${TRANSFER_FIVE_RUNS:-8}
+# maintenance_back_to_back: how many rounds.
+MAINTENANCE_RUNS=${MAINTENANCE_RUNS:-3}
 # A hand-deleted VIP must be back within this.
 READD_MS=100
 
@@ -69,6 +71,7 @@ SCENARIOS=(
     "all_unhealthy|all boxes unhealthy -> no holder; one recovers -> it holds"
     "maintenance_handoff|raftvip maintenance on (holder) -> handoff"
     "sigterm_handoff|SIGTERM on the holder's raftvip -> handoff"
+    "maintenance_back_to_back|maintenance on for the holder and its successor, then off for both, back to back -> every command exits 0 and one box holds within 5 s (it once stayed leaderless for good; MAINTENANCE_RUNS runs)"
     "stale_vip_bad_store|a stale VIP is removed even when the store cannot be opened (run exits non-zero)"
     "release_command|raftvip release removes a bound VIP and exits 0, again 0 when nothing is bound"
     "store_error_fatal|the holder's store disk fails -> its raftvip releases the VIP and exits non-zero at once"
@@ -551,6 +554,31 @@ maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }
 sigterm_raftvip() { bed_kill_raftvip "$1" TERM; }
 scn_maintenance_handoff() { handoff maintenance_on; }
 scn_sigterm_handoff() { handoff sigterm_raftvip; }
+
+# on / on / off / off, back to back: the successor writes a flag (its own, or the first box's
+# off) after it asked the third box to take over, before that box has the entry. Without the
+# last-resort election no box that may lead could win again: no holder, for good.
+scn_maintenance_back_to_back() {
+    setup 3
+    local run h f b t0 took=()
+    for ((run = 1; run <= MAINTENANCE_RUNS; run++)); do
+        h=$(holder)
+        f=$((h % 3 + 1))
+        t0=$(bed_now_ms)
+        for b in "$h" "$f"; do
+            bed_raftvip_cli "$b" maintenance on >/dev/null || fail "run $run: maintenance on box$b failed"
+        done
+        for b in "$h" "$f"; do
+            bed_raftvip_cli "$b" maintenance off >/dev/null || fail "run $run: maintenance off box$b failed"
+        done
+        bed_wait 5000 one_holder_now ||
+            fail "run $run: no single holder 5 s after maintenance on and off on box$h and box$f (holders: '$(bed_holders)')"
+        took+=($(($(bed_now_ms) - t0)))
+        bed_wait 5000 all_follow a || fail "run $run: no agreed leader after maintenance off"
+    done
+    note "held_again_ms=[${took[*]}]"
+}
+one_holder_now() { local h; h=$(bed_holders); [[ -n $h && $h != *" "* ]]; }
 
 # ---- scenarios: fail-safe start and exit (issue 8) ----
 
