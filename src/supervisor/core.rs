@@ -67,7 +67,7 @@ pub const STOP_HANDOVER_BOUND: Duration = Duration::from_millis(600);
 /// received it yet), the nodes that may lead can never win, and nobody else would stand.
 /// Elected this way, a node takes no VIPs and hands leadership over at once to a node that
 /// may lead, whose log it brings up to date ([`decide`]: a leader that may not lead hands
-/// over). Long against a failover (ten leases), so it does not compete with a node that may
+/// over). Long against a failover (about ten leases), so it does not compete with a node that may
 /// lead and can win; short against an outage.
 pub const LAST_RESORT_AFTER: Duration = Duration::from_secs(1);
 
@@ -1211,9 +1211,9 @@ impl Core {
         }
     }
 
-    /// Stands in elections: may lead (or stands as a last resort), not leader, not a single voter (openraft's own timer
-    /// runs those), and not in a planned overlap (the successor it asked is being elected:
-    /// competing would move the VIPs to the wrong node, or back).
+    /// Stands in elections: may lead (or stand as a last resort), not leader, not a single
+    /// voter (openraft's own timer runs those), and not in a planned overlap (the successor it
+    /// asked is being elected: competing would move the VIPs to the wrong node, or back).
     fn standing(&self) -> bool {
         !self.setup.single_voter
             && self.may_stand()
