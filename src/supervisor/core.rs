@@ -59,6 +59,13 @@ use crate::vip::VipOverlap;
 /// handover takes a few ms, and the whole stop must stay under a second.
 pub const STOP_HANDOVER_BOUND: Duration = Duration::from_millis(600);
 
+/// How much longer than a lease a voter holds back its pre-vote for another node's election
+/// (see [`Timing::grant_prevote`]). A handover's successor stands again 5 ms after the lease
+/// that refused its first election (`peer::handlers`); the deference must outlast that and
+/// its vote request's way here, or the next follower in the stagger, standing a few ms later,
+/// wins instead (1 in 16 five-box transfers under CI's load, 2026-11-29).
+pub const CANDIDATE_GRACE: Duration = Duration::from_millis(20);
+
 /// How long a voter that may not lead (in maintenance, unhealthy, unable to bind its VIPs, a
 /// witness) goes without hearing from a leader before it stands all the same — only after it
 /// refused the pre-vote of a candidate whose log is behind its own. Raft elects only a node
@@ -336,15 +343,16 @@ impl Timing {
         // with more than three voters stands again right after the other voters' leases,
         // which refused its first election. A pre-vote granted meanwhile makes a second
         // candidate that wins in the term after, and the VIPs go to a node nobody chose.
-        // Only for a lease after its vote request, and only if its log is as recent as the
-        // asker's (else the asker may be the only one that can win).
+        // Only for a lease (and [`CANDIDATE_GRACE`]) after its vote request, and only if its
+        // log is as recent as the asker's (else the asker may be the only one that can win).
         if let Some((id, age, log)) = q.other_candidate {
-            if age < self.lease && log >= q.candidate_last_log {
+            let window = self.lease + CANDIDATE_GRACE;
+            if age < window && log >= q.candidate_last_log {
                 return Err(format!(
                     "node {id} asked for this node's vote {} ms ago and its log is as recent \
                      as yours (grants {} ms after)",
                     age.as_millis(),
-                    self.lease.as_millis()
+                    window.as_millis()
                 ));
             }
         }

@@ -1119,10 +1119,11 @@ fn grant_prevote_rules() {
         (|q| { q.candidate = true; q.own_election_age = Some(ms(1)); q.my_last_log = log(2, 9) }, Ok(())),
         (|q| q.candidate = true, Ok(())),
         // Another node asked for this node's vote: its election (a handover's) is under way
-        // for a lease, unless the asker's log is ahead of that candidate's.
+        // for a lease and a grace, unless the asker's log is ahead of that candidate's.
         (|q| q.other_candidate = Some((3, LEASE - ms(1), log(2, 10))), Err("node 3 asked for this node's vote 99 ms ago")),
         (|q| q.other_candidate = Some((3, ms(1), log(3, 1))), Err("its log is as recent as yours")),
-        (|q| q.other_candidate = Some((3, LEASE, log(2, 10))), Ok(())),
+        (|q| q.other_candidate = Some((3, LEASE + ms(19), log(2, 10))), Err("(grants 120 ms after)")),
+        (|q| q.other_candidate = Some((3, LEASE + CANDIDATE_GRACE, log(2, 10))), Ok(())),
         (|q| q.other_candidate = Some((3, ms(1), log(2, 9))), Ok(())),
     ];
     for (change, expected) in cases {
