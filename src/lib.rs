@@ -34,6 +34,7 @@
 //! - [`process_metrics`]: memory, CPU, descriptors and start time from `/proc/self`.
 //! - [`clock`]: wall-clock milliseconds, for times that leave the process.
 //! - [`sync`]: the poison-tolerant mutex lock.
+//! - [`log_limit`]: a message that repeats logged once per period, with the count held back.
 //! - [`realtime`]: `[process]`: real-time scheduling and locked memory for the lease's threads.
 
 pub mod api;
@@ -43,6 +44,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod keepalived;
+pub mod log_limit;
 pub mod membership;
 pub mod metrics;
 pub mod notify;

@@ -11,6 +11,7 @@ use super::client::{PeerCallError, PeerClient};
 use super::wire::{
     ElectRequest, HeldRequest, PeerAnswer, PrevoteRequest, ELECT_PATH, HELD_PATH, PREVOTE_PATH,
 };
+use crate::log_limit::LogLimit;
 use crate::raft::store::LogStore;
 use crate::raft::NodeId;
 
@@ -38,8 +39,9 @@ pub struct PeerRequests {
     elect_timeout: Duration,
     prevote_timeout: Duration,
     held_timeout: Duration,
-    /// When a peer last refused this node's signature in a pre-vote was logged.
-    refused_logged: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Peers refusing this node's signature in a pre-vote, logged at most every
+    /// [`REFUSED_LOG_EVERY`].
+    refused_log: std::sync::Mutex<LogLimit>,
 }
 
 /// A peer refusing this node's signature is logged at most this often (it repeats at every
@@ -55,7 +57,7 @@ impl PeerRequests {
             elect_timeout: ELECT_REQUEST_TIMEOUT,
             prevote_timeout: PREVOTE_TIMEOUT,
             held_timeout: HELD_TIMEOUT,
-            refused_logged: std::sync::Mutex::new(None),
+            refused_log: std::sync::Mutex::new(LogLimit::new(REFUSED_LOG_EVERY)),
         }
     }
 
@@ -63,11 +65,14 @@ impl PeerRequests {
     /// a node with another secret or cluster name hears nothing and wins nothing, and
     /// without this only its peers' logs would say why.
     fn log_refused(&self, peer: NodeId, error: &PeerCallError) {
-        let now = std::time::Instant::now();
-        let mut last = crate::sync::lock(&self.refused_logged);
-        if last.is_none_or(|at| now.duration_since(at) >= REFUSED_LOG_EVERY) {
-            *last = Some(now);
-            tracing::warn!(peer, %error, "a peer refuses this node's requests as unauthenticated");
+        let allowed = crate::sync::lock(&self.refused_log).allow(std::time::Instant::now());
+        if let Some(not_logged) = allowed {
+            tracing::warn!(
+                peer,
+                %error,
+                refusals_not_logged = not_logged,
+                "a peer refuses this node's requests as unauthenticated"
+            );
         }
     }
 
