@@ -862,9 +862,9 @@ impl Config {
     /// Paths the daemon resolves at start: absolute, so they do not depend on the directory
     /// it was started in.
     fn path_problems(&self, problems: &mut Vec<Problem>) {
-        for (key, path) in [
-            ("data_dir", &self.data_dir),
-            ("secret_file", &self.secret_file),
+        for (key, path, example) in [
+            ("data_dir", &self.data_dir, "/var/lib/raftvip"),
+            ("secret_file", &self.secret_file, "/etc/raftvip/secret"),
         ] {
             if !path.is_absolute() {
                 problems.push(Problem::new(
@@ -873,7 +873,7 @@ impl Config {
                         "'{}' is not an absolute path: it would depend on the directory raftvip starts in",
                         path.display()
                     ),
-                    format!("use an absolute path, e.g. {}", default_path(key)),
+                    format!("use an absolute path, e.g. {example}"),
                 ));
             }
         }
@@ -1474,15 +1474,6 @@ fn valid_interface_name(name: &str) -> bool {
         && !name
             .chars()
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
-}
-
-/// The packaged default of a path key, for fixes.
-fn default_path(key: &str) -> &'static str {
-    if key == "data_dir" {
-        "/var/lib/raftvip"
-    } else {
-        "/etc/raftvip/secret"
-    }
 }
 
 /// Refuses a secret that others could read or replace: its mode grants nothing to group and

@@ -4,8 +4,9 @@
 //! [`crate::peer`]'s; this module mounts them beside the read-only routes. Status and metrics
 //! are unauthenticated, like HAProxy's own stats page, and rate-limited ([`ReadOnlyBudget`]):
 //! anyone who reaches the port can ask, and answering runs on the thread that carries Raft.
-//! With `status_listen` set they move to that address and the peer port serves peers only. Connection limits and timeouts live in
-//! [`server`]; what the CLI uses to talk to a daemon is [`client`].
+//! With `status_listen` set they move to that address and the peer port serves peers only.
+//! Connection limits and timeouts live in [`server`]; what the CLI uses to talk to a daemon
+//! is [`client`].
 
 pub mod client;
 pub mod server;
