@@ -337,7 +337,7 @@ pub fn convert(nodes: &[Node], source: &str) -> Result<Converted, ImportError> {
     found.skip_top_level(nodes);
     let haproxy_check = found.haproxy_check(nodes);
 
-    let members = found.members.take().unwrap_or_default();
+    let (_, members) = found.members.take().unwrap_or_default();
     let mut all: Vec<IpAddr> = members.peers.iter().copied().collect();
     if let Some(me) = members.this_box {
         if !all.contains(&me) {
@@ -396,10 +396,9 @@ impl Members {
 #[derive(Default)]
 struct Found {
     vips: Vec<Vip>,
-    /// The boxes, as the first instance that names any (with its name): a raftvip box has one
-    /// peer address, so instances that name other addresses cannot all be followed.
-    members: Option<Members>,
-    first_named_by: String,
+    /// The boxes, as the first instance that names any (its name, its boxes): a raftvip box
+    /// has one peer address, so instances that name other addresses cannot all be followed.
+    members: Option<(String, Members)>,
     /// Instances whose boxes differ from those of the first, for the warnings.
     conflicts: Vec<String>,
     /// `track_script` names.
@@ -502,18 +501,13 @@ impl Found {
             return;
         }
         match &self.members {
-            None => {
-                self.members = Some(members);
-                self.first_named_by = name.to_owned();
-            }
-            Some(first) if *first == members => {}
-            Some(first) => self.conflicts.push(format!(
-                "vrrp_instance {name} names other boxes ({}) than vrrp_instance {} ({}): a raftvip box has one \
-                 peer address, so the [[peer]] list below comes from {} alone; check it on every box",
+            None => self.members = Some((name.to_owned(), members)),
+            Some((_, first)) if *first == members => {}
+            Some((first_name, first)) => self.conflicts.push(format!(
+                "vrrp_instance {name} names other boxes ({}) than vrrp_instance {first_name} ({}): a raftvip box has one \
+                 peer address, so the [[peer]] list below comes from {first_name} alone; check it on every box",
                 members.describe(),
-                self.first_named_by,
                 first.describe(),
-                self.first_named_by
             )),
         }
     }
