@@ -95,9 +95,14 @@ fn an_oversized_body_is_refused_before_it_is_read() {
     assert!(start.elapsed() < Duration::from_secs(1), "answered at once");
 }
 
+/// The process id of node `id`, which must be running.
+fn pid_of(c: &Cluster, id: u64) -> u32 {
+    c.nodes[id as usize - 1].as_ref().expect("running").pid()
+}
+
 /// Resident memory of node `id`'s process, in KiB.
 fn rss_kib(c: &Cluster, id: u64) -> u64 {
-    let pid = c.nodes[id as usize - 1].as_ref().expect("running").pid();
+    let pid = pid_of(c, id);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -165,7 +170,7 @@ fn a_flood_of_large_unverified_bodies_stays_within_the_budget() {
 
 /// Open descriptors of node `id`'s process.
 fn open_fds(c: &Cluster, id: u64) -> usize {
-    let pid = c.nodes[id as usize - 1].as_ref().expect("running").pid();
+    let pid = pid_of(c, id);
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()

@@ -571,14 +571,13 @@ scn_maintenance_back_to_back() {
         for b in "$h" "$f"; do
             bed_raftvip_cli "$b" maintenance off >/dev/null || fail "run $run: maintenance off box$b failed"
         done
-        bed_wait 5000 one_holder_now ||
+        bed_wait_holder 5000 >/dev/null ||
             fail "run $run: no single holder 5 s after maintenance on and off on box$h and box$f (holders: '$(bed_holders)')"
         took+=($(($(bed_now_ms) - t0)))
         bed_wait 5000 all_follow a || fail "run $run: no agreed leader after maintenance off"
     done
     note "held_again_ms=[${took[*]}]"
 }
-one_holder_now() { local h; h=$(bed_holders); [[ -n $h && $h != *" "* ]]; }
 
 # ---- scenarios: fail-safe start and exit (issue 8) ----
 
