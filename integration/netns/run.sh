@@ -19,10 +19,11 @@ MAX_HANDOVER_OUTAGE_MS=${MAX_HANDOVER_OUTAGE_MS:-1000}
 FENCE_ASSERT_MS=500
 # many_vips: how long the settled cluster must keep its leader (issue 13 asks 30 s).
 MANY_VIPS_STABLE_S=${MANY_VIPS_STABLE_S:-30}
-# How many transfers transfer_any_five makes. With 5 voters the target's first election is
-# refused by the other followers' leases, and when they run out another follower may stand and
-# win first. Before the transfer accepted that winner for `any`, the command failed then ("node
-# N did not take over"): in both 5-box bench-failover runs of 2026-11-29, within three transfers.
+# How many transfers transfer_any_five makes. With 5 voters the target's first election was
+# refused by the other followers' leases (until they ended their lease for a handover), and when
+# they ran out another follower could stand and win first. Before the transfer accepted that
+# winner for `any`, the command failed then ("node N did not take over"): in both 5-box
+# bench-failover runs of 2026-11-29, within three transfers.
 TRANSFER_FIVE_RUNS=${TRANSFER_FIVE_RUNS:-8}
 # maintenance_back_to_back: how many rounds.
 MAINTENANCE_RUNS=${MAINTENANCE_RUNS:-3}
@@ -64,6 +65,7 @@ SCENARIOS=(
     "witness_pair|two boxes + witness: losing either box leaves the VIP on the other"
     "rejoin_no_preempt|a follower cut off for 2 s rejoins -> the VIP stays, the term does not move (pre-vote)"
     "haproxy_kill|HAProxy SIGKILLed on the holder -> the VIP moves"
+    "haproxy_kill_five|5 boxes: HAProxy SIGKILLed on the holder -> the VIP moves to the box it asked, elected in the next term (no wait for the other voters' leases)"
     "backend_down|required backend DOWN on the holder -> the VIP moves"
     "haproxy_reload|10 master-worker reloads on the holder -> VIP never moves, probe never fails"
     "haproxy_restart_old_holder|HAProxy restarted on the old holder -> the VIP stays"
@@ -90,7 +92,7 @@ SCENARIOS=(
     "mbb_sigterm|make-before-break: SIGTERM on the holder -> 0 failed client probes, the client's neighbour entry names the successor (MBB_RUNS runs)"
     "mbb_maintenance|make-before-break: maintenance on (holder) -> 0 failed client probes, neighbour entry = successor, overlap counted (MBB_RUNS runs)"
     "mbb_transfer|make-before-break: raftvip transfer --to ID, run on a follower -> that node holds, 0 failed client probes, neighbour entry = it (MBB_RUNS runs)"
-    "transfer_any_five|5 boxes: raftvip transfer --to any, ${TRANSFER_FIVE_RUNS} times in a row, each exits 0 naming the node that now holds the VIP, the one asked; then as often --to the highest-numbered follower, which must win though node 1 stands first"
+    "transfer_any_five|5 boxes: raftvip transfer --to any, ${TRANSFER_FIVE_RUNS} times in a row, each exits 0 naming the node that now holds the VIP, the one asked, elected in the next term; then as often --to the highest-numbered follower, which must win the same way though node 1 is first in the stagger"
     "transfer_refused|raftvip transfer refuses, naming why, a witness, a node in maintenance, an unhealthy one, an unreachable one, and 'any' when none can lead; the VIP never moves"
     "realtime_threads|[process]: runtime and VIP threads SCHED_RR at the configured priority, the blocking pool one below, other threads normal, memory locked; off with 0 / false"
     "membership_change|a 4th box joins (learner -> voter) and the holder is removed while the client probes: no failed probe on the add, one planned handover on the removal, each reported by raftvip reload; the removed box says so, also after a restart; a change that cannot be made fails the reload; status shows the file's differences"
@@ -447,9 +449,10 @@ scn_rejoin_no_preempt() {
 # vip_moves_after ACTION MAX_OUTAGE_MS: ACTION BOX, done to the holder, moves the VIP to
 # another box and the client is served again within MAX_OUTAGE_MS. Sets h (old holder), n (new
 # holder), probe and fault for the caller's further checks (declare them local there).
-vip_moves_after() {
-    setup 3
+vip_moves_after() { # ACTION MAX_OUTAGE_MS [BOXES]: ACTION on the holder moves the VIP
+    setup "${3:-3}"
     h=$(holder)
+    term=$(bed_status "$h" term)
     probe=$(bed_probe_start)
     bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
     fault=$(bed_now_ms)
@@ -458,15 +461,17 @@ vip_moves_after() {
     note "box$h->box$n takeover=$(($(bed_now_ms) - fault))ms"
     served_again "$probe" "$fault" "$2"
 }
-haproxy_move() { # ACTION breaks the holder's health
-    local h n probe fault
-    vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS"
+haproxy_move() { # ACTION [BOXES] breaks the holder's health
+    local h n probe fault term
+    vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS" "${2:-3}"
+    won_next_term 1 "$h" "$n" "$term"
     # The unhealthy holder released at once: its successor has no overlap to guard or wait for.
     local overlap
     overlap=$(grep -m 2 "planned overlap" "$(bed_boxdir "$n")/raftvip.log") || return 0
     fail "box$n guarded an overlap with an old holder that had released: $overlap"
 }
 scn_haproxy_kill() { haproxy_move bed_kill_haproxy; }
+scn_haproxy_kill_five() { haproxy_move bed_kill_haproxy 5; }
 scn_backend_down() { haproxy_move bed_stop_backend; }
 
 scn_haproxy_reload() {
@@ -1115,11 +1120,20 @@ scn_mbb_sigterm() { mbb sigterm; }
 scn_mbb_maintenance() { mbb maintenance; }
 scn_mbb_transfer() { mbb transfer; }
 
+# won_next_term RUN OLD NEW TERM: NEW leads in the term after OLD's TERM. With 5 voters the other
+# followers end their lease on the old leader for the election it asked for; before, they
+# refused it until their lease ran out, and the target won its second election, if any.
+won_next_term() {
+    local won
+    won=$(bed_status "$3" term)
+    ((won == $4 + 1)) || fail "run $1: box$3 leads in term $won, not $(($4 + 1)), the term after box$2's"
+}
 scn_transfer_any_five() {
-    local voters=5 run h n out asked
+    local voters=5 run h n out asked term
     setup "$voters"
     for run in $(seq 1 "$TRANSFER_FIVE_RUNS"); do
         h=$(holder)
+        term=$(bed_status "$h" term)
         out=$(bed_raftvip_cli "$h" transfer --to any 2>&1) || fail "run $run: transfer --to any on box$h failed: $out"
         n=$(wait_new_holder "$h")
         [[ $out == "node $(bed_node_id "$n") leads and holds the VIPs now" ]] ||
@@ -1129,18 +1143,20 @@ scn_transfer_any_five() {
         # 8 times in 20, and the old holder released without the planned overlap).
         asked=$((h % voters + 1))
         [[ $n == "$asked" ]] || fail "run $run: box$n won the election, not box$asked, the one box$h asked"
+        won_next_term "$run" "$h" "$n" "$term"
         bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle"
     done
-    # A named target wins although node 1, first in the stagger, stands before it once the
-    # voters' leases run out.
+    # A named target wins although node 1 is first in the stagger.
     for run in $(seq 1 "$TRANSFER_FIVE_RUNS"); do
         h=$(holder)
+        term=$(bed_status "$h" term)
         asked=$voters
         [[ $h == "$asked" ]] && asked=$((voters - 1))
         out=$(bed_raftvip_cli "$h" transfer --to "$(bed_node_id "$asked")" 2>&1) ||
             fail "run $run: transfer --to $(bed_node_id "$asked") on box$h failed: $out"
         n=$(wait_new_holder "$h")
         [[ $n == "$asked" ]] || fail "run $run: box$n holds the VIP, not box$asked"
+        won_next_term "$run" "$h" "$n" "$term"
         bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle"
     done
     note "runs=$TRANSFER_FIVE_RUNS to_any=$TRANSFER_FIVE_RUNS to_named=$TRANSFER_FIVE_RUNS"

@@ -1,14 +1,16 @@
-//! When this node last heard from each peer, from a leader and from a candidate.
+//! When this node last heard from each peer, from a leader and from a candidate, and which
+//! leader last asked it to take over.
 //!
 //! Both sides of the wire feed it (a signed request from a peer, a signed answer to one of
-//! ours), and three readers need it: the status document (each peer's last contact), the
-//! pre-vote ("is a leader alive?", "is an election under way?") and the vote gate ("has a
-//! leader restored my term?").
+//! ours), and four readers need it: the status document (each peer's last contact), the
+//! pre-vote ("is a leader alive?", "is an election under way?"), the vote gate ("has a
+//! leader restored my term?") and this node's vote requests (which handover they carry).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::wire::HandingOver;
 use crate::raft::typ::LogId;
 use crate::raft::NodeId;
 
@@ -23,6 +25,8 @@ pub struct Contacts {
     peers: Mutex<HashMap<NodeId, Instant>>,
     leader: Mutex<Option<Instant>>,
     candidate: Mutex<Option<CandidateSeen>>,
+    /// The leader that last asked this node to take over, until when its vote requests say so.
+    asked_by: Mutex<Option<(HandingOver, Instant)>>,
 }
 
 /// The last vote request from a candidate: who, when, and where its log ends.
@@ -75,6 +79,17 @@ impl Contacts {
     pub fn last_candidate(&self) -> Option<CandidateSeen> {
         *crate::sync::lock(&self.candidate)
     }
+    /// `leader` asked this node to take over just now: its vote requests of a later term say
+    /// so `for_how_long`.
+    pub fn asked_to_take_over_by(&self, leader: HandingOver, for_how_long: Duration) {
+        *crate::sync::lock(&self.asked_by) = Some((leader, Instant::now() + for_how_long));
+    }
+    /// The handover a vote request of `term` from this node carries, if any.
+    pub fn handover_for(&self, term: u64) -> Option<HandingOver> {
+        crate::sync::lock(&self.asked_by)
+            .filter(|(leader, until)| term > leader.term && Instant::now() < *until)
+            .map(|(leader, _)| leader)
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +106,21 @@ mod tests {
         }
         assert_eq!(contacts.len(), MAX_CONTACTS);
         assert!(contacts.age(99_999).is_some());
+    }
+
+    #[test]
+    fn a_handover_is_passed_on_by_elections_after_its_term_and_only_for_a_while() {
+        let contacts = Contacts::default();
+        assert_eq!(contacts.handover_for(4), None);
+        let leader = HandingOver { leader: 1, term: 3 };
+        contacts.asked_to_take_over_by(leader, Duration::from_secs(60));
+        assert_eq!(contacts.handover_for(4), Some(leader));
+        assert_eq!(
+            contacts.handover_for(3),
+            None,
+            "not in the leader's own term"
+        );
+        contacts.asked_to_take_over_by(leader, Duration::ZERO);
+        assert_eq!(contacts.handover_for(4), None, "no longer");
     }
 }

@@ -28,10 +28,10 @@ use super::client::PeerClient;
 use super::guard::{authenticate, Signer, REJECT_LOG_EVERY};
 use super::reject_log::RejectLog;
 use super::wire::{
-    ElectRequest, HeldRequest, MaintenanceRequest, MembersRequest, MembershipView, PeerAnswer,
-    PrevoteRequest, RemovedNotice, TransferRequest, APPEND_PATH, CAN_LEAD_PATH, ELECT_PATH,
-    HELD_PATH, MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH, PREVOTE_PATH, REMOVED_PATH,
-    SNAPSHOT_PATH, TRANSFER_PATH, VOTE_PATH,
+    ElectRequest, HandingOver, HeldRequest, MaintenanceRequest, MembersRequest, MembershipView,
+    PeerAnswer, PrevoteRequest, RemovedNotice, TransferRequest, VoteMessage, APPEND_PATH,
+    CAN_LEAD_PATH, ELECT_PATH, HELD_PATH, MAINTENANCE_PATH, MEMBERSHIP_PATH, MEMBERS_PATH,
+    PREVOTE_PATH, REMOVED_PATH, SNAPSHOT_PATH, TRANSFER_PATH, VOTE_PATH,
 };
 use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use super::Contacts;
@@ -182,8 +182,8 @@ async fn append(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
 }
 
 async fn vote(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
-    let rpc: VoteRequest = match serde_json::from_slice(&body) {
-        Ok(rpc) => rpc,
+    let VoteMessage { rpc, handover } = match serde_json::from_slice(&body) {
+        Ok(message) => message,
         Err(e) => return bad_body(&e),
     };
     if let Some(candidate) = rpc.vote.leader_id().voted_for() {
@@ -192,6 +192,9 @@ async fn vote(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
     }
     if let Err(reason) = s.node.grant_vote() {
         return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+    }
+    if let Some(handover) = handover {
+        s.end_lease_for(handover, &rpc);
     }
     Json(s.raft.vote(rpc).await).into_response()
 }
@@ -219,15 +222,13 @@ async fn elect(
     ConnectInfo(leader): ConnectInfo<SocketAddr>,
     Json(request): Json<Option<ElectRequest>>,
 ) -> Json<PeerAnswer> {
-    let old_holder_keeps_vips = request.as_ref().is_none_or(|r| r.old_holder_keeps_vips);
-    let leader_log = request.and_then(|r| r.leader_last_log_index);
-    let verdict = s
-        .elect_now(
-            leader.ip().to_canonical(),
-            old_holder_keeps_vips,
-            leader_log,
-        )
-        .await;
+    // An older peer sent no message: a planned handover, the only guarded kind then.
+    let request = request.unwrap_or(ElectRequest {
+        old_holder_keeps_vips: true,
+        leader_last_log_index: None,
+        handing_over: None,
+    });
+    let verdict = s.elect_now(leader.ip().to_canonical(), request).await;
     Json(PeerAnswer::from_verdict(verdict))
 }
 
@@ -312,19 +313,21 @@ async fn reload(
 }
 
 impl PeerServer {
-    /// Starts an election if this node may lead, at the request of the leader at `leader`;
-    /// an overlap with it follows if it keeps the VIPs meanwhile.
-    async fn elect_now(
-        &self,
-        leader: IpAddr,
-        old_holder_keeps_vips: bool,
-        leader_log: Option<u64>,
-    ) -> Result<(), String> {
+    /// Starts an election if this node may lead, at the `request` of the leader at `leader`;
+    /// an overlap with it follows if it keeps the VIPs meanwhile. The election's vote requests
+    /// say which leader asked for it, if it is the one this node follows: that leader's
+    /// other followers then end their lease on it and can vote at once.
+    async fn elect_now(&self, leader: IpAddr, request: ElectRequest) -> Result<(), String> {
         self.node.can_lead()?;
-        if old_holder_keeps_vips {
+        if request.old_holder_keeps_vips {
             self.node.asked_to_take_over(leader);
         }
-        if let Some(index) = leader_log {
+        let own_leader = HandingOver::leader_of(&self.raft.metrics().borrow().vote);
+        if let Some(asking) = request.handing_over.filter(|a| Some(*a) == own_leader) {
+            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+            self.contacts.asked_to_take_over_by(asking, 2 * lease);
+        }
+        if let Some(index) = request.leader_last_log_index {
             let caught_up = self
                 .raft
                 .wait(Some(HANDOVER_CATCH_UP))
@@ -347,10 +350,34 @@ impl PeerServer {
         Ok(())
     }
 
-    /// With more than three voters the old leader's vote and this node's are not a majority,
-    /// and the other voters refuse every vote until their leader lease (`election_timeout_max`
-    /// after the old leader's last heartbeat, which it stopped sending when it handed over)
-    /// has run out. If this election is still undecided then, stand once more: otherwise a
+    /// A voter's lease on `handover`'s leader ends now for `rpc`, if that leader is the one it
+    /// follows (see [`HandingOver::ends_lease_of`]): the vote is then openraft's to grant or
+    /// refuse by Raft's other rules, without waiting out the lease.
+    fn end_lease_for(&self, handover: HandingOver, rpc: &VoteRequest) {
+        let (me, vote) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.id, m.vote)
+        };
+        if handover.ends_lease_of(me, &vote, rpc.vote.leader_id().term) {
+            // One millisecond past it: openraft still refuses at the lease's last instant.
+            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+            crate::raft::lease_clock::skip(lease + Duration::from_millis(1));
+            tracing::info!(
+                leader = handover.leader,
+                term = handover.term,
+                candidate = ?rpc.vote.leader_id().voted_for(),
+                "the leader handed over: this node's lease on it ends for the candidate it asked"
+            );
+        }
+    }
+
+    /// With more than three voters the old leader's vote and this node's are not a majority.
+    /// The other voters end their lease on the old leader for this election
+    /// ([`Self::end_lease_for`]), but one that cannot (an older raftvip, or one whose vote
+    /// moved on meanwhile) refuses every vote until its lease (`election_timeout_max` after the
+    /// old leader's last heartbeat, which it stopped sending when it handed over) has run
+    /// out. If this election is still undecided then, stand once more: otherwise a
     /// later pre-vote of another node (the old leader's, for one) wins, and the handover picked
     /// the wrong successor. The other voters heard that heartbeat when this node did, so the
     /// first try is timed from this node's own last leader contact, before the next follower

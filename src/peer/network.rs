@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{PeerCallError, PeerClient};
-use super::wire::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::wire::{VoteMessage, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::Contacts;
 use crate::raft::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -124,7 +124,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError> {
-        self.rpc(Rpc::Vote, &rpc, &option).await
+        let handover = self.contacts.handover_for(rpc.vote.leader_id().term);
+        self.rpc(Rpc::Vote, &VoteMessage { rpc, handover }, &option)
+            .await
     }
 
     fn backoff(&self) -> Backoff {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use super::client::{PeerCallError, PeerClient};
 use super::wire::{
-    ElectRequest, HeldRequest, PeerAnswer, PrevoteRequest, ELECT_PATH, HELD_PATH, PREVOTE_PATH,
+    ElectRequest, HandingOver, HeldRequest, PeerAnswer, PrevoteRequest, ELECT_PATH, HELD_PATH,
+    PREVOTE_PATH,
 };
 use crate::log_limit::LogLimit;
 use crate::raft::store::LogStore;
@@ -91,9 +92,20 @@ impl PeerRequests {
                 None
             }
         };
+        let handing_over = match self.log.vote() {
+            Ok(vote) => vote
+                .as_ref()
+                .and_then(HandingOver::leader_of)
+                .filter(|leader| leader.leader == me),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this node's vote for a handover");
+                None
+            }
+        };
         let request = ElectRequest {
             old_holder_keeps_vips: keeping_vips,
             leader_last_log_index,
+            handing_over,
         };
         let peers = (self.peers)();
         let (before, after): (Vec<_>, Vec<_>) = peers

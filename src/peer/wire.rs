@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::typ::{LogId, RaftMetrics, StoredMembership};
+use crate::raft::typ::{LogId, RaftMetrics, StoredMembership, Vote, VoteRequest};
 use crate::raft::NodeId;
 
 pub const APPEND_PATH: &str = "/raft/append";
@@ -72,6 +72,47 @@ pub struct ElectRequest {
     /// term nobody would bring it up to date. Absent from older peers.
     #[serde(default)]
     pub leader_last_log_index: Option<u64>,
+    /// The asking leader and its term, which the successor's vote requests pass on. Absent
+    /// from older peers.
+    #[serde(default)]
+    pub handing_over: Option<HandingOver>,
+}
+
+/// A leader handing over, and its term: a successor's vote requests carry it, and a voter
+/// that follows this leader in this term ends its lease on it for them
+/// ([`crate::raft::lease_clock`]): the leader asked for this election itself.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandingOver {
+    pub leader: NodeId,
+    pub term: u64,
+}
+
+impl HandingOver {
+    /// The leader a node's own `vote` follows, if it is committed (a leader was elected).
+    pub fn leader_of(vote: &Vote) -> Option<Self> {
+        let leader = vote.leader_id();
+        Some(Self {
+            leader: leader.voted_for().filter(|_| vote.is_committed())?,
+            term: leader.term,
+        })
+    }
+
+    /// Whether voter `me`, whose own vote is `vote`, ends its lease for a candidate of
+    /// `candidate_term` that passes this on: the leader handing over is the one it follows,
+    /// in the same term (not a later leader's, not itself), and the candidate stands after it.
+    pub fn ends_lease_of(&self, me: NodeId, vote: &Vote, candidate_term: u64) -> bool {
+        Self::leader_of(vote) == Some(*self) && self.leader != me && candidate_term > self.term
+    }
+}
+
+/// A Raft vote request as it travels: openraft's, and the handover that made the candidate
+/// stand, if one did. An older peer reads the request and ignores the handover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VoteMessage {
+    #[serde(flatten)]
+    pub rpc: VoteRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandingOver>,
 }
 
 /// A pre-vote: the end of the asking node's log, so a node whose log is behind is refused
@@ -298,6 +339,83 @@ mod tests {
         assert_eq!(
             (request.node_id, request.on, request.forwarded),
             (2, true, false)
+        );
+    }
+
+    /// A vote request keeps openraft's form, with the handover beside its fields: an older
+    /// peer reads it as openraft's request, and one without a handover is openraft's exactly.
+    #[test]
+    fn a_vote_message_is_openrafts_request_with_the_handover_beside_it() {
+        let rpc = VoteRequest::new(
+            Vote::new(4, 2),
+            Some(LogId::new(CommittedLeaderId::new(3, 1), 7)),
+        );
+        let plain = json(&rpc);
+        let message = VoteMessage {
+            rpc: rpc.clone(),
+            handover: None,
+        };
+        assert_eq!(json(&message), plain);
+        let message = VoteMessage {
+            handover: Some(HandingOver { leader: 1, term: 3 }),
+            ..message
+        };
+        let sent = json(&message);
+        assert_eq!(
+            sent,
+            format!(
+                "{},\"handover\":{{\"leader\":1,\"term\":3}}}}",
+                plain.strip_suffix('}').unwrap()
+            )
+        );
+        assert_eq!(serde_json::from_str::<VoteRequest>(&sent).unwrap(), rpc);
+        let read: VoteMessage = serde_json::from_str(&sent).unwrap();
+        assert_eq!((read.rpc, read.handover), (rpc.clone(), message.handover));
+        let read: VoteMessage = serde_json::from_str(&plain).unwrap();
+        assert_eq!((read.rpc, read.handover), (rpc, None));
+        // An elect request from a peer that predates the handover's leader.
+        let older: ElectRequest =
+            serde_json::from_str(r#"{"old_holder_keeps_vips":false,"leader_last_log_index":9}"#)
+                .unwrap();
+        assert_eq!(older.handing_over, None);
+    }
+
+    /// Only a voter that follows the leader handing over, in its term, ends its lease on it,
+    /// and only for a candidate that stands after that term.
+    #[test]
+    fn a_handover_ends_the_lease_only_on_the_leaders_own_followers() {
+        let committed = |term, leader| {
+            let mut vote = Vote::new(term, leader);
+            vote.commit();
+            vote
+        };
+        let handover = HandingOver { leader: 1, term: 3 };
+        assert_eq!(HandingOver::leader_of(&committed(3, 1)), Some(handover));
+        assert_eq!(
+            HandingOver::leader_of(&Vote::new(3, 1)),
+            None,
+            "no leader yet"
+        );
+        assert!(handover.ends_lease_of(2, &committed(3, 1), 4));
+        assert!(
+            !handover.ends_lease_of(1, &committed(3, 1), 4),
+            "the leader itself"
+        );
+        assert!(
+            !handover.ends_lease_of(2, &committed(5, 4), 6),
+            "a later leader's follower"
+        );
+        assert!(
+            !handover.ends_lease_of(2, &committed(3, 4), 4),
+            "another leader"
+        );
+        assert!(
+            !handover.ends_lease_of(2, &Vote::new(4, 2), 4),
+            "a voter that stands itself"
+        );
+        assert!(
+            !handover.ends_lease_of(2, &committed(3, 1), 3),
+            "a candidate of the leader's own term"
         );
     }
 

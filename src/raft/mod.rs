@@ -7,6 +7,7 @@
 //! carries Raft's RPCs between boxes is [`crate::peer`]'s (this module imports neither the peer
 //! protocol nor the API, so both can build on it).
 
+pub mod lease_clock;
 pub mod store;
 pub mod tick_gate;
 pub mod typ;

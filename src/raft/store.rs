@@ -494,6 +494,11 @@ impl LogStore {
         Ok(read_log_state(&self.db)?.last_log_id)
     }
 
+    /// This node's vote, read at once: a handover names the leader's term from it.
+    pub fn vote(&self) -> Result<Option<Vote>, DbError> {
+        read_value(&self.db, META, KEY_VOTE)
+    }
+
     /// The leader that removed this node from its cluster, if one did: a removal outlives a
     /// restart (the removed node may lack the log entry that removed it, so its own log
     /// could still list it as a voter).

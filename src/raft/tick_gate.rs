@@ -8,9 +8,10 @@
 //! quarter of an idle follower's wake-ups (issue 12's idle footprint).
 //!
 //! openraft has a switch for its tick, but its tick task still wakes every period to read it.
-//! So this runtime is tokio's ([`TokioRuntime`]) for everything but `sleep_until`, which in
-//! openraft 0.9.25 only the tick task calls: after its deadline, that sleep also waits until
-//! some Raft node of this process wants ticks ([`TickDemand`]). When a node starts to lead, its
+//! So this runtime is tokio's ([`TokioRuntime`]) for everything but its clock
+//! ([`super::lease_clock`]) and `sleep_until`, which in openraft 0.9.25 only the tick task
+//! calls: after its deadline, that sleep also waits until some Raft node of this process wants
+//! ticks ([`TickDemand`]). When a node starts to lead, its
 //! supervisor says so and the held tick fires at once; openraft's first heartbeat goes out with
 //! the new leader's first append anyway, so nothing waits for it.
 //!
@@ -25,6 +26,8 @@ use std::time::Duration;
 
 use openraft::{AsyncRuntime, OptionalSend, TokioRuntime};
 use tokio::sync::Notify;
+
+use super::lease_clock::RaftInstant;
 
 type Tokio = TokioRuntime;
 
@@ -116,7 +119,8 @@ impl Drop for TickDemand {
     }
 }
 
-/// [`TokioRuntime`], with `sleep_until` (openraft's tick) held while no node wants ticks.
+/// [`TokioRuntime`], with `sleep_until` (openraft's tick) held while no node wants ticks, on
+/// the clock of [`super::lease_clock`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct TickGatedRuntime;
 
@@ -124,7 +128,7 @@ impl AsyncRuntime for TickGatedRuntime {
     type JoinError = <Tokio as AsyncRuntime>::JoinError;
     type JoinHandle<T: OptionalSend + 'static> = <Tokio as AsyncRuntime>::JoinHandle<T>;
     type Sleep = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
-    type Instant = <Tokio as AsyncRuntime>::Instant;
+    type Instant = RaftInstant;
     type TimeoutError = <Tokio as AsyncRuntime>::TimeoutError;
     type Timeout<R, T: Future<Output = R> + OptionalSend> = <Tokio as AsyncRuntime>::Timeout<R, T>;
     type ThreadLocalRng = <Tokio as AsyncRuntime>::ThreadLocalRng;
@@ -145,7 +149,7 @@ impl AsyncRuntime for TickGatedRuntime {
     }
 
     fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-        Box::pin(GATE.sleep_until(deadline))
+        Box::pin(GATE.sleep_until(deadline.deadline()))
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(
@@ -159,7 +163,7 @@ impl AsyncRuntime for TickGatedRuntime {
         deadline: Self::Instant,
         future: F,
     ) -> Self::Timeout<R, F> {
-        Tokio::timeout_at(deadline, future)
+        Tokio::timeout_at(deadline.deadline(), future)
     }
 
     fn is_panic(join_error: &Self::JoinError) -> bool {
