@@ -110,3 +110,32 @@ fn a_file_that_is_not_keepalived_fails_with_its_location() {
         "{err}"
     );
 }
+
+/// A device or a FIFO named as the file, or included by it, is refused at once: read as a file,
+/// `/dev/zero` filled memory and a FIFO blocked until a writer came.
+#[test]
+fn a_file_that_is_not_a_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let including = dir.path().join("keepalived.conf");
+    std::fs::write(&including, "include /dev/zero\n").unwrap();
+    let fifo = dir.path().join("fifo.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for (file, named) in [
+        (Path::new("/dev/zero"), "/dev/zero"),
+        (including.as_path(), "/dev/zero"),
+        (fifo.as_path(), "fifo.conf"),
+    ] {
+        let out = Command::new(RAFTVIP)
+            .arg("import-keepalived")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(named) && err.contains("not a regular file"),
+            "{}: {err}",
+            file.display()
+        );
+    }
+}

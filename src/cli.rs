@@ -274,8 +274,8 @@ async fn maintenance(
 
 fn import_keepalived(path: &Path) -> anyhow::Result<ExitCode> {
     use raftvip::keepalived;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = raftvip::config::read_config_text(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let nodes = keepalived::parse(path, &text, &keepalived::read_files)?;
     let converted = keepalived::convert(&nodes, &path.display().to_string())?;
     print!("{}", converted.toml);

@@ -720,13 +720,7 @@ impl Config {
             path: path.to_owned(),
             source,
         };
-        let bytes = read_regular_file(path, MAX_CONFIG_BYTES).map_err(read_error)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            read_error(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "it is not UTF-8 text",
-            ))
-        })?;
+        let text = read_config_text(path).map_err(read_error)?;
         Self::parse(&text).map_err(|message| LoadConfigError::Parse {
             path: path.to_owned(),
             message,
@@ -1434,6 +1428,13 @@ impl Tolerance {
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 /// Largest secret file read: a secret is tens of bytes.
 const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// Reads a configuration file as text: a regular file of at most 4 MiB in UTF-8, as raftvip's
+/// own config is read (keepalived.conf and its includes too, for `import-keepalived`).
+pub fn read_config_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path, MAX_CONFIG_BYTES)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
 
 /// Reads `path` if it is a regular file of at most `limit` bytes. Checked before opening, so a
 /// FIFO or a device (`/dev/zero`) is refused instead of blocking or filling memory.

@@ -217,7 +217,7 @@ fn previous_statement(stack: &mut [Node], top: &mut Vec<Node>, at: &str) -> Node
 /// glob), matching files read in name order.
 pub fn read_files(pattern: &Path) -> Result<Vec<(PathBuf, String)>, ImportError> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| ImportError::Read {
+        crate::config::read_config_text(path).map_err(|e| ImportError::Read {
             path: path.display().to_string(),
             message: e.to_string(),
         })
