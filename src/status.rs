@@ -358,10 +358,17 @@ impl Status {
     fn render_peers(&self, out: &mut String) {
         let _ = writeln!(out, "peers:");
         for peer in &self.peers {
+            // Followers exchange nothing between elections, so on a follower another
+            // follower's last contact is old without anything being wrong.
+            let quiet = if self.role != RaftRole::Leader && Some(peer.id) != self.leader_id {
+                " (followers talk to each other only in elections)"
+            } else {
+                ""
+            };
             let contact = match (peer.id == self.node_id, peer.last_contact_ms) {
                 (true, _) => "this node".to_owned(),
-                (false, Some(ms)) => format!("last contact {ms} ms ago"),
-                (false, None) => "no contact yet".to_owned(),
+                (false, Some(ms)) => format!("last contact {ms} ms ago{quiet}"),
+                (false, None) => format!("no contact yet{quiet}"),
             };
             let _ = writeln!(
                 out,
@@ -520,6 +527,22 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("voters that may fail: 1\n"), "{text}");
+        let follower = Status {
+            node_id: 3,
+            role: RaftRole::Follower,
+            ..sample()
+        }
+        .render_text();
+        assert!(
+            follower.contains("1 192.0.2.11:7480  no contact yet\n"),
+            "the leader: {follower}"
+        );
+        assert!(
+            follower.contains(
+                "2 192.0.2.12:7480  last contact 18 ms ago (followers talk to each other only in elections)  maintenance"
+            ),
+            "another follower: {follower}"
+        );
         let pair = Status {
             voters_may_fail: 0,
             ..sample()
