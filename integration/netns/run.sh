@@ -273,7 +273,7 @@ scn_start_one_holder() {
 }
 
 scn_failover_link_down() {
-    local h n probe fault
+    local h n probe fault term
     vip_moves_after bed_link_down "$MAX_FAILOVER_OUTAGE_MS"
     [[ $(probe_last_box "$probe") == "box$n" ]] || fail "the client reached '$(probe_last_box "$probe")', not box$n"
     neigh_is "$(bed_vip4)" "$n"
@@ -288,7 +288,7 @@ crash_box() { # a crashed box: raftvip SIGKILLed, and its VIPs gone with it
     bed_vip_del "$1" "$(bed_vip6)"
 }
 scn_failover_crash() {
-    local h n probe fault
+    local h n probe fault term
     vip_moves_after crash_box "$MAX_FAILOVER_OUTAGE_MS"
     neigh_is "$(bed_vip4)" "$n"
 }
@@ -446,10 +446,11 @@ scn_rejoin_no_preempt() {
     note "holder=box$h rejoined=box$f term=$term"
 }
 
-# vip_moves_after ACTION MAX_OUTAGE_MS: ACTION BOX, done to the holder, moves the VIP to
-# another box and the client is served again within MAX_OUTAGE_MS. Sets h (old holder), n (new
-# holder), probe and fault for the caller's further checks (declare them local there).
-vip_moves_after() { # ACTION MAX_OUTAGE_MS [BOXES]: ACTION on the holder moves the VIP
+# vip_moves_after ACTION MAX_OUTAGE_MS [BOXES]: on a bed of BOXES (default 3), ACTION BOX, done
+# to the holder, moves the VIP to another box and the client is served again within
+# MAX_OUTAGE_MS. Sets h (old holder), n (new holder), probe, fault and term (the old holder's)
+# for the caller's further checks (declare them local there).
+vip_moves_after() {
     setup "${3:-3}"
     h=$(holder)
     term=$(bed_status "$h" term)
@@ -462,8 +463,10 @@ vip_moves_after() { # ACTION MAX_OUTAGE_MS [BOXES]: ACTION on the holder moves t
     served_again "$probe" "$fault" "$2"
 }
 haproxy_move() { # ACTION [BOXES] breaks the holder's health
-    local h n probe fault term
-    vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS" "${2:-3}"
+    local h n probe fault term size=${2:-3}
+    vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS" "$size"
+    # The holder asks the next box in id order first, and every box is healthy: that one.
+    [[ $n == "$((h % size + 1))" ]] || fail "box$n took over, not box$((h % size + 1)), the one box$h asked"
     won_next_term 1 "$h" "$n" "$term"
     # The unhealthy holder released at once: its successor has no overlap to guard or wait for.
     local overlap
@@ -552,7 +555,7 @@ stays_none() {
 }
 
 handoff() { # ACTION is a planned stop of the holder
-    local h n probe fault
+    local h n probe fault term
     vip_moves_after "$1" "$MAX_HANDOVER_OUTAGE_MS"
 }
 maintenance_on() { bed_raftvip_cli "$1" maintenance on >/dev/null; }

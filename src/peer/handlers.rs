@@ -194,7 +194,7 @@ async fn vote(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
     }
     if let Some(handover) = handover {
-        s.end_lease_for(handover, &rpc);
+        s.end_lease_for(handover, &rpc).await;
     }
     Json(s.raft.vote(rpc).await).into_response()
 }
@@ -350,14 +350,17 @@ impl PeerServer {
         Ok(())
     }
 
-    /// A voter's lease on `handover`'s leader ends now for `rpc`, if that leader is the one it
-    /// follows (see [`HandingOver::ends_lease_of`]): the vote is then openraft's to grant or
-    /// refuse by Raft's other rules, without waiting out the lease.
-    fn end_lease_for(&self, handover: HandingOver, rpc: &VoteRequest) {
-        let (me, vote) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            (m.id, m.vote)
+    /// This voter's lease on `handover`'s leader ends now, before openraft reads `rpc`, if
+    /// that leader is the one it follows (see [`HandingOver::ends_lease_of`]): openraft then
+    /// grants or refuses the vote by Raft's other rules, without waiting out the lease. The
+    /// lease stays ended for any candidate until that leader's next append renews it; the
+    /// leader asked for an election, and keeps no VIP past its successor's.
+    async fn end_lease_for(&self, handover: HandingOver, rpc: &VoteRequest) {
+        let me = self.raft.metrics().borrow().id;
+        // The vote as openraft holds it, not as its metrics last showed it: a vote for a
+        // later leader still being written must keep that leader's lease.
+        let Ok(vote) = self.raft.with_raft_state(|state| *state.vote_ref()).await else {
+            return;
         };
         if handover.ends_lease_of(me, &vote, rpc.vote.leader_id().term) {
             // One millisecond past it: openraft still refuses at the lease's last instant.
@@ -367,7 +370,7 @@ impl PeerServer {
                 leader = handover.leader,
                 term = handover.term,
                 candidate = ?rpc.vote.leader_id().voted_for(),
-                "the leader handed over: this node's lease on it ends for the candidate it asked"
+                "the leader handed over: this node's lease on it ends, for the candidate it asked to stand"
             );
         }
     }
@@ -494,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn a_bad_raft_rpc_body_is_refused_saying_where() {
         let error =
-            serde_json::from_slice::<VoteRequest>(br#"{"vote":{"leader_id":7}}"#).unwrap_err();
+            serde_json::from_slice::<VoteMessage>(br#"{"vote":{"leader_id":7}}"#).unwrap_err();
         let refused = bad_body(&error);
         assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let text = axum::body::to_bytes(refused.into_body(), 1024)

@@ -79,7 +79,7 @@ pub struct ElectRequest {
 }
 
 /// A leader handing over, and its term: a successor's vote requests carry it, and a voter
-/// that follows this leader in this term ends its lease on it for them
+/// that follows this leader in this term ends its lease on it when one arrives
 /// ([`crate::raft::lease_clock`]): the leader asked for this election itself.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HandingOver {
@@ -408,6 +408,10 @@ mod tests {
         assert!(
             !handover.ends_lease_of(2, &committed(3, 4), 4),
             "another leader"
+        );
+        assert!(
+            !handover.ends_lease_of(2, &committed(5, 1), 6),
+            "the same leader, elected again later"
         );
         assert!(
             !handover.ends_lease_of(2, &Vote::new(4, 2), 4),

@@ -18,9 +18,11 @@
 //! other rules, unchanged. The skip is per process (openraft's clock has no `self`) and moves
 //! every instant openraft takes from then on by the same amount, so the durations it measures
 //! between two instants are unchanged except across the skip, where they grow: a follower's
-//! lease and election timer end earlier, a leader's last quorum acknowledgement looks older.
-//! Both err on the safe side, and raftvip skips only on a follower, never on a leader.
-//! Sleeps until a deadline wait until tokio's instant under the skip at the time of the call.
+//! lease ends (the point), a `Raft::wait` under way times out at its next check, and a
+//! leader's last quorum acknowledgement would look older (its fence would release early).
+//! raftvip skips only on a follower, and openraft's own election timer, which would fire
+//! early too, runs only in a 1-node cluster, where no handover comes. Sleeps until a
+//! deadline wait until tokio's instant under the skip at the time of the call.
 
 use std::ops::{Add, AddAssign, Sub, SubAssign};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -340,8 +340,8 @@ impl Timing {
             );
         }
         // Another node's election, under way: a handover's successor stands at once, and
-        // with more than three voters stands again right after the other voters' leases,
-        // which refused its first election. A pre-vote granted meanwhile makes a second
+        // with more than three voters stands again right after the other voters' leases
+        // if they refused its first election (voters that could not end their lease). A pre-vote granted meanwhile makes a second
         // candidate that wins in the term after, and the VIPs go to a node nobody chose.
         // Only for a lease (and [`CANDIDATE_GRACE`]) after its vote request, and only if its
         // log is as recent as the asker's (else the asker may be the only one that can win).
