@@ -353,8 +353,8 @@ impl PeerServer {
     /// This voter's lease on `handover`'s leader ends now, before openraft reads `rpc`, if
     /// that leader is the one it follows (see [`HandingOver::ends_lease_of`]): openraft then
     /// grants or refuses the vote by Raft's other rules, without waiting out the lease. The
-    /// lease stays ended for any candidate until that leader's next append renews it; the
-    /// leader asked for an election, and keeps no VIP past its successor's.
+    /// lease stays ended for any candidate until that leader's next append renews it: the
+    /// leader asked for this election, and holds its VIPs at most until a successor does.
     async fn end_lease_for(&self, handover: HandingOver, rpc: &VoteRequest) {
         let me = self.raft.metrics().borrow().id;
         // The vote as openraft holds it, not as its metrics last showed it: a vote for a
