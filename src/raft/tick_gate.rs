@@ -11,9 +11,9 @@
 //! So this runtime is tokio's ([`TokioRuntime`]) for everything but its clock
 //! ([`super::lease_clock`]) and `sleep_until`, which in openraft 0.9.25 only the tick task
 //! calls: after its deadline, that sleep also waits until some Raft node of this process wants
-//! ticks ([`TickDemand`]). When a node starts to lead, its
-//! supervisor says so and the held tick fires at once; openraft's first heartbeat goes out with
-//! the new leader's first append anyway, so nothing waits for it.
+//! ticks ([`TickDemand`]). When a node starts to lead, its supervisor says so and the held tick
+//! fires at once; openraft's first heartbeat goes out with the new leader's first append
+//! anyway, so nothing waits for it.
 //!
 //! The demand is per process, not per node (the runtime's functions have no `self`): with
 //! several nodes in one process, as in tests, a follower ticks while another node leads,

@@ -74,8 +74,8 @@ pub const CANDIDATE_GRACE: Duration = Duration::from_millis(20);
 /// received it yet), the nodes that may lead can never win, and nobody else would stand.
 /// Elected this way, a node takes no VIPs and hands leadership over at once to a node that
 /// may lead, whose log it brings up to date ([`decide`]: a leader that may not lead hands
-/// over). Long against a failover (about ten leases), so it does not compete with a node that may
-/// lead and can win; short against an outage.
+/// over). Long against a failover (about ten leases), so it does not compete with a node that
+/// may lead and can win; short against an outage.
 pub const LAST_RESORT_AFTER: Duration = Duration::from_secs(1);
 
 /// Longest planned overlap: after stepping down for the successor it asked, the old holder
@@ -340,9 +340,10 @@ impl Timing {
             );
         }
         // Another node's election, under way: a handover's successor stands at once, and
-        // with more than three voters stands again right after the other voters' leases
-        // if they refused its first election (voters that could not end their lease). A pre-vote granted meanwhile makes a second
-        // candidate that wins in the term after, and the VIPs go to a node nobody chose.
+        // with more than three voters stands again right after the other voters' leases if
+        // they refused its first election (voters that could not end their lease). A
+        // pre-vote granted meanwhile makes a second candidate that wins in the term after,
+        // and the VIPs go to a node nobody chose.
         // Only for a lease (and [`CANDIDATE_GRACE`]) after its vote request, and only if its
         // log is as recent as the asker's (else the asker may be the only one that can win).
         if let Some((id, age, log)) = q.other_candidate {
