@@ -324,8 +324,8 @@ impl PeerServer {
         }
         let own_leader = HandingOver::leader_of(&self.raft.metrics().borrow().vote);
         if let Some(asking) = request.handing_over.filter(|a| Some(*a) == own_leader) {
-            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
-            self.contacts.asked_to_take_over_by(asking, 2 * lease);
+            self.contacts
+                .asked_to_take_over_by(asking, 2 * self.lease());
         }
         if let Some(index) = request.leader_last_log_index {
             let caught_up = self
@@ -350,6 +350,12 @@ impl PeerServer {
         Ok(())
     }
 
+    /// A voter's lease on its leader: openraft refuses votes for `election_timeout_max` after
+    /// an append from it.
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.raft.config().election_timeout_max)
+    }
+
     /// This voter's lease on `handover`'s leader ends now, before openraft reads `rpc`, if
     /// that leader is the one it follows (see [`HandingOver::ends_lease_of`]): openraft then
     /// grants or refuses the vote by Raft's other rules, without waiting out the lease. The
@@ -364,8 +370,7 @@ impl PeerServer {
         };
         if handover.ends_lease_of(me, &vote, rpc.vote.leader_id().term) {
             // One millisecond past it: openraft still refuses at the lease's last instant.
-            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
-            crate::raft::lease_clock::skip(lease + Duration::from_millis(1));
+            crate::raft::lease_clock::skip(self.lease() + Duration::from_millis(1));
             tracing::info!(
                 leader = handover.leader,
                 term = handover.term,
@@ -387,7 +392,7 @@ impl PeerServer {
     /// in the stagger stands; the second from now, should a voter have heard it later.
     fn retry_after_the_lease(&self) {
         let raft = self.raft.clone();
-        let lease = Duration::from_millis(raft.config().election_timeout_max) + LEASE_SLACK;
+        let lease = self.lease() + LEASE_SLACK;
         let now = Instant::now();
         let heard = self.contacts.last_leader_contact().unwrap_or(now);
         let (first, second) = (heard + lease, now + lease);
