@@ -396,31 +396,24 @@ mod tests {
             None,
             "no leader yet"
         );
-        assert!(handover.ends_lease_of(2, &committed(3, 1), 4));
-        assert!(
-            !handover.ends_lease_of(1, &committed(3, 1), 4),
-            "the leader itself"
-        );
-        assert!(
-            !handover.ends_lease_of(2, &committed(5, 4), 6),
-            "a later leader's follower"
-        );
-        assert!(
-            !handover.ends_lease_of(2, &committed(3, 4), 4),
-            "another leader"
-        );
-        assert!(
-            !handover.ends_lease_of(2, &committed(5, 1), 6),
-            "the same leader, elected again later"
-        );
-        assert!(
-            !handover.ends_lease_of(2, &Vote::new(4, 2), 4),
-            "a voter that stands itself"
-        );
-        assert!(
-            !handover.ends_lease_of(2, &committed(3, 1), 3),
-            "a candidate of the leader's own term"
-        );
+        // (voter, its own vote, the candidate's term, ends its lease, why)
+        #[rustfmt::skip]
+        let cases = [
+            (2, committed(3, 1), 4, true, "a follower of the leader, for a later candidate"),
+            (1, committed(3, 1), 4, false, "the leader itself"),
+            (2, committed(5, 4), 6, false, "a later leader's follower"),
+            (2, committed(3, 4), 4, false, "another leader"),
+            (2, committed(5, 1), 6, false, "the same leader, elected again later"),
+            (2, Vote::new(4, 2), 4, false, "a voter that stands itself"),
+            (2, committed(3, 1), 3, false, "a candidate of the leader's own term"),
+        ];
+        for (me, vote, candidate_term, ends, case) in cases {
+            assert_eq!(
+                handover.ends_lease_of(me, &vote, candidate_term),
+                ends,
+                "{case}"
+            );
+        }
     }
 
     fn json(value: &impl Serialize) -> String {
