@@ -446,6 +446,16 @@ scn_rejoin_no_preempt() {
     note "holder=box$h rejoined=box$f term=$term"
 }
 
+# first_asked HOLDER BOXES: the box a holder handing over asks first, the next in id order.
+first_asked() { echo $(($1 % $2 + 1)); }
+# won_next_term RUN OLD NEW TERM: NEW leads in the term after OLD's TERM. With 5 voters the other
+# followers end their lease on the old leader for the election it asked for; before, they
+# refused it until their lease ran out, and the target won its second election, if any.
+won_next_term() {
+    local won
+    won=$(bed_status "$3" term)
+    ((won == $4 + 1)) || fail "run $1: box$3 leads in term $won, not $(($4 + 1)), the term after box$2's"
+}
 # vip_moves_after ACTION MAX_OUTAGE_MS [BOXES]: on a bed of BOXES (default 3), ACTION BOX, done
 # to the holder, moves the VIP to another box and the client is served again within
 # MAX_OUTAGE_MS. Sets h (old holder), n (new holder), probe, fault and term (the old holder's)
@@ -465,8 +475,10 @@ vip_moves_after() {
 haproxy_move() { # ACTION [BOXES] breaks the holder's health
     local h n probe fault term size=${2:-3}
     vip_moves_after "$1" "$MAX_FAILOVER_OUTAGE_MS" "$size"
-    # The holder asks the next box in id order first, and every box is healthy: that one.
-    [[ $n == "$((h % size + 1))" ]] || fail "box$n took over, not box$((h % size + 1)), the one box$h asked"
+    # Every box is healthy: the first one the holder asks.
+    local asked
+    asked=$(first_asked "$h" "$size")
+    [[ $n == "$asked" ]] || fail "box$n took over, not box$asked, the one box$h asked"
     won_next_term 1 "$h" "$n" "$term"
     # The unhealthy holder released at once: its successor has no overlap to guard or wait for.
     local overlap
@@ -571,7 +583,7 @@ scn_maintenance_back_to_back() {
     local run h f b t0 took=()
     for ((run = 1; run <= MAINTENANCE_RUNS; run++)); do
         h=$(holder)
-        f=$((h % 3 + 1))
+        f=$(first_asked "$h" 3)
         t0=$(bed_now_ms)
         for b in "$h" "$f"; do
             bed_raftvip_cli "$b" maintenance on >/dev/null || fail "run $run: maintenance on box$b failed"
@@ -1123,14 +1135,6 @@ scn_mbb_sigterm() { mbb sigterm; }
 scn_mbb_maintenance() { mbb maintenance; }
 scn_mbb_transfer() { mbb transfer; }
 
-# won_next_term RUN OLD NEW TERM: NEW leads in the term after OLD's TERM. With 5 voters the other
-# followers end their lease on the old leader for the election it asked for; before, they
-# refused it until their lease ran out, and the target won its second election, if any.
-won_next_term() {
-    local won
-    won=$(bed_status "$3" term)
-    ((won == $4 + 1)) || fail "run $1: box$3 leads in term $won, not $(($4 + 1)), the term after box$2's"
-}
 scn_transfer_any_five() {
     local voters=5 run h n out asked term
     setup "$voters"
@@ -1144,7 +1148,7 @@ scn_transfer_any_five() {
         # The first voter after the holder (in id order) is the one asked, and it wins: the
         # other voters hold their pre-votes for its election (before: another follower won
         # 8 times in 20, and the old holder released without the planned overlap).
-        asked=$((h % voters + 1))
+        asked=$(first_asked "$h" "$voters")
         [[ $n == "$asked" ]] || fail "run $run: box$n won the election, not box$asked, the one box$h asked"
         won_next_term "$run" "$h" "$n" "$term"
         bed_wait 10000 all_follow a || fail "run $run: the cluster did not settle"
