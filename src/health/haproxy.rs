@@ -45,8 +45,10 @@
 //!
 //! `show stat` is real CSV: HAProxy quotes a field holding a comma, a quote, CR or LF and
 //! doubles inner quotes, and `last_chk` / `last_agt` carry whatever text a backend or an agent
-//! chose (`"Service Unavailable, retry later"`). It is read with the `csv` crate, from bytes:
-//! only the four fields the verdict needs must be UTF-8. A row that cannot be understood (too
+//! chose (`"Service Unavailable, retry later"`). It is read with `csv_core`, the `csv` crate's
+//! own parser, from bytes: only the four fields the verdict needs must be UTF-8. The parser is
+//! built once per thread ([`STAT_CSV`]) and reset for each answer, because building one (its
+//! state machine) took more CPU than parsing a small answer with it: half of every check. A row that cannot be understood (too
 //! few or too many fields, an unknown type) fails the check only when it belongs to a proxy
 //! raftvip watches; any other is reported in [`Probe::ignored`] for the monitor to log, and
 //! skipped. Parsing never panics: garbage, truncation or an unexpected answer becomes a
@@ -55,6 +57,7 @@
 //! Cost, measured against HAProxy 2.6 with a small config: see `integration/haproxy_health.rs`
 //! (`a_check_costs_well_under_a_millisecond_of_cpu`).
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -130,8 +133,6 @@ pub enum ParseError {
     RowType { line: u64, value: String },
     #[error("show stat line {line}: `{column}` is not UTF-8 text")]
     NotUtf8 { line: u64, column: &'static str },
-    #[error("show stat is not readable as CSV: {0}")]
-    Csv(String),
 }
 
 /// The `show info` fields the verdict needs.
@@ -258,7 +259,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(header: &csv::ByteRecord) -> Result<Self, ParseError> {
+    fn of(header: &Record) -> Result<Self, ParseError> {
         let column = |name: &str| header.iter().position(|c| c == name.as_bytes());
         let required = |name| column(name).ok_or(ParseError::MissingColumn(name));
         Ok(Self {
@@ -272,7 +273,7 @@ impl Columns {
     }
 
     /// Reads one data row; `Err` is an [`OddRow`].
-    fn row(&self, record: &csv::ByteRecord, line: u64) -> Result<StatRow, OddRow> {
+    fn row(&self, record: &Record, line: u64) -> Result<StatRow, OddRow> {
         let lossy = |at: usize| String::from_utf8_lossy(record.get(at).unwrap_or_default());
         let odd = |problem| OddRow {
             pxname: lossy(self.pxname).into_owned(),
@@ -331,25 +332,97 @@ pub fn parse_stat(text: &[u8]) -> Result<(Vec<StatRow>, Vec<OddRow>), ParseError
     let body = text[start..]
         .strip_prefix(b"# ")
         .ok_or_else(|| ParseError::NoStatHeader(excerpt(&text[start..])))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(body);
-    let mut record = csv::ByteRecord::new();
-    let csv_error = |e: csv::Error| ParseError::Csv(e.to_string());
-    if !reader.read_byte_record(&mut record).map_err(csv_error)? {
-        return Err(ParseError::NoStatHeader(excerpt(&text[start..])));
+    STAT_CSV.with_borrow_mut(|csv| {
+        csv.reset();
+        let mut reader = Records { csv, rest: body };
+        let mut record = Record::default();
+        if reader.next(&mut record).is_none() {
+            return Err(ParseError::NoStatHeader(excerpt(&text[start..])));
+        }
+        let columns = Columns::of(&record)?;
+        let (mut rows, mut odd) = (Vec::new(), Vec::new());
+        while let Some(line) = reader.next(&mut record) {
+            match columns.row(&record, line) {
+                Ok(row) => rows.push(row),
+                Err(row) => odd.push(row),
+            }
+        }
+        Ok((rows, odd))
+    })
+}
+
+thread_local! {
+    /// This thread's `show stat` parser, built once and reset for each answer. Defaults as
+    /// HAProxy writes: `,` between fields, `"` quotes doubled inside quoted fields, rows
+    /// ended by `\n`. (Not one copy per answer: csv_core's `Clone` copies only part of the
+    /// state machine.)
+    static STAT_CSV: RefCell<csv_core::Reader> = RefCell::new(csv_core::Reader::new());
+}
+
+/// One CSV record: its fields' bytes, unquoted, one after the other, and where each ends.
+#[derive(Debug, Default)]
+struct Record {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Record {
+    fn len(&self) -> usize {
+        self.ends.len()
     }
-    let columns = Columns::of(&record)?;
-    let (mut rows, mut odd) = (Vec::new(), Vec::new());
-    while reader.read_byte_record(&mut record).map_err(csv_error)? {
-        let line = record.position().map_or(0, csv::Position::line);
-        match columns.row(&record, line) {
-            Ok(row) => rows.push(row),
-            Err(row) => odd.push(row),
+
+    fn get(&self, at: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(at)?;
+        let start = at.checked_sub(1).map_or(0, |before| self.ends[before]);
+        self.bytes.get(start..end)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).filter_map(|at| self.get(at))
+    }
+}
+
+/// The records of a CSV text, read with a reset [`STAT_CSV`]. It never fails: csv_core
+/// reads any bytes as *some* records (a row of the wrong shape is then found by its field
+/// count).
+struct Records<'a> {
+    csv: &'a mut csv_core::Reader,
+    rest: &'a [u8],
+}
+
+impl Records<'_> {
+    /// Reads the next record into `record`; returns the line it starts on (the first line is
+    /// 1), or None at the end of the text.
+    fn next(&mut self, record: &mut Record) -> Option<u64> {
+        use csv_core::ReadRecordResult as Read;
+        let line = self.csv.line();
+        let (mut written, mut ended) = (0, 0);
+        loop {
+            if written == record.bytes.len() {
+                record.bytes.resize((2 * written).max(256), 0);
+            }
+            if ended == record.ends.len() {
+                record.ends.resize((2 * ended).max(128), 0);
+            }
+            let (result, read, wrote, ends) = self.csv.read_record(
+                self.rest,
+                &mut record.bytes[written..],
+                &mut record.ends[ended..],
+            );
+            self.rest = &self.rest[read..];
+            written += wrote;
+            ended += ends;
+            match result {
+                Read::InputEmpty | Read::OutputFull | Read::OutputEndsFull => {}
+                Read::Record => {
+                    record.bytes.truncate(written);
+                    record.ends.truncate(ended);
+                    return Some(line);
+                }
+                Read::End => return None,
+            }
         }
     }
-    Ok((rows, odd))
 }
 
 /// Parses the answer to [`CHECK_COMMAND`] in its one-shot form: `show info`, an empty line,
