@@ -5,9 +5,16 @@
 //! leaves the process (request signatures checked by another box, `held_since_unix_ms` and
 //! check ages in the status document), because an `Instant` means nothing elsewhere.
 //!
-//! Also the periodic timer every loop uses ([`every`]), so all of them treat a stall alike.
+//! Also the periodic timer every loop uses ([`every`]), so all of them treat a stall alike and
+//! none costs more wake-ups than its ticks.
 
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// `time` in ms since the Unix epoch: 0 for a clock set before 1970, `u64::MAX` past the
 /// year 584 million (neither panics: a wrong clock must not stop a failover daemon).
@@ -23,8 +30,139 @@ pub fn now_unix_ms() -> u64 {
 
 /// A periodic timer whose first tick is at once and which, after a stall, waits a whole
 /// period again instead of firing the missed ticks in a burst.
-pub fn every(period: Duration) -> tokio::time::Interval {
-    let mut interval = tokio::time::interval(period);
+pub fn every(period: Duration) -> Every {
+    let period = period.clamp(Duration::from_millis(1), LONGEST_PERIOD);
+    let ticks = match kernel_timer(period) {
+        Ok(timer) => Ticks::Kernel(timer),
+        Err(e) => {
+            tracing::warn!(error = %e, period_ms = period.as_millis() as u64, "no timerfd for a periodic timer: using tokio's, one more wake-up per period");
+            Ticks::Wheel(wheel_timer(period))
+        }
+    };
+    Every {
+        ticks,
+        period,
+        first: true,
+    }
+}
+
+/// Longer periods are taken as this (a timerfd takes any, but one that never fires is what
+/// such a caller means).
+const LONGEST_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The timer of [`every`]. Each one runs on a timerfd of its own, so the kernel wakes the
+/// thread exactly at each tick. tokio's timers cost a wake-up more at these periods: its
+/// timer wheel also wakes the thread at the start of the 64 ms slot that holds a timer
+/// further ahead than that, only to move the timer down a level, so a 100 ms health check
+/// cost two wake-ups a check, and so did each of the VIP thread's checks. Where no
+/// descriptor can be had (the process at its descriptor limit), it falls back to tokio's
+/// interval and its extra wake-up.
+pub struct Every {
+    ticks: Ticks,
+    period: Duration,
+    /// The first tick is due at once.
+    first: bool,
+}
+
+enum Ticks {
+    Kernel(AsyncFd<Timer>),
+    Wheel(tokio::time::Interval),
+}
+
+/// A timerfd as tokio's reactor takes it (nix's type has no `AsRawFd`).
+struct Timer(TimerFd);
+
+impl AsRawFd for Timer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Every {
+    /// Completes at the next tick. Cancel-safe: a tick not taken stays due.
+    pub async fn tick(&mut self) {
+        if std::mem::take(&mut self.first) {
+            return;
+        }
+        loop {
+            let timer = match &mut self.ticks {
+                Ticks::Wheel(interval) => {
+                    interval.tick().await;
+                    return;
+                }
+                Ticks::Kernel(timer) => timer,
+            };
+            let read = match timer.readable().await {
+                Ok(mut ready) => match ready.try_io(|fd| read_expirations(fd.get_ref())) {
+                    Ok(read) => read,
+                    Err(_would_block) => continue,
+                },
+                Err(e) => Err(e),
+            };
+            match read {
+                // Ticks were missed (a stall): the next one a whole period from now.
+                Ok(missed) if missed > 1 => self.reset(),
+                Ok(_) => {}
+                Err(e) => self.fall_back(&e),
+            }
+            return;
+        }
+    }
+
+    /// The next tick a whole period from now.
+    pub fn reset(&mut self) {
+        self.first = false;
+        match &mut self.ticks {
+            Ticks::Wheel(interval) => interval.reset(),
+            Ticks::Kernel(timer) => {
+                if let Err(e) = arm(timer.get_ref(), self.period) {
+                    self.fall_back(&e);
+                }
+            }
+        }
+    }
+
+    /// Goes on with tokio's interval after the timerfd failed; its next tick a period away.
+    fn fall_back(&mut self, e: &std::io::Error) {
+        tracing::warn!(error = %e, "a periodic timer's timerfd failed: using tokio's");
+        self.ticks = Ticks::Wheel(wheel_timer(self.period));
+    }
+}
+
+fn kernel_timer(period: Duration) -> std::io::Result<AsyncFd<Timer>> {
+    let timer = Timer(TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )?);
+    arm(&timer, period)?;
+    // SAFETY: the TimerFd inside owns its descriptor until the AsyncFd drops it.
+    unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Ticks every `period` from now on (replacing any earlier schedule, ticks due included).
+fn arm(timer: &Timer, period: Duration) -> std::io::Result<()> {
+    let period = TimeSpec::from_duration(period);
+    timer
+        .0
+        .set(Expiration::Interval(period), TimerSetTimeFlags::empty())?;
+    // Setting a timerfd keeps the count of expirations not yet read: drop it.
+    match read_expirations(timer) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads how many ticks passed since the last read (WouldBlock: none).
+fn read_expirations(timer: &Timer) -> std::io::Result<u64> {
+    let mut count = [0u8; 8];
+    nix::unistd::read(&timer.0, &mut count)?;
+    Ok(u64::from_ne_bytes(count))
+}
+
+fn wheel_timer(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval
 }
@@ -38,5 +176,104 @@ mod tests {
         assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(1_234)), 1_234);
         assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
         assert!(now_unix_ms() > 1_600_000_000_000, "after 2020");
+    }
+
+    /// Voluntary context switches of the calling thread so far: each is a sleep, so at idle
+    /// each is a wake-up.
+    fn sleeps_of_this_thread() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches")
+    }
+
+    fn on_a_runtime_of_its_own<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn ticks_at_once_then_every_period() {
+        on_a_runtime_of_its_own(async {
+            let start = tokio::time::Instant::now();
+            let mut timer = every(Duration::from_millis(20));
+            timer.tick().await;
+            assert!(
+                start.elapsed() < Duration::from_millis(15),
+                "first tick at once"
+            );
+            for _ in 0..5 {
+                timer.tick().await;
+            }
+            let took = start.elapsed();
+            assert!(
+                took >= Duration::from_millis(100),
+                "5 periods of 20 ms in {took:?}"
+            );
+            assert!(
+                took < Duration::from_millis(400),
+                "5 periods of 20 ms in {took:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn after_a_stall_one_tick_then_a_whole_period() {
+        on_a_runtime_of_its_own(async {
+            let mut timer = every(Duration::from_millis(50));
+            timer.tick().await;
+            std::thread::sleep(Duration::from_millis(180));
+            let late = tokio::time::Instant::now();
+            timer.tick().await;
+            assert!(
+                late.elapsed() < Duration::from_millis(20),
+                "the missed tick at once"
+            );
+            let next = tokio::time::Instant::now();
+            timer.tick().await;
+            let gap = next.elapsed();
+            assert!(
+                gap >= Duration::from_millis(45),
+                "no burst: the next tick after {gap:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn reset_puts_the_next_tick_a_whole_period_away() {
+        on_a_runtime_of_its_own(async {
+            let mut timer = every(Duration::from_millis(60));
+            timer.tick().await;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let reset = tokio::time::Instant::now();
+            timer.reset();
+            timer.tick().await;
+            let gap = reset.elapsed();
+            assert!(
+                gap >= Duration::from_millis(55),
+                "next tick {gap:?} after the reset"
+            );
+        });
+    }
+
+    /// The reason for the timerfd: tokio's wheel wakes its thread twice per 100 ms tick (once
+    /// at the start of the tick's 64 ms slot, once at the tick).
+    #[test]
+    fn a_tick_costs_one_wake_up() {
+        on_a_runtime_of_its_own(async {
+            let mut timer = every(Duration::from_millis(100));
+            timer.tick().await;
+            let before = sleeps_of_this_thread();
+            for _ in 0..10 {
+                timer.tick().await;
+            }
+            let sleeps = sleeps_of_this_thread() - before;
+            assert!(sleeps <= 12, "10 ticks slept {sleeps} times");
+        });
     }
 }

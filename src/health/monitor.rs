@@ -65,7 +65,7 @@ pub fn spawn_reloadable_haproxy_monitor(
 }
 
 /// The poll timer of `config`; a late tick is delayed, not bunched.
-fn poll_timer(config: &HaproxyConfig) -> tokio::time::Interval {
+fn poll_timer(config: &HaproxyConfig) -> crate::clock::Every {
     crate::clock::every(Duration::from_millis(config.poll_interval_ms.max(1)))
 }
 
