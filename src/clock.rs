@@ -9,6 +9,7 @@
 //! none costs more wake-ups than its ticks.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::time::TimeSpec;
@@ -126,6 +127,66 @@ impl Every {
     fn fall_back(&mut self, e: &std::io::Error) {
         tracing::warn!(error = %e, "a periodic timer's timerfd failed: using tokio's");
         self.ticks = Ticks::Wheel(wheel_timer(self.period));
+    }
+}
+
+/// A one-shot alarm that any thread may set and one task waits for, on a timerfd: setting it
+/// (a system call) wakes no one, and it rings once, at the deadline last set. For a deadline
+/// that one thread moves often and another must keep (the VIP thread's fence): the waiting
+/// thread wakes only when the deadline is really reached, not at each deadline it knew of.
+#[derive(Clone)]
+pub struct Alarm(Arc<Timer>);
+
+impl Alarm {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self(Arc::new(Timer(TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?))))
+    }
+
+    /// Rings at `deadline` (at once if it has passed), or never (None), instead of at the
+    /// deadline set before.
+    pub fn set(&self, deadline: Option<std::time::Instant>) -> std::io::Result<()> {
+        let Some(at) = deadline else {
+            return Ok(self.0 .0.unset()?);
+        };
+        // A zero value disarms a timerfd: a deadline already passed rings after 1 ns.
+        let wait = at
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_nanos(1));
+        let wait = TimeSpec::from_duration(wait.min(LONGEST_PERIOD));
+        Ok(self
+            .0
+             .0
+            .set(Expiration::OneShot(wait), TimerSetTimeFlags::empty())?)
+    }
+
+    /// The waiting side, on the current runtime's reactor.
+    pub fn listen(&self) -> std::io::Result<AlarmListener> {
+        // SAFETY: the Timer owns its descriptor for as long as any Arc of it lives, this
+        // one included.
+        unsafe { AsyncFd::register_with_interest(self.0.clone(), Interest::READABLE) }
+            .map(AlarmListener)
+            .map_err(|e| e.into_parts().1)
+    }
+}
+
+/// Where an [`Alarm`] is waited for.
+pub struct AlarmListener(AsyncFd<Arc<Timer>>);
+
+impl AlarmListener {
+    /// Completes when the alarm rings: at its deadline, or later if the deadline was set
+    /// again meanwhile. A ring may also be one whose deadline was moved after it rang, so
+    /// the caller checks the deadline it keeps. Cancel-safe: a ring not taken stays due.
+    pub async fn rung(&self) -> std::io::Result<()> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|timer| read_expirations(timer.get_ref())) {
+                Ok(rang) => return rang.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 
@@ -274,6 +335,39 @@ mod tests {
             }
             let sleeps = sleeps_of_this_thread() - before;
             assert!(sleeps <= 12, "10 ticks slept {sleeps} times");
+        });
+    }
+
+    #[test]
+    fn an_alarm_rings_once_at_the_deadline_set_last_by_any_thread() {
+        on_a_runtime_of_its_own(async {
+            let alarm = Alarm::new().expect("alarm");
+            let listener = alarm.listen().expect("listener");
+            let start = std::time::Instant::now();
+            alarm.set(Some(start + Duration::from_millis(30))).unwrap();
+            let mover = alarm.clone();
+            // Another thread moves it later before it rings, and again.
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(10));
+                mover.set(Some(start + Duration::from_millis(60))).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+                mover.set(Some(start + Duration::from_millis(90))).unwrap();
+            })
+            .join()
+            .unwrap();
+            listener.rung().await.unwrap();
+            let rang = start.elapsed();
+            assert!(rang >= Duration::from_millis(90), "rang after {rang:?}");
+            assert!(rang < Duration::from_millis(200), "rang after {rang:?}");
+            // Unset: no ring; a passed deadline: at once.
+            alarm.set(None).unwrap();
+            let quiet = tokio::time::timeout(Duration::from_millis(50), listener.rung()).await;
+            assert!(quiet.is_err(), "an unset alarm rang");
+            alarm.set(Some(std::time::Instant::now())).unwrap();
+            tokio::time::timeout(Duration::from_millis(50), listener.rung())
+                .await
+                .expect("a passed deadline rings at once")
+                .unwrap();
         });
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{VipHolder, VipOverlap, VipSet, Vips};
+use crate::clock::{Alarm, AlarmListener};
 use crate::status::VipStatus;
 
 /// How often the VIP thread checks that every VIP's interface could take it.
@@ -60,6 +61,8 @@ pub struct VipWorker {
     reloaded: watch::Sender<Option<VipSet>>,
     /// See [`VipHolder::fence_releases`].
     fence_releases: Arc<AtomicU64>,
+    /// Rings the thread at the fence deadline (see `hold_until`).
+    fence: Alarm,
 }
 
 impl VipWorker {
@@ -76,8 +79,10 @@ impl VipWorker {
         let (unbindable_tx, unbindable) = watch::channel(vips.unbindable());
         let (reloaded, reloaded_rx) = watch::channel(None);
         let fence_releases = Arc::new(AtomicU64::new(0));
+        let fence = Alarm::new()?;
         let (started, start) = std::sync::mpsc::sync_channel(1);
         let thread = Thread {
+            fence: fence.clone(),
             vips: vips.clone(),
             desired: desired_rx,
             reconcile_every,
@@ -102,8 +107,15 @@ impl VipWorker {
                     }
                 };
                 runtime.block_on(async move {
+                    let fence = match thread.fence.listen() {
+                        Ok(fence) => fence,
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
                     let _ = started.send(Ok(()));
-                    thread.serve(cancel).await;
+                    thread.serve(fence, cancel).await;
                 });
             })?;
         start
@@ -116,6 +128,7 @@ impl VipWorker {
             unbindable,
             reloaded,
             fence_releases,
+            fence,
         })
     }
 
@@ -153,11 +166,12 @@ impl VipHolder for VipWorker {
     fn fence_releases(&self) -> u64 {
         self.fence_releases.load(Ordering::Relaxed)
     }
-    /// A later deadline for the same hold (each quorum acknowledgement moves it, about a
-    /// hundred times a second on a leader) is recorded without waking the thread: the thread
-    /// wakes at the deadline it knows, finds the later one and sleeps on, so the fence costs a
-    /// wake-up per fence period instead of one per acknowledgement. Any other change, and an
-    /// earlier deadline, wakes the thread.
+    /// A new deadline for the same hold (each quorum acknowledgement moves it, about a
+    /// hundred times a second on a leader) sets the thread's fence alarm and is recorded
+    /// without waking the thread: the alarm rings the thread once, at the deadline set last,
+    /// so at idle a leader's VIP thread does not wake for its fence at all. The thread is
+    /// woken only when the known deadline has passed (it may have released at it and must
+    /// hold again) or a deadline comes or goes.
     ///
     /// The VIP layer's own copy of a deadline (what renewals and announcements obey) is set
     /// here at once, before the hold it bounds is asked for. No deadline (after a release)
@@ -168,14 +182,20 @@ impl VipHolder for VipWorker {
             self.vips.set_hold_until(deadline);
         }
         self.desired.send_if_modified(|d| {
-            // The clock is read under the channel's lock, which the thread's fence check also
-            // takes: had the thread found the known deadline passed and released, it did so
-            // after `known`, so this is later still and wakes it to hold again.
-            let wake = match (d.until, deadline) {
-                (Some(known), Some(new)) => new < known || Instant::now() >= known,
+            // Set under the channel's lock, which the thread's fence check also takes: the
+            // alarm always rings for the deadline recorded last, and had the thread found the
+            // known deadline passed and released, it did so before `known`, so it is woken.
+            let mut wake = match (d.until, deadline) {
+                (Some(known), Some(_)) => Instant::now() >= known,
                 (known, new) => known != new,
             };
-            d.until = deadline;
+            if d.until != deadline {
+                if let Err(e) = self.fence.set(deadline) {
+                    tracing::error!(error = %e, "cannot set the VIP thread's fence alarm: waking it instead");
+                    wake = true;
+                }
+                d.until = deadline;
+            }
             wake
         });
     }
@@ -206,6 +226,7 @@ impl VipHolder for VipWorker {
 /// The thread's side.
 struct Thread {
     vips: Vips,
+    fence: Alarm,
     desired: watch::Receiver<Desired>,
     reconcile_every: Duration,
     applied: Arc<(Mutex<u64>, Condvar)>,
@@ -225,7 +246,7 @@ fn deadline_reason(overlap: VipOverlap) -> &'static str {
 }
 
 impl Thread {
-    async fn serve(mut self, cancel: CancellationToken) {
+    async fn serve(mut self, fence_alarm: AlarmListener, cancel: CancellationToken) {
         // The announce loop, the lease renewals and the kernel watchers, which know the VIP
         // set: restarted with a new token when a reload changes the set.
         let mut background = cancel.child_token();
@@ -243,7 +264,7 @@ impl Thread {
             };
             let fence = async {
                 match until.filter(|_| hold && fenced_at != until) {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    Some(_) => fence_alarm.rung().await,
                     None => std::future::pending().await,
                 }
             };
@@ -260,9 +281,10 @@ impl Thread {
                     }
                     fenced_at = None;
                 }
-                _ = fence => {
-                    // Extended meanwhile (see `hold_until`): sleep on until the new deadline.
-                    if self.desired.borrow().until > until {
+                rung = fence => {
+                    // Moved later after the alarm rang (see `hold_until`): not reached yet.
+                    let until = self.desired.borrow().until;
+                    if rung.is_ok() && until.is_some_and(|at| Instant::now() < at) {
                         continue;
                     }
                     fenced_at = until;
