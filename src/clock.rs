@@ -262,10 +262,10 @@ mod tests {
     fn ticks_at_once_then_every_period() {
         on_a_runtime_of_its_own(async {
             let start = tokio::time::Instant::now();
-            let mut timer = every(Duration::from_millis(20));
+            let mut timer = every(Duration::from_millis(50));
             timer.tick().await;
             assert!(
-                start.elapsed() < Duration::from_millis(15),
+                start.elapsed() < Duration::from_millis(40),
                 "first tick at once"
             );
             for _ in 0..5 {
@@ -273,12 +273,12 @@ mod tests {
             }
             let took = start.elapsed();
             assert!(
-                took >= Duration::from_millis(100),
-                "5 periods of 20 ms in {took:?}"
+                took >= Duration::from_millis(250),
+                "5 periods of 50 ms in {took:?}"
             );
             assert!(
-                took < Duration::from_millis(400),
-                "5 periods of 20 ms in {took:?}"
+                took < Duration::from_secs(1),
+                "5 periods of 50 ms in {took:?}"
             );
         });
     }
@@ -286,20 +286,20 @@ mod tests {
     #[test]
     fn after_a_stall_one_tick_then_a_whole_period() {
         on_a_runtime_of_its_own(async {
-            let mut timer = every(Duration::from_millis(50));
+            let mut timer = every(Duration::from_millis(100));
             timer.tick().await;
-            std::thread::sleep(Duration::from_millis(180));
+            std::thread::sleep(Duration::from_millis(350));
             let late = tokio::time::Instant::now();
             timer.tick().await;
             assert!(
-                late.elapsed() < Duration::from_millis(20),
+                late.elapsed() < Duration::from_millis(50),
                 "the missed tick at once"
             );
             let next = tokio::time::Instant::now();
             timer.tick().await;
             let gap = next.elapsed();
             assert!(
-                gap >= Duration::from_millis(45),
+                gap >= Duration::from_millis(95),
                 "no burst: the next tick after {gap:?}"
             );
         });
@@ -308,15 +308,15 @@ mod tests {
     #[test]
     fn reset_puts_the_next_tick_a_whole_period_away() {
         on_a_runtime_of_its_own(async {
-            let mut timer = every(Duration::from_millis(60));
+            let mut timer = every(Duration::from_millis(100));
             timer.tick().await;
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            tokio::time::sleep(Duration::from_millis(60)).await;
             let reset = tokio::time::Instant::now();
             timer.reset();
             timer.tick().await;
             let gap = reset.elapsed();
             assert!(
-                gap >= Duration::from_millis(55),
+                gap >= Duration::from_millis(95),
                 "next tick {gap:?} after the reset"
             );
         });
