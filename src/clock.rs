@@ -36,7 +36,11 @@ pub fn every(period: Duration) -> Every {
     let ticks = match kernel_timer(period) {
         Ok(timer) => Ticks::Kernel(timer),
         Err(e) => {
-            tracing::warn!(error = %e, period_ms = period.as_millis() as u64, "no timerfd for a periodic timer: using tokio's, one more wake-up per period");
+            tracing::warn!(
+                error = %e,
+                period_ms = period.as_millis() as u64,
+                "no timerfd for a periodic timer: using tokio's, one more wake-up per period"
+            );
             Ticks::Wheel(wheel_timer(period))
         }
     };

@@ -48,11 +48,12 @@
 //! chose (`"Service Unavailable, retry later"`). It is read with `csv_core`, the `csv` crate's
 //! own parser, from bytes: only the four fields the verdict needs must be UTF-8. The parser is
 //! built once per thread ([`STAT_CSV`]) and reset for each answer, because building one (its
-//! state machine) took more CPU than parsing a small answer with it: half of every check. A row that cannot be understood (too
-//! few or too many fields, an unknown type) fails the check only when it belongs to a proxy
-//! raftvip watches; any other is reported in [`Probe::ignored`] for the monitor to log, and
-//! skipped. Parsing never panics: garbage, truncation or an unexpected answer becomes a
-//! [`ParseError`] saying what was wrong, with a short excerpt.
+//! state machine) took more CPU than parsing a small answer with it: half of every check. A
+//! row that cannot be understood (too few or too many fields, an unknown type) fails the check
+//! only when it belongs to a proxy raftvip watches; any other is reported in
+//! [`Probe::ignored`] for the monitor to log, and skipped. Parsing never panics: garbage,
+//! truncation or an unexpected answer becomes a [`ParseError`] saying what was wrong, with a
+//! short excerpt.
 //!
 //! Cost, measured against HAProxy 2.6 with a small config: see `integration/haproxy_health.rs`
 //! (`a_check_costs_well_under_a_millisecond_of_cpu`).

@@ -191,7 +191,10 @@ impl VipHolder for VipWorker {
             };
             if d.until != deadline {
                 if let Err(e) = self.fence.set(deadline) {
-                    tracing::error!(error = %e, "cannot set the VIP thread's fence alarm: waking it instead");
+                    tracing::error!(
+                        error = %e,
+                        "cannot set the VIP thread's fence alarm: waking it instead"
+                    );
                     wake = true;
                 }
                 d.until = deadline;
