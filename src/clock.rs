@@ -74,8 +74,24 @@ enum Ticks {
     Wheel(tokio::time::Interval),
 }
 
-/// A timerfd as tokio's reactor takes it (nix's type has no `AsRawFd`).
+/// A timerfd on the monotonic clock (`Instant`'s), as tokio's reactor takes it (nix's type has
+/// no `AsRawFd`).
 struct Timer(TimerFd);
+
+impl Timer {
+    fn new() -> std::io::Result<Self> {
+        let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
+        Ok(Self(TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?))
+    }
+
+    fn set(&self, expiration: Expiration) -> std::io::Result<()> {
+        Ok(self.0.set(expiration, TimerSetTimeFlags::empty())?)
+    }
+
+    fn disarm(&self) -> std::io::Result<()> {
+        Ok(self.0.unset()?)
+    }
+}
 
 impl AsRawFd for Timer {
     fn as_raw_fd(&self) -> RawFd {
@@ -143,27 +159,21 @@ pub struct Alarm(Arc<Timer>);
 
 impl Alarm {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Self(Arc::new(Timer(TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?))))
+        Ok(Self(Arc::new(Timer::new()?)))
     }
 
     /// Rings at `deadline` (at once if it has passed), or never (None), instead of at the
     /// deadline set before.
     pub fn set(&self, deadline: Option<std::time::Instant>) -> std::io::Result<()> {
         let Some(at) = deadline else {
-            return Ok(self.0 .0.unset()?);
+            return self.0.disarm();
         };
         // A zero value disarms a timerfd: a deadline already passed rings after 1 ns.
         let wait = at
             .saturating_duration_since(std::time::Instant::now())
             .max(Duration::from_nanos(1));
         let wait = TimeSpec::from_duration(wait.min(LONGEST_PERIOD));
-        Ok(self
-            .0
-             .0
-            .set(Expiration::OneShot(wait), TimerSetTimeFlags::empty())?)
+        self.0.set(Expiration::OneShot(wait))
     }
 
     /// The waiting side, on the current runtime's reactor.
@@ -195,10 +205,7 @@ impl AlarmListener {
 }
 
 fn kernel_timer(period: Duration) -> std::io::Result<AsyncFd<Timer>> {
-    let timer = Timer(TimerFd::new(
-        ClockId::CLOCK_MONOTONIC,
-        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-    )?);
+    let timer = Timer::new()?;
     arm(&timer, period)?;
     // SAFETY: the TimerFd inside owns its descriptor until the AsyncFd drops it.
     unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
@@ -207,11 +214,8 @@ fn kernel_timer(period: Duration) -> std::io::Result<AsyncFd<Timer>> {
 
 /// Ticks every `period` from now on (replacing any earlier schedule, ticks due included).
 fn arm(timer: &Timer, period: Duration) -> std::io::Result<()> {
-    let period = TimeSpec::from_duration(period);
-    timer
-        .0
-        .set(Expiration::Interval(period), TimerSetTimeFlags::empty())?;
-    // Setting a timerfd keeps the count of expirations not yet read: drop it.
+    timer.set(Expiration::Interval(TimeSpec::from_duration(period)))?;
+    // Expirations of the schedule before are no ticks of this one: drop any not yet read.
     match read_expirations(timer) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
