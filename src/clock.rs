@@ -29,8 +29,9 @@ pub fn now_unix_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
 
-/// A periodic timer whose first tick is at once and which, after a stall, waits a whole
-/// period again instead of firing the missed ticks in a burst.
+/// A periodic timer whose first tick is at once and which, after a stall of a period or more,
+/// waits a whole period again instead of firing the missed ticks in a burst (a tick taken
+/// less than a period late keeps the schedule).
 pub fn every(period: Duration) -> Every {
     let period = period.clamp(Duration::from_millis(1), LONGEST_PERIOD);
     let ticks = match kernel_timer(period) {

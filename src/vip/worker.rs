@@ -20,7 +20,7 @@
 //! cannot miss a change, while the handover it triggers takes longer than the poll period
 //! anyway.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,10 @@ pub struct VipWorker {
     fence_releases: Arc<AtomicU64>,
     /// Rings the thread at the fence deadline (see `hold_until`).
     fence: Alarm,
+    /// The alarm failed (a system call that cannot fail with a valid descriptor, but if it
+    /// did): the thread then sleeps until each deadline it knows, as a tokio timer, and is
+    /// woken for an earlier one.
+    alarm_failed: Arc<AtomicBool>,
 }
 
 impl VipWorker {
@@ -80,9 +84,11 @@ impl VipWorker {
         let (reloaded, reloaded_rx) = watch::channel(None);
         let fence_releases = Arc::new(AtomicU64::new(0));
         let fence = Alarm::new()?;
+        let alarm_failed = Arc::new(AtomicBool::new(false));
         let (started, start) = std::sync::mpsc::sync_channel(1);
         let thread = Thread {
             fence: fence.clone(),
+            alarm_failed: alarm_failed.clone(),
             vips: vips.clone(),
             desired: desired_rx,
             reconcile_every,
@@ -129,6 +135,7 @@ impl VipWorker {
             reloaded,
             fence_releases,
             fence,
+            alarm_failed,
         })
     }
 
@@ -185,20 +192,22 @@ impl VipHolder for VipWorker {
             // Set under the channel's lock, which the thread's fence check also takes: the
             // alarm always rings for the deadline recorded last, and had the thread found the
             // known deadline passed and released, it did so before `known`, so it is woken.
-            let mut wake = match (d.until, deadline) {
-                (Some(known), Some(_)) => Instant::now() >= known,
-                (known, new) => known != new,
-            };
-            if d.until != deadline {
+            let mut failed = self.alarm_failed.load(Ordering::SeqCst);
+            if d.until != deadline && !failed {
                 if let Err(e) = self.fence.set(deadline) {
                     tracing::error!(
                         error = %e,
-                        "cannot set the VIP thread's fence alarm: waking it instead"
+                        "cannot set the fence alarm: the VIP thread sleeps to each deadline"
                     );
-                    wake = true;
+                    self.alarm_failed.store(true, Ordering::SeqCst);
+                    failed = true;
                 }
-                d.until = deadline;
             }
+            let wake = match (d.until, deadline) {
+                (Some(known), Some(new)) => Instant::now() >= known || failed && new != known,
+                (known, new) => known != new,
+            };
+            d.until = deadline;
             wake
         });
     }
@@ -230,6 +239,7 @@ impl VipHolder for VipWorker {
 struct Thread {
     vips: Vips,
     fence: Alarm,
+    alarm_failed: Arc<AtomicBool>,
     desired: watch::Receiver<Desired>,
     reconcile_every: Duration,
     applied: Arc<(Mutex<u64>, Condvar)>,
@@ -265,9 +275,14 @@ impl Thread {
                 let d = self.desired.borrow();
                 (d.hold, d.until)
             };
+            let by_alarm = !self.alarm_failed.load(Ordering::SeqCst);
             let fence = async {
                 match until.filter(|_| hold && fenced_at != until) {
-                    Some(_) => fence_alarm.rung().await,
+                    Some(_) if by_alarm => fence_alarm.rung().await,
+                    Some(at) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        Ok(())
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -285,9 +300,17 @@ impl Thread {
                     fenced_at = None;
                 }
                 rung = fence => {
+                    if let Err(e) = rung {
+                        tracing::error!(
+                            error = %e,
+                            "the fence alarm failed: the VIP thread sleeps to each deadline"
+                        );
+                        self.alarm_failed.store(true, Ordering::SeqCst);
+                        continue;
+                    }
                     // Moved later after the alarm rang (see `hold_until`): not reached yet.
                     let until = self.desired.borrow().until;
-                    if rung.is_ok() && until.is_some_and(|at| Instant::now() < at) {
+                    if until.is_some_and(|at| Instant::now() < at) {
                         continue;
                     }
                     fenced_at = until;
