@@ -71,7 +71,7 @@ pub struct Every {
 }
 
 enum Ticks {
-    Kernel(AsyncFd<Timer>),
+    Kernel(AlarmListener),
     Wheel(tokio::time::Interval),
 }
 
@@ -106,28 +106,18 @@ impl Every {
         if std::mem::take(&mut self.first) {
             return;
         }
-        loop {
-            let timer = match &mut self.ticks {
-                Ticks::Wheel(interval) => {
-                    interval.tick().await;
-                    return;
-                }
-                Ticks::Kernel(timer) => timer,
-            };
-            let read = match timer.readable().await {
-                Ok(mut ready) => match ready.try_io(|fd| read_expirations(fd.get_ref())) {
-                    Ok(read) => read,
-                    Err(_would_block) => continue,
-                },
-                Err(e) => Err(e),
-            };
-            match read {
-                // Ticks were missed (a stall): the next one a whole period from now.
-                Ok(missed) if missed > 1 => self.reset(),
-                Ok(_) => {}
-                Err(e) => self.fall_back(&e),
+        let timer = match &mut self.ticks {
+            Ticks::Wheel(interval) => {
+                interval.tick().await;
+                return;
             }
-            return;
+            Ticks::Kernel(timer) => timer,
+        };
+        match timer.expirations().await {
+            // Ticks were missed (a stall): the next one a whole period from now.
+            Ok(missed) if missed > 1 => self.reset(),
+            Ok(_) => {}
+            Err(e) => self.fall_back(&e),
         }
     }
 
@@ -137,7 +127,7 @@ impl Every {
         match &mut self.ticks {
             Ticks::Wheel(interval) => interval.reset(),
             Ticks::Kernel(timer) => {
-                if let Err(e) = arm(timer.get_ref(), self.period) {
+                if let Err(e) = arm(timer.timer(), self.period) {
                     self.fall_back(&e);
                 }
             }
@@ -179,38 +169,51 @@ impl Alarm {
 
     /// The waiting side, on the current runtime's reactor.
     pub fn listen(&self) -> std::io::Result<AlarmListener> {
-        // SAFETY: the Timer owns its descriptor for as long as any Arc of it lives, this
-        // one included.
-        unsafe { AsyncFd::register_with_interest(self.0.clone(), Interest::READABLE) }
-            .map(AlarmListener)
-            .map_err(|e| e.into_parts().1)
+        AlarmListener::register(self.0.clone())
     }
 }
 
-/// Where an [`Alarm`] is waited for.
+/// Where a timerfd is waited for (an [`Alarm`]'s, or an [`every`] timer's), on the reactor of
+/// the runtime it was registered on.
 pub struct AlarmListener(AsyncFd<Arc<Timer>>);
 
 impl AlarmListener {
+    fn register(timer: Arc<Timer>) -> std::io::Result<Self> {
+        // SAFETY: the Timer owns its descriptor for as long as any Arc of it lives, this
+        // one included.
+        unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
+            .map(Self)
+            .map_err(|e| e.into_parts().1)
+    }
+
+    fn timer(&self) -> &Timer {
+        self.0.get_ref()
+    }
+
     /// Completes when the alarm rings: at its deadline, or later if the deadline was set
     /// again meanwhile. A ring may also be one whose deadline was moved after it rang, so
     /// the caller checks the deadline it keeps. Cancel-safe: a ring not taken stays due.
     pub async fn rung(&self) -> std::io::Result<()> {
+        self.expirations().await.map(drop)
+    }
+
+    /// Waits until the timer has expired since the last read, and reads how many times.
+    /// Cancel-safe: nothing is read before the wait ends.
+    async fn expirations(&self) -> std::io::Result<u64> {
         loop {
             let mut ready = self.0.readable().await?;
             match ready.try_io(|timer| read_expirations(timer.get_ref())) {
-                Ok(rang) => return rang.map(drop),
+                Ok(read) => return read,
                 Err(_would_block) => continue,
             }
         }
     }
 }
 
-fn kernel_timer(period: Duration) -> std::io::Result<AsyncFd<Timer>> {
-    let timer = Timer::new()?;
+fn kernel_timer(period: Duration) -> std::io::Result<AlarmListener> {
+    let timer = Arc::new(Timer::new()?);
     arm(&timer, period)?;
-    // SAFETY: the TimerFd inside owns its descriptor until the AsyncFd drops it.
-    unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
+    AlarmListener::register(timer)
 }
 
 /// Ticks every `period` from now on (replacing any earlier schedule, ticks due included).
