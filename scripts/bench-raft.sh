@@ -33,7 +33,7 @@ usage: $0 [options] [failover] [saturation] [idle]
   --no-build    use \$RAFTVIP (default target/release/raftvip) as is
 
 environment:
-  RAFTVIP_HEARTBEAT_MS=20 RAFTVIP_ELECTION_TIMEOUT_MS=60,90   [timing] of the run
+  RAFTVIP_HEARTBEAT_MS=25 RAFTVIP_ELECTION_TIMEOUT_MS=75,90   [timing] of the run
   RAFTVIP_FENCE_MS                                            optional fence_ms
   RAFTVIP=PATH                                                binary to benchmark
 The keepalived comparison needs root, keepalived, haproxy, nft and python3 (the netns bed).

@@ -331,11 +331,15 @@ fn min_max_ms<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<[u64;
     })
 }
 
+/// The leader heartbeats each 1.5 × `heartbeat_ms` (openraft's tick): 37 ms. The tick sets
+/// the idle CPU, not the failover (the lease, `election_timeout_ms` max, sets that); at 37 ms
+/// a round of heartbeats that no follower acknowledges still leaves the quorum ack younger
+/// than the 80 ms fence (2 × 37 ms + a round trip). docs/timing.md, "Why 25 / [75, 90]".
 fn default_heartbeat_ms() -> u64 {
-    20
+    25
 }
 fn default_election_timeout_ms() -> [u64; 2] {
-    [60, 90]
+    [75, 90]
 }
 fn default_reconcile_ms() -> u64 {
     1000
@@ -972,7 +976,7 @@ impl Config {
             problems.push(Problem::new(
                 "timing.election_timeout_ms",
                 format!("[{et_min}, {et_max}] is not a range: min must be below max"),
-                "use e.g. [60, 90]",
+                "use e.g. [75, 90]",
             ));
         }
         if et_min < MIN_HEARTBEATS_PER_ELECTION_TIMEOUT.saturating_mul(t.heartbeat_ms) {
@@ -1350,7 +1354,7 @@ impl Timing {
                 "timing.election_timeout_ms",
                 value,
                 1..=MAX_TIMING_MS,
-                "election_timeout_ms = [60, 90]",
+                "election_timeout_ms = [75, 90]",
             )
         };
         let mut keys = vec![
@@ -1358,7 +1362,7 @@ impl Timing {
                 "timing.heartbeat_ms",
                 self.heartbeat_ms,
                 1..=MAX_TIMING_MS,
-                "heartbeat_ms = 20",
+                "heartbeat_ms = 25",
             ),
             et(et_min),
             et(et_max),

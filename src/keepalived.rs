@@ -281,7 +281,7 @@ fn unmapped_reason(key: &str) -> Option<&'static str> {
         "state" => "no configured MASTER/BACKUP: the Raft leader holds the VIPs",
         "priority" => "no priorities: any healthy voter may lead; a quorum elects it",
         "virtual_router_id" => "no VRID: clusters are told apart by `cluster` + the secret, so no collisions on a shared LAN",
-        "advert_int" => "no adverts: Raft heartbeats ([timing] heartbeat_ms = 20) detect a lost holder in ~0.1 s, see docs/timing.md",
+        "advert_int" => "no adverts: Raft heartbeats ([timing] heartbeat_ms = 25) detect a lost holder in ~0.1 s, see docs/timing.md",
         "authentication" | "auth_type" | "auth_pass" => "replaced by secret_file: every peer request is signed with HMAC-SHA256",
         "nopreempt" | "preempt_delay" | "preempt" => "raftvip never preempts: a returning box does not take the VIP back (pre-vote)",
         "garp_master_delay" | "garp_master_repeat" | "garp_lower_prio_delay" | "garp_lower_prio_repeat"

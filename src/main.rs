@@ -30,7 +30,7 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .init();
 
-    // One thread: the daemon's work is a few small messages every 30 ms. A multi-thread
+    // One thread: the daemon's work is a few small messages every 37 ms. A multi-thread
     // runtime spent a third more CPU on cross-thread wake-ups (measured: leader idle CPU
     // 2.35 % -> 1.8 %, RSS 13.4 -> 12.7 MB). Blocking work (redb fsync) goes to the
     // blocking pool, so a slow disk does not stall heartbeats.

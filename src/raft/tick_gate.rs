@@ -1,10 +1,10 @@
 //! openraft's runtime with its tick held back on nodes that have no use for it.
 //!
-//! openraft 0.9 wakes every node's core each `heartbeat_interval × 1.5` (30 ms by default) for a
+//! openraft 0.9 wakes every node's core each `heartbeat_interval × 1.5` (37 ms by default) for a
 //! tick, whether the node needs one or not. Only two kinds of node do: a leader (the tick sends
 //! its heartbeats, and steps it down once a membership without it is applied) and a node that
 //! runs openraft's own election timer (a single-voter cluster). A follower's elections are the
-//! supervisor's, so on a follower each tick is a wake-up that does nothing: ~33 a second, a
+//! supervisor's, so on a follower each tick is a wake-up that does nothing: ~27 a second, a
 //! quarter of an idle follower's wake-ups (issue 12's idle footprint).
 //!
 //! openraft has a switch for its tick, but its tick task still wakes every period to read it.

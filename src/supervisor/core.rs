@@ -275,7 +275,7 @@ pub struct Timing {
 }
 
 /// The wait after the lease before this node stands: `rank × heartbeat / 2`, where `rank`
-/// counts the members with a lower node id (0, 10, 20… ms by default). The survivors of a
+/// counts the members with a lower node id (0, 12.5, 25… ms by default). The survivors of a
 /// leader heard its last heartbeat within a millisecond of each other, so without a stagger
 /// they stand together; two pre-votes granted at once make two candidates, and the later
 /// one, having voted for the first, elects in the term after and deposes it as it wins — a

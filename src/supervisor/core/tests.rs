@@ -436,7 +436,7 @@ fn the_stagger_orders_the_members_by_id() {
             Timing::from_config(&Config::parse(&text).unwrap()).stagger
         })
         .collect();
-    assert_eq!(staggers, vec![ms(0), ms(10), ms(20)]);
+    assert_eq!(staggers, vec![ms(0), Duration::from_micros(12_500), ms(25)]);
 }
 
 #[test]
