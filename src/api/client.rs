@@ -55,7 +55,9 @@ pub async fn fetch_status(address: &str) -> Result<Status, FetchStatusError> {
     let (head, body) = exchange(&lan_client(), request, MAX_STATUS, CLI_TIMEOUT)
         .await
         .map_err(|e| match e {
-            ExchangeError::Connect(e) | ExchangeError::Request(e) => unreachable(with_causes(&e)),
+            ExchangeError::Connect(e) | ExchangeError::Request(e) => {
+                unreachable(with_causes(e.as_ref()))
+            }
             ExchangeError::Body(e) => not_status(with_causes(e.as_ref())),
             ExchangeError::TimedOut => unreachable(format!("no answer within {CLI_TIMEOUT:?}")),
         })?;

@@ -5,7 +5,8 @@
 //! Everything this node sends to a peer goes through it: Raft's RPCs ([`super::network`]),
 //! handover and pre-vote ([`super::requests`]), a maintenance change forwarded to the leader,
 //! and the CLI's `raftvip maintenance`. One client means one connection pool, kept warm
-//! between heartbeats.
+//! between calls; the leader's heartbeats and appends to each follower go on a connection of
+//! their own instead ([`PeerLink`]), which skips the pool's bookkeeping on every heartbeat.
 //!
 //! Why hyper's own client and not reqwest (docs/design.md, "Why hyper's client and not
 //! reqwest"): a heartbeat is a few hundred bytes between two boxes that never redirect, proxy
@@ -19,11 +20,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -38,10 +41,7 @@ pub enum PeerCallError {
     BadAddress { url: String, reason: String },
     /// (The causes are in the message, so `error` is not a `source` as well.)
     #[error("cannot connect to {url}: {}", with_causes(.error.as_ref()))]
-    Connect {
-        url: String,
-        error: Box<hyper_util::client::legacy::Error>,
-    },
+    Connect { url: String, error: BoxError },
     #[error("request to {url} failed: {}", with_causes(.error.as_ref()))]
     Request {
         url: String,
@@ -97,15 +97,17 @@ pub fn lan_client() -> Client<HttpConnector, Full<Bytes>> {
         .build(connector)
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why [`exchange`] got no complete answer.
 #[derive(Debug)]
 pub enum ExchangeError {
     /// No connection: refused, unreachable.
-    Connect(hyper_util::client::legacy::Error),
+    Connect(BoxError),
     /// The request failed on its connection.
-    Request(hyper_util::client::legacy::Error),
+    Request(BoxError),
     /// The answer's body broke off, or ran past the limit.
-    Body(Box<dyn std::error::Error + Send + Sync>),
+    Body(BoxError),
     TimedOut,
 }
 
@@ -120,21 +122,127 @@ pub async fn exchange(
     let exchange = async {
         let response = client.request(request).await.map_err(|error| {
             if error.is_connect() {
-                ExchangeError::Connect(error)
+                ExchangeError::Connect(error.into())
             } else {
-                ExchangeError::Request(error)
+                ExchangeError::Request(error.into())
             }
         })?;
-        let (head, body) = response.into_parts();
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(ExchangeError::Body)?;
-        Ok((head, body.to_bytes()))
+        read_answer(response, limit).await
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ExchangeError::TimedOut)?
+}
+
+/// The answer's head and its whole body, at most `limit` bytes of it.
+async fn read_answer(
+    response: Response<Incoming>,
+    limit: usize,
+) -> Result<(hyper::http::response::Parts, Bytes), ExchangeError> {
+    let (head, body) = response.into_parts();
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(ExchangeError::Body)?;
+    Ok((head, body.to_bytes()))
+}
+
+/// One HTTP/1 connection to one peer, kept open for the heartbeats and appends the leader
+/// sends it (openraft keeps one [`super::network::PeerConnection`] per follower for as long
+/// as it leads). The pooled client ([`lan_client`]) costs a heartbeat more than its round
+/// trip needs: a pool checkout and check-in under a lock, the Host header and the
+/// origin-form URI built anew, and a task spawned per request to hand the connection back
+/// to the pool once the answer's body is read. Here the Host header and the path are the
+/// link's, and the connection is simply used again. Like the pooled client, a request that
+/// was never written because the connection had closed meanwhile (a restarted peer) is sent
+/// once more on a new connection; anything else fails the call, and openraft sends the next
+/// one.
+pub struct PeerLink {
+    address: String,
+    host: HeaderValue,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl PeerLink {
+    /// A link to the peer at `address` (`IP:PORT`); it connects on first use.
+    pub fn new(address: &str) -> Result<Self, PeerCallError> {
+        let host = HeaderValue::from_str(address).map_err(|e| PeerCallError::BadAddress {
+            url: address.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            address: address.to_owned(),
+            host,
+            sender: None,
+        })
+    }
+
+    /// As [`exchange`], on this link's connection.
+    async fn exchange(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<(hyper::http::response::Parts, Bytes), ExchangeError> {
+        let exchange = async {
+            let response = self.send(request).await?;
+            read_answer(response, limit).await
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ExchangeError::TimedOut)?
+    }
+
+    async fn send(
+        &mut self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, ExchangeError> {
+        *request.uri_mut() = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
+        request.headers_mut().insert(HOST, self.host.clone());
+        let open = match self.sender.as_mut() {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
+        let request = match self.sender.as_mut().filter(|_| open) {
+            Some(sender) => match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => unsent,
+                    None => return Err(ExchangeError::Request(error.into_error().into())),
+                },
+            },
+            None => request,
+        };
+        let sender = self.connect().await?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| ExchangeError::Request(e.into()))
+    }
+
+    /// A new connection in place of the old one, with its driving task (which ends when the
+    /// sender is dropped or the peer closes).
+    async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ExchangeError> {
+        self.sender = None;
+        let connect = |e: std::io::Error| ExchangeError::Connect(e.into());
+        let stream = tokio::net::TcpStream::connect(self.address.as_str())
+            .await
+            .map_err(connect)?;
+        stream.set_nodelay(true).map_err(connect)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ExchangeError::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "peer link closed");
+            }
+        });
+        Ok(self.sender.insert(sender))
+    }
 }
 
 /// Signs and sends requests to peers. Cheap to clone: the connection pool is shared.
@@ -190,6 +298,35 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
+        let (request, nonce) = self.signed_request(to, url, body)?;
+        // As much as a raftvip answers at most: whoever listens at a peer's address cannot
+        // make this node buffer more before the answer's signature is checked.
+        let answer = exchange(&self.http, request, MAX_ANSWER, timeout).await;
+        self.answer(to, &nonce, url, timeout, answer)
+    }
+
+    /// [`Self::call_url`] on `link`, the connection kept to that peer.
+    pub async fn call_on<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        link: &mut PeerLink,
+        to: NodeId,
+        url: &Uri,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerCallError> {
+        let (request, nonce) = self.signed_request(to, url, body)?;
+        let answer = link.exchange(request, MAX_ANSWER, timeout).await;
+        self.answer(to, &nonce, url, timeout, answer)
+    }
+
+    /// `body` as a JSON POST to `url`, signed for node `to`, and the nonce its answer must be
+    /// signed over.
+    fn signed_request<Req: Serialize>(
+        &self,
+        to: NodeId,
+        url: &Uri,
+        body: &Req,
+    ) -> Result<(Request<Full<Bytes>>, String), PeerCallError> {
         let body = serde_json::to_vec(body).expect("RPC types always serialize");
         let signature = self
             .auth
@@ -208,29 +345,32 @@ impl PeerClient {
                     url: url.to_string(),
                     error: e.into(),
                 })?;
-        // As much as a raftvip answers at most: whoever listens at a peer's address cannot
-        // make this node buffer more before the answer's signature is checked.
-        let (head, answer) = exchange(&self.http, request, MAX_ANSWER, timeout)
-            .await
-            .map_err(|e| {
-                let url = url.to_string();
-                match e {
-                    ExchangeError::Connect(error) => PeerCallError::Connect {
-                        url,
-                        error: Box::new(error),
-                    },
-                    ExchangeError::Request(error) => PeerCallError::Request {
-                        url,
-                        error: error.into(),
-                    },
-                    ExchangeError::Body(error) => PeerCallError::Request { url, error },
-                    ExchangeError::TimedOut => PeerCallError::TimedOut {
-                        url,
-                        after: timeout,
-                    },
+        Ok((request, signature.nonce))
+    }
+
+    /// The decoded answer of an exchange with node `to`, or why there is none.
+    fn answer<Resp: DeserializeOwned>(
+        &self,
+        to: NodeId,
+        nonce: &str,
+        url: &Uri,
+        timeout: Duration,
+        exchanged: Result<(hyper::http::response::Parts, Bytes), ExchangeError>,
+    ) -> Result<Resp, PeerCallError> {
+        let (head, answer) = exchanged.map_err(|e| {
+            let url = url.to_string();
+            match e {
+                ExchangeError::Connect(error) => PeerCallError::Connect { url, error },
+                ExchangeError::Request(error) | ExchangeError::Body(error) => {
+                    PeerCallError::Request { url, error }
                 }
-            })?;
-        self.trusted_answer(to, &signature.nonce, url, &head, &answer)
+                ExchangeError::TimedOut => PeerCallError::TimedOut {
+                    url,
+                    after: timeout,
+                },
+            }
+        })?;
+        self.trusted_answer(to, nonce, url, &head, &answer)
     }
 
     /// Decodes a successful answer that node `to` signed over the request's `nonce`; an
@@ -281,7 +421,8 @@ pub(crate) mod tests {
     use crate::auth::{FROM_HEADER, NONCE_HEADER};
     use crate::config::Secret;
     use crate::peer::wire::VOTE_PATH;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -334,6 +475,99 @@ pub(crate) mod tests {
         PeerClient::new(node(1))
             .call(2, address, VOTE_PATH, &(), Duration::from_secs(2))
             .await
+    }
+
+    /// A server signing as node 2 that answers `{"Ok":true}` on kept-alive connections and
+    /// hangs up each one after `per_connection` answers; counts the connections it accepted.
+    async fn answer_kept_alive(per_connection: usize, accepted: Arc<AtomicUsize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let signer = node(2);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let signer = signer.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    for _ in 0..per_connection {
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            let mut line = Vec::new();
+                            if stream.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                                return;
+                            }
+                            head.extend_from_slice(&line);
+                        }
+                        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                                .map(|v| v.trim().to_owned())
+                        };
+                        let length: usize = header("content-length").unwrap().parse().unwrap();
+                        let mut body = vec![0; length];
+                        stream.read_exact(&mut body).await.unwrap();
+                        let signed = signer.check_headers(header, SystemTime::now()).unwrap();
+                        let answer = r#"{"Ok":true}"#;
+                        let signature = signer.sign_response(&signed, 200, answer.as_bytes());
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{SIGNATURE_HEADER}: {signature}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        stream.write_all(reply.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    /// The heartbeats' link sends one request after another on one connection, and takes a
+    /// new one when the peer has closed it (a restarted peer), without failing a call.
+    #[tokio::test]
+    async fn a_link_keeps_its_connection_and_replaces_a_closed_one() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let address = answer_kept_alive(3, accepted.clone()).await;
+        let client = PeerClient::new(node(1));
+        let url = PeerClient::url(&address, VOTE_PATH).unwrap();
+        let mut link = PeerLink::new(&address).unwrap();
+        for call in 1..=3 {
+            let answer: serde_json::Value = client
+                .call_on(&mut link, 2, &url, &call, Duration::from_secs(2))
+                .await
+                .unwrap();
+            assert_eq!(answer, serde_json::json!({"Ok": true}));
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "three calls, one connection"
+        );
+        // The server hung up after its third answer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for call in 4..=5 {
+            let answer: Result<serde_json::Value, _> = client
+                .call_on(&mut link, 2, &url, &call, Duration::from_secs(2))
+                .await;
+            assert!(answer.is_ok(), "call {call}: {answer:?}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Nobody listening: a connect error, which openraft treats as an unreachable peer.
+    #[tokio::test]
+    async fn a_link_to_nobody_is_a_connect_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let url = PeerClient::url(&address, VOTE_PATH).unwrap();
+        let mut link = PeerLink::new(&address).unwrap();
+        let error = PeerClient::new(node(1))
+            .call_on::<_, serde_json::Value>(&mut link, 2, &url, &(), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, PeerCallError::Connect { .. }), "{error}");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! openraft's network over the signed client: one [`PeerConnection`] per target, with its
-//! three URLs parsed once.
+//! three URLs parsed once and a connection of its own for appends and heartbeats
+//! ([`PeerLink`]); votes and snapshots go through the shared pool.
 //!
 //! A remote Raft error travels back as the JSON `Result` the handler answered (see
 //! [`super::handlers`]), so it round-trips as `RemoteError`. A peer that cannot be connected
@@ -15,7 +16,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::client::{PeerCallError, PeerClient};
+use super::client::{PeerCallError, PeerClient, PeerLink};
 use super::wire::{VoteMessage, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::Contacts;
 use crate::raft::typ::{
@@ -45,17 +46,22 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
         let url = |path| PeerClient::url(&node.addr, path);
+        let route = url(APPEND_PATH).and_then(|append| {
+            Ok(Route {
+                urls: [append, url(VOTE_PATH)?, url(SNAPSHOT_PATH)?],
+                link: PeerLink::new(&node.addr)?,
+            })
+        });
         PeerConnection {
             target,
-            urls: url(APPEND_PATH)
-                .and_then(|append| Ok([append, url(VOTE_PATH)?, url(SNAPSHOT_PATH)?])),
+            route,
             client: self.client.clone(),
             contacts: self.contacts.clone(),
         }
     }
 }
 
-/// The Raft RPCs, indexing [`PeerConnection::urls`].
+/// The Raft RPCs, indexing [`Route::urls`].
 #[derive(Clone, Copy)]
 enum Rpc {
     Append = 0,
@@ -66,16 +72,23 @@ enum Rpc {
 /// openraft's view of one peer.
 pub struct PeerConnection {
     target: NodeId,
-    /// Append, vote and snapshot URLs, parsed once (or why the address is unusable).
-    urls: Result<[hyper::Uri; 3], PeerCallError>,
+    /// Where its RPCs go (or why the address is unusable).
+    route: Result<Route, PeerCallError>,
     client: PeerClient,
     contacts: Arc<Contacts>,
+}
+
+struct Route {
+    /// Append, vote and snapshot URLs, parsed once.
+    urls: [hyper::Uri; 3],
+    /// The connection the appends (heartbeats included) go on.
+    link: PeerLink,
 }
 
 impl PeerConnection {
     /// Sends one RPC; the server answers `Result<Resp, RaftError<E>>` so remote errors round-trip.
     async fn rpc<Req, Resp, E>(
-        &self,
+        &mut self,
         rpc: Rpc,
         request: &Req,
         option: &RPCOption,
@@ -85,18 +98,28 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = match &self.urls {
-            Ok(urls) => &urls[rpc as usize],
+        let route = match &mut self.route {
+            Ok(route) => route,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
-        let answer: Result<Resp, RaftError<E>> = self
-            .client
-            .call_url(self.target, url, request, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let (url, timeout) = (&route.urls[rpc as usize], option.hard_ttl());
+        let answer: Result<Result<Resp, RaftError<E>>, PeerCallError> = match rpc {
+            Rpc::Append => {
+                let link = &mut route.link;
+                self.client
+                    .call_on(link, self.target, url, request, timeout)
+                    .await
+            }
+            Rpc::Vote | Rpc::Snapshot => {
+                self.client
+                    .call_url(self.target, url, request, timeout)
+                    .await
+            }
+        };
+        let answer = answer.map_err(|e| match e {
+            PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            _ => RPCError::Network(NetworkError::new(&e)),
+        })?;
         self.contacts.touch(self.target);
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
