@@ -285,14 +285,16 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
-        self.call_url(to, &Self::url(address, path)?, body, timeout)
+        self.call_url(None, to, &Self::url(address, path)?, body, timeout)
             .await
     }
 
     /// POSTs `body` as JSON to a prepared URL (parsed once per peer, not per heartbeat) and
-    /// decodes the JSON answer; all within `timeout`.
+    /// decodes the JSON answer; all within `timeout`. On `link`, the connection kept to that
+    /// peer, if given; else through the pool.
     pub async fn call_url<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        link: Option<&mut PeerLink>,
         to: NodeId,
         url: &Uri,
         body: &Req,
@@ -301,21 +303,10 @@ impl PeerClient {
         let (request, nonce) = self.signed_request(to, url, body)?;
         // As much as a raftvip answers at most: whoever listens at a peer's address cannot
         // make this node buffer more before the answer's signature is checked.
-        let answer = exchange(&self.http, request, MAX_ANSWER, timeout).await;
-        self.answer(to, &nonce, url, timeout, answer)
-    }
-
-    /// [`Self::call_url`] on `link`, the connection kept to that peer.
-    pub async fn call_on<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        link: &mut PeerLink,
-        to: NodeId,
-        url: &Uri,
-        body: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, PeerCallError> {
-        let (request, nonce) = self.signed_request(to, url, body)?;
-        let answer = link.exchange(request, MAX_ANSWER, timeout).await;
+        let answer = match link {
+            Some(link) => link.exchange(request, MAX_ANSWER, timeout).await,
+            None => exchange(&self.http, request, MAX_ANSWER, timeout).await,
+        };
         self.answer(to, &nonce, url, timeout, answer)
     }
 
@@ -534,7 +525,7 @@ pub(crate) mod tests {
         let mut link = PeerLink::new(&address).unwrap();
         for call in 1..=3 {
             let answer: serde_json::Value = client
-                .call_on(&mut link, 2, &url, &call, Duration::from_secs(2))
+                .call_url(Some(&mut link), 2, &url, &call, Duration::from_secs(2))
                 .await
                 .unwrap();
             assert_eq!(answer, serde_json::json!({"Ok": true}));
@@ -548,7 +539,7 @@ pub(crate) mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         for call in 4..=5 {
             let answer: Result<serde_json::Value, _> = client
-                .call_on(&mut link, 2, &url, &call, Duration::from_secs(2))
+                .call_url(Some(&mut link), 2, &url, &call, Duration::from_secs(2))
                 .await;
             assert!(answer.is_ok(), "call {call}: {answer:?}");
         }
@@ -564,7 +555,7 @@ pub(crate) mod tests {
         let url = PeerClient::url(&address, VOTE_PATH).unwrap();
         let mut link = PeerLink::new(&address).unwrap();
         let error = PeerClient::new(node(1))
-            .call_on::<_, serde_json::Value>(&mut link, 2, &url, &(), Duration::from_secs(2))
+            .call_url::<_, serde_json::Value>(Some(&mut link), 2, &url, &(), Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(matches!(error, PeerCallError::Connect { .. }), "{error}");

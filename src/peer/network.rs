@@ -103,23 +103,18 @@ impl PeerConnection {
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
         let (url, timeout) = (&route.urls[rpc as usize], option.hard_ttl());
-        let answer: Result<Result<Resp, RaftError<E>>, PeerCallError> = match rpc {
-            Rpc::Append => {
-                let link = &mut route.link;
-                self.client
-                    .call_on(link, self.target, url, request, timeout)
-                    .await
-            }
-            Rpc::Vote | Rpc::Snapshot => {
-                self.client
-                    .call_url(self.target, url, request, timeout)
-                    .await
-            }
+        let link = match rpc {
+            Rpc::Append => Some(&mut route.link),
+            Rpc::Vote | Rpc::Snapshot => None,
         };
-        let answer = answer.map_err(|e| match e {
-            PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-            _ => RPCError::Network(NetworkError::new(&e)),
-        })?;
+        let answer: Result<Resp, RaftError<E>> = self
+            .client
+            .call_url(link, self.target, url, request, timeout)
+            .await
+            .map_err(|e| match e {
+                PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
         self.contacts.touch(self.target);
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
