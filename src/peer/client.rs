@@ -177,7 +177,8 @@ impl PeerLink {
         })
     }
 
-    /// As [`exchange`], on this link's connection.
+    /// As [`exchange`], on this link's connection. A call cut short (a timeout) drops its
+    /// answer, and hyper then closes the connection, so the next call connects anew.
     async fn exchange(
         &mut self,
         request: Request<Full<Bytes>>,
@@ -544,6 +545,47 @@ pub(crate) mod tests {
             assert!(answer.is_ok(), "call {call}: {answer:?}");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A peer that sends an answer's head and then stalls: the call times out, and the next
+    /// one goes on a new connection instead of waiting behind the stalled one.
+    #[tokio::test]
+    async fn a_link_whose_answer_stalled_connects_anew() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let stalled = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            // A head that promises a body that never comes; the connection stays open.
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let client = PeerClient::new(node(1));
+        let url = PeerClient::url(&address, VOTE_PATH).unwrap();
+        let mut link = PeerLink::new(&address).unwrap();
+        let error = client
+            .call_url::<_, serde_json::Value>(
+                Some(&mut link),
+                2,
+                &url,
+                &(),
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, PeerCallError::TimedOut { .. }), "{error}");
+        // The peer now answers properly, on new connections only.
+        link.address = answer_kept_alive(3, accepted.clone()).await;
+        let answer: serde_json::Value = client
+            .call_url(Some(&mut link), 2, &url, &(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(answer, serde_json::json!({"Ok": true}));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        stalled.abort();
     }
 
     /// Nobody listening: a connect error, which openraft treats as an unreachable peer.
