@@ -204,20 +204,17 @@ impl PeerLink {
             .cloned()
             .map_or_else(|| Uri::from_static("/"), Uri::from);
         request.headers_mut().insert(HOST, self.host.clone());
-        let open = match self.sender.as_mut() {
-            Some(sender) => sender.ready().await.is_ok(),
-            None => false,
-        };
-        let request = match self.sender.as_mut().filter(|_| open) {
-            Some(sender) => match sender.try_send_request(request).await {
-                Ok(response) => return Ok(response),
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => unsent,
-                    None => return Err(ExchangeError::Request(error.into_error().into())),
-                },
-            },
-            None => request,
-        };
+        if let Some(sender) = self.sender.as_mut() {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok(response),
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) => request = unsent,
+                        None => return Err(ExchangeError::Request(error.into_error().into())),
+                    },
+                }
+            }
+        }
         let sender = self.connect().await?;
         sender
             .send_request(request)
