@@ -419,6 +419,22 @@ pub(crate) mod tests {
         Arc::new(Authenticator::new(Secret::new(SECRET.to_vec()), "lb", id))
     }
 
+    /// The value of header `name` in a request's lower-cased `head`.
+    fn header_in(head: &str, name: &str) -> Option<String> {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(|v| v.trim().to_owned())
+    }
+
+    /// `signer`'s signature of a 200 answer `body` to the request with lower-cased `head`,
+    /// verified first as the signer would, to get the request's nonce and sender.
+    fn answer_signature(signer: &Authenticator, head: &str, body: &str) -> String {
+        let signed = signer
+            .check_headers(|name| header_in(head, name), SystemTime::now())
+            .unwrap_or_else(|e| panic!("{e}: {head}"));
+        signer.sign_response(&signed, 200, body.as_bytes())
+    }
+
     /// A one-shot HTTP server that answers `body` signed by `signer` (None: unsigned), over
     /// the nonce of the request it received.
     pub(in crate::peer) async fn answer_once(
@@ -436,19 +452,11 @@ pub(crate) mod tests {
                 request.extend_from_slice(&buf[..n]);
             }
             let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
-            let header = |name: &'static str| {
-                head.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                    .map(|v| v.trim().to_owned())
-            };
             let mut extra = String::new();
             if let Some(signer) = signer {
-                // Verify as the signer would, to get the request's nonce and sender.
-                let signed = signer
-                    .check_headers(header, SystemTime::now())
-                    .unwrap_or_else(|e| panic!("{e}: {head}"));
+                let header = |name| header_in(&head, name);
                 assert!(header(NONCE_HEADER).is_some() && header(FROM_HEADER).is_some());
-                let signature = signer.sign_response(&signed, 200, body.as_bytes());
+                let signature = answer_signature(&signer, &head, body);
                 extra = format!("{SIGNATURE_HEADER}: {signature}\r\n");
             }
             let answer = format!(
@@ -489,17 +497,11 @@ pub(crate) mod tests {
                             head.extend_from_slice(&line);
                         }
                         let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                        let header = |name: &str| {
-                            head.lines()
-                                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                                .map(|v| v.trim().to_owned())
-                        };
-                        let length: usize = header("content-length").unwrap().parse().unwrap();
-                        let mut body = vec![0; length];
+                        let length = header_in(&head, "content-length").unwrap();
+                        let mut body = vec![0; length.parse().unwrap()];
                         stream.read_exact(&mut body).await.unwrap();
-                        let signed = signer.check_headers(header, SystemTime::now()).unwrap();
                         let answer = r#"{"Ok":true}"#;
-                        let signature = signer.sign_response(&signed, 200, answer.as_bytes());
+                        let signature = answer_signature(&signer, &head, answer);
                         let reply = format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{SIGNATURE_HEADER}: {signature}\r\n\r\n{answer}",
                             answer.len()
