@@ -329,7 +329,7 @@ impl Hooks {
             // Its own process group, so a timeout kills what it started too.
             .process_group(0)
             .kill_on_drop(true);
-        let ran = match command.spawn() {
+        let ran = match spawn_unless_busy(&mut command).await {
             Err(e) => Err(format!("cannot start {}: {e}", hook.program.display())),
             Ok(child) => Ok(supervise(child, self.timeout).await),
         };
@@ -352,6 +352,23 @@ impl Hooks {
                     "notify hook failed"
                 ),
             },
+        }
+    }
+}
+
+/// Starts the hook, retrying briefly while its file is open for writing somewhere (ETXTBSY):
+/// a deployment tool replacing the script, or, in a threaded process, any fork that briefly
+/// inherits a descriptor still open on a file just written. Both clear within milliseconds.
+async fn spawn_unless_busy(command: &mut Command) -> std::io::Result<tokio::process::Child> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 1;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            spawned => return spawned,
         }
     }
 }
@@ -545,13 +562,13 @@ mod tests {
             "hang",
             &format!("sleep 30 & echo $! > {}\nsleep 30", pid_file.display()),
         );
-        let child = Command::new(hook)
+        let mut command = Command::new(hook);
+        command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .kill_on_drop(true);
+        let child = spawn_unless_busy(&mut command).await.unwrap();
         let supervised = tokio::spawn(supervise(child, Duration::from_secs(60)));
         // Let it start supervising (in the daemon it does at once, in the same task).
         tokio::task::yield_now().await;
