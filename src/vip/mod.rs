@@ -319,9 +319,14 @@ struct Inner {
     hold_until: Mutex<Option<Instant>>,
     /// Wakes the announce loop when a schedule changed.
     wake: Notify,
+    /// Wakes the lease renewals when the VIPs are held again ([`renew_loop`]).
+    held_again: Notify,
     /// Set by the address watcher when one of our VIPs changed in the kernel (or events were
     /// lost): the VIP thread reconciles.
     kernel_changed: Notify,
+    /// Set by the link watcher when a link changed (or, without one, at each poll): the VIP
+    /// thread checks whether this box can still take its VIPs.
+    links_changed: Notify,
     /// Ends the handover relay of the last release ([`relay`]; kernel only): holding again,
     /// or a newer release, stops it.
     relay: Mutex<Option<CancellationToken>>,
@@ -551,7 +556,9 @@ impl Vips {
                 }),
                 hold_until: Mutex::new(None),
                 wake: Notify::new(),
+                held_again: Notify::new(),
                 kernel_changed: Notify::new(),
+                links_changed: Notify::new(),
                 relay: Mutex::new(None),
             }),
         }
@@ -589,6 +596,9 @@ impl Vips {
             return;
         }
         state.held = hold;
+        if hold {
+            inner.held_again.notify_one();
+        }
         let now = Instant::now();
         let all: Vec<usize> = (0..state.slots.len()).collect();
         let mut guard_down = false;
@@ -995,7 +1005,8 @@ impl Vips {
 
     /// Starts, until `cancel`: the announce loop (burst frames after the first, periodic
     /// refresh), the lease renewals, and for [`Self::linux`] the netlink address watcher
-    /// (which wakes [`Self::kernel_changed`]) and the duplicate listener. Their sockets are
+    /// (which wakes [`Self::kernel_changed`]), the link watcher (which wakes
+    /// [`Self::links_changed`]) and the duplicate listener. Their sockets are
     /// opened here, in the caller's network namespace. Must be called inside a tokio
     /// runtime; failures to start a watcher are logged and leave the periodic reconcile as
     /// the safety net.
@@ -1012,6 +1023,7 @@ impl Vips {
         let Some(own_ports) = &self.inner.kernel_watch else {
             return;
         };
+        runtime.spawn(link_watch_loop(self.inner.clone(), cancel.clone()));
 
         let (ips, interfaces) = {
             let state = self.inner.lock();
@@ -1093,6 +1105,11 @@ impl Vips {
     /// events) since the last call: time to [`Self::reconcile`].
     async fn kernel_changed(&self) {
         self.inner.kernel_changed.notified().await;
+    }
+
+    /// Completes when a link changed since the last call: time to check [`Self::unbindable`].
+    async fn links_changed(&self) {
+        self.inner.links_changed.notified().await;
     }
 }
 
@@ -1279,11 +1296,12 @@ impl Inner {
         state.held && state.slots.iter().any(|s| s.vip.addr.ip == ip && s.bound)
     }
 
-    /// Renews the lifetime of every bound VIP while held (one batch of replacing adds).
-    fn renew_leases(&self) {
+    /// Renews the lifetime of every bound VIP while held (one batch of replacing adds); false
+    /// once the VIPs are released.
+    fn renew_leases(&self) -> bool {
         let mut state = self.lock();
         if !self.holding(&state, Instant::now()) {
-            return;
+            return state.held;
         }
         let bound: Vec<usize> = (0..state.slots.len())
             .filter(|&i| state.slots[i].bound)
@@ -1291,6 +1309,7 @@ impl Inner {
         self.bind_with(&mut state.slots, &bound, |vips| {
             self.control.renew_all(vips)
         });
+        true
     }
 
     /// Sends the burst and refresh frames that are due (one batch).
@@ -1397,13 +1416,62 @@ async fn announce_loop(inner: Arc<Inner>, cancel: CancellationToken) {
     }
 }
 
-/// Renews the lease of every held VIP every `every`, until cancelled.
+/// Renews the lease of every held VIP every `every`, until cancelled. Its timer runs only
+/// while the VIPs are held: a follower's VIP thread is not woken for renewals it skips.
 async fn renew_loop(inner: Arc<Inner>, every: Duration, cancel: CancellationToken) {
-    let mut tick = crate::clock::every(every);
+    loop {
+        // A stored permit covers a hold between this check and the wait.
+        while !inner.lock().held {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = inner.held_again.notified() => {}
+            }
+        }
+        let mut tick = crate::clock::every(every);
+        // The first tick is at once, and the hold has just bound the VIPs.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !inner.renew_leases() {
+                break;
+            }
+        }
+    }
+}
+
+/// How often the links are checked when the kernel's link events cannot be had.
+const LINK_POLL: Duration = Duration::from_millis(200);
+
+/// Wakes [`Vips::links_changed`] at each link event of this network namespace; polls every
+/// [`LINK_POLL`] instead if the link watcher cannot start or stops.
+async fn link_watch_loop(inner: Arc<Inner>, cancel: CancellationToken) {
+    match netlink::LinkWatcher::subscribe() {
+        Ok(mut watcher) => loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = watcher.changed() => match changed {
+                    Ok(()) => inner.links_changed.notify_one(),
+                    Err(e) => {
+                        tracing::error!(error = %e, poll_ms = LINK_POLL.as_millis() as u64, "link watcher stopped: polling the VIPs' interfaces instead");
+                        break;
+                    }
+                },
+            }
+        },
+        Err(e) => tracing::error!(
+            error = %e,
+            poll_ms = LINK_POLL.as_millis() as u64,
+            "no link watcher: polling the VIPs' interfaces instead"
+        ),
+    }
+    let mut poll = crate::clock::every(LINK_POLL);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => inner.renew_leases(),
+            _ = poll.tick() => inner.links_changed.notify_one(),
         }
     }
 }

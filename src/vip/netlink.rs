@@ -9,7 +9,9 @@
 //!
 //! The watcher subscribes to RTNLGRP_IPV4_IFADDR / RTNLGRP_IPV6_IFADDR so that a VIP deleted
 //! by someone else (networkd, NetworkManager, an operator) is noticed at once rather than at
-//! the next periodic check.
+//! the next periodic check. The link watcher subscribes to RTNLGRP_LINK so that an interface
+//! going down, losing carrier, vanishing or coming back is checked at once, and a box whose
+//! links do not change is never woken to check them.
 //!
 //! Adds, removals and lease renewals go out in batches: one datagram holding up to
 //! [`BATCH_MAX`] requests, with an ACK asked for the last one only. The kernel handles a
@@ -32,7 +34,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use neli::consts::nl::{NlmF, NlmsgerrAttr};
@@ -734,6 +736,71 @@ impl AddressWatcher {
                         cause: socket_cause(e),
                     })
                 }
+            }
+        }
+    }
+}
+
+/// Tells when any link of this network namespace changed (RTM_NEWLINK / RTM_DELLINK: up or
+/// down, carrier, added, removed, renamed). It does not say which or how: the caller re-reads
+/// the few interfaces it cares about, which also covers events lost to an overrun.
+pub struct LinkWatcher {
+    socket: AsyncFd<OwnedFd>,
+}
+
+impl LinkWatcher {
+    /// Subscribes in the calling thread's network namespace. Must run inside a tokio runtime.
+    pub fn subscribe() -> Result<Self, VipError> {
+        use nix::sys::socket::{bind, socket, AddressFamily, NetlinkAddr};
+        use nix::sys::socket::{SockFlag, SockProtocol, SockType};
+        let fail = |e: io::Error| VipError::Watch {
+            cause: Cause::Os(e),
+        };
+        let socket = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(|e| fail(e.into()))?;
+        let groups = NetlinkAddr::new(0, libc::RTMGRP_LINK as u32);
+        bind(socket.as_raw_fd(), &groups).map_err(|e| fail(e.into()))?;
+        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open until dropped.
+        let socket =
+            unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+                .map_err(|e| fail(e.into_parts().1))?;
+        Ok(Self { socket })
+    }
+
+    /// Waits until a link changed, then discards every event queued: one re-check covers
+    /// them all. An overrun (ENOBUFS: events were lost) counts as a change.
+    pub async fn changed(&mut self) -> Result<(), VipError> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{recv, MsgFlags};
+        // The events are not read, only counted: the rest of each datagram is dropped.
+        let mut head = [0u8; 64];
+        loop {
+            let mut guard = self.socket.readable().await.map_err(|e| VipError::Watch {
+                cause: Cause::Os(e),
+            })?;
+            let mut changed = false;
+            loop {
+                match recv(guard.get_inner().as_raw_fd(), &mut head, MsgFlags::empty()) {
+                    Ok(_) | Err(Errno::ENOBUFS) => changed = true,
+                    Err(Errno::EINTR) => {}
+                    Err(Errno::EAGAIN) => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(VipError::Watch {
+                            cause: Cause::Os(e.into()),
+                        })
+                    }
+                }
+            }
+            if changed {
+                return Ok(());
             }
         }
     }

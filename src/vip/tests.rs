@@ -479,7 +479,7 @@ fn leased_rig(configs: &[VipConfig], lifetime: Duration, renew: Duration) -> Rig
 }
 
 #[tokio::test]
-async fn held_vips_renew_their_lease_and_status_shows_what_is_left() {
+async fn held_vips_renew_their_lease_and_status_shows_what_is_left_and_only_while_held() {
     let r = leased_rig(
         &[config(V4, "eth0")],
         Duration::from_millis(400),
@@ -502,6 +502,15 @@ async fn held_vips_renew_their_lease_and_status_shows_what_is_left() {
         "renewed after release"
     );
     assert_eq!(r.vips.status()[0].lease_remaining_ms, None);
+
+    // Held again: the renewals, idle while released, resume.
+    r.vips.set_held(true, "leader again");
+    let held_again = r.control.count(&add);
+    assert!(
+        wait_for(Duration::from_secs(2), || r.control.count(&add)
+            >= held_again + 3)
+        .await
+    );
     cancel.cancel();
 }
 

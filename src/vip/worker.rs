@@ -15,10 +15,10 @@
 //! supervisor is not told: a repair restores what it asked for and changes none of its inputs.
 //!
 //! It also tells the supervisor whether this box could bind its VIPs at all
-//! ([`Vips::unbindable`], checked every [`LINK_CHECK`]): polled rather than driven by link
-//! events because the check is one `SIOCGIFFLAGS` per interface (microseconds) and a poll
-//! cannot miss a change, while the handover it triggers takes longer than the poll period
-//! anyway.
+//! ([`Vips::unbindable`]): checked when the kernel reports a link change (an interface down,
+//! without carrier, gone or back), after each hold, release and reconcile (an add refused
+//! for lack of privilege), and never otherwise, so a box whose links stay as they are is not
+//! woken to look at them. The check is one `SIOCGIFFLAGS` per interface.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,9 +30,6 @@ use tokio_util::sync::CancellationToken;
 use super::{VipHolder, VipOverlap, VipSet, Vips};
 use crate::clock::{Alarm, AlarmListener};
 use crate::status::VipStatus;
-
-/// How often the VIP thread checks that every VIP's interface could take it.
-const LINK_CHECK: Duration = Duration::from_millis(200);
 
 /// What the supervisor last asked for; `generation` counts the hold/release requests.
 #[derive(Debug, Clone, Default)]
@@ -268,7 +265,6 @@ impl Thread {
         // delay the release past the deadline the supervisor last gave.
         let mut fenced_at: Option<Instant> = None;
         let mut reannounced = 0;
-        let mut link_check = crate::clock::every(LINK_CHECK);
         let mut reconcile = crate::clock::every(self.reconcile_every);
         loop {
             let (hold, until) = {
@@ -298,6 +294,7 @@ impl Thread {
                         continue;
                     }
                     fenced_at = None;
+                    self.check_links();
                 }
                 rung = fence => {
                     if let Err(e) = rung {
@@ -319,9 +316,9 @@ impl Thread {
                     self.vips.set_held(false, deadline_reason(overlap));
                 }
                 // Someone deleted or added one of our VIPs, or events were lost.
-                _ = self.vips.kernel_changed() => self.vips.reconcile(),
-                _ = reconcile.tick() => self.vips.reconcile(),
-                _ = link_check.tick() => self.check_links(),
+                _ = self.vips.kernel_changed() => self.reconcile(),
+                _ = reconcile.tick() => self.reconcile(),
+                _ = self.vips.links_changed() => self.check_links(),
                 changed = self.reloaded.changed() => {
                     if changed.is_err() {
                         return;
@@ -397,6 +394,11 @@ impl Thread {
     }
 
     /// Publishes whether every VIP's interface could take it now.
+    fn reconcile(&self) {
+        self.vips.reconcile();
+        self.check_links();
+    }
+
     fn check_links(&self) {
         let why = self.vips.unbindable();
         self.unbindable.send_if_modified(|old| {
