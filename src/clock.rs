@@ -173,6 +173,106 @@ impl Alarm {
     }
 }
 
+/// A sleep to a deadline that moves often and is rarely reached (a leader's fence and its
+/// heartbeat tick), on a timerfd of its own: a move is one system call and wakes no one.
+/// tokio's wheel would also wake the thread at the start of each 64 ms slot that such a
+/// timer's deadline lies beyond (see [`Every`]); a leader's tick and fence did ~14 times a
+/// second. Falls back to tokio's sleep where no timerfd can be had.
+pub struct DeadlineTimer {
+    kernel: Option<(Alarm, AlarmListener)>,
+    /// The deadline the alarm is set to; None once it rang (or never set).
+    armed: Option<std::time::Instant>,
+}
+
+impl DeadlineTimer {
+    /// On the current runtime's reactor.
+    pub fn new() -> Self {
+        let kernel = Alarm::new().and_then(|alarm| {
+            let listener = alarm.listen()?;
+            Ok((alarm, listener))
+        });
+        let kernel = match kernel {
+            Ok(kernel) => Some(kernel),
+            Err(e) => {
+                tracing::warn!(error = %e, "no timerfd for a deadline: using tokio's timer, one more wake-up per 64 ms");
+                None
+            }
+        };
+        Self {
+            kernel,
+            armed: None,
+        }
+    }
+
+    /// Completes at `deadline`, never for None. Cancel-safe: the next call with the same
+    /// deadline waits for the same ring.
+    pub async fn until(&mut self, deadline: Option<std::time::Instant>) {
+        if let Err(e) = self.arm(deadline) {
+            self.fall_back(&e);
+        }
+        let Some(at) = deadline else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Some((_, listener)) = &self.kernel else {
+                return tokio::time::sleep_until(at.into()).await;
+            };
+            let rung = listener.rung().await;
+            // Rung early: at a deadline set before, or within the slack of this one.
+            let early = rung.as_ref().is_ok_and(|()| std::time::Instant::now() < at);
+            let rearmed = match rung {
+                Ok(()) if early => self.set(Some(at)),
+                Ok(()) => {
+                    self.armed = None;
+                    return;
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = rearmed {
+                self.fall_back(&e);
+                return tokio::time::sleep_until(at.into()).await;
+            }
+        }
+    }
+
+    /// Sets the alarm to `deadline` unless it is set at most [`DEADLINE_SLACK`] earlier:
+    /// then it rings early, and [`Self::until`] sets it again. A leader's fence moves a few
+    /// microseconds later with each follower's answer; this saves the system call for those.
+    fn arm(&mut self, deadline: Option<std::time::Instant>) -> std::io::Result<()> {
+        let slack = |armed: std::time::Instant, at: std::time::Instant| {
+            armed <= at && at - armed <= DEADLINE_SLACK
+        };
+        match (self.armed, deadline) {
+            (Some(armed), Some(at)) if slack(armed, at) => Ok(()),
+            (armed, deadline) if armed == deadline => Ok(()),
+            _ => self.set(deadline),
+        }
+    }
+
+    fn set(&mut self, deadline: Option<std::time::Instant>) -> std::io::Result<()> {
+        if let Some((alarm, _)) = &self.kernel {
+            alarm.set(deadline)?;
+            self.armed = deadline;
+        }
+        Ok(())
+    }
+
+    fn fall_back(&mut self, e: &std::io::Error) {
+        tracing::warn!(error = %e, "a deadline's timerfd failed: using tokio's timer");
+        self.kernel = None;
+    }
+}
+
+/// How much later than the alarm a [`DeadlineTimer`]'s deadline may move without a new
+/// setting.
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
+
+impl Default for DeadlineTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Where a timerfd is waited for (an [`Alarm`]'s, or an [`every`] timer's), on the reactor of
 /// the runtime it was registered on.
 pub struct AlarmListener(AsyncFd<Arc<Timer>>);
@@ -202,9 +302,13 @@ impl AlarmListener {
     async fn expirations(&self) -> std::io::Result<u64> {
         loop {
             let mut ready = self.0.readable().await?;
-            match ready.try_io(|timer| read_expirations(timer.get_ref())) {
-                Ok(read) => return read,
-                Err(_would_block) => continue,
+            let read = read_expirations(self.timer());
+            // Read or not, the timer is not readable again before its next expiry, which the
+            // reactor sees as new readiness: no read that would only answer EAGAIN.
+            ready.clear_ready();
+            match read {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                read => return read,
             }
         }
     }
@@ -240,20 +344,12 @@ fn wheel_timer(period: Duration) -> tokio::time::Interval {
     interval
 }
 
+/// For tests that count what a timer costs in wake-ups.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clocks_before_the_epoch_or_far_ahead_do_not_panic() {
-        assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(1_234)), 1_234);
-        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
-        assert!(now_unix_ms() > 1_600_000_000_000, "after 2020");
-    }
-
+pub(crate) mod test_support {
     /// Voluntary context switches of the calling thread so far: each is a sleep, so at idle
     /// each is a wake-up.
-    fn sleeps_of_this_thread() -> u64 {
+    pub fn sleeps_of_this_thread() -> u64 {
         let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
         status
             .lines()
@@ -262,12 +358,26 @@ mod tests {
             .expect("voluntary_ctxt_switches")
     }
 
-    fn on_a_runtime_of_its_own<F: std::future::Future>(f: F) -> F::Output {
+    /// Runs `f` on a current-thread runtime of its own (as the daemon's), on this thread.
+    pub fn on_a_runtime_of_its_own<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime")
             .block_on(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{on_a_runtime_of_its_own, sleeps_of_this_thread};
+    use super::*;
+
+    #[test]
+    fn clocks_before_the_epoch_or_far_ahead_do_not_panic() {
+        assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(1_234)), 1_234);
+        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        assert!(now_unix_ms() > 1_600_000_000_000, "after 2020");
     }
 
     #[test]
@@ -380,6 +490,34 @@ mod tests {
                 .await
                 .expect("a passed deadline rings at once")
                 .unwrap();
+        });
+    }
+
+    /// Each deadline reached costs one wake-up, whatever 64 ms slots it spans; a deadline
+    /// moved before it is reached rings at the new one only; none never rings.
+    #[test]
+    fn a_deadline_timer_rings_at_its_last_deadline_and_wakes_only_then() {
+        on_a_runtime_of_its_own(async {
+            let mut timer = DeadlineTimer::new();
+            let start = std::time::Instant::now();
+            let early = start + Duration::from_millis(40);
+            let cut = tokio::time::timeout(Duration::from_millis(10), timer.until(Some(early)));
+            assert!(cut.await.is_err(), "rang before its deadline");
+            timer.until(Some(start + Duration::from_millis(120))).await;
+            let rang = start.elapsed();
+            assert!(rang >= Duration::from_millis(120), "rang after {rang:?}");
+            assert!(rang < Duration::from_millis(300), "rang after {rang:?}");
+
+            let never = tokio::time::timeout(Duration::from_millis(50), timer.until(None));
+            assert!(never.await.is_err(), "no deadline rang");
+
+            let before = sleeps_of_this_thread();
+            for _ in 0..10 {
+                let at = std::time::Instant::now() + Duration::from_millis(90);
+                timer.until(Some(at)).await;
+            }
+            let sleeps = sleeps_of_this_thread() - before;
+            assert!(sleeps <= 12, "10 deadlines slept {sleeps} times");
         });
     }
 }

@@ -18,7 +18,14 @@
 //! The demand is per process, not per node (the runtime's functions have no `self`): with
 //! several nodes in one process, as in tests, a follower ticks while another node leads,
 //! which costs wake-ups but changes nothing.
+//!
+//! The tick sleeps on a timerfd ([`DeadlineTimer`]) that its task keeps from one tick to the
+//! next, not on tokio's wheel: a 37 ms tick often lies beyond the end of the wheel's current
+//! 64 ms slot, and the wheel then wakes the thread once more at the slot's start, only to move
+//! the timer down a level. The runtime's functions have no `self`, so the timer lives in a
+//! task-local slot that [`TickGatedRuntime::spawn`] gives each task openraft starts.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,8 +35,14 @@ use openraft::{AsyncRuntime, OptionalSend, TokioRuntime};
 use tokio::sync::Notify;
 
 use super::lease_clock::RaftInstant;
+use crate::clock::DeadlineTimer;
 
 type Tokio = TokioRuntime;
+
+tokio::task_local! {
+    /// The tick's timer, kept by the task that ticks (empty in openraft's other tasks).
+    static TICK_TIMER: RefCell<Option<DeadlineTimer>>;
+}
 
 /// How many nodes want ticks, and a wake-up for the ticks held back while none did.
 #[derive(Debug)]
@@ -59,9 +72,8 @@ impl Gate {
         self.wanted.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Returns at `deadline`, or later, once some node wants ticks.
-    async fn sleep_until(&self, deadline: tokio::time::Instant) {
-        tokio::time::sleep_until(deadline).await;
+    /// Returns at once if some node wants ticks, else once one does.
+    async fn opened(&self) {
         loop {
             let opened = self.opened.notified();
             tokio::pin!(opened);
@@ -73,6 +85,15 @@ impl Gate {
             opened.await;
         }
     }
+}
+
+/// Sleeps until `deadline` on the calling task's tick timer (a new one outside a task of
+/// [`TickGatedRuntime::spawn`]'s, or if the last sleep was cut short).
+async fn tick_sleep(deadline: tokio::time::Instant) {
+    let kept = TICK_TIMER.try_with(|slot| slot.borrow_mut().take());
+    let mut timer = kept.ok().flatten().unwrap_or_default();
+    timer.until(Some(deadline.into_std())).await;
+    let _ = TICK_TIMER.try_with(|slot| *slot.borrow_mut() = Some(timer));
 }
 
 /// One Raft node's wish for ticks. It starts wanting them (a node that has not yet reported
@@ -141,7 +162,7 @@ impl AsyncRuntime for TickGatedRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        Tokio::spawn(future)
+        Tokio::spawn(TICK_TIMER.scope(RefCell::new(None), future))
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
@@ -149,7 +170,11 @@ impl AsyncRuntime for TickGatedRuntime {
     }
 
     fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-        Box::pin(GATE.sleep_until(deadline.deadline()))
+        let deadline = deadline.deadline();
+        Box::pin(async move {
+            tick_sleep(deadline).await;
+            GATE.opened().await;
+        })
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(
@@ -190,13 +215,19 @@ mod tests {
         Box::leak(Box::new(Gate::new()))
     }
 
+    /// A tick of `gate` on tokio's (paused) clock: the gate's part of the runtime's sleep.
+    async fn tick(gate: &Gate, deadline: tokio::time::Instant) {
+        tokio::time::sleep_until(deadline).await;
+        gate.opened().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_held_tick_fires_once_a_node_wants_ticks_and_not_before() {
         let gate = gate();
         let mut demand = TickDemand::on(gate);
         demand.set(false);
         let start = tokio::time::Instant::now();
-        let tick = tokio::spawn(gate.sleep_until(start + Duration::from_millis(30)));
+        let tick = tokio::spawn(tick(gate, start + Duration::from_millis(30)));
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!tick.is_finished(), "a tick nobody wants must wait");
         demand.set(true);
@@ -211,10 +242,10 @@ mod tests {
         let gate = gate();
         let (mut leader, _follower) = (TickDemand::on(gate), TickDemand::on(gate));
         let start = tokio::time::Instant::now();
-        gate.sleep_until(start + Duration::from_millis(30)).await;
+        tick(gate, start + Duration::from_millis(30)).await;
         assert_eq!(start.elapsed(), Duration::from_millis(30));
         leader.set(false);
-        gate.sleep_until(start + Duration::from_millis(60)).await;
+        tick(gate, start + Duration::from_millis(60)).await;
         assert_eq!(start.elapsed(), Duration::from_millis(60));
     }
 
@@ -222,8 +253,28 @@ mod tests {
     async fn a_dropped_demand_no_longer_counts() {
         let gate = gate();
         drop(TickDemand::on(gate));
-        let tick = tokio::spawn(gate.sleep_until(tokio::time::Instant::now()));
+        let tick = tokio::spawn(tick(gate, tokio::time::Instant::now()));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!tick.is_finished());
+    }
+
+    /// openraft's tick, as its task runs it: one wake-up per tick, though a 37 ms tick often
+    /// ends in the next 64 ms slot of tokio's wheel (which wakes at that slot's start too).
+    #[test]
+    fn a_tick_task_wakes_once_per_tick() {
+        use crate::clock::test_support::{on_a_runtime_of_its_own, sleeps_of_this_thread};
+        on_a_runtime_of_its_own(async {
+            let _demand = TickDemand::new();
+            let ticks = TickGatedRuntime::spawn(async {
+                let before = sleeps_of_this_thread();
+                for _ in 0..10 {
+                    let at = <RaftInstant as openraft::Instant>::now() + Duration::from_millis(37);
+                    TickGatedRuntime::sleep_until(at).await;
+                }
+                sleeps_of_this_thread() - before
+            });
+            let sleeps = ticks.await.unwrap();
+            assert!(sleeps <= 12, "10 ticks slept {sleeps} times");
+        });
     }
 }

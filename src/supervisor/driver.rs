@@ -133,6 +133,7 @@ impl<P: Peers> Supervisor<P> {
     pub async fn run(mut self, stop: CancellationToken) -> Option<HookContext> {
         let mut metrics = self.raft.metrics();
         let mut unbindable = self.vips.unbindable();
+        let mut deadlines = crate::clock::DeadlineTimer::new();
         // Health first: the core starts unhealthy, and the first decision should not log a
         // "may lead: no" that the next input takes back.
         let initial = [
@@ -162,7 +163,7 @@ impl<P: Peers> Supervisor<P> {
                     Ok(()) => Input::Raft(report(&metrics.borrow_and_update())),
                     Err(_) => break,
                 },
-                _ = sleep_until(deadline) => Input::Tick,
+                () = deadlines.until(deadline) => Input::Tick,
                 open = self.health.changed(), if health_open => {
                     health_open = open;
                     self.health_input(open)
@@ -342,13 +343,5 @@ fn report(m: &RaftMetrics) -> RaftReport {
         leader: m.current_leader,
         term: m.current_term,
         millis_since_quorum_ack: m.millis_since_quorum_ack,
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
