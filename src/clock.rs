@@ -173,11 +173,12 @@ impl Alarm {
     }
 }
 
-/// A sleep to a deadline that moves often and is rarely reached (a leader's fence and its
-/// heartbeat tick), on a timerfd of its own: a move is one system call and wakes no one.
-/// tokio's wheel would also wake the thread at the start of each 64 ms slot that such a
-/// timer's deadline lies beyond (see [`Every`]); a leader's tick and fence did ~14 times a
-/// second. Falls back to tokio's sleep where no timerfd can be had.
+/// A sleep to a deadline, on a timerfd of its own, for a thread that sleeps to one again and
+/// again (a leader's heartbeat tick, reached each time; its fence, moved with each
+/// acknowledgement): a move is one system call and wakes no one, and only the deadline set
+/// last rings. tokio's wheel would also wake the thread at the start of the 64 ms slot such
+/// a deadline lies in, when no other event comes first (see [`Every`]); a leader's tick and
+/// fence did ~14 times a second. Falls back to tokio's sleep where no timerfd can be had.
 pub struct DeadlineTimer {
     kernel: Option<(Alarm, AlarmListener)>,
     /// The deadline the alarm is set to; None once it rang (or never set).
