@@ -70,7 +70,8 @@ pub struct NetlinkControl {
     bound_on: Mutex<HashMap<IpAddr, u32>>,
     /// The socket for batches and dumps (see the module docs).
     batches: Mutex<RequestSocket>,
-    /// The socket of the link checks, opened once: they run five times a second.
+    /// The socket of the link checks, opened once: they run at every link event, hold,
+    /// release and reconcile.
     links: packet::LinkStates,
 }
 

@@ -52,7 +52,7 @@ pub fn mac_of(interface: &str) -> Result<Mac, Cause> {
 
 /// Link states by interface name: one `SIOCGIFFLAGS` per interface on one socket. Not
 /// `getifaddrs`, which dumps every address of the box (hundreds on a box with many VIPs) and
-/// opens a netlink socket each time, five times a second on every node.
+/// opens a netlink socket each time it is asked.
 pub struct LinkStates {
     socket: OwnedFd,
 }

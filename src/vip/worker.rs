@@ -393,12 +393,13 @@ impl Thread {
         }
     }
 
-    /// Publishes whether every VIP's interface could take it now.
+    /// Repairs the kernel's VIPs, then checks the links: a re-add may have been refused.
     fn reconcile(&self) {
         self.vips.reconcile();
         self.check_links();
     }
 
+    /// Publishes whether every VIP's interface could take it now.
     fn check_links(&self) {
         let why = self.vips.unbindable();
         self.unbindable.send_if_modified(|old| {
