@@ -15,6 +15,7 @@
 //! leader uses a tenth less CPU. hyper-util's pooled client is the layer reqwest itself sends
 //! through.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -119,32 +120,36 @@ pub async fn exchange(
     limit: usize,
     timeout: Duration,
 ) -> Result<(hyper::http::response::Parts, Bytes), ExchangeError> {
-    let exchange = async {
-        let response = client.request(request).await.map_err(|error| {
+    let sent = async {
+        client.request(request).await.map_err(|error| {
             if error.is_connect() {
                 ExchangeError::Connect(error.into())
             } else {
                 ExchangeError::Request(error.into())
             }
-        })?;
-        read_answer(response, limit).await
+        })
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| ExchangeError::TimedOut)?
+    answer_within(timeout, limit, sent).await
 }
 
-/// The answer's head and its whole body, at most `limit` bytes of it.
-async fn read_answer(
-    response: Response<Incoming>,
+/// The answer's head and its whole body (at most `limit` bytes of it) once `sent` has sent
+/// the request, all within `timeout`.
+async fn answer_within(
+    timeout: Duration,
     limit: usize,
+    sent: impl Future<Output = Result<Response<Incoming>, ExchangeError>>,
 ) -> Result<(hyper::http::response::Parts, Bytes), ExchangeError> {
-    let (head, body) = response.into_parts();
-    let body = Limited::new(body, limit)
-        .collect()
+    let answer = async {
+        let (head, body) = sent.await?.into_parts();
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(ExchangeError::Body)?;
+        Ok((head, body.to_bytes()))
+    };
+    tokio::time::timeout(timeout, answer)
         .await
-        .map_err(ExchangeError::Body)?;
-    Ok((head, body.to_bytes()))
+        .map_err(|_| ExchangeError::TimedOut)?
 }
 
 /// One HTTP/1 connection to one peer, kept open for the heartbeats and appends the leader
@@ -185,13 +190,7 @@ impl PeerLink {
         limit: usize,
         timeout: Duration,
     ) -> Result<(hyper::http::response::Parts, Bytes), ExchangeError> {
-        let exchange = async {
-            let response = self.send(request).await?;
-            read_answer(response, limit).await
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| ExchangeError::TimedOut)?
+        answer_within(timeout, limit, self.send(request)).await
     }
 
     async fn send(
