@@ -13,6 +13,9 @@ source "$HERE/ops.sh"
 SCENARIO_TIMEOUT_S=${SCENARIO_TIMEOUT_S:-90}
 # Crash failover must complete (client served again) within this; typical is ~100-300 ms.
 MAX_FAILOVER_OUTAGE_MS=${MAX_FAILOVER_OUTAGE_MS:-2000}
+# start_all_at_once: how many new clusters start. Before the fix, 1 in ~7 CI runs of the one
+# scenario that started three boxes together failed.
+START_ALL_RUNS=${START_ALL_RUNS:-8}
 # A planned handover (maintenance, SIGTERM) must be quicker than a crash failover.
 MAX_HANDOVER_OUTAGE_MS=${MAX_HANDOVER_OUTAGE_MS:-1000}
 # The old holder must have dropped the VIP this long after being cut off (fence 80 ms + margin).
@@ -55,6 +58,7 @@ SCENARIOS=(
     "bed_selftest|the bed: HAProxy answers the client on box addresses, nft cut, probe + outage maths"
     "bed_raft_only|Raft-only raftvip clusters on the bed: one leader, re-election on kill and on cut"
     "start_one_holder|after start exactly one box holds the VIP; the client's neighbour entry has its MAC"
+    "start_all_at_once|a new cluster's three boxes start at the same moment -> one box binds the VIP, once (no leader deposed at birth; START_ALL_RUNS runs)"
     "failover_link_down|holder's link goes down -> another box holds it, client served again"
     "failover_crash|holder's raftvip SIGKILLed + VIP removed -> another box holds it"
     "fence_cut|holder cut from peers (not client) -> drops the VIP within the fence; never two holders"
@@ -270,6 +274,34 @@ scn_start_one_holder() {
     bed_probe_wait_ok "$probe" 2000 || fail "the client cannot reach the VIP"
     [[ $(probe_last_box "$probe") == "box$h" ]] || fail "the client reached '$(probe_last_box "$probe")', not box$h"
     neigh_is "$(bed_vip4)" "$h"
+}
+
+# A new cluster whose boxes boot at the same moment (a site's power back): one leader, and one
+# box binds the VIP, once. openraft's initialize used to elect each founding node at once,
+# without a pre-vote; a founding node of a higher id starting a few ms after a peer had won
+# term 1 outranked it in that term and deposed it, then could not win itself: the VIP was held
+# for 1 ms, then by nobody for 170 ms (CI, 2026-11-29).
+scn_start_all_at_once() {
+    local run b h start evs starting
+    bed_create 3
+    for b in 1 2 3; do bed_start_haproxy "$b"; done
+    for run in $(seq "$START_ALL_RUNS"); do
+        start=$(bed_now_ms)
+        starting=()
+        for b in 1 2 3; do bed_start_raftvip "$b" & starting+=($!); done
+        wait "${starting[@]}"
+        h=$(holder "" "" 10000)
+        stays_for 1000 "$(bed_vip4)" "$h"
+        evs=$(bed_events | awk -v c="$start" '$1 >= c')
+        [[ $evs =~ ^[0-9]+\ $h\ \+$ ]] || fail "run $run: the VIP was not bound once, by box$h alone: $(tr '\n' ';' <<<"$evs")"
+        note "run$run=box$h,term$(bed_status "$h" term)"
+        for b in 1 2 3; do
+            bed_kill_raftvip "$b"
+            rm -rf "$(bed_boxdir "$b")/data-a"
+        done
+        bed_vip_del "$h"
+        bed_vip_del "$h" "$(bed_vip6)"
+    done
 }
 
 scn_failover_link_down() {

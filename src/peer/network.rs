@@ -6,6 +6,8 @@
 //! [`super::handlers`]), so it round-trips as `RemoteError`. A peer that cannot be connected
 //! to is reported to openraft as `Unreachable`, so openraft backs off instead of hammering a
 //! dead box; any other failure is a `NetworkError` (retry at once).
+//!
+//! The vote requests of openraft's `initialize` election are not sent ([`INITIALIZE_TERM`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,23 @@ use crate::raft::NodeId;
 /// How long openraft waits before retrying an unreachable peer. Short, because a restarted
 /// box should rejoin (and be able to take over) quickly; each retry is one cheap connect.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The term of the election openraft's `initialize` starts: a founding node stands in it at
+/// once, without the pre-vote every other election here begins with and before its HAProxy
+/// verdict counts. Its vote requests are not sent, so a cluster's first leader is elected by
+/// the supervisors, in term 2 or later. Why: openraft (not built with `single-term-leader`)
+/// orders the candidates of one term by node id. A founding node that started a few ms after
+/// a peer had won term 1 outranked that leader; the leader's next append was answered with the
+/// higher vote and it stepped down, yet that candidate could not win (the others held a lease
+/// on the leader, whose log was longer). Nobody led, and nobody held the VIPs, until the next
+/// election ~170 ms later (netns `start_all_at_once`). A cluster of one voter still wins this
+/// election alone, asking nobody.
+const INITIALIZE_TERM: u64 = 1;
+
+/// Why a vote request of the [`INITIALIZE_TERM`] election was not sent.
+#[derive(Debug, thiserror::Error)]
+#[error("not sent: openraft's initialize election asks for no votes (the supervisor elects after a pre-vote)")]
+struct InitializeElectionNotSent;
 
 /// Creates one [`PeerConnection`] per target for openraft.
 pub struct Network {
@@ -142,6 +161,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError> {
+        if rpc.vote.leader_id().term == INITIALIZE_TERM {
+            let not_sent = Unreachable::new(&InitializeElectionNotSent);
+            return Err(RPCError::Unreachable(not_sent));
+        }
         let handover = self.contacts.handover_for(rpc.vote.leader_id().term);
         self.rpc(Rpc::Vote, &VoteMessage { rpc, handover }, &option)
             .await
@@ -149,5 +172,53 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::Vote;
+
+    use super::*;
+    use crate::peer::client::tests::node;
+
+    /// A peer that accepts connections, counts them and never answers.
+    async fn silent_peer(accepted: Arc<AtomicUsize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                open.push(stream);
+            }
+        });
+        address
+    }
+
+    async fn ask_vote(peer: &mut PeerConnection, term: u64) -> RPCError {
+        let request = VoteRequest::new(Vote::new(term, 1), None);
+        let option = RPCOption::new(Duration::from_millis(200));
+        peer.vote(request, option).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn the_initialize_election_asks_nobody_and_later_ones_do() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let address = silent_peer(accepted.clone()).await;
+        let mut network = Network::new(PeerClient::new(node(1)), Arc::default());
+        let mut peer = network.new_client(2, &BasicNode::new(address)).await;
+
+        let error = ask_vote(&mut peer, INITIALIZE_TERM).await;
+        assert!(matches!(error, RPCError::Unreachable(_)), "{error}");
+        assert!(error.to_string().contains("not sent"), "{error}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "term 1 was sent");
+
+        // The peer never answers: the call times out, but it was sent.
+        ask_vote(&mut peer, INITIALIZE_TERM + 1).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "term 2 was not sent");
     }
 }
