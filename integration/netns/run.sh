@@ -115,9 +115,6 @@ start_cluster_boxes() {
         [[ -n ${BED_WITNESS[$b]:-} ]] || bed_start_haproxy "$b"
     done
     for b in $(bed_boxes "$cl"); do bed_start_raftvip "$b" "$extra"; done
-    # A node started last may still bump the term once; measure from a settled cluster.
-    bed_wait 10000 all_follow "$cl" || fail "cluster $cl did not agree on a leader within 10 s"
-    sleep 0.3
     bed_wait 10000 all_follow "$cl" || fail "cluster $cl did not agree on a leader within 10 s"
 }
 all_follow() { # every node of the cluster names the same leader
