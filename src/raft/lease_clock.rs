@@ -104,21 +104,18 @@ mod tests {
 
     use super::*;
 
-    // One test: the skip is process-wide, so tests of it in parallel would see each other's.
+    // One test: the skip is process-wide. No other test skips today; should one run beside
+    // this one, its skip can only move the clock further, so every check allows for more.
     #[tokio::test(start_paused = true)]
     async fn a_skip_moves_the_clock_ahead_and_deadlines_taken_before_it_come_sooner() {
         let before = RaftInstant::now();
         let deadline = before + Duration::from_millis(90);
-        assert_eq!(
-            deadline.deadline() - tokio::time::Instant::now(),
-            Duration::from_millis(90)
-        );
+        assert!(deadline.deadline() - tokio::time::Instant::now() <= Duration::from_millis(90));
 
         skip(Duration::from_millis(91));
         let after = RaftInstant::now();
-        assert_eq!(
-            after - before,
-            Duration::from_millis(91),
+        assert!(
+            after - before >= Duration::from_millis(91),
             "a lease of 90 ms has run out"
         );
         assert!(after > deadline);
@@ -128,9 +125,8 @@ mod tests {
         );
         let later = after + Duration::from_millis(30);
         tokio::time::sleep_until(later.deadline()).await;
-        assert_eq!(
-            RaftInstant::now(),
-            later,
+        assert!(
+            RaftInstant::now() >= later,
             "a deadline taken after the skip keeps its time"
         );
         assert_eq!(before - after, Duration::ZERO);
