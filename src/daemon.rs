@@ -68,6 +68,11 @@ const SUPERVISOR_STOP_SLACK: Duration = Duration::from_millis(100);
 const VIP_RELEASE_DEADLINE: Duration = Duration::from_millis(200);
 /// How long Raft and the API get to stop.
 const STOP_DEADLINE: Duration = Duration::from_millis(250);
+/// A node that has accepted no append for this long follows no leader, as its status says,
+/// whatever its stored vote names: openraft reports the leader of the last vote it committed,
+/// so a node cut off, or restarted with another secret, went on naming a leader it cannot hear.
+/// A second is a few dozen heartbeats, so a late one or two never blank it.
+const FOLLOWS_WITHIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDaemonError {
@@ -603,7 +608,13 @@ impl StatusView for LiveNode {
             node_id: config.node_id,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             role,
-            leader_id: m.current_leader,
+            leader_id: m.current_leader.filter(|&leader| {
+                leader == config.node_id
+                    || self
+                        .contacts
+                        .last_leader_contact()
+                        .is_some_and(|at| at.elapsed() < FOLLOWS_WITHIN)
+            }),
             term: m.current_term,
             millis_since_quorum_ack: m
                 .millis_since_quorum_ack

@@ -13,6 +13,8 @@ pub struct Status {
     pub node_id: NodeId,
     pub version: String,
     pub role: RaftRole,
+    /// The leader this node follows (itself when leading); None when it has heard no leader
+    /// for a second, whatever its stored vote names.
     pub leader_id: Option<NodeId>,
     pub term: u64,
     /// Leader only: time since a quorum last acknowledged it.
