@@ -15,7 +15,8 @@ the leader it follows, term, HAProxy verdict (and why), VIPs held, maintenance, 
 leader's last contact with it. Then a verdict:
 
   healthy   one leader, exactly one holder, every node reachable, healthy, not in maintenance
-  degraded  still serving, but a node is unreachable, unhealthy or in maintenance
+  degraded  still serving, but a node is unreachable, unhealthy, in maintenance, or does
+            not follow the leader (cut off from it, or started with another secret)
   broken    no leader, no holder of the VIPs, or two holders
 
   --config FILE   raftvip config (default: $RAFTVIP_CONFIG)
@@ -38,6 +39,10 @@ VERDICT_JQ='
         | "node \(.id) HAProxy unhealthy: \(.status.health.reason // "no verdict yet")"]
      + [$up[] | select(.status.maintenance) | "node \(.id) in maintenance"]
      + (if ($leaders | length) > 1 then ["nodes \($leaders | join(",")) all say they lead"] else [] end)
+     + (if ($leaders | length) == 1
+        then [$up[] | select(.id != $leaders[0] and .status.leader_id != $leaders[0])
+              | "node \(.id) does not follow leader \($leaders[0]) (it follows: \(.status.leader_id // "none"))"]
+        else [] end)
     ) as $degraded
   | ((if ($leaders | length) == 0 then ["no reachable node is leader"] else [] end)
      + (if ($holders | length) == 0 then ["no node holds the VIPs"] else [] end)

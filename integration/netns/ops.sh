@@ -19,7 +19,7 @@ ops_expect() { # ops_expect RC TEXT: the last ops_run exited RC and printed TEXT
 }
 
 scn_ops_cluster_status() {
-    local h f
+    local h f dir other
     setup 3
     h=$(holder)
     ops_run 1 cluster-status.sh
@@ -30,8 +30,21 @@ scn_ops_cluster_status() {
     ops_expect 0
     [[ $(jq -r '"\(.verdict) \(.holders | join(","))"' <<<"$OPS_OUT") == "healthy $h" ]] ||
         fail "--json: $(jq -c '{verdict, holders}' <<<"$OPS_OUT")"
-    # A follower gone: degraded.
+    # A follower restarted with another secret: the others refuse its requests and it refuses
+    # theirs. Its stored vote still names the leader, yet it follows nobody: degraded.
     f=$((h % 3 + 1))
+    bed_kill_raftvip "$f"
+    dir=$(bed_boxdir "$f")
+    other=$BED_DIR/secret-other
+    (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$other")
+    sed "s|^secret_file = .*|secret_file = \"$other\"|" "$dir/raftvip-a.toml" >"$dir/raftvip-other.toml"
+    ip netns exec "$(bed_ns "$f")" "$(bed_raftvip_bin)" run --config "$dir/raftvip-other.toml" >>"$dir/raftvip.log" 2>&1 &
+    echo $! >"$dir/raftvip.pid"
+    bed_wait 5000 bed_status "$f" node_id >/dev/null || fail "box$f with another secret does not answer"
+    ops_run "$h" cluster-status.sh
+    ops_expect 1 "node $f does not follow leader $h (it follows: none)"
+    [[ $(bed_status "$f" leader_id) == null ]] || fail "box$f, started with another secret, names leader $(bed_status "$f" leader_id)"
+    # A follower gone: degraded.
     bed_kill_raftvip "$f"
     ops_run "$h" cluster-status.sh
     ops_expect 1 "node $f (192.0.2.1$f:7480) unreachable"
