@@ -589,9 +589,12 @@ pub(crate) mod tests {
     /// Nobody listening: a connect error, which openraft treats as an unreachable peer.
     #[tokio::test]
     async fn a_link_to_nobody_is_a_connect_error() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        drop(listener);
+        // Bound but not listening, for the whole test: the kernel refuses connections to it,
+        // and no other test's listener can take the port (one did, 1 CI run in ~30, when the
+        // port was bound and let go).
+        let nobody = tokio::net::TcpSocket::new_v4().unwrap();
+        nobody.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = nobody.local_addr().unwrap().to_string();
         let url = PeerClient::url(&address, VOTE_PATH).unwrap();
         let mut link = PeerLink::new(&address).unwrap();
         let error = PeerClient::new(node(1))
