@@ -373,16 +373,29 @@ bed_write_config() {
 
 # bed_start_raftvip BOX [EXTRA_TOML]: starts raftvip in the box; waits until its API answers.
 bed_start_raftvip() {
-    local box=$1 extra=${2:-} dir config
-    dir=$(bed_boxdir "$box")
+    local box=$1 extra=${2:-} config
     config=$(bed_write_config "$box" "$extra")
     "$(bed_raftvip_bin)" check-config --config "$config" >/dev/null ||
         bed_die "raftvip rejects $config: $("$(bed_raftvip_bin)" check-config --config "$config" 2>&1)"
+    bed_run_raftvip "$box" "$config"
+    bed_wait_raftvip "$box"
+}
+
+# bed_run_raftvip BOX CONFIG: starts raftvip in the box with CONFIG, logging to the box's
+# raftvip.log, its pid in raftvip.pid; does not wait.
+bed_run_raftvip() {
+    local box=$1 config=$2 dir limit=()
+    dir=$(bed_boxdir "$box")
     echo "=== start $(date +%T.%N)" >>"$dir/raftvip.log"
-    local limit=()
     [[ -z $BED_NOFILE ]] || limit=(prlimit "--nofile=$BED_NOFILE:$(ulimit -Hn)")
     env ${BED_RAFTVIP_LOG:+"RAFTVIP_LOG=$BED_RAFTVIP_LOG"} ip netns exec "$(bed_ns "$box")" "${limit[@]}" "$(bed_raftvip_bin)" run --config "$config" >>"$dir/raftvip.log" 2>&1 &
     echo $! >"$dir/raftvip.pid"
+}
+
+# bed_wait_raftvip BOX: waits until the box's raftvip answers on its status API (5 s).
+bed_wait_raftvip() {
+    local box=$1 dir
+    dir=$(bed_boxdir "$box")
     if ! bed_wait 5000 bed_status "$box" node_id >/dev/null; then
         bed_pid_alive "$(cat "$dir/raftvip.pid")" ||
             bed_die "raftvip on box$box exited: $(tail -n 3 "$dir/raftvip.log")"

@@ -38,9 +38,8 @@ scn_ops_cluster_status() {
     other=$BED_DIR/secret-other
     (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$other")
     sed "s|^secret_file = .*|secret_file = \"$other\"|" "$dir/raftvip-a.toml" >"$dir/raftvip-other.toml"
-    ip netns exec "$(bed_ns "$f")" "$(bed_raftvip_bin)" run --config "$dir/raftvip-other.toml" >>"$dir/raftvip.log" 2>&1 &
-    echo $! >"$dir/raftvip.pid"
-    bed_wait 5000 bed_status "$f" node_id >/dev/null || fail "box$f with another secret does not answer"
+    bed_run_raftvip "$f" "$dir/raftvip-other.toml"
+    bed_wait_raftvip "$f"
     ops_run "$h" cluster-status.sh
     ops_expect 1 "node $f does not follow leader $h (it follows: none)"
     [[ $(bed_status "$f" leader_id) == null ]] || fail "box$f, started with another secret, names leader $(bed_status "$f" leader_id)"
@@ -206,9 +205,7 @@ scn_ops_import_keepalived() {
             fail "check-config rejects box$b's converted config: $(cat "$dir/check.err")"
     done
     for b in $(bed_boxes a); do
-        dir=$(bed_boxdir "$b")
-        ip netns exec "$(bed_ns "$b")" "$(bed_raftvip_bin)" run --config "$dir/raftvip-a.toml" >>"$dir/raftvip.log" 2>&1 &
-        echo $! >"$dir/raftvip.pid"
+        bed_run_raftvip "$b" "$(bed_boxdir "$b")/raftvip-a.toml"
     done
     b=$(holder "" "" 10000)
     ops_run 1 cluster-status.sh
