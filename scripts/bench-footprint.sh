@@ -36,6 +36,7 @@ WARMUP_S=20
 WINDOW_S=60
 HB_COST=0
 KA_MODE=defaults
+OTHER=
 
 usage() {
     cat <<EOF
@@ -53,6 +54,11 @@ summary (min / median / p90 / max). Needs root, ip, haproxy, keepalived, python3
                 failover benchmarks' "keepalived tuned"), integration/netns/keepalived.sh
   --hb-cost     then restart raftvip with heartbeat_ms halved and report the CPU cost of one
                 heartbeat round trip on the leader and on a follower
+  -B BINARY     compare two builds in one bed instead (no keepalived): box2 runs BINARY, box1
+                and box3 run \$RAFTVIP. Leadership alternates between box1 and box2 (raftvip
+                transfer), one window each, RUNS times; then box3 leads and box1 and box2 are
+                measured side by side as followers. Two beds at the same moment differ by up to
+                ~10 %; two builds in one bed see the same heartbeats, HAProxy and neighbours.
   -h            this help
 
 RAFTVIP_HEARTBEAT_MS, RAFTVIP_ELECTION_TIMEOUT_MS (MIN,MAX) and RAFTVIP_FENCE_MS run raftvip
@@ -68,12 +74,14 @@ while (($#)); do
         -m) WINDOW_S=$2; shift 2 ;;
         -k) KA_MODE=$2; shift 2 ;;
         --hb-cost) HB_COST=1; shift ;;
+        -B) OTHER=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP_S =~ ^[0-9]+$ && $WINDOW_S =~ ^[1-9][0-9]*$ ]] || die "bad -n, -w or -m"
 [[ $KA_MODE == defaults || $KA_MODE == tuned ]] || die "-k takes defaults or tuned, not '$KA_MODE'"
+[[ -z $OTHER || -x $OTHER ]] || die "-B: no executable at $OTHER"
 command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
 use_raftvip 0
 # shellcheck source-path=SCRIPTDIR source=../integration/netns/keepalived.sh
@@ -148,7 +156,8 @@ window() {
 summary() {
     awk -F'\t' '
         $4 ~ /[*]$/ { next }
-        { g = $2 " " (($4 ~ /^(leader|master)/) ? ($2 == "raftvip" ? "leader" : "master") : ($2 == "raftvip" ? "followers" : "backups"))
+        { rv = $2 ~ /^raftvip/
+          g = $2 " " (($4 ~ /^(leader|master)/) ? (rv ? "leader" : "master") : (rv ? "followers" : "backups"))
           n[g]++; cpu[g, n[g]] = $5; rss[g, n[g]] = $6; pss[g, n[g]] = $7; wk[g, n[g]] = $8 }
         function sorted(a, g, k,   i, j, t) { for (i = 1; i <= n[g]; i++) v[i] = a[g, i]
             for (i = 2; i <= n[g]; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t } }
@@ -158,6 +167,70 @@ summary() {
         END { for (g in n) printf "  %-22s n=%-2d CPU %% of a core %s   RSS MB %s   Pss MB %s   wake-ups/s %s\n", g, n[g],
                   stat(cpu, g, 1, "%.2f"), stat(rss, g, 1024, "%.1f"), stat(pss, g, 1024, "%.1f"), stat(wk, g, 1, "%.0f") }' "$1" | sort
 }
+
+# ---------------------------------------------------------------- -B: two builds in one bed
+# node_window LABEL BOX:SYSTEM:ROLE...: one window over the raftvip of each BOX, one line each
+# in window()'s format.
+node_window() {
+    local label=$1 spec b pid t0=() w0=() i=0; shift
+    for spec in "$@"; do
+        pid=$(bed_raftvip_pid "${spec%%:*}")
+        t0+=("$(cpu_ticks "$pid")"); w0+=("$(wakeups "$pid")")
+    done
+    sleep "$WINDOW_S"
+    for spec in "$@"; do
+        IFS=: read -r b system role <<<"$spec"
+        pid=$(bed_raftvip_pid "$b")
+        awk -v l="$label" -v s="$system" -v b="$b" -v r="$role" -v d=$(($(cpu_ticks "$pid") - t0[i])) -v hz="$HZ" \
+            -v w="$WINDOW_S" -v rss="$(bed_pid_rss_kb "$pid")" -v pss="$(pss_kb "$pid")" -v wk=$(($(wakeups "$pid") - w0[i])) \
+            'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%.1f\n", l, s, b, r, d / hz / w * 100, rss, pss, wk / w }'
+        i=$((i + 1))
+    done
+}
+
+leads() { [[ $(bed_leader a) == "$1" ]]; }
+# lead BOX: hands the lead to BOX (raftvip transfer) unless it has it, and lets it settle.
+lead() {
+    local leader
+    leader=$(bed_leader a)
+    if [[ $leader != "$1" ]]; then
+        bed_raftvip_cli "$leader" transfer --to "$(bed_node_id "$1")" >/dev/null || die "transfer to box$1 failed"
+    fi
+    bed_wait 5000 leads "$1" || die "box$1 did not take the lead"
+    sleep 3
+}
+
+compare_builds() {
+    local out=$BED_DIR/compare.tsv r load
+    bed_create 3
+    for b in 1 2 3; do bed_start_haproxy "$b"; done
+    bed_start_raftvip 1 "$(timing_toml)"
+    RAFTVIP=$OTHER bed_start_raftvip 2 "$(timing_toml)"
+    bed_start_raftvip 3 "$(timing_toml)"
+    bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s"
+    bed_log "A: $RAFTVIP (box1, box3), B: $OTHER (box2); $(timing_line); $(nproc) cores"
+    sleep "$WARMUP_S"
+    : >"$out"
+    show() { awk -F'\t' -v load="$1" '{ printf "  %s %-9s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  wake-ups %5.1f/s   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $8, load }'; }
+    for ((r = 1; r <= RUNS; r++)); do
+        lead 1; load=$(cut -d' ' -f1-3 /proc/loadavg)
+        node_window "run$r" 1:raftvip-A:leader | tee -a "$out" | show "$load"
+        lead 2; load=$(cut -d' ' -f1-3 /proc/loadavg)
+        node_window "run$r" 2:raftvip-B:leader | tee -a "$out" | show "$load"
+    done
+    lead 3
+    for ((r = 1; r <= RUNS; r++)); do
+        load=$(cut -d' ' -f1-3 /proc/loadavg)
+        node_window "run$r" 1:raftvip-A:follower 2:raftvip-B:follower | tee -a "$out" | show "$load"
+    done
+    echo "summary over $RUNS windows of ${WINDOW_S} s per build and role (min / median / p90 / max):"
+    summary "$out"
+}
+
+if [[ -n $OTHER ]]; then
+    compare_builds
+    exit 0
+fi
 
 # ---------------------------------------------------------------- the run
 bed_create 3
