@@ -28,29 +28,18 @@
 //!   alternative, a reserved descriptor closed just before each connect, would race with the
 //!   peer server's accept loop for the freed slot, and would still cost a connect per check.
 //!
+//! The session's socket is registered with the runtime for read readiness only
+//! ([`StatsStream`]). tokio's `UnixStream` also asks for write readiness, and a Unix stream
+//! socket signals it each time the peer consumes what was written: HAProxy reading the 20-byte
+//! command woke the runtime thread twice more per check, about twenty needless wake-ups a
+//! second on every box at the default check interval. A command is a few dozen bytes written
+//! once per answer, so it always fits the socket's buffer: it is written without waiting, and
+//! a full buffer is an error that ends the session.
+//!
 //! Framing: in prompt mode HAProxy ends the output of each command with `\n> ` instead of
 //! closing. A quoted `show stat` field could contain that text, so an answer is complete only
 //! at the second prompt *and* when its `show stat` part holds an even number of `"` (HAProxy
 //! doubles quotes inside quoted fields, so an odd count means a quoted field is still open).
-//!
-//! # Wake-ups
-//!
-//! At idle a check is what wakes a node most after the heartbeats, and each wake-up costs
-//! more CPU than the check's own work, so the session's socket wakes the runtime thread only
-//! when it must ([`StatsStream`]):
-//!
-//! - **Not for write space.** tokio's `UnixStream` asks for write readiness too, and a Unix
-//!   stream socket signals it each time the peer consumes what was written: HAProxy reading
-//!   the 20-byte command woke the thread twice more per check. A command is a few dozen bytes
-//!   written once per answer, so it always fits the socket's buffer: it is written without
-//!   waiting, and a full buffer is an error that ends the session.
-//! - **Not for each part of an answer.** HAProxy yields between the commands of a `;` chain,
-//!   so `show info;show stat` arrives in two writes, and a socket watched for data woke the
-//!   thread for each: three wake-ups per check with the poll timer's. Instead the runtime
-//!   watches an epoll instance of the session's own, which watches the socket for hang-ups
-//!   (HAProxy's death must be seen at once), and passes its data only while an answer is
-//!   late. A check sends its command, sleeps [`ANSWER_GRACE`] and reads the whole answer at
-//!   once: two wake-ups per check, ten fewer a second on every box at the default interval.
 //!
 //! # Parsing
 //!
@@ -71,12 +60,10 @@
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
@@ -745,53 +732,24 @@ fn io_error(path: &Path, stage: Stage, error: std::io::Error) -> Unhealthy {
     }
 }
 
-/// A connection to the stats socket that wakes the runtime only for what the monitor waits
-/// on (module docs, "Wake-ups"): the runtime watches `watch`, an epoll instance of its own
-/// that watches the socket for hang-ups always and for data only while an answer is late.
+/// A connection to the stats socket that wakes the runtime only when there is something to
+/// read (module docs: why not tokio's `UnixStream`).
 #[derive(Debug)]
-struct StatsStream {
-    stream: std::os::unix::net::UnixStream,
-    watch: AsyncFd<Watch>,
-    /// Whether `watch` passes data arrivals too, not only hang-ups.
-    watching_data: bool,
-}
-
-/// The epoll instance of a [`StatsStream`], in the form [`AsyncFd`] takes.
-#[derive(Debug)]
-struct Watch(Epoll);
-
-impl AsRawFd for Watch {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0 .0.as_raw_fd()
-    }
-}
-
-/// What `watch` passes between answers: the peer closing (HAProxy's death, a reload's old
-/// worker leaving, `shutdown session`). A Unix socket reports the arrival of data as
-/// `EPOLLIN`, which this leaves out, so HAProxy's writes wake nobody.
-const HANGUPS: EpollFlags = EpollFlags::EPOLLRDHUP;
-
-/// What `watch` passes while an answer is late: its data as well.
-const DATA_AND_HANGUPS: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLRDHUP);
+struct StatsStream(AsyncFd<std::os::unix::net::UnixStream>);
 
 impl StatsStream {
     fn new(stream: UnixStream) -> std::io::Result<Self> {
         // `into_std` leaves the socket non-blocking.
         let stream = stream.into_std()?;
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(&stream, EpollEvent::new(HANGUPS, 0))?;
-        // SAFETY: the epoll instance owns its descriptor until the AsyncFd drops it.
-        let watch = unsafe { AsyncFd::register_with_interest(Watch(epoll), Interest::READABLE) };
-        Ok(Self {
-            stream,
-            watch: watch.map_err(|e| e.into_parts().1)?,
-            watching_data: false,
-        })
+        // SAFETY: the std stream owns its descriptor until the AsyncFd drops it.
+        let registered = unsafe { AsyncFd::register_with_interest(stream, Interest::READABLE) };
+        Ok(Self(registered.map_err(|e| e.into_parts().1)?))
     }
 
     /// Writes all of `bytes` at once, or fails: never waits (module docs).
     fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
-        match (&self.stream).write(bytes)? {
+        let mut stream = self.0.get_ref();
+        match stream.write(bytes)? {
             n if n == bytes.len() => Ok(()),
             n => Err(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
@@ -800,57 +758,18 @@ impl StatsStream {
         }
     }
 
-    /// Reads what has arrived into `buf` without waiting: `WouldBlock` if nothing has,
-    /// Ok(0) at the end of the stream.
-    fn read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&self.stream).read(buf)
-    }
-
-    /// Reads what arrives into `buf` once something has; watches for data from now until
-    /// [`Self::watch_hangups`].
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.watch_for(true)?;
-        self.read_when_woken(buf).await
-    }
-
-    /// Reads into `buf` when `watch` wakes the task and the socket has something to read,
-    /// which is only ever data while [`Self::read`] watches for it, and else the end of the
-    /// stream.
-    async fn read_when_woken(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let mut woken = self.watch.readable().await?;
-            match self.read_now(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => woken.clear_ready(),
-                read => return read,
-            }
-        }
-    }
-
-    /// Back to watching for hang-ups only, after [`Self::read`].
-    fn watch_hangups(&mut self) -> std::io::Result<()> {
-        self.watch_for(false)
-    }
-
-    fn watch_for(&mut self, data: bool) -> std::io::Result<()> {
-        if self.watching_data != data {
-            let events = if data { DATA_AND_HANGUPS } else { HANGUPS };
-            let mut event = EpollEvent::new(events, 0);
-            self.watch.get_ref().0.modify(&self.stream, &mut event)?;
-            self.watching_data = data;
-        }
-        Ok(())
+    /// Reads what has arrived into `buf` once some has; Ok(0) at the end of the stream.
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0
+            .async_io(Interest::READABLE, |mut stream| stream.read(buf))
+            .await
     }
 }
-
-/// How long a check lets HAProxy answer before it reads: HAProxy answers a small config in a
-/// fraction of a millisecond, so the whole answer is read at once after this, without a
-/// wake-up for each of its parts. An answer not complete by then is waited for as it arrives.
-const ANSWER_GRACE: Duration = Duration::from_millis(1);
 
 /// Sends `command` on `stream`, then reads until the answer is [`framed`] (after `skip`
 /// prompts), all before `deadline`; returns the answer in one-shot form.
 async fn exchange(
-    stream: &mut StatsStream,
+    stream: &StatsStream,
     command: &str,
     skip: usize,
     path: &Path,
@@ -860,23 +779,6 @@ async fn exchange(
     stream
         .send(command.as_bytes())
         .map_err(|e| io_error(path, Stage::Write, e))?;
-    tokio::time::sleep_until(deadline.min(Instant::now() + ANSWER_GRACE)).await;
-    let answer = read_answer(stream, skip, path, deadline, timeout).await;
-    let rewatched = stream.watch_hangups();
-    let answer = answer?;
-    rewatched.map_err(|e| io_error(path, Stage::Read, e))?;
-    Ok(answer)
-}
-
-/// The rest of [`exchange`]: what has arrived, then whatever else arrives until the answer is
-/// complete.
-async fn read_answer(
-    stream: &mut StatsStream,
-    skip: usize,
-    path: &Path,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<Vec<u8>, Unhealthy> {
     let mut buf = Vec::with_capacity(READ_CHUNK);
     loop {
         if buf.len() > MAX_ANSWER_BYTES {
@@ -884,15 +786,10 @@ async fn read_answer(
         }
         let filled = buf.len();
         buf.resize(filled + READ_CHUNK, 0);
-        let read = match stream.read_now(&mut buf[filled..]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..]))
-                    .await
-                    .map_err(|_| timed_out(path, Stage::Read, timeout))?
-            }
-            read => read,
-        };
-        let n = read.map_err(|e| io_error(path, Stage::Read, e))?;
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..]))
+            .await
+            .map_err(|_| timed_out(path, Stage::Read, timeout))?
+            .map_err(|e| io_error(path, Stage::Read, e))?;
         buf.truncate(filled + n);
         if n == 0 {
             return Err(Unhealthy::Closed {
@@ -911,7 +808,7 @@ pub struct Probe {
     pub verdict: Verdict,
     /// The answering process's `show info`, when the answer parsed.
     pub info: Option<Info>,
-    /// Wall time of the exchange ([`ANSWER_GRACE`] included), parse and judge.
+    /// Wall time of the exchange, parse and judge.
     pub latency: Duration,
     /// Rows that could not be read and belong to proxies raftvip does not watch: skipped, to
     /// be logged (rate-limited) by the caller.
@@ -970,12 +867,12 @@ impl Session {
             .map_err(|_| timed_out(path, Stage::Connect, timeout))
             .and_then(|r| r.map_err(|e| connect_error(path, e)))
             .and_then(|s| StatsStream::new(s).map_err(|e| io_error(path, Stage::Connect, e)));
-        let mut stream = match connected {
+        let stream = match connected {
             Ok(stream) => stream,
             Err(why) => return (Probe::failed(why, start), None),
         };
         let exchanged = exchange(
-            &mut stream,
+            &stream,
             SESSION_OPEN_COMMAND,
             SESSION_OPEN_PROMPTS,
             path,
@@ -1000,7 +897,7 @@ impl Session {
         let timeout = Duration::from_millis(config.timeout_ms);
         let path = &config.stats_socket;
         let exchanged = exchange(
-            &mut self.stream,
+            &self.stream,
             CHECK_COMMAND,
             0,
             path,
@@ -1021,7 +918,7 @@ impl Session {
     pub async fn closed(&mut self) {
         let mut sink = [0u8; 512];
         loop {
-            match self.stream.read_when_woken(&mut sink).await {
+            match self.stream.read(&mut sink).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
