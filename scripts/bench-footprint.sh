@@ -54,11 +54,13 @@ summary (min / median / p90 / max). Needs root, ip, haproxy, keepalived, python3
                 failover benchmarks' "keepalived tuned"), integration/netns/keepalived.sh
   --hb-cost     then restart raftvip with heartbeat_ms halved and report the CPU cost of one
                 heartbeat round trip on the leader and on a follower
-  -B BINARY     compare two builds in one bed instead (no keepalived): box2 runs BINARY, box1
-                and box3 run \$RAFTVIP. Leadership alternates between box1 and box2 (raftvip
-                transfer), one window each, RUNS times; then box3 leads and box1 and box2 are
-                measured side by side as followers. Two beds at the same moment differ by up to
-                ~10 %; two builds in one bed see the same heartbeats, HAProxy and neighbours.
+  -B BINARY     compare two builds instead (no keepalived): box1 runs \$RAFTVIP and BINARY in
+                turn (restarted between them), RUNS times each, with one window as leader and
+                one as follower per turn; box2 runs \$RAFTVIP throughout as the control, measured
+                in the same windows. Each build is reported as its CPU and as its CPU over the
+                control's. Why: the same build reads 20-30 % apart on two boxes of one bed, and
+                a bed 10 % apart from one moment to the next; one box against a control sees
+                neither.
   -h            this help
 
 RAFTVIP_HEARTBEAT_MS, RAFTVIP_ELECTION_TIMEOUT_MS (MIN,MAX) and RAFTVIP_FENCE_MS run raftvip
@@ -168,7 +170,7 @@ summary() {
                   stat(cpu, g, 1, "%.2f"), stat(rss, g, 1024, "%.1f"), stat(pss, g, 1024, "%.1f"), stat(wk, g, 1, "%.0f") }' "$1" | sort
 }
 
-# ---------------------------------------------------------------- -B: two builds in one bed
+# ---------------------------------------------------------------- -B: two builds, one box
 # node_window LABEL BOX:SYSTEM:ROLE...: one window over the raftvip of each BOX, one line each
 # in window()'s format.
 node_window() {
@@ -201,30 +203,38 @@ lead() {
 }
 
 compare_builds() {
-    local out=$BED_DIR/compare.tsv r load
+    local out=$BED_DIR/compare.tsv r name bin load
+    local -A builds=([A]=$RAFTVIP [B]=$OTHER)
     bed_create 3
     for b in 1 2 3; do bed_start_haproxy "$b"; done
-    bed_start_raftvip 1 "$(timing_toml)"
-    RAFTVIP=$OTHER bed_start_raftvip 2 "$(timing_toml)"
-    bed_start_raftvip 3 "$(timing_toml)"
+    for b in 1 2 3; do bed_start_raftvip "$b" "$(timing_toml)"; done
     bed_wait 10000 bed_one_leader || die "no raftvip leader within 10 s"
-    bed_log "A: $RAFTVIP (box1, box3), B: $OTHER (box2); $(timing_line); $(nproc) cores"
+    bed_log "box1 runs A: $RAFTVIP and B: $OTHER in turn; box2 (A) is the control; $(timing_line); $(nproc) cores"
     sleep "$WARMUP_S"
     : >"$out"
-    show() { awk -F'\t' -v load="$1" '{ printf "  %s %-9s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  wake-ups %5.1f/s   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $8, load }'; }
+    show() { awk -F'\t' -v load="$1" '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  wake-ups %5.1f/s   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $8, load }'; }
     for ((r = 1; r <= RUNS; r++)); do
-        lead 1; load=$(cut -d' ' -f1-3 /proc/loadavg)
-        node_window "run$r" 1:raftvip-A:leader | tee -a "$out" | show "$load"
-        lead 2; load=$(cut -d' ' -f1-3 /proc/loadavg)
-        node_window "run$r" 2:raftvip-B:leader | tee -a "$out" | show "$load"
-    done
-    lead 3
-    for ((r = 1; r <= RUNS; r++)); do
-        load=$(cut -d' ' -f1-3 /proc/loadavg)
-        node_window "run$r" 1:raftvip-A:follower 2:raftvip-B:follower | tee -a "$out" | show "$load"
+        for name in A B; do
+            bin=${builds[$name]}
+            lead 3
+            bed_kill_raftvip 1 TERM
+            RAFTVIP=$bin bed_start_raftvip 1 "$(timing_toml)"
+            lead 1; load=$(cut -d' ' -f1-3 /proc/loadavg)
+            node_window "run$r" "1:raftvip-$name:leader" "2:control-$name-leader:follower" | tee -a "$out" | show "$load"
+            lead 3; load=$(cut -d' ' -f1-3 /proc/loadavg)
+            node_window "run$r" "1:raftvip-$name:follower" "2:control-$name-follower:follower" | tee -a "$out" | show "$load"
+        done
     done
     echo "summary over $RUNS windows of ${WINDOW_S} s per build and role (min / median / p90 / max):"
-    summary "$out"
+    summary "$out" | grep -v control
+    echo "box1's CPU over the control's (box2, a follower) in the same window, per build and box1's role (min / median / max):"
+    awk -F'\t' '
+        $2 ~ /^raftvip-/ { cpu[$1, substr($2, 9), $4] = $5 }
+        $2 ~ /^control-/ { split($2, c, "-"); base[$1, c[2], c[3]] = $5 }
+        END { for (k in cpu) { split(k, p, SUBSEP); g = p[2] " " p[3]; r[g] = r[g] " " cpu[k] / base[k] }
+              for (g in r) { m = split(substr(r[g], 2), v, " ")
+                  for (i = 2; i <= m; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+                  printf "  raftvip-%-12s n=%-2d %.3f / %.3f / %.3f\n", g, m, v[1], (v[int((m + 1) / 2)] + v[int(m / 2) + 1]) / 2, v[m] } }' "$out" | sort
 }
 
 if [[ -n $OTHER ]]; then
