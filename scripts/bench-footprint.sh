@@ -84,7 +84,7 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP_S =~ ^[0-9]+$ && $WINDOW_S =~ ^[1-9][0-9]*$ ]] || die "bad -n, -w or -m"
 [[ $KA_MODE == defaults || $KA_MODE == tuned ]] || die "-k takes defaults or tuned, not '$KA_MODE'"
 [[ -z $OTHER || -x $OTHER ]] || die "-B: no executable at $OTHER"
-command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
+[[ -n $OTHER ]] || command -v keepalived >/dev/null || die "keepalived is not installed (apt-get install keepalived)"
 use_raftvip 0
 # shellcheck source-path=SCRIPTDIR source=../integration/netns/keepalived.sh
 source "$REPO/integration/netns/keepalived.sh"
@@ -231,7 +231,7 @@ compare_builds() {
     awk -F'\t' '
         $2 ~ /^raftvip-/ { cpu[$1, substr($2, 9), $4] = $5 }
         $2 ~ /^control-/ { split($2, c, "-"); base[$1, c[2], c[3]] = $5 }
-        END { for (k in cpu) { split(k, p, SUBSEP); g = p[2] " " p[3]; r[g] = r[g] " " cpu[k] / base[k] }
+        END { for (k in cpu) if (base[k] > 0) { split(k, p, SUBSEP); g = p[2] " " p[3]; r[g] = r[g] " " cpu[k] / base[k] }
               for (g in r) { m = split(substr(r[g], 2), v, " ")
                   for (i = 2; i <= m; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
                   printf "  raftvip-%-12s n=%-2d %.3f / %.3f / %.3f\n", g, m, v[1], (v[int((m + 1) / 2)] + v[int(m / 2) + 1]) / 2, v[m] } }' "$out" | sort
