@@ -105,15 +105,27 @@ nonces() {
         awk '/table="nonces"/ { print $2 }'
 }
 
+# row LABEL SYSTEM BOX ROLE TICKS RSS_KB PSS_KB WAKEUPS: one node's line of a window, "LABEL
+# system box role cpu_pct rss_kb pss_kb wakeups_per_s", from the CPU ticks and wake-ups it
+# counted over the window.
+row() {
+    awk -v l="$1" -v s="$2" -v b="$3" -v r="$4" -v d="$5" -v rss="$6" -v pss="$7" -v wk="$8" -v hz="$HZ" -v w="$WINDOW_S" \
+        'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%.1f\n", l, s, b, r, d / hz / w * 100, rss, pss, wk / w }'
+}
+# show LOAD: a window's lines, readable, with the load average read before it.
+show() {
+    awk -F'\t' -v load="$1" \
+        '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  Pss %5.1f MB  wake-ups %5.1f/s   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, $8, load }'
+}
+
 # ---------------------------------------------------------------- keepalived
 ka_vrrp_pid() { cat "$(bed_boxdir "$1")/keepalived.vrrp.pid" 2>/dev/null; }
 ka_holds_vip() { bed_exec "$1" ip -4 addr show dev eth0 | grep -q "$KA_VIP4/"; }
 
 # ---------------------------------------------------------------- one measuring window
-# window LABEL: prints "LABEL system box role cpu_pct rss_kb pss_kb wakeups_per_s" per node to
-# stdout.
+# window LABEL: one row per node to stdout.
 window() {
-    local label=$1 b role k t0=() t1 w0=() w1 leader
+    local label=$1 b role system k t0=() t1 w0=() w1 leader
     leader=$(bed_leader a)
     declare -A roles
     for b in 1 2 3; do
@@ -146,9 +158,9 @@ window() {
         done
         role=${roles[$k]}
         [[ $k == ka* ]] || role+=$moved
-        awk -v l="$label" -v s="${k:0:2}" -v b="${k:2}" -v r="$role" -v d=$((t1 - t0[i])) -v hz="$HZ" \
-            -v w="$WINDOW_S" -v rss="$rss" -v pss="$pss" -v wk=$((w1 - w0[i])) \
-            'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%.1f\n", l, (s == "rv" ? "raftvip" : "keepalived"), b, r, d / hz / w * 100, rss, pss, wk / w }'
+        system=keepalived
+        [[ $k == ka* ]] || system=raftvip
+        row "$label" "$system" "${k:2}" "$role" $((t1 - t0[i])) "$rss" "$pss" $((w1 - w0[i]))
         i=$((i + 1))
     done
 }
@@ -171,8 +183,7 @@ summary() {
 }
 
 # ---------------------------------------------------------------- -B: two builds, one box
-# node_window LABEL BOX:SYSTEM:ROLE...: one window over the raftvip of each BOX, one line each
-# in window()'s format.
+# node_window LABEL BOX:SYSTEM:ROLE...: one window over the raftvip of each BOX, one row each.
 node_window() {
     local label=$1 spec b pid t0=() w0=() i=0; shift
     for spec in "$@"; do
@@ -183,9 +194,8 @@ node_window() {
     for spec in "$@"; do
         IFS=: read -r b system role <<<"$spec"
         pid=$(bed_raftvip_pid "$b")
-        awk -v l="$label" -v s="$system" -v b="$b" -v r="$role" -v d=$(($(cpu_ticks "$pid") - t0[i])) -v hz="$HZ" \
-            -v w="$WINDOW_S" -v rss="$(bed_pid_rss_kb "$pid")" -v pss="$(pss_kb "$pid")" -v wk=$(($(wakeups "$pid") - w0[i])) \
-            'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%.1f\n", l, s, b, r, d / hz / w * 100, rss, pss, wk / w }'
+        row "$label" "$system" "$b" "$role" $(($(cpu_ticks "$pid") - t0[i])) \
+            "$(bed_pid_rss_kb "$pid")" "$(pss_kb "$pid")" $(($(wakeups "$pid") - w0[i]))
         i=$((i + 1))
     done
 }
@@ -212,7 +222,6 @@ compare_builds() {
     bed_log "box1 runs A: $RAFTVIP and B: $OTHER in turn; box2 (A) is the control; $(timing_line); $(nproc) cores"
     sleep "$WARMUP_S"
     : >"$out"
-    show() { awk -F'\t' -v load="$1" '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  wake-ups %5.1f/s   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $8, load }'; }
     for ((r = 1; r <= RUNS; r++)); do
         for name in A B; do
             bin=${builds[$name]}
@@ -258,8 +267,7 @@ out=$BED_DIR/footprint.tsv
 : >"$out"
 for ((r = 1; r <= RUNS; r++)); do
     load=$(cut -d' ' -f1-3 /proc/loadavg)
-    window "run$r" | tee -a "$out" | awk -F'\t' -v load="$load" \
-        '{ printf "  %s %-10s box%s %-9s CPU %6.3f %%  RSS %5.1f MB  Pss %5.1f MB  wake-ups %5.1f/s   (load before: %s)\n", $1, $2, $3, $4, $5, $6 / 1024, $7 / 1024, $8, load }'
+    window "run$r" | tee -a "$out" | show "$load"
 done
 echo "summary over $RUNS windows of ${WINDOW_S} s (min / median / p90 / max; windows marked * saw a leader change and are left out):"
 summary "$out"

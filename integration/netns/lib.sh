@@ -221,8 +221,12 @@ bed_cluster() {
     BED_CL_VIPS[$name]="$vip4 $vip6 $port"
     BED_CL_BOXES[$name]="$*"
     for box in "$@"; do BED_BOX_CLUSTER[$box]=$name; done
-    [[ -f $BED_DIR/secret-$name ]] ||
-        (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$BED_DIR/secret-$name")
+    [[ -f $BED_DIR/secret-$name ]] || bed_new_secret "$BED_DIR/secret-$name"
+}
+
+# bed_new_secret FILE: a new random cluster secret in FILE, readable by root only.
+bed_new_secret() {
+    (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1")
 }
 
 # Marks a box as a witness (votes, never leads, no HAProxy).

@@ -36,7 +36,7 @@ scn_ops_cluster_status() {
     bed_kill_raftvip "$f"
     dir=$(bed_boxdir "$f")
     other=$BED_DIR/secret-other
-    (umask 077 && head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$other")
+    bed_new_secret "$other"
     sed "s|^secret_file = .*|secret_file = \"$other\"|" "$dir/raftvip-a.toml" >"$dir/raftvip-other.toml"
     bed_run_raftvip "$f" "$dir/raftvip-other.toml"
     bed_wait_raftvip "$f"
