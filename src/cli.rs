@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use raftvip::api::client;
 use raftvip::auth::Authenticator;
@@ -286,7 +286,6 @@ fn import_keepalived(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
-    use clap::CommandFactory;
     use clap_complete::Shell;
     let man = dir.join("man");
     let completions = dir.join("completions");
@@ -296,7 +295,7 @@ fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
     clap_mangen::generate_to(Args::command().name("raftvip"), &man)
         .with_context(|| format!("cannot write man pages to {}", man.display()))?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        clap_complete::generate_to(shell, &mut Args::command(), "raftvip", &completions)
+        clap_complete::generate_to(shell, &mut public_command(), "raftvip", &completions)
             .with_context(|| format!("cannot write {shell} completions"))?;
     }
     println!(
@@ -305,6 +304,18 @@ fn generate_docs(dir: &Path) -> anyhow::Result<ExitCode> {
         completions.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CLI without its hidden subcommands, for the completions: clap_complete 4.6 offers a
+/// hidden subcommand like any other (clap_mangen skips it), and clap cannot remove one, so
+/// this is a copy of the top level holding only the visible subcommands.
+fn public_command() -> clap::Command {
+    let full = Args::command();
+    clap::Command::new("raftvip")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default())
+        .subcommand_required(true)
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
 }
 
 /// `raftvip reload`: the file only needs to parse and name a readable secret for the CLI to
@@ -433,4 +444,27 @@ async fn transfer(path: &Path, to: TransferTarget) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("transferring leadership to {target}"))?;
     println!("node {leader} leads and holds the VIPs now");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_offer_every_command_but_the_hidden_one() {
+        let dir = std::env::temp_dir().join(format!("raftvip-docs-{}", std::process::id()));
+        generate_docs(&dir).expect("docs written");
+        for file in ["raftvip.bash", "_raftvip", "raftvip.fish"] {
+            let text = std::fs::read_to_string(dir.join("completions").join(file)).expect(file);
+            assert!(!text.contains("generate-docs"), "{file} offers generate-docs");
+            let public = Args::command();
+            for command in public.get_subcommands().filter(|c| !c.is_hide_set()) {
+                let command = command.get_name();
+                assert!(text.contains(command), "{file} does not offer {command}");
+            }
+        }
+        assert!(dir.join("man/raftvip-run.1").exists());
+        assert!(!dir.join("man/raftvip-generate-docs.1").exists());
+        std::fs::remove_dir_all(&dir).expect("cleaned up");
+    }
 }
