@@ -456,7 +456,10 @@ mod tests {
         generate_docs(&dir).expect("docs written");
         for file in ["raftvip.bash", "_raftvip", "raftvip.fish"] {
             let text = std::fs::read_to_string(dir.join("completions").join(file)).expect(file);
-            assert!(!text.contains("generate-docs"), "{file} offers generate-docs");
+            assert!(
+                !text.contains("generate-docs"),
+                "{file} offers generate-docs"
+            );
             let public = Args::command();
             for command in public.get_subcommands().filter(|c| !c.is_hide_set()) {
                 let command = command.get_name();

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ServerState};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,9 @@ use crate::notify::{Event, HookContext, Notifier};
 use crate::peer::wire::{
     MembersRequest, MembershipOutcome, MembershipView, ReloadOutcome, RemovedNotice,
 };
-use crate::peer::{Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer};
+use crate::peer::{
+    datagram, Contacts, LocalNode, Network, NodeFuture, PeerClient, PeerRequests, PeerServer,
+};
 use crate::raft::typ::{Fatal, LogId, Raft};
 use crate::raft::vote_gate::VoteGate;
 use crate::raft::{store, ClusterState, NodeId};
@@ -80,6 +82,12 @@ pub enum RunDaemonError {
     LoadConfig(#[from] LoadConfigError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for heartbeat datagrams on UDP {address}: {source}")]
+    ListenDatagrams {
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -185,7 +193,7 @@ async fn start(
     // This (the runtime) thread carries heartbeats and the fence: real-time class first, so
     // the VIP thread started next can take it too (crate::realtime).
     crate::realtime::enter(&config.process);
-    let (listener, status_listener) = bind_listeners(&config).await?;
+    let listeners = bind_listeners(&config).await?;
     let vips = start_vips(&config, background)?;
     let (health, haproxy_settings) = start_health(&config, background);
     let (log, state_machine) = store::open(&config.data_dir, &config.cluster, config.node_id)?;
@@ -202,7 +210,13 @@ async fn start(
     );
     let contacts = Arc::new(Contacts::default());
     let peer_client = PeerClient::new(auth.clone());
-    let raft = start_raft(&config, &peer_client, &contacts, log.clone(), state_machine).await?;
+    let heartbeat_fallbacks = Arc::new(AtomicU64::new(0));
+    let network = Network::new(
+        peer_client.clone(),
+        contacts.clone(),
+        heartbeat_fallbacks.clone(),
+    );
+    let raft = start_raft(&config, network, &peer_client, log.clone(), state_machine).await?;
     let members = start_members(&config, &raft, &peer_client, log.clone(), background)?;
 
     let peers = SupervisorPeers::new(&raft, peer_client.clone(), log.clone(), contacts.clone());
@@ -247,6 +261,7 @@ async fn start(
         supervisor: state_rx.clone(),
         contacts,
         rejected: Arc::new(AtomicU64::new(0)),
+        heartbeat_fallbacks,
         timing,
         vote_gate,
         log,
@@ -254,7 +269,7 @@ async fn start(
         reloader: reloader.clone(),
         inputs,
     };
-    let (api, api_stop) = start_api((listener, status_listener), view, auth, peer_client);
+    let (api, api_stop) = start_api(listeners, view, auth, peer_client);
     let (metrics, every) = (raft.metrics(), config.timing.reconcile());
     let (systemd, systemd_stop) =
         spawn_stoppable(|stop| crate::systemd::run(metrics, state_rx, every, stop));
@@ -353,9 +368,9 @@ impl Node {
     }
 }
 
-/// Serves peers, status and metrics on the listeners.
+/// Serves peers, status and metrics on the listeners, and heartbeat datagrams.
 fn start_api(
-    (listener, status_listener): (TcpListener, Option<TcpListener>),
+    listeners: Listeners,
     view: LiveNode,
     auth: Arc<Authenticator>,
     peer_client: PeerClient,
@@ -375,8 +390,12 @@ fn start_api(
         contacts,
         rejected,
     ));
-    let state = Arc::new(ApiState::new(view, peer_server, max_connections));
-    spawn_stoppable(|stop| api::serve(listener, status_listener, state, stop))
+    let state = Arc::new(ApiState::new(view, peer_server.clone(), max_connections));
+    let (peer, status) = (listeners.peer, listeners.status);
+    let (api, stop) = spawn_stoppable(|stop| api::serve(peer, status, state, stop));
+    let heartbeats = listeners.heartbeats;
+    tokio::spawn(datagram::serve(heartbeats, peer_server, stop.clone()));
+    (api, stop)
 }
 
 /// Spawns a task that runs until its token is cancelled.
@@ -391,21 +410,38 @@ where
     (tokio::spawn(task(stop.clone())), stop)
 }
 
-/// The peer listener and, if configured, the separate status listener.
-async fn bind_listeners(
-    config: &Config,
-) -> Result<(TcpListener, Option<TcpListener>), RunDaemonError> {
+/// What the node listens on.
+struct Listeners {
+    /// Peers' signed HTTP requests, status and metrics, on `listen`.
+    peer: TcpListener,
+    /// Heartbeat datagrams, on the same address and port as `peer` (UDP).
+    heartbeats: UdpSocket,
+    /// Status and metrics, if `status_listen` is set.
+    status: Option<TcpListener>,
+}
+
+/// Binds the [`Listeners`]; a taken address or port fails the start.
+async fn bind_listeners(config: &Config) -> Result<Listeners, RunDaemonError> {
     let bind = |address| async move {
         TcpListener::bind(address)
             .await
             .map_err(|source| RunDaemonError::Listen { address, source })
     };
-    let listener = bind(config.listen).await?;
-    let status_listener = match config.status_listen {
+    let peer = bind(config.listen).await?;
+    // The port the TCP listener got, should `listen` leave the choice to the kernel (port 0).
+    let address = peer.local_addr().unwrap_or(config.listen);
+    let heartbeats = UdpSocket::bind(address)
+        .await
+        .map_err(|source| RunDaemonError::ListenDatagrams { address, source })?;
+    let status = match config.status_listen {
         Some(address) => Some(bind(address).await?),
         None => None,
     };
-    Ok((listener, status_listener))
+    Ok(Listeners {
+        peer,
+        heartbeats,
+        status,
+    })
 }
 
 /// The VIP layer: on its own thread so it never delays heartbeats (issue 13); nothing on a
@@ -448,8 +484,8 @@ fn start_health(
 /// Starts Raft with elections off (the supervisor switches them) and the static membership.
 async fn start_raft(
     config: &Config,
+    network: Network,
     peer_client: &PeerClient,
-    contacts: &Arc<Contacts>,
     log: store::LogStore,
     state_machine: store::StateMachine,
 ) -> Result<Raft, RunDaemonError> {
@@ -467,7 +503,7 @@ async fn start_raft(
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(peer_client.clone(), contacts.clone()),
+        network,
         log,
         state_machine,
     )
@@ -575,6 +611,8 @@ struct LiveNode {
     supervisor: watch::Receiver<SupervisorState>,
     contacts: Arc<Contacts>,
     rejected: Arc<AtomicU64>,
+    /// Times heartbeats to a peer fell back to HTTP (see `peer::datagram`).
+    heartbeat_fallbacks: Arc<AtomicU64>,
     /// The timing the grant rules apply (the supervisor's own).
     timing: Timing,
     vote_gate: VoteGate,
@@ -639,6 +677,7 @@ impl StatusView for LiveNode {
             counters: Counters {
                 leader_changes: sup.leader_changes,
                 rejected_requests: self.rejected.load(Ordering::Relaxed),
+                heartbeat_fallbacks: self.heartbeat_fallbacks.load(Ordering::Relaxed),
                 handovers: sup.handovers,
                 fence_releases: self.vips.fence_releases(),
                 planned_overlaps: sup.planned_overlaps,
@@ -872,7 +911,8 @@ mod tests {
         let (log, state_machine) = store::open(dir, "t", 1).unwrap();
         let auth = Arc::new(Authenticator::new(Secret::new(vec![7; 32]), "t", 1));
         let client = PeerClient::new(auth);
-        start_raft(&config, &client, &Arc::default(), log, state_machine)
+        let network = Network::new(client.clone(), Arc::default(), Arc::default());
+        start_raft(&config, network, &client, log, state_machine)
             .await
             .unwrap()
     }

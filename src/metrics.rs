@@ -239,6 +239,12 @@ fn register_counters(r: &mut Registry, status: &Status) {
     );
     counter(
         r,
+        "heartbeat_fallbacks",
+        "Times heartbeats to a peer went over HTTP for a while because its heartbeat datagram (UDP, the peer port) was not answered",
+        status.counters.heartbeat_fallbacks,
+    );
+    counter(
+        r,
         "handovers",
         "Times this leader handed leadership over",
         status.counters.handovers,
@@ -430,6 +436,7 @@ mod tests {
             "raftvip_term 7",
             "raftvip_leader_changes_total 2",
             "raftvip_rejected_requests_total 3",
+            "raftvip_heartbeat_fallbacks_total 2",
             "raftvip_vip_held{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_vip_re_adds_total{address=\"192.0.2.100/32\",interface=\"eth0\"} 1",
             "raftvip_vip_relay_frames_total{address=\"192.0.2.100/32\",interface=\"eth0\",outcome=\"relayed\"} 3",

@@ -157,6 +157,10 @@ pub struct Counters {
     pub leader_changes: u64,
     /// Rejected peer requests, by reason.
     pub rejected_requests: u64,
+    /// Times heartbeats to a peer went over HTTP because its heartbeat datagram was not
+    /// answered (a firewall passing only TCP, an older raftvip, a lost datagram).
+    #[serde(default)]
+    pub heartbeat_fallbacks: u64,
     pub handovers: u64,
     pub fence_releases: u64,
     /// Planned overlaps this node went through as the old holder.
@@ -455,6 +459,7 @@ pub(crate) mod tests {
             counters: Counters {
                 leader_changes: 2,
                 rejected_requests: 3,
+                heartbeat_fallbacks: 2,
                 handovers: 0,
                 fence_releases: 0,
                 planned_overlaps: 0,

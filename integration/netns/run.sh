@@ -62,6 +62,7 @@ SCENARIOS=(
     "failover_link_down|holder's link goes down -> another box holds it, client served again"
     "failover_crash|holder's raftvip SIGKILLed + VIP removed -> another box holds it"
     "fence_cut|holder cut from peers (not client) -> drops the VIP within the fence; never two holders"
+    "heartbeats_udp_filtered|UDP to the followers' peer port dropped (TCP open) -> heartbeats fall back to HTTP: the leader and the VIP stay put, the fallbacks are counted and logged"
     "readd_deleted_vip|VIP deleted by hand on the holder -> back within ${READD_MS} ms"
     "ipv6_vip|IPv6 VIP: holder, client neighbour entry via unsolicited NA, failover"
     "two_clusters|two clusters on one segment (same node ids) do not disturb each other"
@@ -351,6 +352,41 @@ scn_fence_cut() {
     note "new=box$n"
     bed_heal "$h"
     stays_for 1000 "$(bed_vip4)" "$n"
+}
+
+# udp_filter BOX on|off: drop (or stop dropping) UDP to the box's peer port; TCP passes.
+udp_filter() {
+    local ns; ns=$(bed_ns "$1")
+    if [[ $2 == on ]]; then
+        ip netns exec "$ns" nft -f - <<EOF
+table inet bedudp {
+    chain input {
+        type filter hook input priority -300; policy accept;
+        udp dport $(bed_port a) drop
+    }
+}
+EOF
+    else
+        bed_cmd ip netns exec "$ns" nft delete table inet bedudp
+    fi
+}
+fallbacks() { bed_status "$1" counters.heartbeat_fallbacks; }
+scn_heartbeats_udp_filtered() {
+    setup 3
+    local h b term before
+    h=$(holder)
+    term=$(bed_status "$h" term)
+    before=$(fallbacks "$h")
+    ((before == 0)) || fail "box$h fell back to HTTP $before time(s) with UDP open"
+    for b in $(others_of "$h"); do udp_filter "$b" on; done
+    stays_for 5000 "$(bed_vip4)" "$h"
+    for b in $(others_of "$h"); do udp_filter "$b" off; done
+    [[ $(bed_status "$h" role) == leader && $(bed_status "$h" term) == "$term" ]] ||
+        fail "box$h is no longer the leader of term $term: $(bed_status "$h" role) of term $(bed_status "$h" term)"
+    (($(fallbacks "$h") >= 2)) || fail "box$h counted $(fallbacks "$h") fallbacks, not one per follower"
+    grep -q "heartbeats to this peer go over HTTP" "$(bed_boxdir "$h")/raftvip.log" ||
+        fail "box$h did not log the fallback"
+    note "fallbacks=$(fallbacks "$h")"
 }
 
 scn_readd_deleted_vip() {

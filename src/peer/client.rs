@@ -257,6 +257,11 @@ impl PeerClient {
         }
     }
 
+    /// The key requests are signed and answers checked with.
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
     /// The URL of `path` on the peer at `address` (`IP:PORT`).
     pub fn url(address: &str, path: &str) -> Result<Uri, PeerCallError> {
         let text = format!("http://{address}{path}");

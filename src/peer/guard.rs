@@ -174,29 +174,36 @@ async fn check(
 /// Counts and (rate-limited) logs a refused request and answers the uniform 401; the
 /// connection is closed after it, freeing its slot.
 fn refuse(state: &PeerServer, source: SocketAddr, path: &str, error: &RefuseError) -> Response {
-    let rejected_total = state.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-    let verdict = crate::sync::lock(&state.reject_log).note(source.ip(), Instant::now());
-    match verdict {
-        LogVerdict::Log => tracing::warn!(
-            %source,
-            path,
-            %error,
-            rejected_total,
-            "rejected unauthenticated peer request"
-        ),
-        LogVerdict::Summarise => tracing::warn!(
-            rejected_total,
-            sources = reject_log::MAX_SOURCES,
-            "rejecting unauthenticated requests from more sources than are logged one by one"
-        ),
-        LogVerdict::Quiet => {}
-    }
+    state.refused(source, path, error);
     (
         StatusCode::UNAUTHORIZED,
         [(header::CONNECTION, "close")],
         "unauthenticated\n",
     )
         .into_response()
+}
+
+impl PeerServer {
+    /// Counts and (rate-limited) logs a refused request, by HTTP or by datagram.
+    pub(super) fn refused(&self, source: SocketAddr, path: &str, error: &dyn std::fmt::Display) {
+        let rejected_total = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let verdict = crate::sync::lock(&self.reject_log).note(source.ip(), Instant::now());
+        match verdict {
+            LogVerdict::Log => tracing::warn!(
+                %source,
+                path,
+                %error,
+                rejected_total,
+                "rejected unauthenticated peer request"
+            ),
+            LogVerdict::Summarise => tracing::warn!(
+                rejected_total,
+                sources = reject_log::MAX_SOURCES,
+                "rejecting unauthenticated requests from more sources than are logged one by one"
+            ),
+            LogVerdict::Quiet => {}
+        }
+    }
 }
 
 /// Signs this node's answer over the request's nonce, so the caller can trust it.

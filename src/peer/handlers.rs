@@ -37,7 +37,8 @@ use super::wire::{ReloadOutcome, ReloadRequest, RELOAD_PATH};
 use super::Contacts;
 use crate::auth::Authenticator;
 use crate::raft::typ::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, LogId, Raft, VoteRequest,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, LogId, Raft, RaftError,
+    VoteRequest,
 };
 use crate::raft::{NodeId, Request as RaftRequest};
 
@@ -132,6 +133,22 @@ impl PeerServer {
         }
     }
 
+    /// Raft's answer to an append, by HTTP or by datagram ([`super::datagram`]).
+    pub(super) async fn append_answer(
+        &self,
+        rpc: AppendEntriesRequest,
+    ) -> Result<AppendEntriesResponse, RaftError> {
+        if let Some(leader) = rpc.vote.leader_id().voted_for() {
+            self.contacts.touch(leader);
+        }
+        let answer = self.raft.append_entries(rpc).await;
+        // A stale leader (lower term) is answered HigherVote: that is no sign of a live leader.
+        if matches!(&answer, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contacts.touch_leader();
+        }
+        answer
+    }
+
     /// Entries in each table of per-request state the peer side keeps, for the metrics.
     pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![
@@ -170,15 +187,7 @@ async fn append(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {
         Ok(rpc) => rpc,
         Err(e) => return bad_body(&e),
     };
-    if let Some(leader) = rpc.vote.leader_id().voted_for() {
-        s.contacts.touch(leader);
-    }
-    let answer = s.raft.append_entries(rpc).await;
-    // A stale leader (lower term) is answered HigherVote: that is no sign of a live leader.
-    if matches!(&answer, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-        s.contacts.touch_leader();
-    }
-    Json(answer).into_response()
+    Json(s.append_answer(rpc).await).into_response()
 }
 
 async fn vote(State(s): State<Arc<PeerServer>>, body: Bytes) -> Response {

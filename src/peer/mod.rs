@@ -7,6 +7,7 @@
 //! - [`wire`]: the paths and messages both ends agree on;
 //! - [`client`]: the signed client, one shared connection pool for everything sent to a peer;
 //! - [`network`]: openraft's `RaftNetwork` over that client (a connect failure is `Unreachable`);
+//! - [`datagram`]: heartbeats as one signed UDP datagram each way, HTTP when UDP is silent;
 //! - [`requests`]: raftvip's own asks (handover, "I hold the VIPs", pre-vote);
 //! - [`transfer`]: `raftvip transfer`, checked against the target and forwarded to the leader;
 //! - [`guard`]: authentication of every signed request and signing of every answer;
@@ -22,6 +23,7 @@
 
 pub mod client;
 pub mod contacts;
+pub mod datagram;
 pub mod guard;
 pub mod handlers;
 pub mod network;

@@ -1,6 +1,7 @@
 //! openraft's network over the signed client: one [`PeerConnection`] per target, with its
-//! three URLs parsed once and a connection of its own for appends and heartbeats
-//! ([`PeerLink`]); votes and snapshots go through the shared pool.
+//! three URLs parsed once, heartbeats by datagram ([`HeartbeatLink`]) and a connection of its
+//! own for appends, and for heartbeats while datagrams go unanswered ([`PeerLink`]); votes and
+//! snapshots go through the shared pool.
 //!
 //! A remote Raft error travels back as the JSON `Result` the handler answered (see
 //! [`super::handlers`]), so it round-trips as `RemoteError`. A peer that cannot be connected
@@ -9,6 +10,7 @@
 //!
 //! The vote requests of openraft's `initialize` election are not sent ([`INITIALIZE_TERM`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{PeerCallError, PeerClient, PeerLink};
+use super::datagram::HeartbeatLink;
 use super::wire::{VoteMessage, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::Contacts;
 use crate::raft::typ::{
@@ -52,11 +55,21 @@ struct InitializeElectionNotSent;
 pub struct Network {
     client: PeerClient,
     contacts: Arc<Contacts>,
+    heartbeat_fallbacks: Arc<AtomicU64>,
 }
 
 impl Network {
-    pub fn new(client: PeerClient, contacts: Arc<Contacts>) -> Self {
-        Self { client, contacts }
+    /// `heartbeat_fallbacks` counts the times heartbeats to a peer fell back to HTTP.
+    pub fn new(
+        client: PeerClient,
+        contacts: Arc<Contacts>,
+        heartbeat_fallbacks: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            client,
+            contacts,
+            heartbeat_fallbacks,
+        }
     }
 }
 
@@ -69,6 +82,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             Ok(Route {
                 urls: [append, url(VOTE_PATH)?, url(SNAPSHOT_PATH)?],
                 link: PeerLink::new(&node.addr)?,
+                heartbeats: HeartbeatLink::new(&node.addr),
             })
         });
         PeerConnection {
@@ -76,6 +90,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             route,
             client: self.client.clone(),
             contacts: self.contacts.clone(),
+            heartbeat_fallbacks: self.heartbeat_fallbacks.clone(),
         }
     }
 }
@@ -95,13 +110,15 @@ pub struct PeerConnection {
     route: Result<Route, PeerCallError>,
     client: PeerClient,
     contacts: Arc<Contacts>,
+    heartbeat_fallbacks: Arc<AtomicU64>,
 }
 
 struct Route {
     /// Append, vote and snapshot URLs, parsed once.
     urls: [hyper::Uri; 3],
-    /// The connection the appends (heartbeats included) go on.
+    /// The connection the appends go on, and heartbeats when not by datagram.
     link: PeerLink,
+    heartbeats: HeartbeatLink,
 }
 
 impl PeerConnection {
@@ -139,13 +156,58 @@ impl PeerConnection {
     }
 }
 
+impl PeerConnection {
+    /// A heartbeat by datagram, if it goes by datagram now (see [`super::datagram`]).
+    async fn heartbeat(
+        &mut self,
+        rpc: &AppendEntriesRequest,
+        option: &RPCOption,
+    ) -> Option<Result<AppendEntriesResponse, RPCError>> {
+        let Ok(route) = &mut self.route else {
+            return None;
+        };
+        let now = tokio::time::Instant::now();
+        if !rpc.entries.is_empty() {
+            return None;
+        }
+        let body = serde_json::to_vec(rpc).expect("RPC types always serialize");
+        if !route.heartbeats.carries(body.len(), now) {
+            return None;
+        }
+        let auth = self.client.auth();
+        let exchanged = route
+            .heartbeats
+            .exchange(auth, self.target, &body, option.hard_ttl())
+            .await;
+        let answer = match exchanged {
+            Ok(answer) => answer,
+            Err(error) => {
+                route.heartbeats.fall_back(self.target, &error, now);
+                self.heartbeat_fallbacks.fetch_add(1, Ordering::Relaxed);
+                return Some(Err(RPCError::Network(NetworkError::new(&error))));
+            }
+        };
+        self.contacts.touch(self.target);
+        let decoded = serde_json::from_slice::<Result<AppendEntriesResponse, RaftError>>(&answer);
+        Some(match decoded {
+            Ok(answer) => {
+                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        })
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        self.rpc(Rpc::Append, &rpc, &option).await
+        match self.heartbeat(&rpc, &option).await {
+            Some(answered) => answered,
+            None => self.rpc(Rpc::Append, &rpc, &option).await,
+        }
     }
 
     async fn install_snapshot(
@@ -208,7 +270,7 @@ mod tests {
     async fn the_initialize_election_asks_nobody_and_later_ones_do() {
         let accepted = Arc::new(AtomicUsize::new(0));
         let address = silent_peer(accepted.clone()).await;
-        let mut network = Network::new(PeerClient::new(node(1)), Arc::default());
+        let mut network = Network::new(PeerClient::new(node(1)), Arc::default(), Arc::default());
         let mut peer = network.new_client(2, &BasicNode::new(address)).await;
 
         let error = ask_vote(&mut peer, INITIALIZE_TERM).await;
