@@ -9,11 +9,14 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{agreed_leader, http, run_cli, summary, Cluster, DEADLINE};
 use raftvip::auth::Authenticator;
-use raftvip::raft::typ::{Vote, VoteRequest, VoteResponse};
+use raftvip::raft::typ::{
+    AppendEntriesRequest, AppendEntriesResponse, RaftError, Vote, VoteRequest, VoteResponse,
+};
 use raftvip::status::RaftRole;
 
 /// How long "stays non-leader" is watched.
@@ -244,6 +247,87 @@ fn unsigned_wrongly_signed_and_replayed_requests_are_rejected() {
         assert_eq!((l, t), (leader, term), "leader/term changed");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A heartbeat datagram to `address` as the leader sends one (docs/security.md): the
+/// signature lines, then the body.
+fn heartbeat_frame(signer: &Authenticator, to: u64, body: &[u8]) -> (Vec<u8>, String) {
+    let sig = signer.sign(to, "DATAGRAM", "/raft/append", body, SystemTime::now());
+    let head = format!(
+        "raftvip-heartbeat-v1\n{}\n{}\n{}\n{}\n",
+        sig.from, sig.timestamp_ms, sig.nonce, sig.signature
+    );
+    ([head.as_bytes(), body].concat(), sig.nonce)
+}
+
+/// The datagram that comes back within 500 ms, if any.
+fn datagram_answer(socket: &std::net::UdpSocket, frame: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+    socket.send_to(frame, to).expect("send");
+    let mut buf = [0; 2048];
+    socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+}
+
+#[test]
+fn a_heartbeat_datagram_is_answered_only_when_signed() {
+    let mut c = Cluster::new(3, &[]);
+    c.start_all();
+    let (leader, term) = c.wait_for_leader(&c.ids(), DEADLINE);
+    let target = others(&c.ids(), leader)[0];
+    let address = c.member(target).address;
+    let rejected_before = c.status(target).unwrap().counters.rejected_requests;
+    let fallbacks_before = c.status(leader).unwrap().counters.heartbeat_fallbacks;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+
+    // A stale leader's heartbeat (term 0): answered "there is a higher vote", signed.
+    let stale = serde_json::to_vec(&AppendEntriesRequest {
+        vote: Vote::new_committed(0, leader),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    })
+    .unwrap();
+    let honest = c.signer(leader);
+    let (frame, nonce) = heartbeat_frame(&honest, target, &stale);
+    let answer = datagram_answer(&socket, &frame, address).expect("an answer");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let mut lines = text.splitn(4, '\n');
+    assert_eq!(lines.next(), Some("raftvip-heartbeat-answer-v1"), "{text}");
+    assert_eq!(lines.next(), Some(nonce.as_str()), "{text}");
+    let signature = lines.next().expect("a signature line");
+    let body = lines.next().expect("a body");
+    honest
+        .verify_response(target, &nonce, 200, Some(signature), body.as_bytes())
+        .expect("signed by the node asked, over this request");
+    let decoded: Result<AppendEntriesResponse, RaftError> = serde_json::from_str(body).unwrap();
+    assert!(
+        matches!(decoded, Ok(AppendEntriesResponse::HigherVote(_))),
+        "{body}"
+    );
+
+    // The same datagram again (a replay), and one signed with another secret: no answer.
+    assert_eq!(
+        datagram_answer(&socket, &frame, address),
+        None,
+        "replay answered"
+    );
+    let impostor = c.signer_with(b"not-the-cluster-secret-but-32-bytes-long", leader);
+    let (forged, _) = heartbeat_frame(&impostor, target, &stale);
+    assert_eq!(
+        datagram_answer(&socket, &forged, address),
+        None,
+        "forgery answered"
+    );
+    let status = c.status(target).unwrap();
+    assert_eq!(status.counters.rejected_requests, rejected_before + 2);
+
+    // Meanwhile none of the leader's own heartbeat datagrams went unanswered.
+    let leader_status = c.status(leader).unwrap();
+    assert_eq!(leader_status.term, term, "the leader was not disturbed");
+    let fallbacks = leader_status.counters.heartbeat_fallbacks;
+    assert_eq!(fallbacks, fallbacks_before, "heartbeats fell back to HTTP");
 }
 
 #[test]
