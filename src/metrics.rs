@@ -240,7 +240,7 @@ fn register_counters(r: &mut Registry, status: &Status) {
     counter(
         r,
         "heartbeat_fallbacks",
-        "Times heartbeats to a peer went over HTTP for a while because its heartbeat datagram (UDP, the peer port) was not answered",
+        "Times a peer answered HTTP but not its heartbeat datagram (UDP, the peer port), so its heartbeats went over HTTP for 30 s",
         status.counters.heartbeat_fallbacks,
     );
     counter(

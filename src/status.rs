@@ -157,8 +157,8 @@ pub struct Counters {
     pub leader_changes: u64,
     /// Rejected peer requests, by reason.
     pub rejected_requests: u64,
-    /// Times heartbeats to a peer went over HTTP because its heartbeat datagram was not
-    /// answered (a firewall passing only TCP, an older raftvip, a lost datagram).
+    /// Times a peer answered HTTP but not its heartbeat datagram, so its heartbeats went over
+    /// HTTP for a while (UDP blocked to its port, an older raftvip, a lost datagram).
     #[serde(default)]
     pub heartbeat_fallbacks: u64,
     pub handovers: u64,

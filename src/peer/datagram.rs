@@ -21,7 +21,9 @@
 //! datagram that is not answered within the heartbeat's timeout fails that heartbeat, and the
 //! heartbeats to that peer go over HTTP for [`HTTP_AFTER_SILENCE`] before datagrams are tried
 //! again. The timing tolerates one lost round of heartbeats (docs/timing.md), so such a peer
-//! costs one heartbeat per [`HTTP_AFTER_SILENCE`], and a warning naming the port to open.
+//! costs one heartbeat per [`HTTP_AFTER_SILENCE`]. When HTTP then reaches the peer, UDP is what
+//! failed: that is counted and logged ([`HeartbeatLink::http_answered`]); a peer that is down
+//! answers neither, and is left to Raft's own reports.
 //!
 //! **The frame** is text lines and then the JSON body, so a packet capture reads like the
 //! HTTP request it replaces:
@@ -45,6 +47,7 @@ use crate::auth::{
     Authenticator, SignedHeaders, VerifyRequestError, VerifyResponseError, FROM_HEADER,
     NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
+use crate::log_limit::LogLimit;
 use crate::raft::typ::AppendEntriesRequest;
 use crate::raft::NodeId;
 
@@ -60,6 +63,11 @@ pub const MAX_DATAGRAM: usize = 1400;
 
 /// How long the heartbeats to a peer go over HTTP after a datagram to it went unanswered.
 pub const HTTP_AFTER_SILENCE: Duration = Duration::from_secs(30);
+
+/// How long the heartbeat server waits after its socket failed to receive, and how often it
+/// logs such failures.
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(10);
+const RECEIVE_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a heartbeat datagram brought no trusted answer.
 #[derive(Debug, thiserror::Error)]
@@ -208,12 +216,15 @@ fn verify_request<'a>(
     Ok((signed, request.body))
 }
 
-/// The leader's end: one connected UDP socket to a follower, opened at the first heartbeat.
+/// The leader's end: one UDP socket for a follower, opened at the first heartbeat.
 pub struct HeartbeatLink {
     peer: Option<SocketAddr>,
     socket: Option<UdpSocket>,
     /// Heartbeats go over HTTP until then, after a datagram went unanswered.
     http_until: Option<Instant>,
+    /// Why the last datagram went unanswered, until HTTP shows the peer is up (UDP failed)
+    /// or the next datagram is tried.
+    unanswered: Option<DatagramError>,
     answer: Box<[u8]>,
 }
 
@@ -224,6 +235,7 @@ impl HeartbeatLink {
             peer: address.parse().ok(),
             socket: None,
             http_until: None,
+            unanswered: None,
             answer: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
         }
     }
@@ -233,20 +245,24 @@ impl HeartbeatLink {
         if self.http_until.is_some_and(|until| now < until) {
             return false;
         }
-        self.http_until = None;
+        if self.http_until.take().is_some() {
+            self.unanswered = None;
+        }
         self.peer.is_some() && REQUEST_MAGIC.len() + 160 + body_len <= MAX_DATAGRAM
     }
 
     /// After `error`: heartbeats to this peer go over HTTP for [`HTTP_AFTER_SILENCE`].
-    pub fn fall_back(&mut self, to: NodeId, error: &DatagramError, now: Instant) {
+    pub fn fall_back(&mut self, to: NodeId, error: DatagramError, now: Instant) {
+        tracing::debug!(peer = to, %error, "heartbeat datagram unanswered; next heartbeats by HTTP");
         self.http_until = Some(now + HTTP_AFTER_SILENCE);
-        tracing::warn!(
-            peer = to,
-            %error,
-            "heartbeats to this peer go over HTTP for {HTTP_AFTER_SILENCE:?}: its heartbeat \
-             datagram was not answered (a firewall that passes TCP but not UDP to its port, a \
-             raftvip too old to listen for datagrams, or a lost datagram)"
-        );
+        self.unanswered = Some(error);
+    }
+
+    /// An append went to this peer over HTTP and was answered. If a datagram had just gone
+    /// unanswered, the peer is up and UDP is what failed: that datagram's error, once, to be
+    /// counted and logged. (A peer that is down answers neither, and is not reported here.)
+    pub fn http_answered(&mut self) -> Option<DatagramError> {
+        self.unanswered.take()
     }
 
     /// Sends `body` (a serialised heartbeat) to node `to`, signed, and returns the body of its
@@ -324,13 +340,19 @@ async fn open(peer: SocketAddr) -> std::io::Result<UdpSocket> {
 /// address) until `stop`.
 pub async fn serve(socket: UdpSocket, server: Arc<PeerServer>, stop: CancellationToken) {
     let mut buffer = vec![0; MAX_DATAGRAM + 1];
+    let mut receive_errors = LogLimit::new(RECEIVE_ERROR_LOG_EVERY);
     loop {
         let (length, source) = tokio::select! {
             () = stop.cancelled() => return,
             received = socket.recv_from(&mut buffer) => match received {
                 Ok(received) => received,
                 Err(error) => {
-                    tracing::debug!(%error, "heartbeat datagram not received");
+                    // Not expected on a bound UDP socket; the pause keeps one that repeats
+                    // from spinning this thread.
+                    if let Some(held_back) = receive_errors.allow(std::time::Instant::now()) {
+                        tracing::warn!(%error, held_back, "cannot receive heartbeat datagrams");
+                    }
+                    tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                     continue;
                 }
             },
@@ -505,9 +527,22 @@ mod tests {
             "a heartbeat frame was sent"
         );
 
-        link.fall_back(2, &error, now);
+        link.fall_back(2, error, now);
         assert!(!link.carries(300, now + HTTP_AFTER_SILENCE / 2));
+        assert!(link.http_answered().is_some(), "HTTP answered: UDP failed");
+        assert!(link.http_answered().is_none(), "reported once");
         assert!(link.carries(300, now + HTTP_AFTER_SILENCE));
+    }
+
+    #[test]
+    fn a_peer_that_answers_neither_way_is_not_reported_once_datagrams_are_tried_again() {
+        let mut link = HeartbeatLink::new("192.0.2.2:7480");
+        let now = Instant::now();
+        let peer = "192.0.2.2:7480".parse().unwrap();
+        let after = Duration::from_millis(25);
+        link.fall_back(2, DatagramError::TimedOut { peer, after }, now);
+        assert!(link.carries(300, now + HTTP_AFTER_SILENCE));
+        assert!(link.http_answered().is_none());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{PeerCallError, PeerClient, PeerLink};
-use super::datagram::HeartbeatLink;
+use super::datagram::{HeartbeatLink, HTTP_AFTER_SILENCE};
 use super::wire::{VoteMessage, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::Contacts;
 use crate::raft::typ::{
@@ -182,9 +182,9 @@ impl PeerConnection {
         let answer = match exchanged {
             Ok(answer) => answer,
             Err(error) => {
-                route.heartbeats.fall_back(self.target, &error, now);
-                self.heartbeat_fallbacks.fetch_add(1, Ordering::Relaxed);
-                return Some(Err(RPCError::Network(NetworkError::new(&error))));
+                let failed = RPCError::Network(NetworkError::new(&error));
+                route.heartbeats.fall_back(self.target, error, now);
+                return Some(Err(failed));
             }
         };
         self.contacts.touch(self.target);
@@ -204,10 +204,27 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        match self.heartbeat(&rpc, &option).await {
-            Some(answered) => answered,
-            None => self.rpc(Rpc::Append, &rpc, &option).await,
+        if let Some(answered) = self.heartbeat(&rpc, &option).await {
+            return answered;
         }
+        let answered = self.rpc(Rpc::Append, &rpc, &option).await;
+        let reached = !matches!(
+            answered,
+            Err(RPCError::Unreachable(_) | RPCError::Network(_))
+        );
+        if let (true, Ok(route)) = (reached, &mut self.route) {
+            if let Some(error) = route.heartbeats.http_answered() {
+                self.heartbeat_fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    peer = self.target,
+                    %error,
+                    "heartbeats to this peer go over HTTP for {HTTP_AFTER_SILENCE:?}: it answers \
+                     HTTP but not its heartbeat datagram (UDP to its port blocked, or a raftvip \
+                     too old to listen for datagrams)"
+                );
+            }
+        }
+        answered
     }
 
     async fn install_snapshot(
