@@ -611,7 +611,7 @@ struct LiveNode {
     supervisor: watch::Receiver<SupervisorState>,
     contacts: Arc<Contacts>,
     rejected: Arc<AtomicU64>,
-    /// Times heartbeats to a peer fell back to HTTP (see `peer::datagram`).
+    /// Times a peer answered HTTP but not its heartbeat datagram (see `peer::datagram`).
     heartbeat_fallbacks: Arc<AtomicU64>,
     /// The timing the grant rules apply (the supervisor's own).
     timing: Timing,

@@ -59,7 +59,8 @@ pub struct Network {
 }
 
 impl Network {
-    /// `heartbeat_fallbacks` counts the times heartbeats to a peer fell back to HTTP.
+    /// `heartbeat_fallbacks` counts the times a peer answered HTTP but not its heartbeat
+    /// datagram.
     pub fn new(
         client: PeerClient,
         contacts: Arc<Contacts>,
