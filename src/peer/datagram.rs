@@ -218,7 +218,7 @@ fn verify_request<'a>(
 
 /// The leader's end: one UDP socket for a follower, opened at the first heartbeat.
 pub struct HeartbeatLink {
-    peer: Option<SocketAddr>,
+    peer: SocketAddr,
     socket: Option<UdpSocket>,
     /// Heartbeats go over HTTP until then, after a datagram went unanswered.
     http_until: Option<Instant>,
@@ -229,15 +229,15 @@ pub struct HeartbeatLink {
 }
 
 impl HeartbeatLink {
-    /// A link to the peer listening at `address`; one that is not `IP:PORT` only uses HTTP.
-    pub fn new(address: &str) -> Self {
-        Self {
-            peer: address.parse().ok(),
+    /// A link to the peer listening at `address`, if it is `IP:PORT` (else HTTP only).
+    pub fn new(address: &str) -> Option<Self> {
+        Some(Self {
+            peer: address.parse().ok()?,
             socket: None,
             http_until: None,
             unanswered: None,
             answer: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
-        }
+        })
     }
 
     /// Whether a heartbeat with this signed `body` goes by datagram now.
@@ -248,7 +248,7 @@ impl HeartbeatLink {
         if self.http_until.take().is_some() {
             self.unanswered = None;
         }
-        self.peer.is_some() && REQUEST_MAGIC.len() + 160 + body_len <= MAX_DATAGRAM
+        REQUEST_MAGIC.len() + 160 + body_len <= MAX_DATAGRAM
     }
 
     /// After `error`: heartbeats to this peer go over HTTP for [`HTTP_AFTER_SILENCE`].
@@ -274,7 +274,7 @@ impl HeartbeatLink {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, DatagramError> {
-        let peer = self.peer.expect("carries() said there is a peer address");
+        let peer = self.peer;
         let socket = match &self.socket {
             Some(socket) => socket,
             None => self.socket.insert(
@@ -509,7 +509,7 @@ mod tests {
     async fn an_unanswered_heartbeat_times_out_and_sends_the_next_ones_over_http() {
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let address = silent.local_addr().unwrap().to_string();
-        let mut link = HeartbeatLink::new(&address);
+        let mut link = HeartbeatLink::new(&address).unwrap();
         let now = Instant::now();
         assert!(link.carries(300, now));
         assert!(!link.carries(MAX_DATAGRAM, now), "too large for a datagram");
@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_answers_neither_way_is_not_reported_once_datagrams_are_tried_again() {
-        let mut link = HeartbeatLink::new("192.0.2.2:7480");
+        let mut link = HeartbeatLink::new("192.0.2.2:7480").unwrap();
         let now = Instant::now();
         let peer = "192.0.2.2:7480".parse().unwrap();
         let after = Duration::from_millis(25);
@@ -547,7 +547,7 @@ mod tests {
 
     #[test]
     fn an_address_that_is_not_ip_and_port_uses_http() {
-        assert!(!HeartbeatLink::new("lb2.example:7100").carries(10, Instant::now()));
+        assert!(HeartbeatLink::new("lb2.example:7100").is_none());
     }
 
     proptest! {

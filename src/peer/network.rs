@@ -119,7 +119,8 @@ struct Route {
     urls: [hyper::Uri; 3],
     /// The connection the appends go on, and heartbeats when not by datagram.
     link: PeerLink,
-    heartbeats: HeartbeatLink,
+    /// `None` if the address is not `IP:PORT`: heartbeats then go over HTTP.
+    heartbeats: Option<HeartbeatLink>,
 }
 
 impl PeerConnection {
@@ -164,7 +165,11 @@ impl PeerConnection {
         rpc: &AppendEntriesRequest,
         option: &RPCOption,
     ) -> Option<Result<AppendEntriesResponse, RPCError>> {
-        let Ok(route) = &mut self.route else {
+        let Ok(Route {
+            heartbeats: Some(link),
+            ..
+        }) = &mut self.route
+        else {
             return None;
         };
         let now = tokio::time::Instant::now();
@@ -172,19 +177,18 @@ impl PeerConnection {
             return None;
         }
         let body = serde_json::to_vec(rpc).expect("RPC types always serialize");
-        if !route.heartbeats.carries(body.len(), now) {
+        if !link.carries(body.len(), now) {
             return None;
         }
         let auth = self.client.auth();
-        let exchanged = route
-            .heartbeats
+        let exchanged = link
             .exchange(auth, self.target, &body, option.hard_ttl())
             .await;
         let answer = match exchanged {
             Ok(answer) => answer,
             Err(error) => {
                 let failed = RPCError::Network(NetworkError::new(&error));
-                route.heartbeats.fall_back(self.target, error, now);
+                link.fall_back(self.target, error, now);
                 return Some(Err(failed));
             }
         };
@@ -213,8 +217,15 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             answered,
             Err(RPCError::Unreachable(_) | RPCError::Network(_))
         );
-        if let (true, Ok(route)) = (reached, &mut self.route) {
-            if let Some(error) = route.heartbeats.http_answered() {
+        if let (
+            true,
+            Ok(Route {
+                heartbeats: Some(link),
+                ..
+            }),
+        ) = (reached, &mut self.route)
+        {
+            if let Some(error) = link.http_answered() {
                 self.heartbeat_fallbacks.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     peer = self.target,
