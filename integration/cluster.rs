@@ -188,12 +188,18 @@ fn the_store_refuses_a_data_dir_of_another_node_or_cluster() {
     c.wait_for_leader(&c.ids(), DEADLINE);
 }
 
-#[test]
-fn unsigned_wrongly_signed_and_replayed_requests_are_rejected() {
+/// Three started nodes, their leader and its term, and a follower to send requests to.
+fn three_nodes_and_a_follower() -> (Cluster, u64, u64, u64) {
     let mut c = Cluster::new(3, &[]);
     c.start_all();
     let (leader, term) = c.wait_for_leader(&c.ids(), DEADLINE);
     let target = others(&c.ids(), leader)[0];
+    (c, leader, term, target)
+}
+
+#[test]
+fn unsigned_wrongly_signed_and_replayed_requests_are_rejected() {
+    let (c, leader, term, target) = three_nodes_and_a_follower();
     let address = c.member(target).address;
     let rejected_before = c.status(target).unwrap().counters.rejected_requests;
 
@@ -269,10 +275,7 @@ fn datagram_answer(socket: &std::net::UdpSocket, frame: &[u8], to: SocketAddr) -
 
 #[test]
 fn a_heartbeat_datagram_is_answered_only_when_signed() {
-    let mut c = Cluster::new(3, &[]);
-    c.start_all();
-    let (leader, term) = c.wait_for_leader(&c.ids(), DEADLINE);
-    let target = others(&c.ids(), leader)[0];
+    let (c, leader, term, target) = three_nodes_and_a_follower();
     let address = c.member(target).address;
     let rejected_before = c.status(target).unwrap().counters.rejected_requests;
     let fallbacks_before = c.status(leader).unwrap().counters.heartbeat_fallbacks;
