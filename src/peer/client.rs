@@ -5,8 +5,9 @@
 //! Everything this node sends to a peer goes through it: Raft's RPCs ([`super::network`]),
 //! handover and pre-vote ([`super::requests`]), a maintenance change forwarded to the leader,
 //! and the CLI's `raftvip maintenance`. One client means one connection pool, kept warm
-//! between calls; the leader's heartbeats and appends to each follower go on a connection of
-//! their own instead ([`PeerLink`]), which skips the pool's bookkeeping on every heartbeat.
+//! between calls; the leader's appends to each follower, and its heartbeats while they cannot
+//! go by datagram ([`super::datagram`]), go on a connection of their own instead
+//! ([`PeerLink`]), which skips the pool's bookkeeping on every request.
 //!
 //! Why hyper's own client and not reqwest (docs/design.md, "Why hyper's client and not
 //! reqwest"): a heartbeat is a few hundred bytes between two boxes that never redirect, proxy
@@ -152,8 +153,8 @@ async fn answer_within(
         .map_err(|_| ExchangeError::TimedOut)?
 }
 
-/// One HTTP/1 connection to one peer, kept open for the heartbeats and appends the leader
-/// sends it (openraft keeps one [`super::network::PeerConnection`] per follower for as long
+/// One HTTP/1 connection to one peer, kept open for the appends the leader sends it, and the
+/// heartbeats that do not go by datagram (openraft keeps one [`super::network::PeerConnection`] per follower for as long
 /// as it leads). The pooled client ([`lan_client`]) costs a heartbeat more than its round
 /// trip needs: a pool checkout and check-in under a lock, the Host header and the
 /// origin-form URI built anew, and a task spawned per request to hand the connection back
