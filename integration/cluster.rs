@@ -255,8 +255,8 @@ fn unsigned_wrongly_signed_and_replayed_requests_are_rejected() {
     }
 }
 
-/// A heartbeat datagram to `address` as the leader sends one (docs/security.md): the
-/// signature lines, then the body.
+/// A heartbeat datagram to node `to` as a leader sends one (docs/security.md): the signature
+/// lines, then the body; and the nonce its answer must name.
 fn heartbeat_frame(signer: &Authenticator, to: u64, body: &[u8]) -> (Vec<u8>, String) {
     let sig = signer.sign(to, "DATAGRAM", "/raft/append", body, SystemTime::now());
     let head = format!(
