@@ -3,8 +3,8 @@
 //! Why: an idle cluster's CPU is its heartbeats, about 27 rounds a second at the default
 //! timing, and an HTTP exchange over TCP costs both ends more than the Raft work it carries
 //! (hyper's framing, axum's routing, TCP's acknowledgements and timers). One datagram each way
-//! cut an idle leader's CPU by a fifth and a follower's by a quarter (docs/design.md, "Why
-//! heartbeats go by datagram").
+//! cut an idle leader's CPU by 7–16 % and a follower's by 15–21 % in side-by-side runs
+//! (docs/design.md, "Why heartbeats go by datagram").
 //!
 //! What goes by datagram: an append without entries (a heartbeat) whose request fits in
 //! [`MAX_DATAGRAM`]. Appends that carry entries, votes, snapshots and raftvip's own requests
@@ -58,7 +58,7 @@ const ANSWER_MAGIC: &[u8] = b"raftvip-heartbeat-answer-v1";
 pub const METHOD: &str = "DATAGRAM";
 
 /// Largest datagram sent or accepted: one Ethernet frame's payload, so never fragmented. A
-/// heartbeat is about 400 bytes; a larger append goes over HTTP.
+/// heartbeat is a few hundred bytes; a larger append goes over HTTP.
 pub const MAX_DATAGRAM: usize = 1400;
 
 /// How long the heartbeats to a peer go over HTTP after a datagram to it went unanswered.
