@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use super::handlers::PeerServer;
 use super::wire::APPEND_PATH;
 use crate::auth::{
-    Authenticator, SignedHeaders, VerifyRequestError, VerifyResponseError, FROM_HEADER,
-    NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    Authenticator, SignedHeaders, VerifyRequestError, FROM_HEADER, NONCE_HEADER, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
 };
 use crate::log_limit::LogLimit;
 use crate::raft::typ::AppendEntriesRequest;
@@ -53,6 +53,16 @@ use crate::raft::NodeId;
 
 const REQUEST_MAGIC: &[u8] = b"raftvip-heartbeat-v1";
 const ANSWER_MAGIC: &[u8] = b"raftvip-heartbeat-answer-v1";
+
+/// Most bytes a request frame adds to its body: the magic line, a 20-digit node id, a
+/// 13-digit timestamp, the 32-digit nonce, the 64-digit signature and their line ends (134),
+/// rounded up.
+const REQUEST_HEAD_MAX: usize = 160;
+
+/// Whether a heartbeat whose serialised body is `body_len` bytes fits in one datagram.
+pub fn fits_a_datagram(body_len: usize) -> bool {
+    REQUEST_MAGIC.len() + REQUEST_HEAD_MAX + body_len <= MAX_DATAGRAM
+}
 
 /// Signed in place of an HTTP method.
 pub const METHOD: &str = "DATAGRAM";
@@ -240,15 +250,16 @@ impl HeartbeatLink {
         })
     }
 
-    /// Whether a heartbeat with this signed `body` goes by datagram now.
-    pub fn carries(&mut self, body_len: usize, now: Instant) -> bool {
+    /// Whether heartbeats go by datagram now, i.e. not within [`HTTP_AFTER_SILENCE`] of an
+    /// unanswered one (checked before a heartbeat is serialised).
+    pub fn datagrams_now(&mut self, now: Instant) -> bool {
         if self.http_until.is_some_and(|until| now < until) {
             return false;
         }
         if self.http_until.take().is_some() {
             self.unanswered = None;
         }
-        REQUEST_MAGIC.len() + 160 + body_len <= MAX_DATAGRAM
+        true
     }
 
     /// After `error`: heartbeats to this peer go over HTTP for [`HTTP_AFTER_SILENCE`].
@@ -320,9 +331,9 @@ fn trusted<'a>(auth: &Authenticator, to: NodeId, nonce: &str, frame: &'a [u8]) -
     if answer.nonce != nonce {
         return None; // a late answer to an earlier heartbeat
     }
-    let verified: Result<(), VerifyResponseError> =
-        auth.verify_response(to, nonce, 200, Some(answer.signature), answer.body);
-    verified.ok().map(|()| answer.body)
+    auth.verify_response(to, nonce, 200, Some(answer.signature), answer.body)
+        .ok()
+        .map(|()| answer.body)
 }
 
 /// A UDP socket of the peer address's family. Not connected to the peer: a follower whose
@@ -511,8 +522,9 @@ mod tests {
         let address = silent.local_addr().unwrap().to_string();
         let mut link = HeartbeatLink::new(&address).unwrap();
         let now = Instant::now();
-        assert!(link.carries(300, now));
-        assert!(!link.carries(MAX_DATAGRAM, now), "too large for a datagram");
+        assert!(link.datagrams_now(now));
+        assert!(fits_a_datagram(300));
+        assert!(!fits_a_datagram(MAX_DATAGRAM), "too large for a datagram");
 
         let timeout = Duration::from_millis(30);
         let error = link
@@ -528,10 +540,10 @@ mod tests {
         );
 
         link.fall_back(2, error, now);
-        assert!(!link.carries(300, now + HTTP_AFTER_SILENCE / 2));
+        assert!(!link.datagrams_now(now + HTTP_AFTER_SILENCE / 2));
         assert!(link.http_answered().is_some(), "HTTP answered: UDP failed");
         assert!(link.http_answered().is_none(), "reported once");
-        assert!(link.carries(300, now + HTTP_AFTER_SILENCE));
+        assert!(link.datagrams_now(now + HTTP_AFTER_SILENCE));
     }
 
     #[test]
@@ -541,7 +553,7 @@ mod tests {
         let peer = "192.0.2.2:7480".parse().unwrap();
         let after = Duration::from_millis(25);
         link.fall_back(2, DatagramError::TimedOut { peer, after }, now);
-        assert!(link.carries(300, now + HTTP_AFTER_SILENCE));
+        assert!(link.datagrams_now(now + HTTP_AFTER_SILENCE));
         assert!(link.http_answered().is_none());
     }
 

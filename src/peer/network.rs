@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{PeerCallError, PeerClient, PeerLink};
-use super::datagram::{HeartbeatLink, HTTP_AFTER_SILENCE};
+use super::datagram::{fits_a_datagram, HeartbeatLink, HTTP_AFTER_SILENCE};
 use super::wire::{VoteMessage, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::Contacts;
 use crate::raft::typ::{
@@ -153,12 +153,20 @@ impl PeerConnection {
                 PeerCallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
+        self.answered(answer)
+    }
+
+    /// The peer answered: it was heard from, and a Raft error it sent is a remote error.
+    /// (`RPCError` is openraft's, the type `RaftNetwork` returns; it is not boxed here either.)
+    #[allow(clippy::result_large_err)]
+    fn answered<Resp, E>(&self, answer: Result<Resp, RaftError<E>>) -> Result<Resp, RPCError<E>>
+    where
+        E: std::error::Error,
+    {
         self.contacts.touch(self.target);
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
-}
 
-impl PeerConnection {
     /// A heartbeat by datagram, if it goes by datagram now (see [`super::datagram`]).
     async fn heartbeat(
         &mut self,
@@ -173,11 +181,11 @@ impl PeerConnection {
             return None;
         };
         let now = tokio::time::Instant::now();
-        if !rpc.entries.is_empty() {
+        if !rpc.entries.is_empty() || !link.datagrams_now(now) {
             return None;
         }
         let body = serde_json::to_vec(rpc).expect("RPC types always serialize");
-        if !link.carries(body.len(), now) {
+        if !fits_a_datagram(body.len()) {
             return None;
         }
         let auth = self.client.auth();
@@ -192,14 +200,33 @@ impl PeerConnection {
                 return Some(Err(failed));
             }
         };
-        self.contacts.touch(self.target);
         let decoded = serde_json::from_slice::<Result<AppendEntriesResponse, RaftError>>(&answer);
         Some(match decoded {
-            Ok(answer) => {
-                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
+            Ok(answer) => self.answered(answer),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         })
+    }
+
+    /// An append reached this peer over HTTP: if its heartbeat datagram had just gone
+    /// unanswered, UDP is what failed, which is counted and logged.
+    fn http_reached(&mut self) {
+        let Ok(Route {
+            heartbeats: Some(link),
+            ..
+        }) = &mut self.route
+        else {
+            return;
+        };
+        if let Some(error) = link.http_answered() {
+            self.heartbeat_fallbacks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = self.target,
+                %error,
+                "heartbeats to this peer go over HTTP for {HTTP_AFTER_SILENCE:?}: it answers \
+                 HTTP but not its heartbeat datagram (UDP to its port blocked, or a raftvip \
+                 too old to listen for datagrams)"
+            );
+        }
     }
 }
 
@@ -213,28 +240,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             return answered;
         }
         let answered = self.rpc(Rpc::Append, &rpc, &option).await;
-        let reached = !matches!(
+        if !matches!(
             answered,
             Err(RPCError::Unreachable(_) | RPCError::Network(_))
-        );
-        if let (
-            true,
-            Ok(Route {
-                heartbeats: Some(link),
-                ..
-            }),
-        ) = (reached, &mut self.route)
-        {
-            if let Some(error) = link.http_answered() {
-                self.heartbeat_fallbacks.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    peer = self.target,
-                    %error,
-                    "heartbeats to this peer go over HTTP for {HTTP_AFTER_SILENCE:?}: it answers \
-                     HTTP but not its heartbeat datagram (UDP to its port blocked, or a raftvip \
-                     too old to listen for datagrams)"
-                );
-            }
+        ) {
+            self.http_reached();
         }
         answered
     }
